@@ -1,0 +1,9 @@
+//! Generated protobuf and gRPC code for the preflight wire contract (`proto/preflight/v1`).
+//! Nothing hand-written lives here: conversions to domain types belong to the services.
+
+#![allow(clippy::all, missing_docs)]
+
+/// Version 1 of the wire contract.
+pub mod v1 {
+    tonic::include_proto!("preflight.v1");
+}
