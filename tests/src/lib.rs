@@ -1,1 +1,2 @@
 //! Harness for the end-to-end tests (in progress).
+pub mod netns;
