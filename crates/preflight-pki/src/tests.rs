@@ -1,0 +1,81 @@
+use std::time::{Duration, SystemTime};
+
+use super::*;
+
+#[test]
+fn agent_certificate_names_the_chosen_id_only() {
+    let ca = CertificateAuthority::generate("test ca").unwrap();
+    let (csr, key) = make_csr("evil").unwrap();
+    let cert = ca
+        .sign_agent_csr(&csr, "web-1", Duration::from_secs(3600))
+        .unwrap();
+    let id = Identity {
+        cert_pem: cert,
+        key_pem: key,
+    };
+    let chain = id.chain().unwrap();
+    assert_eq!(chain.len(), 2, "leaf then CA");
+    assert_eq!(
+        peer_identity(&chain[0]).unwrap(),
+        PeerIdentity::Agent("web-1".into())
+    );
+    assert_eq!(sha256_hex(&chain[1]), ca.pin());
+    let left = id.not_after_unix().unwrap() - unix_now();
+    assert!((3500..=3600).contains(&left), "{left}");
+    id.certified_key().unwrap();
+}
+
+#[test]
+fn controller_identity_and_reload() {
+    let ca = CertificateAuthority::generate("test ca").unwrap();
+    let id = ca
+        .issue_controller(&["127.0.0.1".into()], Duration::from_secs(60))
+        .unwrap();
+    assert_eq!(
+        peer_identity(&id.chain().unwrap()[0]).unwrap(),
+        PeerIdentity::Controller
+    );
+    let back = CertificateAuthority::from_pem(ca.cert_pem(), &ca.key_pem()).unwrap();
+    assert_eq!(back.pin(), ca.pin());
+    let r = ReloadableCert::new(&id).unwrap();
+    r.replace(&id).unwrap();
+}
+
+#[test]
+fn bad_inputs_are_refused_with_reasons() {
+    let ca = CertificateAuthority::generate("test ca").unwrap();
+    let (csr, _) = make_csr("x").unwrap();
+    for bad in ["", "-a", "a-", "UPPER", "a.b", &"x".repeat(64), "a_b"] {
+        assert!(matches!(
+            ca.sign_agent_csr(&csr, bad, Duration::from_secs(1)),
+            Err(PkiError::AgentId(_))
+        ));
+    }
+    let mut tampered = csr.clone();
+    tampered.replace_range(80..84, "AAAA");
+    assert!(ca
+        .sign_agent_csr(&tampered, "ok", Duration::from_secs(1))
+        .is_err());
+    assert!(ca
+        .sign_agent_csr("garbage", "ok", Duration::from_secs(1))
+        .is_err());
+    assert!(parse_pin("abc").is_err());
+    let pin = ca.pin();
+    assert_eq!(parse_pin(&pin.to_uppercase()).unwrap(), pin);
+    assert_eq!(parse_pin(&format!("sha256:{pin}")).unwrap(), pin);
+}
+
+#[test]
+fn expired_certificate_can_be_made_for_tests() {
+    let ca = CertificateAuthority::generate("test ca").unwrap();
+    let (csr, key) = make_csr("old").unwrap();
+    let past = SystemTime::now() - Duration::from_secs(7200);
+    let cert = ca
+        .sign_agent_csr_at(&csr, "old", past, Duration::from_secs(60))
+        .unwrap();
+    let id = Identity {
+        cert_pem: cert,
+        key_pem: key,
+    };
+    assert!(id.not_after_unix().unwrap() < unix_now());
+}
