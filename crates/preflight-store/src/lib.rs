@@ -1,1 +1,302 @@
-//! (in progress)
+//! The sled edge of the controller: trees, versioned record encodings and transactions.
+//!
+//! Only the controller writes this database. Every value is one version byte followed by the
+//! JSON of a record type defined here (not a serde derive on a core type), so a record can
+//! change shape without breaking old databases: a reader that meets an unknown version refuses
+//! with a clear message instead of guessing. Every multi-key change is one sled transaction,
+//! and a write that must survive a crash is flushed before it is acknowledged.
+
+mod records;
+
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+
+pub use records::*;
+
+/// Version byte of every record written by this build.
+const RECORD_V1: u8 = 1;
+
+/// What went wrong at the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("data directory {dir} is in use by another preflight controller (sled lock held): stop it or pass another --data")]
+    Locked { dir: String },
+    #[error("cannot open the database in {dir}: {detail}. If the directory is corrupt, move it aside and restore it from a backup; preflight will not guess")]
+    Open { dir: String, detail: String },
+    #[error("database error: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("record {key} in tree {tree} has version {version}, which this build does not read: upgrade preflight")]
+    Version {
+        tree: &'static str,
+        key: String,
+        version: u8,
+    },
+    #[error("record {key} in tree {tree} is corrupt: {detail}")]
+    Corrupt {
+        tree: &'static str,
+        key: String,
+        detail: String,
+    },
+    #[error("join token is unknown: create one with `preflight token create`")]
+    TokenUnknown,
+    #[error("join token was already used (by agent {0}): each token enrolls one agent; create a new one with `preflight token create`")]
+    TokenUsed(String),
+    #[error("join token expired: create a new one with `preflight token create`")]
+    TokenExpired,
+    #[error("agent id {0:?} is already enrolled: pass another --name, or revoke the old agent first")]
+    AgentExists(String),
+    #[error("no agent {0:?}: `preflight agents` lists them")]
+    NoAgent(String),
+    #[error("user {0:?} already exists")]
+    UserExists(String),
+}
+
+/// Which trees exist; names are part of the on-disk format.
+mod tree {
+    pub const META: &str = "meta";
+    pub const USERS: &str = "users";
+    pub const TOKENS: &str = "user_tokens";
+    pub const JOIN: &str = "join_tokens";
+    pub const AGENTS: &str = "agents";
+}
+
+/// The controller's database.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    meta: sled::Tree,
+    users: sled::Tree,
+    tokens: sled::Tree,
+    join: sled::Tree,
+    agents: sled::Tree,
+}
+
+fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    let mut out = vec![RECORD_V1];
+    // Serialising plain records to JSON cannot fail (no maps with non-string keys).
+    serde_json::to_writer(&mut out, v).expect("record serialises");
+    out
+}
+
+fn decode<T: DeserializeOwned>(tree: &'static str, key: &[u8], raw: &[u8]) -> Result<T, StoreError> {
+    let key_s = || String::from_utf8_lossy(key).into_owned();
+    match raw.split_first() {
+        Some((&RECORD_V1, body)) => serde_json::from_slice(body).map_err(|e| StoreError::Corrupt {
+            tree,
+            key: key_s(),
+            detail: e.to_string(),
+        }),
+        Some((&v, _)) => Err(StoreError::Version {
+            tree,
+            key: key_s(),
+            version: v,
+        }),
+        None => Err(StoreError::Corrupt {
+            tree,
+            key: key_s(),
+            detail: "empty value".into(),
+        }),
+    }
+}
+
+fn abort<E>(e: StoreError) -> ConflictableTransactionError<StoreError> {
+    ConflictableTransactionError::Abort(e)
+}
+
+fn tx_err(e: TransactionError<StoreError>) -> StoreError {
+    match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => StoreError::Sled(e),
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the database in `dir`.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let d = dir.display().to_string();
+        let db = sled::Config::new().path(dir).open().map_err(|e| match e {
+            sled::Error::Io(ref io) if io.kind() == std::io::ErrorKind::WouldBlock => {
+                StoreError::Locked { dir: d.clone() }
+            }
+            sled::Error::Io(ref io) if io.to_string().contains("lock") => {
+                StoreError::Locked { dir: d.clone() }
+            }
+            other => StoreError::Open {
+                dir: d.clone(),
+                detail: other.to_string(),
+            },
+        })?;
+        Self::from_db(db)
+    }
+
+    /// A throw-away database for tests.
+    pub fn temporary() -> Result<Self, StoreError> {
+        Self::from_db(sled::Config::new().temporary(true).open()?)
+    }
+
+    fn from_db(db: sled::Db) -> Result<Self, StoreError> {
+        Ok(Self {
+            meta: db.open_tree(tree::META)?,
+            users: db.open_tree(tree::USERS)?,
+            tokens: db.open_tree(tree::TOKENS)?,
+            join: db.open_tree(tree::JOIN)?,
+            agents: db.open_tree(tree::AGENTS)?,
+            db,
+        })
+    }
+
+    /// Makes every write so far durable; call before acknowledging a write that must survive.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// The underlying database, for other modules of the store crate.
+    pub fn db(&self) -> &sled::Db {
+        &self.db
+    }
+
+    /// A small metadata value.
+    pub fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .meta
+            .get(key)?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// Sets a small metadata value (durable on return).
+    pub fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.meta.insert(key, value.as_bytes())?;
+        self.flush()
+    }
+
+    /// Adds a user and the hash of their token in one transaction (durable on return).
+    pub fn add_user(&self, user: &UserRecord) -> Result<(), StoreError> {
+        (&self.users, &self.tokens)
+            .transaction(|(users, tokens)| {
+                if users.get(user.name.as_bytes())?.is_some() {
+                    return Err(abort::<()>(StoreError::UserExists(user.name.clone())));
+                }
+                users.insert(user.name.as_bytes(), encode(user))?;
+                tokens.insert(user.token_sha256.as_bytes(), user.name.as_bytes())?;
+                Ok(())
+            })
+            .map_err(tx_err)?;
+        self.flush()
+    }
+
+    /// The user a token (by its SHA-256) belongs to.
+    pub fn user_by_token(&self, token_sha256: &str) -> Result<Option<UserRecord>, StoreError> {
+        let Some(name) = self.tokens.get(token_sha256.as_bytes())? else {
+            return Ok(None);
+        };
+        match self.users.get(&name)? {
+            Some(raw) => Ok(Some(decode(tree::USERS, &name, &raw)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Every user, by name.
+    pub fn users(&self) -> Result<Vec<UserRecord>, StoreError> {
+        self.users
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv?;
+                decode(tree::USERS, &k, &v)
+            })
+            .collect()
+    }
+
+    /// Stores a new join token (durable on return).
+    pub fn add_join_token(&self, rec: &JoinTokenRecord) -> Result<(), StoreError> {
+        self.join.insert(rec.token_sha256.as_bytes(), encode(rec))?;
+        self.flush()
+    }
+
+    /// Enrollment, atomically: the token must be known, unused and unexpired at `now_ms`, and
+    /// the agent id free; then the token is marked used and the agent recorded. Durable on
+    /// return, so a certificate is only handed out for an agent the store remembers.
+    pub fn enroll(
+        &self,
+        token_sha256: &str,
+        now_ms: i64,
+        agent: &AgentRecord,
+    ) -> Result<(), StoreError> {
+        (&self.join, &self.agents)
+            .transaction(|(join, agents)| {
+                let key = token_sha256.as_bytes();
+                let raw = join.get(key)?.ok_or_else(|| abort::<()>(StoreError::TokenUnknown))?;
+                let mut tok: JoinTokenRecord = decode(tree::JOIN, key, &raw).map_err(abort::<()>)?;
+                if let Some(by) = &tok.used_by {
+                    return Err(abort::<()>(StoreError::TokenUsed(by.clone())));
+                }
+                if now_ms >= tok.expires_at_ms {
+                    return Err(abort::<()>(StoreError::TokenExpired));
+                }
+                if agents.get(agent.id.as_bytes())?.is_some() {
+                    return Err(abort::<()>(StoreError::AgentExists(agent.id.clone())));
+                }
+                tok.used_by = Some(agent.id.clone());
+                tok.used_at_ms = Some(now_ms);
+                join.insert(key, encode(&tok))?;
+                agents.insert(agent.id.as_bytes(), encode(agent))?;
+                Ok(())
+            })
+            .map_err(tx_err)?;
+        self.flush()
+    }
+
+    /// One agent.
+    pub fn agent(&self, id: &str) -> Result<Option<AgentRecord>, StoreError> {
+        match self.agents.get(id.as_bytes())? {
+            Some(raw) => Ok(Some(decode(tree::AGENTS, id.as_bytes(), &raw)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Every agent, by id.
+    pub fn agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
+        self.agents
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv?;
+                decode(tree::AGENTS, &k, &v)
+            })
+            .collect()
+    }
+
+    /// Changes one agent record atomically (compare-and-swap loop); returns the new record.
+    /// `durable` flushes before returning (revocation); heartbeats need not.
+    pub fn update_agent(
+        &self,
+        id: &str,
+        durable: bool,
+        mut f: impl FnMut(&mut AgentRecord),
+    ) -> Result<AgentRecord, StoreError> {
+        loop {
+            let old = self
+                .agents
+                .get(id.as_bytes())?
+                .ok_or_else(|| StoreError::NoAgent(id.to_string()))?;
+            let mut rec: AgentRecord = decode(tree::AGENTS, id.as_bytes(), &old)?;
+            f(&mut rec);
+            let new = encode(&rec);
+            if self
+                .agents
+                .compare_and_swap(id.as_bytes(), Some(&old), Some(new))?
+                .is_ok()
+            {
+                if durable {
+                    self.flush()?;
+                }
+                return Ok(rec);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
