@@ -1,20 +1,65 @@
-//! preflight-agent: the daemon on every target server, and local subcommands (in progress).
+//! preflight-agent: the small daemon on every target server (`enroll`, then `run`), and local
+//! subcommands a deployer can use on a server without any controller, like sysbench or ss.
+//! It exposes typed endpoints only: it never runs a command it was sent.
 
 mod cmd_bench;
 mod cmd_harden;
 mod cmd_ports;
+mod convert;
+mod enroll;
+mod run;
+mod service;
+mod state;
 
-use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// This agent's version.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 #[derive(Parser)]
-#[command(name = "preflight-agent", version, about)]
+#[command(
+    name = "preflight-agent",
+    version,
+    about = "preflight agent: readiness checks, benchmarks and hardening on this server",
+    long_about = "preflight agent: readiness checks, benchmarks and hardening on this server.\n\n\
+On a managed server: `enroll` once with the line `preflight token create` prints, then `run` \
+(the systemd unit does this). Without a controller, the local subcommands (inventory, bench, \
+ports, harden) work on their own."
+)]
 struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "PREFLIGHT_LOG_FORMAT")]
+    log_format: LogFormat,
     #[command(subcommand)]
     cmd: Cmd,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Output format of local subcommands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
+    /// Enroll this server with a controller (once): makes a key here, gets a certificate.
+    Enroll(enroll::Args),
+    /// Serve the Agent service over mutual TLS and heartbeat to the controller.
+    Run(run::Args),
+    /// Show this host's inventory (no controller needed).
+    Inventory {
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
     /// Disk, CPU and memory benchmarks, like fio and sysbench.
     Bench(cmd_bench::Args),
     /// Listening sockets with their processes, like `ss -ltnup`.
@@ -23,10 +68,98 @@ enum Cmd {
     Harden(cmd_harden::Args),
 }
 
-fn main() -> anyhow::Result<()> {
-    match Cli::parse().cmd {
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PREFLIGHT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => b.init(),
+        LogFormat::Json => b.json().init(),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    // A small, fixed pool: the agent idles most of the time, and blocking work (benchmarks,
+    // hashing) goes to the blocking pool.
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get().min(4));
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()?)
+}
+
+/// An error and its causes on one line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let m = c.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+/// A Unix time for people.
+pub fn fmt_unix(s: i64) -> String {
+    preflight_core::timefmt::utc(s)
+}
+
+/// This host's addresses outside loopback, in CIDR notation.
+pub fn host_addresses() -> Vec<String> {
+    let mut out = Vec::new();
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return out;
+    };
+    for ifa in addrs {
+        let (Some(addr), Some(mask)) = (ifa.address, ifa.netmask) else {
+            continue;
+        };
+        let (ip, prefix): (std::net::IpAddr, u32) = if let (Some(a), Some(m)) = (addr.as_sockaddr_in(), mask.as_sockaddr_in()) {
+            (a.ip().into(), m.ip().to_bits().count_ones())
+        } else if let (Some(a), Some(m)) = (addr.as_sockaddr_in6(), mask.as_sockaddr_in6()) {
+            (a.ip().into(), m.ip().to_bits().count_ones())
+        } else {
+            continue;
+        };
+        if !ip.is_loopback() && out.len() < 64 {
+            out.push(format!("{ip}/{prefix}"));
+        }
+    }
+    out
+}
+
+fn local_inventory(output: Output) -> anyhow::Result<()> {
+    let inv = convert::inventory(preflight_probe::inventory::collect()?);
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&inv)?),
+        Output::Text => print!("{}", preflight_render::inventory(&inv)),
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    preflight_pki::install_crypto_provider();
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    let r = match cli.cmd {
+        Cmd::Enroll(a) => runtime().and_then(|rt| rt.block_on(enroll::run(a))),
+        Cmd::Run(a) => runtime().and_then(|rt| rt.block_on(run::run(a))),
+        Cmd::Inventory { output } => local_inventory(output),
         Cmd::Bench(a) => cmd_bench::run(a),
         Cmd::Ports(a) => cmd_ports::run(a),
         Cmd::Harden(a) => cmd_harden::run(a),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", error_chain(e.as_ref()));
+            ExitCode::FAILURE
+        }
     }
 }

@@ -1,1 +1,278 @@
-//! (in progress)
+//! The preflight controller: agent registry and enrollment, the Controller API for people,
+//! and (as later work lands) sweeps, workflow and evidence. gRPC and HTTPS share one TLS
+//! listener.
+//!
+//! Data directory layout (mode 0700):
+//! - `db/`: the sled database (only the controller writes it);
+//! - `ca.pem`, `ca.key`: the internal CA (key mode 0600);
+//! - `controller.pem`, `controller.key`: the controller's identity (key mode 0600).
+
+mod agents;
+mod api;
+mod auth;
+mod http;
+mod registry;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use preflight_pki::{fsutil, CertificateAuthority, Identity, ReloadableCert};
+use preflight_proto::v1 as pb;
+use preflight_store::{Store, UserRecord};
+
+pub use auth::{hash_token, new_secret};
+
+/// The controller's version, reported to people and agents.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// Largest gRPC message accepted (either direction).
+pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Where "now" comes from. Tests and rehearsals use a settable clock; everything time-based in
+/// the controller reads this, never the system clock directly.
+pub trait Clock: Send + Sync + 'static {
+    /// Unix time in milliseconds.
+    fn now_ms(&self) -> i64;
+}
+
+/// The real clock.
+#[derive(Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0)
+    }
+}
+
+/// How the controller runs.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// How often agents are asked to heartbeat.
+    pub heartbeat_interval: Duration,
+    /// Lifetime of agent certificates; agents renew once less than a third is left.
+    pub agent_cert_ttl: Duration,
+}
+
+impl ServeConfig {
+    /// Defaults for a data directory: listen on 0.0.0.0:7443, heartbeat every 10 s, agent
+    /// certificates valid for 30 days.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            listen: SocketAddr::from(([0, 0, 0, 0], 7443)),
+            heartbeat_interval: Duration::from_secs(10),
+            agent_cert_ttl: Duration::from_secs(30 * 24 * 3600),
+        }
+    }
+}
+
+/// What `init` made; the admin token exists nowhere else.
+#[derive(Debug)]
+pub struct InitOutput {
+    pub admin_token: String,
+    pub ca_pin: String,
+}
+
+/// Why the controller could not initialise or start.
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error("data directory {0} is already initialised (it has ca.pem); the admin token was printed when it was made")]
+    AlreadyInitialized(String),
+    #[error("data directory {0} is not initialised: run `preflight serve --init --data {0}` once")]
+    NotInitialized(String),
+    #[error("cannot use data directory {dir}: {source}")]
+    Dir {
+        dir: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] preflight_store::StoreError),
+    #[error(transparent)]
+    Pki(#[from] preflight_pki::PkiError),
+}
+
+fn file(dir: &Path, name: &str) -> PathBuf {
+    dir.join(name)
+}
+
+/// Is `data_dir` initialised?
+pub fn is_initialized(data_dir: &Path) -> bool {
+    file(data_dir, "ca.pem").exists()
+}
+
+/// Creates the CA, the controller identity, the database and the first admin user. `ca.pem`
+/// is written last: it marks a finished initialisation, so a crash half-way can be re-run.
+pub fn init(data_dir: &Path, extra_names: &[String]) -> Result<InitOutput, InitError> {
+    let d = data_dir.display().to_string();
+    if is_initialized(data_dir) {
+        return Err(InitError::AlreadyInitialized(d));
+    }
+    let dir_err = |source| InitError::Dir {
+        dir: d.clone(),
+        source,
+    };
+    fsutil::ensure_private_dir(data_dir, 0o700).map_err(dir_err)?;
+    // Leftovers of an interrupted init are discarded: nothing in them was ever handed out.
+    let db_dir = file(data_dir, "db");
+    if db_dir.exists() {
+        std::fs::remove_dir_all(&db_dir).map_err(dir_err)?;
+    }
+    let ca = CertificateAuthority::generate("preflight internal CA")?;
+    let ident = controller_identity(&ca, extra_names)?;
+    let token = new_secret("pfa");
+    {
+        let store = Store::open(&db_dir)?;
+        store.add_user(&UserRecord {
+            name: "admin".into(),
+            role: "admin".into(),
+            token_sha256: hash_token(&token),
+            created_at_ms: SystemClock.now_ms(),
+            expires_at_ms: None,
+        })?;
+        store.set_meta("extra_names", &extra_names.join(","))?;
+    }
+    let w = |name: &str, bytes: &str, mode| {
+        fsutil::write_atomic(&file(data_dir, name), bytes.as_bytes(), mode).map_err(dir_err)
+    };
+    w("controller.key", &ident.key_pem, 0o600)?;
+    w("controller.pem", &ident.cert_pem, 0o644)?;
+    w("ca.key", &ca.key_pem(), 0o600)?;
+    w("ca.pem", ca.cert_pem(), 0o644)?;
+    Ok(InitOutput {
+        admin_token: token,
+        ca_pin: ca.pin(),
+    })
+}
+
+fn controller_identity(
+    ca: &CertificateAuthority,
+    extra_names: &[String],
+) -> Result<Identity, preflight_pki::PkiError> {
+    let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+    names.extend(extra_names.iter().cloned());
+    names.dedup();
+    ca.issue_controller(&names, Duration::from_secs(825 * 24 * 3600))
+}
+
+/// Shared state of the running controller.
+pub(crate) struct Shared {
+    pub store: Store,
+    pub ca: CertificateAuthority,
+    pub cfg: ServeConfig,
+    pub clock: Arc<dyn Clock>,
+    pub agents: agents::AgentPool,
+}
+
+impl Shared {
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+}
+
+/// A controller serving in the background.
+pub struct Running {
+    /// The address it listens on (useful with port 0).
+    pub local_addr: SocketAddr,
+    /// The CA pin clients need.
+    pub ca_pin: String,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// Stops serving and waits for the server to end.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        (&mut self.task).await.context("controller task")?
+    }
+
+    /// Waits until the server ends by itself (an error) or `signal` fires.
+    pub async fn wait(mut self, signal: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+        tokio::select! {
+            r = &mut self.task => r.context("controller task")?,
+            _ = signal => self.stop().await,
+        }
+    }
+}
+
+fn read(dir: &Path, name: &str) -> Result<String, InitError> {
+    std::fs::read_to_string(file(dir, name)).map_err(|source| InitError::Dir {
+        dir: file(dir, name).display().to_string(),
+        source,
+    })
+}
+
+/// Opens the data directory and starts serving.
+pub async fn start(cfg: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Running> {
+    let dir = cfg.data_dir.clone();
+    if !is_initialized(&dir) {
+        return Err(InitError::NotInitialized(dir.display().to_string()).into());
+    }
+    let ca = CertificateAuthority::from_pem(&read(&dir, "ca.pem")?, &read(&dir, "ca.key")?)?;
+    let identity = Identity {
+        cert_pem: read(&dir, "controller.pem")?,
+        key_pem: read(&dir, "controller.key")?,
+    };
+    let store = Store::open(&file(&dir, "db"))?;
+    let resolver = ReloadableCert::new(&identity)?;
+    let tls = preflight_pki::controller_server_config(ca.cert_pem(), resolver)?;
+    let incoming = preflight_pki::transport::tls_incoming(cfg.listen, tls)
+        .await
+        .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    let local_addr = incoming.local_addr;
+    let ca_pin = ca.pin();
+    let agents = agents::AgentPool::new(ca.cert_pem(), &identity)?;
+    let shared = Arc::new(Shared {
+        store,
+        ca,
+        cfg,
+        clock,
+        agents,
+    });
+    let routes = tonic::service::Routes::from(http::router(shared.clone()))
+        .add_service(
+            pb::registry_server::RegistryServer::new(registry::RegistrySvc(shared.clone()))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            pb::controller_server::ControllerServer::new(api::ApiSvc(shared.clone()))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        );
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .accept_http1(true)
+            .timeout(Duration::from_secs(120))
+            .concurrency_limit_per_connection(64)
+            .max_concurrent_streams(128)
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .add_routes(routes)
+            .serve_with_incoming_shutdown(incoming.stream, async {
+                let _ = rx.await;
+            })
+            .await
+            .context("controller server")?;
+        shared.store.flush()?;
+        Ok(())
+    });
+    tracing::info!(%local_addr, version = VERSION, "controller listening");
+    Ok(Running {
+        local_addr,
+        ca_pin,
+        shutdown: Some(tx),
+        task,
+    })
+}

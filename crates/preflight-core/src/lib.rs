@@ -4,4 +4,5 @@
 pub mod evidence;
 pub mod plan;
 pub mod role;
+pub mod timefmt;
 pub mod workflow;

@@ -11,6 +11,8 @@
 //! answering at the address of another is refused. Keys are ECDSA P-256 and are generated where
 //! they are used: an agent's private key never leaves its host.
 
+pub mod fsutil;
+pub mod transport;
 mod verify;
 
 use std::sync::{Arc, RwLock};

@@ -1,0 +1,163 @@
+//! `preflight-agent run`: serve the Agent service over mutual TLS and heartbeat to the
+//! controller, renewing the certificate when the controller says so.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use preflight_pki::{Identity, ReloadableCert};
+use preflight_proto::v1 as pb;
+use tonic::transport::Channel;
+
+use crate::service::{require_controller, AgentSvc};
+use crate::state::{AgentState, DEFAULT_STATE_DIR};
+
+/// Arguments of `preflight-agent run`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The state directory made by `preflight-agent enroll`.
+    #[arg(long, default_value = DEFAULT_STATE_DIR, env = "PREFLIGHT_AGENT_STATE")]
+    pub state_dir: PathBuf,
+    /// Serve on this address instead of the one chosen at enrollment.
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+}
+
+/// Largest message the agent accepts or sends.
+const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+pub async fn run(a: Args) -> anyhow::Result<()> {
+    let state = AgentState::load(&a.state_dir)?;
+    let listen = a.listen.unwrap_or(state.config.listen);
+    let cert = ReloadableCert::new(&state.identity)?;
+    let tls = preflight_pki::agent_server_config(&state.ca_pem, cert.clone())?;
+    let incoming = preflight_pki::transport::tls_incoming(listen, tls)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let local = incoming.local_addr;
+    tracing::info!(agent = %state.config.agent_id, %local, controller = %state.config.controller, version = crate::VERSION, "agent serving");
+
+    let svc = tonic::service::interceptor::InterceptedService::new(
+        pb::agent_server::AgentServer::new(AgentSvc)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        require_controller,
+    );
+    let server = tonic::transport::Server::builder()
+        .timeout(Duration::from_secs(900))
+        .concurrency_limit_per_connection(32)
+        .max_concurrent_streams(64)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .add_service(svc)
+        .serve_with_incoming_shutdown(incoming.stream, shutdown_signal());
+
+    let hb = tokio::spawn(heartbeat_loop(state, cert, local));
+    let r = server.await.context("agent server");
+    hb.abort();
+    tracing::info!("agent stopped");
+    r
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler installs");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn registry(state: &AgentState) -> anyhow::Result<pb::registry_client::RegistryClient<Channel>> {
+    let tls = preflight_pki::client_config(&state.ca_pem, Some(&state.identity))?;
+    let ch = preflight_pki::transport::connect_lazy(
+        &state.config.controller,
+        tls,
+        preflight_pki::controller_server_name(),
+        Duration::from_secs(10),
+    )?;
+    Ok(pb::registry_client::RegistryClient::new(ch))
+}
+
+async fn heartbeat_loop(mut state: AgentState, cert: Arc<ReloadableCert>, local: SocketAddr) {
+    let mut interval = Duration::from_secs(10);
+    let mut failures = 0u32;
+    'connection: loop {
+        let mut client = match registry(&state) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot set up the controller connection");
+                tokio::time::sleep(interval).await;
+                continue;
+            }
+        };
+        loop {
+            let req = pb::HeartbeatRequest {
+                agent_version: crate::VERSION.into(),
+                hostname: nix::unistd::gethostname()
+                    .map(|h| h.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                addresses: crate::host_addresses(),
+                listen_addr: local.to_string(),
+            };
+            let delay;
+            match client.heartbeat(req).await {
+                Ok(r) => {
+                    let r = r.into_inner();
+                    if failures > 0 {
+                        tracing::info!("controller reachable again");
+                    }
+                    failures = 0;
+                    interval = Duration::from_secs(u64::from(r.interval_s.clamp(1, 3600)));
+                    delay = interval;
+                    if r.renew {
+                        match renew(&mut client, &state).await {
+                            Ok(id) => {
+                                if let Err(e) = AgentState::save_identity(&state.dir, &id)
+                                    .and_then(|_| Ok(cert.replace(&id)?))
+                                {
+                                    tracing::error!(error = %e, "cannot store the renewed certificate");
+                                } else {
+                                    tracing::info!(not_after = id.not_after_unix().unwrap_or(0), "certificate renewed");
+                                    state.identity = id;
+                                    continue 'connection;
+                                }
+                            }
+                            Err(e) => tracing::warn!(error = %e, "certificate renewal failed; will retry"),
+                        }
+                    }
+                }
+                Err(s) => {
+                    failures += 1;
+                    // Back off up to a minute while the controller is away.
+                    delay = (interval * failures.min(6)).min(Duration::from_secs(60));
+                    if s.code() == tonic::Code::PermissionDenied {
+                        tracing::error!(reason = s.message(), "the controller refuses this agent");
+                    } else {
+                        tracing::warn!(reason = s.message(), code = ?s.code(), "heartbeat failed");
+                    }
+                }
+            }
+            tokio::time::sleep(delay).await;
+        }
+    }
+}
+
+async fn renew(
+    client: &mut pb::registry_client::RegistryClient<Channel>,
+    state: &AgentState,
+) -> anyhow::Result<Identity> {
+    let (csr_pem, key_pem) = preflight_pki::make_csr(&state.config.agent_id)?;
+    let r = client
+        .renew(pb::RenewRequest { csr_pem })
+        .await
+        .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+        .into_inner();
+    let id = Identity {
+        cert_pem: r.cert_pem,
+        key_pem,
+    };
+    id.certified_key()?;
+    Ok(id)
+}

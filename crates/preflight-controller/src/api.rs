@@ -1,0 +1,162 @@
+//! The Controller service for people (the `preflight` CLI). Every RPC names the roles allowed
+//! to call it in one place, [`allowed`], which the security tests walk.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use preflight_core::role::Role;
+use preflight_proto::v1 as pb;
+use preflight_store::{JoinTokenRecord, StoreError};
+use tonic::{Request, Response, Status};
+
+use crate::agents::agent_status;
+use crate::auth::authorize;
+use crate::{hash_token, new_secret, Shared};
+
+pub(crate) struct ApiSvc(pub Arc<Shared>);
+
+/// Roles allowed to call each RPC of the Controller service.
+pub fn allowed(rpc: &str) -> &'static [Role] {
+    const ANY: &[Role] = &Role::ALL;
+    const ADMIN: &[Role] = &[Role::Admin];
+    match rpc {
+        "WhoAmI" | "ListAgents" | "GetAgentInventory" => ANY,
+        "CreateJoinToken" | "RevokeAgent" => ADMIN,
+        _ => ADMIN,
+    }
+}
+
+fn store_status(e: StoreError) -> Status {
+    match e {
+        StoreError::NoAgent(_) => Status::not_found(e.to_string()),
+        _ => Status::unavailable(e.to_string()),
+    }
+}
+
+/// Join tokens live between one minute... and a week; shorter ones are for tests.
+const MIN_TTL_S: u32 = 1;
+const MAX_TTL_S: u32 = 7 * 24 * 3600;
+
+impl ApiSvc {
+    fn agent_record(&self, id: &str) -> Result<preflight_store::AgentRecord, Status> {
+        if id.is_empty() {
+            return Err(Status::invalid_argument("agent_id is empty: `preflight agents` lists them"));
+        }
+        preflight_pki::validate_agent_id(id)
+            .map_err(|e| Status::invalid_argument(format!("agent_id: {e}")))?;
+        self.0
+            .store
+            .agent(id)
+            .map_err(store_status)?
+            .ok_or_else(|| Status::not_found(format!("no agent {id:?}: `preflight agents` lists them")))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::controller_server::Controller for ApiSvc {
+    async fn who_am_i(
+        &self,
+        req: Request<pb::WhoAmIRequest>,
+    ) -> Result<Response<pb::WhoAmIResponse>, Status> {
+        let (user, role) = authorize(&self.0, &req, allowed("WhoAmI"))?;
+        Ok(Response::new(pb::WhoAmIResponse {
+            user: user.name,
+            role: role.to_string(),
+            controller_version: crate::VERSION.into(),
+        }))
+    }
+
+    async fn create_join_token(
+        &self,
+        req: Request<pb::CreateJoinTokenRequest>,
+    ) -> Result<Response<pb::CreateJoinTokenResponse>, Status> {
+        let (user, _) = authorize(&self.0, &req, allowed("CreateJoinToken"))?;
+        let ttl = req.into_inner().ttl_s;
+        if !(MIN_TTL_S..=MAX_TTL_S).contains(&ttl) {
+            return Err(Status::invalid_argument(format!(
+                "ttl_s {ttl} is out of range: use 1 s to 7 days (e.g. --ttl 1h)"
+            )));
+        }
+        let token = new_secret("pfj");
+        let now = self.0.now_ms();
+        let rec = JoinTokenRecord {
+            token_sha256: hash_token(&token),
+            created_at_ms: now,
+            expires_at_ms: now + i64::from(ttl) * 1000,
+            created_by: user.name,
+            used_by: None,
+            used_at_ms: None,
+        };
+        self.0.store.add_join_token(&rec).map_err(store_status)?;
+        Ok(Response::new(pb::CreateJoinTokenResponse {
+            token,
+            expires_at_unix: rec.expires_at_ms / 1000,
+            ca_sha256: self.0.ca.pin(),
+        }))
+    }
+
+    async fn list_agents(
+        &self,
+        req: Request<pb::ListAgentsRequest>,
+    ) -> Result<Response<pb::ListAgentsResponse>, Status> {
+        authorize(&self.0, &req, allowed("ListAgents"))?;
+        let now = self.0.now_ms();
+        let offline_after = 3 * self.0.cfg.heartbeat_interval.as_millis() as i64;
+        let agents = self
+            .0
+            .store
+            .agents()
+            .map_err(store_status)?
+            .into_iter()
+            .map(|a| pb::AgentInfo {
+                online: !a.revoked
+                    && a.last_heartbeat_ms > 0
+                    && now - a.last_heartbeat_ms <= offline_after,
+                listen_addr: crate::agents::dial_addr(&a).unwrap_or(a.listen_addr),
+                id: a.id,
+                hostname: a.hostname,
+                addresses: a.addresses,
+                version: a.version,
+                last_heartbeat_unix_ms: a.last_heartbeat_ms,
+                revoked: a.revoked,
+                enrolled_at_unix_ms: a.enrolled_at_ms,
+                cert_not_after_unix: a.cert_not_after_unix,
+            })
+            .collect();
+        Ok(Response::new(pb::ListAgentsResponse { agents }))
+    }
+
+    async fn revoke_agent(
+        &self,
+        req: Request<pb::RevokeAgentRequest>,
+    ) -> Result<Response<pb::RevokeAgentResponse>, Status> {
+        let (user, _) = authorize(&self.0, &req, allowed("RevokeAgent"))?;
+        let id = req.into_inner().agent_id;
+        self.agent_record(&id)?;
+        self.0
+            .store
+            .update_agent(&id, true, |a| a.revoked = true)
+            .map_err(store_status)?;
+        self.0.agents.forget(&id);
+        tracing::warn!(agent = %id, by = %user.name, "agent revoked");
+        Ok(Response::new(pb::RevokeAgentResponse {}))
+    }
+
+    async fn get_agent_inventory(
+        &self,
+        req: Request<pb::GetAgentInventoryRequest>,
+    ) -> Result<Response<pb::Inventory>, Status> {
+        authorize(&self.0, &req, allowed("GetAgentInventory"))?;
+        let id = req.into_inner().agent_id;
+        let rec = self.agent_record(&id)?;
+        let mut client = self.0.agents.client(&rec)?;
+        let mut r = Request::new(pb::GetInventoryRequest {});
+        r.set_timeout(Duration::from_secs(30));
+        let inv = client
+            .get_inventory(r)
+            .await
+            .map_err(|s| agent_status(&id, s))?;
+        Ok(inv)
+    }
+}
+
