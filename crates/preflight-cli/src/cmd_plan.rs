@@ -1,10 +1,299 @@
-//! `preflight plan`: offline plan validation (in progress).
+//! `preflight plan`: work with deployment plans. `check` validates a plan offline, with no
+//! controller; `attach` (sending a checked plan to the controller for a batch) comes with the
+//! controller client and gets its own variant of [`PlanCmd`].
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use preflight_core::plan::{InvalidPlan, PackageKind, Plan, MAX_PLAN_BYTES};
 
 /// Arguments of `preflight plan`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    #[command(subcommand)]
+    cmd: PlanCmd,
+}
 
-/// Runs the subcommand.
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("`preflight plan` is not built yet")
+/// The `preflight plan` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum PlanCmd {
+    /// Validate a plan (TOML, or a CSV server list) offline and print a summary or every error.
+    #[command(after_long_help = CHECK_HELP)]
+    Check(CheckArgs),
+    // `Attach { batch, file }` goes here: it runs the same parsing as `check`, then sends the
+    // validated plan to the controller (nothing is attached when the plan has any error).
+}
+
+const CHECK_HELP: &str = "\
+Examples:
+  preflight plan check deploy/examples/plan.toml
+  preflight plan check deploy/examples/servers.csv
+  preflight plan check plan-paths.toml --servers servers.csv --output json
+
+A TOML plan holds [batch], [[servers]], [[paths]], [[vips]], [jump_host], [management],
+[thresholds], [[bandwidth]] and [[packages]]; deploy/examples/plan.toml documents every key:
+
+  [[servers]]
+  address = \"10.20.0.21\"
+  hostname = \"soa-01\"
+  role = \"soa\"
+  apps = [{ name = \"soa-gateway\", ports = \"8080,8081-8089\" }]
+  data_dirs = [\"/opt/soa/data\"]
+
+  [[paths]]                       # every nginx server must reach every soa server on 8080
+  from = { role = \"nginx\" }
+  to = { role = \"soa\" }
+  ports = \"8080\"
+
+A CSV server list (as exported from the planning spreadsheet) has a header row naming the
+columns ip, hostname, role and optionally apps, ports, data_dirs (any case, any order):
+
+  IP,Hostname,Role,Apps,Ports
+  10.20.0.21,soa-01,soa,soa-gateway;node_exporter,\"8080;9100\"
+
+Checked alone it gives a plan with default thresholds and no paths; with --servers it is merged
+into a TOML plan whose paths may name its roles and hostnames.
+
+Every error is printed as FILE:LINE:COL: field NAME: what is wrong and how to fix it.
+Exit status: 0 valid, 2 invalid plan, 1 file not readable.";
+
+/// Arguments of `preflight plan check`.
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// Plan file: TOML (.toml) or a CSV server list (.csv).
+    file: PathBuf,
+    /// CSV server list to merge into a TOML plan (its servers are added to the plan's own).
+    #[arg(long, value_name = "CSV")]
+    servers: Option<PathBuf>,
+    /// Format of FILE, when its extension does not say.
+    #[arg(long, value_enum)]
+    format: Option<Format>,
+    /// Output: a readable summary, or JSON (the plan, its digest, the expanded paths, or the
+    /// errors).
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    output: Output,
+}
+
+/// Input format of a plan file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// TOML plan.
+    Toml,
+    /// CSV server list.
+    Csv,
+}
+
+/// Output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    /// Human-readable summary or errors.
+    Text,
+    /// JSON document.
+    Json,
+}
+
+/// Runs the subcommand. An invalid plan exits the process with status 2 after printing every
+/// error; unreadable files return an error (status 1).
+pub fn run(args: Args) -> anyhow::Result<()> {
+    match args.cmd {
+        PlanCmd::Check(a) => check(a),
+    }
+}
+
+fn check(a: CheckArgs) -> anyhow::Result<()> {
+    let format = match a.format {
+        Some(f) => f,
+        None => format_of(&a.file)?,
+    };
+    let text = read_text(&a.file)?;
+    let name = a.file.display().to_string();
+    let result = match (format, &a.servers) {
+        (Format::Toml, None) => Plan::from_toml(&name, &text),
+        (Format::Csv, None) => Plan::from_csv(&name, &text),
+        (Format::Toml, Some(csv)) => {
+            let csv_text = read_text(csv)?;
+            Plan::from_toml_with_csv_servers(&name, &text, &csv.display().to_string(), &csv_text)
+        }
+        (Format::Csv, Some(_)) => {
+            anyhow::bail!("--servers merges a CSV server list into a TOML plan: give a .toml FILE")
+        }
+    };
+    match result {
+        Ok(plan) => {
+            match a.output {
+                Output::Text => print!("{}", summary(&name, &plan)),
+                Output::Json => println!("{}", serde_json::to_string_pretty(&json_ok(&plan))?),
+            }
+            Ok(())
+        }
+        Err(invalid) => {
+            match a.output {
+                Output::Text => {
+                    eprintln!("{invalid}");
+                    eprintln!(
+                        "{name}: invalid plan: {} error(s), nothing attached",
+                        invalid.errors.len()
+                    );
+                }
+                Output::Json => println!("{}", serde_json::to_string_pretty(&json_err(&invalid))?),
+            }
+            std::process::exit(2)
+        }
+    }
+}
+
+fn format_of(file: &Path) -> anyhow::Result<Format> {
+    match file
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        Some("toml") => Ok(Format::Toml),
+        Some("csv") => Ok(Format::Csv),
+        _ => anyhow::bail!(
+            "cannot tell the format of {} from its extension: pass --format toml or --format csv",
+            file.display()
+        ),
+    }
+}
+
+/// Reads a plan file, refusing files above the core's size cap and text that is not UTF-8.
+fn read_text(path: &Path) -> anyhow::Result<String> {
+    let f = std::fs::File::open(path).with_context(|| format!("open {}", path.display()))?;
+    let cap = u64::try_from(MAX_PLAN_BYTES).unwrap_or(u64::MAX);
+    let mut bytes = Vec::new();
+    f.take(cap + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("read {}", path.display()))?;
+    if bytes.len() > MAX_PLAN_BYTES {
+        anyhow::bail!(
+            "{} is larger than {MAX_PLAN_BYTES} bytes: a plan is text, check the file",
+            path.display()
+        );
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "{} is not UTF-8 (first bad byte at offset {}): save it as UTF-8 (in a spreadsheet: \"CSV UTF-8\")",
+            path.display(),
+            e.utf8_error().valid_up_to()
+        )
+    })
+}
+
+fn summary(name: &str, plan: &Plan) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let _ = writeln!(s, "{name}: valid plan, digest {}", plan.digest());
+    let b = &plan.batch;
+    if b.project.is_some() || b.batch.is_some() {
+        let _ = writeln!(
+            s,
+            "  project {}, batch {}",
+            b.project.as_deref().unwrap_or("-"),
+            b.batch.as_deref().unwrap_or("-")
+        );
+    }
+    let roles: Vec<String> = plan
+        .roles()
+        .into_iter()
+        .map(|r| {
+            format!(
+                "{r} {}",
+                plan.servers.iter().filter(|s| s.role == r).count()
+            )
+        })
+        .collect();
+    let ports: usize = plan.planned_ports().iter().map(|(_, p)| p.len()).sum();
+    let _ = writeln!(
+        s,
+        "  servers: {} ({}), {ports} planned ports",
+        plan.servers.len(),
+        roles.join(", ")
+    );
+    let _ = writeln!(
+        s,
+        "  required paths: {} declared, {} (from, to, port) checks",
+        plan.paths.len(),
+        plan.expanded_paths().len()
+    );
+    let _ = writeln!(
+        s,
+        "  virtual IPs: {}, bandwidth pairs: {}, management sources: {}",
+        plan.vips.len(),
+        plan.bandwidth.len(),
+        plan.management.sources.len()
+    );
+    let backups = plan
+        .packages
+        .iter()
+        .filter(|p| matches!(p.kind, PackageKind::DbBackup { .. }))
+        .count();
+    let bytes: u64 = plan.packages.iter().map(|p| p.size).sum();
+    let _ = writeln!(
+        s,
+        "  packages: {} files ({} app, {backups} db_backup), {bytes} bytes",
+        plan.packages.len(),
+        plan.packages.len() - backups
+    );
+    if let Some(j) = &plan.jump_host {
+        let _ = writeln!(s, "  jump host: {} ({:?})", j.address, j.kind);
+    }
+    let t = &plan.thresholds;
+    let _ = writeln!(
+        s,
+        "  thresholds: randread >= {} IOPS, randwrite >= {} IOPS, fdatasync p99 <= {} us, \
+         bandwidth >= {} Mbit/s, cores >= {}, memory >= {} MiB, free disk >= {} GiB, \
+         clock skew <= {} ms, report age <= {} min",
+        t.min_randread_iops,
+        t.min_randwrite_iops,
+        t.max_fdatasync_p99_us,
+        t.min_bandwidth_mbit,
+        t.min_cores,
+        t.min_memory_mib,
+        t.min_free_disk_gib,
+        t.max_clock_skew_ms,
+        t.report_max_age_minutes
+    );
+    s
+}
+
+fn json_ok(plan: &Plan) -> serde_json::Value {
+    let paths: Vec<serde_json::Value> = plan
+        .expanded_paths()
+        .iter()
+        .map(|p| {
+            serde_json::json!({
+                "from": p.from.hostname,
+                "to": p.to.hostname,
+                "to_address": p.to.address,
+                "port": p.port,
+                "protocol": p.protocol,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "valid": true,
+        "digest": plan.digest(),
+        "plan": plan,
+        "expanded_paths": paths,
+    })
+}
+
+fn json_err(invalid: &InvalidPlan) -> serde_json::Value {
+    let errors: Vec<serde_json::Value> = invalid
+        .errors
+        .iter()
+        .map(|e| {
+            serde_json::json!({
+                "file": e.location.file,
+                "line": e.location.line,
+                "column": e.location.column,
+                "field": e.field,
+                "message": e.kind.to_string(),
+            })
+        })
+        .collect();
+    serde_json::json!({ "valid": false, "errors": errors })
 }

@@ -1,1 +1,1304 @@
-//! (in progress)
+//! Hardening evidence: the signed record of CHECKS.md "Evidence record", an RFC 6962-style
+//! Merkle log with signed checkpoints, and the offline bundle an auditor keeps.
+//!
+//! Pure: no I/O and no clock; times are values passed in. The only impurity is the random
+//! nonce ECDSA signing needs, drawn from `ring::rand::SystemRandom`.
+//!
+//! # Canonical encodings
+//!
+//! Every signed or hashed byte string is the compact `serde_json` encoding (no whitespace) of a
+//! struct of this module. Field order is the declaration order of the struct, maps are
+//! `BTreeMap`s (sorted keys), byte strings are lowercase hex, there are no floating-point
+//! numbers, and unknown fields are refused. Parsing and re-encoding is therefore the identity on
+//! every valid encoding, which [`verify_bundle`] checks: a bundle whose bytes differ from the
+//! re-encoding of what they parse to is refused, so no byte of an exported bundle is
+//! insignificant.
+//!
+//! - record signature (agent key, ECDSA P-256 SHA-256, ASN.1 DER signature): over
+//!   `b"preflight evidence record v1\n"` followed by the canonical [`EvidenceRecord`];
+//! - Merkle leaf: the canonical [`SignedRecord`] (record and signature), hashed as RFC 6962
+//!   `SHA-256(0x00 || leaf)`; interior nodes `SHA-256(0x01 || left || right)`;
+//! - checkpoint signature (controller key): over `b"preflight evidence checkpoint v1\n"`
+//!   followed by the canonical [`Checkpoint`] (origin, tree size, root hash, time).
+
+use std::collections::BTreeMap;
+
+use ring::digest::{digest, Context, SHA256};
+use ring::rand::SystemRandom;
+use ring::signature::{
+    EcdsaKeyPair, KeyPair, UnparsedPublicKey, ECDSA_P256_SHA256_ASN1,
+    ECDSA_P256_SHA256_ASN1_SIGNING,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::role::Role;
+
+/// Version of the [`EvidenceRecord`] encoding written by this code.
+pub const RECORD_FORMAT_VERSION: u32 = 1;
+/// Version of the [`EvidenceBundle`] encoding written by this code.
+pub const BUNDLE_FORMAT_VERSION: u32 = 1;
+/// Largest bundle [`verify_bundle`] reads.
+pub const MAX_BUNDLE_BYTES: usize = 256 * 1024 * 1024;
+/// Most records one bundle may hold.
+pub const MAX_BUNDLE_RECORDS: usize = 1_000_000;
+/// Largest free-text field of a record (observed value, diff).
+pub const MAX_TEXT_BYTES: usize = 1024 * 1024;
+/// Largest identifier-like field of a record (ids, host, versions, paths).
+pub const MAX_ID_BYTES: usize = 512;
+/// Most files one record may list as read.
+pub const MAX_FILES_READ: usize = 1024;
+/// Most MLPS or CIS references one record may carry.
+pub const MAX_REFS: usize = 64;
+
+const RECORD_DOMAIN: &[u8] = b"preflight evidence record v1\n";
+const CHECKPOINT_DOMAIN: &[u8] = b"preflight evidence checkpoint v1\n";
+/// DER prefix of a SubjectPublicKeyInfo for an uncompressed P-256 point (id-ecPublicKey,
+/// prime256v1, BIT STRING of 66 bytes with 0 unused bits); the 65-byte point follows.
+const P256_SPKI_PREFIX: [u8; 26] = [
+    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a,
+    0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+];
+
+/// A SHA-256 hash (leaf, node or tree root).
+pub type Hash32 = [u8; 32];
+
+/// The operation a record documents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EvidenceOperation {
+    /// Read-only check of the host.
+    Audit,
+    /// A change was written.
+    Apply,
+    /// Audit again after an apply.
+    Verify,
+    /// A backup was restored.
+    Rollback,
+}
+
+/// Outcome of a check, as in CHECKS.md.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EvidenceStatus {
+    /// The host meets the expected value.
+    Compliant,
+    /// The host does not meet the expected value.
+    NonCompliant,
+    /// The check does not apply to this host.
+    NotApplicable,
+    /// The check could not decide (the reason says why).
+    Unknown,
+}
+
+/// Who asked for the operation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Operator {
+    /// User name at the controller.
+    pub user: String,
+    /// The user's role.
+    pub role: Role,
+}
+
+/// One check, one operation, on one host: every field of CHECKS.md "Evidence record".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvidenceRecord {
+    /// Always [`RECORD_FORMAT_VERSION`] for records written by this code.
+    pub format_version: u32,
+    /// The agent that ran the operation.
+    pub agent_id: String,
+    /// SHA-256 of the agent certificate's DER, lowercase hex (64 characters).
+    pub agent_cert_sha256: String,
+    /// Host name as the agent reports it.
+    pub host: String,
+    /// Stable check id, e.g. `ssh.permit_root_login`.
+    pub check_id: String,
+    /// Version of the check catalog that ran.
+    pub catalog_version: String,
+    /// MLPS item references, e.g. `L3-CES1-06`.
+    pub mlps_refs: Vec<String>,
+    /// CIS benchmark references, e.g. `5.2.8`.
+    pub cis_refs: Vec<String>,
+    /// What was done.
+    pub operation: EvidenceOperation,
+    /// The observed raw value.
+    pub observed: String,
+    /// Every file read: absolute path -> SHA-256 of its content, lowercase hex.
+    pub files_read: BTreeMap<String, String>,
+    /// The expected value.
+    pub expected: String,
+    /// The outcome.
+    pub status: EvidenceStatus,
+    /// Why the status is what it is (mandatory for `unknown` and `not_applicable`).
+    pub reason: Option<String>,
+    /// The diff or rule list applied (apply and rollback).
+    pub diff_applied: Option<String>,
+    /// Reference to the backup taken before the change.
+    pub backup_ref: Option<String>,
+    /// Who asked.
+    pub operator: Operator,
+    /// UTC time of the operation in milliseconds since the Unix epoch.
+    pub time_utc_ms: u64,
+    /// Version of the agent that ran the operation.
+    pub agent_version: String,
+    /// The controller's request id, to join with the controller's own logs.
+    pub controller_request_id: String,
+}
+
+/// A record and the agent's signature over it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignedRecord {
+    /// The record.
+    pub record: EvidenceRecord,
+    /// ECDSA P-256 SHA-256 ASN.1 DER signature, lowercase hex.
+    pub signature: String,
+}
+
+/// What the controller's key signs: the state of a log at one moment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Checkpoint {
+    /// Which log this is, e.g. `preflight/batch/B-17` (distinguishes logs signed by one key).
+    pub origin: String,
+    /// Number of leaves.
+    pub tree_size: u64,
+    /// Merkle tree hash of the leaves, lowercase hex.
+    pub root_hash: String,
+    /// UTC time of signing in milliseconds since the Unix epoch.
+    pub time_utc_ms: u64,
+}
+
+/// A checkpoint and the controller's signature over it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignedCheckpoint {
+    /// The checkpoint.
+    pub checkpoint: Checkpoint,
+    /// ECDSA P-256 SHA-256 ASN.1 DER signature, lowercase hex.
+    pub signature: String,
+}
+
+/// An agent key as a bundle carries it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentKey {
+    /// The agent the certificate names.
+    pub agent_id: String,
+    /// The certificate's SubjectPublicKeyInfo (P-256), DER, lowercase hex.
+    pub spki_der: String,
+    /// The certificate, DER, lowercase hex (its SHA-256 is the map key).
+    pub certificate_der: String,
+}
+
+/// Everything an auditor needs to verify a batch's evidence offline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvidenceBundle {
+    /// Always [`BUNDLE_FORMAT_VERSION`] for bundles written by this code.
+    pub format_version: u32,
+    /// The records, in log order; they are exactly the leaves of the checkpoint's tree.
+    pub records: Vec<SignedRecord>,
+    /// Agent keys by SHA-256 of the agent certificate (lowercase hex).
+    pub agent_keys: BTreeMap<String, AgentKey>,
+    /// The controller's signed checkpoint over `records`.
+    pub checkpoint: SignedCheckpoint,
+    /// The controller's SubjectPublicKeyInfo (P-256), DER, lowercase hex.
+    pub controller_spki_der: String,
+}
+
+/// A record that does not satisfy the evidence rules.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidRecord {
+    /// Wrong format version.
+    #[error("record format_version {0} is not supported; expected {RECORD_FORMAT_VERSION}")]
+    FormatVersion(u32),
+    /// A mandatory field is empty.
+    #[error("record field {0} is empty; fill it in")]
+    Empty(&'static str),
+    /// A field is longer than its cap.
+    #[error("record field {field} is {len} bytes, more than the limit of {max}")]
+    TooLong {
+        /// The field.
+        field: &'static str,
+        /// Its length.
+        len: usize,
+        /// The cap.
+        max: usize,
+    },
+    /// A field holds a control character.
+    #[error("record field {0} holds a control character; ids and hosts must be printable")]
+    ControlChar(&'static str),
+    /// A hash field is not 64 lowercase hex characters.
+    #[error("record field {field} value {value:?} is not a lowercase hex SHA-256")]
+    BadHash {
+        /// The field.
+        field: &'static str,
+        /// The offending value (truncated).
+        value: String,
+    },
+    /// A file path is not absolute.
+    #[error("record files_read path {0:?} is not absolute")]
+    RelativePath(String),
+    /// Too many entries in a list field.
+    #[error("record field {field} has {len} entries, more than the limit of {max}")]
+    TooMany {
+        /// The field.
+        field: &'static str,
+        /// Its entry count.
+        len: usize,
+        /// The cap.
+        max: usize,
+    },
+    /// Status needs a reason.
+    #[error("record with status {0:?} needs a reason")]
+    MissingReason(EvidenceStatus),
+}
+
+/// Signing failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignError {
+    /// The record was refused before signing.
+    #[error("refusing to sign an invalid record: {0}")]
+    Invalid(#[from] InvalidRecord),
+    /// The key is not a PKCS#8 ECDSA P-256 key.
+    #[error("signing key is not a PKCS#8 ECDSA P-256 private key; pass the agent's key.pem content as DER")]
+    BadKey,
+    /// The signature primitive failed.
+    #[error("ECDSA signing failed")]
+    Signing,
+}
+
+/// A signature did not verify.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    /// The public key is not a P-256 SubjectPublicKeyInfo.
+    #[error("public key is not a DER SubjectPublicKeyInfo of a P-256 key ({len} bytes)")]
+    BadPublicKey {
+        /// Length of what was passed.
+        len: usize,
+    },
+    /// The signature field is not lowercase hex.
+    #[error("signature is not lowercase hex")]
+    BadEncoding,
+    /// The signature does not match the content and key.
+    #[error("signature does not match the content and the public key")]
+    Mismatch,
+}
+
+/// A Merkle proof was asked for sizes or indexes that do not exist.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProofError {
+    /// Index outside the tree.
+    #[error("leaf index {index} is not below tree size {size}")]
+    IndexOutOfRange {
+        /// Requested index.
+        index: u64,
+        /// Tree size.
+        size: u64,
+    },
+    /// Size larger than the log.
+    #[error("tree size {size} is larger than the log ({len} leaves)")]
+    SizeOutOfRange {
+        /// Requested size.
+        size: u64,
+        /// Leaves in the log.
+        len: u64,
+    },
+    /// Old size larger than new size.
+    #[error("consistency from size {old} to {new}: old size must not exceed new size")]
+    Order {
+        /// Old size.
+        old: u64,
+        /// New size.
+        new: u64,
+    },
+    /// The proof does not verify.
+    #[error("the proof does not lead to the expected root hash")]
+    Mismatch,
+}
+
+/// Why a bundle did not verify. Each variant names what an auditor should distrust.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BundleError {
+    /// Bundle too large.
+    #[error("bundle is {len} bytes, more than the limit of {MAX_BUNDLE_BYTES}")]
+    TooLarge {
+        /// Its size.
+        len: usize,
+    },
+    /// Not a bundle at all.
+    #[error("bundle is not valid bundle JSON: {0}")]
+    Parse(String),
+    /// Bytes differ from the canonical encoding of the parsed content.
+    #[error("bundle bytes are not in canonical form (first difference at byte {offset}); the file was edited after export")]
+    NotCanonical {
+        /// First differing byte.
+        offset: usize,
+    },
+    /// Unsupported bundle version.
+    #[error("bundle format_version {0} is not supported; expected {BUNDLE_FORMAT_VERSION}")]
+    FormatVersion(u32),
+    /// Too many records.
+    #[error("bundle holds {0} records, more than the limit of {MAX_BUNDLE_RECORDS}")]
+    TooManyRecords(usize),
+    /// Controller key unusable.
+    #[error("controller public key is unusable: {0}")]
+    ControllerKey(SignatureError),
+    /// Controller key is not the pinned one.
+    #[error(
+        "bundle is signed by controller key sha256 {found}, not the trusted key sha256 {expected}"
+    )]
+    UntrustedController {
+        /// Fingerprint of the key in the bundle.
+        found: String,
+        /// Fingerprint of the pinned key.
+        expected: String,
+    },
+    /// Checkpoint signature bad.
+    #[error("checkpoint signature does not verify with the bundle's controller key: {0}")]
+    CheckpointSignature(SignatureError),
+    /// Tree size differs.
+    #[error("checkpoint covers {checkpoint} records but the bundle holds {records}: records were added or removed")]
+    TreeSize {
+        /// Size the checkpoint signs.
+        checkpoint: u64,
+        /// Records present.
+        records: u64,
+    },
+    /// Root hash differs.
+    #[error("recomputed root hash {computed} differs from the signed checkpoint root {signed}: records were changed, reordered or re-signed")]
+    RootMismatch {
+        /// Root of the records present.
+        computed: String,
+        /// Root the checkpoint signs.
+        signed: String,
+    },
+    /// A record is invalid.
+    #[error("record {index} is invalid: {error}")]
+    InvalidRecord {
+        /// Position in the bundle.
+        index: usize,
+        /// What is wrong.
+        error: InvalidRecord,
+    },
+    /// No key for a record's certificate.
+    #[error(
+        "record {index} names agent certificate {cert_sha256} which the bundle does not carry"
+    )]
+    UnknownAgentCert {
+        /// Position in the bundle.
+        index: usize,
+        /// Fingerprint named by the record.
+        cert_sha256: String,
+    },
+    /// Key entry names another agent or does not match its certificate.
+    #[error("agent key {cert_sha256} is inconsistent: {what}")]
+    AgentKey {
+        /// Map key.
+        cert_sha256: String,
+        /// What does not fit.
+        what: String,
+    },
+    /// Record signature bad.
+    #[error(
+        "record {index} (agent {agent_id}, check {check_id}) signature does not verify: {error}"
+    )]
+    RecordSignature {
+        /// Position in the bundle.
+        index: usize,
+        /// Agent named by the record.
+        agent_id: String,
+        /// Check named by the record.
+        check_id: String,
+        /// Why.
+        error: SignatureError,
+    },
+}
+
+/// Result of a successful [`verify_bundle`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BundleReport {
+    /// Records verified.
+    pub records: u64,
+    /// The checkpoint's origin.
+    pub origin: String,
+    /// Root hash, lowercase hex.
+    pub root_hash: String,
+    /// Checkpoint time, ms since the Unix epoch.
+    pub checkpoint_time_utc_ms: u64,
+    /// SHA-256 of the controller's SPKI, lowercase hex: compare it with the key you trust.
+    pub controller_key_sha256: String,
+    /// Records per agent id.
+    pub records_per_agent: BTreeMap<String, u64>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// records and signatures
+
+fn check_text(
+    field: &'static str,
+    s: &str,
+    max: usize,
+    id_like: bool,
+) -> Result<(), InvalidRecord> {
+    if s.len() > max {
+        return Err(InvalidRecord::TooLong {
+            field,
+            len: s.len(),
+            max,
+        });
+    }
+    if id_like && s.chars().any(char::is_control) {
+        return Err(InvalidRecord::ControlChar(field));
+    }
+    Ok(())
+}
+
+fn check_id(field: &'static str, s: &str) -> Result<(), InvalidRecord> {
+    if s.is_empty() {
+        return Err(InvalidRecord::Empty(field));
+    }
+    check_text(field, s, MAX_ID_BYTES, true)
+}
+
+fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+fn check_hash(field: &'static str, s: &str) -> Result<(), InvalidRecord> {
+    if is_sha256_hex(s) {
+        Ok(())
+    } else {
+        Err(InvalidRecord::BadHash {
+            field,
+            value: s.chars().take(80).collect(),
+        })
+    }
+}
+
+impl EvidenceRecord {
+    /// Checks the record against the evidence rules (mandatory fields, caps, hash formats).
+    pub fn validate(&self) -> Result<(), InvalidRecord> {
+        if self.format_version != RECORD_FORMAT_VERSION {
+            return Err(InvalidRecord::FormatVersion(self.format_version));
+        }
+        check_id("agent_id", &self.agent_id)?;
+        check_hash("agent_cert_sha256", &self.agent_cert_sha256)?;
+        check_id("host", &self.host)?;
+        check_id("check_id", &self.check_id)?;
+        check_id("catalog_version", &self.catalog_version)?;
+        for (field, refs) in [("mlps_refs", &self.mlps_refs), ("cis_refs", &self.cis_refs)] {
+            if refs.len() > MAX_REFS {
+                return Err(InvalidRecord::TooMany {
+                    field,
+                    len: refs.len(),
+                    max: MAX_REFS,
+                });
+            }
+            for r in refs {
+                check_id(field, r)?;
+            }
+        }
+        check_text("observed", &self.observed, MAX_TEXT_BYTES, false)?;
+        if self.files_read.len() > MAX_FILES_READ {
+            return Err(InvalidRecord::TooMany {
+                field: "files_read",
+                len: self.files_read.len(),
+                max: MAX_FILES_READ,
+            });
+        }
+        for (path, hash) in &self.files_read {
+            check_text("files_read", path, 4096, true)?;
+            if !path.starts_with('/') {
+                return Err(InvalidRecord::RelativePath(path.clone()));
+            }
+            check_hash("files_read", hash)?;
+        }
+        check_text("expected", &self.expected, MAX_TEXT_BYTES, false)?;
+        match (&self.reason, self.status) {
+            (None, s @ (EvidenceStatus::Unknown | EvidenceStatus::NotApplicable)) => {
+                return Err(InvalidRecord::MissingReason(s));
+            }
+            (Some(r), _) => check_text("reason", r, MAX_TEXT_BYTES, false)?,
+            (None, _) => {}
+        }
+        if let Some(d) = &self.diff_applied {
+            check_text("diff_applied", d, MAX_TEXT_BYTES, false)?;
+        }
+        if let Some(b) = &self.backup_ref {
+            check_id("backup_ref", b)?;
+        }
+        check_id("operator.user", &self.operator.user)?;
+        check_id("agent_version", &self.agent_version)?;
+        check_id("controller_request_id", &self.controller_request_id)?;
+        Ok(())
+    }
+
+    /// The canonical encoding (see the module documentation).
+    pub fn canonical_bytes(&self) -> Vec<u8> {
+        canonical(self)
+    }
+
+    /// The exact bytes the agent signs: a domain tag followed by the canonical encoding.
+    pub fn signing_message(&self) -> Vec<u8> {
+        let mut m = RECORD_DOMAIN.to_vec();
+        m.extend_from_slice(&self.canonical_bytes());
+        m
+    }
+}
+
+fn canonical<T: Serialize>(value: &T) -> Vec<u8> {
+    // Serialising plain structs, strings, integers and BTreeMaps with string keys cannot fail.
+    serde_json::to_vec(value).expect("evidence types always serialise")
+}
+
+/// SHA-256 of `data`, lowercase hex.
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(digest(&SHA256, data))
+}
+
+/// The P-256 SubjectPublicKeyInfo (DER) of a PKCS#8 P-256 private key, as it appears in the
+/// certificate issued for that key.
+pub fn p256_spki_from_pkcs8(pkcs8: &[u8]) -> Result<Vec<u8>, SignError> {
+    let rng = SystemRandom::new();
+    let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8, &rng)
+        .map_err(|_| SignError::BadKey)?;
+    let mut spki = P256_SPKI_PREFIX.to_vec();
+    spki.extend_from_slice(pair.public_key().as_ref());
+    Ok(spki)
+}
+
+fn p256_point(spki_der: &[u8]) -> Result<&[u8], SignatureError> {
+    match spki_der.strip_prefix(&P256_SPKI_PREFIX[..]) {
+        Some(point) if point.len() == 65 && point[0] == 0x04 => Ok(point),
+        _ => Err(SignatureError::BadPublicKey {
+            len: spki_der.len(),
+        }),
+    }
+}
+
+fn sign_message(message: &[u8], pkcs8: &[u8]) -> Result<String, SignError> {
+    let rng = SystemRandom::new();
+    let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8, &rng)
+        .map_err(|_| SignError::BadKey)?;
+    let sig = pair.sign(&rng, message).map_err(|_| SignError::Signing)?;
+    Ok(hex::encode(sig.as_ref()))
+}
+
+fn verify_message(
+    message: &[u8],
+    signature_hex: &str,
+    spki_der: &[u8],
+) -> Result<(), SignatureError> {
+    let point = p256_point(spki_der)?;
+    if signature_hex.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Err(SignatureError::BadEncoding);
+    }
+    let sig = hex::decode(signature_hex).map_err(|_| SignatureError::BadEncoding)?;
+    UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, point)
+        .verify(message, &sig)
+        .map_err(|_| SignatureError::Mismatch)
+}
+
+/// Validates `record` and signs it with the agent's PKCS#8 P-256 key.
+pub fn sign(record: EvidenceRecord, agent_pkcs8: &[u8]) -> Result<SignedRecord, SignError> {
+    record.validate()?;
+    let signature = sign_message(&record.signing_message(), agent_pkcs8)?;
+    Ok(SignedRecord { record, signature })
+}
+
+/// Verifies a record's signature with the agent certificate's SubjectPublicKeyInfo (DER).
+pub fn verify_signature(signed: &SignedRecord, spki_der: &[u8]) -> Result<(), SignatureError> {
+    verify_message(
+        &signed.record.signing_message(),
+        &signed.signature,
+        spki_der,
+    )
+}
+
+impl SignedRecord {
+    /// The Merkle leaf data: the canonical encoding of record and signature.
+    pub fn leaf_bytes(&self) -> Vec<u8> {
+        canonical(self)
+    }
+
+    /// RFC 6962 leaf hash of [`SignedRecord::leaf_bytes`].
+    pub fn leaf_hash(&self) -> Hash32 {
+        leaf_hash(&self.leaf_bytes())
+    }
+}
+
+impl Checkpoint {
+    /// The exact bytes the controller signs.
+    pub fn signing_message(&self) -> Vec<u8> {
+        let mut m = CHECKPOINT_DOMAIN.to_vec();
+        m.extend_from_slice(&canonical(self));
+        m
+    }
+}
+
+/// Signs a checkpoint with the controller's PKCS#8 P-256 key (usable as the `sign_fn` of
+/// [`EvidenceLog::checkpoint`]).
+pub fn sign_checkpoint(
+    checkpoint: &Checkpoint,
+    controller_pkcs8: &[u8],
+) -> Result<String, SignError> {
+    sign_message(&checkpoint.signing_message(), controller_pkcs8)
+}
+
+/// Verifies a checkpoint's signature with the controller's SubjectPublicKeyInfo (DER).
+pub fn verify_checkpoint(
+    signed: &SignedCheckpoint,
+    controller_spki_der: &[u8],
+) -> Result<(), SignatureError> {
+    verify_message(
+        &signed.checkpoint.signing_message(),
+        &signed.signature,
+        controller_spki_der,
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Merkle tree (RFC 6962 / RFC 9162 section 2.1)
+
+/// RFC 6962 leaf hash: `SHA-256(0x00 || data)`.
+pub fn leaf_hash(data: &[u8]) -> Hash32 {
+    let mut c = Context::new(&SHA256);
+    c.update(&[0x00]);
+    c.update(data);
+    to_hash(c.finish().as_ref())
+}
+
+/// RFC 6962 interior node hash: `SHA-256(0x01 || left || right)`.
+pub fn node_hash(left: &Hash32, right: &Hash32) -> Hash32 {
+    let mut c = Context::new(&SHA256);
+    c.update(&[0x01]);
+    c.update(left);
+    c.update(right);
+    to_hash(c.finish().as_ref())
+}
+
+fn to_hash(d: &[u8]) -> Hash32 {
+    let mut h = [0u8; 32];
+    h.copy_from_slice(d);
+    h
+}
+
+/// Largest power of two strictly below `n` (n >= 2).
+fn split(n: usize) -> usize {
+    let mut k = 1;
+    while k << 1 < n {
+        k <<= 1;
+    }
+    k
+}
+
+/// Merkle tree hash of a list of leaf hashes (the empty tree hashes to SHA-256 of nothing).
+pub fn merkle_root(leaves: &[Hash32]) -> Hash32 {
+    match leaves.len() {
+        0 => to_hash(digest(&SHA256, b"").as_ref()),
+        1 => leaves[0],
+        n => {
+            let k = split(n);
+            node_hash(&merkle_root(&leaves[..k]), &merkle_root(&leaves[k..]))
+        }
+    }
+}
+
+fn inclusion_path(m: usize, leaves: &[Hash32], out: &mut Vec<Hash32>) {
+    let n = leaves.len();
+    if n <= 1 {
+        return;
+    }
+    let k = split(n);
+    if m < k {
+        inclusion_path(m, &leaves[..k], out);
+        out.push(merkle_root(&leaves[k..]));
+    } else {
+        inclusion_path(m - k, &leaves[k..], out);
+        out.push(merkle_root(&leaves[..k]));
+    }
+}
+
+fn consistency_subproof(m: usize, leaves: &[Hash32], complete: bool, out: &mut Vec<Hash32>) {
+    let n = leaves.len();
+    if m == n {
+        if !complete {
+            out.push(merkle_root(leaves));
+        }
+        return;
+    }
+    let k = split(n);
+    if m <= k {
+        consistency_subproof(m, &leaves[..k], complete, out);
+        out.push(merkle_root(&leaves[k..]));
+    } else {
+        consistency_subproof(m - k, &leaves[k..], false, out);
+        out.push(merkle_root(&leaves[..k]));
+    }
+}
+
+/// Verifies an RFC 9162 inclusion proof of `leaf` at `index` in a tree of `size` leaves.
+pub fn verify_inclusion(
+    leaf: &Hash32,
+    index: u64,
+    size: u64,
+    proof: &[Hash32],
+    root: &Hash32,
+) -> Result<(), ProofError> {
+    if index >= size {
+        return Err(ProofError::IndexOutOfRange { index, size });
+    }
+    let (mut f, mut s) = (index, size - 1);
+    let mut r = *leaf;
+    for p in proof {
+        if s == 0 {
+            return Err(ProofError::Mismatch);
+        }
+        if f & 1 == 1 || f == s {
+            r = node_hash(p, &r);
+            if f & 1 == 0 {
+                while f & 1 == 0 && f != 0 {
+                    f >>= 1;
+                    s >>= 1;
+                }
+            }
+        } else {
+            r = node_hash(&r, p);
+        }
+        f >>= 1;
+        s >>= 1;
+    }
+    if s == 0 && r == *root {
+        Ok(())
+    } else {
+        Err(ProofError::Mismatch)
+    }
+}
+
+/// Verifies an RFC 9162 consistency proof between a tree of `old_size` leaves with root
+/// `old_root` and a tree of `new_size` leaves with root `new_root`.
+pub fn verify_consistency(
+    old_size: u64,
+    new_size: u64,
+    old_root: &Hash32,
+    new_root: &Hash32,
+    proof: &[Hash32],
+) -> Result<(), ProofError> {
+    if old_size > new_size {
+        return Err(ProofError::Order {
+            old: old_size,
+            new: new_size,
+        });
+    }
+    if old_size == new_size {
+        return if proof.is_empty() && old_root == new_root {
+            Ok(())
+        } else {
+            Err(ProofError::Mismatch)
+        };
+    }
+    if old_size == 0 {
+        // Every tree extends the empty tree.
+        return if proof.is_empty() {
+            Ok(())
+        } else {
+            Err(ProofError::Mismatch)
+        };
+    }
+    if proof.is_empty() {
+        return Err(ProofError::Mismatch);
+    }
+    let mut path: Vec<Hash32> = Vec::with_capacity(proof.len() + 1);
+    if old_size.is_power_of_two() {
+        path.push(*old_root);
+    }
+    path.extend_from_slice(proof);
+    let (mut f, mut s) = (old_size - 1, new_size - 1);
+    while f & 1 == 1 {
+        f >>= 1;
+        s >>= 1;
+    }
+    let (mut fr, mut sr) = (path[0], path[0]);
+    for c in &path[1..] {
+        if s == 0 {
+            return Err(ProofError::Mismatch);
+        }
+        if f & 1 == 1 || f == s {
+            fr = node_hash(c, &fr);
+            sr = node_hash(c, &sr);
+            if f & 1 == 0 {
+                while f & 1 == 0 && f != 0 {
+                    f >>= 1;
+                    s >>= 1;
+                }
+            }
+        } else {
+            sr = node_hash(&sr, c);
+        }
+        f >>= 1;
+        s >>= 1;
+    }
+    if fr == *old_root && sr == *new_root && s == 0 {
+        Ok(())
+    } else {
+        Err(ProofError::Mismatch)
+    }
+}
+
+/// In-memory model of the evidence log: an append-only list of leaf hashes forming an
+/// RFC 6962 Merkle tree. The controller persists the leaves (and the signed records) itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvidenceLog {
+    leaves: Vec<Hash32>,
+}
+
+impl EvidenceLog {
+    /// An empty log.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Rebuilds a log from persisted leaf hashes, in order.
+    pub fn from_leaves(leaves: Vec<Hash32>) -> Self {
+        Self { leaves }
+    }
+
+    /// The leaf hashes, in order.
+    pub fn leaves(&self) -> &[Hash32] {
+        &self.leaves
+    }
+
+    /// Number of leaves.
+    pub fn len(&self) -> u64 {
+        self.leaves.len() as u64
+    }
+
+    /// Whether the log is empty.
+    pub fn is_empty(&self) -> bool {
+        self.leaves.is_empty()
+    }
+
+    /// Appends a signed record; returns its index and leaf hash.
+    pub fn append(&mut self, record: &SignedRecord) -> (u64, Hash32) {
+        let h = record.leaf_hash();
+        self.leaves.push(h);
+        (self.len() - 1, h)
+    }
+
+    /// Root hash of the whole log.
+    pub fn root(&self) -> Hash32 {
+        merkle_root(&self.leaves)
+    }
+
+    /// Root hash of the first `size` leaves.
+    pub fn root_at(&self, size: u64) -> Result<Hash32, ProofError> {
+        Ok(merkle_root(self.prefix(size)?))
+    }
+
+    fn prefix(&self, size: u64) -> Result<&[Hash32], ProofError> {
+        if size > self.len() {
+            return Err(ProofError::SizeOutOfRange {
+                size,
+                len: self.len(),
+            });
+        }
+        // size <= len, which is a usize.
+        Ok(&self.leaves[..size as usize])
+    }
+
+    /// Inclusion proof of leaf `index` in the tree of the first `size` leaves.
+    pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash32>, ProofError> {
+        let leaves = self.prefix(size)?;
+        if index >= size {
+            return Err(ProofError::IndexOutOfRange { index, size });
+        }
+        let mut out = Vec::new();
+        inclusion_path(index as usize, leaves, &mut out);
+        Ok(out)
+    }
+
+    /// Consistency proof between the trees of the first `old_size` and `new_size` leaves.
+    pub fn consistency_proof(
+        &self,
+        old_size: u64,
+        new_size: u64,
+    ) -> Result<Vec<Hash32>, ProofError> {
+        if old_size > new_size {
+            return Err(ProofError::Order {
+                old: old_size,
+                new: new_size,
+            });
+        }
+        let leaves = self.prefix(new_size)?;
+        let mut out = Vec::new();
+        if old_size > 0 && old_size < new_size {
+            consistency_subproof(old_size as usize, leaves, true, &mut out);
+        }
+        Ok(out)
+    }
+
+    /// The current checkpoint, signed by `sign_fn` (which receives the exact message and
+    /// returns the lowercase hex signature, e.g. a closure around [`sign_checkpoint`]).
+    pub fn checkpoint<E>(
+        &self,
+        origin: &str,
+        time_utc_ms: u64,
+        sign_fn: impl FnOnce(&Checkpoint) -> Result<String, E>,
+    ) -> Result<SignedCheckpoint, E> {
+        let checkpoint = Checkpoint {
+            origin: origin.to_owned(),
+            tree_size: self.len(),
+            root_hash: hex::encode(self.root()),
+            time_utc_ms,
+        };
+        let signature = sign_fn(&checkpoint)?;
+        Ok(SignedCheckpoint {
+            checkpoint,
+            signature,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// bundles
+
+impl EvidenceBundle {
+    /// Builds a bundle of `records` (in this order) with a checkpoint signed by the controller.
+    /// `agent_certs` holds the DER certificate and SPKI of every agent key used.
+    pub fn build(
+        records: Vec<SignedRecord>,
+        agent_keys: BTreeMap<String, AgentKey>,
+        origin: &str,
+        time_utc_ms: u64,
+        controller_pkcs8: &[u8],
+    ) -> Result<Self, SignError> {
+        let mut log = EvidenceLog::new();
+        for r in &records {
+            log.append(r);
+        }
+        let checkpoint = log.checkpoint(origin, time_utc_ms, |c| {
+            sign_checkpoint(c, controller_pkcs8)
+        })?;
+        Ok(Self {
+            format_version: BUNDLE_FORMAT_VERSION,
+            records,
+            agent_keys,
+            checkpoint,
+            controller_spki_der: hex::encode(p256_spki_from_pkcs8(controller_pkcs8)?),
+        })
+    }
+
+    /// The exported bytes: the canonical encoding, no trailing newline.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        canonical(self)
+    }
+}
+
+impl AgentKey {
+    /// An entry for an agent certificate (DER) and its SubjectPublicKeyInfo (DER); returns the
+    /// map key (SHA-256 of the certificate) and the entry.
+    pub fn new(agent_id: &str, certificate_der: &[u8], spki_der: &[u8]) -> (String, AgentKey) {
+        (
+            sha256_hex(certificate_der),
+            AgentKey {
+                agent_id: agent_id.to_owned(),
+                spki_der: hex::encode(spki_der),
+                certificate_der: hex::encode(certificate_der),
+            },
+        )
+    }
+}
+
+fn decode_hex_field(s: &str) -> Option<Vec<u8>> {
+    if s.bytes().any(|b| b.is_ascii_uppercase()) {
+        return None;
+    }
+    hex::decode(s).ok()
+}
+
+/// Verifies an exported bundle offline: canonical bytes, every record's validity and agent
+/// signature, the Merkle root over the records in order, and the controller's checkpoint
+/// signature. Trusts the controller key the bundle carries; compare
+/// [`BundleReport::controller_key_sha256`] with the key you trust, or use
+/// [`verify_bundle_pinned`].
+pub fn verify_bundle(bytes: &[u8]) -> Result<BundleReport, BundleError> {
+    verify_bundle_inner(bytes, None)
+}
+
+/// [`verify_bundle`], and the controller key must be `trusted_controller_spki_der`.
+pub fn verify_bundle_pinned(
+    bytes: &[u8],
+    trusted_controller_spki_der: &[u8],
+) -> Result<BundleReport, BundleError> {
+    verify_bundle_inner(bytes, Some(trusted_controller_spki_der))
+}
+
+fn verify_bundle_inner(bytes: &[u8], pinned: Option<&[u8]>) -> Result<BundleReport, BundleError> {
+    if bytes.len() > MAX_BUNDLE_BYTES {
+        return Err(BundleError::TooLarge { len: bytes.len() });
+    }
+    let bundle: EvidenceBundle =
+        serde_json::from_slice(bytes).map_err(|e| BundleError::Parse(e.to_string()))?;
+    let again = bundle.to_bytes();
+    if again != bytes {
+        let offset = again
+            .iter()
+            .zip(bytes)
+            .position(|(a, b)| a != b)
+            .unwrap_or(again.len().min(bytes.len()));
+        return Err(BundleError::NotCanonical { offset });
+    }
+    if bundle.format_version != BUNDLE_FORMAT_VERSION {
+        return Err(BundleError::FormatVersion(bundle.format_version));
+    }
+    if bundle.records.len() > MAX_BUNDLE_RECORDS {
+        return Err(BundleError::TooManyRecords(bundle.records.len()));
+    }
+
+    let controller_spki = decode_hex_field(&bundle.controller_spki_der)
+        .ok_or(BundleError::ControllerKey(SignatureError::BadEncoding))?;
+    p256_point(&controller_spki).map_err(BundleError::ControllerKey)?;
+    let controller_key_sha256 = sha256_hex(&controller_spki);
+    if let Some(trusted) = pinned {
+        if trusted != controller_spki.as_slice() {
+            return Err(BundleError::UntrustedController {
+                found: controller_key_sha256,
+                expected: sha256_hex(trusted),
+            });
+        }
+    }
+    verify_checkpoint(&bundle.checkpoint, &controller_spki)
+        .map_err(BundleError::CheckpointSignature)?;
+
+    let mut keys: BTreeMap<&str, Vec<u8>> = BTreeMap::new();
+    for (cert_sha256, key) in &bundle.agent_keys {
+        let bad = |what: &str| BundleError::AgentKey {
+            cert_sha256: cert_sha256.clone(),
+            what: what.to_owned(),
+        };
+        let cert = decode_hex_field(&key.certificate_der)
+            .ok_or_else(|| bad("certificate_der is not lowercase hex"))?;
+        let spki =
+            decode_hex_field(&key.spki_der).ok_or_else(|| bad("spki_der is not lowercase hex"))?;
+        if sha256_hex(&cert) != *cert_sha256 {
+            return Err(bad("certificate SHA-256 differs from its map key"));
+        }
+        // The certificate encodes its SubjectPublicKeyInfo verbatim; finding it inside the
+        // certificate binds the key to the fingerprint the agent signed.
+        if spki.is_empty() || !cert.windows(spki.len()).any(|w| w == spki.as_slice()) {
+            return Err(bad("spki_der is not the certificate's public key"));
+        }
+        p256_point(&spki).map_err(|e| bad(&e.to_string()))?;
+        keys.insert(cert_sha256.as_str(), spki);
+    }
+
+    let mut log = EvidenceLog::new();
+    let mut per_agent: BTreeMap<String, u64> = BTreeMap::new();
+    for (index, signed) in bundle.records.iter().enumerate() {
+        let rec = &signed.record;
+        rec.validate()
+            .map_err(|error| BundleError::InvalidRecord { index, error })?;
+        let spki = keys.get(rec.agent_cert_sha256.as_str()).ok_or_else(|| {
+            BundleError::UnknownAgentCert {
+                index,
+                cert_sha256: rec.agent_cert_sha256.clone(),
+            }
+        })?;
+        let key = &bundle.agent_keys[&rec.agent_cert_sha256];
+        if key.agent_id != rec.agent_id {
+            return Err(BundleError::AgentKey {
+                cert_sha256: rec.agent_cert_sha256.clone(),
+                what: format!(
+                    "certificate is for agent {:?} but record {index} names agent {:?}",
+                    key.agent_id, rec.agent_id
+                ),
+            });
+        }
+        verify_signature(signed, spki).map_err(|error| BundleError::RecordSignature {
+            index,
+            agent_id: rec.agent_id.clone(),
+            check_id: rec.check_id.clone(),
+            error,
+        })?;
+        log.append(signed);
+        *per_agent.entry(rec.agent_id.clone()).or_default() += 1;
+    }
+
+    let cp = &bundle.checkpoint.checkpoint;
+    if cp.tree_size != log.len() {
+        return Err(BundleError::TreeSize {
+            checkpoint: cp.tree_size,
+            records: log.len(),
+        });
+    }
+    let computed = hex::encode(log.root());
+    if computed != cp.root_hash {
+        return Err(BundleError::RootMismatch {
+            computed,
+            signed: cp.root_hash.clone(),
+        });
+    }
+    Ok(BundleReport {
+        records: log.len(),
+        origin: cp.origin.clone(),
+        root_hash: computed,
+        checkpoint_time_utc_ms: cp.time_utc_ms,
+        controller_key_sha256,
+        records_per_agent: per_agent,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leaves(n: usize) -> Vec<Hash32> {
+        (0..n)
+            .map(|i| leaf_hash(&(i as u64).to_be_bytes()))
+            .collect()
+    }
+
+    #[test]
+    fn empty_and_single_roots_match_rfc6962() {
+        assert_eq!(
+            hex::encode(merkle_root(&[])),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        assert_eq!(
+            hex::encode(leaf_hash(b"")),
+            "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d"
+        );
+    }
+
+    #[test]
+    fn root_matches_certificate_transparency_test_vector() {
+        // The eight leaves used by the certificate-transparency reference implementations.
+        let inputs: [&[u8]; 8] = [
+            b"",
+            &[0x00],
+            &[0x10],
+            &[0x20, 0x21],
+            &[0x30, 0x31],
+            &[0x40, 0x41, 0x42, 0x43],
+            &[0x50, 0x51, 0x52, 0x53, 0x54, 0x55, 0x56, 0x57],
+            &[
+                0x60, 0x61, 0x62, 0x63, 0x64, 0x65, 0x66, 0x67, 0x68, 0x69, 0x6a, 0x6b, 0x6c, 0x6d,
+                0x6e, 0x6f,
+            ],
+        ];
+        let l: Vec<Hash32> = inputs.iter().map(|d| leaf_hash(d)).collect();
+        assert_eq!(
+            hex::encode(merkle_root(&l)),
+            "5dc9da79a70659a9ad559cb701ded9a2ab9d823aad2f4960cfe370eff4604328"
+        );
+    }
+
+    #[test]
+    fn every_inclusion_proof_verifies_and_tampering_fails() {
+        for n in 1..=33u64 {
+            let log = EvidenceLog::from_leaves(leaves(n as usize));
+            let root = log.root();
+            for i in 0..n {
+                let proof = log.inclusion_proof(i, n).expect("in range");
+                let leaf = log.leaves()[i as usize];
+                assert_eq!(
+                    verify_inclusion(&leaf, i, n, &proof, &root),
+                    Ok(()),
+                    "n={n} i={i}"
+                );
+                let other = leaf_hash(b"other");
+                assert!(verify_inclusion(&other, i, n, &proof, &root).is_err());
+                if n > 1 {
+                    assert!(
+                        verify_inclusion(&leaf, (i + 1) % n, n, &proof, &root).is_err(),
+                        "n={n} i={i}"
+                    );
+                    let mut bad = proof.clone();
+                    bad[0][0] ^= 1;
+                    assert!(verify_inclusion(&leaf, i, n, &bad, &root).is_err());
+                    assert!(
+                        verify_inclusion(&leaf, i, n, &proof[..proof.len() - 1], &root).is_err()
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_consistency_proof_verifies_and_tampering_fails() {
+        let log = EvidenceLog::from_leaves(leaves(33));
+        for n in 1..=33u64 {
+            let new_root = log.root_at(n).expect("in range");
+            for m in 1..=n {
+                let old_root = log.root_at(m).expect("in range");
+                let proof = log.consistency_proof(m, n).expect("in range");
+                assert_eq!(
+                    verify_consistency(m, n, &old_root, &new_root, &proof),
+                    Ok(()),
+                    "m={m} n={n}"
+                );
+                if m < n {
+                    let mut bad = proof.clone();
+                    bad[0][5] ^= 0x80;
+                    assert!(
+                        verify_consistency(m, n, &old_root, &new_root, &bad).is_err(),
+                        "m={m} n={n}"
+                    );
+                    let wrong_old = leaf_hash(b"x");
+                    assert!(verify_consistency(m, n, &wrong_old, &new_root, &proof).is_err());
+                }
+            }
+        }
+        assert!(log.consistency_proof(5, 4).is_err());
+        assert!(log.inclusion_proof(3, 40).is_err());
+    }
+
+    #[test]
+    fn validate_refuses_bad_records() {
+        let mut r = EvidenceRecord {
+            format_version: RECORD_FORMAT_VERSION,
+            agent_id: "a1".into(),
+            agent_cert_sha256: "0".repeat(64),
+            host: "h".into(),
+            check_id: "ssh.misc".into(),
+            catalog_version: "1".into(),
+            mlps_refs: vec![],
+            cis_refs: vec![],
+            operation: EvidenceOperation::Audit,
+            observed: String::new(),
+            files_read: BTreeMap::new(),
+            expected: String::new(),
+            status: EvidenceStatus::Compliant,
+            reason: None,
+            diff_applied: None,
+            backup_ref: None,
+            operator: Operator {
+                user: "u".into(),
+                role: Role::Deployer,
+            },
+            time_utc_ms: 0,
+            agent_version: "0.1.0".into(),
+            controller_request_id: "r".into(),
+        };
+        assert_eq!(r.validate(), Ok(()));
+        r.status = EvidenceStatus::Unknown;
+        assert_eq!(
+            r.validate(),
+            Err(InvalidRecord::MissingReason(EvidenceStatus::Unknown))
+        );
+        r.reason = Some("cannot parse".into());
+        r.files_read.insert("etc/passwd".into(), "0".repeat(64));
+        assert!(matches!(r.validate(), Err(InvalidRecord::RelativePath(_))));
+        r.files_read.clear();
+        r.files_read.insert("/etc/passwd".into(), "A".repeat(64));
+        assert!(matches!(r.validate(), Err(InvalidRecord::BadHash { .. })));
+        r.files_read.clear();
+        r.host = "h\nx".into();
+        assert_eq!(r.validate(), Err(InvalidRecord::ControlChar("host")));
+    }
+}
