@@ -40,31 +40,6 @@ pub struct Args {
     pub force: bool,
 }
 
-/// Parses `https://HOST[:PORT][/]` into HOST:PORT.
-pub fn controller_addr(url: &str) -> anyhow::Result<String> {
-    let rest = url.strip_prefix("https://").with_context(|| {
-        format!("controller URL {url:?} must start with https:// (e.g. https://ctl.example:7443)")
-    })?;
-    let rest = rest.trim_end_matches('/');
-    if rest.is_empty() || rest.contains('/') || rest.contains('@') || rest.contains(char::is_whitespace) {
-        bail!("controller URL {url:?} must be https://HOST or https://HOST:PORT, with no path");
-    }
-    let with_port = if rest.starts_with('[') {
-        if rest.contains("]:") { rest.to_string() } else { format!("{rest}:7443") }
-    } else if rest.matches(':').count() == 1 {
-        rest.to_string()
-    } else if rest.contains(':') {
-        bail!("controller URL {url:?}: write IPv6 addresses in brackets, e.g. https://[::1]:7443");
-    } else {
-        format!("{rest}:7443")
-    };
-    let port = with_port.rsplit(':').next().unwrap_or("");
-    match port.parse::<u16>() {
-        Ok(p) if p > 0 => Ok(with_port),
-        _ => bail!("controller URL {url:?} has an invalid port {port:?}: use 1-65535"),
-    }
-}
-
 /// A default agent id from the host name.
 pub fn default_name() -> String {
     let host = nix::unistd::gethostname()
@@ -85,7 +60,7 @@ pub fn default_name() -> String {
 
 pub async fn run(a: Args) -> anyhow::Result<()> {
     // Everything that can be checked locally is checked before the token is spent.
-    let addr = controller_addr(&a.controller)?;
+    let addr = preflight_pki::controller_addr(&a.controller)?;
     let pin = preflight_pki::parse_pin(&a.ca_sha256).map_err(|e| anyhow::anyhow!("--ca-sha256: {e}"))?;
     let token = a.token.trim();
     if token.is_empty()
@@ -159,20 +134,4 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         a.state_dir.display()
     );
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn controller_urls() {
-        assert_eq!(controller_addr("https://ctl:7443").unwrap(), "ctl:7443");
-        assert_eq!(controller_addr("https://ctl/").unwrap(), "ctl:7443");
-        assert_eq!(controller_addr("https://[::1]").unwrap(), "[::1]:7443");
-        assert_eq!(controller_addr("https://[::1]:9").unwrap(), "[::1]:9");
-        for bad in ["http://ctl", "ctl:7443", "https://", "https://ctl:0", "https://ctl:x", "https://a/b", "https://::1", "https://u@h"] {
-            assert!(controller_addr(bad).is_err(), "{bad}");
-        }
-    }
 }

@@ -1,24 +1,299 @@
-//! preflight: the controller daemon (`preflight serve`) and the operator CLI (in progress).
+//! preflight: the controller daemon (`preflight serve`) and the operator CLI. Every subcommand
+//! but `serve`, `demo` and `plan check` is a gRPC client of the controller.
 
+mod client;
 mod cmd_plan;
+mod demo;
 
-use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use preflight_proto::v1 as pb;
+
+use client::{status, Conn};
 
 #[derive(Parser)]
-#[command(name = "preflight", version, about)]
+#[command(
+    name = "preflight",
+    version,
+    about = "preflight: deployment readiness, hardening and workflow for customer servers",
+    long_about = "preflight: deployment readiness, hardening and workflow for customer servers.\n\n\
+Start a controller with `preflight serve --init` (prints the first admin token once), enroll an \
+agent on each server with the line `preflight token create` prints, then ask: `preflight agents`, \
+`preflight inventory AGENT`. `preflight demo` shows the whole path on this machine."
+)]
 struct Cli {
+    /// Output format.
+    #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
+    output: Output,
+    /// Log format on stderr (for `serve`).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "PREFLIGHT_LOG_FORMAT")]
+    log_format: LogFormat,
+    #[command(flatten)]
+    conn: Conn,
     #[command(subcommand)]
     cmd: Cmd,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
+    /// Run the controller.
+    Serve(ServeArgs),
+    /// Join tokens for enrolling agents.
+    #[command(subcommand)]
+    Token(TokenCmd),
+    /// List enrolled agents, or revoke one.
+    Agents {
+        #[command(subcommand)]
+        cmd: Option<AgentsCmd>,
+    },
+    /// Show the inventory of an agent's host.
+    Inventory {
+        /// Agent id (see `preflight agents`).
+        agent: String,
+    },
+    /// Save the controller URL, CA pin and token for later commands.
+    Login {
+        /// Write here instead of ~/.config/preflight/cli.toml.
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+    /// Who the token belongs to, and the controller's version.
+    Whoami,
+    /// Run a demo controller and three local agents on 127.0.0.11-13 and show their inventory.
+    Demo(demo::Args),
     /// Validate a deployment plan (TOML or CSV) offline.
     Plan(cmd_plan::Args),
 }
 
-fn main() -> anyhow::Result<()> {
-    match Cli::parse().cmd {
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Data directory (sled database, CA and keys).
+    #[arg(long, default_value = "./preflight-data", env = "PREFLIGHT_DATA")]
+    data: PathBuf,
+    /// Address for gRPC and HTTPS.
+    #[arg(long, default_value = "0.0.0.0:7443")]
+    listen: SocketAddr,
+    /// Create the CA and the first admin token (printed once) if the data directory is new.
+    #[arg(long)]
+    init: bool,
+    /// Extra DNS names or IPs for the controller's certificate (with --init), repeatable.
+    #[arg(long = "san")]
+    sans: Vec<String>,
+    /// How often agents heartbeat, e.g. 10s.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    heartbeat_interval: Duration,
+    /// Lifetime of agent certificates, e.g. 30d; agents renew with a third left.
+    #[arg(long, default_value = "30d", value_parser = parse_duration)]
+    agent_cert_ttl: Duration,
+}
+
+#[derive(Subcommand)]
+enum TokenCmd {
+    /// Create a one-time join token and print the enroll command.
+    Create {
+        /// How long the token is valid, e.g. 15m, 1h, 2d (at most 7d).
+        #[arg(long, default_value = "1h", value_parser = parse_duration)]
+        ttl: Duration,
+    },
+}
+
+#[derive(Subcommand)]
+enum AgentsCmd {
+    /// List agents (the default).
+    List,
+    /// Revoke an agent: the controller refuses it from now on.
+    Revoke { agent: String },
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    preflight_core::timefmt::parse_duration(s).map(Duration::from_secs)
+}
+
+/// An error and its causes on one line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let m = c.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+fn json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+fn now_ms() -> i64 {
+    preflight_controller::Clock::now_ms(&preflight_controller::SystemClock)
+}
+
+async fn serve(a: ServeArgs) -> anyhow::Result<()> {
+    if a.init && !preflight_controller::is_initialized(&a.data) {
+        let out = preflight_controller::init(&a.data, &a.sans)?;
+        println!("initialised {}", a.data.display());
+        println!("CA pin (sha256): {}", out.ca_pin);
+        println!("admin token (shown only this once, keep it safe):\n  {}", out.admin_token);
+        println!(
+            "use it with:\n  preflight login --controller https://HOST:{} --ca-sha256 {} --token <the token>",
+            a.listen.port(),
+            out.ca_pin
+        );
+    } else if a.init {
+        tracing::info!(data = %a.data.display(), "already initialised; no new admin token is printed");
+    }
+    let mut cfg = preflight_controller::ServeConfig::new(&a.data);
+    cfg.listen = a.listen;
+    cfg.heartbeat_interval = a.heartbeat_interval;
+    cfg.agent_cert_ttl = a.agent_cert_ttl;
+    let running = preflight_controller::start(cfg, Arc::new(preflight_controller::SystemClock)).await?;
+    eprintln!("controller listening on {} (CA sha256 {})", running.local_addr, running.ca_pin);
+    running.wait(shutdown_signal()).await
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler installs");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let out = cli.output;
+    let conn = cli.conn;
+    match cli.cmd {
+        Cmd::Serve(a) => serve(a).await,
+        Cmd::Demo(a) => demo::run(a, out).await,
         Cmd::Plan(a) => cmd_plan::run(a),
+        Cmd::Token(TokenCmd::Create { ttl }) => {
+            let (url, _, _) = conn.resolve()?;
+            let r = conn
+                .api()
+                .await?
+                .create_join_token(pb::CreateJoinTokenRequest { ttl_s: ttl.as_secs().min(u64::from(u32::MAX)) as u32 })
+                .await
+                .map_err(status)?
+                .into_inner();
+            if out == Output::Json {
+                return json(&r);
+            }
+            println!("join token (one use, expires {}):\n  {}", preflight_core::timefmt::utc(r.expires_at_unix), r.token);
+            println!("CA pin (sha256):\n  {}", r.ca_sha256);
+            println!("on the server, as root:\n  preflight-agent enroll --controller {url} --token {} --ca-sha256 {}", r.token, r.ca_sha256);
+            Ok(())
+        }
+        Cmd::Agents { cmd } => match cmd.unwrap_or(AgentsCmd::List) {
+            AgentsCmd::List => {
+                let r = conn.api().await?.list_agents(pb::ListAgentsRequest {}).await.map_err(status)?.into_inner();
+                if out == Output::Json {
+                    return json(&r.agents);
+                }
+                if r.agents.is_empty() {
+                    println!("no agents enrolled yet: `preflight token create` prints the enroll command");
+                } else {
+                    print!("{}", preflight_render::agents(&r.agents, now_ms()));
+                }
+                Ok(())
+            }
+            AgentsCmd::Revoke { agent } => {
+                conn.api().await?.revoke_agent(pb::RevokeAgentRequest { agent_id: agent.clone() }).await.map_err(status)?;
+                if out == Output::Json {
+                    return json(&serde_json::json!({ "revoked": agent }));
+                }
+                println!("agent {agent} revoked: the controller refuses it from now on");
+                Ok(())
+            }
+        },
+        Cmd::Inventory { agent } => {
+            let inv = conn
+                .api()
+                .await?
+                .get_agent_inventory(pb::GetAgentInventoryRequest { agent_id: agent })
+                .await
+                .map_err(status)?
+                .into_inner();
+            if out == Output::Json {
+                return json(&inv);
+            }
+            print!("{}", preflight_render::inventory(&inv));
+            Ok(())
+        }
+        Cmd::Whoami => {
+            let r = conn.api().await?.who_am_i(pb::WhoAmIRequest {}).await.map_err(status)?.into_inner();
+            if out == Output::Json {
+                return json(&r);
+            }
+            println!("{} ({}) on controller {}", r.user, r.role, r.controller_version);
+            Ok(())
+        }
+        Cmd::Login { file } => {
+            let (url, token, pin) = conn.resolve()?;
+            let (Some(token), Some(pin)) = (token, pin) else {
+                anyhow::bail!("login needs --controller, --ca-sha256 and --token (or their PREFLIGHT_* variables)");
+            };
+            // Prove the three work together before saving them.
+            let r = conn.api().await?.who_am_i(pb::WhoAmIRequest {}).await.map_err(status)?.into_inner();
+            let path = file.unwrap_or_else(client::default_config_path);
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            }
+            let cfg = client::FileConfig { controller: Some(url), token: Some(token), ca_sha256: Some(pin) };
+            preflight_pki::fsutil::write_atomic(&path, toml::to_string(&cfg)?.as_bytes(), 0o600)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            println!("logged in as {} ({}); saved to {}", r.user, r.role, path.display());
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    preflight_pki::install_crypto_provider();
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PREFLIGHT_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(if matches!(cli.cmd, Cmd::Serve(_)) { "info" } else { "warn" })
+    });
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => b.init(),
+        LogFormat::Json => b.json().init(),
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", error_chain(e.as_ref()));
+            ExitCode::FAILURE
+        }
     }
 }

@@ -55,6 +55,8 @@ pub enum PkiError {
     Pin(String),
     #[error("certificate could not be parsed: {0}")]
     Parse(String),
+    #[error("controller URL {url:?} {why}")]
+    Url { url: String, why: &'static str },
 }
 
 /// Whom a certificate speaks for.
@@ -190,6 +192,17 @@ impl CertificateAuthority {
         extra_names: &[String],
         validity: Duration,
     ) -> Result<Identity, PkiError> {
+        self.issue_controller_at(extra_names, SystemTime::now(), validity)
+    }
+
+    /// As [`Self::issue_controller`] with an explicit start of validity (tests use this to
+    /// make expired certificates).
+    pub fn issue_controller_at(
+        &self,
+        extra_names: &[String],
+        not_before: SystemTime,
+        validity: Duration,
+    ) -> Result<Identity, PkiError> {
         let key = KeyPair::generate()?;
         let mut names = vec![CONTROLLER_NAME.to_string()];
         names.extend(extra_names.iter().cloned());
@@ -197,7 +210,7 @@ impl CertificateAuthority {
         params
             .distinguished_name
             .push(DnType::CommonName, "preflight controller");
-        self.leaf_params(&mut params, SystemTime::now(), validity);
+        self.leaf_params(&mut params, not_before, validity);
         let cert = params.signed_by(&key, &self.issuer()?)?;
         Ok(Identity {
             cert_pem: format!("{}{}", cert.pem(), self.cert_pem),
@@ -480,6 +493,38 @@ pub fn controller_server_name() -> ServerName<'static> {
 pub fn agent_server_name(id: &str) -> Result<ServerName<'static>, PkiError> {
     validate_agent_id(id)?;
     ServerName::try_from(agent_dns_name(id)).map_err(|_| PkiError::AgentId(id.to_string()))
+}
+
+/// `https://HOST[:PORT][/]` to `HOST:PORT` (port 7443 when omitted), refusing anything else.
+pub fn controller_addr(url: &str) -> Result<String, PkiError> {
+    let err = |why| PkiError::Url {
+        url: url.to_string(),
+        why,
+    };
+    let rest = url
+        .strip_prefix("https://")
+        .ok_or_else(|| err("must start with https:// (e.g. https://ctl.example:7443)"))?
+        .trim_end_matches('/');
+    if rest.is_empty() || rest.contains(['/', '@', '?', '#']) || rest.contains(char::is_whitespace) {
+        return Err(err("must be https://HOST or https://HOST:PORT, with no path"));
+    }
+    let with_port = if rest.starts_with('[') {
+        if rest.contains("]:") {
+            rest.to_string()
+        } else {
+            format!("{rest}:7443")
+        }
+    } else if rest.matches(':').count() == 1 {
+        rest.to_string()
+    } else if rest.contains(':') {
+        return Err(err("must write IPv6 addresses in brackets, e.g. https://[::1]:7443"));
+    } else {
+        format!("{rest}:7443")
+    };
+    match with_port.rsplit(':').next().map(str::parse::<u16>) {
+        Some(Ok(p)) if p > 0 => Ok(with_port),
+        _ => Err(err("has an invalid port: use 1-65535")),
+    }
 }
 
 /// Seconds since the Unix epoch, now.

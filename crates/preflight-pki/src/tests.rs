@@ -79,3 +79,18 @@ fn expired_certificate_can_be_made_for_tests() {
     };
     assert!(id.not_after_unix().unwrap() < unix_now());
 }
+
+#[test]
+fn controller_urls() {
+    assert_eq!(controller_addr("https://ctl:7443").unwrap(), "ctl:7443");
+    assert_eq!(controller_addr("https://ctl/").unwrap(), "ctl:7443");
+    assert_eq!(controller_addr("https://[::1]").unwrap(), "[::1]:7443");
+    assert_eq!(controller_addr("https://[::1]:9").unwrap(), "[::1]:9");
+    for bad in [
+        "http://ctl", "ctl:7443", "https://", "https://ctl:0", "https://ctl:x", "https://a/b",
+        "https://::1", "https://u@h", "https://h:70000",
+    ] {
+        let e = controller_addr(bad).unwrap_err().to_string();
+        assert!(e.contains(bad), "{e}");
+    }
+}
