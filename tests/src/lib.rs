@@ -1,2 +1,5 @@
-//! Harness for the end-to-end tests (in progress).
+//! Harness for the end-to-end tests: real binaries, real TLS, real sled, and (as root)
+//! network namespaces.
+
+pub mod cluster;
 pub mod netns;

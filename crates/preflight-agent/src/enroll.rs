@@ -14,8 +14,10 @@ use crate::state::{AgentConfig, AgentState, DEFAULT_STATE_DIR};
 
 /// Arguments of `preflight-agent enroll`.
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Example (the controller prints this line with `preflight token create`):\n  \
-preflight-agent enroll --controller https://ctl.example:7443 --token pfj_… --ca-sha256 3f2a…")]
+#[command(
+    after_help = "Example (the controller prints this line with `preflight token create`):\n  \
+preflight-agent enroll --controller https://ctl.example:7443 --token pfj_… --ca-sha256 3f2a…"
+)]
 pub struct Args {
     /// The controller, as https://HOST:PORT (port 7443 when omitted).
     #[arg(long, env = "PREFLIGHT_CONTROLLER")]
@@ -55,17 +57,24 @@ pub fn default_name() -> String {
         .collect();
     id.truncate(preflight_pki::MAX_AGENT_ID_LEN);
     let id = id.trim_matches('-').to_string();
-    if id.is_empty() { "agent".into() } else { id }
+    if id.is_empty() {
+        "agent".into()
+    } else {
+        id
+    }
 }
 
 pub async fn run(a: Args) -> anyhow::Result<()> {
     // Everything that can be checked locally is checked before the token is spent.
     let addr = preflight_pki::controller_addr(&a.controller)?;
-    let pin = preflight_pki::parse_pin(&a.ca_sha256).map_err(|e| anyhow::anyhow!("--ca-sha256: {e}"))?;
+    let pin =
+        preflight_pki::parse_pin(&a.ca_sha256).map_err(|e| anyhow::anyhow!("--ca-sha256: {e}"))?;
     let token = a.token.trim();
     if token.is_empty()
         || token.len() > 256
-        || !token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        || !token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
     {
         bail!("--token is malformed: expected the join token printed by `preflight token create` (pfj_ followed by 64 hex digits)");
     }
@@ -95,7 +104,10 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
             if let Some(seen) = verifier.mismatch() {
                 bail!("CA pin mismatch: the controller at {addr} has CA sha256 {seen}, but --ca-sha256 is {pin}; check the pin printed by `preflight token create`");
             }
-            bail!("cannot reach the controller at {addr}: {}", crate::error_chain(&e));
+            bail!(
+                "cannot reach the controller at {addr}: {}",
+                crate::error_chain(&e)
+            );
         }
     };
     let mut client = pb::registry_client::RegistryClient::new(channel);
@@ -119,7 +131,9 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         cert_pem: resp.cert_pem,
         key_pem,
     };
-    identity.certified_key().context("the controller returned an unusable certificate")?;
+    identity
+        .certified_key()
+        .context("the controller returned an unusable certificate")?;
     let cfg = AgentConfig {
         agent_id: resp.agent_id.clone(),
         controller: addr,

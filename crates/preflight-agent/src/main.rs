@@ -120,13 +120,14 @@ pub fn host_addresses() -> Vec<String> {
         let (Some(addr), Some(mask)) = (ifa.address, ifa.netmask) else {
             continue;
         };
-        let (ip, prefix): (std::net::IpAddr, u32) = if let (Some(a), Some(m)) = (addr.as_sockaddr_in(), mask.as_sockaddr_in()) {
-            (a.ip().into(), m.ip().to_bits().count_ones())
-        } else if let (Some(a), Some(m)) = (addr.as_sockaddr_in6(), mask.as_sockaddr_in6()) {
-            (a.ip().into(), m.ip().to_bits().count_ones())
-        } else {
-            continue;
-        };
+        let (ip, prefix): (std::net::IpAddr, u32) =
+            if let (Some(a), Some(m)) = (addr.as_sockaddr_in(), mask.as_sockaddr_in()) {
+                (a.ip().into(), m.ip().to_bits().count_ones())
+            } else if let (Some(a), Some(m)) = (addr.as_sockaddr_in6(), mask.as_sockaddr_in6()) {
+                (a.ip().into(), m.ip().to_bits().count_ones())
+            } else {
+                continue;
+            };
         if !ip.is_loopback() && out.len() < 64 {
             out.push(format!("{ip}/{prefix}"));
         }

@@ -119,12 +119,17 @@ async fn heartbeat_loop(mut state: AgentState, cert: Arc<ReloadableCert>, local:
                                 {
                                     tracing::error!(error = %e, "cannot store the renewed certificate");
                                 } else {
-                                    tracing::info!(not_after = id.not_after_unix().unwrap_or(0), "certificate renewed");
+                                    tracing::info!(
+                                        not_after = id.not_after_unix().unwrap_or(0),
+                                        "certificate renewed"
+                                    );
                                     state.identity = id;
                                     continue 'connection;
                                 }
                             }
-                            Err(e) => tracing::warn!(error = %e, "certificate renewal failed; will retry"),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "certificate renewal failed; will retry")
+                            }
                         }
                     }
                 }

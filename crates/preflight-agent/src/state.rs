@@ -71,8 +71,8 @@ impl AgentState {
             ),
             Err(e) => return Err(e).with_context(|| format!("cannot read {}", cfg_path.display())),
         };
-        let config: AgentConfig = toml::from_str(&text)
-            .with_context(|| format!("{} is invalid", cfg_path.display()))?;
+        let config: AgentConfig =
+            toml::from_str(&text).with_context(|| format!("{} is invalid", cfg_path.display()))?;
         let identity = split_identity(
             &std::fs::read_to_string(p(dir, "identity.pem"))
                 .with_context(|| format!("cannot read {}", p(dir, "identity.pem").display()))?,
@@ -91,7 +91,12 @@ impl AgentState {
     }
 
     /// Writes a new enrollment: identity and CA first, `agent.toml` last.
-    pub fn save_new(dir: &Path, config: &AgentConfig, identity: &Identity, ca_pem: &str) -> anyhow::Result<()> {
+    pub fn save_new(
+        dir: &Path,
+        config: &AgentConfig,
+        identity: &Identity,
+        ca_pem: &str,
+    ) -> anyhow::Result<()> {
         Self::save_identity(dir, identity)?;
         fsutil::write_atomic(&p(dir, "ca.pem"), ca_pem.as_bytes(), 0o644)
             .with_context(|| format!("cannot write {}", p(dir, "ca.pem").display()))?;

@@ -45,18 +45,30 @@ pub fn default_config_path() -> PathBuf {
     base.join("preflight").join("cli.toml")
 }
 
+/// Adds the bearer token to every request.
+#[derive(Clone)]
+pub struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut r: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        r.metadata_mut().insert("authorization", self.0.clone());
+        Ok(r)
+    }
+}
+
 /// A controller client carrying the bearer token.
-pub type Api = pb::controller_client::ControllerClient<
-    InterceptedService<Channel, Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send>>,
->;
+pub type Api = pb::controller_client::ControllerClient<InterceptedService<Channel, Bearer>>;
 
 impl Conn {
     fn file(&self) -> anyhow::Result<FileConfig> {
         let explicit = self.config.is_some();
         let path = self.config.clone().unwrap_or_else(default_config_path);
         match std::fs::read_to_string(&path) {
-            Ok(t) => toml::from_str(&t).with_context(|| format!("config file {} is invalid", path.display())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => Ok(FileConfig::default()),
+            Ok(t) => toml::from_str(&t)
+                .with_context(|| format!("config file {} is invalid", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
+                Ok(FileConfig::default())
+            }
             Err(e) => Err(e).with_context(|| format!("cannot read config file {}", path.display())),
         }
     }
@@ -69,7 +81,11 @@ impl Conn {
             .clone()
             .or(f.controller)
             .unwrap_or_else(|| "https://127.0.0.1:7443".into());
-        Ok((url, self.token.clone().or(f.token), self.ca_sha256.clone().or(f.ca_sha256)))
+        Ok((
+            url,
+            self.token.clone().or(f.token),
+            self.ca_sha256.clone().or(f.ca_sha256),
+        ))
     }
 
     /// Connects and returns an authenticated Controller client.
@@ -79,16 +95,14 @@ impl Conn {
             bail!("no token: pass --token, set PREFLIGHT_TOKEN, or run `preflight login` (the first admin token is printed by `preflight serve --init`)");
         };
         let channel = connect(&url, pin.as_deref()).await?;
-        let header: tonic::metadata::MetadataValue<_> = format!("Bearer {}", token.trim())
-            .parse()
-            .map_err(|_| anyhow::anyhow!("--token contains characters that cannot be sent in a header"))?;
-        let f: Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send> =
-            Box::new(move |mut r: tonic::Request<()>| {
-                r.metadata_mut().insert("authorization", header.clone());
-                Ok(r)
-            });
-        Ok(pb::controller_client::ControllerClient::with_interceptor(channel, f)
-            .max_decoding_message_size(preflight_controller::MAX_MESSAGE_BYTES))
+        let header: tonic::metadata::MetadataValue<_> =
+            format!("Bearer {}", token.trim()).parse().map_err(|_| {
+                anyhow::anyhow!("--token contains characters that cannot be sent in a header")
+            })?;
+        Ok(
+            pb::controller_client::ControllerClient::with_interceptor(channel, Bearer(header))
+                .max_decoding_message_size(preflight_controller::MAX_MESSAGE_BYTES),
+        )
     }
 }
 
@@ -98,14 +112,25 @@ pub async fn connect(url: &str, pin: Option<&str>) -> anyhow::Result<Channel> {
     let Some(pin) = pin else {
         bail!("no CA pin for {url}: pass --ca-sha256 (printed by `preflight serve --init` and `preflight token create`), set PREFLIGHT_CA_SHA256, or run `preflight login`");
     };
-    let (tls, verifier) = preflight_pki::pinned_client_config(pin).map_err(|e| anyhow::anyhow!("--ca-sha256: {e}"))?;
-    match preflight_pki::transport::connect(&addr, tls, preflight_pki::controller_server_name(), Duration::from_secs(10)).await {
+    let (tls, verifier) = preflight_pki::pinned_client_config(pin)
+        .map_err(|e| anyhow::anyhow!("--ca-sha256: {e}"))?;
+    match preflight_pki::transport::connect(
+        &addr,
+        tls,
+        preflight_pki::controller_server_name(),
+        Duration::from_secs(10),
+    )
+    .await
+    {
         Ok(c) => Ok(c),
         Err(e) => {
             if let Some(seen) = verifier.mismatch() {
                 bail!("CA pin mismatch: the controller at {addr} has CA sha256 {seen}, not the pinned {}", preflight_pki::parse_pin(pin).unwrap_or_default());
             }
-            bail!("cannot reach the controller at {addr}: {}", crate::error_chain(&e));
+            bail!(
+                "cannot reach the controller at {addr}: {}",
+                crate::error_chain(&e)
+            );
         }
     }
 }

@@ -28,7 +28,11 @@ pub struct Args {
 }
 
 /// Agents of the demo: id and address.
-const AGENTS: [(&str, &str); 3] = [("demo-1", "127.0.0.11"), ("demo-2", "127.0.0.12"), ("demo-3", "127.0.0.13")];
+const AGENTS: [(&str, &str); 3] = [
+    ("demo-1", "127.0.0.11"),
+    ("demo-2", "127.0.0.12"),
+    ("demo-3", "127.0.0.13"),
+];
 
 /// Child processes that are stopped when the demo ends, however it ends.
 struct Children(Vec<Child>);
@@ -36,7 +40,10 @@ struct Children(Vec<Child>);
 impl Drop for Children {
     fn drop(&mut self) {
         for c in &mut self.0 {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGTERM);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
         }
         for c in &mut self.0 {
             let deadline = Instant::now() + Duration::from_secs(5);
@@ -98,17 +105,27 @@ pub async fn run(a: Args, out: Output) -> anyhow::Result<()> {
         }
     };
     if preflight_controller::is_initialized(&data.join("controller")) {
-        bail!("{} already holds a demo: pass another --data or remove it", data.display());
+        bail!(
+            "{} already holds a demo: pass another --data or remove it",
+            data.display()
+        );
     }
     let ctl_dir = data.join("controller");
-    step(out, &format!("initialising a controller in {}", ctl_dir.display()));
+    step(
+        out,
+        &format!("initialising a controller in {}", ctl_dir.display()),
+    );
     let init = preflight_controller::init(&ctl_dir, &[])?;
     let mut cfg = preflight_controller::ServeConfig::new(&ctl_dir);
     cfg.listen = "127.0.0.1:0".parse()?;
     cfg.heartbeat_interval = Duration::from_secs(2);
-    let running = preflight_controller::start(cfg, Arc::new(preflight_controller::SystemClock)).await?;
+    let running =
+        preflight_controller::start(cfg, Arc::new(preflight_controller::SystemClock)).await?;
     let url = format!("https://{}", running.local_addr);
-    step(out, &format!("controller listening on {url} (CA sha256 {})", init.ca_pin));
+    step(
+        out,
+        &format!("controller listening on {url} (CA sha256 {})", init.ca_pin),
+    );
     let conn = Conn {
         controller: Some(url.clone()),
         token: Some(init.admin_token.clone()),
@@ -125,16 +142,35 @@ pub async fn run(a: Args, out: Output) -> anyhow::Result<()> {
             .into_inner()
             .token;
         let state = data.join(id);
-        step(out, &format!("enrolling agent {id} on {ip} (join token + CSR, key stays in {})", state.display()));
+        step(
+            out,
+            &format!(
+                "enrolling agent {id} on {ip} (join token + CSR, key stays in {})",
+                state.display()
+            ),
+        );
         let o = agent_cmd(&bin)
-            .args(["enroll", "--controller", &url, "--token", &token, "--ca-sha256", &init.ca_pin, "--name", id])
+            .args([
+                "enroll",
+                "--controller",
+                &url,
+                "--token",
+                &token,
+                "--ca-sha256",
+                &init.ca_pin,
+                "--name",
+                id,
+            ])
             .arg("--state-dir")
             .arg(&state)
             .args(["--listen", &format!("{ip}:0")])
             .output()
             .with_context(|| format!("cannot run {}", bin.display()))?;
         if !o.status.success() {
-            bail!("enrolling {id} failed: {}", String::from_utf8_lossy(&o.stderr).trim());
+            bail!(
+                "enrolling {id} failed: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            );
         }
         let child = agent_cmd(&bin)
             .arg("run")
@@ -148,7 +184,11 @@ pub async fn run(a: Args, out: Output) -> anyhow::Result<()> {
     step(out, "waiting for the agents' first heartbeats");
     let deadline = Instant::now() + Duration::from_secs(30);
     let agents = loop {
-        let r = api.list_agents(pb::ListAgentsRequest {}).await.map_err(status)?.into_inner();
+        let r = api
+            .list_agents(pb::ListAgentsRequest {})
+            .await
+            .map_err(status)?
+            .into_inner();
         if r.agents.iter().filter(|a| a.online).count() == AGENTS.len() {
             break r.agents;
         }
@@ -159,9 +199,14 @@ pub async fn run(a: Args, out: Output) -> anyhow::Result<()> {
     };
     let mut inventories = Vec::new();
     for (id, _) in AGENTS {
-        step(out, &format!("asking {id} for its inventory over mutual TLS"));
+        step(
+            out,
+            &format!("asking {id} for its inventory over mutual TLS"),
+        );
         let inv = api
-            .get_agent_inventory(pb::GetAgentInventoryRequest { agent_id: id.into() })
+            .get_agent_inventory(pb::GetAgentInventoryRequest {
+                agent_id: id.into(),
+            })
             .await
             .map_err(status)?
             .into_inner();
@@ -173,7 +218,9 @@ pub async fn run(a: Args, out: Output) -> anyhow::Result<()> {
                 .iter()
                 .map(|(id, i)| Ok((id.to_string(), serde_json::to_value(i)?)))
                 .collect::<anyhow::Result<_>>()?;
-            crate::json(&serde_json::json!({ "controller": url, "ca_sha256": init.ca_pin, "agents": agents, "inventory": inv }))?;
+            crate::json(
+                &serde_json::json!({ "controller": url, "ca_sha256": init.ca_pin, "agents": agents, "inventory": inv }),
+            )?;
         }
         Output::Text => {
             println!("\nAgents\n");

@@ -156,7 +156,10 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         let out = preflight_controller::init(&a.data, &a.sans)?;
         println!("initialised {}", a.data.display());
         println!("CA pin (sha256): {}", out.ca_pin);
-        println!("admin token (shown only this once, keep it safe):\n  {}", out.admin_token);
+        println!(
+            "admin token (shown only this once, keep it safe):\n  {}",
+            out.admin_token
+        );
         println!(
             "use it with:\n  preflight login --controller https://HOST:{} --ca-sha256 {} --token <the token>",
             a.listen.port(),
@@ -169,8 +172,12 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     cfg.listen = a.listen;
     cfg.heartbeat_interval = a.heartbeat_interval;
     cfg.agent_cert_ttl = a.agent_cert_ttl;
-    let running = preflight_controller::start(cfg, Arc::new(preflight_controller::SystemClock)).await?;
-    eprintln!("controller listening on {} (CA sha256 {})", running.local_addr, running.ca_pin);
+    let running =
+        preflight_controller::start(cfg, Arc::new(preflight_controller::SystemClock)).await?;
+    eprintln!(
+        "controller listening on {} (CA sha256 {})",
+        running.local_addr, running.ca_pin
+    );
     running.wait(shutdown_signal()).await
 }
 
@@ -195,21 +202,33 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let r = conn
                 .api()
                 .await?
-                .create_join_token(pb::CreateJoinTokenRequest { ttl_s: ttl.as_secs().min(u64::from(u32::MAX)) as u32 })
+                .create_join_token(pb::CreateJoinTokenRequest {
+                    ttl_s: ttl.as_secs().min(u64::from(u32::MAX)) as u32,
+                })
                 .await
                 .map_err(status)?
                 .into_inner();
             if out == Output::Json {
                 return json(&r);
             }
-            println!("join token (one use, expires {}):\n  {}", preflight_core::timefmt::utc(r.expires_at_unix), r.token);
+            println!(
+                "join token (one use, expires {}):\n  {}",
+                preflight_core::timefmt::utc(r.expires_at_unix),
+                r.token
+            );
             println!("CA pin (sha256):\n  {}", r.ca_sha256);
             println!("on the server, as root:\n  preflight-agent enroll --controller {url} --token {} --ca-sha256 {}", r.token, r.ca_sha256);
             Ok(())
         }
         Cmd::Agents { cmd } => match cmd.unwrap_or(AgentsCmd::List) {
             AgentsCmd::List => {
-                let r = conn.api().await?.list_agents(pb::ListAgentsRequest {}).await.map_err(status)?.into_inner();
+                let r = conn
+                    .api()
+                    .await?
+                    .list_agents(pb::ListAgentsRequest {})
+                    .await
+                    .map_err(status)?
+                    .into_inner();
                 if out == Output::Json {
                     return json(&r.agents);
                 }
@@ -221,7 +240,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Ok(())
             }
             AgentsCmd::Revoke { agent } => {
-                conn.api().await?.revoke_agent(pb::RevokeAgentRequest { agent_id: agent.clone() }).await.map_err(status)?;
+                conn.api()
+                    .await?
+                    .revoke_agent(pb::RevokeAgentRequest {
+                        agent_id: agent.clone(),
+                    })
+                    .await
+                    .map_err(status)?;
                 if out == Output::Json {
                     return json(&serde_json::json!({ "revoked": agent }));
                 }
@@ -244,11 +269,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Whoami => {
-            let r = conn.api().await?.who_am_i(pb::WhoAmIRequest {}).await.map_err(status)?.into_inner();
+            let r = conn
+                .api()
+                .await?
+                .who_am_i(pb::WhoAmIRequest {})
+                .await
+                .map_err(status)?
+                .into_inner();
             if out == Output::Json {
                 return json(&r);
             }
-            println!("{} ({}) on controller {}", r.user, r.role, r.controller_version);
+            println!(
+                "{} ({}) on controller {}",
+                r.user, r.role, r.controller_version
+            );
             Ok(())
         }
         Cmd::Login { file } => {
@@ -257,15 +291,31 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 anyhow::bail!("login needs --controller, --ca-sha256 and --token (or their PREFLIGHT_* variables)");
             };
             // Prove the three work together before saving them.
-            let r = conn.api().await?.who_am_i(pb::WhoAmIRequest {}).await.map_err(status)?.into_inner();
+            let r = conn
+                .api()
+                .await?
+                .who_am_i(pb::WhoAmIRequest {})
+                .await
+                .map_err(status)?
+                .into_inner();
             let path = file.unwrap_or_else(client::default_config_path);
             if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("cannot create {}", dir.display()))?;
             }
-            let cfg = client::FileConfig { controller: Some(url), token: Some(token), ca_sha256: Some(pin) };
+            let cfg = client::FileConfig {
+                controller: Some(url),
+                token: Some(token),
+                ca_sha256: Some(pin),
+            };
             preflight_pki::fsutil::write_atomic(&path, toml::to_string(&cfg)?.as_bytes(), 0o600)
                 .with_context(|| format!("cannot write {}", path.display()))?;
-            println!("logged in as {} ({}); saved to {}", r.user, r.role, path.display());
+            println!(
+                "logged in as {} ({}); saved to {}",
+                r.user,
+                r.role,
+                path.display()
+            );
             Ok(())
         }
     }
@@ -274,15 +324,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 fn main() -> ExitCode {
     preflight_pki::install_crypto_provider();
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("PREFLIGHT_LOG").unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(if matches!(cli.cmd, Cmd::Serve(_)) { "info" } else { "warn" })
-    });
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("PREFLIGHT_LOG").unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new(if matches!(cli.cmd, Cmd::Serve(_)) {
+                "info"
+            } else {
+                "warn"
+            })
+        });
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match cli.log_format {
         LogFormat::Text => b.init(),
         LogFormat::Json => b.json().init(),
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");

@@ -38,7 +38,10 @@ impl AgentPool {
     }
 
     /// A client for the agent of `rec`.
-    pub fn client(&self, rec: &AgentRecord) -> Result<pb::agent_client::AgentClient<Channel>, Status> {
+    pub fn client(
+        &self,
+        rec: &AgentRecord,
+    ) -> Result<pb::agent_client::AgentClient<Channel>, Status> {
         if rec.revoked {
             return Err(Status::failed_precondition(format!(
                 "agent {} is revoked: enroll the host again with a new join token",

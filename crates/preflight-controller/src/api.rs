@@ -40,7 +40,9 @@ const MAX_TTL_S: u32 = 7 * 24 * 3600;
 impl ApiSvc {
     fn agent_record(&self, id: &str) -> Result<preflight_store::AgentRecord, Status> {
         if id.is_empty() {
-            return Err(Status::invalid_argument("agent_id is empty: `preflight agents` lists them"));
+            return Err(Status::invalid_argument(
+                "agent_id is empty: `preflight agents` lists them",
+            ));
         }
         preflight_pki::validate_agent_id(id)
             .map_err(|e| Status::invalid_argument(format!("agent_id: {e}")))?;
@@ -48,7 +50,9 @@ impl ApiSvc {
             .store
             .agent(id)
             .map_err(store_status)?
-            .ok_or_else(|| Status::not_found(format!("no agent {id:?}: `preflight agents` lists them")))
+            .ok_or_else(|| {
+                Status::not_found(format!("no agent {id:?}: `preflight agents` lists them"))
+            })
     }
 }
 
@@ -159,4 +163,3 @@ impl pb::controller_server::Controller for ApiSvc {
         Ok(inv)
     }
 }
-

@@ -20,7 +20,10 @@ pub fn new_secret(prefix: &str) -> String {
 
 /// SHA-256 of a token, hex: the only form in which tokens are stored.
 pub fn hash_token(token: &str) -> String {
-    hex::encode(ring::digest::digest(&ring::digest::SHA256, token.as_bytes()))
+    hex::encode(ring::digest::digest(
+        &ring::digest::SHA256,
+        token.as_bytes(),
+    ))
 }
 
 const HOW: &str = "pass --token or set PREFLIGHT_TOKEN (the first admin token is printed by \

@@ -198,7 +198,10 @@ impl Running {
     }
 
     /// Waits until the server ends by itself (an error) or `signal` fires.
-    pub async fn wait(mut self, signal: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+    pub async fn wait(
+        mut self,
+        signal: impl std::future::Future<Output = ()>,
+    ) -> anyhow::Result<()> {
         tokio::select! {
             r = &mut self.task => r.context("controller task")?,
             _ = signal => self.stop().await,

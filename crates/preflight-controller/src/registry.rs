@@ -77,7 +77,9 @@ impl pb::registry_server::Registry for RegistrySvc {
     ) -> Result<Response<pb::EnrollResponse>, Status> {
         let r = req.into_inner();
         if r.join_token.is_empty() {
-            return Err(Status::invalid_argument("join_token is empty: pass --token"));
+            return Err(Status::invalid_argument(
+                "join_token is empty: pass --token",
+            ));
         }
         field("join_token", &r.join_token, 256)?;
         field("csr_pem", &r.csr_pem, 16 * 1024)?;
@@ -86,10 +88,9 @@ impl pb::registry_server::Registry for RegistrySvc {
         preflight_pki::validate_agent_id(&r.name)
             .map_err(|e| Status::invalid_argument(format!("name: {e}")))?;
         let s = &self.0;
-        let cert_pem = s
-            .ca
-            .sign_agent_csr(&r.csr_pem, &r.name, s.cfg.agent_cert_ttl)
-            .map_err(|e| Status::invalid_argument(format!("csr_pem: {e}")))?;
+        let cert_pem =
+            s.ca.sign_agent_csr(&r.csr_pem, &r.name, s.cfg.agent_cert_ttl)
+                .map_err(|e| Status::invalid_argument(format!("csr_pem: {e}")))?;
         let ident = preflight_pki::Identity {
             cert_pem: cert_pem.clone(),
             key_pem: String::new(),
@@ -107,7 +108,9 @@ impl pb::registry_server::Registry for RegistrySvc {
             version: r.agent_version,
             enrolled_at_ms: now,
             last_heartbeat_ms: 0,
-            cert_sha256: ident.fingerprint().map_err(|e| Status::internal(e.to_string()))?,
+            cert_sha256: ident
+                .fingerprint()
+                .map_err(|e| Status::internal(e.to_string()))?,
             cert_not_after_unix: not_after,
             revoked: false,
         };
@@ -129,12 +132,17 @@ impl pb::registry_server::Registry for RegistrySvc {
         req: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
         let rec = self.agent_of(&req)?;
-        let observed = req.remote_addr().map(|a| a.ip().to_string()).unwrap_or_default();
+        let observed = req
+            .remote_addr()
+            .map(|a| a.ip().to_string())
+            .unwrap_or_default();
         let r = req.into_inner();
         field("agent_version", &r.agent_version, 64)?;
         field("hostname", &r.hostname, 253)?;
         if r.addresses.len() > 256 {
-            return Err(Status::invalid_argument("addresses: at most 256 are accepted"));
+            return Err(Status::invalid_argument(
+                "addresses: at most 256 are accepted",
+            ));
         }
         for a in &r.addresses {
             field("addresses[]", a, 64)?;
@@ -175,10 +183,9 @@ impl pb::registry_server::Registry for RegistrySvc {
         let r = req.into_inner();
         field("csr_pem", &r.csr_pem, 16 * 1024)?;
         let s = &self.0;
-        let cert_pem = s
-            .ca
-            .sign_agent_csr(&r.csr_pem, &rec.id, s.cfg.agent_cert_ttl)
-            .map_err(|e| Status::invalid_argument(format!("csr_pem: {e}")))?;
+        let cert_pem =
+            s.ca.sign_agent_csr(&r.csr_pem, &rec.id, s.cfg.agent_cert_ttl)
+                .map_err(|e| Status::invalid_argument(format!("csr_pem: {e}")))?;
         let ident = preflight_pki::Identity {
             cert_pem: cert_pem.clone(),
             key_pem: String::new(),
@@ -186,7 +193,9 @@ impl pb::registry_server::Registry for RegistrySvc {
         let not_after = ident
             .not_after_unix()
             .map_err(|e| Status::internal(e.to_string()))?;
-        let fp = ident.fingerprint().map_err(|e| Status::internal(e.to_string()))?;
+        let fp = ident
+            .fingerprint()
+            .map_err(|e| Status::internal(e.to_string()))?;
         s.store
             .update_agent(&rec.id, true, |a| {
                 a.cert_sha256 = fp.clone();

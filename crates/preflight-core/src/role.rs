@@ -83,7 +83,10 @@ mod tests {
     fn names_round_trip() {
         for r in Role::ALL {
             assert_eq!(r.as_str().parse::<Role>().unwrap(), r);
-            assert_eq!(serde_json::to_string(&r).unwrap(), format!("\"{}\"", r.as_str()));
+            assert_eq!(
+                serde_json::to_string(&r).unwrap(),
+                format!("\"{}\"", r.as_str())
+            );
         }
         let err = "root".parse::<Role>().unwrap_err();
         assert!(err.to_string().contains("\"root\""));

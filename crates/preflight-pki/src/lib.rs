@@ -505,8 +505,11 @@ pub fn controller_addr(url: &str) -> Result<String, PkiError> {
         .strip_prefix("https://")
         .ok_or_else(|| err("must start with https:// (e.g. https://ctl.example:7443)"))?
         .trim_end_matches('/');
-    if rest.is_empty() || rest.contains(['/', '@', '?', '#']) || rest.contains(char::is_whitespace) {
-        return Err(err("must be https://HOST or https://HOST:PORT, with no path"));
+    if rest.is_empty() || rest.contains(['/', '@', '?', '#']) || rest.contains(char::is_whitespace)
+    {
+        return Err(err(
+            "must be https://HOST or https://HOST:PORT, with no path",
+        ));
     }
     let with_port = if rest.starts_with('[') {
         if rest.contains("]:") {
@@ -517,7 +520,9 @@ pub fn controller_addr(url: &str) -> Result<String, PkiError> {
     } else if rest.matches(':').count() == 1 {
         rest.to_string()
     } else if rest.contains(':') {
-        return Err(err("must write IPv6 addresses in brackets, e.g. https://[::1]:7443"));
+        return Err(err(
+            "must write IPv6 addresses in brackets, e.g. https://[::1]:7443",
+        ));
     } else {
         format!("{rest}:7443")
     };

@@ -87,8 +87,15 @@ fn controller_urls() {
     assert_eq!(controller_addr("https://[::1]").unwrap(), "[::1]:7443");
     assert_eq!(controller_addr("https://[::1]:9").unwrap(), "[::1]:9");
     for bad in [
-        "http://ctl", "ctl:7443", "https://", "https://ctl:0", "https://ctl:x", "https://a/b",
-        "https://::1", "https://u@h", "https://h:70000",
+        "http://ctl",
+        "ctl:7443",
+        "https://",
+        "https://ctl:0",
+        "https://ctl:x",
+        "https://a/b",
+        "https://::1",
+        "https://u@h",
+        "https://h:70000",
     ] {
         let e = controller_addr(bad).unwrap_err().to_string();
         assert!(e.contains(bad), "{e}");

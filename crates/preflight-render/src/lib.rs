@@ -75,19 +75,65 @@ pub fn bytes(n: u64) -> String {
 pub fn inventory(inv: &pb::Inventory) -> String {
     let os = inv.os.clone().unwrap_or_default();
     let cpu = inv.cpu.clone().unwrap_or_default();
-    let mem = inv.memory.clone().unwrap_or_default();
+    let mem = inv.memory.unwrap_or_default();
     let clock = inv.clock.clone().unwrap_or_default();
     let nofile = inv.open_files.unwrap_or_default();
     let mut s = String::new();
     let mut kv = Table::new(&["HOST", &inv.hostname]);
-    kv.row(vec!["os".into(), format!("{} ({} {}, like {})", os.pretty_name, os.id, os.version_id, if os.id_like.is_empty() { "-" } else { &os.id_like })]);
-    kv.row(vec!["kernel".into(), format!("{} {}", inv.kernel, inv.arch)]);
-    kv.row(vec!["cpu".into(), format!("{} — {} socket(s), {} cores, {} threads", cpu.model, cpu.sockets, cpu.cores, cpu.threads)]);
-    kv.row(vec!["memory".into(), format!("{} total, {} available; swap {} ({} free)", bytes(mem.total_bytes), bytes(mem.available_bytes), bytes(mem.swap_total_bytes), bytes(mem.swap_free_bytes))]);
-    kv.row(vec!["clock".into(), format!("{} ({}, max error {} µs)", if clock.synchronized { "synchronised" } else { "NOT synchronised" }, clock.source, clock.max_error_us)]);
+    kv.row(vec![
+        "os".into(),
+        format!(
+            "{} ({} {}, like {})",
+            os.pretty_name,
+            os.id,
+            os.version_id,
+            if os.id_like.is_empty() {
+                "-"
+            } else {
+                &os.id_like
+            }
+        ),
+    ]);
+    kv.row(vec![
+        "kernel".into(),
+        format!("{} {}", inv.kernel, inv.arch),
+    ]);
+    kv.row(vec![
+        "cpu".into(),
+        format!(
+            "{} — {} socket(s), {} cores, {} threads",
+            cpu.model, cpu.sockets, cpu.cores, cpu.threads
+        ),
+    ]);
+    kv.row(vec![
+        "memory".into(),
+        format!(
+            "{} total, {} available; swap {} ({} free)",
+            bytes(mem.total_bytes),
+            bytes(mem.available_bytes),
+            bytes(mem.swap_total_bytes),
+            bytes(mem.swap_free_bytes)
+        ),
+    ]);
+    kv.row(vec![
+        "clock".into(),
+        format!(
+            "{} ({}, max error {} µs)",
+            if clock.synchronized {
+                "synchronised"
+            } else {
+                "NOT synchronised"
+            },
+            clock.source,
+            clock.max_error_us
+        ),
+    ]);
     kv.row(vec!["selinux".into(), inv.selinux.clone()]);
     kv.row(vec!["uptime".into(), timefmt::ago(inv.uptime_s as i64)]);
-    kv.row(vec!["open files".into(), format!("soft {}, hard {}", nofile.soft, nofile.hard)]);
+    kv.row(vec![
+        "open files".into(),
+        format!("soft {}, hard {}", nofile.soft, nofile.hard),
+    ]);
     if !inv.agent_version.is_empty() {
         kv.row(vec!["agent".into(), inv.agent_version.clone()]);
     }
@@ -98,12 +144,27 @@ pub fn inventory(inv: &pb::Inventory) -> String {
         let parts: Vec<String> = disk
             .partitions
             .iter()
-            .map(|p| format!("{} {}{}", p.name, bytes(p.size_bytes), if p.fs_type.is_empty() { String::new() } else { format!(" {}", p.fs_type) }))
+            .map(|p| {
+                format!(
+                    "{} {}{}",
+                    p.name,
+                    bytes(p.size_bytes),
+                    if p.fs_type.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" {}", p.fs_type)
+                    }
+                )
+            })
             .collect();
         d.row(vec![
             disk.name.clone(),
             bytes(disk.size_bytes),
-            if disk.rotational { "hdd".into() } else { "ssd".into() },
+            if disk.rotational {
+                "hdd".into()
+            } else {
+                "ssd".into()
+            },
             disk.model.clone(),
             parts.join(", "),
         ]);
@@ -113,17 +174,35 @@ pub fn inventory(inv: &pb::Inventory) -> String {
     let mut m = Table::new(&["MOUNT", "DEVICE", "FS", "SIZE", "USED", "FREE", "USE%"]);
     for mt in &inv.mounts {
         let pct = if mt.size_bytes > 0 {
-            format!("{}%", (mt.used_bytes as f64 * 100.0 / (mt.used_bytes + mt.free_bytes).max(1) as f64).ceil())
+            format!(
+                "{}%",
+                (mt.used_bytes as f64 * 100.0 / (mt.used_bytes + mt.free_bytes).max(1) as f64)
+                    .ceil()
+            )
         } else {
             "-".into()
         };
-        m.row(vec![mt.mount_point.clone(), mt.device.clone(), mt.fs_type.clone(), bytes(mt.size_bytes), bytes(mt.used_bytes), bytes(mt.free_bytes), pct]);
+        m.row(vec![
+            mt.mount_point.clone(),
+            mt.device.clone(),
+            mt.fs_type.clone(),
+            bytes(mt.size_bytes),
+            bytes(mt.used_bytes),
+            bytes(mt.free_bytes),
+            pct,
+        ]);
     }
     s.push_str(&m.render());
     s.push('\n');
     let mut n = Table::new(&["INTERFACE", "STATE", "MTU", "MAC", "ADDRESSES"]);
     for i in &inv.interfaces {
-        n.row(vec![i.name.clone(), if i.up { "up".into() } else { "down".into() }, i.mtu.to_string(), i.mac.clone(), i.addresses.join(" ")]);
+        n.row(vec![
+            i.name.clone(),
+            if i.up { "up".into() } else { "down".into() },
+            i.mtu.to_string(),
+            i.mac.clone(),
+            i.addresses.join(" "),
+        ]);
     }
     s.push_str(&n.render());
     s
@@ -131,12 +210,22 @@ pub fn inventory(inv: &pb::Inventory) -> String {
 
 /// The agent list, with heartbeat ages relative to `now_ms`.
 pub fn agents(list: &[pb::AgentInfo], now_ms: i64) -> String {
-    let mut t = Table::new(&["ID", "HOSTNAME", "ADDRESS", "VERSION", "LAST HEARTBEAT", "STATE"]);
+    let mut t = Table::new(&[
+        "ID",
+        "HOSTNAME",
+        "ADDRESS",
+        "VERSION",
+        "LAST HEARTBEAT",
+        "STATE",
+    ]);
     for a in list {
         let seen = if a.last_heartbeat_unix_ms == 0 {
             "never".to_string()
         } else {
-            format!("{} ago", timefmt::ago((now_ms - a.last_heartbeat_unix_ms).max(0) / 1000))
+            format!(
+                "{} ago",
+                timefmt::ago((now_ms - a.last_heartbeat_unix_ms).max(0) / 1000)
+            )
         };
         let state = if a.revoked {
             "revoked"
@@ -149,7 +238,14 @@ pub fn agents(list: &[pb::AgentInfo], now_ms: i64) -> String {
         if !a.addresses.is_empty() {
             addr = format!("{addr} ({})", a.addresses.join(" "));
         }
-        t.row(vec![a.id.clone(), a.hostname.clone(), addr, a.version.clone(), seen, state.into()]);
+        t.row(vec![
+            a.id.clone(),
+            a.hostname.clone(),
+            addr,
+            a.version.clone(),
+            seen,
+            state.into(),
+        ]);
     }
     t.render()
 }

@@ -46,7 +46,9 @@ pub enum StoreError {
     TokenUsed(String),
     #[error("join token expired: create a new one with `preflight token create`")]
     TokenExpired,
-    #[error("agent id {0:?} is already enrolled: pass another --name, or revoke the old agent first")]
+    #[error(
+        "agent id {0:?} is already enrolled: pass another --name, or revoke the old agent first"
+    )]
     AgentExists(String),
     #[error("no agent {0:?}: `preflight agents` lists them")]
     NoAgent(String),
@@ -81,7 +83,11 @@ fn encode<T: Serialize>(v: &T) -> Vec<u8> {
     out
 }
 
-fn decode<T: DeserializeOwned>(tree: &'static str, key: &[u8], raw: &[u8]) -> Result<T, StoreError> {
+fn decode<T: DeserializeOwned>(
+    tree: &'static str,
+    key: &[u8],
+    raw: &[u8],
+) -> Result<T, StoreError> {
     let key_s = || String::from_utf8_lossy(key).into_owned();
     match raw.split_first() {
         Some((&RECORD_V1, body)) => serde_json::from_slice(body).map_err(|e| StoreError::Corrupt {
@@ -102,7 +108,7 @@ fn decode<T: DeserializeOwned>(tree: &'static str, key: &[u8], raw: &[u8]) -> Re
     }
 }
 
-fn abort<E>(e: StoreError) -> ConflictableTransactionError<StoreError> {
+fn abort(e: StoreError) -> ConflictableTransactionError<StoreError> {
     ConflictableTransactionError::Abort(e)
 }
 
@@ -178,7 +184,7 @@ impl Store {
         (&self.users, &self.tokens)
             .transaction(|(users, tokens)| {
                 if users.get(user.name.as_bytes())?.is_some() {
-                    return Err(abort::<()>(StoreError::UserExists(user.name.clone())));
+                    return Err(abort(StoreError::UserExists(user.name.clone())));
                 }
                 users.insert(user.name.as_bytes(), encode(user))?;
                 tokens.insert(user.token_sha256.as_bytes(), user.name.as_bytes())?;
@@ -228,16 +234,18 @@ impl Store {
         (&self.join, &self.agents)
             .transaction(|(join, agents)| {
                 let key = token_sha256.as_bytes();
-                let raw = join.get(key)?.ok_or_else(|| abort::<()>(StoreError::TokenUnknown))?;
-                let mut tok: JoinTokenRecord = decode(tree::JOIN, key, &raw).map_err(abort::<()>)?;
+                let raw = join
+                    .get(key)?
+                    .ok_or_else(|| abort(StoreError::TokenUnknown))?;
+                let mut tok: JoinTokenRecord = decode(tree::JOIN, key, &raw).map_err(abort)?;
                 if let Some(by) = &tok.used_by {
-                    return Err(abort::<()>(StoreError::TokenUsed(by.clone())));
+                    return Err(abort(StoreError::TokenUsed(by.clone())));
                 }
                 if now_ms >= tok.expires_at_ms {
-                    return Err(abort::<()>(StoreError::TokenExpired));
+                    return Err(abort(StoreError::TokenExpired));
                 }
                 if agents.get(agent.id.as_bytes())?.is_some() {
-                    return Err(abort::<()>(StoreError::AgentExists(agent.id.clone())));
+                    return Err(abort(StoreError::AgentExists(agent.id.clone())));
                 }
                 tok.used_by = Some(agent.id.clone());
                 tok.used_at_ms = Some(now_ms);

@@ -83,7 +83,10 @@ fn update_and_unknown_versions() {
         Err(StoreError::NoAgent(_))
     ));
     s.agents.insert("v9", vec![9u8, b'{', b'}']).unwrap();
-    assert!(matches!(s.agent("v9"), Err(StoreError::Version { version: 9, .. })));
+    assert!(matches!(
+        s.agent("v9"),
+        Err(StoreError::Version { version: 9, .. })
+    ));
     s.agents.insert("bad", vec![1u8, b'x']).unwrap();
     assert!(matches!(s.agent("bad"), Err(StoreError::Corrupt { .. })));
 }
@@ -95,7 +98,11 @@ fn reopen_keeps_data_and_second_open_is_refused() {
         let s = Store::open(dir.path()).unwrap();
         s.set_meta("k", "v").unwrap();
         let second = Store::open(dir.path());
-        assert!(matches!(second, Err(StoreError::Locked { .. })), "{:?}", second.err());
+        assert!(
+            matches!(second, Err(StoreError::Locked { .. })),
+            "{:?}",
+            second.err()
+        );
     }
     let s = Store::open(dir.path()).unwrap();
     assert_eq!(s.meta("k").unwrap().as_deref(), Some("v"));

@@ -1,0 +1,281 @@
+//! A real controller process and real agent processes on loopback addresses, driven through the
+//! real `preflight` and `preflight-agent` binaries. Every process is killed when its handle is
+//! dropped, also when a test fails.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+/// The target directory holding the binaries under test.
+pub fn bin_dir() -> PathBuf {
+    // Test executables live in target/<profile>/deps; the binaries one level up.
+    let exe = std::env::current_exe().expect("test executable path");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>")
+        .to_path_buf()
+}
+
+/// Path of a workspace binary; fails with the fix when it was not built.
+pub fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build --bins` before the end-to-end tests (the README test command does)",
+        p.display()
+    );
+    p
+}
+
+/// Polls `f` until it returns `Some`, or fails after `timeout` with `what`.
+pub fn eventually<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A child process killed on drop.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A running `preflight serve`.
+pub struct Controller {
+    pub dir: tempfile::TempDir,
+    pub addr: SocketAddr,
+    pub url: String,
+    pub admin_token: String,
+    pub pin: String,
+    pub proc: Proc,
+}
+
+impl Controller {
+    /// Starts `preflight serve --init` on a fresh data directory, on 127.0.0.1 with a free port,
+    /// with `extra` arguments (e.g. `--heartbeat-interval 1s`).
+    pub fn start(extra: &[&str]) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let data = dir.path().join("data");
+        let mut child = Command::new(bin("preflight"))
+            .args(["serve", "--init", "--listen", "127.0.0.1:0", "--data"])
+            .arg(&data)
+            .args(extra)
+            .env("PREFLIGHT_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("spawning preflight serve")?;
+        let stdout = child.stdout.take().expect("piped");
+        let stderr = child.stderr.take().expect("piped");
+        let proc = Proc(child);
+        let (tx, rx) = mpsc::channel::<String>();
+        let tx2 = tx.clone();
+        std::thread::spawn(move || {
+            for l in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(l);
+            }
+        });
+        std::thread::spawn(move || {
+            for l in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if std::env::var_os("PREFLIGHT_TEST_VERBOSE").is_some() {
+                    eprintln!("[controller] {l}");
+                }
+                let _ = tx2.send(l);
+            }
+        });
+        let (mut token, mut pin, mut addr) = (None, None, None);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while addr.is_none() || token.is_none() || pin.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(line) = rx.recv_timeout(left) else {
+                bail!("controller did not start within 20 s (token {token:?}, pin {pin:?}, addr {addr:?})");
+            };
+            if let Some(p) = line.strip_prefix("CA pin (sha256): ") {
+                pin = Some(p.trim().to_string());
+            } else if line.trim_start().starts_with("pfa_") {
+                token = Some(line.trim().to_string());
+            } else if let Some(rest) = line.strip_prefix("controller listening on ") {
+                addr = rest.split_whitespace().next().and_then(|a| a.parse().ok());
+            }
+        }
+        let addr: SocketAddr = addr.expect("set above");
+        Ok(Self {
+            url: format!("https://{addr}"),
+            addr,
+            admin_token: token.expect("set above"),
+            pin: pin.expect("set above"),
+            dir,
+            proc,
+        })
+    }
+
+    /// The controller's data directory.
+    pub fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// A `preflight` command pointed at this controller with the admin token.
+    pub fn cli(&self) -> Command {
+        self.cli_as(&self.admin_token)
+    }
+
+    /// A `preflight` command pointed at this controller with `token`.
+    pub fn cli_as(&self, token: &str) -> Command {
+        let mut c = Command::new(bin("preflight"));
+        c.env("PREFLIGHT_CONTROLLER", &self.url)
+            .env("PREFLIGHT_TOKEN", token)
+            .env("PREFLIGHT_CA_SHA256", &self.pin)
+            .env("PREFLIGHT_CONFIG", "/dev/null")
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Runs the CLI with `args`; fails with its stderr when it exits non-zero.
+    pub fn run(&self, args: &[&str]) -> anyhow::Result<String> {
+        let o = self.cli().args(args).output()?;
+        ok(&o, &format!("preflight {}", args.join(" ")))
+    }
+
+    /// Runs the CLI with `args` and parses its `--output json`.
+    pub fn json(&self, args: &[&str]) -> anyhow::Result<serde_json::Value> {
+        let mut a = args.to_vec();
+        a.extend(["--output", "json"]);
+        Ok(serde_json::from_str(&self.run(&a)?)?)
+    }
+
+    /// A fresh join token.
+    pub fn join_token(&self, ttl: &str) -> anyhow::Result<String> {
+        let v = self.json(&["token", "create", "--ttl", ttl])?;
+        Ok(v["token"].as_str().context("token in output")?.to_string())
+    }
+
+    /// The agent list as JSON objects.
+    pub fn agents(&self) -> anyhow::Result<Vec<serde_json::Value>> {
+        Ok(self
+            .json(&["agents"])?
+            .as_array()
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    /// Waits until agent `id` is online and returns its listen address.
+    pub fn wait_online(&self, id: &str) -> SocketAddr {
+        eventually(
+            Duration::from_secs(20),
+            &format!("agent {id} online"),
+            || {
+                let a = self.agents().ok()?;
+                let a = a.iter().find(|a| a["id"] == id && a["online"] == true)?;
+                a["listen_addr"].as_str()?.parse().ok()
+            },
+        )
+    }
+}
+
+/// Stdout of a successful command, or an error with its stderr.
+pub fn ok(o: &Output, what: &str) -> anyhow::Result<String> {
+    if !o.status.success() {
+        bail!(
+            "{what} failed ({}): {}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+/// An agent's state directory and, once started, its process.
+pub struct Agent {
+    pub id: String,
+    pub state: PathBuf,
+    pub proc: Option<Proc>,
+}
+
+/// `preflight-agent enroll` with these arguments (no defaults added).
+pub fn enroll_cmd(args: &[&str]) -> Command {
+    let mut c = Command::new(bin("preflight-agent"));
+    c.arg("enroll")
+        .args(args)
+        .stdin(Stdio::null())
+        .env("PREFLIGHT_LOG", "warn");
+    c
+}
+
+impl Agent {
+    /// Enrolls agent `id` with a fresh token, state under `base`, listening on `ip` (port 0).
+    pub fn enroll(ctl: &Controller, base: &Path, id: &str, ip: &str) -> anyhow::Result<Self> {
+        let token = ctl.join_token("10m")?;
+        let state = base.join(id);
+        let o = enroll_cmd(&[
+            "--controller",
+            &ctl.url,
+            "--token",
+            &token,
+            "--ca-sha256",
+            &ctl.pin,
+            "--name",
+            id,
+            "--listen",
+            &format!("{ip}:0"),
+            "--state-dir",
+        ])
+        .arg(&state)
+        .output()?;
+        ok(&o, &format!("enroll {id}"))?;
+        Ok(Self {
+            id: id.into(),
+            state,
+            proc: None,
+        })
+    }
+
+    /// Starts `preflight-agent run`.
+    pub fn start(&mut self) -> anyhow::Result<()> {
+        let verbose = std::env::var_os("PREFLIGHT_TEST_VERBOSE").is_some();
+        let child = Command::new(bin("preflight-agent"))
+            .arg("run")
+            .arg("--state-dir")
+            .arg(&self.state)
+            .env("PREFLIGHT_LOG", if verbose { "debug" } else { "warn" })
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(if verbose {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
+            .spawn()?;
+        self.proc = Some(Proc(child));
+        Ok(())
+    }
+
+    /// The agent's identity (certificate chain and key) as stored.
+    pub fn identity(&self) -> anyhow::Result<preflight_pki::Identity> {
+        let pem = std::fs::read_to_string(self.state.join("identity.pem"))?;
+        let at = pem
+            .find("-----BEGIN PRIVATE KEY")
+            .context("key in identity.pem")?;
+        Ok(preflight_pki::Identity {
+            cert_pem: pem[..at].to_string(),
+            key_pem: pem[at..].to_string(),
+        })
+    }
+}

@@ -1,0 +1,240 @@
+//! The CLI and agent as a person meets them: bad input gets one line naming the problem and a
+//! non-zero exit, with nothing half-written; the demo runs as a non-root user.
+
+use std::process::{Command, Output};
+
+use preflight_tests::cluster::{bin, enroll_cmd, Controller};
+
+/// Asserts a failed command printed exactly one line, on stderr, containing `needle`.
+fn one_line_error(o: &Output, needle: &str) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "expected failure, got success: {err}");
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one line, got: {err}");
+    assert!(lines[0].starts_with("error: "), "{err}");
+    assert!(lines[0].contains(needle), "expected {needle:?} in: {err}");
+}
+
+const PIN: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+const TOKEN: &str = "pfj_0000000000000000000000000000000000000000000000000000000000000000";
+
+#[test]
+fn enroll_bad_input_is_one_clear_line_and_writes_nothing() {
+    let base = tempfile::tempdir().unwrap();
+    let state = base.path().join("state");
+    let s = state.to_str().unwrap();
+    let unreachable = "https://127.0.0.1:1";
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec![
+                "--controller",
+                unreachable,
+                "--token",
+                TOKEN,
+                "--ca-sha256",
+                PIN,
+            ],
+            "cannot reach the controller at 127.0.0.1:1",
+        ),
+        (
+            vec![
+                "--controller",
+                unreachable,
+                "--token",
+                "not a token!",
+                "--ca-sha256",
+                PIN,
+            ],
+            "--token is malformed",
+        ),
+        (
+            vec![
+                "--controller",
+                "ctl.example:7443",
+                "--token",
+                TOKEN,
+                "--ca-sha256",
+                PIN,
+            ],
+            "must start with https://",
+        ),
+        (
+            vec![
+                "--controller",
+                "https://ctl:99999",
+                "--token",
+                TOKEN,
+                "--ca-sha256",
+                PIN,
+            ],
+            "invalid port",
+        ),
+        (
+            vec![
+                "--controller",
+                unreachable,
+                "--token",
+                TOKEN,
+                "--ca-sha256",
+                "abc",
+            ],
+            "--ca-sha256",
+        ),
+        (
+            vec![
+                "--controller",
+                unreachable,
+                "--token",
+                TOKEN,
+                "--ca-sha256",
+                PIN,
+                "--name",
+                "Bad_Name",
+            ],
+            "--name",
+        ),
+    ];
+    for (mut args, needle) in cases {
+        args.extend(["--state-dir", s]);
+        let o = enroll_cmd(&args).output().unwrap();
+        one_line_error(&o, needle);
+    }
+    assert!(!state.join("agent.toml").exists());
+
+    // A state directory that cannot be created (its parent is a file) fails before any contact.
+    let file = base.path().join("file");
+    std::fs::write(&file, b"x").unwrap();
+    let bad = file.join("state");
+    let o = enroll_cmd(&[
+        "--controller",
+        unreachable,
+        "--token",
+        TOKEN,
+        "--ca-sha256",
+        PIN,
+        "--state-dir",
+        bad.to_str().unwrap(),
+    ])
+    .output()
+    .unwrap();
+    one_line_error(&o, "is not writable");
+}
+
+#[test]
+fn cli_needs_a_valid_token_and_says_how_to_get_one() {
+    let ctl = Controller::start(&[]).unwrap();
+    let o = ctl
+        .cli()
+        .env_remove("PREFLIGHT_TOKEN")
+        .arg("agents")
+        .output()
+        .unwrap();
+    one_line_error(&o, "no token");
+    let o = ctl.cli_as("pfa_wrong").arg("agents").output().unwrap();
+    one_line_error(&o, "unknown token");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("preflight serve --init"));
+    let o = ctl
+        .cli()
+        .env("PREFLIGHT_CA_SHA256", PIN)
+        .arg("agents")
+        .output()
+        .unwrap();
+    one_line_error(&o, "CA pin mismatch");
+    let o = ctl
+        .cli()
+        .args(["token", "create", "--ttl", "30d"])
+        .output()
+        .unwrap();
+    one_line_error(&o, "out of range");
+    let o = ctl.cli().args(["inventory", "nobody"]).output().unwrap();
+    one_line_error(&o, "no agent \"nobody\"");
+    let o = ctl
+        .cli()
+        .env("PREFLIGHT_CONTROLLER", "https://127.0.0.1:1")
+        .arg("agents")
+        .output()
+        .unwrap();
+    one_line_error(&o, "cannot reach the controller");
+    assert_eq!(ctl.json(&["whoami"]).unwrap()["role"], "admin");
+}
+
+#[test]
+fn serve_refuses_an_unusable_data_directory() {
+    let base = tempfile::tempdir().unwrap();
+    let o = Command::new(bin("preflight"))
+        .args(["serve", "--data"])
+        .arg(base.path().join("none"))
+        .output()
+        .unwrap();
+    one_line_error(&o, "is not initialised");
+    let file = base.path().join("f");
+    std::fs::write(&file, b"x").unwrap();
+    let o = Command::new(bin("preflight"))
+        .args(["serve", "--init", "--data"])
+        .arg(file.join("d"))
+        .output()
+        .unwrap();
+    one_line_error(&o, "cannot use data directory");
+}
+
+fn lscpu_field(out: &str, key: &str) -> String {
+    out.lines()
+        .find_map(|l| l.strip_prefix(key).map(|v| v.trim().to_string()))
+        .unwrap_or_default()
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+#[test]
+fn demo_runs_as_a_non_root_user_and_reports_this_host() {
+    let mut cmd = if is_root() {
+        // Drop to nobody, as a user without privileges would run it.
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(bin("preflight"));
+        c
+    } else {
+        Command::new(bin("preflight"))
+    };
+    let o = cmd
+        .args(["demo", "--output", "json"])
+        .env("TMPDIR", "/tmp")
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "demo failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let agents = v["agents"].as_array().unwrap();
+    assert_eq!(agents.len(), 3);
+    for (a, ip) in agents
+        .iter()
+        .zip(["127.0.0.11", "127.0.0.12", "127.0.0.13"])
+    {
+        assert_eq!(a["online"], true);
+        assert!(a["listen_addr"].as_str().unwrap().starts_with(ip), "{a}");
+    }
+    let host = String::from_utf8(Command::new("hostname").output().unwrap().stdout).unwrap();
+    let lscpu = String::from_utf8(
+        Command::new("lscpu")
+            .env("LC_ALL", "C")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    for id in ["demo-1", "demo-2", "demo-3"] {
+        let inv = &v["inventory"][id];
+        assert_eq!(inv["hostname"], host.trim());
+        assert_eq!(
+            inv["cpu"]["threads"].as_u64().unwrap().to_string(),
+            lscpu_field(&lscpu, "CPU(s):")
+        );
+        assert_eq!(inv["cpu"]["model"], lscpu_field(&lscpu, "Model name:"));
+    }
+}

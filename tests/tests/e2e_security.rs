@@ -1,0 +1,233 @@
+//! The security model end to end, with the real binaries: who an agent accepts, what a join
+//! token allows, what a wrong CA pin or a revoked agent gets, and certificate renewal.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use preflight_pki::{CertificateAuthority, Identity};
+use preflight_proto::v1 as pb;
+use preflight_tests::cluster::{enroll_cmd, eventually, Agent, Controller};
+
+fn rt() -> tokio::runtime::Runtime {
+    preflight_pki::install_crypto_provider();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn ca_of(ctl: &Controller) -> CertificateAuthority {
+    let d = ctl.data();
+    CertificateAuthority::from_pem(
+        &std::fs::read_to_string(d.join("ca.pem")).unwrap(),
+        &std::fs::read_to_string(d.join("ca.key")).unwrap(),
+    )
+    .unwrap()
+}
+
+type CallError = (Option<tonic::Code>, String);
+
+/// Calls GetInventory on the agent at `addr` as `who`; Err carries the failure.
+fn call_agent(
+    addr: &str,
+    ca_pem: &str,
+    who: Option<&Identity>,
+    agent_id: &str,
+) -> Result<(), CallError> {
+    rt().block_on(async {
+        let tls = preflight_pki::client_config(ca_pem, who).unwrap();
+        let name = preflight_pki::agent_server_name(agent_id).unwrap();
+        let ch = preflight_pki::transport::connect(addr, tls, name, Duration::from_secs(5))
+            .await
+            .map_err(|e| (None, format!("{e:?}")))?;
+        let mut c = pb::agent_client::AgentClient::new(ch);
+        c.get_inventory(pb::GetInventoryRequest {})
+            .await
+            .map(|_| ())
+            .map_err(|s| (Some(s.code()), s.message().to_string()))
+    })
+}
+
+#[test]
+fn agent_accepts_only_the_controller_certificate() {
+    let ctl = Controller::start(&["--heartbeat-interval", "1s"]).unwrap();
+    let base = tempfile::tempdir().unwrap();
+    let mut a = Agent::enroll(&ctl, base.path(), "sec-1", "127.0.0.21").unwrap();
+    a.start().unwrap();
+    let addr = ctl.wait_online("sec-1").to_string();
+    let ca = ca_of(&ctl);
+    let ca_pem = ca.cert_pem().to_string();
+
+    // Positive control: a controller certificate from our CA is served.
+    let good = ca.issue_controller(&[], Duration::from_secs(600)).unwrap();
+    call_agent(&addr, &ca_pem, Some(&good), "sec-1").expect("controller certificate accepted");
+
+    // No client certificate.
+    call_agent(&addr, &ca_pem, None, "sec-1").expect_err("no client certificate refused");
+
+    // A controller certificate from another CA.
+    let other = CertificateAuthority::generate("other").unwrap();
+    let foreign = other
+        .issue_controller(&[], Duration::from_secs(600))
+        .unwrap();
+    call_agent(&addr, &ca_pem, Some(&foreign), "sec-1").expect_err("foreign CA refused");
+
+    // An expired controller certificate from our CA.
+    let past = SystemTime::now() - Duration::from_secs(3 * 3600);
+    let expired = ca
+        .issue_controller_at(&[], past, Duration::from_secs(3600))
+        .unwrap();
+    call_agent(&addr, &ca_pem, Some(&expired), "sec-1").expect_err("expired certificate refused");
+
+    // A valid agent-role certificate from our CA: authenticated, but not allowed.
+    let e = call_agent(&addr, &ca_pem, Some(&a.identity().unwrap()), "sec-1").unwrap_err();
+    assert_eq!(e.0, Some(tonic::Code::PermissionDenied), "{e:?}");
+    assert!(e.1.contains("only the controller"), "{e:?}");
+
+    // The server name is checked too: this agent cannot pass for another one.
+    call_agent(&addr, &ca_pem, Some(&good), "sec-2").expect_err("agent verified by its id");
+}
+
+fn no_enrollment_written(state: &Path) {
+    assert!(
+        !state.join("agent.toml").exists(),
+        "agent.toml written in {}",
+        state.display()
+    );
+    assert!(
+        !state.join("identity.pem").exists(),
+        "identity written in {}",
+        state.display()
+    );
+}
+
+#[test]
+fn join_token_works_once_and_not_after_ttl_and_pin_is_checked() {
+    let ctl = Controller::start(&[]).unwrap();
+    let base = tempfile::tempdir().unwrap();
+    let token = ctl.join_token("10m").unwrap();
+    let enroll = |name: &str, token: &str, pin: &str| {
+        let state = base.path().join(name);
+        let o = enroll_cmd(&[
+            "--controller",
+            &ctl.url,
+            "--token",
+            token,
+            "--ca-sha256",
+            pin,
+            "--name",
+            name,
+            "--listen",
+            "127.0.0.1:0",
+            "--state-dir",
+        ])
+        .arg(&state)
+        .output()
+        .unwrap();
+        (o, state)
+    };
+    let (o, state) = enroll("tok-a", &token, &ctl.pin);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(state.join("agent.toml").exists());
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(state.join("identity.pem"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600, "private key file mode");
+
+    let (o, state) = enroll("tok-b", &token, &ctl.pin);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("already used"), "{err}");
+    no_enrollment_written(&state);
+
+    let short = ctl.join_token("1s").unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    let (o, state) = enroll("tok-c", &short, &ctl.pin);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("expired"), "{err}");
+    no_enrollment_written(&state);
+
+    let fresh = ctl.join_token("10m").unwrap();
+    let wrong_pin = CertificateAuthority::generate("x").unwrap().pin();
+    let (o, state) = enroll("tok-d", &fresh, &wrong_pin);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(
+        err.contains("CA pin mismatch") && err.contains(&ctl.pin) && err.contains(&wrong_pin),
+        "{err}"
+    );
+    no_enrollment_written(&state);
+    // The pin mismatch stopped before the token was sent: it still works.
+    let (o, _) = enroll("tok-d", &fresh, &ctl.pin);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+fn revoked_agent_is_refused_by_the_controller() {
+    let ctl = Controller::start(&["--heartbeat-interval", "1s"]).unwrap();
+    let base = tempfile::tempdir().unwrap();
+    let mut a = Agent::enroll(&ctl, base.path(), "rev-1", "127.0.0.22").unwrap();
+    a.start().unwrap();
+    ctl.wait_online("rev-1");
+    ctl.run(&["inventory", "rev-1"])
+        .expect("inventory before revocation");
+    ctl.run(&["agents", "revoke", "rev-1"]).unwrap();
+
+    // Its own certificate no longer gets it anywhere at the controller.
+    let id = a.identity().unwrap();
+    let ca_pem = std::fs::read_to_string(a.state.join("ca.pem")).unwrap();
+    let r = rt().block_on(async {
+        let tls = preflight_pki::client_config(&ca_pem, Some(&id)).unwrap();
+        let ch = preflight_pki::transport::connect(
+            &ctl.addr.to_string(),
+            tls,
+            preflight_pki::controller_server_name(),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+        pb::registry_client::RegistryClient::new(ch)
+            .heartbeat(pb::HeartbeatRequest {
+                agent_version: "x".into(),
+                listen_addr: "127.0.0.22:1".into(),
+                ..Default::default()
+            })
+            .await
+    });
+    let s = r.unwrap_err();
+    assert_eq!(s.code(), tonic::Code::PermissionDenied);
+    assert!(s.message().contains("revoked"), "{}", s.message());
+
+    let o = ctl.cli().args(["inventory", "rev-1"]).output().unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("revoked"));
+    let agents = ctl.agents().unwrap();
+    let rec = agents.iter().find(|x| x["id"] == "rev-1").unwrap();
+    assert_eq!(rec["revoked"], true);
+    assert_eq!(rec["online"], false);
+}
+
+#[test]
+fn certificates_are_renewed_before_expiry() {
+    let ctl = Controller::start(&["--heartbeat-interval", "1s", "--agent-cert-ttl", "9s"]).unwrap();
+    let base = tempfile::tempdir().unwrap();
+    let mut a = Agent::enroll(&ctl, base.path(), "ren-1", "127.0.0.23").unwrap();
+    let first = a.identity().unwrap();
+    let first_fp = first.fingerprint().unwrap();
+    let first_expiry = first.not_after_unix().unwrap();
+    a.start().unwrap();
+    ctl.wait_online("ren-1");
+    let renewed = eventually(Duration::from_secs(15), "a renewed certificate", || {
+        let id = a.identity().ok()?;
+        (id.fingerprint().ok()? != first_fp).then_some(id)
+    });
+    assert!(renewed.not_after_unix().unwrap() > first_expiry);
+    // Past the first certificate's expiry the agent still serves and heartbeats.
+    while preflight_pki::unix_now() <= first_expiry + 1 {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    ctl.run(&["inventory", "ren-1"])
+        .expect("inventory after the first certificate expired");
+    ctl.wait_online("ren-1");
+}
