@@ -1055,6 +1055,18 @@ impl World {
     /// Nothing changes until [`World::commit`].
     pub fn apply(&self, now: Timestamp, actor: &Actor, cmd: Command) -> Result<Outcome, Refusal> {
         cmd.validate()?;
+        // The auditor reads and never writes, whatever the batch and its stage.
+        if actor.role() == Some(Role::Auditor) {
+            let stage = cmd
+                .batch()
+                .and_then(|id| self.batches.get(id))
+                .map(|b| b.stage);
+            return Err(Refusal::Permission {
+                action: cmd.action(stage),
+                actor: actor.to_string(),
+                allowed: cmd.allowed_roles(stage).to_vec(),
+            });
+        }
         let stage = cmd
             .batch()
             .filter(|_| !matches!(cmd, Command::CreateBatch { .. }))
