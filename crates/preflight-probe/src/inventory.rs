@@ -616,10 +616,16 @@ fn df_mounts(table: &[MountEntry]) -> Vec<Mount> {
         if DF_DUMMY_TYPES.contains(&me.fs_type.as_str()) {
             continue;
         }
-        let Ok(meta) = fs::metadata(&me.mount_point) else {
-            continue;
+        // stat can hang on a dead network server just as statvfs can: for those, the device
+        // numbers of the mount table stand in for the stat.
+        let dev = if REMOTE_TYPES.contains(&me.fs_type.as_str()) {
+            libc::makedev(me.major, me.minor)
+        } else {
+            match fs::metadata(&me.mount_point) {
+                Ok(meta) => meta.dev(),
+                Err(_) => continue,
+            }
         };
-        let dev = meta.dev();
         if let Some(slot) = kept.iter_mut().find(|(d, _)| *d == dev) {
             let old = slot.1;
             let target_nearer_root = old.mount_point.len() > me.mount_point.len();

@@ -884,35 +884,191 @@ pub async fn scan_ports(
     if ports.contains(&0) {
         return Err(ProbeRequestError::PortZero(ip));
     }
+    // Readiness-driven sweep on plain threads (mio, one epoll set per worker): a connect scan is
+    // syscall-bound, and skipping the async runtime's per-socket bookkeeping and cross-thread
+    // wake-ups roughly halves its CPU cost.
     let ports: Arc<Vec<u16>> = Arc::new(ports.to_vec());
-    let results = run_bounded(ports.len(), concurrency, {
-        let ports = ports.clone();
-        move |i| {
-            let port = ports[i];
-            async move {
-                let (state, connect_us) =
-                    match connect_classified(SocketAddr::new(ip, port), timeout).await {
-                        Connected::Stream(_, us) => (ScanState::Open, Some(us)),
-                        Connected::Failed(o, us, _) => (
-                            match o {
-                                ProbeOutcome::Refused => ScanState::Closed,
-                                ProbeOutcome::Filtered => ScanState::Filtered,
-                                ProbeOutcome::Unreachable => ScanState::Unreachable,
-                                _ => ScanState::Error,
-                            },
-                            us,
-                        ),
-                    };
-                ScanResult {
-                    port,
-                    state,
-                    connect_us,
+    let next = Arc::new(AtomicUsize::new(0));
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(concurrency)
+        .max(1);
+    let mut set = JoinSet::new();
+    for w in 0..workers {
+        let share = (concurrency / workers + usize::from(w < concurrency % workers)).max(1);
+        let (ports, next) = (ports.clone(), next.clone());
+        set.spawn_blocking(move || scan_worker(ip, &ports, &next, timeout, share));
+    }
+    let mut slots: Vec<Option<ScanResult>> = vec![None; ports.len()];
+    while let Some(done) = set.join_next().await {
+        match done {
+            Ok(part) => {
+                for (i, r) in part {
+                    slots[i] = Some(r);
                 }
             }
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
         }
-    })
-    .await;
-    Ok(results)
+    }
+    Ok(slots
+        .into_iter()
+        .zip(ports.iter())
+        // Every index was taken by exactly one worker, and workers finish every index they take.
+        .map(|(r, &port)| {
+            r.unwrap_or(ScanResult {
+                port,
+                state: ScanState::Error,
+                connect_us: None,
+            })
+        })
+        .collect())
+}
+
+/// One scan worker: keeps up to `cap` non-blocking connects in flight on its own epoll set and
+/// takes port indices from `next` until none are left.
+fn scan_worker(
+    ip: IpAddr,
+    ports: &[u16],
+    next: &AtomicUsize,
+    timeout: Duration,
+    cap: usize,
+) -> Vec<(usize, ScanResult)> {
+    use mio::{Events, Interest, Poll, Token};
+    use std::collections::VecDeque;
+
+    struct Pending {
+        stream: mio::net::TcpStream,
+        index: usize,
+        start: Instant,
+    }
+    let mut out = Vec::new();
+    let finish = |out: &mut Vec<(usize, ScanResult)>,
+                  index: usize,
+                  state: ScanState,
+                  start: Option<Instant>| {
+        let connect_us = start.map(|s| u64::try_from(s.elapsed().as_micros()).unwrap_or(u64::MAX));
+        out.push((
+            index,
+            ScanResult {
+                port: ports[index],
+                state,
+                connect_us,
+            },
+        ));
+    };
+    let mut poll = match Poll::new() {
+        Ok(p) => p,
+        Err(e) => {
+            warn!(error = %e, "cannot create a poll set for the scan");
+            // Claim and fail the remaining indices so the caller still gets one result per port.
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= ports.len() {
+                    return out;
+                }
+                finish(&mut out, i, ScanState::Error, None);
+            }
+        }
+    };
+    let mut events = Events::with_capacity(1024);
+    let mut slots: Vec<Option<Pending>> = (0..cap).map(|_| None).collect();
+    let mut free: Vec<usize> = (0..cap).rev().collect();
+    // All probes share one timeout, so start order is deadline order: a FIFO is enough.
+    let mut deadlines: VecDeque<(Instant, usize, usize)> = VecDeque::with_capacity(cap);
+    let mut exhausted = false;
+    loop {
+        while !exhausted && !free.is_empty() {
+            let index = next.fetch_add(1, Ordering::Relaxed);
+            if index >= ports.len() {
+                exhausted = true;
+                break;
+            }
+            let addr = SocketAddr::new(ip, ports[index]);
+            let start = Instant::now();
+            let mut stream = match mio::net::TcpStream::connect(addr) {
+                Ok(s) => s,
+                Err(e) => {
+                    let (o, us) = classify_connect_error(&e, 0);
+                    finish(&mut out, index, scan_state(o), us.map(|_| start));
+                    continue;
+                }
+            };
+            let Some(slot) = free.pop() else { break };
+            if let Err(e) = poll
+                .registry()
+                .register(&mut stream, Token(slot), Interest::WRITABLE)
+            {
+                debug!(error = %e, "cannot register a scan socket");
+                finish(&mut out, index, ScanState::Error, None);
+                free.push(slot);
+                continue;
+            }
+            slots[slot] = Some(Pending {
+                stream,
+                index,
+                start,
+            });
+            deadlines.push_back((start + timeout, slot, index));
+        }
+        if exhausted && free.len() == cap {
+            return out;
+        }
+        let wait = deadlines
+            .front()
+            .map(|(d, _, _)| d.saturating_duration_since(Instant::now()));
+        if let Err(e) = poll.poll(&mut events, wait) {
+            if e.kind() != io::ErrorKind::Interrupted {
+                warn!(error = %e, "scan poll failed");
+            }
+        }
+        for ev in events.iter() {
+            let slot = ev.token().0;
+            let Some(p) = slots.get_mut(slot).and_then(Option::take) else {
+                continue;
+            };
+            let state = match p.stream.take_error() {
+                Ok(Some(e)) | Err(e) => scan_state(classify_connect_error(&e, 0).0),
+                Ok(None) => match p.stream.peer_addr() {
+                    // Self-connect on loopback: see `connect_classified`.
+                    Ok(peer) if p.stream.local_addr().ok() == Some(peer) => ScanState::Closed,
+                    Ok(_) => ScanState::Open,
+                    Err(e) if e.kind() == io::ErrorKind::NotConnected => {
+                        // Spurious wake-up: still connecting.
+                        slots[slot] = Some(p);
+                        continue;
+                    }
+                    Err(e) => scan_state(classify_connect_error(&e, 0).0),
+                },
+            };
+            let filtered = state == ScanState::Filtered;
+            finish(&mut out, p.index, state, (!filtered).then_some(p.start));
+            free.push(slot);
+        }
+        let now = Instant::now();
+        while let Some(&(deadline, slot, index)) = deadlines.front() {
+            if deadline > now {
+                break;
+            }
+            deadlines.pop_front();
+            // The slot may have finished and been reused since: match on the port index too.
+            if slots[slot].as_ref().is_some_and(|p| p.index == index) {
+                slots[slot] = None;
+                finish(&mut out, index, ScanState::Filtered, None);
+                free.push(slot);
+            }
+        }
+    }
+}
+
+fn scan_state(o: ProbeOutcome) -> ScanState {
+    match o {
+        ProbeOutcome::Refused => ScanState::Closed,
+        ProbeOutcome::Filtered => ScanState::Filtered,
+        ProbeOutcome::Unreachable => ScanState::Unreachable,
+        ProbeOutcome::Verified | ProbeOutcome::Open => ScanState::Open,
+        ProbeOutcome::Error => ScanState::Error,
+    }
 }
 
 /// Raises the soft RLIMIT_NOFILE to the hard limit and returns the new soft limit.

@@ -159,6 +159,8 @@ async fn full_backlog_is_filtered() -> Result<()> {
     .await?;
     ensure!(r[0].outcome == ProbeOutcome::Filtered, "{:?}", r[0]);
     ensure!(r[0].connect_us.is_none(), "{:?}", r[0]);
+    let s = scan_ports(LO, &[addr.port()], Duration::from_millis(300), 1).await?;
+    ensure!(s[0].state == ScanState::Filtered, "{:?}", s[0]);
     Ok(())
 }
 

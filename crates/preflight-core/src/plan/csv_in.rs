@@ -97,7 +97,7 @@ pub(crate) fn parse(src: usize, text: &str, errs: &mut Errs<'_>) -> (Vec<RawServ
     let header = loop {
         match records.next() {
             None => {
-                errs.push(src, base..base, "", PlanErrorKind::CsvMissingColumn("ip"));
+                errs.push(src, base..base, "ip", PlanErrorKind::CsvMissingColumn("ip"));
                 return (Vec::new(), false);
             }
             Some(Err(e)) => {

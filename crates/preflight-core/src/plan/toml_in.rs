@@ -264,14 +264,21 @@ fn de<T: DeserializeOwned>(
     errs: &mut Errs<'_>,
 ) -> Option<T> {
     let whole = value.span();
-    match T::deserialize(ValueDeserializer::from(value)) {
+    match serde_path_to_error::deserialize::<_, T>(ValueDeserializer::from(value)) {
         Ok(v) => Some(v),
         Err(e) => {
+            let path = clean_path(&e.path().to_string());
+            let e = e.into_inner();
             let msg = e.message().to_string();
-            let field = match inner_field(&msg) {
-                Some(f) => format!("{field}.{f}"),
-                None => field.to_string(),
-            };
+            let mut field = field.to_string();
+            if !path.is_empty() {
+                field.push('.');
+                field.push_str(&path);
+            }
+            if let Some(f) = inner_field(&msg).filter(|f| !field.ends_with(&format!(".{f}"))) {
+                field.push('.');
+                field.push_str(f);
+            }
             errs.push(
                 src,
                 e.span().unwrap_or(whole),
@@ -281,6 +288,15 @@ fn de<T: DeserializeOwned>(
             None
         }
     }
+}
+
+/// A serde path without the private keys of `Spanned` and without the `?` that
+/// serde_path_to_error writes for unknown positions; `.` when empty.
+fn clean_path(p: &str) -> String {
+    p.split('.')
+        .filter(|seg| !seg.starts_with("$__") && *seg != "?" && !seg.is_empty())
+        .collect::<Vec<_>>()
+        .join(".")
 }
 
 /// The field named by serde's "unknown field `x`" / "missing field `x`" messages.

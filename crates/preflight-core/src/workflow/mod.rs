@@ -13,7 +13,12 @@
 //!   admin creates projects, records approvals, manages deployers and archives; for any other
 //!   step the admin must hold the acting role. Sweep facts (readiness, hardening, performance)
 //!   and escalation come only from [`Actor::System`], the controller, so nobody can type them in.
+//! - "Any participant may pause" means every role but `auditor` and `admin`, plus the
+//!   controller (readiness pauses).
 //! - A deployer may only start or advance a batch assigned to them.
+//! - Reassigning a queued batch (stage `assign`) to another deployer puts it at the end of the
+//!   new deployer's queue (entry time = reassignment); assigning to the same deployer is
+//!   refused so nobody loses their place by accident.
 //! - The deployer list holds a batch while it is in `assign` or `deploy`, and while paused from
 //!   those stages. A batch paused in `deploy` returns to `deploy` on resolve but queued (with the
 //!   return time, no priority, no jump): the deployer restarts it with [`Command::StartDeploy`].
@@ -1055,6 +1060,18 @@ impl World {
     /// Nothing changes until [`World::commit`].
     pub fn apply(&self, now: Timestamp, actor: &Actor, cmd: Command) -> Result<Outcome, Refusal> {
         cmd.validate()?;
+        // The auditor reads and never writes, whatever the batch and its stage.
+        if actor.role() == Some(Role::Auditor) {
+            let stage = cmd
+                .batch()
+                .and_then(|id| self.batches.get(id))
+                .map(|b| b.stage);
+            return Err(Refusal::Permission {
+                action: cmd.action(stage),
+                actor: actor.to_string(),
+                allowed: cmd.allowed_roles(stage).to_vec(),
+            });
+        }
         let stage = cmd
             .batch()
             .filter(|_| !matches!(cmd, Command::CreateBatch { .. }))
@@ -1440,6 +1457,15 @@ impl World {
                         }
                     },
                 };
+                if b.deployer.as_deref() == Some(deployer.as_str()) {
+                    return Err(Refusal::State {
+                        batch: id.to_string(),
+                        action: cmd.action(None),
+                        problem: format!(
+                            "it is already in {deployer}'s queue: name another deployer to move it"
+                        ),
+                    });
+                }
                 let why = if balanced {
                     format!("assigned to {deployer} (least loaded)")
                 } else {

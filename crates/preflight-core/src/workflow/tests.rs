@@ -986,6 +986,14 @@ fn worked_queue_example_of_workflow_md() {
     );
     assert!(satisfies_three_class_rule(&q));
     assert_eq!(q[4].since, june(19, 9, 0));
+    let held = |id: &str| w.batch(id).map(Batch::held_by);
+    assert_eq!(held("B"), Some(Holder::Person("amy".into())));
+    assert_eq!(
+        held("E"),
+        Some(Holder::Roles(vec![Role::Dispatcher, Role::Deployer]))
+    );
+    assert_eq!(held("C"), Some(Holder::Roles(vec![Role::Project])));
+    assert_eq!(held("A"), Some(Holder::Roles(vec![Role::Integrator])));
     // D returns to the deployer who paused it.
     assert_eq!(
         w.batch("D").and_then(|b| b.holder.clone()).as_deref(),
@@ -1186,6 +1194,33 @@ fn assignment_balances_load_ties_by_name() {
         },
     );
     assert_eq!(e.kind(), RefusalKind::NotFound, "{e}");
+    // Reassignment moves to the end of the other queue; the same deployer is refused.
+    let e = refused(
+        &w,
+        t,
+        &user(Role::Dispatcher),
+        Command::Assign {
+            batch: "L0".into(),
+            deployer: Some("amy".into()),
+        },
+    );
+    assert!(e.to_string().contains("already in amy's queue"), "{e}");
+    let later = t.plus_ms(DAY_MS);
+    ok(
+        &mut w,
+        later,
+        &user(Role::Dispatcher),
+        Command::Assign {
+            batch: "L0".into(),
+            deployer: Some("cat".into()),
+        },
+    );
+    let q = w.queue("cat");
+    assert_eq!(
+        q.last().map(|e| (e.batch.as_str(), e.since)),
+        Some(("L0", later))
+    );
+    assert!(w.queue("amy").iter().all(|e| e.batch != "L0"));
 }
 
 fn pause_cmd(id: &str) -> Command {
@@ -1389,8 +1424,12 @@ fn terminated_and_done_batches_never_move() {
         for c in cmds {
             for actor in Role::ALL.into_iter().map(user).chain([Actor::System]) {
                 let e = refused(&w, later, &actor, c.clone());
-                assert!(matches!(e, Refusal::Final { .. }), "{e}");
-                assert_eq!(e.kind(), RefusalKind::FailedPrecondition);
+                if actor.role() == Some(Role::Auditor) {
+                    assert_eq!(e.kind(), RefusalKind::PermissionDenied, "{e}");
+                } else {
+                    assert!(matches!(e, Refusal::Final { .. }), "{e}");
+                    assert_eq!(e.kind(), RefusalKind::FailedPrecondition);
+                }
             }
         }
         assert!(w.escalate_due(later).is_empty());
@@ -1551,6 +1590,12 @@ fn names_ids_and_chinese() {
         assert_eq!(r.id().parse::<PauseReason>(), Ok(r));
         assert!(!r.zh().is_empty());
     }
+    assert_eq!(june(19, 9, 0).to_string(), "2026-06-19T09:00:00Z");
+    assert_eq!(Timestamp(-1).to_string(), "1969-12-31T23:59:59.999Z");
+    assert_eq!(
+        Timestamp(951_782_400_000).to_string(),
+        "2000-02-29T00:00:00Z"
+    );
     for p in Party::ALL {
         assert_eq!(p.id().parse::<Party>(), Ok(p));
     }

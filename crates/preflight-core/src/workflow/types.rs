@@ -32,8 +32,31 @@ impl Timestamp {
 }
 
 impl fmt::Display for Timestamp {
+    /// RFC 3339 in UTC with millisecond precision when needed, e.g. `2026-06-19T09:00:00Z`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}ms", self.0)
+        let days = self.0.div_euclid(DAY_MS);
+        let ms_of_day = self.0.rem_euclid(DAY_MS);
+        // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        let (h, m, sec, ms) = (
+            ms_of_day / 3_600_000,
+            ms_of_day / 60_000 % 60,
+            ms_of_day / 1_000 % 60,
+            ms_of_day % 1_000,
+        );
+        write!(f, "{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{sec:02}")?;
+        if ms != 0 {
+            write!(f, ".{ms:03}")?;
+        }
+        f.write_str("Z")
     }
 }
 
@@ -733,6 +756,32 @@ pub struct Batch {
     pub filing: Option<RiskFiling>,
     /// Acceptance and rating.
     pub acceptance: Option<Acceptance>,
+}
+
+/// Who holds a batch now (for `batch show`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "value")]
+pub enum Holder {
+    /// A named person: the one who paused it (after resolve) or the deployer deploying it.
+    Person(String),
+    /// Whoever has one of these roles (the roles acting in the stage).
+    Roles(Vec<Role>),
+    /// Nobody: terminated or done.
+    Nobody,
+}
+
+impl Batch {
+    /// Who holds the batch now.
+    pub fn held_by(&self) -> Holder {
+        if let Some(h) = &self.holder {
+            return Holder::Person(h.clone());
+        }
+        match (self.stage, &self.deployer) {
+            (Stage::Deploy, Some(d)) => Holder::Person(d.clone()),
+            (s, _) if s.is_final() => Holder::Nobody,
+            (s, _) => Holder::Roles(s.advance_roles().to_vec()),
+        }
+    }
 }
 
 /// What happened, with the data needed to replay it.
