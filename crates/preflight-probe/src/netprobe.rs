@@ -113,6 +113,9 @@ pub enum ListenerRequestError {
     /// The bind address cannot carry a TCP listener.
     #[error("bind address {0} cannot carry a tcp listener: use a unicast or unspecified address")]
     BindAddress(IpAddr),
+    /// The nonce is all zero: the caller forgot to generate one.
+    #[error("nonce is all zero: pass 32 random bytes from the controller")]
+    ZeroNonce,
     /// The limits themselves exceed the hard caps.
     #[error("listener limits exceed the hard caps: at most {MAX_LISTENER_PORTS} ports and {} s", MAX_LISTENER_TTL.as_secs())]
     Limits,
@@ -191,6 +194,9 @@ impl ProbeListeners {
         limits: &ListenerLimits,
     ) -> Result<(ProbeListeners, Vec<PortOutcome>), ListenerRequestError> {
         validate_listener_request(bind_ip, ports, ttl, limits)?;
+        if nonce == [0u8; 32] {
+            return Err(ListenerRequestError::ZeroNonce);
+        }
         let key = Arc::new(hmac::Key::new(hmac::HMAC_SHA256, &nonce));
         let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
         let stats = Arc::new(ListenerStats::default());
@@ -370,8 +376,9 @@ fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
     // SO_REUSEADDR only lets us rebind over TIME_WAIT leftovers; Linux still refuses a port
     // that has a listener.
     sock.set_reuse_address(true)?;
-    if addr.is_ipv6() {
-        sock.set_only_v6(true)?;
+    // `::` means every address, IPv4 included; a specific IPv6 address is IPv6 only.
+    if let IpAddr::V6(v6) = addr.ip() {
+        sock.set_only_v6(!v6.is_unspecified())?;
     }
     sock.set_nonblocking(true)?;
     sock.bind(&addr.into())?;
@@ -589,6 +596,9 @@ pub enum ProbeRequestError {
         /// The requested timeout in milliseconds.
         ms: u128,
     },
+    /// The nonce is all zero: the caller forgot to generate one.
+    #[error("nonce is all zero: pass the 32 random bytes the target's listeners were opened with")]
+    ZeroNonce,
     /// Concurrency out of range.
     #[error("concurrency {0} is out of range: use 1 to {MAX_PROBE_CONCURRENCY}")]
     Concurrency(usize),
@@ -637,6 +647,9 @@ pub async fn probe_many(
         });
     }
     validate_probe_common(per_probe_timeout, concurrency)?;
+    if nonce == [0u8; 32] {
+        return Err(ProbeRequestError::ZeroNonce);
+    }
     for &(ip, port) in &targets {
         validate_target_ip(ip)?;
         if port == 0 {
