@@ -172,6 +172,8 @@ struct ListenerStats {
 #[derive(Debug)]
 pub struct ProbeListeners {
     supervisor: JoinHandle<()>,
+    close_tx: Option<tokio::sync::oneshot::Sender<()>>,
+    detached: bool,
     ports: Vec<u16>,
     expires_at: Instant,
     stats: Arc<ListenerStats>,
@@ -258,9 +260,11 @@ impl ProbeListeners {
         let open_ports: Vec<u16> = listeners.iter().map(|(p, _)| *p).collect();
         let handshake_timeout = limits.handshake_timeout;
         let task_stats = stats.clone();
+        let (close_tx, close_rx) = tokio::sync::oneshot::channel::<()>();
         let supervisor = tokio::spawn(async move {
-            // Dropping this set (at the deadline, or when the supervisor is aborted) aborts every
-            // listener task, which drops the listening socket and its connection tasks.
+            // Shutting this set down (at the deadline or on close) aborts every listener task and
+            // waits until each has dropped its listening socket and its connection tasks; if
+            // the supervisor itself is aborted (handle dropped), dropping the set aborts them.
             let mut set = JoinSet::new();
             for (port, listener) in listeners {
                 set.spawn(serve_listener(
@@ -272,13 +276,18 @@ impl ProbeListeners {
                     task_stats.clone(),
                 ));
             }
-            tokio::time::sleep_until(expires_at.into()).await;
+            tokio::select! {
+                _ = tokio::time::sleep_until(expires_at.into()) => debug!("probe listeners closing at ttl"),
+                // Only an explicit close counts: a dropped sender means the handle was detached.
+                Ok(()) = close_rx => debug!("probe listeners closing on request"),
+            }
             set.shutdown().await;
-            debug!("probe listeners closed at ttl");
         });
         Ok((
             ProbeListeners {
                 supervisor,
+                close_tx: Some(close_tx),
+                detached: false,
                 ports: open_ports,
                 expires_at,
                 stats,
@@ -312,16 +321,26 @@ impl ProbeListeners {
         self.supervisor.is_finished()
     }
 
+    /// Lets the listeners run until their TTL without this handle (for an RPC that answers at
+    /// once); they can no longer be closed early.
+    pub fn detach(mut self) {
+        self.detached = true;
+    }
+
     /// Closes every listener now and waits until their sockets are released.
     pub async fn close(mut self) {
-        self.supervisor.abort();
+        if let Some(tx) = self.close_tx.take() {
+            let _ = tx.send(());
+        }
         let _ = (&mut self.supervisor).await;
     }
 }
 
 impl Drop for ProbeListeners {
     fn drop(&mut self) {
-        self.supervisor.abort();
+        if !self.detached {
+            self.supervisor.abort();
+        }
     }
 }
 
@@ -647,6 +666,7 @@ pub async fn probe_many(
         });
     }
     validate_probe_common(per_probe_timeout, concurrency)?;
+    let concurrency = fd_bounded(concurrency);
     if nonce == [0u8; 32] {
         return Err(ProbeRequestError::ZeroNonce);
     }
@@ -893,6 +913,7 @@ pub async fn scan_ports(
         });
     }
     validate_probe_common(timeout, concurrency)?;
+    let concurrency = fd_bounded(concurrency);
     validate_target_ip(ip)?;
     if ports.contains(&0) {
         return Err(ProbeRequestError::PortZero(ip));
@@ -1081,6 +1102,29 @@ fn scan_state(o: ProbeOutcome) -> ScanState {
         ProbeOutcome::Unreachable => ScanState::Unreachable,
         ProbeOutcome::Verified | ProbeOutcome::Open => ScanState::Open,
         ProbeOutcome::Error => ScanState::Error,
+    }
+}
+
+/// Clamps the number of sockets in flight to half of the open-file soft limit (less some
+/// headroom), so two concurrent sweeps and the agent's own sockets fit and a large request
+/// degrades to a slower sweep instead of a column of `error` results.
+fn fd_bounded(concurrency: usize) -> usize {
+    use nix::sys::resource::{getrlimit, Resource};
+    const HEADROOM: u64 = 128;
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, _)) => {
+            let allowed = usize::try_from(soft.saturating_sub(HEADROOM) / 2)
+                .unwrap_or(usize::MAX)
+                .max(1);
+            if allowed < concurrency {
+                debug!(
+                    concurrency,
+                    allowed, "probe concurrency limited by the open-file limit"
+                );
+            }
+            concurrency.min(allowed)
+        }
+        Err(_) => concurrency,
     }
 }
 

@@ -202,6 +202,35 @@ async fn listener_is_gone_after_ttl_and_on_drop() -> Result<()> {
         probe1(port, NONCE).await?.outcome == ProbeOutcome::Refused,
         "closed listener still answers"
     );
+
+    // Dropping the handle closes the listeners; detaching keeps them until the ttl.
+    let (p1, p2) = (free_port()?, free_port()?);
+    let limits = ListenerLimits::default();
+    let (dropped, _) =
+        ProbeListeners::open(LO, &[p1], NONCE, Duration::from_secs(60), &[], &limits).await?;
+    let (detached, _) =
+        ProbeListeners::open(LO, &[p2], NONCE, Duration::from_millis(1500), &[], &limits).await?;
+    drop(dropped);
+    detached.detach();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while probe1(p1, NONCE).await?.outcome != ProbeOutcome::Refused {
+        ensure!(
+            Instant::now() < deadline,
+            "dropped handle left its listener open"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    ensure!(
+        probe1(p2, NONCE).await?.outcome == ProbeOutcome::Verified,
+        "detached listener closed early"
+    );
+    while probe1(p2, NONCE).await?.outcome != ProbeOutcome::Refused {
+        ensure!(
+            Instant::now() < deadline,
+            "detached listener outlived its ttl"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     Ok(())
 }
 
