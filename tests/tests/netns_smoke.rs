@@ -143,3 +143,35 @@ fn a_panicking_test_still_cleans_up() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn cleanup_stale_removes_namespaces_of_dead_runs_only() -> Result<()> {
+    if let Some(why) = root_available() {
+        eprintln!("SKIP: {why}");
+        return Ok(());
+    }
+    // A pid that existed and is gone: a child we started and reaped.
+    let mut child = std::process::Command::new("true").spawn()?;
+    let dead_pid = child.id();
+    child.wait()?;
+    let stale = format!("pf-{dead_pid}-deadbeef0-h1");
+    let live = NetLab::new(1)?;
+    let ok = std::process::Command::new("ip")
+        .args(["netns", "add", &stale])
+        .status()?;
+    ensure!(ok.success(), "ip netns add {stale}");
+    let cleaned = cleanup_stale();
+    let stale_gone = !namespace_exists(&stale);
+    if !stale_gone {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &stale])
+            .status();
+    }
+    cleaned?;
+    ensure!(stale_gone, "cleanup_stale left {stale} behind");
+    ensure!(
+        live.namespaces().iter().all(|n| namespace_exists(n)),
+        "cleanup_stale removed a live run's namespace"
+    );
+    Ok(())
+}

@@ -19,7 +19,10 @@ pub struct Args {
 #[derive(Debug, clap::Subcommand)]
 pub enum PlanCmd {
     /// Validate a plan (TOML, or a CSV server list) offline and print a summary or every error.
-    #[command(after_long_help = CHECK_HELP)]
+    #[command(
+        after_help = "Run `preflight plan check --help` for examples and the file formats.",
+        after_long_help = CHECK_HELP
+    )]
     Check(CheckArgs),
     // `Attach { batch, file }` goes here: it runs the same parsing as `check`, then sends the
     // validated plan to the controller (nothing is attached when the plan has any error).
@@ -102,23 +105,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 }
 
 fn check(a: CheckArgs) -> anyhow::Result<()> {
-    let format = match a.format {
-        Some(f) => f,
-        None => format_of(&a.file)?,
-    };
-    let text = read_text(&a.file)?;
-    let name = a.file.display().to_string();
-    let result = match (format, &a.servers) {
-        (Format::Toml, None) => Plan::from_toml(&name, &text),
-        (Format::Csv, None) => Plan::from_csv(&name, &text),
-        (Format::Toml, Some(csv)) => {
-            let csv_text = read_text(csv)?;
-            Plan::from_toml_with_csv_servers(&name, &text, &csv.display().to_string(), &csv_text)
-        }
-        (Format::Csv, Some(_)) => {
-            anyhow::bail!("--servers merges a CSV server list into a TOML plan: give a .toml FILE")
-        }
-    };
+    let (name, result) = load(&a)?;
     match result {
         Ok(plan) => {
             match a.output {
@@ -136,11 +123,36 @@ fn check(a: CheckArgs) -> anyhow::Result<()> {
                         invalid.errors.len()
                     );
                 }
-                Output::Json => println!("{}", serde_json::to_string_pretty(&json_err(&invalid))?),
+                Output::Json => {
+                    println!("{}", serde_json::to_string_pretty(&json_err(&invalid))?)
+                }
             }
             std::process::exit(2)
         }
     }
+}
+
+/// Reads the files named by the arguments and parses them: the outer error is a file that
+/// cannot be read, the inner one an invalid plan. Also what `plan attach` will call.
+fn load(a: &CheckArgs) -> anyhow::Result<(String, Result<Plan, InvalidPlan>)> {
+    let format = match a.format {
+        Some(f) => f,
+        None => format_of(&a.file)?,
+    };
+    let text = read_text(&a.file)?;
+    let name = a.file.display().to_string();
+    let result = match (format, &a.servers) {
+        (Format::Toml, None) => Plan::from_toml(&name, &text),
+        (Format::Csv, None) => Plan::from_csv(&name, &text),
+        (Format::Toml, Some(csv)) => {
+            let csv_text = read_text(csv)?;
+            Plan::from_toml_with_csv_servers(&name, &text, &csv.display().to_string(), &csv_text)
+        }
+        (Format::Csv, Some(_)) => {
+            anyhow::bail!("--servers merges a CSV server list into a TOML plan: give a .toml FILE")
+        }
+    };
+    Ok((name, result))
 }
 
 fn format_of(file: &Path) -> anyhow::Result<Format> {
@@ -256,6 +268,19 @@ fn summary(name: &str, plan: &Plan) -> String {
         t.max_clock_skew_ms,
         t.report_max_age_minutes
     );
+    for (role, t) in &plan.role_thresholds {
+        let _ = writeln!(
+            s,
+            "  thresholds for role {role}: randread >= {}, randwrite >= {}, fdatasync p99 <= {} us, \
+             cores >= {}, memory >= {} MiB, free disk >= {} GiB",
+            t.min_randread_iops,
+            t.min_randwrite_iops,
+            t.max_fdatasync_p99_us,
+            t.min_cores,
+            t.min_memory_mib,
+            t.min_free_disk_gib
+        );
+    }
     s
 }
 
@@ -296,4 +321,77 @@ fn json_err(invalid: &InvalidPlan) -> serde_json::Value {
         })
         .collect();
     serde_json::json!({ "valid": false, "errors": errors })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn examples(name: &str) -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../deploy/examples")
+            .join(name)
+    }
+
+    fn args(file: &str, servers: Option<&str>, format: Option<Format>) -> CheckArgs {
+        CheckArgs {
+            file: examples(file),
+            servers: servers.map(examples),
+            format,
+            output: Output::Text,
+        }
+    }
+
+    #[test]
+    fn example_plans_load_and_summarize() {
+        let (name, plan) = load(&args("plan.toml", None, None)).expect("readable");
+        let plan = plan.unwrap_or_else(|e| panic!("{e}"));
+        let text = summary(&name, &plan);
+        assert!(text.contains("servers: 6 (db 1, nginx 2, soa 3)"), "{text}");
+        assert!(
+            text.contains("required paths: 3 declared, 27 (from, to, port) checks"),
+            "{text}"
+        );
+        assert!(
+            text.contains("packages: 3 files (2 app, 1 db_backup)"),
+            "{text}"
+        );
+        let json = json_ok(&plan);
+        assert_eq!(json["digest"], plan.digest());
+        assert_eq!(json["expanded_paths"].as_array().map(Vec::len), Some(27));
+
+        let (_, merged) =
+            load(&args("plan-paths.toml", Some("servers.csv"), None)).expect("readable");
+        assert_eq!(merged.map(|p| p.digest()), Ok(plan.digest()));
+        let (_, csv) = load(&args("servers.csv", None, None)).expect("readable");
+        assert_eq!(csv.map(|p| p.servers), Ok(plan.servers));
+    }
+
+    #[test]
+    fn invalid_examples_report_every_error() {
+        let (_, r) = load(&args("invalid/plan-with-errors.toml", None, None)).expect("readable");
+        let err = r.expect_err("invalid");
+        assert_eq!(err.errors.len(), 10, "{err}");
+        let json = json_err(&err);
+        assert_eq!(json["errors"][0]["line"], 11);
+        assert_eq!(json["errors"][0]["field"], "servers[0].apps[0].ports");
+        let (_, r) = load(&args("invalid/servers-with-errors.csv", None, None)).expect("readable");
+        let lines: Vec<u32> = r
+            .expect_err("invalid")
+            .errors
+            .iter()
+            .map(|e| e.location.line)
+            .collect();
+        assert_eq!(lines, [3, 4, 5]);
+    }
+
+    #[test]
+    fn format_comes_from_the_extension_or_the_flag() {
+        assert!(load(&args("README", None, None)).is_err());
+        // A CSV read as TOML is a TOML syntax error, located.
+        let (_, r) = load(&args("servers.csv", None, Some(Format::Toml))).expect("readable");
+        assert_eq!(r.expect_err("not toml").errors[0].location.line, 1);
+        // --servers needs a TOML plan.
+        assert!(load(&args("servers.csv", Some("servers.csv"), None)).is_err());
+    }
 }

@@ -308,6 +308,18 @@ fn thresholds_out_of_range() {
         "out of range: use 1 to 60000",
     );
     check(
+        "role override out of range",
+        "\n[thresholds]\nmin_cores = 8\n[thresholds.roles.soa]\nmin_memory_mib = 1 #<\n",
+        "thresholds.roles.soa.min_memory_mib",
+        "min_memory_mib = 1 is out of range: use 64 to",
+    );
+    check(
+        "role override for an unknown role",
+        "\n[thresholds.roles.database] #<\nmin_cores = 8\n",
+        "thresholds.roles.database",
+        "unknown role \"database\"",
+    );
+    check(
         "negative iops",
         "\n[thresholds]\nmin_randread_iops = -5 #<\n",
         "thresholds.min_randread_iops",

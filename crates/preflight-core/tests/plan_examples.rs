@@ -55,6 +55,25 @@ fn example_toml_plan_parses_with_every_section() {
 }
 
 #[test]
+fn role_thresholds_override_only_the_keys_given() {
+    let plan = toml_plan();
+    let db = plan.server("db-01").expect("db-01 is planned");
+    let t = plan.thresholds_for(db);
+    assert_eq!(t.min_randread_iops, 20_000);
+    assert_eq!(t.min_cores, 16);
+    // Not overridden for db: the global value.
+    assert_eq!(t.min_bandwidth_mbit, plan.thresholds.min_bandwidth_mbit);
+    let web = plan.server("web-01").expect("web-01 is planned");
+    assert_eq!(plan.thresholds_for(web).min_free_disk_gib, 20);
+    assert_eq!(
+        plan.thresholds_for(web).min_cores,
+        plan.thresholds.min_cores
+    );
+    let soa = plan.server("soa-01").expect("soa-01 is planned");
+    assert_eq!(plan.thresholds_for(soa), &plan.thresholds);
+}
+
+#[test]
 fn expanded_paths_cover_every_pair_without_self_loops() {
     let plan = toml_plan();
     let paths = plan.expanded_paths();

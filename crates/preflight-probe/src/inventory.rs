@@ -415,14 +415,7 @@ pub fn parse_meminfo(text: &str) -> Result<Memory, String> {
 /// The processor model from /proc/cpuinfo: `model name` on x86, the closest equivalent on
 /// other architectures; empty when none is given.
 pub fn parse_cpu_model(cpuinfo: &str) -> String {
-    for key in [
-        "model name",
-        "Processor",
-        "cpu model",
-        "cpu",
-        "uarch",
-        "Model",
-    ] {
+    for key in ["model name", "Processor", "cpu model", "cpu", "uarch"] {
         for line in cpuinfo.lines() {
             if let Some((k, v)) = line.split_once(':') {
                 if k.trim() == key && !v.trim().is_empty() {
@@ -606,25 +599,23 @@ const REMOTE_TYPES: &[&str] = &[
     "lustre",
 ];
 
-/// Selects and sizes the mounts that `df` shows by default: dummy filesystem types and
-/// filesystems with zero blocks are left out, and mounts of one device (bind mounts,
-/// over-mounts) are reduced to one entry by df's rules.
-fn df_mounts(table: &[MountEntry]) -> Vec<Mount> {
-    // Each kept entry with the device id its mount point resolves to now.
+/// The mount entries `df` shows by default, before the zero-size filter: dummy filesystem
+/// types left out, and one entry per device id (`dev_of`, the st_dev of the mount point, None
+/// when it cannot be stat'ed) chosen by df's rules (gnulib/coreutils `filter_mount_list`): a
+/// source naming a device path wins over one that does not, a mount point nearer the root wins
+/// unless it shows a deeper part of the filesystem (bind mounts), and an over-mount of the same
+/// mount point by another source wins. The kept entry takes the place of the device's first one.
+fn df_select(
+    table: &[MountEntry],
+    dev_of: impl Fn(&MountEntry) -> Option<u64>,
+) -> Vec<&MountEntry> {
     let mut kept: Vec<(u64, &MountEntry)> = Vec::new();
     for me in table {
         if DF_DUMMY_TYPES.contains(&me.fs_type.as_str()) {
             continue;
         }
-        // stat can hang on a dead network server just as statvfs can: for those, the device
-        // numbers of the mount table stand in for the stat.
-        let dev = if REMOTE_TYPES.contains(&me.fs_type.as_str()) {
-            libc::makedev(me.major, me.minor)
-        } else {
-            match fs::metadata(&me.mount_point) {
-                Ok(meta) => meta.dev(),
-                Err(_) => continue,
-            }
+        let Some(dev) = dev_of(me) else {
+            continue;
         };
         if let Some(slot) = kept.iter_mut().find(|(d, _)| *d == dev) {
             let old = slot.1;
@@ -644,8 +635,24 @@ fn df_mounts(table: &[MountEntry]) -> Vec<Mount> {
             break;
         }
     }
+    kept.into_iter().map(|(_, me)| me).collect()
+}
+
+/// Selects and sizes the mounts that `df` shows by default: dummy filesystem types and
+/// filesystems with zero blocks are left out, and mounts of one device (bind mounts,
+/// over-mounts) are reduced to one entry by df's rules.
+fn df_mounts(table: &[MountEntry]) -> Vec<Mount> {
+    let kept = df_select(table, |me| {
+        // stat can hang on a dead network server just as statvfs can: for those, the device
+        // numbers of the mount table stand in for the stat.
+        if REMOTE_TYPES.contains(&me.fs_type.as_str()) {
+            Some(libc::makedev(me.major, me.minor))
+        } else {
+            fs::metadata(&me.mount_point).ok().map(|m| m.dev())
+        }
+    });
     let mut out = Vec::new();
-    for (_, me) in kept {
+    for me in kept {
         let st = match statvfs_bounded(me) {
             StatOutcome::Sized(st) if st.blocks > 0 => st,
             StatOutcome::Sized(_) | StatOutcome::Failed => continue,
@@ -951,4 +958,75 @@ pub fn parse_uptime(text: &str) -> Result<u64, String> {
     }
     // Truncation to whole seconds is intended.
     Ok(secs as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Device ids as a stat of each mount point would give them: the top mount's device.
+    fn select(text: &str, devs: &[(&str, u64)]) -> Vec<String> {
+        let table = parse_mountinfo(text);
+        let dev_of = |me: &MountEntry| {
+            devs.iter()
+                .find(|(p, _)| *p == me.mount_point)
+                .map(|(_, d)| *d)
+        };
+        df_select(&table, dev_of)
+            .into_iter()
+            .map(|me| format!("{} {}", me.source, me.mount_point))
+            .collect()
+    }
+
+    #[test]
+    fn df_selection_follows_df_rules() {
+        let text = "\
+22 27 0:21 / /proc rw - proc proc rw
+27 1 254:0 / / rw - ext4 /dev/vda rw
+25 24 0:23 / /dev/shm rw - tmpfs tmpfs rw
+24 27 0:6 / /dev rw - devtmpfs devtmpfs rw
+26 24 0:24 / /dev/pts rw - devpts devpts rw
+30 25 0:27 / /dev/shm rw - tmpfs tmpfs rw
+40 27 8:1 / /mnt/very/long/data rw - xfs /dev/sdb1 rw
+41 27 8:1 /sub /srv/x rw - xfs /dev/sdb1 rw
+42 27 8:1 / /data rw - xfs /dev/sdb1 rw
+50 27 0:40 / /var/lib/thing rw - tmpfs thing rw
+51 27 0:40 / /v rw - tmpfs /dev/mapper/x rw
+60 27 0:45 / /gone rw - ext4 /dev/sdc rw
+";
+        let devs = [
+            ("/proc", 21),
+            ("/", 1),
+            ("/dev/shm", 27), // over-mounted: stat sees the top mount for both entries
+            ("/dev", 6),
+            ("/dev/pts", 24),
+            ("/mnt/very/long/data", 801),
+            ("/srv/x", 801),
+            ("/data", 801),
+            ("/var/lib/thing", 40),
+            ("/v", 40),
+            // "/gone" cannot be stat'ed
+        ];
+        assert_eq!(
+            select(text, &devs),
+            [
+                "/dev/vda /",
+                "tmpfs /dev/shm",
+                "devtmpfs /dev",
+                // nearer the root wins, a bind of a subdirectory does not, first place kept
+                "/dev/sdb1 /data",
+                // a device path beats a name
+                "/dev/mapper/x /v",
+            ]
+        );
+    }
+
+    #[test]
+    fn over_mount_by_another_source_wins() {
+        let text = "\
+30 1 8:1 / /srv rw - ext4 /dev/sda1 rw
+31 1 8:2 / /srv rw - ext4 /dev/sda2 rw
+";
+        assert_eq!(select(text, &[("/srv", 802)]), ["/dev/sda2 /srv"]);
+    }
 }

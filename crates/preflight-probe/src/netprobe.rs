@@ -113,6 +113,9 @@ pub enum ListenerRequestError {
     /// The bind address cannot carry a TCP listener.
     #[error("bind address {0} cannot carry a tcp listener: use a unicast or unspecified address")]
     BindAddress(IpAddr),
+    /// The nonce is all zero: the caller forgot to generate one.
+    #[error("nonce is all zero: pass 32 random bytes from the controller")]
+    ZeroNonce,
     /// The limits themselves exceed the hard caps.
     #[error("listener limits exceed the hard caps: at most {MAX_LISTENER_PORTS} ports and {} s", MAX_LISTENER_TTL.as_secs())]
     Limits,
@@ -169,6 +172,8 @@ struct ListenerStats {
 #[derive(Debug)]
 pub struct ProbeListeners {
     supervisor: JoinHandle<()>,
+    close_tx: Option<tokio::sync::oneshot::Sender<()>>,
+    detached: bool,
     ports: Vec<u16>,
     expires_at: Instant,
     stats: Arc<ListenerStats>,
@@ -191,6 +196,9 @@ impl ProbeListeners {
         limits: &ListenerLimits,
     ) -> Result<(ProbeListeners, Vec<PortOutcome>), ListenerRequestError> {
         validate_listener_request(bind_ip, ports, ttl, limits)?;
+        if nonce == [0u8; 32] {
+            return Err(ListenerRequestError::ZeroNonce);
+        }
         let key = Arc::new(hmac::Key::new(hmac::HMAC_SHA256, &nonce));
         let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
         let stats = Arc::new(ListenerStats::default());
@@ -252,9 +260,11 @@ impl ProbeListeners {
         let open_ports: Vec<u16> = listeners.iter().map(|(p, _)| *p).collect();
         let handshake_timeout = limits.handshake_timeout;
         let task_stats = stats.clone();
+        let (close_tx, close_rx) = tokio::sync::oneshot::channel::<()>();
         let supervisor = tokio::spawn(async move {
-            // Dropping this set (at the deadline, or when the supervisor is aborted) aborts every
-            // listener task, which drops the listening socket and its connection tasks.
+            // Shutting this set down (at the deadline or on close) aborts every listener task and
+            // waits until each has dropped its listening socket and its connection tasks; if
+            // the supervisor itself is aborted (handle dropped), dropping the set aborts them.
             let mut set = JoinSet::new();
             for (port, listener) in listeners {
                 set.spawn(serve_listener(
@@ -266,13 +276,18 @@ impl ProbeListeners {
                     task_stats.clone(),
                 ));
             }
-            tokio::time::sleep_until(expires_at.into()).await;
+            tokio::select! {
+                _ = tokio::time::sleep_until(expires_at.into()) => debug!("probe listeners closing at ttl"),
+                // Only an explicit close counts: a dropped sender means the handle was detached.
+                Ok(()) = close_rx => debug!("probe listeners closing on request"),
+            }
             set.shutdown().await;
-            debug!("probe listeners closed at ttl");
         });
         Ok((
             ProbeListeners {
                 supervisor,
+                close_tx: Some(close_tx),
+                detached: false,
                 ports: open_ports,
                 expires_at,
                 stats,
@@ -306,16 +321,26 @@ impl ProbeListeners {
         self.supervisor.is_finished()
     }
 
+    /// Lets the listeners run until their TTL without this handle (for an RPC that answers at
+    /// once); they can no longer be closed early.
+    pub fn detach(mut self) {
+        self.detached = true;
+    }
+
     /// Closes every listener now and waits until their sockets are released.
     pub async fn close(mut self) {
-        self.supervisor.abort();
+        if let Some(tx) = self.close_tx.take() {
+            let _ = tx.send(());
+        }
         let _ = (&mut self.supervisor).await;
     }
 }
 
 impl Drop for ProbeListeners {
     fn drop(&mut self) {
-        self.supervisor.abort();
+        if !self.detached {
+            self.supervisor.abort();
+        }
     }
 }
 
@@ -370,8 +395,9 @@ fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
     // SO_REUSEADDR only lets us rebind over TIME_WAIT leftovers; Linux still refuses a port
     // that has a listener.
     sock.set_reuse_address(true)?;
-    if addr.is_ipv6() {
-        sock.set_only_v6(true)?;
+    // `::` means every address, IPv4 included; a specific IPv6 address is IPv6 only.
+    if let IpAddr::V6(v6) = addr.ip() {
+        sock.set_only_v6(!v6.is_unspecified())?;
     }
     sock.set_nonblocking(true)?;
     sock.bind(&addr.into())?;
@@ -589,6 +615,9 @@ pub enum ProbeRequestError {
         /// The requested timeout in milliseconds.
         ms: u128,
     },
+    /// The nonce is all zero: the caller forgot to generate one.
+    #[error("nonce is all zero: pass the 32 random bytes the target's listeners were opened with")]
+    ZeroNonce,
     /// Concurrency out of range.
     #[error("concurrency {0} is out of range: use 1 to {MAX_PROBE_CONCURRENCY}")]
     Concurrency(usize),
@@ -637,6 +666,10 @@ pub async fn probe_many(
         });
     }
     validate_probe_common(per_probe_timeout, concurrency)?;
+    let concurrency = fd_bounded(concurrency);
+    if nonce == [0u8; 32] {
+        return Err(ProbeRequestError::ZeroNonce);
+    }
     for &(ip, port) in &targets {
         validate_target_ip(ip)?;
         if port == 0 {
@@ -880,6 +913,7 @@ pub async fn scan_ports(
         });
     }
     validate_probe_common(timeout, concurrency)?;
+    let concurrency = fd_bounded(concurrency);
     validate_target_ip(ip)?;
     if ports.contains(&0) {
         return Err(ProbeRequestError::PortZero(ip));
@@ -1068,6 +1102,29 @@ fn scan_state(o: ProbeOutcome) -> ScanState {
         ProbeOutcome::Unreachable => ScanState::Unreachable,
         ProbeOutcome::Verified | ProbeOutcome::Open => ScanState::Open,
         ProbeOutcome::Error => ScanState::Error,
+    }
+}
+
+/// Clamps the number of sockets in flight to half of the open-file soft limit (less some
+/// headroom), so two concurrent sweeps and the agent's own sockets fit and a large request
+/// degrades to a slower sweep instead of a column of `error` results.
+fn fd_bounded(concurrency: usize) -> usize {
+    use nix::sys::resource::{getrlimit, Resource};
+    const HEADROOM: u64 = 128;
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, _)) => {
+            let allowed = usize::try_from(soft.saturating_sub(HEADROOM) / 2)
+                .unwrap_or(usize::MAX)
+                .max(1);
+            if allowed < concurrency {
+                debug!(
+                    concurrency,
+                    allowed, "probe concurrency limited by the open-file limit"
+                );
+            }
+            concurrency.min(allowed)
+        }
+        Err(_) => concurrency,
     }
 }
 

@@ -202,6 +202,35 @@ async fn listener_is_gone_after_ttl_and_on_drop() -> Result<()> {
         probe1(port, NONCE).await?.outcome == ProbeOutcome::Refused,
         "closed listener still answers"
     );
+
+    // Dropping the handle closes the listeners; detaching keeps them until the ttl.
+    let (p1, p2) = (free_port()?, free_port()?);
+    let limits = ListenerLimits::default();
+    let (dropped, _) =
+        ProbeListeners::open(LO, &[p1], NONCE, Duration::from_secs(60), &[], &limits).await?;
+    let (detached, _) =
+        ProbeListeners::open(LO, &[p2], NONCE, Duration::from_millis(1500), &[], &limits).await?;
+    drop(dropped);
+    detached.detach();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while probe1(p1, NONCE).await?.outcome != ProbeOutcome::Refused {
+        ensure!(
+            Instant::now() < deadline,
+            "dropped handle left its listener open"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    ensure!(
+        probe1(p2, NONCE).await?.outcome == ProbeOutcome::Verified,
+        "detached listener closed early"
+    );
+    while probe1(p2, NONCE).await?.outcome != ProbeOutcome::Refused {
+        ensure!(
+            Instant::now() < deadline,
+            "detached listener outlived its ttl"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     Ok(())
 }
 
@@ -303,6 +332,10 @@ async fn bad_listener_requests_are_refused_whole() -> Result<()> {
         .await
         .err();
     ensure!(matches!(e, Some(ListenerRequestError::Ttl { .. })), "{e:?}");
+    let e = ProbeListeners::open(LO, &[5000], [0u8; 32], ttl, &[], &limits)
+        .await
+        .err();
+    ensure!(e == Some(ListenerRequestError::ZeroNonce), "{e:?}");
     let multicast = IpAddr::V4(Ipv4Addr::new(224, 0, 0, 1));
     let e = ProbeListeners::open(multicast, &[5000], NONCE, ttl, &[], &limits)
         .await
@@ -351,6 +384,8 @@ async fn bad_probe_requests_are_refused_whole() -> Result<()> {
     );
     let e = probe_many(vec![(LO, 1)], NONCE, TIMEOUT, 0).await.err();
     ensure!(e == Some(ProbeRequestError::Concurrency(0)));
+    let e = probe_many(vec![(LO, 1)], [0u8; 32], TIMEOUT, 1).await.err();
+    ensure!(e == Some(ProbeRequestError::ZeroNonce));
     let any = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
     let e = probe_many(vec![(any, 1)], NONCE, TIMEOUT, 1).await.err();
     ensure!(e == Some(ProbeRequestError::BadAddress(any)));
@@ -403,5 +438,29 @@ async fn connect_scan_finds_exactly_the_open_ports() -> Result<()> {
         "loopback gives open or closed only"
     );
     drop(servers);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_loopback_listener_proves_itself() -> Result<()> {
+    let v6 = IpAddr::V6(std::net::Ipv6Addr::LOCALHOST);
+    let Ok(probe) = std::net::TcpListener::bind((v6, 0)) else {
+        eprintln!("SKIP: no IPv6 loopback on this host");
+        return Ok(());
+    };
+    let port = probe.local_addr()?.port();
+    drop(probe);
+    let (_handle, outcomes) = ProbeListeners::open(
+        v6,
+        &[port],
+        NONCE,
+        Duration::from_secs(30),
+        &[],
+        &ListenerLimits::default(),
+    )
+    .await?;
+    ensure!(outcomes[0].status == PortStatus::Listening, "{outcomes:?}");
+    let r = probe_many(vec![(v6, port)], NONCE, TIMEOUT, 1).await?;
+    ensure!(r[0].outcome == ProbeOutcome::Verified, "{:?}", r[0]);
     Ok(())
 }

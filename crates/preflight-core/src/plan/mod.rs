@@ -16,7 +16,7 @@ mod ports;
 mod toml_in;
 mod validate;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use ipnet::IpNet;
@@ -65,8 +65,10 @@ pub struct Plan {
     pub jump_host: Option<JumpHost>,
     /// Who may reach SSH and the agent port.
     pub management: Management,
-    /// Pass/fail limits of the sweep.
+    /// Pass/fail limits of the sweep (see [`Plan::thresholds_for`] for a server's own).
     pub thresholds: Thresholds,
+    /// Complete thresholds of the roles that override some (`[thresholds.roles.ROLE]`).
+    pub role_thresholds: BTreeMap<String, Thresholds>,
     /// Pairs of servers between which bandwidth is measured.
     pub bandwidth: Vec<BandwidthPair>,
     /// Files of the deployment package that must be present before the deployment.
@@ -404,6 +406,14 @@ impl Plan {
             Some(Endpoint::Role(r)) => &server.role == r,
             Some(Endpoint::Server(h)) => server.hostname.eq_ignore_ascii_case(h),
         })
+    }
+
+    /// Thresholds that apply to a server: its role's, if the plan overrides some for the role,
+    /// else the plan's.
+    pub fn thresholds_for(&self, server: &Server) -> &Thresholds {
+        self.role_thresholds
+            .get(&server.role)
+            .unwrap_or(&self.thresholds)
     }
 
     /// Distinct roles, sorted.

@@ -131,6 +131,8 @@ pub(crate) struct RawThresholds {
     pub min_free_disk_gib: Option<S<u64>>,
     pub max_clock_skew_ms: Option<S<u64>>,
     pub report_max_age_minutes: Option<S<u64>>,
+    /// `[thresholds.roles.ROLE]`: overrides for the servers of one role.
+    pub roles: Option<std::collections::BTreeMap<S<String>, S<RawThresholds>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -269,7 +271,7 @@ fn de<T: DeserializeOwned>(
         Err(e) => {
             let path = clean_path(&e.path().to_string());
             let e = e.into_inner();
-            let msg = e.message().to_string();
+            let msg = with_fix(e.message());
             let mut field = field.to_string();
             if !path.is_empty() {
                 field.push('.');
@@ -297,6 +299,22 @@ fn clean_path(p: &str) -> String {
         .filter(|seg| !seg.starts_with("$__") && *seg != "?" && !seg.is_empty())
         .collect::<Vec<_>>()
         .join(".")
+}
+
+/// Serde's message with the fix spelled out where serde gives none.
+fn with_fix(msg: &str) -> String {
+    if let Some(name) = msg
+        .strip_prefix("missing field `")
+        .and_then(|r| r.split('`').next())
+    {
+        format!("{msg}: add {name} = ... to this table (deploy/examples/plan.toml shows every key)")
+    } else if msg.starts_with("unknown field `") {
+        format!("{msg}: fix the spelling or remove the key")
+    } else if msg.ends_with("expected u64") {
+        format!("{msg}: write a whole number, 0 or more")
+    } else {
+        msg.to_string()
+    }
 }
 
 /// The field named by serde's "unknown field `x`" / "missing field `x`" messages.

@@ -193,7 +193,7 @@ impl<'e, 'a> Validator<'e, 'a> {
             })
         });
         let management = self.management(raw.management);
-        let thresholds = self.thresholds(&raw.thresholds);
+        let (thresholds, role_thresholds) = self.thresholds(&raw.thresholds);
         let bandwidth = self.bandwidth(raw.bandwidth);
         let packages = self.packages(raw.packages);
         Plan {
@@ -204,6 +204,7 @@ impl<'e, 'a> Validator<'e, 'a> {
             jump_host,
             management,
             thresholds,
+            role_thresholds,
             bandwidth,
             packages,
         }
@@ -752,87 +753,120 @@ impl<'e, 'a> Validator<'e, 'a> {
         }
     }
 
-    fn thresholds(&mut self, t: &toml_in::RawThresholds) -> Thresholds {
-        let d = Thresholds::default();
-        let mut get =
-            |v: &Option<Spanned<u64>>, name: &'static str, default: u64, min: u64, max: u64| {
-                let Some(v) = v else { return default };
-                let value = *v.get_ref();
-                if (min..=max).contains(&value) {
-                    value
-                } else {
-                    self.err(
-                        v.span(),
-                        format!("thresholds.{name}"),
-                        PlanErrorKind::ThresholdOutOfRange {
-                            name,
-                            value,
-                            min,
-                            max,
-                        },
-                    );
-                    default
-                }
-            };
-        Thresholds {
-            min_randread_iops: get(
+    /// Global thresholds (defaults overridden by `[thresholds]`) and, per role, the global
+    /// ones overridden by `[thresholds.roles.ROLE]`.
+    fn thresholds(
+        &mut self,
+        t: &toml_in::RawThresholds,
+    ) -> (Thresholds, BTreeMap<String, Thresholds>) {
+        let global = self.threshold_values(Thresholds::default(), t, "thresholds");
+        let mut roles = BTreeMap::new();
+        for (name, raw) in t.roles.iter().flatten() {
+            let field = format!("thresholds.roles.{}", name.get_ref());
+            if raw.get_ref().roles.is_some() {
+                self.err(
+                    raw.span(),
+                    format!("{field}.roles"),
+                    PlanErrorKind::Shape(
+                        "role thresholds cannot have roles of their own: remove this table"
+                            .to_string(),
+                    ),
+                );
+            }
+            let values = self.threshold_values(global, raw.get_ref(), &field);
+            if let Some(role) = self.role_ref(name, &field) {
+                roles.insert(role, values);
+            }
+        }
+        (global, roles)
+    }
+
+    fn threshold_values(
+        &mut self,
+        base: Thresholds,
+        t: &toml_in::RawThresholds,
+        prefix: &str,
+    ) -> Thresholds {
+        let mut out = base;
+        let table: [ThresholdRule<'_>; 9] = [
+            (
                 &t.min_randread_iops,
                 "min_randread_iops",
-                d.min_randread_iops,
+                &mut out.min_randread_iops,
                 1,
                 10_000_000,
             ),
-            min_randwrite_iops: get(
+            (
                 &t.min_randwrite_iops,
                 "min_randwrite_iops",
-                d.min_randwrite_iops,
+                &mut out.min_randwrite_iops,
                 1,
                 10_000_000,
             ),
-            max_fdatasync_p99_us: get(
+            (
                 &t.max_fdatasync_p99_us,
                 "max_fdatasync_p99_us",
-                d.max_fdatasync_p99_us,
+                &mut out.max_fdatasync_p99_us,
                 10,
                 10_000_000,
             ),
-            min_bandwidth_mbit: get(
+            (
                 &t.min_bandwidth_mbit,
                 "min_bandwidth_mbit",
-                d.min_bandwidth_mbit,
+                &mut out.min_bandwidth_mbit,
                 1,
                 800_000,
             ),
-            min_cores: get(&t.min_cores, "min_cores", d.min_cores, 1, 4096),
-            min_memory_mib: get(
+            (&t.min_cores, "min_cores", &mut out.min_cores, 1, 4096),
+            (
                 &t.min_memory_mib,
                 "min_memory_mib",
-                d.min_memory_mib,
+                &mut out.min_memory_mib,
                 64,
                 64 * 1024 * 1024,
             ),
-            min_free_disk_gib: get(
+            (
                 &t.min_free_disk_gib,
                 "min_free_disk_gib",
-                d.min_free_disk_gib,
+                &mut out.min_free_disk_gib,
                 0,
                 1024 * 1024,
             ),
-            max_clock_skew_ms: get(
+            (
                 &t.max_clock_skew_ms,
                 "max_clock_skew_ms",
-                d.max_clock_skew_ms,
+                &mut out.max_clock_skew_ms,
                 1,
                 60_000,
             ),
-            report_max_age_minutes: get(
+            (
                 &t.report_max_age_minutes,
                 "report_max_age_minutes",
-                d.report_max_age_minutes,
+                &mut out.report_max_age_minutes,
                 1,
                 7 * 24 * 60,
             ),
+        ];
+        for (v, name, slot, min, max) in table {
+            let Some(v) = v else { continue };
+            let value = *v.get_ref();
+            if (min..=max).contains(&value) {
+                *slot = value;
+            } else {
+                self.errs.push(
+                    self.src,
+                    v.span(),
+                    format!("{prefix}.{name}"),
+                    PlanErrorKind::ThresholdOutOfRange {
+                        name,
+                        value,
+                        min,
+                        max,
+                    },
+                );
+            }
         }
+        out
     }
 
     fn bandwidth(&mut self, raw: Vec<(usize, Spanned<toml_in::RawPair>)>) -> Vec<BandwidthPair> {
@@ -999,6 +1033,9 @@ impl<'e, 'a> Validator<'e, 'a> {
         out
     }
 }
+
+/// One threshold key: its raw value, name, slot in the result, lowest and highest sane value.
+type ThresholdRule<'a> = (&'a Option<Spanned<u64>>, &'static str, &'a mut u64, u64, u64);
 
 /// A value shortened for an error message.
 fn short(s: &str) -> String {

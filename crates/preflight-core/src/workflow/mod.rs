@@ -671,6 +671,27 @@ pub struct StaleOutcome {
     pub found: u64,
 }
 
+/// Everything `batch show` prints about one batch at one time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchView {
+    /// The batch.
+    pub batch: Batch,
+    /// Chinese name of its stage.
+    pub stage_zh: String,
+    /// Who holds it.
+    pub held_by: Holder,
+    /// The gates of its current stage, met or not, each saying what it still needs.
+    pub gates: Vec<GateStatus>,
+    /// Its line in its deployer's queue, if it is in one.
+    pub queue: Option<QueueEntry>,
+    /// The batch restricting its project's deploy requests, if any.
+    pub restricted_by: Option<BatchId>,
+    /// When its pause is escalated to GD, while in `problem_handling`.
+    pub escalates_after: Option<Timestamp>,
+    /// Its history, oldest first.
+    pub history: Vec<Event>,
+}
+
 /// The whole workflow state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct World {
@@ -1006,6 +1027,30 @@ impl World {
     /// A batch by id.
     pub fn batch(&self, id: &str) -> Option<&Batch> {
         self.batches.get(id)
+    }
+
+    /// The view of one batch for `batch show`.
+    pub fn batch_view(&self, id: &str, now: Timestamp) -> Option<BatchView> {
+        let b = self.batches.get(id)?;
+        let queue = b
+            .deployer
+            .as_deref()
+            .and_then(|d| self.queue(d).into_iter().find(|e| e.batch == b.id));
+        let escalates_after = b
+            .pause
+            .as_ref()
+            .filter(|_| b.stage == Stage::ProblemHandling)
+            .map(|p| p.clock_start.plus_ms(ESCALATE_AFTER_MS));
+        Some(BatchView {
+            batch: b.clone(),
+            stage_zh: b.stage.zh().to_string(),
+            held_by: b.held_by(),
+            gates: self.gates(b, now),
+            queue,
+            restricted_by: self.restriction(&b.project, now),
+            escalates_after,
+            history: self.batch_history(id).cloned().collect(),
+        })
     }
 
     /// The events of one batch, oldest first.

@@ -52,7 +52,7 @@ pub enum Refusal {
         actor: String,
     },
     /// The batch is in a stage where this command does not apply.
-    #[error("cannot {action} batch {batch} in stage {stage} ({}): {hint}", stage.zh())]
+    #[error("cannot {action}: batch {batch} is in stage {stage} ({}); {hint}", stage.zh())]
     WrongStage {
         /// Batch.
         batch: BatchId,
@@ -102,7 +102,7 @@ pub enum Refusal {
         due_after: Timestamp,
     },
     /// Another state problem of the batch (already started, not queued, no plan).
-    #[error("cannot {action} batch {batch}: {problem}")]
+    #[error("cannot {action} (batch {batch}): {problem}")]
     State {
         /// Batch.
         batch: BatchId,

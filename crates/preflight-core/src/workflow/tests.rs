@@ -986,6 +986,15 @@ fn worked_queue_example_of_workflow_md() {
     );
     assert!(satisfies_three_class_rule(&q));
     assert_eq!(q[4].since, june(19, 9, 0));
+    let v = w.batch_view("D", june(19, 9, 1)).expect("view of D");
+    assert_eq!(
+        v.queue.map(|e| (e.position, e.class)),
+        Some((5, QueueClass::Queued))
+    );
+    assert_eq!(
+        v.gates.iter().map(|g| (g.gate, g.met)).collect::<Vec<_>>(),
+        vec![(GateId::DeployerAssigned, true)]
+    );
     let held = |id: &str| w.batch(id).map(Batch::held_by);
     assert_eq!(held("B"), Some(Holder::Person("amy".into())));
     assert_eq!(
@@ -1253,6 +1262,19 @@ fn escalation_boundary_is_strictly_more_than_15_days() {
         "{e}"
     );
     assert_eq!(w.restriction("P1", exactly), None);
+    let v = w.batch_view("B1", exactly).expect("view");
+    assert_eq!(v.escalates_after, Some(exactly));
+    assert_eq!(v.stage_zh, "项目部署问题处理");
+    assert_eq!(v.held_by, Holder::Roles(vec![Role::Project]));
+    assert_eq!(v.history.len(), w.batch_history("B1").count());
+    assert_eq!(v.history.last().map(|e| e.kind.name()), Some("paused"));
+    assert!(v.gates.is_empty() && v.queue.is_none());
+    assert_eq!(
+        w.batch_view("B1", exactly.plus_ms(1))
+            .and_then(|v| v.restricted_by)
+            .as_deref(),
+        Some("B1")
+    );
     let after = exactly.plus_ms(SECOND_MS);
     assert_eq!(
         w.escalate_due(after),
