@@ -3,7 +3,13 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let files = ["preflight/v1/agent.proto", "preflight/v1/controller.proto"];
+    let files = [
+        "preflight/v1/agent.proto",
+        "preflight/v1/bench.proto",
+        "preflight/v1/network.proto",
+        "preflight/v1/controller.proto",
+        "preflight/v1/workflow.proto",
+    ];
     for f in &files {
         println!("cargo:rerun-if-changed={}", root.join(f).display());
     }

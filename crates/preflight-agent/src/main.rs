@@ -10,6 +10,8 @@ mod enroll;
 mod run;
 mod service;
 mod state;
+mod svc_bench;
+mod svc_net;
 
 use std::process::ExitCode;
 

@@ -40,9 +40,14 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     tracing::info!(agent = %state.config.agent_id, %local, controller = %state.config.controller, version = crate::VERSION, "agent serving");
 
     let svc = tonic::service::interceptor::InterceptedService::new(
-        pb::agent_server::AgentServer::new(AgentSvc)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        pb::agent_server::AgentServer::new(AgentSvc {
+            bench: Default::default(),
+            net: crate::svc_net::NetState {
+                own_port: local.port(),
+            },
+        })
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES),
         require_controller,
     );
     let server = tonic::transport::Server::builder()

@@ -6,7 +6,7 @@ use preflight_pki::PeerIdentity;
 use preflight_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
-use crate::convert;
+use crate::{convert, svc_bench, svc_net};
 
 /// Refuses every caller but the controller.
 pub fn require_controller(req: Request<()>) -> Result<Request<()>, Status> {
@@ -21,7 +21,11 @@ pub fn require_controller(req: Request<()>) -> Result<Request<()>, Status> {
     }
 }
 
-pub struct AgentSvc;
+/// The Agent service; each capability keeps its state and handlers in its own module.
+pub struct AgentSvc {
+    pub bench: svc_bench::BenchState,
+    pub net: svc_net::NetState,
+}
 
 #[tonic::async_trait]
 impl pb::agent_server::Agent for AgentSvc {
@@ -34,5 +38,77 @@ impl pb::agent_server::Agent for AgentSvc {
             .map_err(|e| Status::internal(format!("inventory task failed: {e}")))?
             .map_err(|e| Status::internal(format!("inventory: {e}")))?;
         Ok(Response::new(convert::inventory(inv)))
+    }
+
+    type RunBenchmarkStream = svc_bench::EventStream;
+
+    async fn run_benchmark(
+        &self,
+        req: Request<pb::BenchmarkRequest>,
+    ) -> Result<Response<Self::RunBenchmarkStream>, Status> {
+        svc_bench::run_benchmark(&self.bench, req)
+            .await
+            .map(Response::new)
+    }
+
+    async fn list_listening_ports(
+        &self,
+        req: Request<pb::ListListeningPortsRequest>,
+    ) -> Result<Response<pb::ListListeningPortsResponse>, Status> {
+        svc_net::list_listening_ports(&self.net, req)
+            .await
+            .map(Response::new)
+    }
+
+    async fn open_probe_listeners(
+        &self,
+        req: Request<pb::OpenProbeListenersRequest>,
+    ) -> Result<Response<pb::OpenProbeListenersResponse>, Status> {
+        svc_net::open_probe_listeners(&self.net, req)
+            .await
+            .map(Response::new)
+    }
+
+    async fn close_probe_listeners(
+        &self,
+        req: Request<pb::CloseProbeListenersRequest>,
+    ) -> Result<Response<pb::CloseProbeListenersResponse>, Status> {
+        svc_net::close_probe_listeners(&self.net, req)
+            .await
+            .map(Response::new)
+    }
+
+    async fn run_probes(
+        &self,
+        req: Request<pb::RunProbesRequest>,
+    ) -> Result<Response<pb::RunProbesResponse>, Status> {
+        svc_net::run_probes(&self.net, req).await.map(Response::new)
+    }
+
+    async fn start_bandwidth_receiver(
+        &self,
+        req: Request<pb::StartBandwidthReceiverRequest>,
+    ) -> Result<Response<pb::StartBandwidthReceiverResponse>, Status> {
+        svc_net::start_bandwidth_receiver(&self.net, req)
+            .await
+            .map(Response::new)
+    }
+
+    async fn run_bandwidth_sender(
+        &self,
+        req: Request<pb::RunBandwidthSenderRequest>,
+    ) -> Result<Response<pb::RunBandwidthSenderResponse>, Status> {
+        svc_net::run_bandwidth_sender(&self.net, req)
+            .await
+            .map(Response::new)
+    }
+
+    async fn get_bandwidth_result(
+        &self,
+        req: Request<pb::GetBandwidthResultRequest>,
+    ) -> Result<Response<pb::GetBandwidthResultResponse>, Status> {
+        svc_net::get_bandwidth_result(&self.net, req)
+            .await
+            .map(Response::new)
     }
 }

@@ -2,7 +2,10 @@
 //! but `serve`, `demo` and `plan check` is a gRPC client of the controller.
 
 mod client;
+mod cmd_bench;
+mod cmd_net;
 mod cmd_plan;
+mod cmd_workflow;
 mod demo;
 
 use std::net::SocketAddr;
@@ -81,6 +84,12 @@ enum Cmd {
     Demo(demo::Args),
     /// Validate a deployment plan (TOML or CSV) offline.
     Plan(cmd_plan::Args),
+    /// Disk, CPU or memory benchmark on an agent, like fio and sysbench.
+    Bench(cmd_bench::Args),
+    #[command(flatten)]
+    Net(cmd_net::NetCmd),
+    #[command(flatten)]
+    Workflow(cmd_workflow::WorkflowCmd),
 }
 
 #[derive(clap::Args)]
@@ -197,6 +206,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Serve(a) => serve(a).await,
         Cmd::Demo(a) => demo::run(a, out).await,
         Cmd::Plan(a) => cmd_plan::run(a),
+        Cmd::Bench(a) => cmd_bench::run(a, &conn, out).await,
+        Cmd::Net(c) => cmd_net::run(c, &conn, out).await,
+        Cmd::Workflow(c) => cmd_workflow::run(c, &conn, out).await,
         Cmd::Token(TokenCmd::Create { ttl }) => {
             let (url, _, _) = conn.resolve()?;
             let r = conn

@@ -15,12 +15,23 @@ use crate::{hash_token, new_secret, Shared};
 
 pub(crate) struct ApiSvc(pub Arc<Shared>);
 
+use crate::{api_bench, api_net};
+
 /// Roles allowed to call each RPC of the Controller service.
 pub fn allowed(rpc: &str) -> &'static [Role] {
     const ANY: &[Role] = &Role::ALL;
     const ADMIN: &[Role] = &[Role::Admin];
+    // Tests that change nothing on a host but load it: not for read-only roles.
+    const CHECKERS: &[Role] = &[
+        Role::Admin,
+        Role::Integrator,
+        Role::Deployer,
+        Role::PerfChecker,
+        Role::Dispatcher,
+    ];
     match rpc {
-        "WhoAmI" | "ListAgents" | "GetAgentInventory" => ANY,
+        "WhoAmI" | "ListAgents" | "GetAgentInventory" | "ListAgentPorts" => ANY,
+        "RunAgentBenchmark" | "Probe" | "Bandwidth" => CHECKERS,
         "CreateJoinToken" | "RevokeAgent" => ADMIN,
         _ => ADMIN,
     }
@@ -38,7 +49,8 @@ const MIN_TTL_S: u32 = 1;
 const MAX_TTL_S: u32 = 7 * 24 * 3600;
 
 impl ApiSvc {
-    fn agent_record(&self, id: &str) -> Result<preflight_store::AgentRecord, Status> {
+    /// The record of agent `id`, with INVALID_ARGUMENT / NOT_FOUND naming the problem.
+    pub(crate) fn agent_record(&self, id: &str) -> Result<preflight_store::AgentRecord, Status> {
         if id.is_empty() {
             return Err(Status::invalid_argument(
                 "agent_id is empty: `preflight agents` lists them",
@@ -161,5 +173,43 @@ impl pb::controller_server::Controller for ApiSvc {
             .await
             .map_err(|s| agent_status(&id, s))?;
         Ok(inv)
+    }
+
+    type RunAgentBenchmarkStream = api_bench::EventStream;
+
+    async fn run_agent_benchmark(
+        &self,
+        req: Request<pb::AgentBenchmarkRequest>,
+    ) -> Result<Response<Self::RunAgentBenchmarkStream>, Status> {
+        authorize(&self.0, &req, allowed("RunAgentBenchmark"))?;
+        api_bench::run_agent_benchmark(self, req)
+            .await
+            .map(Response::new)
+    }
+
+    async fn list_agent_ports(
+        &self,
+        req: Request<pb::AgentPortsRequest>,
+    ) -> Result<Response<pb::ListListeningPortsResponse>, Status> {
+        authorize(&self.0, &req, allowed("ListAgentPorts"))?;
+        api_net::list_agent_ports(self, req)
+            .await
+            .map(Response::new)
+    }
+
+    async fn probe(
+        &self,
+        req: Request<pb::ProbeRequest>,
+    ) -> Result<Response<pb::ProbeResponse>, Status> {
+        authorize(&self.0, &req, allowed("Probe"))?;
+        api_net::probe(self, req).await.map(Response::new)
+    }
+
+    async fn bandwidth(
+        &self,
+        req: Request<pb::BandwidthRequest>,
+    ) -> Result<Response<pb::BandwidthResponse>, Status> {
+        authorize(&self.0, &req, allowed("Bandwidth"))?;
+        api_net::bandwidth(self, req).await.map(Response::new)
     }
 }

@@ -9,9 +9,12 @@
 
 mod agents;
 mod api;
+mod api_bench;
+mod api_net;
 mod auth;
 mod http;
 mod registry;
+mod workflow_svc;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -251,6 +254,11 @@ pub async fn start(cfg: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Ru
         )
         .add_service(
             pb::controller_server::ControllerServer::new(api::ApiSvc(shared.clone()))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            pb::workflow_server::WorkflowServer::new(workflow_svc::WorkflowSvc(shared.clone()))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         );

@@ -7,6 +7,7 @@
 //! and a write that must survive a crash is flushed before it is acknowledged.
 
 mod records;
+pub mod workflow;
 
 use std::path::Path;
 

@@ -142,7 +142,9 @@ impl MemorySpec {
                 format!("at most {cap} (4 per available CPU)"),
             ));
         }
-        if !(MIN_BLOCK..=MAX_BLOCK).contains(&self.block_size) || !self.block_size.is_multiple_of(64) {
+        if !(MIN_BLOCK..=MAX_BLOCK).contains(&self.block_size)
+            || !self.block_size.is_multiple_of(64)
+        {
             return Err(BenchError::invalid(
                 "memory-block-size",
                 self.block_size,

@@ -1,0 +1,1 @@
+//! Persistence of the deployment workflow (in progress).
