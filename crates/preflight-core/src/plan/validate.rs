@@ -1035,7 +1035,13 @@ impl<'e, 'a> Validator<'e, 'a> {
 }
 
 /// One threshold key: its raw value, name, slot in the result, lowest and highest sane value.
-type ThresholdRule<'a> = (&'a Option<Spanned<u64>>, &'static str, &'a mut u64, u64, u64);
+type ThresholdRule<'a> = (
+    &'a Option<Spanned<u64>>,
+    &'static str,
+    &'a mut u64,
+    u64,
+    u64,
+);
 
 /// A value shortened for an error message.
 fn short(s: &str) -> String {
