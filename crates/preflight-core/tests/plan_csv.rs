@@ -82,6 +82,19 @@ fn bad_ip_names_line_and_column() {
 }
 
 #[test]
+fn swapped_columns_are_caught() {
+    let err = bad("ip,hostname,role\nweb-01,10.0.0.1,web\n");
+    has(&err, 2, Some(1), "ip", "invalid IP address \"web-01\"");
+    has(
+        &err,
+        2,
+        Some(8),
+        "hostname",
+        "invalid hostname \"10.0.0.1\"",
+    );
+}
+
+#[test]
 fn wrong_field_count_names_the_line() {
     let err =
         bad("ip,hostname,role\n10.0.0.1,a,web\n10.0.0.2,b\n10.0.0.3,c,web,extra\n10.0.0.4,d,web\n");

@@ -551,3 +551,34 @@ fn too_many_errors_are_capped() {
         Some(PlanErrorKind::TooManyErrors(_))
     ));
 }
+
+#[test]
+fn expansion_of_paths_is_capped() {
+    let mut text = String::new();
+    for i in 0..500u32 {
+        let role = if i < 300 { "a" } else { "b" };
+        text.push_str(&format!(
+            "[[servers]]\naddress = \"10.3.{}.{}\"\nhostname = \"h{i}\"\nrole = \"{role}\"\n",
+            i / 250,
+            i % 250 + 1
+        ));
+    }
+    let path = |ports: &str| {
+        format!("\n[[paths]]\nfrom = {{ role = \"a\" }}\nto = {{ role = \"b\" }}\nports = \"{ports}\"\n")
+    };
+    // 300 x 200 x 3 = 180 000 triples: accepted, and expanded exactly.
+    let ok = format!("{text}{}", path("1-3"));
+    let plan = Plan::from_toml(FILE, &ok).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(plan.expanded_paths().len(), 180_000);
+    // 300 x 200 x 4 = 240 000: refused at the path, naming the cap.
+    let too_many = format!("{text}{}", path("1-4"));
+    let err = errors_of(&too_many);
+    let e = &err.errors[0];
+    assert_eq!((e.location.line, e.field.as_str()), (2002, "paths[0]"));
+    assert!(
+        e.kind
+            .to_string()
+            .contains("too many expanded (from, to, port) paths (240000): at most 200000"),
+        "{err}"
+    );
+}

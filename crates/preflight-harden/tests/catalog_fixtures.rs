@@ -459,7 +459,7 @@ fn rocky9_authselect() -> Result<()> {
             "audit.rules",
             "log.rsyslog",
         ],
-        &LIVE.to_vec(),
+        LIVE,
         |f| {
             let conf = read(f, "etc/authselect/authselect.conf")?;
             // Catalog order: auth.pw_history, auth.lockout, auth.no_empty_pw.
@@ -588,7 +588,7 @@ fn kylin_v10() -> Result<()> {
             "log.rsyslog",
             "audit.rules",
         ],
-        &LIVE.to_vec(),
+        LIVE,
         |f| {
             assert!(
                 read(f, "etc/security/pwquality.conf.d/50-preflight.conf")?.contains("minlen = 8")
@@ -902,5 +902,19 @@ fn host_detection_uses_os_release_and_files() -> Result<()> {
             "{name}: {h:?}"
         );
     }
+    Ok(())
+}
+
+#[test]
+fn plan_of_a_new_dropin_respects_include_order() -> Result<()> {
+    // The managed drop-in does not exist yet: the plan must still place it first, so the
+    // customer's later drop-in needs no change.
+    let f = fixture("debian12")?;
+    let plan = catalog::plan(&f.root, &Policy::default(), &["ssh.permit_root_login"])?;
+    let paths: Vec<&str> = plan[0].changes.iter().map(|c| c.path.as_str()).collect();
+    assert_eq!(paths, ["/etc/ssh/sshd_config.d/00-preflight-hardening.conf"]);
+    let login = catalog::plan(&f.root, &Policy::default(), &["perm.umask"])?;
+    // The line keeps its own spacing.
+    assert!(login[0].changes[0].diff.contains("+UMASK\t\t027\n"), "{}", login[0].changes[0].diff);
     Ok(())
 }

@@ -553,3 +553,91 @@ fn iptables_restart_mid_window_rolls_back_at_start() -> Result<()> {
     skip_unless_ready!(Backend::Iptables);
     restart_mid_window_rolls_back(Backend::Iptables)
 }
+
+#[test]
+fn detection_flags_two_active_backends() -> Result<()> {
+    skip_unless_ready!(Backend::Nftables);
+    if let Some(why) = skip_reason(Backend::Iptables) {
+        eprintln!("SKIP: {why}");
+        return Ok(());
+    }
+    let p = NetPair::new()?;
+    let runner = p.runner();
+    let active = |runner: &CommandRunner| -> Vec<Backend> {
+        preflight_harden::firewall::detect_backends(runner)
+            .into_iter()
+            .filter(|s| s.active())
+            .map(|s| s.backend)
+            .collect()
+    };
+    assert_eq!(
+        active(&runner),
+        Vec::<Backend>::new(),
+        "a fresh namespace has no firewall"
+    );
+    let state = tempfile::tempdir()?;
+    let fw = FirewallManager::with_runner(Backend::Nftables, state.path(), p.runner())?;
+    let c = fw.apply_with_confirm(&fw.plan(&good_list(&p))?, Duration::from_secs(20))?;
+    fw.confirm(&c.id)?;
+    assert_eq!(active(&runner), vec![Backend::Nftables]);
+    let single = |fw: &FirewallManager| {
+        fw.audit(&good_list(&p), &[])
+            .into_iter()
+            .find(|r| r.check_id == "fw.single_backend")
+            .expect("check")
+    };
+    assert_eq!(single(&fw).status, EvidenceStatus::Compliant);
+    // Someone adds an iptables rule next to our nftables table.
+    in_ns(
+        &p.b,
+        "iptables",
+        &[
+            "-A", "INPUT", "-p", "tcp", "--dport", "5555", "-j", "ACCEPT",
+        ],
+    )?;
+    assert_eq!(active(&runner), vec![Backend::Nftables, Backend::Iptables]);
+    let r = single(&fw);
+    assert_eq!(r.status, EvidenceStatus::NonCompliant);
+    assert!(
+        r.reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("nftables, iptables are all active"),
+        "{r:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn confirmed_ruleset_is_persisted_and_loadable() -> Result<()> {
+    skip_unless_ready!(Backend::Nftables);
+    let p = NetPair::new()?;
+    let state = tempfile::tempdir()?;
+    let persisted = state.path().join("persist").join("preflight.nft");
+    std::fs::create_dir_all(persisted.parent().expect("parent"))?;
+    let mut fw =
+        FirewallManager::with_runner(Backend::Nftables, &state.path().join("fw"), p.runner())?;
+    fw.set_persist_paths(Some(persisted.clone()), None)?;
+    let c = fw.apply_with_confirm(&fw.plan(&good_list(&p))?, Duration::from_secs(20))?;
+    assert!(
+        !persisted.exists(),
+        "nothing is persisted before confirmation"
+    );
+    fw.confirm(&c.id)?;
+    let loaded = in_ns(&p.b, "nft", &["list", "table", "inet", "preflight"])?;
+    // The persisted file is what a boot would load: it must pass `nft -c` and reproduce the table.
+    in_ns(&p.b, "nft", &["-c", "-f", &persisted.to_string_lossy()])?;
+    in_ns(&p.b, "nft", &["-f", &persisted.to_string_lossy()])?;
+    assert_eq!(
+        in_ns(&p.b, "nft", &["list", "table", "inet", "preflight"])?,
+        loaded
+    );
+    assert_eq!(fw.confirmed_allow_list()?, Some(good_list(&p)));
+    // Later ports go through the same rules: never 23.
+    assert!(matches!(
+        fw.allow_port(23, Proto::Tcp, vec![], "telnet", Duration::from_secs(20)),
+        Err(FirewallError::InvalidAllowList(_))
+    ));
+    assert!(fw.pending().is_none());
+    Ok(())
+}

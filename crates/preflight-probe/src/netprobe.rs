@@ -1028,7 +1028,18 @@ fn scan_worker(
                     continue;
                 }
             };
-            let Some(slot) = free.pop() else { break };
+            // On loopback the answer (RST or SYN-ACK) is processed before connect() returns: a
+            // refused port already carries its error and needs no readiness round trip.
+            if let Ok(Some(e)) = stream.take_error() {
+                let (o, us) = classify_connect_error(&e, 0);
+                finish(&mut out, index, scan_state(o), us.map(|_| start));
+                continue;
+            }
+            let Some(slot) = free.pop() else {
+                // Unreachable: the loop runs only while a slot is free.
+                finish(&mut out, index, ScanState::Error, None);
+                break;
+            };
             if let Err(e) = poll
                 .registry()
                 .register(&mut stream, Token(slot), Interest::WRITABLE)

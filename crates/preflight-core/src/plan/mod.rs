@@ -357,36 +357,40 @@ impl Plan {
     }
 
     /// Every required path expanded to (from server, to server, port) triples, without
-    /// duplicates and without a server talking to itself, sorted by source, destination, port.
+    /// duplicates and without a server talking to itself, ordered by source and destination in
+    /// plan order, then by protocol and port. At most [`MAX_EXPANDED_PATHS`] for a validated
+    /// plan.
     pub fn expanded_paths(&self) -> Vec<ExpandedPath<'_>> {
         let mut seen = BTreeSet::new();
+        let ends = |e: &Endpoint| -> Vec<usize> {
+            self.servers
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| match e {
+                    Endpoint::Role(r) => &s.role == r,
+                    Endpoint::Server(h) => s.hostname.eq_ignore_ascii_case(h),
+                })
+                .map(|(i, _)| i)
+                .collect()
+        };
         for p in &self.paths {
-            for from in self.endpoint_servers(&p.from) {
-                for to in self.endpoint_servers(&p.to) {
-                    if from.hostname == to.hostname {
-                        continue;
-                    }
+            let to = ends(&p.to);
+            for from in ends(&p.from) {
+                for &to in to.iter().filter(|&&t| t != from) {
                     for r in &p.ports {
                         for port in r.ports() {
-                            seen.insert((
-                                from.hostname.as_str(),
-                                to.hostname.as_str(),
-                                port,
-                                p.protocol,
-                            ));
+                            seen.insert((from, to, p.protocol, port));
                         }
                     }
                 }
             }
         }
         seen.into_iter()
-            .filter_map(|(f, t, port, protocol)| {
-                Some(ExpandedPath {
-                    from: self.servers.iter().find(|s| s.hostname == f)?,
-                    to: self.servers.iter().find(|s| s.hostname == t)?,
-                    port,
-                    protocol,
-                })
+            .map(|(from, to, protocol, port)| ExpandedPath {
+                from: &self.servers[from],
+                to: &self.servers[to],
+                port,
+                protocol,
             })
             .collect()
     }

@@ -1065,10 +1065,12 @@ pub(crate) fn parse_address(s: &str) -> Option<IpAddr> {
     (!bad).then_some(a)
 }
 
-/// RFC 1123 host name: labels of letters, digits and '-', 1 to 63 characters, not starting or
+/// RFC 1123 host name that is not an IP address: labels of letters, digits and '-', 1 to 63 characters, not starting or
 /// ending with '-', 253 characters at most.
 pub(crate) fn is_hostname(s: &str) -> bool {
-    !s.is_empty()
+    // An address in the hostname column is a swapped or shifted spreadsheet column.
+    s.parse::<IpAddr>().is_err()
+        && !s.is_empty()
         && s.len() <= 253
         && s.split('.').all(|l| {
             !l.is_empty()

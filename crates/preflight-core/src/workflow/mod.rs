@@ -703,8 +703,13 @@ pub struct World {
     pub batches: BTreeMap<BatchId, Batch>,
     /// Deployer names.
     pub deployers: BTreeSet<String>,
-    /// The append-only history.
+    /// The append-only history (may be left empty or partial by a caller that keeps events
+    /// elsewhere: only [`World::batch_view`], [`World::batch_history`] and
+    /// [`World::pause_stats`] read it).
     pub history: Vec<Event>,
+    /// Sequence number of the next event (the number of events ever recorded).
+    #[serde(default)]
+    pub next_seq: u64,
 }
 
 fn new_batch(id: &str, project: &str, business_line: &str, title: &str, at: Timestamp) -> Batch {
@@ -858,7 +863,7 @@ impl<'a> Tx<'a> {
 
     /// Append an event and fold it into the overlay.
     fn emit(&mut self, batch: Option<&str>, project: Option<&str>, kind: EventKind, why: String) {
-        let seq = self.world.history.len() as u64 + self.events.len() as u64;
+        let seq = self.world.next_seq + self.events.len() as u64;
         let mut ev = Event {
             seq,
             at: self.now,
@@ -1657,7 +1662,7 @@ impl World {
 
     /// Take an [`Outcome`] of [`World::apply`] into this state (after persisting it).
     pub fn commit(&mut self, outcome: Outcome) -> Result<(), StaleOutcome> {
-        let expected = self.history.len() as u64;
+        let expected = self.next_seq;
         if let Some(first) = outcome.events.first() {
             if first.seq != expected {
                 return Err(StaleOutcome {
@@ -1673,6 +1678,7 @@ impl World {
             self.projects.insert(p.id.clone(), p);
         }
         self.deployers.extend(outcome.deployers_added);
+        self.next_seq += outcome.events.len() as u64;
         self.history.extend(outcome.events);
         Ok(())
     }
@@ -1700,7 +1706,7 @@ impl World {
     /// Fold one recorded event into the state, checking it continues the history and that the
     /// stages it records agree with the fold.
     pub fn fold(&mut self, ev: Event) -> Result<(), ReplayError> {
-        let expected = self.history.len() as u64;
+        let expected = self.next_seq;
         if ev.seq != expected {
             return Err(ReplayError::Sequence {
                 expected,
@@ -1768,6 +1774,7 @@ impl World {
                 to,
             });
         }
+        self.next_seq += 1;
         self.history.push(ev);
         Ok(())
     }

@@ -1580,6 +1580,17 @@ fn replay_reproduces_state_and_detects_tampering() {
         World::replay(w.config.clone(), forged),
         Err(ReplayError::StageMismatch { .. })
     ));
+    // A state kept without its history still numbers new events after the old ones.
+    let mut slim = w.clone();
+    slim.history.clear();
+    let evs = ok(
+        &mut slim,
+        t,
+        &user(Role::Admin),
+        Command::AddDeployer { name: "dee".into() },
+    );
+    assert_eq!(evs[0].seq, w.history.len() as u64);
+    assert_eq!(slim.next_seq, w.next_seq + 1);
     // A stale outcome is refused by commit.
     let o = w
         .apply(

@@ -55,7 +55,7 @@ fn glob_match(pat: &str, name: &str) -> bool {
 }
 
 /// Expands an Include argument into in-host paths (only `*` in the last component).
-fn expand(ctx: &Ctx, arg: &str) -> Vec<String> {
+fn expand(ctx: &Ctx, arg: &str, overrides: &BTreeMap<String, String>) -> Vec<String> {
     let full = if arg.starts_with('/') {
         arg.to_string()
     } else {
@@ -73,6 +73,14 @@ fn expand(ctx: &Ctx, arg: &str) -> Vec<String> {
         .filter(|n| glob_match(pat, n))
         .map(|n| format!("{dir}/{n}"))
         .collect();
+    // Files a plan would create take their place in the order too.
+    for p in overrides.keys() {
+        if let Some((d, n)) = p.rsplit_once('/') {
+            if d == dir && glob_match(pat, n) && !out.contains(p) {
+                out.push(p.clone());
+            }
+        }
+    }
     out.sort();
     out
 }
@@ -144,7 +152,7 @@ fn read_file(
         }
         if key == "include" {
             for arg in v.split_whitespace() {
-                let files = expand(ctx, arg);
+                let files = expand(ctx, arg, overrides);
                 if main && arg.contains("sshd_config.d/") {
                     cfg.includes_dropins = true;
                 }
@@ -273,7 +281,7 @@ fn flatten_file(
         let mut it = t.split_whitespace();
         if it.next().is_some_and(|k| k.eq_ignore_ascii_case("include")) {
             for arg in it {
-                for f in expand(ctx, arg) {
+                for f in expand(ctx, arg, overrides) {
                     flatten_file(ctx, &f, overrides, out, depth + 1)?;
                 }
             }

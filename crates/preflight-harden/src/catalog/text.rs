@@ -144,8 +144,14 @@ pub fn kv_set(text: &str, key: &str, value: &str, style: KvStyle) -> String {
             if k == key {
                 found = true;
                 if v != value {
-                    let indent: String = l.chars().take_while(|c| c.is_whitespace()).collect();
-                    *l = format!("{indent}{}", format_kv(key, value, style));
+                    // Keep the line's own spacing when the value ends it.
+                    let t = l.trim_end();
+                    *l = if !v.is_empty() && t.ends_with(v.as_str()) {
+                        format!("{}{value}", &t[..t.len() - v.len()])
+                    } else {
+                        let indent: String = l.chars().take_while(|c| c.is_whitespace()).collect();
+                        format!("{indent}{}", format_kv(key, value, style))
+                    };
                 }
             }
         }

@@ -6,7 +6,7 @@ use std::io::Write as _;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ipnet::IpNet;
 use ring::rand::{SecureRandom, SystemRandom};
@@ -105,6 +105,9 @@ struct PendingState {
 #[derive(Default)]
 struct State {
     pending: Option<PendingState>,
+    /// Monotonic deadline of `pending` (the wall-clock one on disk is for restarts only), so a
+    /// clock step cannot delay a rollback.
+    deadline_at: Option<Instant>,
     outcomes: HashMap<String, ChangeOutcome>,
     order: Vec<String>,
     shutdown: bool,
@@ -288,6 +291,7 @@ impl Shared {
         let Some(p) = st.pending.take() else {
             return ChangeOutcome::RollbackFailed("nothing pending".into());
         };
+        st.deadline_at = None;
         let outcome = match self.restore(&p) {
             Ok(()) => ChangeOutcome::RolledBack(reason),
             Err(e) => {
@@ -307,13 +311,12 @@ fn timer(shared: Arc<Shared>, id: String) {
         if st.shutdown {
             return;
         }
-        let deadline = match &st.pending {
-            Some(p) if p.id == id => UNIX_EPOCH + Duration::from_millis(p.deadline_unix_ms),
+        let deadline = match (&st.pending, st.deadline_at) {
+            (Some(p), Some(d)) if p.id == id => d,
             _ => return,
         };
-        let now = SystemTime::now();
-        match deadline.duration_since(now) {
-            Ok(left) if !left.is_zero() => {
+        match deadline.checked_duration_since(Instant::now()) {
+            Some(left) if !left.is_zero() => {
                 st = shared
                     .cv
                     .wait_timeout(st, left)
@@ -632,6 +635,7 @@ impl FirewallManager {
                 Vec::new()
             }
         };
+        let deadline_at = Instant::now() + timeout;
         let deadline = SystemTime::now() + timeout;
         pending.deadline_unix_ms = unix_ms(deadline);
         let pending_json = serde_json::to_vec_pretty(&pending)
@@ -669,18 +673,21 @@ impl FirewallManager {
         }
         info!(id = %id, backend = %sh.backend, timeout_s = timeout.as_secs(), "firewall change applied, waiting for confirmation");
         st.pending = Some(pending);
-        drop(st);
+        st.deadline_at = Some(deadline_at);
         let shared = Arc::clone(&self.shared);
         let tid = id.clone();
-        std::thread::Builder::new()
+        // The timer thread waits for the lock we hold, so it cannot miss the pending change.
+        let spawned = std::thread::Builder::new()
             .name("fw-rollback".into())
-            .spawn(move || timer(shared, tid))
-            .map_err(|e| {
-                state_err(
-                    &self.shared.state_dir,
-                    format!("cannot start the rollback timer: {e}"),
-                )
-            })?;
+            .spawn(move || timer(shared, tid));
+        if let Err(e) = spawned {
+            let outcome = sh.rollback_locked(&mut st, RollbackReason::Requested);
+            return Err(state_err(
+                &sh.state_dir,
+                format!("cannot start the rollback timer ({e}); change rolled back: {outcome:?}"),
+            ));
+        }
+        drop(st);
         Ok(PendingChange {
             id,
             deadline,
@@ -704,7 +711,7 @@ impl FirewallManager {
                 })
             }
         };
-        if unix_ms(SystemTime::now()) >= p.deadline_unix_ms {
+        if st.deadline_at.is_none_or(|d| Instant::now() >= d) {
             sh.rollback_locked(&mut st, RollbackReason::Timeout);
             return Err(FirewallError::Expired(id.to_owned()));
         }
@@ -735,6 +742,7 @@ impl FirewallManager {
         let pending = sh.file(PENDING_FILE);
         fs::remove_file(&pending).map_err(|e| state_err(&pending, e))?;
         st.pending = None;
+        st.deadline_at = None;
         st.record(id, ChangeOutcome::Confirmed);
         sh.cv.notify_all();
         info!(id = %id, "firewall change confirmed");
