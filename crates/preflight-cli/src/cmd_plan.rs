@@ -8,15 +8,17 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use preflight_core::plan::{InvalidPlan, PackageKind, Plan, MAX_PLAN_BYTES};
 
+use crate::Output;
+
 /// Arguments of `preflight plan`.
-#[derive(Debug, clap::Args)]
+#[derive(clap::Args)]
 pub struct Args {
     #[command(subcommand)]
     cmd: PlanCmd,
 }
 
 /// The `preflight plan` subcommands.
-#[derive(Debug, clap::Subcommand)]
+#[derive(clap::Subcommand)]
 pub enum PlanCmd {
     /// Validate a plan (TOML, or a CSV server list) offline and print a summary or every error.
     #[command(
@@ -62,7 +64,7 @@ Every error is printed as FILE:LINE:COL: field NAME: what is wrong and how to fi
 Exit status: 0 valid, 2 invalid plan, 1 file not readable.";
 
 /// Arguments of `preflight plan check`.
-#[derive(Debug, clap::Args)]
+#[derive(clap::Args)]
 pub struct CheckArgs {
     /// Plan file: TOML (.toml) or a CSV server list (.csv).
     file: PathBuf,
@@ -73,7 +75,9 @@ pub struct CheckArgs {
     #[arg(long, value_enum)]
     format: Option<Format>,
     /// Output: a readable summary, or JSON (the plan, its digest, the expanded paths, or the
-    /// errors).
+    /// errors). The same flag as the global `--output`, with the same type and id, so that
+    /// `preflight --output json plan check FILE` and `preflight plan check FILE --output json`
+    /// both work.
     #[arg(long, value_enum, default_value_t = Output::Text)]
     output: Output,
 }
@@ -85,15 +89,6 @@ pub enum Format {
     Toml,
     /// CSV server list.
     Csv,
-}
-
-/// Output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Output {
-    /// Human-readable summary or errors.
-    Text,
-    /// JSON document.
-    Json,
 }
 
 /// Runs the subcommand. An invalid plan exits the process with status 2 after printing every

@@ -641,3 +641,51 @@ fn confirmed_ruleset_is_persisted_and_loadable() -> Result<()> {
     assert!(fw.pending().is_none());
     Ok(())
 }
+
+#[test]
+fn nft_failed_timed_rollback_is_retried() -> Result<()> {
+    skip_unless_ready!(Backend::Nftables);
+    let p = NetPair::new()?;
+    let _l = Listeners::start(&p.b, &[AGENT])?;
+    let state = tempfile::tempdir()?;
+    let fw = FirewallManager::with_runner(Backend::Nftables, state.path(), p.runner())?;
+    let good = fw.apply_with_confirm(&fw.plan(&good_list(&p))?, Duration::from_secs(20))?;
+    fw.confirm(&good.id)?;
+    let change = fw.apply_with_confirm(&fw.plan(&cutoff_list())?, Duration::from_secs(1))?;
+    // Hide the snapshot so the timed rollback fails.
+    let snap = state.path().join(format!("{}.before.table.nft", change.id));
+    let hidden = state.path().join("hidden");
+    std::fs::rename(&snap, &hidden)?;
+    let failed = Instant::now();
+    while !matches!(
+        fw.outcome(&change.id),
+        Some(ChangeOutcome::RollbackFailed(_))
+    ) {
+        assert!(
+            failed.elapsed() < Duration::from_secs(5),
+            "the timer must have tried by now"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        !p.reachable(AGENT),
+        "still cut off while the rollback cannot run"
+    );
+    assert!(
+        matches!(fw.confirm(&change.id), Err(FirewallError::Expired(_))),
+        "a failed rollback cannot be confirmed"
+    );
+    std::fs::rename(&hidden, &snap)?;
+    let took =
+        wait_reachable(&p, AGENT, Duration::from_secs(8)).expect("the retry restores the snapshot");
+    eprintln!(
+        "nft: retry restored connectivity {:.2} s after the snapshot came back",
+        took.as_secs_f64()
+    );
+    assert_eq!(
+        fw.outcome(&change.id),
+        Some(ChangeOutcome::RolledBack(RollbackReason::Timeout))
+    );
+    assert!(!state.path().join("pending.json").exists());
+    Ok(())
+}

@@ -464,3 +464,53 @@ async fn ipv6_loopback_listener_proves_itself() -> Result<()> {
     ensure!(r[0].outcome == ProbeOutcome::Verified, "{:?}", r[0]);
     Ok(())
 }
+
+/// A connection that sends nothing is closed after the handshake timeout; one that sends
+/// something other than a probe request gets no answer and is not read beyond 20 bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listener_bounds_each_connection() -> Result<()> {
+    let port = free_port()?;
+    let limits = ListenerLimits {
+        handshake_timeout: Duration::from_millis(200),
+        ..ListenerLimits::default()
+    };
+    let (handle, _) =
+        ProbeListeners::open(LO, &[port], NONCE, Duration::from_secs(30), &[], &limits).await?;
+
+    let mut silent = tokio::net::TcpStream::connect((LO, port)).await?;
+    let t = Instant::now();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(3), silent.read(&mut buf)).await??;
+    ensure!(n == 0, "silent connection got {n} bytes");
+    ensure!(
+        t.elapsed() < Duration::from_secs(2),
+        "silent connection held for {:?}",
+        t.elapsed()
+    );
+
+    let mut garbage = tokio::net::TcpStream::connect((LO, port)).await?;
+    garbage.write_all(b"GET / HTTP/1.0\r\n\r\n\r\n\r\n").await?;
+    // The listener reads only the 20 request bytes and closes; the unread rest makes the
+    // kernel answer with a reset, which is just as much "no answer".
+    let n = match tokio::time::timeout(Duration::from_secs(3), garbage.read(&mut buf)).await? {
+        Ok(n) => n,
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => 0,
+        Err(e) => return Err(e.into()),
+    };
+    ensure!(n == 0, "garbage request got an answer of {n} bytes");
+
+    // A well-formed request gets exactly the 36-byte answer, then the listener closes.
+    let mut big = tokio::net::TcpStream::connect((LO, port)).await?;
+    let mut req = b"PFP1".to_vec();
+    req.extend_from_slice(&[1u8; 16]);
+    big.write_all(&req).await?;
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(3), big.read_to_end(&mut answer)).await??;
+    ensure!(
+        answer.len() == 36 && answer.starts_with(b"PFP1"),
+        "answer {} bytes",
+        answer.len()
+    );
+    ensure!(handle.proofs_sent() == 1 && handle.connections_accepted() == 3);
+    Ok(())
+}

@@ -30,6 +30,8 @@ const PENDING_FILE: &str = "pending.json";
 const ALLOWLIST_FILE: &str = "allowlist.json";
 /// One iptables family: (family tag, current `*-save` output, rendered restore file).
 type IptPart = (&'static str, String, String);
+/// Pause between attempts when a timed-out rollback fails.
+const ROLLBACK_RETRY: Duration = Duration::from_secs(5);
 /// Outcomes remembered in memory (oldest forgotten first).
 const MAX_OUTCOMES: usize = 256;
 
@@ -287,7 +289,10 @@ impl Shared {
         Ok(())
     }
 
-    fn rollback_locked(&self, st: &mut State, reason: RollbackReason) -> ChangeOutcome {
+    /// Restores the snapshot of the pending change. On failure the change stays pending (in
+    /// memory and on disk) and a timer retries every [`ROLLBACK_RETRY`]: the host may be cut
+    /// off, so giving up is not an option.
+    fn rollback_locked(self: &Arc<Self>, st: &mut State, reason: RollbackReason) -> ChangeOutcome {
         let Some(p) = st.pending.take() else {
             return ChangeOutcome::RollbackFailed("nothing pending".into());
         };
@@ -295,11 +300,24 @@ impl Shared {
         let outcome = match self.restore(&p) {
             Ok(()) => ChangeOutcome::RolledBack(reason),
             Err(e) => {
-                error!(id = %p.id, error = %e, "firewall rollback failed; the pending state stays for start-up");
+                error!(id = %p.id, error = %e, retry_s = ROLLBACK_RETRY.as_secs(), "firewall rollback failed; retrying");
                 ChangeOutcome::RollbackFailed(e.to_string())
             }
         };
         st.record(&p.id, outcome.clone());
+        if matches!(outcome, ChangeOutcome::RollbackFailed(_)) {
+            let id = p.id.clone();
+            st.pending = Some(p);
+            st.deadline_at = Some(Instant::now() + ROLLBACK_RETRY);
+            let shared = Arc::clone(self);
+            // The new timer waits for the lock our caller holds.
+            if let Err(e) = std::thread::Builder::new()
+                .name("fw-rollback".into())
+                .spawn(move || timer(shared, id))
+            {
+                error!(error = %e, "cannot start the rollback retry timer; start-up will roll back");
+            }
+        }
         self.cv.notify_all();
         outcome
     }
@@ -325,6 +343,7 @@ fn timer(shared: Arc<Shared>, id: String) {
             }
             _ => {
                 warn!(id = %id, "firewall change not confirmed in time");
+                // On failure this arms a fresh timer for the retry.
                 shared.rollback_locked(&mut st, RollbackReason::Timeout);
                 return;
             }
@@ -711,7 +730,8 @@ impl FirewallManager {
                 })
             }
         };
-        if st.deadline_at.is_none_or(|d| Instant::now() >= d) {
+        let retrying = matches!(st.outcomes.get(id), Some(ChangeOutcome::RollbackFailed(_)));
+        if retrying || st.deadline_at.is_none_or(|d| Instant::now() >= d) {
             sh.rollback_locked(&mut st, RollbackReason::Timeout);
             return Err(FirewallError::Expired(id.to_owned()));
         }
