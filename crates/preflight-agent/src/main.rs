@@ -11,6 +11,7 @@ mod run;
 mod service;
 mod state;
 mod svc_bench;
+mod svc_harden;
 mod svc_net;
 
 use std::process::ExitCode;
