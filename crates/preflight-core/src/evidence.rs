@@ -206,7 +206,33 @@ pub struct EvidenceBundle {
     pub checkpoint: SignedCheckpoint,
     /// The controller's SubjectPublicKeyInfo (P-256), DER, lowercase hex.
     pub controller_spki_der: String,
+    /// Where the records sit in the controller's global evidence log, when the exporter
+    /// included it: proves the records were appended to that log, not made up at export.
+    pub log_inclusion: Option<LogInclusion>,
 }
+
+/// Inclusion of a bundle's records in the controller's global evidence log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogInclusion {
+    /// The global log's checkpoint, signed by the same controller key.
+    pub checkpoint: SignedCheckpoint,
+    /// One entry per record of the bundle, in order (leaf indexes strictly increasing).
+    pub entries: Vec<LogEntryProof>,
+}
+
+/// One record's position in the global log and its RFC 9162 inclusion proof.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogEntryProof {
+    /// Leaf index in the global log.
+    pub leaf_index: u64,
+    /// Inclusion proof hashes, lowercase hex, against the checkpoint's tree size.
+    pub proof: Vec<String>,
+}
+
+/// Longest inclusion proof accepted (a tree of 2^64 leaves needs 64 hashes).
+const MAX_PROOF_LEN: usize = 64;
 
 /// A record that does not satisfy the evidence rules.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -401,6 +427,14 @@ pub enum BundleError {
         /// What does not fit.
         what: String,
     },
+    /// Global-log inclusion does not verify.
+    #[error("record {index} is not proven to be in the controller's global log: {what}")]
+    LogInclusion {
+        /// Position in the bundle.
+        index: usize,
+        /// What failed.
+        what: String,
+    },
     /// Record signature bad.
     #[error(
         "record {index} (agent {agent_id}, check {check_id}) signature does not verify: {error}"
@@ -432,6 +466,9 @@ pub struct BundleReport {
     pub controller_key_sha256: String,
     /// Records per agent id.
     pub records_per_agent: BTreeMap<String, u64>,
+    /// The global log checkpoint (origin, tree size, root hash) every record was proven to be
+    /// included in, when the bundle carries inclusion proofs.
+    pub global_log: Option<Checkpoint>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -990,7 +1027,43 @@ impl EvidenceBundle {
             agent_keys,
             checkpoint,
             controller_spki_der: hex::encode(p256_spki_from_pkcs8(controller_pkcs8)?),
+            log_inclusion: None,
         })
+    }
+
+    /// Adds inclusion proofs of every record in the controller's global `log`: `leaf_indexes`
+    /// gives each record's index in the log (strictly increasing), `global_checkpoint` is a
+    /// checkpoint of `log` (signed by the same controller key).
+    pub fn with_log_inclusion(
+        mut self,
+        log: &EvidenceLog,
+        leaf_indexes: &[u64],
+        global_checkpoint: SignedCheckpoint,
+    ) -> Result<Self, ProofError> {
+        let size = global_checkpoint.checkpoint.tree_size;
+        if leaf_indexes.len() != self.records.len() {
+            return Err(ProofError::IndexOutOfRange {
+                index: leaf_indexes.len() as u64,
+                size: self.records.len() as u64,
+            });
+        }
+        let mut entries = Vec::with_capacity(leaf_indexes.len());
+        for (record, &index) in self.records.iter().zip(leaf_indexes) {
+            let proof = log.inclusion_proof(index, size)?;
+            // The index must really hold this record.
+            if log.leaves().get(index as usize) != Some(&record.leaf_hash()) {
+                return Err(ProofError::Mismatch);
+            }
+            entries.push(LogEntryProof {
+                leaf_index: index,
+                proof: proof.iter().map(hex::encode).collect(),
+            });
+        }
+        self.log_inclusion = Some(LogInclusion {
+            checkpoint: global_checkpoint,
+            entries,
+        });
+        Ok(self)
     }
 
     /// The exported bytes: the canonical encoding, no trailing newline.
@@ -1143,7 +1216,16 @@ fn verify_bundle_inner(bytes: &[u8], pinned: Option<&[u8]>) -> Result<BundleRepo
             signed: cp.root_hash.clone(),
         });
     }
+    let global_log = match &bundle.log_inclusion {
+        None => None,
+        Some(inc) => Some(verify_log_inclusion(
+            &bundle.records,
+            inc,
+            &controller_spki,
+        )?),
+    };
     Ok(BundleReport {
+        global_log,
         records: log.len(),
         origin: cp.origin.clone(),
         root_hash: computed,
@@ -1151,6 +1233,67 @@ fn verify_bundle_inner(bytes: &[u8], pinned: Option<&[u8]>) -> Result<BundleRepo
         controller_key_sha256,
         records_per_agent: per_agent,
     })
+}
+
+fn verify_log_inclusion(
+    records: &[SignedRecord],
+    inc: &LogInclusion,
+    controller_spki: &[u8],
+) -> Result<Checkpoint, BundleError> {
+    let fail = |index: usize, what: String| BundleError::LogInclusion { index, what };
+    verify_checkpoint(&inc.checkpoint, controller_spki)
+        .map_err(|e| fail(0, format!("global checkpoint signature: {e}")))?;
+    let cp = &inc.checkpoint.checkpoint;
+    let root: Hash32 = decode_hex_field(&cp.root_hash)
+        .and_then(|v| v.try_into().ok())
+        .ok_or_else(|| {
+            fail(
+                0,
+                "global root hash is not 32 bytes of lowercase hex".into(),
+            )
+        })?;
+    if inc.entries.len() != records.len() {
+        return Err(fail(
+            inc.entries.len().min(records.len()),
+            format!("{} proofs for {} records", inc.entries.len(), records.len()),
+        ));
+    }
+    let mut previous: Option<u64> = None;
+    for (index, (record, entry)) in records.iter().zip(&inc.entries).enumerate() {
+        if previous.is_some_and(|p| entry.leaf_index <= p) {
+            return Err(fail(
+                index,
+                "leaf indexes are not strictly increasing".into(),
+            ));
+        }
+        previous = Some(entry.leaf_index);
+        if entry.proof.len() > MAX_PROOF_LEN {
+            return Err(fail(
+                index,
+                format!("proof has {} hashes", entry.proof.len()),
+            ));
+        }
+        let proof: Vec<Hash32> = entry
+            .proof
+            .iter()
+            .map(|h| decode_hex_field(h).and_then(|v| v.try_into().ok()))
+            .collect::<Option<_>>()
+            .ok_or_else(|| fail(index, "proof hash is not 32 bytes of lowercase hex".into()))?;
+        verify_inclusion(
+            &record.leaf_hash(),
+            entry.leaf_index,
+            cp.tree_size,
+            &proof,
+            &root,
+        )
+        .map_err(|e| {
+            fail(
+                index,
+                format!("leaf {} of {}: {e}", entry.leaf_index, cp.tree_size),
+            )
+        })?;
+    }
+    Ok(cp.clone())
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use preflight_core::evidence::{
-    self, verify_bundle, verify_bundle_pinned, AgentKey, BundleError, EvidenceBundle,
+    self, verify_bundle, verify_bundle_pinned, AgentKey, BundleError, EvidenceBundle, EvidenceLog,
     EvidenceOperation, EvidenceRecord, EvidenceStatus, Operator, SignedRecord,
     RECORD_FORMAT_VERSION,
 };
@@ -143,6 +143,40 @@ impl Fixture {
     fn bundle(&self) -> EvidenceBundle {
         self.bundle_of(self.records.clone())
     }
+
+    /// The bundle plus inclusion proofs in a global log where other batches' records sit
+    /// around ours (our records at indexes 1, 2 and 4 of 6).
+    fn bundle_with_inclusion(&self) -> EvidenceBundle {
+        let other = evidence::sign(
+            record(
+                "agent-b",
+                &self.agent_b,
+                "acct.inactive",
+                EvidenceOperation::Audit,
+                0,
+            ),
+            &self.agent_b.pkcs8,
+        )
+        .expect("sign");
+        let mut log = EvidenceLog::new();
+        log.append(&other);
+        let mut indexes = Vec::new();
+        for (i, r) in self.records.iter().enumerate() {
+            indexes.push(log.append(r).0);
+            if i == 1 {
+                log.append(&other);
+            }
+        }
+        log.append(&other);
+        let cp = log
+            .checkpoint("preflight/log", 20, |c| {
+                evidence::sign_checkpoint(c, &self.controller.pkcs8)
+            })
+            .expect("sign");
+        self.bundle()
+            .with_log_inclusion(&log, &indexes, cp)
+            .expect("proofs")
+    }
 }
 
 #[test]
@@ -179,7 +213,7 @@ fn valid_bundle_verifies_and_reports() {
 #[test]
 fn every_single_bit_flip_is_detected() {
     let f = Fixture::new();
-    let bytes = f.bundle().to_bytes();
+    let bytes = f.bundle_with_inclusion().to_bytes();
     verify_bundle(&bytes).expect("the unmodified bundle verifies");
     let mut undetected = Vec::new();
     let mut copy = bytes.clone();
@@ -394,4 +428,50 @@ fn checkpoint_consistency_between_two_exports() {
         &root(&new.checkpoint.root_hash),
     )
     .expect("included");
+}
+
+#[test]
+fn global_log_inclusion_verifies_and_tampering_fails() {
+    let f = Fixture::new();
+    let b = f.bundle_with_inclusion();
+    let report = verify_bundle(&b.to_bytes()).expect("valid");
+    let global = report.global_log.expect("inclusion checked");
+    assert_eq!(
+        (global.origin.as_str(), global.tree_size),
+        ("preflight/log", 6)
+    );
+    let inc = |b: &mut EvidenceBundle| b.log_inclusion.as_mut().expect("inclusion").entries.clone();
+
+    let mut t = b.clone();
+    t.log_inclusion.as_mut().expect("inclusion").entries[2].leaf_index = 3;
+    assert!(matches!(
+        verify_bundle(&t.to_bytes()),
+        Err(BundleError::LogInclusion { index: 2, .. })
+    ));
+
+    let mut t = b.clone();
+    let mut entries = inc(&mut t);
+    entries.swap(0, 1);
+    t.log_inclusion.as_mut().expect("inclusion").entries = entries;
+    assert!(matches!(
+        verify_bundle(&t.to_bytes()),
+        Err(BundleError::LogInclusion { index: 0, .. })
+    ));
+
+    let mut t = b.clone();
+    t.log_inclusion.as_mut().expect("inclusion").entries.pop();
+    assert!(matches!(
+        verify_bundle(&t.to_bytes()),
+        Err(BundleError::LogInclusion { .. })
+    ));
+
+    // A global checkpoint signed by someone else.
+    let mallory = identity("controller");
+    let mut t = b.clone();
+    let cp = &mut t.log_inclusion.as_mut().expect("inclusion").checkpoint;
+    cp.signature = evidence::sign_checkpoint(&cp.checkpoint, &mallory.pkcs8).expect("sign");
+    assert!(matches!(
+        verify_bundle(&t.to_bytes()),
+        Err(BundleError::LogInclusion { index: 0, .. })
+    ));
 }

@@ -925,3 +925,22 @@ fn plan_of_a_new_dropin_respects_include_order() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn ssh_checks_are_not_applicable_without_sshd() -> Result<()> {
+    let f = fixture("kylin-v10")?;
+    fs::remove_file(f.dir.join("etc/ssh/sshd_config"))?;
+    for r in catalog::audit(
+        &f.root,
+        &Policy::default(),
+        &["ssh.misc", "ssh.permit_root_login"],
+    ) {
+        assert_eq!(r.status, Status::NotApplicable, "{}", r.id);
+    }
+    let opts = ApplyOptions {
+        backup_dir: f.backups.clone(),
+    };
+    let rep = catalog::apply(&f.root, &Policy::default(), &["ssh.misc"], &opts)?;
+    assert!(rep.backup.is_none() && !f.dir.join("etc/ssh/sshd_config").exists());
+    Ok(())
+}

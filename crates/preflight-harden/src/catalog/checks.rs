@@ -27,6 +27,8 @@ pub(crate) struct Check {
     pub expected: fn(&Policy) -> String,
     pub audit: fn(&Ctx) -> Result<Outcome, Unk>,
     pub fix: Option<fn(&Ctx) -> Result<Fix, Unk>>,
+    /// Files whose absence makes the check not applicable (the service is not installed).
+    pub requires: &'static [&'static str],
 }
 
 type AuditFn = fn(&Ctx) -> Result<Outcome, Unk>;
@@ -57,6 +59,7 @@ fn check(
         expected,
         audit,
         fix,
+        requires: &[],
     }
 }
 
@@ -96,7 +99,7 @@ fn fw(
 pub(crate) fn all() -> &'static [Check] {
     static ALL: OnceLock<Vec<Check>> = OnceLock::new();
     ALL.get_or_init(|| {
-        vec![
+        let mut v = vec![
             check("acct.pass_max_days", "Maximum password age", "密码最长使用期限", "L3-CES1-01", "5.4.1.1",
                 |p| format!("<= {}", p.pass_max_days), |c| audit_aging(c, &MAX_DAYS), Some(|c| fix_aging(c, &MAX_DAYS))),
             check("acct.pass_min_days", "Minimum days between password changes", "密码最短使用期限", "L3-CES1-01", "5.4.1.2",
@@ -159,7 +162,13 @@ pub(crate) fn all() -> &'static [Check] {
             fw("fw.default_deny_in", "Default deny inbound", "入站默认拒绝", "L3-CES1-18", "3.6.2-4"),
             fw("fw.allowlist_ports", "Only planned ports open", "仅开放计划端口", "L3-CES1-18, L3-CES1-19", "3.6.5"),
             fw("fw.mgmt_source", "Management access restricted by source", "管理端口限制来源地址", "L3-CES1-19", "3.4.2-3"),
-        ]
+        ];
+        for c in v.iter_mut() {
+            if c.info.id.starts_with("ssh.") && c.info.id != "ssh.no_plaintext_remote" {
+                c.requires = &[sshd::MAIN];
+            }
+        }
+        v
     })
 }
 
@@ -2368,9 +2377,10 @@ fn logrotate_blocks(
 
 fn retention_state(ctx: &Ctx) -> Result<(Vec<String>, bool, bool), Unk> {
     let mut obs = Vec::new();
-    let conf = ctx
-        .read_text(AUDITD_CONF)?
-        .ok_or_else(|| Unk(format!("{AUDITD_CONF} is missing (audit not installed)")))?;
+    let Some(conf) = ctx.read_text(AUDITD_CONF)? else {
+        obs.push(format!("{AUDITD_CONF} missing (audit not installed)"));
+        return Ok((obs, false, false));
+    };
     let pairs = kv_parse(AUDITD_CONF, &conf, KvStyle::Spaced)?;
     let action = kv_get(&pairs, "max_log_file_action", true)
         .unwrap_or("ROTATE")
@@ -2583,11 +2593,11 @@ fn audit_mac(ctx: &Ctx) -> Result<Outcome, Unk> {
     if ctx.root.is_host() {
         let aa =
             std::fs::read_to_string("/sys/module/apparmor/parameters/enabled").unwrap_or_default();
-        return Ok(Outcome::new(
-            aa.trim() == "Y",
-            format!("AppArmor enabled={}", aa.trim()),
-            "enforcing",
-        ));
+        let obs = match aa.trim() {
+            "" => "no SELinux config, AppArmor not loaded".to_string(),
+            v => format!("AppArmor enabled={v}"),
+        };
+        return Ok(Outcome::new(aa.trim() == "Y", obs, "enforcing"));
     }
     Ok(Outcome::unknown(
         "no /etc/selinux/config; AppArmor state is live: read only when the root prefix is /",

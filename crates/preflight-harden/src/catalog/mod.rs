@@ -640,6 +640,15 @@ fn run_audit(root: &Root, policy: &Policy, c: &checks::Check) -> CheckResult {
             }
             None => Outcome::unknown("firewall backend not wired", "see CHECKS.md"),
         }
+    } else if let Some(missing) = c.requires.iter().find(|p| !root.exists(p)) {
+        Outcome {
+            status: Status::NotApplicable,
+            observed: format!("{missing} missing"),
+            expected: (c.expected)(policy),
+            reason: Some(format!(
+                "{missing} does not exist: the service is not installed"
+            )),
+        }
     } else {
         match (c.audit)(&ctx) {
             Ok(o) => o,
