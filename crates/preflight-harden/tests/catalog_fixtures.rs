@@ -403,6 +403,12 @@ fn centos7_faillock() -> Result<()> {
                 sshd.contains("PermitRootLogin prohibit-password\n"),
                 "{sshd}"
             );
+            // vsftpd was enabled: the wants link is removed (rollback recreates it).
+            assert!(fs::symlink_metadata(
+                f.dir
+                    .join("etc/systemd/system/multi-user.target.wants/vsftpd.service")
+            )
+            .is_err());
             let rules = read(f, "etc/audit/rules.d/50-preflight.rules")?;
             assert!(
                 !rules.contains("-w /etc/passwd"),
