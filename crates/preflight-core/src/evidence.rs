@@ -1216,6 +1216,18 @@ fn verify_bundle_inner(bytes: &[u8], pinned: Option<&[u8]>) -> Result<BundleRepo
             signed: cp.root_hash.clone(),
         });
     }
+    // Every key entry must serve a record: an unused entry would be bytes no signature covers.
+    if let Some(unused) = bundle.agent_keys.keys().find(|k| {
+        !bundle
+            .records
+            .iter()
+            .any(|r| &r.record.agent_cert_sha256 == *k)
+    }) {
+        return Err(BundleError::AgentKey {
+            cert_sha256: unused.clone(),
+            what: "no record was signed with this certificate; remove it from the bundle".into(),
+        });
+    }
     let global_log = match &bundle.log_inclusion {
         None => None,
         Some(inc) => Some(verify_log_inclusion(

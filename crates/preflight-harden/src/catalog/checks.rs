@@ -1458,7 +1458,7 @@ fn sudo_admins(ctx: &Ctx) -> Result<Vec<String>, Unk> {
             let Some((who, rest)) = l.split_once(char::is_whitespace) else {
                 continue;
             };
-            if !rest.contains("ALL") || !rest.contains('=') {
+            if !grants_all(rest) {
                 continue;
             }
             match who.strip_prefix('%') {
@@ -1498,6 +1498,35 @@ fn sudo_admins(ctx: &Ctx) -> Result<Vec<String>, Unk> {
         }
     }
     Ok(out)
+}
+
+/// True for a sudoers rule body that grants every command (`ALL=(ALL:ALL) NOPASSWD: ALL`).
+fn grants_all(rest: &str) -> bool {
+    let Some((_, cmds)) = rest.split_once('=') else {
+        return false;
+    };
+    let cmds = match cmds.trim_start().strip_prefix('(') {
+        Some(r) => r.split_once(')').map_or("", |x| x.1),
+        None => cmds,
+    };
+    let mut c = cmds.trim();
+    while let Some((tag, r)) = c.split_once(':') {
+        if !matches!(
+            tag.trim(),
+            "NOPASSWD"
+                | "PASSWD"
+                | "SETENV"
+                | "NOSETENV"
+                | "EXEC"
+                | "NOEXEC"
+                | "LOG_INPUT"
+                | "LOG_OUTPUT"
+        ) {
+            break;
+        }
+        c = r.trim();
+    }
+    c == "ALL"
 }
 
 fn root_login_state(ctx: &Ctx) -> Result<(String, String, Vec<String>), Unk> {
@@ -2608,6 +2637,15 @@ fn audit_mac(ctx: &Ctx) -> Result<Outcome, Unk> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sudoers_rules_granting_everything() {
+        assert!(grants_all("ALL=(ALL) ALL"));
+        assert!(grants_all("ALL=(ALL:ALL) NOPASSWD: ALL"));
+        assert!(grants_all("ALL = ALL"));
+        assert!(!grants_all("ALL=(ALL) /usr/bin/systemctl restart app"));
+        assert!(!grants_all("ALL=(ALL) NOPASSWD: /usr/bin/ALLOW"));
+    }
 
     #[test]
     fn openssh_version_parse() {

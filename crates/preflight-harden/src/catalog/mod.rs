@@ -184,6 +184,8 @@ pub struct EvidenceRecord {
     pub backup: Option<BackupRef>,
     /// Error that stopped the change, if any.
     pub error: Option<String>,
+    /// Remarks on the change (validation run or skipped, safety rules applied).
+    pub notes: Vec<String>,
 }
 
 /// Result of [`apply`].
@@ -408,6 +410,39 @@ pub enum HardenError {
     /// Root prefix access failed.
     #[error(transparent)]
     Root(#[from] RootError),
+    /// Another apply or rollback holds the backup directory's lock.
+    #[error(
+        "another harden apply or rollback is running (lock {0} is held); wait for it to finish"
+    )]
+    Busy(String),
+}
+
+/// Holds an exclusive lock on `<backup dir>/.lock` for one apply or rollback.
+fn lock(backup_dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, HardenError> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(backup_dir)
+        .map_err(|source| BackupError::Io {
+            op: "create",
+            path: backup_dir.display().to_string(),
+            source,
+        })?;
+    let p = backup_dir.join(".lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&p)
+        .map_err(|source| BackupError::Io {
+            op: "open",
+            path: p.display().to_string(),
+            source,
+        })?;
+    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        .map_err(|_| HardenError::Busy(p.display().to_string()))
 }
 
 /// Where apply keeps backups.
@@ -893,6 +928,7 @@ fn record(
         actions: vec![],
         backup: None,
         error: None,
+        notes: vec![],
     }
 }
 
@@ -901,11 +937,11 @@ fn apply_one(
     policy: &Policy,
     c: &checks::Check,
     set: &mut backup::BackupSet,
-) -> Result<(String, Vec<String>), String> {
+) -> Result<(String, Vec<String>, Vec<String>), String> {
     let ctx = Ctx::new(root, policy);
     let fix = match compute_fix(&ctx, c) {
         Ok(Some(f)) => f,
-        Ok(None) => return Ok((String::new(), vec![])),
+        Ok(None) => return Ok((String::new(), vec![], vec![])),
         Err(Unk(why)) => return Err(why),
     };
     if !fix.commands.is_empty() && !root.is_host() {
@@ -960,7 +996,11 @@ fn apply_one(
             return Err(format!("{} failed: {}", cmd.program, out.trim()));
         }
     }
-    Ok((diff, actions))
+    let mut notes = fix.notes.clone();
+    if fix.validate_sshd && !fix.writes.is_empty() {
+        notes.push(sshd_validation_note(root));
+    }
+    Ok((diff, actions, notes))
 }
 
 /// Applies the given checks (all when empty) in catalog order: backup, validate, atomic write.
@@ -973,6 +1013,7 @@ pub fn apply(
 ) -> Result<ApplyReport, HardenError> {
     policy.validate()?;
     let checks = chosen(ids)?;
+    let _lock = lock(&opts.backup_dir)?;
     let mut set = backup::BackupSet::create(&opts.backup_dir, root)?;
     let bref = set.reference();
     let mut records = Vec::new();
@@ -999,7 +1040,8 @@ pub fn apply(
             let after = run_audit(root, policy, c);
             rec = record(Operation::Apply, &c.info, &after, Some(&before));
             match r {
-                Ok((diff, actions)) => {
+                Ok((diff, actions, notes)) => {
+                    rec.notes = notes;
                     if !diff.is_empty() || !actions.is_empty() {
                         rec.backup = Some(bref.clone());
                     }
@@ -1052,6 +1094,7 @@ pub fn rollback(
     backup_dir: &Path,
     backup_id: &str,
 ) -> Result<RollbackReport, HardenError> {
+    let _lock = lock(backup_dir)?;
     let (_, manifest) = backup::load(backup_dir, backup_id)?;
     let mut ids: Vec<String> = manifest.entries.iter().map(|e| e.check.clone()).collect();
     ids.dedup();
@@ -1088,6 +1131,14 @@ pub fn rollback(
         restored,
         records,
     })
+}
+
+/// The effective sshd configuration under a root prefix as one text, `Include`s inlined in
+/// the order sshd reads them (what `sshd -t -f` is given before a change is committed).
+pub fn sshd_flattened(root: &Root) -> Result<String, String> {
+    let p = Policy::default();
+    let ctx = Ctx::new(root, &p);
+    sshd::flattened(&ctx, &BTreeMap::new()).map_err(|e| e.to_string())
 }
 
 /// Detects the host behind a root prefix (distribution, PAM layout, modules).
