@@ -774,3 +774,93 @@ fn iptables_ipv6_mgmt_source_and_neighbour_discovery() -> Result<()> {
     skip_unless_ready!(Backend::Iptables);
     ipv6_mgmt_source_and_neighbour_discovery(Backend::Iptables)
 }
+
+/// Kills and reaps the helper process on drop, also when the test panics.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The `fw_apply_and_hang` example, which `cargo test` builds next to the test binaries.
+fn helper_binary() -> Option<std::path::PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let path = exe
+        .parent()?
+        .parent()?
+        .join("examples")
+        .join("fw_apply_and_hang");
+    path.is_file().then_some(path)
+}
+
+fn killed_agent_rolls_back_at_start(backend: Backend, name: &str) -> Result<()> {
+    let Some(helper) = helper_binary() else {
+        eprintln!("SKIP: examples/fw_apply_and_hang is not built (cargo test builds it)");
+        return Ok(());
+    };
+    let p = NetPair::new()?;
+    let _l = Listeners::start(&p.b, &[AGENT])?;
+    let state = tempfile::tempdir()?;
+    let mut child = KillOnDrop(
+        Command::new(helper)
+            .args([
+                &p.b,
+                &state.path().to_string_lossy().into_owned(),
+                name,
+                "10.99.0.0/24",
+                "300",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .context("start helper")?,
+    );
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.0.stdout.take().context("helper stdout")?),
+        &mut line,
+    )?;
+    let id = line.trim().to_owned();
+    assert_eq!(id.len(), 32, "helper printed the change id, got {line:?}");
+    assert!(
+        !p.reachable(AGENT),
+        "{backend}: the helper's ruleset cuts the controller off"
+    );
+    // SIGKILL: no destructor, no timer, only the state on disk survives.
+    child.0.kill()?;
+    child.0.wait()?;
+    assert!(
+        !p.reachable(AGENT),
+        "{backend}: still cut off while no agent runs"
+    );
+    let fw = FirewallManager::with_runner(backend, state.path(), p.runner())?;
+    let started = Instant::now();
+    let recovered = fw.recover_on_start()?;
+    assert_eq!(
+        recovered,
+        Some((id, ChangeOutcome::RolledBack(RollbackReason::Startup)))
+    );
+    assert!(
+        p.reachable(AGENT),
+        "{backend}: start-up rollback restores connectivity"
+    );
+    eprintln!(
+        "{backend}: start-up rollback took {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+#[test]
+fn nft_killed_agent_rolls_back_at_start() -> Result<()> {
+    skip_unless_ready!(Backend::Nftables);
+    killed_agent_rolls_back_at_start(Backend::Nftables, "nftables")
+}
+
+#[test]
+fn iptables_killed_agent_rolls_back_at_start() -> Result<()> {
+    skip_unless_ready!(Backend::Iptables);
+    killed_agent_rolls_back_at_start(Backend::Iptables, "iptables")
+}
