@@ -867,6 +867,10 @@ fn policy_thresholds_are_configurable() -> Result<()> {
     let r = &catalog::audit(&f.root, &Policy::default(), &["acct.pass_max_days"])[0];
     assert_eq!(r.status, Status::Compliant, "{}", r.observed);
     assert!(serde_json::from_str::<Policy>(r#"{"no_such": 1}"#).is_err());
+    let p: Policy = serde_json::from_str(r#"{"umask": "077"}"#)?;
+    assert_eq!(p.umask, 0o077);
+    assert!(serde_json::from_str::<Policy>(r#"{"umask": "089"}"#).is_err());
+    assert_eq!(serde_json::to_value(Policy::default())?["umask"], "027");
     let bad = Policy {
         lockout_unlock_time: 60,
         ..Policy::default()

@@ -246,7 +246,8 @@ pub struct Policy {
     pub ssh_max_auth_tries: u32,
     /// Oldest acceptable OpenSSH (major, minor).
     pub openssh_min: (u32, u32),
-    /// Required umask (octal value, e.g. 0o027).
+    /// Required umask: an octal string in files (`"027"`), or the number itself.
+    #[serde(with = "octal")]
     pub umask: u32,
     /// Log retention, days.
     pub log_retention_days: u32,
@@ -277,6 +278,31 @@ impl Default for Policy {
             umask: 0o027,
             log_retention_days: 180,
             uid_min: 1000,
+        }
+    }
+}
+
+/// Serde of a umask as an octal string, also accepting a plain number.
+mod octal {
+    /// Writes `"027"`.
+    pub fn serialize<S: serde::Serializer>(v: &u32, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{v:03o}"))
+    }
+
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        Num(u32),
+        Str(String),
+    }
+
+    /// Reads `"027"` (octal) or `23`.
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+        match <Either as serde::Deserialize>::deserialize(d)? {
+            Either::Num(n) => Ok(n),
+            Either::Str(s) => u32::from_str_radix(s.trim_start_matches("0o"), 8).map_err(|_| {
+                serde::de::Error::custom(format!("umask {s:?} is not octal; write it like \"027\""))
+            }),
         }
     }
 }
