@@ -96,8 +96,14 @@ pub fn reachable(server: &Server, error: Option<&str>) -> Finding {
         None => f.says("agent answered".into(), "代理已响应".into()),
         Some(e) => f
             .says(
-                format!("no agent answered for {} ({}): {e}", server.hostname, server.address),
-                format!("{}（{}）上的代理无响应：{e}", server.hostname, server.address),
+                format!(
+                    "no agent answered for {} ({}): {e}",
+                    server.hostname, server.address
+                ),
+                format!(
+                    "{}（{}）上的代理无响应：{e}",
+                    server.hostname, server.address
+                ),
             )
             .fail(
                 Verdict::Hard,
@@ -127,8 +133,16 @@ pub fn identity(server: &Server, hostname: &str, addresses: &[String]) -> Findin
         ),
         (false, _) => f
             .says(
-                format!("the server answering for {} does not hold {addr} (it has {})", server.hostname, addresses.join(", ")),
-                format!("{} 对应的服务器没有地址 {addr}（实际为 {}）", server.hostname, addresses.join(", ")),
+                format!(
+                    "the server answering for {} does not hold {addr} (it has {})",
+                    server.hostname,
+                    addresses.join(", ")
+                ),
+                format!(
+                    "{} 对应的服务器没有地址 {addr}（实际为 {}）",
+                    server.hostname,
+                    addresses.join(", ")
+                ),
             )
             .fail(
                 Verdict::Hard,
@@ -138,8 +152,14 @@ pub fn identity(server: &Server, hostname: &str, addresses: &[String]) -> Findin
             ),
         (true, false) => f
             .says(
-                format!("{addr} is host {hostname:?}, the plan says {:?}", server.hostname),
-                format!("{addr} 的主机名为 {hostname:?}，规划为 {:?}", server.hostname),
+                format!(
+                    "{addr} is host {hostname:?}, the plan says {:?}",
+                    server.hostname
+                ),
+                format!(
+                    "{addr} 的主机名为 {hostname:?}，规划为 {:?}",
+                    server.hostname
+                ),
             )
             .fail(
                 Verdict::Soft,
@@ -159,7 +179,12 @@ pub fn capacity(server: &Server, t: &Thresholds, cores: u64, memory_bytes: u64) 
         format!("{cores} 核（最低 {}）", t.min_cores),
     );
     out.push(if cores < t.min_cores {
-        f.fail(Verdict::Hard, Party::Customer, "give the server more CPU cores", "为服务器增加 CPU 核数")
+        f.fail(
+            Verdict::Hard,
+            Party::Customer,
+            "give the server more CPU cores",
+            "为服务器增加 CPU 核数",
+        )
     } else {
         f
     });
@@ -168,7 +193,12 @@ pub fn capacity(server: &Server, t: &Thresholds, cores: u64, memory_bytes: u64) 
         format!("内存 {mib} MiB（最低 {}）", t.min_memory_mib),
     );
     out.push(if mib < t.min_memory_mib {
-        f.fail(Verdict::Hard, Party::Customer, "give the server more memory", "为服务器增加内存")
+        f.fail(
+            Verdict::Hard,
+            Party::Customer,
+            "give the server more memory",
+            "为服务器增加内存",
+        )
     } else {
         f
     });
@@ -177,11 +207,23 @@ pub fn capacity(server: &Server, t: &Thresholds, cores: u64, memory_bytes: u64) 
 
 /// Free space on a data directory; `free_bytes` is `None` when no mount holds it.
 pub fn disk_free(server: &Server, t: &Thresholds, dir: &str, free_bytes: Option<u64>) -> Finding {
-    let f = Finding::new(server, format!("disk_free:{dir}"), PauseReason::DiskPerformance);
+    let f = Finding::new(
+        server,
+        format!("disk_free:{dir}"),
+        PauseReason::DiskPerformance,
+    );
     match free_bytes {
         None => f
-            .says(format!("no filesystem found for {dir}"), format!("未找到 {dir} 所在的文件系统"))
-            .fail(Verdict::Hard, Party::Customer, "create and mount the data directory", "创建并挂载数据目录"),
+            .says(
+                format!("no filesystem found for {dir}"),
+                format!("未找到 {dir} 所在的文件系统"),
+            )
+            .fail(
+                Verdict::Hard,
+                Party::Customer,
+                "create and mount the data directory",
+                "创建并挂载数据目录",
+            ),
         Some(b) => {
             let gib = b / (1 << 30);
             let f = f.says(
@@ -189,7 +231,12 @@ pub fn disk_free(server: &Server, t: &Thresholds, dir: &str, free_bytes: Option<
                 format!("{dir} 可用 {gib} GiB（最低 {}）", t.min_free_disk_gib),
             );
             if gib < t.min_free_disk_gib {
-                f.fail(Verdict::Hard, Party::Customer, "free or add disk space for the data directory", "为数据目录清理或扩容磁盘")
+                f.fail(
+                    Verdict::Hard,
+                    Party::Customer,
+                    "free or add disk space for the data directory",
+                    "为数据目录清理或扩容磁盘",
+                )
             } else {
                 f
             }
@@ -198,18 +245,47 @@ pub fn disk_free(server: &Server, t: &Thresholds, dir: &str, free_bytes: Option<
 }
 
 /// One package file as the agent found it (`status` as in `VerifyPackage`).
-pub fn package_file(server: &Server, path: &str, is_backup: bool, status: &str, detail: &str) -> Finding {
+pub fn package_file(
+    server: &Server,
+    path: &str,
+    is_backup: bool,
+    status: &str,
+    detail: &str,
+) -> Finding {
     let f = Finding::new(server, format!("package:{path}"), PauseReason::Package);
-    let what = if is_backup { "database backup" } else { "package file" };
-    let what_zh = if is_backup { "数据库备份" } else { "部署包文件" };
+    let what = if is_backup {
+        "database backup"
+    } else {
+        "package file"
+    };
+    let what_zh = if is_backup {
+        "数据库备份"
+    } else {
+        "部署包文件"
+    };
     if status == "ok" {
-        return f.says(format!("{what} {path} complete"), format!("{what_zh} {path} 完整"));
+        return f.says(
+            format!("{what} {path} complete"),
+            format!("{what_zh} {path} 完整"),
+        );
     }
     let (en, zh) = match status {
-        "missing" => (format!("{what} {path} is missing"), format!("{what_zh} {path} 缺失")),
-        "wrong_size" => (format!("{what} {path} has the wrong size ({detail} bytes): incomplete download"), format!("{what_zh} {path} 大小不符（{detail} 字节）：下载不完整")),
-        "wrong_hash" => (format!("{what} {path} has the wrong SHA-256 ({detail})"), format!("{what_zh} {path} 的 SHA-256 不符（{detail}）")),
-        _ => (format!("{what} {path}: {status} {detail}"), format!("{what_zh} {path}：{status} {detail}")),
+        "missing" => (
+            format!("{what} {path} is missing"),
+            format!("{what_zh} {path} 缺失"),
+        ),
+        "wrong_size" => (
+            format!("{what} {path} has the wrong size ({detail} bytes): incomplete download"),
+            format!("{what_zh} {path} 大小不符（{detail} 字节）：下载不完整"),
+        ),
+        "wrong_hash" => (
+            format!("{what} {path} has the wrong SHA-256 ({detail})"),
+            format!("{what_zh} {path} 的 SHA-256 不符（{detail}）"),
+        ),
+        _ => (
+            format!("{what} {path}: {status} {detail}"),
+            format!("{what_zh} {path}：{status} {detail}"),
+        ),
     };
     f.says(en, zh).fail(
         Verdict::Hard,
@@ -222,13 +298,39 @@ pub fn package_file(server: &Server, path: &str, is_backup: bool, status: &str, 
 /// Clock offset of a server against the controller, in milliseconds.
 pub fn clock(server: &Server, t: &Thresholds, offset_ms: i64, synchronized: bool) -> Finding {
     let f = Finding::new(server, "clock", PauseReason::Other).says(
-        format!("clock offset {offset_ms} ms (maximum {}), {}", t.max_clock_skew_ms, if synchronized { "synchronised" } else { "not synchronised" }),
-        format!("时钟偏差 {offset_ms} ms（最大 {}），{}", t.max_clock_skew_ms, if synchronized { "已同步" } else { "未同步" }),
+        format!(
+            "clock offset {offset_ms} ms (maximum {}), {}",
+            t.max_clock_skew_ms,
+            if synchronized {
+                "synchronised"
+            } else {
+                "not synchronised"
+            }
+        ),
+        format!(
+            "时钟偏差 {offset_ms} ms（最大 {}），{}",
+            t.max_clock_skew_ms,
+            if synchronized {
+                "已同步"
+            } else {
+                "未同步"
+            }
+        ),
     );
     if offset_ms.unsigned_abs() > t.max_clock_skew_ms {
-        f.fail(Verdict::Hard, Party::Customer, "synchronise the server's clock (chrony/NTP) with the others", "使用 chrony/NTP 同步服务器时钟")
+        f.fail(
+            Verdict::Hard,
+            Party::Customer,
+            "synchronise the server's clock (chrony/NTP) with the others",
+            "使用 chrony/NTP 同步服务器时钟",
+        )
     } else if !synchronized {
-        f.fail(Verdict::Soft, Party::Customer, "enable time synchronisation (chrony/NTP)", "启用时间同步（chrony/NTP）")
+        f.fail(
+            Verdict::Soft,
+            Party::Customer,
+            "enable time synchronisation (chrony/NTP)",
+            "启用时间同步（chrony/NTP）",
+        )
     } else {
         f
     }
@@ -236,11 +338,13 @@ pub fn clock(server: &Server, t: &Thresholds, offset_ms: i64, synchronized: bool
 
 /// Counts of each verdict.
 pub fn tally(findings: &[Finding]) -> (usize, usize, usize) {
-    findings.iter().fold((0, 0, 0), |(p, s, h), f| match f.verdict {
-        Verdict::Pass => (p + 1, s, h),
-        Verdict::Soft => (p, s + 1, h),
-        Verdict::Hard => (p, s, h + 1),
-    })
+    findings
+        .iter()
+        .fold((0, 0, 0), |(p, s, h), f| match f.verdict {
+            Verdict::Pass => (p + 1, s, h),
+            Verdict::Soft => (p, s + 1, h),
+            Verdict::Hard => (p, s, h + 1),
+        })
 }
 
 #[cfg(test)]
@@ -269,24 +373,42 @@ mod tests {
         let ok = identity(&s, "SOA-01.example", &["10.0.0.5/24".into()]);
         assert_eq!(ok.verdict, Verdict::Pass);
         let moved = identity(&s, "soa-01", &["10.0.0.6/24".into()]);
-        assert_eq!((moved.verdict, moved.party), (Verdict::Hard, Party::Integrator));
-        assert_eq!(identity(&s, "other", &["10.0.0.5/24".into()]).verdict, Verdict::Soft);
+        assert_eq!(
+            (moved.verdict, moved.party),
+            (Verdict::Hard, Party::Integrator)
+        );
+        assert_eq!(
+            identity(&s, "other", &["10.0.0.5/24".into()]).verdict,
+            Verdict::Soft
+        );
 
         let cap = capacity(&s, &t, 2, 64 << 30);
         assert_eq!(cap[0].verdict, Verdict::Hard);
         assert_eq!(cap[1].verdict, Verdict::Pass);
-        assert_eq!(disk_free(&s, &t, "/data", Some(10 << 30)).verdict, Verdict::Hard);
-        assert_eq!(disk_free(&s, &t, "/data", Some(100 << 30)).verdict, Verdict::Pass);
+        assert_eq!(
+            disk_free(&s, &t, "/data", Some(10 << 30)).verdict,
+            Verdict::Hard
+        );
+        assert_eq!(
+            disk_free(&s, &t, "/data", Some(100 << 30)).verdict,
+            Verdict::Pass
+        );
         assert_eq!(disk_free(&s, &t, "/data", None).verdict, Verdict::Hard);
 
         let p = package_file(&s, "/b.dump", true, "missing", "");
         assert_eq!((p.verdict, p.reason), (Verdict::Hard, PauseReason::Package));
         assert!(p.message.contains("database backup") && p.message_zh.contains("数据库备份"));
-        assert_eq!(package_file(&s, "/a", false, "ok", "").verdict, Verdict::Pass);
+        assert_eq!(
+            package_file(&s, "/a", false, "ok", "").verdict,
+            Verdict::Pass
+        );
 
         assert_eq!(clock(&s, &t, 10, true).verdict, Verdict::Pass);
         assert_eq!(clock(&s, &t, 10, false).verdict, Verdict::Soft);
-        assert_eq!(clock(&s, &t, -(t.max_clock_skew_ms as i64) - 1, true).verdict, Verdict::Hard);
+        assert_eq!(
+            clock(&s, &t, -(t.max_clock_skew_ms as i64) - 1, true).verdict,
+            Verdict::Hard
+        );
         let all = vec![reachable(&s, None), moved, p];
         assert_eq!(tally(&all), (1, 0, 2));
         assert_eq!(all[2].to_failure().check, "soa-01:package:/b.dump");
