@@ -789,7 +789,7 @@ impl Levels {
 
     /// RFC 6962 hash of the `len` leaves starting at `lo` (len >= 1, within the log).
     fn hash(&self, lo: usize, len: usize) -> Hash32 {
-        if len.is_power_of_two() && lo % len == 0 {
+        if len.is_power_of_two() && lo.is_multiple_of(len) {
             let k = len.trailing_zeros() as usize;
             return self.0[k][lo / len];
         }
