@@ -250,21 +250,6 @@ pub fn agents(list: &[pb::AgentInfo], now_ms: i64) -> String {
     t.render()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn table_aligns_and_trims() {
-        let mut t = Table::new(&["A", "LONG"]);
-        t.row(vec!["xyz".into(), "1".into()]);
-        t.row(vec!["q".into()]);
-        assert_eq!(t.render(), "A    LONG\nxyz  1\nq\n");
-        assert_eq!(bytes(512), "512 B");
-        assert_eq!(bytes(3 << 30), "3.0 GiB");
-    }
-}
-
 /// A sweep report for people: summary, then failures grouped by who must fix them, then every
 /// check. `zh` picks the Chinese messages.
 pub fn sweep(r: &pb::SweepReport, zh: bool) -> String {
@@ -380,4 +365,19 @@ tr.hard td{{background:#fdd}}tr.soft td{{background:#ffe9b3}}tr.pass td{{backgro
         soft = r.soft,
         hard = r.hard,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_aligns_and_trims() {
+        let mut t = Table::new(&["A", "LONG"]);
+        t.row(vec!["xyz".into(), "1".into()]);
+        t.row(vec!["q".into()]);
+        assert_eq!(t.render(), "A    LONG\nxyz  1\nq\n");
+        assert_eq!(bytes(512), "512 B");
+        assert_eq!(bytes(3 << 30), "3.0 GiB");
+    }
 }
