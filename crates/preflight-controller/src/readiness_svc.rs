@@ -106,7 +106,7 @@ impl ReadinessSvc {
         if let Some(d) = dial_addr(rec).and_then(|d| d.parse::<std::net::SocketAddr>().ok()) {
             addrs.push(d.ip().to_string());
         }
-        out.push(readiness::identity(server, &inv.hostname, &addrs));
+        out.push(readiness::identity(server, &inv.hostname, &rec.id, &addrs));
         let cpu = inv.cpu.clone().unwrap_or_default();
         let mem = inv.memory.unwrap_or_default();
         out.extend(readiness::capacity(

@@ -114,14 +114,17 @@ pub fn reachable(server: &Server, error: Option<&str>) -> Finding {
     }
 }
 
-/// The server is the one the plan means: hostname and address.
-pub fn identity(server: &Server, hostname: &str, addresses: &[String]) -> Finding {
+/// The server is the one the plan means: address, and name — the host's own name or the agent
+/// id it was enrolled under (an operator who enrolls `soa-01` on a host called `localhost`
+/// has mapped it deliberately).
+pub fn identity(server: &Server, hostname: &str, agent_id: &str, addresses: &[String]) -> Finding {
     let f = Finding::new(server, "identity", PauseReason::Planning);
     let addr = server.address.to_string();
     let has_addr = addresses
         .iter()
         .any(|a| a.split('/').next() == Some(addr.as_str()));
-    let same_name = hostname.eq_ignore_ascii_case(&server.hostname)
+    let same_name = agent_id.eq_ignore_ascii_case(&server.hostname)
+        || hostname.eq_ignore_ascii_case(&server.hostname)
         || hostname
             .split('.')
             .next()
@@ -370,9 +373,9 @@ mod tests {
         assert_eq!((r.verdict, r.party), (Verdict::Hard, Party::Project));
         assert!(r.message.contains("connection refused") && !r.fix_zh.is_empty());
 
-        let ok = identity(&s, "SOA-01.example", &["10.0.0.5/24".into()]);
+        let ok = identity(&s, "SOA-01.example", "x", &["10.0.0.5/24".into()]);
         assert_eq!(ok.verdict, Verdict::Pass);
-        let moved = identity(&s, "soa-01", &["10.0.0.6/24".into()]);
+        let moved = identity(&s, "soa-01", "soa-01", &["10.0.0.6/24".into()]);
         assert_eq!(
             (moved.verdict, moved.party),
             (Verdict::Hard, Party::Integrator)
