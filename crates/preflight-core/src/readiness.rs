@@ -381,9 +381,11 @@ mod tests {
             (Verdict::Hard, Party::Integrator)
         );
         assert_eq!(
-            identity(&s, "other", &["10.0.0.5/24".into()]).verdict,
+            identity(&s, "other", "x", &["10.0.0.5/24".into()]).verdict,
             Verdict::Soft
         );
+        let by_id = identity(&s, "localhost", "soa-01", &["10.0.0.5/24".into()]);
+        assert_eq!(by_id.verdict, Verdict::Pass);
 
         let cap = capacity(&s, &t, 2, 64 << 30);
         assert_eq!(cap[0].verdict, Verdict::Hard);
