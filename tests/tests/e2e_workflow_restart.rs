@@ -346,3 +346,81 @@ fn killed_controller_restarts_consistent() {
         "too few commands ran: {acked_count}"
     );
 }
+
+/// A pause that crosses 15 days while the controller is down is escalated at start-up, before
+/// the controller serves anything (not on the 30-second timer).
+#[test]
+fn pause_due_while_down_escalates_at_start_up() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let (ctl, creds) = start(&data, true);
+    let (admin, pin) = creds.expect("init prints token and pin");
+    let mut cli = Cli {
+        url: ctl.url.clone(),
+        pin,
+        tokens: [("admin".to_string(), admin)].into_iter().collect(),
+    };
+    for (name, role) in [("pat", "project"), ("ian", "integrator")] {
+        let v = cli.json("admin", &["user", "add", name, "--role", role]);
+        cli.tokens
+            .insert(name.into(), v["token"].as_str().expect("token").into());
+    }
+    cli.json(
+        "admin",
+        &[
+            "project", "add", "P1", "--name", "p", "--line", "gov", "--budget", "B1",
+        ],
+    );
+    cli.json(
+        "pat",
+        &["batch", "create", "X", "--project", "P1", "--title", "t"],
+    );
+    cli.json("pat", &["batch", "advance", "X"]);
+    cli.json("ian", &["batch", "advance", "X"]);
+    cli.json(
+        "ian",
+        &[
+            "batch",
+            "pause",
+            "X",
+            "--reason",
+            "site_busy",
+            "--text",
+            "nobody on site",
+        ],
+    );
+    // Put the controller's clock just short of the boundary, then stop it.
+    let paused_at = cli.json("admin", &["batch", "show", "X"])["batch"]["pause"]["at"]
+        .as_i64()
+        .expect("pause time");
+    let now = cli.json("admin", &["dev", "clock", "show"])["now_ms"]
+        .as_i64()
+        .expect("now");
+    let short = (paused_at + 15 * 86_400_000 - 1_500 - now) / 1000;
+    let v = cli.json("admin", &["dev", "clock", "advance", &format!("{short}s")]);
+    assert_eq!(v["escalated"], serde_json::json!([]), "{v}");
+    let show = cli.json("admin", &["batch", "show", "X"]);
+    assert_eq!(show["batch"]["stage"], "problem_handling");
+    let due = show["escalates_after"].as_i64().expect("escalation time");
+    let mut ctl = ctl;
+    ctl.proc.0.kill().expect("SIGKILL");
+    let _ = ctl.proc.0.wait();
+    // The dev clock runs on while the controller is down; wait until it is past the boundary.
+    let offset_at_kill = v["offset_ms"].as_i64().expect("offset");
+    let system_ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_millis() as i64
+    };
+    preflight_tests::cluster::eventually(Duration::from_secs(5), "clock past the boundary", || {
+        (system_ms() + offset_at_kill > due + 10).then_some(())
+    });
+    let (ctl, _) = start(&data, false);
+    cli.url = ctl.url.clone();
+    // The very first read after start-up sees the escalation.
+    let show = cli.json("admin", &["batch", "show", "X"]);
+    assert_eq!(show["batch"]["stage"], "gd_confirm", "{show}");
+    let last = show["history"].as_array().and_then(|h| h.last()).cloned();
+    assert_eq!(last.map(|e| e["by"]["kind"].clone()), Some("system".into()));
+}
