@@ -1,15 +1,1267 @@
-//! The deployment workflow subcommands (in progress).
+//! The deployment workflow subcommands (WORKFLOW.md): users, projects, batches, GD, the
+//! deployer queue, pause statistics and the dev clock. Every command is a call of the
+//! controller's Workflow service; the controller checks roles and stages and says what is
+//! allowed when it refuses.
 
-use crate::client::Conn;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use preflight_core::workflow::{
+    BatchView, Event, GateStatus, Holder, Party, PauseReason, PauseStatsRow, QueueClass,
+    QueueEntry, Stage, Timestamp,
+};
+use preflight_proto::v1 as pb;
+use preflight_render::Table;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+use crate::client::{status, Conn};
 use crate::Output;
+
+/// Display language of stage, reason and party names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Lang {
+    /// Stable ids (`deploy`, `package`).
+    #[default]
+    En,
+    /// Chinese names (系统部署, 部署包不完整).
+    Zh,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct LangArg {
+    /// Language of stage, reason and party names: en (ids) or zh (中文).
+    #[arg(long, value_enum, default_value_t = Lang::En)]
+    lang: Lang,
+}
 
 /// Workflow subcommands, flattened into the top level.
 #[derive(Debug, clap::Subcommand)]
 pub enum WorkflowCmd {
-    /// Deployment batches.
-    Batch,
+    /// People and their roles: `user add NAME --role ROLE` prints the token once.
+    #[command(subcommand)]
+    User(UserCmd),
+    /// Projects (立项): add, approve, list.
+    #[command(subcommand)]
+    Project(ProjectCmd),
+    /// Deployment batches (部署批次): create, list, show, advance, pause, resolve, terminate...
+    #[command(subcommand)]
+    Batch(BatchCmd),
+    /// GD's decision on a batch in gd_confirm (GD确认暂停原因).
+    #[command(subcommand)]
+    Gd(GdCmd),
+    /// Assign a batch in stage assign to a deployer (default: the least loaded one).
+    #[command(
+        after_help = "Examples:\n  preflight assign B7 --deployer amy\n  preflight assign B7          # least loaded deployer"
+    )]
+    Assign {
+        /// Batch id.
+        batch: String,
+        /// Deployer name; omitted: the least loaded deployer.
+        #[arg(long)]
+        deployer: Option<String>,
+    },
+    /// The deployer list (部署人员).
+    #[command(subcommand)]
+    Deployer(DeployerCmd),
+    /// The deployer queues (部署排队): deploying, then queued, then paused.
+    #[command(
+        after_help = "Examples:\n  preflight queue\n  preflight queue --deployer amy --lang zh"
+    )]
+    Queue {
+        /// Only this deployer's list.
+        #[arg(long)]
+        deployer: Option<String>,
+        #[command(flatten)]
+        lang: LangArg,
+    },
+    /// Queue jump (插队) with a delivery lead's approval (run as the delivery lead).
+    #[command(
+        after_help = "Example:\n  preflight jump B9 --position 2 --approval \"customer go-live on Friday, approved by lee\""
+    )]
+    Jump {
+        /// Batch id (queued).
+        batch: String,
+        /// Target position in the deployer's list, from 1 (never ahead of a batch being deployed).
+        #[arg(long)]
+        position: u32,
+        /// Why the jump is approved (recorded in the history).
+        #[arg(long)]
+        approval: String,
+    },
+    /// Statistics: `stats pauses` (who caused which pauses, for how long).
+    #[command(subcommand)]
+    Stats(StatsCmd),
+    /// Tests and rehearsals only (controller started with --dev-clock).
+    #[command(subcommand)]
+    Dev(DevCmd),
 }
 
-pub async fn run(_c: WorkflowCmd, _conn: &Conn, _out: Output) -> anyhow::Result<()> {
-    anyhow::bail!("the workflow commands are not wired yet")
+#[derive(Debug, clap::Subcommand)]
+pub enum UserCmd {
+    /// Add a user (admin only); prints the user's token once.
+    #[command(
+        after_help = "Example:\n  preflight user add amy --role deployer\nRoles: admin, dispatcher, project, integrator, deployer, perf_checker, reviewer, delivery_lead, gd, auditor"
+    )]
+    Add {
+        /// User name (for a deployer: the name in the deployer list).
+        name: String,
+        /// Role.
+        #[arg(long)]
+        role: String,
+    },
+    /// List users and roles.
+    List,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ApprovalArgs {
+    /// Approved (立项) with this budget reference.
+    #[arg(long, conflicts_with_all = ["exception_approver", "exception_ref"])]
+    budget: Option<String>,
+    /// Exception record instead of approval: who approved it.
+    #[arg(long, requires = "exception_ref")]
+    exception_approver: Option<String>,
+    /// Exception record: its reference.
+    #[arg(long, requires = "exception_approver")]
+    exception_ref: Option<String>,
+}
+
+impl ApprovalArgs {
+    fn to_pb(&self) -> pb::ProjectApproval {
+        match (&self.budget, &self.exception_approver, &self.exception_ref) {
+            (Some(b), _, _) => pb::ProjectApproval {
+                kind: "approved".into(),
+                budget: b.clone(),
+                ..Default::default()
+            },
+            (None, Some(a), Some(r)) => pb::ProjectApproval {
+                kind: "exception".into(),
+                approver: a.clone(),
+                reference: r.clone(),
+                ..Default::default()
+            },
+            _ => pb::ProjectApproval {
+                kind: "pending".into(),
+                ..Default::default()
+            },
+        }
+    }
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum ProjectCmd {
+    /// Create a project (admin, project, delivery_lead).
+    #[command(
+        after_help = "Examples:\n  preflight project add P1 --name \"Tax portal\" --line gov --budget B-2026-7\n  preflight project add P2 --name Exchange --line trading   # approval pending"
+    )]
+    Add {
+        /// Project id.
+        id: String,
+        /// Display name.
+        #[arg(long)]
+        name: String,
+        /// Business line.
+        #[arg(long)]
+        line: String,
+        #[command(flatten)]
+        approval: ApprovalArgs,
+    },
+    /// Record a project's approval or exception (admin, delivery_lead).
+    #[command(
+        after_help = "Examples:\n  preflight project approve P2 --budget B-2026-9\n  preflight project approve P2 --exception-approver lee --exception-ref EX-12"
+    )]
+    Approve {
+        /// Project id.
+        id: String,
+        #[command(flatten)]
+        approval: ApprovalArgs,
+    },
+    /// List projects (with any restriction) and deployers.
+    List,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum BatchCmd {
+    /// Create a batch in stage apply (project role).
+    #[command(
+        after_help = "Example:\n  preflight batch create B7 --project P1 --title \"3 SOA nodes\""
+    )]
+    Create {
+        /// Batch id.
+        id: String,
+        /// Project id.
+        #[arg(long)]
+        project: String,
+        /// Title.
+        #[arg(long)]
+        title: String,
+        /// Business line (default: the project's).
+        #[arg(long)]
+        line: Option<String>,
+    },
+    /// List batches.
+    List {
+        /// Only this project's.
+        #[arg(long)]
+        project: Option<String>,
+        #[command(flatten)]
+        lang: LangArg,
+    },
+    /// Stage, holder, gates (what each still needs), queue line and history of a batch.
+    #[command(after_help = "Example:\n  preflight batch show B7 --lang zh")]
+    Show {
+        /// Batch id.
+        batch: String,
+        #[command(flatten)]
+        lang: LangArg,
+    },
+    /// Move to the next stage when its gates pass (role of the stage).
+    Advance {
+        /// Batch id.
+        batch: String,
+    },
+    /// Pause (部署暂停) a batch in stages 3-13: to problem_handling.
+    #[command(
+        after_help = "Example:\n  preflight batch pause B7 --reason package --text \"database backup files missing\" --party project\nReasons: package, network_ports, planning, history_info, site_busy, remote_access, disk_performance, vip_missing, jump_host_missing, other\nParties: project, integrator, deployer, dispatcher, perf_checker, customer, other"
+    )]
+    Pause {
+        /// Batch id.
+        batch: String,
+        /// Reason category.
+        #[arg(long)]
+        reason: String,
+        /// What happened.
+        #[arg(long)]
+        text: String,
+        /// Responsible party (default: project).
+        #[arg(long)]
+        party: Option<String>,
+    },
+    /// The pause is handled (暂停问题处理完成): back to the pausing stage and person.
+    Resolve {
+        /// Batch id.
+        batch: String,
+        /// What was done.
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Ask to terminate (中止部署流程): to gd_confirm; GD's confirmation makes it final.
+    Terminate {
+        /// Batch id.
+        batch: String,
+        /// Why.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Restart deployment of a batch returned from a pause in deploy (its deployer or a dispatcher).
+    Start {
+        /// Batch id.
+        batch: String,
+    },
+    /// Attach the plan facts (integrator).
+    #[command(
+        after_help = "Example:\n  preflight batch plan B7 --digest sha256:ab12 --host 10.0.0.5 --host 10.0.0.6"
+    )]
+    Plan {
+        /// Batch id.
+        batch: String,
+        /// Digest of the plan content.
+        #[arg(long)]
+        digest: String,
+        /// Planned host, repeatable.
+        #[arg(long = "host")]
+        hosts: Vec<String>,
+        /// What the plan still lacks, repeatable.
+        #[arg(long)]
+        incomplete: Vec<String>,
+    },
+    /// The project confirms the attached plan.
+    ConfirmPlan {
+        /// Batch id.
+        batch: String,
+    },
+    /// Record a risk of the batch.
+    Risk {
+        /// Batch id.
+        batch: String,
+        /// What the risk is.
+        #[arg(long)]
+        text: String,
+        /// Check id it comes from (a soft failure or perf shortfall).
+        #[arg(long)]
+        source: Option<String>,
+    },
+    /// Upload the risk filing (风险备案) naming every recorded risk (project).
+    FileRisks {
+        /// Batch id.
+        batch: String,
+        /// Risk number, repeatable.
+        #[arg(long = "risk")]
+        risks: Vec<u32>,
+        /// Reference of the uploaded document.
+        #[arg(long)]
+        document: String,
+    },
+    /// The reviewer's verdict on the risk filing.
+    Review {
+        /// Batch id.
+        batch: String,
+        /// Approve (to accept).
+        #[arg(long, conflicts_with = "reject", required_unless_present = "reject")]
+        approve: bool,
+        /// Reject (back to risk_upload).
+        #[arg(long)]
+        reject: bool,
+        /// Note.
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Record acceptance and a rating 1-5 (project).
+    Accept {
+        /// Batch id.
+        batch: String,
+        /// Rating 1-5.
+        #[arg(long)]
+        rating: u32,
+        /// Comment.
+        #[arg(long, default_value = "")]
+        comment: String,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum GdCmd {
+    /// Confirm the pause reason (back to problem_handling) or the termination (final).
+    #[command(
+        after_help = "Examples:\n  preflight gd confirm B7 --decision reason --note \"customer site closed until July\"\n  preflight gd confirm B7 --decision termination"
+    )]
+    Confirm {
+        /// Batch id.
+        batch: String,
+        /// reason or termination.
+        #[arg(long, value_parser = ["reason", "termination"])]
+        decision: String,
+        /// Note.
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum DeployerCmd {
+    /// Add a deployer (admin, dispatcher); the name is the deployer's user name.
+    Add {
+        /// Name.
+        name: String,
+    },
+    /// List deployers and their load.
+    List,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum StatsCmd {
+    /// Pauses grouped by reason, party, project or business line: count, total and median days.
+    #[command(
+        after_help = "Examples:\n  preflight stats pauses --by party\n  preflight stats pauses --by reason --since 2026-06-01 --lang zh"
+    )]
+    Pauses {
+        /// Grouping.
+        #[arg(long, default_value = "reason", value_parser = ["reason", "party", "project", "line"])]
+        by: String,
+        /// Only pauses that began at or after this date or time (RFC 3339, e.g. 2026-06-01).
+        #[arg(long)]
+        since: Option<String>,
+        #[command(flatten)]
+        lang: LangArg,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum DevCmd {
+    /// The controller's settable clock (admin; needs `preflight serve --dev-clock`).
+    #[command(subcommand)]
+    Clock(ClockCmd),
+    /// Record a sweep result as the controller would (admin; needs --dev-clock).
+    #[command(
+        after_help = "Examples:\n  preflight dev record readiness B7\n  preflight dev record readiness B7 --fail ports.10.0.0.5:8080:network_ports:customer\n  preflight dev record hardening B7\n  preflight dev record perf B7"
+    )]
+    Record {
+        /// readiness, hardening or perf.
+        #[arg(value_parser = ["readiness", "hardening", "perf"])]
+        kind: String,
+        /// Batch id.
+        batch: String,
+        /// A hard failure (readiness) or shortfall (perf): CHECK:REASON[:PARTY], repeatable.
+        #[arg(long = "fail")]
+        fails: Vec<String>,
+        /// A soft failure (readiness): CHECK:REASON[:PARTY], repeatable.
+        #[arg(long = "soft")]
+        softs: Vec<String>,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum ClockCmd {
+    /// Set the clock to a time (RFC 3339, e.g. 2026-06-18T08:00:00Z).
+    Set {
+        /// The time.
+        time: String,
+    },
+    /// Move the clock forward, e.g. 15d, 1h, 1s; runs the escalation check right away.
+    Advance {
+        /// The duration.
+        duration: String,
+    },
+    /// Show the controller's time.
+    Show,
+}
+
+/// Adds the bearer token to every request.
+#[derive(Clone)]
+struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut r: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        r.metadata_mut().insert("authorization", self.0.clone());
+        Ok(r)
+    }
+}
+
+type Client = pb::workflow_client::WorkflowClient<InterceptedService<Channel, Bearer>>;
+
+async fn client(conn: &Conn) -> anyhow::Result<Client> {
+    let (url, token, pin) = conn.resolve()?;
+    let Some(token) = token else {
+        bail!("no token: pass --token, set PREFLIGHT_TOKEN, or run `preflight login` (the first admin token is printed by `preflight serve --init`)");
+    };
+    let channel = crate::client::connect(&url, pin.as_deref()).await?;
+    let header = format!("Bearer {}", token.trim()).parse().map_err(|_| {
+        anyhow::anyhow!("--token contains characters that cannot be sent in a header")
+    })?;
+    Ok(
+        pb::workflow_client::WorkflowClient::with_interceptor(channel, Bearer(header))
+            .max_decoding_message_size(preflight_controller::MAX_MESSAGE_BYTES),
+    )
+}
+
+fn civil_days(y: i64, m: i64, d: i64) -> i64 {
+    // Days since 1970-01-01 (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Parses `YYYY-MM-DD` (midnight UTC) or RFC 3339 `YYYY-MM-DDTHH:MM[:SS[.fff]](Z|±HH:MM)` into
+/// Unix milliseconds.
+pub fn parse_time(s: &str) -> anyhow::Result<i64> {
+    let bad = || {
+        anyhow::anyhow!(
+            "invalid time {s:?}: use RFC 3339, e.g. 2026-06-18T08:30:00Z, or a date, e.g. 2026-06-18"
+        )
+    };
+    let t = s.trim();
+    let num = |a: usize, b: usize| -> anyhow::Result<i64> {
+        let part = t.get(a..b).ok_or_else(bad)?;
+        if !part.bytes().all(|c| c.is_ascii_digit()) {
+            return Err(bad());
+        }
+        part.parse::<i64>().map_err(|_| bad())
+    };
+    if t.len() < 10 || &t[4..5] != "-" || &t[7..8] != "-" {
+        return Err(bad());
+    }
+    let (y, mo, d) = (num(0, 4)?, num(5, 7)?, num(8, 10)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) {
+        return Err(bad());
+    }
+    let mut ms = civil_days(y, mo, d) * 86_400_000;
+    if t.len() == 10 {
+        return Ok(ms);
+    }
+    if !matches!(&t[10..11], "T" | "t" | " ") || t.len() < 16 || &t[13..14] != ":" {
+        return Err(bad());
+    }
+    let (h, mi) = (num(11, 13)?, num(14, 16)?);
+    let mut rest = &t[16..];
+    let mut sec = 0;
+    let mut frac = 0;
+    if let Some(r) = rest.strip_prefix(':') {
+        let digits = r.get(0..2).ok_or_else(bad)?;
+        sec = digits.parse::<i64>().map_err(|_| bad())?;
+        rest = &r[2..];
+        if let Some(r) = rest.strip_prefix('.') {
+            let n = r.bytes().take_while(u8::is_ascii_digit).count();
+            if n == 0 {
+                return Err(bad());
+            }
+            let f = &r[..n.min(3)];
+            frac = format!("{f:0<3}").parse::<i64>().map_err(|_| bad())?;
+            rest = &r[n..];
+        }
+    }
+    if h > 23 || mi > 59 || sec > 60 {
+        return Err(bad());
+    }
+    let offset_min = match rest {
+        "Z" | "z" => 0,
+        r if r.len() == 6 && (r.starts_with('+') || r.starts_with('-')) && &r[3..4] == ":" => {
+            let oh: i64 = r[1..3].parse().map_err(|_| bad())?;
+            let om: i64 = r[4..6].parse().map_err(|_| bad())?;
+            let sign = if r.starts_with('-') { -1 } else { 1 };
+            sign * (oh * 60 + om)
+        }
+        _ => return Err(bad()),
+    };
+    ms += ((h * 60 + mi - offset_min) * 60 + sec) * 1000 + frac;
+    Ok(ms)
+}
+
+fn stage_name(s: Stage, lang: Lang) -> String {
+    match lang {
+        Lang::En => s.id().to_string(),
+        Lang::Zh => s.zh().to_string(),
+    }
+}
+
+fn reason_name(r: PauseReason, lang: Lang) -> String {
+    match lang {
+        Lang::En => r.id().to_string(),
+        Lang::Zh => r.zh().to_string(),
+    }
+}
+
+fn party_name(p: Party, lang: Lang) -> String {
+    match lang {
+        Lang::En => p.id().to_string(),
+        Lang::Zh => p.zh().to_string(),
+    }
+}
+
+fn holder(h: &Holder) -> String {
+    match h {
+        Holder::Person(p) => p.clone(),
+        Holder::Roles(r) => format!(
+            "role {}",
+            r.iter()
+                .map(|r| r.as_str())
+                .collect::<Vec<_>>()
+                .join(" or ")
+        ),
+        Holder::Nobody => "nobody".into(),
+    }
+}
+
+fn class_name(c: QueueClass, lang: Lang) -> &'static str {
+    match (c, lang) {
+        (QueueClass::Deploying, Lang::En) => "deploying",
+        (QueueClass::Queued, Lang::En) => "queued",
+        (QueueClass::Paused, Lang::En) => "paused",
+        (QueueClass::Deploying, Lang::Zh) => "部署中",
+        (QueueClass::Queued, Lang::Zh) => "排队",
+        (QueueClass::Paused, Lang::Zh) => "暂停",
+    }
+}
+
+fn print_json_str(s: &str) -> anyhow::Result<()> {
+    let v: serde_json::Value = serde_json::from_str(s).context("controller reply")?;
+    crate::json(&v)
+}
+
+fn print_events(r: &pb::WorkflowExecuteReply, out: Output) -> anyhow::Result<()> {
+    if out == Output::Json {
+        return print_json_str(&r.events_json);
+    }
+    let events: Vec<Event> = serde_json::from_str(&r.events_json).context("controller reply")?;
+    for e in &events {
+        let what = match (&e.batch, &e.project) {
+            (Some(b), _) => format!("batch {b}"),
+            (None, Some(p)) => format!("project {p}"),
+            _ => String::new(),
+        };
+        let moved = match (e.from, e.to) {
+            (Some(f), Some(t)) if f != t => format!(": {} -> {} ({})", f.id(), t.id(), t.zh()),
+            (None, Some(t)) => format!(": now in {} ({})", t.id(), t.zh()),
+            _ => String::new(),
+        };
+        println!(
+            "{} {what}{moved} [event {} at {}]",
+            e.kind.name(),
+            e.seq,
+            e.at
+        );
+    }
+    Ok(())
+}
+
+fn failure_arg(s: &str) -> anyhow::Result<pb::DevCheckFailure> {
+    // CHECK may itself contain ':' (addresses); REASON and PARTY are the last parts.
+    let parts: Vec<&str> = s.rsplitn(3, ':').collect();
+    let known_party = |p: &str| p.parse::<Party>().is_ok();
+    let (check, reason, party) = match parts.as_slice() {
+        [p, r, c] if known_party(p) && r.parse::<PauseReason>().is_ok() => (*c, *r, *p),
+        [r, c, rest] if r.parse::<PauseReason>().is_ok() => {
+            (&s[..rest.len() + 1 + c.len()], *r, "project")
+        }
+        [r, c] => (*c, *r, "project"),
+        _ => bail!("invalid failure {s:?}: use CHECK:REASON[:PARTY], e.g. ports.10.0.0.5:8080:network_ports:customer"),
+    };
+    Ok(pb::DevCheckFailure {
+        check: check.into(),
+        detail: format!("{check} failed"),
+        reason: reason.into(),
+        party: party.into(),
+    })
+}
+
+fn gate_line(g: &GateStatus) -> String {
+    let mark = if g.met { "[met]    " } else { "[not met]" };
+    let mut l = format!("  {mark} {}: {}", g.gate.id(), g.needs);
+    if !g.missing.is_empty() {
+        l.push_str(&format!("\n             missing: {}", g.missing.join("; ")));
+    }
+    l
+}
+
+fn show_batch(v: &BatchView, lang: Lang, now: i64) {
+    let b = &v.batch;
+    println!("batch {}: {}", b.id, b.title);
+    println!("project:   {} (line {})", b.project, b.business_line);
+    let stage = match lang {
+        Lang::En => format!("{} ({})", b.stage.id(), b.stage.zh()),
+        Lang::Zh => format!("{} ({})", b.stage.zh(), b.stage.id()),
+    };
+    println!("stage:     {stage} since {}", b.stage_since);
+    println!("held by:   {}", holder(&v.held_by));
+    if let Some(d) = &b.deployer {
+        match &v.queue {
+            Some(q) => println!(
+                "deployer:  {d}, position {} in the queue ({} since {})",
+                q.position,
+                class_name(q.class, lang),
+                q.since
+            ),
+            None => println!("deployer:  {d}"),
+        }
+    }
+    if let Some(p) = &b.pause {
+        println!(
+            "pause:     {} ({}) by {} at {}, party {}: {}",
+            reason_name(p.reason, lang),
+            match lang {
+                Lang::En => p.reason.zh(),
+                Lang::Zh => p.reason.id(),
+            },
+            p.by,
+            p.at,
+            party_name(p.party, lang),
+            p.text
+        );
+        for i in &p.items {
+            println!(
+                "           - {}: {} ({})",
+                i.check,
+                i.detail,
+                party_name(i.party, lang)
+            );
+        }
+    }
+    if let Some(t) = v.escalates_after {
+        println!("escalates: to GD after {t} (now {})", Timestamp(now));
+    }
+    if let Some(r) = &v.restricted_by {
+        println!(
+            "restricted: project {} may not request deployment while batch {r} awaits GD",
+            b.project
+        );
+    }
+    if v.gates.is_empty() {
+        println!("gates:     none to leave this stage");
+    } else {
+        println!("gates to leave {}:", stage_name(b.stage, lang));
+        for g in &v.gates {
+            println!("{}", gate_line(g));
+        }
+    }
+    println!("history:");
+    let mut t = Table::new(&["SEQ", "AT", "BY", "EVENT", "FROM", "TO", "WHY"]);
+    for e in &v.history {
+        t.row(vec![
+            e.seq.to_string(),
+            e.at.to_string(),
+            e.by.to_string(),
+            e.kind.name().to_string(),
+            e.from.map(|s| stage_name(s, lang)).unwrap_or_default(),
+            e.to.map(|s| stage_name(s, lang)).unwrap_or_default(),
+            e.why.clone(),
+        ]);
+    }
+    print!("{}", t.render());
+}
+
+async fn exec(c: &mut Client, cmd: pb::workflow_command::Cmd, out: Output) -> anyhow::Result<()> {
+    let r = c
+        .execute(pb::WorkflowCommand { cmd: Some(cmd) })
+        .await
+        .map_err(status)?
+        .into_inner();
+    print_events(&r, out)
+}
+
+fn batch_ref(batch: String) -> pb::BatchRefCmd {
+    pb::BatchRefCmd { batch }
+}
+
+/// Runs one workflow subcommand.
+pub async fn run(cmd: WorkflowCmd, conn: &Conn, out: Output) -> anyhow::Result<()> {
+    use pb::workflow_command::Cmd as C;
+    let mut c = client(conn).await?;
+    match cmd {
+        WorkflowCmd::User(UserCmd::Add { name, role }) => {
+            let r = c
+                .add_user(pb::AddUserRequest { name, role })
+                .await
+                .map_err(status)?
+                .into_inner();
+            if out == Output::Json {
+                return crate::json(&r);
+            }
+            println!(
+                "user {} ({}) added; token (shown only this once):\n  {}",
+                r.name, r.role, r.token
+            );
+            Ok(())
+        }
+        WorkflowCmd::User(UserCmd::List) => {
+            let r = c
+                .list_users(pb::WorkflowEmpty {})
+                .await
+                .map_err(status)?
+                .into_inner();
+            if out == Output::Json {
+                return crate::json(&r.users);
+            }
+            let mut t = Table::new(&["NAME", "ROLE", "CREATED"]);
+            for u in &r.users {
+                t.row(vec![
+                    u.name.clone(),
+                    u.role.clone(),
+                    Timestamp(u.created_at_ms).to_string(),
+                ]);
+            }
+            print!("{}", t.render());
+            Ok(())
+        }
+        WorkflowCmd::Project(ProjectCmd::Add {
+            id,
+            name,
+            line,
+            approval,
+        }) => {
+            exec(
+                &mut c,
+                C::CreateProject(pb::CreateProjectCmd {
+                    id,
+                    name,
+                    business_line: line,
+                    approval: Some(approval.to_pb()),
+                }),
+                out,
+            )
+            .await
+        }
+        WorkflowCmd::Project(ProjectCmd::Approve { id, approval }) => {
+            if approval.budget.is_none() && approval.exception_approver.is_none() {
+                bail!("give --budget, or --exception-approver with --exception-ref");
+            }
+            exec(
+                &mut c,
+                C::SetApproval(pb::SetApprovalCmd {
+                    project: id,
+                    approval: Some(approval.to_pb()),
+                }),
+                out,
+            )
+            .await
+        }
+        WorkflowCmd::Project(ProjectCmd::List) | WorkflowCmd::Deployer(DeployerCmd::List) => {
+            let r = c
+                .list_projects(pb::WorkflowEmpty {})
+                .await
+                .map_err(status)?
+                .into_inner();
+            if out == Output::Json {
+                return print_json_str(&r.json);
+            }
+            let v: serde_json::Value = serde_json::from_str(&r.json)?;
+            let mut t = Table::new(&["PROJECT", "NAME", "LINE", "APPROVAL", "RESTRICTED BY"]);
+            for p in v["projects"].as_array().into_iter().flatten() {
+                let pr = &p["project"];
+                t.row(vec![
+                    pr["id"].as_str().unwrap_or("").into(),
+                    pr["name"].as_str().unwrap_or("").into(),
+                    pr["business_line"].as_str().unwrap_or("").into(),
+                    pr["approval"]["kind"].as_str().unwrap_or("").into(),
+                    p["restricted_by"].as_str().unwrap_or("-").into(),
+                ]);
+            }
+            print!("{}", t.render());
+            let mut t = Table::new(&["DEPLOYER", "LOAD"]);
+            for d in v["deployers"].as_array().into_iter().flatten() {
+                t.row(vec![
+                    d["name"].as_str().unwrap_or("").into(),
+                    d["load"].to_string(),
+                ]);
+            }
+            print!("{}", t.render());
+            Ok(())
+        }
+        WorkflowCmd::Batch(b) => batch(&mut c, b, out).await,
+        WorkflowCmd::Gd(GdCmd::Confirm {
+            batch,
+            decision,
+            note,
+        }) => {
+            exec(
+                &mut c,
+                C::GdConfirm(pb::GdConfirmCmd {
+                    batch,
+                    decision,
+                    note,
+                }),
+                out,
+            )
+            .await
+        }
+        WorkflowCmd::Assign { batch, deployer } => {
+            exec(
+                &mut c,
+                C::Assign(pb::AssignCmd {
+                    batch,
+                    deployer: deployer.unwrap_or_default(),
+                }),
+                out,
+            )
+            .await
+        }
+        WorkflowCmd::Deployer(DeployerCmd::Add { name }) => {
+            exec(&mut c, C::AddDeployer(pb::AddDeployerCmd { name }), out).await
+        }
+        WorkflowCmd::Queue { deployer, lang } => {
+            let r = c
+                .get_queue(pb::GetQueueRequest {
+                    deployer: deployer.unwrap_or_default(),
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            if out == Output::Json {
+                return print_json_str(&r.json);
+            }
+            let queues: std::collections::BTreeMap<String, Vec<QueueEntry>> =
+                serde_json::from_str(&r.json).context("controller reply")?;
+            for (d, list) in &queues {
+                let order: Vec<&str> = list.iter().map(|e| e.batch.as_str()).collect();
+                println!(
+                    "deployer {d}: {}",
+                    if order.is_empty() {
+                        "(empty)".to_string()
+                    } else {
+                        order.join("-")
+                    }
+                );
+                if list.is_empty() {
+                    continue;
+                }
+                let mut t = Table::new(&["POS", "BATCH", "CLASS", "SINCE", "JUMP"]);
+                for e in list {
+                    t.row(vec![
+                        e.position.to_string(),
+                        e.batch.clone(),
+                        class_name(e.class, lang.lang).into(),
+                        e.since.to_string(),
+                        e.jump
+                            .as_ref()
+                            .map(|j| {
+                                format!(
+                                    "to {} approved by {}: {}",
+                                    j.position, j.approver, j.reason
+                                )
+                            })
+                            .unwrap_or_default(),
+                    ]);
+                }
+                print!("{}", t.render());
+            }
+            Ok(())
+        }
+        WorkflowCmd::Jump {
+            batch,
+            position,
+            approval,
+        } => {
+            exec(
+                &mut c,
+                C::JumpQueue(pb::JumpCmd {
+                    batch,
+                    position,
+                    reason: approval,
+                }),
+                out,
+            )
+            .await
+        }
+        WorkflowCmd::Stats(StatsCmd::Pauses { by, since, lang }) => {
+            let since_ms = since.as_deref().map(parse_time).transpose()?.unwrap_or(0);
+            let r = c
+                .pause_stats(pb::PauseStatsRequest {
+                    by: by.clone(),
+                    since_ms,
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            if out == Output::Json {
+                return print_json_str(&r.json);
+            }
+            let rows: Vec<PauseStatsRow> = serde_json::from_str(&r.json)?;
+            let mut t = Table::new(&[&by.to_uppercase(), "PAUSES", "TOTAL DAYS", "MEDIAN DAYS"]);
+            for row in &rows {
+                let key = match by.as_str() {
+                    "reason" => row
+                        .key
+                        .parse::<PauseReason>()
+                        .map(|r| reason_name(r, lang.lang))
+                        .unwrap_or_else(|_| row.key.clone()),
+                    "party" => row
+                        .key
+                        .parse::<Party>()
+                        .map(|p| party_name(p, lang.lang))
+                        .unwrap_or_else(|_| row.key.clone()),
+                    _ => row.key.clone(),
+                };
+                t.row(vec![
+                    key,
+                    row.count.to_string(),
+                    format!("{:.1}", row.total_days),
+                    format!("{:.1}", row.median_days),
+                ]);
+            }
+            if rows.is_empty() {
+                println!("no pauses recorded");
+            } else {
+                print!("{}", t.render());
+            }
+            Ok(())
+        }
+        WorkflowCmd::Dev(DevCmd::Clock(cc)) => {
+            use pb::dev_clock_request::Op;
+            let op = match cc {
+                ClockCmd::Set { time } => Op::SetMs(parse_time(&time)?),
+                ClockCmd::Advance { duration } => {
+                    let secs = preflight_core::timefmt::parse_duration(&duration)
+                        .map_err(anyhow::Error::msg)?;
+                    let d = Duration::from_secs(secs);
+                    Op::AdvanceMs(i64::try_from(d.as_millis()).context("duration too long")?)
+                }
+                ClockCmd::Show => Op::Show(true),
+            };
+            let r = c
+                .dev_clock(pb::DevClockRequest { op: Some(op) })
+                .await
+                .map_err(status)?
+                .into_inner();
+            if out == Output::Json {
+                return crate::json(&serde_json::json!({
+                    "now": Timestamp(r.now_ms).to_string(),
+                    "now_ms": r.now_ms,
+                    "offset_ms": r.offset_ms,
+                    "escalated": r.escalated,
+                }));
+            }
+            println!(
+                "controller time {} (offset {} s)",
+                Timestamp(r.now_ms),
+                r.offset_ms / 1000
+            );
+            if !r.escalated.is_empty() {
+                println!("escalated to GD: {}", r.escalated.join(", "));
+            }
+            Ok(())
+        }
+        WorkflowCmd::Dev(DevCmd::Record {
+            kind,
+            batch,
+            fails,
+            softs,
+        }) => {
+            let r = c
+                .dev_record(pb::DevRecordRequest {
+                    batch,
+                    kind,
+                    failures: fails
+                        .iter()
+                        .map(|s| failure_arg(s))
+                        .collect::<Result<_, _>>()?,
+                    soft_failures: softs
+                        .iter()
+                        .map(|s| failure_arg(s))
+                        .collect::<Result<_, _>>()?,
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            print_events(&r, out)
+        }
+    }
+}
+
+async fn batch(c: &mut Client, cmd: BatchCmd, out: Output) -> anyhow::Result<()> {
+    use pb::workflow_command::Cmd as C;
+    match cmd {
+        BatchCmd::Create {
+            id,
+            project,
+            title,
+            line,
+        } => {
+            exec(
+                c,
+                C::CreateBatch(pb::CreateBatchCmd {
+                    id,
+                    project,
+                    business_line: line.unwrap_or_default(),
+                    title,
+                }),
+                out,
+            )
+            .await
+        }
+        BatchCmd::List { project, lang } => {
+            let r = c
+                .list_batches(pb::ListBatchesRequest {
+                    project: project.unwrap_or_default(),
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            if out == Output::Json {
+                return print_json_str(&r.json);
+            }
+            let list: Vec<serde_json::Value> = serde_json::from_str(&r.json)?;
+            if list.is_empty() {
+                println!("no batches yet: `preflight batch create` makes one");
+                return Ok(());
+            }
+            let mut t = Table::new(&[
+                "BATCH", "PROJECT", "STAGE", "SINCE", "HELD BY", "DEPLOYER", "TITLE",
+            ]);
+            for b in &list {
+                let stage: Option<Stage> = serde_json::from_value(b["stage"].clone()).ok();
+                let held: Option<Holder> = serde_json::from_value(b["held_by"].clone()).ok();
+                t.row(vec![
+                    b["id"].as_str().unwrap_or("").into(),
+                    b["project"].as_str().unwrap_or("").into(),
+                    stage.map(|s| stage_name(s, lang.lang)).unwrap_or_default(),
+                    b["stage_since"]
+                        .as_i64()
+                        .map(|t| Timestamp(t).to_string())
+                        .unwrap_or_default(),
+                    held.as_ref().map(holder).unwrap_or_default(),
+                    b["deployer"].as_str().unwrap_or("-").into(),
+                    b["title"].as_str().unwrap_or("").into(),
+                ]);
+            }
+            print!("{}", t.render());
+            Ok(())
+        }
+        BatchCmd::Show { batch, lang } => {
+            let r = c
+                .get_batch(pb::GetBatchRequest { batch })
+                .await
+                .map_err(status)?
+                .into_inner();
+            if out == Output::Json {
+                return print_json_str(&r.json);
+            }
+            let v: BatchView = serde_json::from_str(&r.json).context("controller reply")?;
+            show_batch(&v, lang.lang, r.now_ms);
+            Ok(())
+        }
+        BatchCmd::Advance { batch } => exec(c, C::Advance(batch_ref(batch)), out).await,
+        BatchCmd::Pause {
+            batch,
+            reason,
+            text,
+            party,
+        } => {
+            exec(
+                c,
+                C::Pause(pb::PauseCmd {
+                    batch,
+                    reason,
+                    text,
+                    party: party.unwrap_or_default(),
+                }),
+                out,
+            )
+            .await
+        }
+        BatchCmd::Resolve { batch, note } => {
+            exec(c, C::Resolve(pb::NoteCmd { batch, note }), out).await
+        }
+        BatchCmd::Terminate { batch, reason } => {
+            exec(
+                c,
+                C::Terminate(pb::NoteCmd {
+                    batch,
+                    note: reason,
+                }),
+                out,
+            )
+            .await
+        }
+        BatchCmd::Start { batch } => exec(c, C::StartDeploy(batch_ref(batch)), out).await,
+        BatchCmd::Plan {
+            batch,
+            digest,
+            hosts,
+            incomplete,
+        } => {
+            exec(
+                c,
+                C::AttachPlan(pb::AttachPlanCmd {
+                    batch,
+                    digest,
+                    hosts,
+                    incomplete,
+                }),
+                out,
+            )
+            .await
+        }
+        BatchCmd::ConfirmPlan { batch } => exec(c, C::ConfirmPlan(batch_ref(batch)), out).await,
+        BatchCmd::Risk {
+            batch,
+            text,
+            source,
+        } => {
+            exec(
+                c,
+                C::AddRisk(pb::AddRiskCmd {
+                    batch,
+                    text,
+                    source: source.unwrap_or_default(),
+                }),
+                out,
+            )
+            .await
+        }
+        BatchCmd::FileRisks {
+            batch,
+            risks,
+            document,
+        } => {
+            exec(
+                c,
+                C::FileRisks(pb::FileRisksCmd {
+                    batch,
+                    risks,
+                    document,
+                }),
+                out,
+            )
+            .await
+        }
+        BatchCmd::Review {
+            batch,
+            approve,
+            reject: _,
+            note,
+        } => {
+            exec(
+                c,
+                C::ReviewFiling(pb::ReviewFilingCmd {
+                    batch,
+                    approve,
+                    note,
+                }),
+                out,
+            )
+            .await
+        }
+        BatchCmd::Accept {
+            batch,
+            rating,
+            comment,
+        } => {
+            exec(
+                c,
+                C::RecordAcceptance(pb::AcceptanceCmd {
+                    batch,
+                    rating,
+                    comment,
+                }),
+                out,
+            )
+            .await
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_parse_as_rfc3339_or_dates() {
+        // 2026-06-01T00:00:00Z, as in the core's tests.
+        assert_eq!(parse_time("2026-06-01").ok(), Some(1_780_272_000_000));
+        assert_eq!(
+            parse_time("2026-06-01T00:00:00Z").ok(),
+            Some(1_780_272_000_000)
+        );
+        assert_eq!(
+            parse_time("2026-06-19T09:00:00+08:00").ok(),
+            Some(1_780_272_000_000 + 18 * 86_400_000 + 3_600_000)
+        );
+        assert_eq!(
+            parse_time("2026-06-01T00:00:01.5Z").ok(),
+            Some(1_780_272_001_500)
+        );
+        assert_eq!(
+            parse_time("2026-06-01T08:30Z").ok(),
+            Some(1_780_272_000_000 + 30_600_000)
+        );
+        for bad in [
+            "",
+            "2026-13-01",
+            "2026-06-01T25:00:00Z",
+            "June 1",
+            "2026-06-01T00:00:00",
+        ] {
+            assert!(parse_time(bad).is_err(), "{bad}");
+        }
+        let t = 1_780_272_000_000 + 18 * 86_400_000 + 9 * 3_600_000;
+        assert_eq!(parse_time(&Timestamp(t).to_string()).ok(), Some(t));
+    }
+
+    #[test]
+    fn failure_args_split_from_the_right() {
+        let f = failure_arg("ports.10.0.0.5:8080:network_ports:customer").expect("parses");
+        assert_eq!(
+            (f.check.as_str(), f.reason.as_str(), f.party.as_str()),
+            ("ports.10.0.0.5:8080", "network_ports", "customer")
+        );
+        let f = failure_arg("disk.data:disk_performance").expect("parses");
+        assert_eq!(
+            (f.check.as_str(), f.party.as_str()),
+            ("disk.data", "project")
+        );
+        assert!(failure_arg("nothing").is_err());
+    }
 }

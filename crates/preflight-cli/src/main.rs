@@ -118,6 +118,10 @@ struct ServeArgs {
     /// Lifetime of agent certificates, e.g. 30d; agents renew with a third left.
     #[arg(long, default_value = "30d", value_parser = parse_duration)]
     agent_cert_ttl: Duration,
+    /// Use a settable clock (`preflight dev clock set|advance`, admin only), persisted in the
+    /// data directory; for tests and rehearsals, never in production.
+    #[arg(long)]
+    dev_clock: bool,
 }
 
 #[derive(Subcommand)]
@@ -187,6 +191,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     cfg.listen = a.listen;
     cfg.heartbeat_interval = a.heartbeat_interval;
     cfg.agent_cert_ttl = a.agent_cert_ttl;
+    cfg.dev_clock = a.dev_clock;
     let running =
         preflight_controller::start(cfg, Arc::new(preflight_controller::SystemClock)).await?;
     eprintln!(

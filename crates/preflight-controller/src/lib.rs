@@ -55,6 +55,45 @@ impl Clock for SystemClock {
     }
 }
 
+/// A settable clock for tests and rehearsals (`preflight serve --dev-clock`): the base clock
+/// plus an offset, which the controller persists so a restart keeps the rehearsal's time.
+pub struct DevClock {
+    base: Arc<dyn Clock>,
+    offset_ms: std::sync::atomic::AtomicI64,
+}
+
+impl DevClock {
+    /// `base` moved by `offset_ms`.
+    pub fn new(base: Arc<dyn Clock>, offset_ms: i64) -> Self {
+        Self {
+            base,
+            offset_ms: std::sync::atomic::AtomicI64::new(offset_ms),
+        }
+    }
+    /// The current offset over the base clock.
+    pub fn offset_ms(&self) -> i64 {
+        self.offset_ms.load(std::sync::atomic::Ordering::SeqCst)
+    }
+    /// Sets the offset over the base clock.
+    pub fn set_offset_ms(&self, ms: i64) {
+        self.offset_ms
+            .store(ms, std::sync::atomic::Ordering::SeqCst);
+    }
+    /// The base clock's time.
+    pub fn base_ms(&self) -> i64 {
+        self.base.now_ms()
+    }
+}
+
+impl Clock for DevClock {
+    fn now_ms(&self) -> i64 {
+        self.base.now_ms().saturating_add(self.offset_ms())
+    }
+}
+
+/// How often the escalation timer checks for pauses older than 15 days.
+pub const ESCALATION_CHECK_INTERVAL: Duration = Duration::from_secs(30);
+
 /// How the controller runs.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
@@ -64,6 +103,8 @@ pub struct ServeConfig {
     pub heartbeat_interval: Duration,
     /// Lifetime of agent certificates; agents renew once less than a third is left.
     pub agent_cert_ttl: Duration,
+    /// Use a settable clock (`preflight dev clock`), for tests and rehearsals.
+    pub dev_clock: bool,
 }
 
 impl ServeConfig {
@@ -75,6 +116,7 @@ impl ServeConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 7443)),
             heartbeat_interval: Duration::from_secs(10),
             agent_cert_ttl: Duration::from_secs(30 * 24 * 3600),
+            dev_clock: false,
         }
     }
 }
@@ -175,6 +217,10 @@ pub(crate) struct Shared {
     pub cfg: ServeConfig,
     pub clock: Arc<dyn Clock>,
     pub agents: agents::AgentPool,
+    /// The deployment workflow (its state is owned here; commands are serialised by its lock).
+    pub workflow: workflow_svc::Engine,
+    /// The settable clock, when serving with `--dev-clock` (then also `clock`).
+    pub dev_clock: Option<Arc<DevClock>>,
 }
 
 impl Shared {
@@ -245,13 +291,40 @@ pub async fn start(cfg: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Ru
     let local_addr = incoming.local_addr;
     let ca_pin = ca.pin();
     let agents = agents::AgentPool::new(ca.cert_pem(), &identity)?;
+    let workflow = workflow_svc::Engine::load(&store)?;
+    let (clock, dev_clock) = if cfg.dev_clock {
+        let offset = workflow.dev_clock_offset()?;
+        let dev = Arc::new(DevClock::new(clock, offset));
+        tracing::warn!(
+            offset_ms = offset,
+            "serving with a settable dev clock (--dev-clock)"
+        );
+        (dev.clone() as Arc<dyn Clock>, Some(dev))
+    } else {
+        (clock, None)
+    };
     let shared = Arc::new(Shared {
         store,
         ca,
         cfg,
         clock,
         agents,
+        workflow,
+        dev_clock,
     });
+    // A controller that was down for weeks escalates before it serves anything.
+    shared.workflow.escalate(shared.now_ms()).await;
+    let timer = {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(ESCALATION_CHECK_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                shared.workflow.escalate(shared.now_ms()).await;
+            }
+        })
+    };
     let routes = tonic::service::Routes::from(http::router(shared.clone()))
         .add_service(
             pb::registry_server::RegistryServer::new(registry::RegistrySvc(shared.clone()))
@@ -280,7 +353,7 @@ pub async fn start(cfg: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Ru
         );
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
-        tonic::transport::Server::builder()
+        let served = tonic::transport::Server::builder()
             .accept_http1(true)
             .timeout(Duration::from_secs(120))
             .concurrency_limit_per_connection(64)
@@ -291,7 +364,9 @@ pub async fn start(cfg: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Ru
                 let _ = rx.await;
             })
             .await
-            .context("controller server")?;
+            .context("controller server");
+        timer.abort();
+        served?;
         shared.store.flush()?;
         Ok(())
     });

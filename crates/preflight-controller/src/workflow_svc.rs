@@ -1,21 +1,739 @@
-//! The Workflow service (in progress).
+//! The Workflow service: the deployment workflow of WORKFLOW.md, persisted in sled.
+//!
+//! [`Engine`] owns the in-memory [`World`] behind one lock, so commands are serialised: a
+//! command is checked by the core (`World::apply`), persisted in one sled transaction and
+//! flushed, and only then committed to memory and acknowledged. The escalation timer and the
+//! dev clock go through the same path as [`Actor::System`].
+//!
+//! Roles: every RPC authenticates the caller with [`authorize`] and the RPC's role list
+//! ([`allowed`]); commands are then checked against the core's own role rules
+//! (`Command::allowed_roles`), and refusals map to status codes in one place, [`refusal_status`].
 
 use std::sync::Arc;
 
+use preflight_core::role::Role;
+use preflight_core::workflow::{
+    Actor, Approval, CheckFailure, Command, Event, GdDecision, HardeningSummary, HostHardening,
+    Party, PauseReason, PerfSummary, PlanFacts, ReadinessSummary, Refusal, RefusalKind, StatsKey,
+    Timestamp, WorkflowConfig, World, MAX_LIST_LEN,
+};
 use preflight_proto::v1 as pb;
+use preflight_store::workflow::WorkflowStore;
+use preflight_store::{Store, StoreError, UserRecord};
 use tonic::{Request, Response, Status};
 
-use crate::Shared;
+use crate::auth::authorize;
+use crate::{hash_token, new_secret, Shared};
+
+/// Roles allowed to call each RPC of the Workflow service. Commands (`Execute`) are open to
+/// every authenticated user at this level because the core names the roles of each command.
+pub fn allowed(rpc: &str) -> &'static [Role] {
+    const ANY: &[Role] = &Role::ALL;
+    const ADMIN: &[Role] = &[Role::Admin];
+    match rpc {
+        "Execute" | "GetBatch" | "ListBatches" | "GetQueue" | "ListProjects" | "PauseStats"
+        | "DevClockShow" => ANY,
+        "ListUsers" => &[
+            Role::Admin,
+            Role::Dispatcher,
+            Role::DeliveryLead,
+            Role::Auditor,
+        ],
+        _ => ADMIN,
+    }
+}
+
+/// The one mapping from a workflow refusal to a gRPC status; the message is the refusal's own
+/// (it names what is allowed or missing).
+pub(crate) fn refusal_status(r: &Refusal) -> Status {
+    let msg = r.to_string();
+    match r.kind() {
+        RefusalKind::PermissionDenied => Status::permission_denied(msg),
+        RefusalKind::FailedPrecondition => Status::failed_precondition(msg),
+        RefusalKind::InvalidArgument => Status::invalid_argument(msg),
+        RefusalKind::NotFound => Status::not_found(msg),
+        RefusalKind::AlreadyExists => Status::already_exists(msg),
+    }
+}
+
+fn store_status(e: StoreError) -> Status {
+    match e {
+        StoreError::UserExists(_) => Status::already_exists(e.to_string()),
+        _ => Status::unavailable(e.to_string()),
+    }
+}
+
+/// Why a command was not applied.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum EngineError {
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    #[error("cannot record the change: {0}")]
+    Store(#[from] StoreError),
+}
+
+impl From<EngineError> for Status {
+    fn from(e: EngineError) -> Status {
+        match e {
+            EngineError::Refused(r) => refusal_status(&r),
+            EngineError::Store(s) => store_status(s),
+        }
+    }
+}
+
+/// The workflow state and its store; the lock serialises commands.
+pub(crate) struct Engine {
+    world: tokio::sync::Mutex<World>,
+    store: WorkflowStore,
+}
+
+impl Engine {
+    /// Opens the workflow trees and rebuilds the state from the history, checking it against the
+    /// stored batches, projects and deployers.
+    pub fn load(store: &Store) -> Result<Engine, StoreError> {
+        let ws = WorkflowStore::open(store)?;
+        let world = ws.load(WorkflowConfig::default())?;
+        tracing::info!(
+            events = world.next_seq,
+            batches = world.batches.len(),
+            projects = world.projects.len(),
+            "workflow loaded from its history"
+        );
+        Ok(Engine {
+            world: tokio::sync::Mutex::new(world),
+            store: ws,
+        })
+    }
+
+    /// The persisted dev clock offset (0 when never set).
+    pub fn dev_clock_offset(&self) -> Result<i64, StoreError> {
+        Ok(self.store.dev_clock_offset()?.unwrap_or(0))
+    }
+
+    /// Checks, persists (one transaction, flushed) and commits one command.
+    pub async fn execute(
+        &self,
+        now: i64,
+        actor: &Actor,
+        cmd: Command,
+    ) -> Result<Vec<Event>, EngineError> {
+        let mut world = self.world.lock().await;
+        let outcome = world.apply(Timestamp(now), actor, cmd)?;
+        let events = outcome.events.clone();
+        // sled's transaction and flush block for a few milliseconds; commands are serialised by
+        // the lock anyway, and block_in_place would panic on a current-thread runtime.
+        self.store.persist(&outcome)?;
+        if let Err(stale) = world.commit(outcome) {
+            // Impossible while the lock is held; say so loudly rather than diverge silently.
+            tracing::error!(%stale, "workflow commit after persist failed");
+        }
+        for ev in &events {
+            tracing::info!(seq = ev.seq, kind = ev.kind.name(), batch = ?ev.batch, by = %ev.by, "workflow event");
+        }
+        Ok(events)
+    }
+
+    /// Applies every escalation due at `now` as the controller; returns the escalated batches.
+    pub async fn escalate(&self, now: i64) -> Vec<String> {
+        let due = self.world.lock().await.escalate_due(Timestamp(now));
+        let mut done = Vec::new();
+        for cmd in due {
+            let batch = cmd.batch().unwrap_or_default().to_string();
+            match self.execute(now, &Actor::System, cmd).await {
+                Ok(_) => {
+                    tracing::info!(%batch, "pause older than 15 days escalated to GD");
+                    done.push(batch);
+                }
+                // Someone acted on the batch in between: nothing to escalate any more.
+                Err(EngineError::Refused(r)) => {
+                    tracing::debug!(%batch, refusal = %r, "escalation no longer due")
+                }
+                Err(e) => {
+                    tracing::warn!(%batch, error = %e, "escalation failed; retried on the next check")
+                }
+            }
+        }
+        done
+    }
+
+    /// Reads the state under the lock.
+    pub async fn read<T>(&self, f: impl FnOnce(&World) -> T) -> T {
+        f(&*self.world.lock().await)
+    }
+}
 
 pub(crate) struct WorkflowSvc(pub Arc<Shared>);
 
+fn invalid(field: &str, problem: impl std::fmt::Display) -> Status {
+    Status::invalid_argument(format!("invalid {field}: {problem}"))
+}
+
+fn reason(s: &str) -> Result<PauseReason, Status> {
+    s.parse().map_err(|e| invalid("reason", e))
+}
+
+fn party(field: &str, s: &str) -> Result<Party, Status> {
+    s.parse().map_err(|e| invalid(field, e))
+}
+
+fn opt(s: String) -> Option<String> {
+    (!s.is_empty()).then_some(s)
+}
+
+fn approval(a: Option<pb::ProjectApproval>) -> Result<Approval, Status> {
+    let a = a.unwrap_or_default();
+    match a.kind.as_str() {
+        "" | "pending" => Ok(Approval::Pending),
+        "approved" => Ok(Approval::Approved { budget: a.budget }),
+        "exception" => Ok(Approval::Exception {
+            approver: a.approver,
+            reference: a.reference,
+        }),
+        other => Err(invalid(
+            "approval.kind",
+            format!("{other:?}: use pending, approved (with a budget) or exception (with approver and reference)"),
+        )),
+    }
+}
+
+fn failures(field: &str, list: Vec<pb::DevCheckFailure>) -> Result<Vec<CheckFailure>, Status> {
+    if list.len() > MAX_LIST_LEN {
+        return Err(invalid(field, format!("at most {MAX_LIST_LEN} entries")));
+    }
+    list.into_iter()
+        .map(|f| {
+            Ok(CheckFailure {
+                reason: reason(&f.reason)?,
+                party: if f.party.is_empty() {
+                    Party::Project
+                } else {
+                    party(&format!("{field}.party"), &f.party)?
+                },
+                check: f.check,
+                detail: f.detail,
+            })
+        })
+        .collect()
+}
+
+/// The wire command as a core command; INVALID_ARGUMENT names the bad field.
+fn command_from_pb(c: pb::WorkflowCommand) -> Result<Command, Status> {
+    {
+        use pb::workflow_command::Cmd as C;
+        let Some(cmd) = c.cmd else {
+            return Err(invalid("cmd", "no command given"));
+        };
+        Ok(match cmd {
+            C::AddDeployer(x) => Command::AddDeployer { name: x.name },
+            C::CreateProject(x) => Command::CreateProject {
+                id: x.id,
+                name: x.name,
+                business_line: x.business_line,
+                approval: approval(x.approval)?,
+            },
+            C::SetApproval(x) => Command::SetApproval {
+                project: x.project,
+                approval: approval(x.approval)?,
+            },
+            C::CreateBatch(x) => Command::CreateBatch {
+                id: x.id,
+                project: x.project,
+                business_line: opt(x.business_line),
+                title: x.title,
+            },
+            C::Advance(x) => Command::Advance { batch: x.batch },
+            C::AttachPlan(x) => Command::AttachPlan {
+                batch: x.batch,
+                plan: PlanFacts {
+                    digest: x.digest,
+                    hosts: x.hosts,
+                    incomplete: x.incomplete,
+                },
+            },
+            C::ConfirmPlan(x) => Command::ConfirmPlan { batch: x.batch },
+            C::AddRisk(x) => Command::AddRisk {
+                batch: x.batch,
+                text: x.text,
+                source: opt(x.source),
+            },
+            C::FileRisks(x) => Command::FileRisks {
+                batch: x.batch,
+                risks: x.risks,
+                document: x.document,
+            },
+            C::ReviewFiling(x) => Command::ReviewFiling {
+                batch: x.batch,
+                approve: x.approve,
+                note: x.note,
+            },
+            C::RecordAcceptance(x) => Command::RecordAcceptance {
+                batch: x.batch,
+                rating: u8::try_from(x.rating)
+                    .map_err(|_| invalid("rating", "use a whole number from 1 to 5"))?,
+                comment: x.comment,
+            },
+            C::Assign(x) => Command::Assign {
+                batch: x.batch,
+                deployer: opt(x.deployer),
+            },
+            C::StartDeploy(x) => Command::StartDeploy { batch: x.batch },
+            C::JumpQueue(x) => Command::JumpQueue {
+                batch: x.batch,
+                position: x.position,
+                reason: x.reason,
+            },
+            C::Pause(x) => Command::Pause {
+                batch: x.batch,
+                reason: reason(&x.reason)?,
+                text: x.text,
+                party: if x.party.is_empty() {
+                    None
+                } else {
+                    Some(party("party", &x.party)?)
+                },
+            },
+            C::Resolve(x) => Command::Resolve {
+                batch: x.batch,
+                note: x.note,
+            },
+            C::Terminate(x) => Command::Terminate {
+                batch: x.batch,
+                reason: x.note,
+            },
+            C::GdConfirm(x) => Command::GdConfirm {
+                batch: x.batch,
+                decision: match x.decision.as_str() {
+                    "reason" => GdDecision::ConfirmReason,
+                    "termination" => GdDecision::ConfirmTermination,
+                    other => {
+                        return Err(invalid(
+                            "decision",
+                            format!("{other:?}: use reason or termination"),
+                        ))
+                    }
+                },
+                note: x.note,
+            },
+        })
+    }
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Result<String, Status> {
+    serde_json::to_string(v).map_err(|e| Status::internal(format!("cannot encode reply: {e}")))
+}
+
+fn actor(user: UserRecord, role: Role) -> Actor {
+    Actor::user(user.name, role)
+}
+
+impl WorkflowSvc {
+    fn json_reply(&self, json: String, now: i64) -> Response<pb::WorkflowJsonReply> {
+        Response::new(pb::WorkflowJsonReply { json, now_ms: now })
+    }
+
+    async fn run(&self, actor: &Actor, cmd: Command) -> Result<pb::WorkflowExecuteReply, Status> {
+        let now = self.0.now_ms();
+        let events = self.0.workflow.execute(now, actor, cmd).await?;
+        Ok(pb::WorkflowExecuteReply {
+            events_json: to_json(&events)?,
+            now_ms: now,
+        })
+    }
+
+    fn dev_clock(&self) -> Result<&Arc<crate::DevClock>, Status> {
+        self.0.dev_clock.as_ref().ok_or_else(|| {
+            Status::failed_precondition(
+                "the controller runs on the system clock: the dev clock needs a controller started with `preflight serve --dev-clock` (tests and rehearsals only)",
+            )
+        })
+    }
+}
+
 #[tonic::async_trait]
 impl pb::workflow_server::Workflow for WorkflowSvc {
-    async fn ping(
+    async fn execute(
         &self,
-        req: Request<pb::WorkflowPing>,
-    ) -> Result<Response<pb::WorkflowPing>, Status> {
-        crate::auth::authorize(&self.0, &req, &preflight_core::role::Role::ALL)?;
-        Ok(Response::new(pb::WorkflowPing {}))
+        req: Request<pb::WorkflowCommand>,
+    ) -> Result<Response<pb::WorkflowExecuteReply>, Status> {
+        let (user, role) = authorize(&self.0, &req, allowed("Execute"))?;
+        let cmd = command_from_pb(req.into_inner())?;
+        Ok(Response::new(self.run(&actor(user, role), cmd).await?))
+    }
+
+    async fn get_batch(
+        &self,
+        req: Request<pb::GetBatchRequest>,
+    ) -> Result<Response<pb::WorkflowJsonReply>, Status> {
+        authorize(&self.0, &req, allowed("GetBatch"))?;
+        let id = req.into_inner().batch;
+        let now = self.0.now_ms();
+        let view = self
+            .0
+            .workflow
+            .read(|w| w.batch_view(&id, Timestamp(now)))
+            .await
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "batch {id:?} not found: `preflight batch list` lists them"
+                ))
+            })?;
+        Ok(self.json_reply(to_json(&view)?, now))
+    }
+
+    async fn list_batches(
+        &self,
+        req: Request<pb::ListBatchesRequest>,
+    ) -> Result<Response<pb::WorkflowJsonReply>, Status> {
+        authorize(&self.0, &req, allowed("ListBatches"))?;
+        let project = req.into_inner().project;
+        let now = self.0.now_ms();
+        let list = self
+            .0
+            .workflow
+            .read(|w| {
+                w.batches
+                    .values()
+                    .filter(|b| project.is_empty() || b.project == project)
+                    .map(|b| {
+                        serde_json::json!({
+                            "id": b.id,
+                            "project": b.project,
+                            "business_line": b.business_line,
+                            "title": b.title,
+                            "stage": b.stage,
+                            "stage_zh": b.stage.zh(),
+                            "stage_since": b.stage_since,
+                            "held_by": b.held_by(),
+                            "deployer": b.deployer,
+                            "pause_reason": b.pause.as_ref().map(|p| p.reason),
+                        })
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .await;
+        Ok(self.json_reply(to_json(&list)?, now))
+    }
+
+    async fn get_queue(
+        &self,
+        req: Request<pb::GetQueueRequest>,
+    ) -> Result<Response<pb::WorkflowJsonReply>, Status> {
+        authorize(&self.0, &req, allowed("GetQueue"))?;
+        let deployer = req.into_inner().deployer;
+        let now = self.0.now_ms();
+        let queues = self
+            .0
+            .workflow
+            .read(|w| {
+                if deployer.is_empty() {
+                    let mut all = w.queues();
+                    for d in &w.deployers {
+                        all.entry(d.clone()).or_default();
+                    }
+                    Ok(all)
+                } else if w.deployers.contains(&deployer) {
+                    Ok([(deployer.clone(), w.queue(&deployer))]
+                        .into_iter()
+                        .collect())
+                } else {
+                    Err(Status::not_found(format!(
+                        "deployer {deployer:?} not found: `preflight deployer list` lists them"
+                    )))
+                }
+            })
+            .await?;
+        Ok(self.json_reply(to_json(&queues)?, now))
+    }
+
+    async fn list_projects(
+        &self,
+        req: Request<pb::WorkflowEmpty>,
+    ) -> Result<Response<pb::WorkflowJsonReply>, Status> {
+        authorize(&self.0, &req, allowed("ListProjects"))?;
+        let now = self.0.now_ms();
+        let v = self
+            .0
+            .workflow
+            .read(|w| {
+                serde_json::json!({
+                    "projects": w.projects.values().map(|p| serde_json::json!({
+                        "project": p,
+                        "restricted_by": w.restriction(&p.id, Timestamp(now)),
+                    })).collect::<Vec<_>>(),
+                    "deployers": w.deployers.iter().map(|d| serde_json::json!({
+                        "name": d,
+                        "load": w.load(d),
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .await;
+        Ok(self.json_reply(to_json(&v)?, now))
+    }
+
+    async fn pause_stats(
+        &self,
+        req: Request<pb::PauseStatsRequest>,
+    ) -> Result<Response<pb::WorkflowJsonReply>, Status> {
+        authorize(&self.0, &req, allowed("PauseStats"))?;
+        let r = req.into_inner();
+        let by: StatsKey = if r.by.is_empty() {
+            StatsKey::Reason
+        } else {
+            r.by.parse().map_err(|e| invalid("by", e))?
+        };
+        let since = (r.since_ms != 0).then_some(Timestamp(r.since_ms));
+        let now = self.0.now_ms();
+        let rows = self
+            .0
+            .workflow
+            .read(|w| w.pause_stats(by, since, Timestamp(now)))
+            .await;
+        Ok(self.json_reply(to_json(&rows)?, now))
+    }
+
+    async fn add_user(
+        &self,
+        req: Request<pb::AddUserRequest>,
+    ) -> Result<Response<pb::AddUserReply>, Status> {
+        authorize(&self.0, &req, allowed("AddUser"))?;
+        let r = req.into_inner();
+        let role: Role = r.role.parse().map_err(|e| invalid("role", e))?;
+        let valid = !r.name.is_empty()
+            && r.name.len() <= preflight_core::workflow::MAX_ID_LEN
+            && r.name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c));
+        if !valid {
+            return Err(invalid(
+                "name",
+                format!(
+                    "{:?}: use 1 to {} letters, digits, '-', '_', '.' or '@'",
+                    r.name,
+                    preflight_core::workflow::MAX_ID_LEN
+                ),
+            ));
+        }
+        let token = new_secret("pfu");
+        let rec = UserRecord {
+            name: r.name.clone(),
+            role: role.to_string(),
+            token_sha256: hash_token(&token),
+            created_at_ms: self.0.now_ms(),
+            expires_at_ms: None,
+        };
+        self.0.store.add_user(&rec).map_err(|e| match e {
+            StoreError::UserExists(n) => Status::already_exists(format!(
+                "user {n:?} already exists: choose another name (`preflight user list` lists them)"
+            )),
+            other => store_status(other),
+        })?;
+        tracing::info!(user = %r.name, %role, "user added");
+        Ok(Response::new(pb::AddUserReply {
+            name: r.name,
+            role: role.to_string(),
+            token,
+        }))
+    }
+
+    async fn list_users(
+        &self,
+        req: Request<pb::WorkflowEmpty>,
+    ) -> Result<Response<pb::ListUsersReply>, Status> {
+        authorize(&self.0, &req, allowed("ListUsers"))?;
+        let users = self
+            .0
+            .store
+            .users()
+            .map_err(store_status)?
+            .into_iter()
+            .map(|u| pb::WorkflowUser {
+                name: u.name,
+                role: u.role,
+                created_at_ms: u.created_at_ms,
+            })
+            .collect();
+        Ok(Response::new(pb::ListUsersReply { users }))
+    }
+
+    async fn dev_clock(
+        &self,
+        req: Request<pb::DevClockRequest>,
+    ) -> Result<Response<pb::DevClockReply>, Status> {
+        use pb::dev_clock_request::Op;
+        let op = req.get_ref().op;
+        let rpc = match op {
+            Some(Op::Show(_)) | None => "DevClockShow",
+            _ => "DevClock",
+        };
+        authorize(&self.0, &req, allowed(rpc))?;
+        let dev = self.dev_clock()?.clone();
+        // Ten years either way is plenty for any rehearsal and keeps arithmetic far from overflow.
+        const LIMIT_MS: i64 = 10 * 366 * preflight_core::workflow::DAY_MS;
+        let new_offset = match op {
+            Some(Op::SetMs(t)) => {
+                let off = t.saturating_sub(dev.base_ms());
+                if off.abs() > LIMIT_MS {
+                    return Err(invalid(
+                        "set_ms",
+                        "the time must be within ten years of the system clock",
+                    ));
+                }
+                Some(off)
+            }
+            Some(Op::AdvanceMs(d)) => {
+                if !(0..=LIMIT_MS).contains(&d) {
+                    return Err(invalid(
+                        "advance_ms",
+                        "advance by 0 to ten years; the clock never goes back by advancing",
+                    ));
+                }
+                let off = dev.offset_ms().saturating_add(d);
+                if off.abs() > LIMIT_MS {
+                    return Err(invalid(
+                        "advance_ms",
+                        "the clock would be more than ten years from the system clock",
+                    ));
+                }
+                Some(off)
+            }
+            Some(Op::Show(_)) | None => None,
+        };
+        let mut escalated = Vec::new();
+        if let Some(off) = new_offset {
+            // Persist first so a restart keeps the rehearsal's time, then move the clock and run
+            // the escalation check right away at the new time.
+            let ws = &self.0.workflow.store;
+            ws.set_dev_clock_offset(off).map_err(store_status)?;
+            dev.set_offset_ms(off);
+            tracing::info!(
+                offset_ms = off,
+                now_ms = crate::Clock::now_ms(&*dev),
+                "dev clock changed"
+            );
+            escalated = self.0.workflow.escalate(self.0.now_ms()).await;
+        }
+        Ok(Response::new(pb::DevClockReply {
+            now_ms: self.0.now_ms(),
+            offset_ms: dev.offset_ms(),
+            escalated,
+        }))
+    }
+
+    async fn dev_record(
+        &self,
+        req: Request<pb::DevRecordRequest>,
+    ) -> Result<Response<pb::WorkflowExecuteReply>, Status> {
+        authorize(&self.0, &req, allowed("DevRecord"))?;
+        self.dev_clock()?;
+        let r = req.into_inner();
+        let now = self.0.now_ms();
+        let plan = self
+            .0
+            .workflow
+            .read(|w| w.batch(&r.batch).map(|b| b.plan.clone()))
+            .await
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "batch {:?} not found: `preflight batch list` lists them",
+                    r.batch
+                ))
+            })?;
+        let run_id = format!("dev-{now}");
+        let cmd = match r.kind.as_str() {
+            "readiness" => Command::RecordReadiness {
+                batch: r.batch,
+                summary: ReadinessSummary {
+                    run_id,
+                    finished_at: Timestamp(now),
+                    plan_digest: plan.map(|p| p.digest).unwrap_or_default(),
+                    hard_failures: failures("failures", r.failures)?,
+                    soft_failures: failures("soft_failures", r.soft_failures)?,
+                },
+            },
+            "hardening" => Command::RecordHardening {
+                batch: r.batch,
+                summary: HardeningSummary {
+                    recorded_at: Timestamp(now),
+                    hosts: plan
+                        .map(|p| p.hosts)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|h| {
+                            (
+                                h,
+                                HostHardening {
+                                    baseline_applied: true,
+                                    all_compliant: true,
+                                    verified_after_last_change: true,
+                                    firewall_covers_planned_ports: true,
+                                    noncompliant: vec![],
+                                },
+                            )
+                        })
+                        .collect(),
+                },
+            },
+            "perf" => Command::RecordPerf {
+                batch: r.batch,
+                summary: PerfSummary {
+                    run_id,
+                    finished_at: Timestamp(now),
+                    shortfalls: failures("failures", r.failures)?,
+                },
+            },
+            other => {
+                return Err(invalid(
+                    "kind",
+                    format!("{other:?}: use readiness, hardening or perf"),
+                ))
+            }
+        };
+        Ok(Response::new(self.run(&Actor::System, cmd).await?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_map_to_their_codes_with_their_message() {
+        let r = Refusal::Permission {
+            action: "advance from plan".into(),
+            actor: "pat (project)".into(),
+            allowed: vec![Role::Integrator],
+        };
+        let s = refusal_status(&r);
+        assert_eq!(s.code(), tonic::Code::PermissionDenied);
+        assert!(s.message().contains("integrator"), "{}", s.message());
+        let r = Refusal::Restricted {
+            project: "P1".into(),
+            blocking: "B7".into(),
+        };
+        let s = refusal_status(&r);
+        assert_eq!(s.code(), tonic::Code::FailedPrecondition);
+        assert!(s.message().contains("B7"));
+        let r = Refusal::Invalid {
+            field: "id",
+            problem: "empty".into(),
+        };
+        assert_eq!(refusal_status(&r).code(), tonic::Code::InvalidArgument);
+    }
+
+    #[test]
+    fn bad_commands_name_the_field() {
+        let c = pb::WorkflowCommand {
+            cmd: Some(pb::workflow_command::Cmd::Pause(pb::PauseCmd {
+                batch: "B".into(),
+                reason: "weather".into(),
+                text: "t".into(),
+                party: String::new(),
+            })),
+        };
+        let e = command_from_pb(c).expect_err("bad reason");
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert!(e.message().contains("reason"), "{}", e.message());
+        let e = command_from_pb(pb::WorkflowCommand { cmd: None }).expect_err("empty");
+        assert!(e.message().contains("cmd"));
     }
 }

@@ -1,0 +1,499 @@
+//! The deployment workflow end to end: a real controller with `--dev-clock`, driven only
+//! through the `preflight` binary with one token per role.
+
+use std::collections::HashMap;
+use std::process::Output;
+
+use preflight_tests::cluster::{ok, Controller};
+use serde_json::Value;
+
+const DAY_MS: i64 = 86_400_000;
+
+/// A controller with one user per role.
+struct Office {
+    ctl: Controller,
+    tokens: HashMap<&'static str, String>,
+}
+
+const PEOPLE: &[(&str, &str)] = &[
+    ("pat", "project"),
+    ("ian", "integrator"),
+    ("dan", "dispatcher"),
+    ("amy", "deployer"),
+    ("rita", "reviewer"),
+    ("lee", "delivery_lead"),
+    ("gina", "gd"),
+    ("aud", "auditor"),
+];
+
+impl Office {
+    fn new(extra: &[&str]) -> Office {
+        let ctl = Controller::start(extra).expect("controller starts");
+        let mut tokens = HashMap::new();
+        tokens.insert("admin", ctl.admin_token.clone());
+        let mut o = Office { ctl, tokens };
+        for (name, role) in PEOPLE {
+            let v = o.json("admin", &["user", "add", name, "--role", role]);
+            let t = v["token"].as_str().expect("token printed").to_string();
+            o.tokens.insert(name, t);
+        }
+        o
+    }
+
+    fn output(&self, who: &str, args: &[&str]) -> Output {
+        self.ctl
+            .cli_as(&self.tokens[who])
+            .args(args)
+            .output()
+            .expect("preflight runs")
+    }
+
+    #[track_caller]
+    fn run(&self, who: &str, args: &[&str]) -> String {
+        let o = self.output(who, args);
+        ok(&o, &format!("{who}: preflight {}", args.join(" "))).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[track_caller]
+    fn json(&self, who: &str, args: &[&str]) -> Value {
+        let mut a = args.to_vec();
+        a.extend(["--output", "json"]);
+        serde_json::from_str(&self.run(who, &a)).expect("json output")
+    }
+
+    /// Runs a command that must fail; returns its one-line error.
+    #[track_caller]
+    fn refused(&self, who: &str, args: &[&str], needles: &[&str]) -> String {
+        let o = self.output(who, args);
+        let err = String::from_utf8_lossy(&o.stderr).trim().to_string();
+        assert!(
+            !o.status.success(),
+            "{who}: preflight {} succeeded, expected a refusal",
+            args.join(" ")
+        );
+        assert!(err.starts_with("error: "), "{err}");
+        assert_eq!(err.lines().count(), 1, "one line: {err}");
+        for n in needles {
+            assert!(err.contains(n), "expected {n:?} in {err:?}");
+        }
+        err
+    }
+
+    fn stage(&self, batch: &str) -> String {
+        self.json("aud", &["batch", "show", batch])["batch"]["stage"]
+            .as_str()
+            .expect("stage")
+            .to_string()
+    }
+
+    fn clock(&self, time: &str) {
+        self.run("admin", &["dev", "clock", "set", time]);
+    }
+
+    fn queue(&self, deployer: &str) -> String {
+        let out = self.run("dan", &["queue", "--deployer", deployer]);
+        let first = out.lines().next().expect("a line");
+        first
+            .strip_prefix(&format!("deployer {deployer}: "))
+            .unwrap_or_else(|| panic!("queue line: {out}"))
+            .to_string()
+    }
+
+    /// Creates a batch of project `p` and drives it to stage `assign` through the CLI.
+    fn to_assign(&self, id: &str, p: &str) {
+        self.run(
+            "pat",
+            &["batch", "create", id, "--project", p, "--title", id],
+        );
+        self.to_plan(id);
+        self.run(
+            "ian",
+            &["batch", "plan", id, "--digest", "d1", "--host", "10.0.0.5"],
+        );
+        self.run("ian", &["batch", "advance", id]);
+        self.run("pat", &["batch", "confirm-plan", id]);
+        self.run("admin", &["dev", "record", "readiness", id]);
+        self.run("pat", &["batch", "advance", id]);
+        assert_eq!(self.stage(id), "assign");
+    }
+
+    /// From `apply` to `plan`.
+    fn to_plan(&self, id: &str) {
+        self.run("pat", &["batch", "advance", id]);
+        self.run("ian", &["batch", "advance", id]);
+        self.run("pat", &["batch", "advance", id]);
+        assert_eq!(self.stage(id), "plan");
+    }
+
+    fn setup(&self) {
+        self.run(
+            "admin",
+            &[
+                "project",
+                "add",
+                "P1",
+                "--name",
+                "Tax portal",
+                "--line",
+                "gov",
+                "--budget",
+                "B-2026-7",
+            ],
+        );
+        self.run("admin", &["deployer", "add", "amy"]);
+    }
+}
+
+/// WORKFLOW.md's worked example: on 18 June A and B are being deployed, C and D paused, E and
+/// F queued; A finishes, so the order is B-E-F-C-D; on 19 June H is queued at 08:30 and D
+/// returns from its pause at 09:00: B-E-F-H-D-C.
+#[test]
+fn worked_queue_example_prints_befcd_then_befhdc() {
+    let o = Office::new(&["--dev-clock"]);
+    o.setup();
+    o.clock("2026-06-16T09:00:00Z");
+    for id in ["A", "B", "C", "D", "E", "F", "H"] {
+        o.to_assign(id, "P1");
+    }
+    for (i, id) in ["A", "B", "C", "D", "E", "F"].iter().enumerate() {
+        o.clock(&format!("2026-06-17T08:0{i}:00Z"));
+        o.run("dan", &["assign", id, "--deployer", "amy"]);
+    }
+    o.clock("2026-06-17T09:00:00Z");
+    o.run("amy", &["batch", "advance", "A"]);
+    o.clock("2026-06-17T10:00:00Z");
+    o.run("amy", &["batch", "advance", "B"]);
+    for (id, t) in [("C", "08:00"), ("D", "09:00")] {
+        o.clock(&format!("2026-06-18T{t}:00Z"));
+        o.run(
+            "amy",
+            &[
+                "batch",
+                "pause",
+                id,
+                "--reason",
+                "package",
+                "--text",
+                "database backup files missing",
+            ],
+        );
+    }
+    assert_eq!(o.queue("amy"), "A-B-E-F-C-D");
+    // A finishes on 18 June.
+    o.clock("2026-06-18T17:00:00Z");
+    o.run("admin", &["dev", "record", "hardening", "A"]);
+    o.run("amy", &["batch", "advance", "A"]);
+    assert_eq!(o.stage("A"), "integrate");
+    let first = o.queue("amy");
+    println!("19 June, before H and D: {first}");
+    assert_eq!(first, "B-E-F-C-D");
+    o.clock("2026-06-19T08:30:00Z");
+    o.run("dan", &["assign", "H", "--deployer", "amy"]);
+    o.clock("2026-06-19T09:00:00Z");
+    o.run(
+        "pat",
+        &["batch", "resolve", "D", "--note", "backup files uploaded"],
+    );
+    let second = o.queue("amy");
+    println!("19 June 09:00: {second}");
+    assert_eq!(second, "B-E-F-H-D-C");
+    // The JSON says the same, with the classes of the three-class rule.
+    let q = o.json("aud", &["queue", "--deployer", "amy"]);
+    let classes: Vec<&str> = q["amy"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|e| e["class"].as_str().expect("class"))
+        .collect();
+    assert_eq!(
+        classes,
+        [
+            "deploying",
+            "queued",
+            "queued",
+            "queued",
+            "queued",
+            "paused"
+        ]
+    );
+    // D went back to the deployer who paused it, at its place behind earlier-queued batches.
+    let d = o.json("aud", &["batch", "show", "D"]);
+    assert_eq!(d["held_by"]["value"], "amy");
+    assert_eq!(d["queue"]["position"], 5);
+    // `batch show` names the stage in both languages, the holder, the gates and the history.
+    let text = o.run("aud", &["batch", "show", "D"]);
+    for needle in [
+        "assign (部署人员安排)",
+        "held by:   amy",
+        "deployer_assigned",
+        "paused",
+        "resolved",
+    ] {
+        assert!(text.contains(needle), "{needle:?} in:\n{text}");
+    }
+    let zh = o.run("aud", &["queue", "--lang", "zh"]);
+    assert!(zh.contains("部署中") && zh.contains("暂停"), "{zh}");
+    let zh = o.run("aud", &["batch", "list", "--lang", "zh"]);
+    assert!(zh.contains("系统部署") && zh.contains("集成配置"), "{zh}");
+    // Pause accountability: C is still open, D lasted one day.
+    let rows = o.json("aud", &["stats", "pauses", "--by", "reason"]);
+    assert_eq!(rows[0]["key"], "package");
+    assert_eq!(rows[0]["count"], 2);
+    let rows = o.json(
+        "aud",
+        &[
+            "stats",
+            "pauses",
+            "--by",
+            "party",
+            "--since",
+            "2026-06-18T08:30:00Z",
+        ],
+    );
+    assert_eq!(rows[0]["key"], "project");
+    assert_eq!(rows[0]["count"], 1, "only D's pause began after 08:30");
+    let zh = o.run("aud", &["stats", "pauses", "--lang", "zh"]);
+    assert!(zh.contains("部署包下载不完整"), "{zh}");
+}
+
+#[test]
+fn refusals_name_what_is_allowed_and_auditor_changes_nothing() {
+    let o = Office::new(&["--dev-clock"]);
+    o.setup();
+    o.run(
+        "pat",
+        &["batch", "create", "X", "--project", "P1", "--title", "x"],
+    );
+    o.to_plan("X");
+    // Wrong role: PERMISSION_DENIED naming the roles allowed.
+    o.refused(
+        "amy",
+        &["batch", "advance", "X"],
+        &["permission denied", "allowed roles are integrator"],
+    );
+    o.refused(
+        "pat",
+        &["gd", "confirm", "X", "--decision", "reason"],
+        &["permission denied", "gd"],
+    );
+    // Wrong stage: FAILED_PRECONDITION naming the stage.
+    o.refused(
+        "pat",
+        &["batch", "resolve", "X"],
+        &["not allowed now", "stage plan"],
+    );
+    // Unmet gate: says what is missing.
+    o.refused(
+        "ian",
+        &["batch", "advance", "X"],
+        &["not allowed now", "plan_complete"],
+    );
+    // Bad input: INVALID_ARGUMENT naming the field.
+    o.refused(
+        "ian",
+        &["batch", "pause", "X", "--reason", "weather", "--text", "t"],
+        &["invalid argument", "reason"],
+    );
+    o.refused("pat", &["batch", "show", "NOPE"], &["not found"]);
+    // Only an admin adds users or moves the clock.
+    o.refused(
+        "dan",
+        &["user", "add", "eve", "--role", "admin"],
+        &["permission denied", "admin"],
+    );
+    // The auditor reads everything and changes nothing.
+    let before = o.json("aud", &["batch", "show", "X"])["history"]
+        .as_array()
+        .expect("history")
+        .len();
+    o.run("aud", &["batch", "list"]);
+    o.run("aud", &["queue"]);
+    o.run("aud", &["stats", "pauses"]);
+    o.run("aud", &["project", "list"]);
+    o.run("aud", &["user", "list"]);
+    for args in [
+        vec!["batch", "advance", "X"],
+        vec!["batch", "pause", "X", "--reason", "other", "--text", "t"],
+        vec!["batch", "create", "Y", "--project", "P1", "--title", "y"],
+        vec!["deployer", "add", "aud"],
+        vec!["project", "add", "P9", "--name", "n", "--line", "l"],
+        vec!["user", "add", "eve", "--role", "admin"],
+        vec!["dev", "clock", "advance", "1d"],
+    ] {
+        o.refused("aud", &args, &["permission denied"]);
+    }
+    let after = o.json("aud", &["batch", "show", "X"]);
+    assert_eq!(after["history"].as_array().expect("history").len(), before);
+    assert_eq!(after["batch"]["stage"], "plan");
+}
+
+#[test]
+fn dev_clock_is_refused_without_the_flag() {
+    let ctl = Controller::start(&[]).expect("controller starts");
+    for args in [
+        vec!["dev", "clock", "advance", "1s"],
+        vec!["dev", "clock", "set", "2026-06-18T08:00:00Z"],
+    ] {
+        let o = ctl.cli().args(&args).output().expect("runs");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success());
+        assert!(
+            err.contains("not allowed now") && err.contains("--dev-clock"),
+            "{err}"
+        );
+    }
+}
+
+/// A pause is escalated to GD strictly after 15 days (the clock keeps running between
+/// commands, so "before" is checked one second short of the boundary); the project may not
+/// request deployment until GD processed the batch; terminated batches never move.
+#[test]
+fn escalation_restriction_and_termination() {
+    let o = Office::new(&["--dev-clock"]);
+    o.setup();
+    o.clock("2026-06-01T09:00:00Z");
+    for id in ["X", "Y", "Z"] {
+        o.run(
+            "pat",
+            &["batch", "create", id, "--project", "P1", "--title", id],
+        );
+    }
+    o.to_plan("X");
+    o.to_plan("Z");
+    // Y waits in pre_plan: its deploy request comes later.
+    o.run("pat", &["batch", "advance", "Y"]);
+    o.run("ian", &["batch", "advance", "Y"]);
+    assert_eq!(o.stage("Y"), "deploy_request");
+    o.run(
+        "ian",
+        &[
+            "batch",
+            "pause",
+            "X",
+            "--reason",
+            "planning",
+            "--text",
+            "IPs differ from the plan",
+            "--party",
+            "project",
+        ],
+    );
+    let paused_at = o.json("aud", &["batch", "show", "X"])["batch"]["pause"]["at"]
+        .as_i64()
+        .expect("pause time");
+    // Fifteen days minus one second: not yet.
+    // RFC 3339 of a Unix ms time.
+    let t = |ms: i64| {
+        let secs = ms.div_euclid(1000);
+        let days = secs.div_euclid(86_400);
+        let rem = secs.rem_euclid(86_400);
+        let (y, m, d) = civil(days);
+        format!(
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+            rem / 3600,
+            rem / 60 % 60,
+            rem % 60,
+            ms.rem_euclid(1000)
+        )
+    };
+    o.clock(&t(paused_at + 15 * DAY_MS - 1000));
+    assert_eq!(o.stage("X"), "problem_handling");
+    // Not yet restricted either.
+    let v = o.json("aud", &["project", "list"]);
+    assert!(v["projects"][0]["restricted_by"].is_null(), "{v}");
+    // One second past the boundary (two seconds later), the check that runs right after
+    // advancing escalates it.
+    let v = o.json("admin", &["dev", "clock", "advance", "2s"]);
+    assert_eq!(v["escalated"], serde_json::json!(["X"]), "{v}");
+    assert_eq!(o.stage("X"), "gd_confirm");
+    let show = o.json("aud", &["batch", "show", "X"]);
+    let kinds: Vec<&str> = show["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .map(|e| e["kind"]["kind"].as_str().expect("kind"))
+        .collect();
+    assert_eq!(kinds.last(), Some(&"escalated"), "{kinds:?}");
+    // The restriction blocks a new deploy request, naming the blocking batch.
+    o.refused("pat", &["batch", "advance", "Y"], &["not allowed now", "X"]);
+    // GD confirms the reason: the restriction lifts, the batch is back in problem handling.
+    o.run(
+        "gina",
+        &[
+            "gd",
+            "confirm",
+            "X",
+            "--decision",
+            "reason",
+            "--note",
+            "site closed",
+        ],
+    );
+    assert_eq!(o.stage("X"), "problem_handling");
+    o.run("pat", &["batch", "advance", "Y"]);
+    assert_eq!(o.stage("Y"), "plan");
+    // Termination: asked by the project, confirmed by GD, then nothing moves it.
+    o.run(
+        "ian",
+        &[
+            "batch",
+            "pause",
+            "Z",
+            "--reason",
+            "site_busy",
+            "--text",
+            "nobody on site",
+        ],
+    );
+    o.run(
+        "pat",
+        &["batch", "terminate", "Z", "--reason", "customer cancelled"],
+    );
+    assert_eq!(o.stage("Z"), "gd_confirm");
+    o.run("gina", &["gd", "confirm", "Z", "--decision", "termination"]);
+    assert_eq!(o.stage("Z"), "terminated");
+    o.refused(
+        "pat",
+        &["batch", "resolve", "Z"],
+        &["not allowed now", "terminated"],
+    );
+    o.refused(
+        "pat",
+        &["batch", "advance", "Z"],
+        &["not allowed now", "terminated"],
+    );
+    o.refused(
+        "ian",
+        &["batch", "pause", "Z", "--reason", "other", "--text", "t"],
+        &["not allowed now", "terminated"],
+    );
+    o.refused(
+        "gina",
+        &["gd", "confirm", "Z", "--decision", "reason"],
+        &["not allowed now"],
+    );
+    let v = o.json("admin", &["dev", "clock", "advance", "30d"]);
+    assert!(
+        !v["escalated"]
+            .as_array()
+            .expect("list")
+            .iter()
+            .any(|b| b == "Z"),
+        "{v}"
+    );
+    assert_eq!(o.stage("Z"), "terminated");
+    // X, confirmed by GD 30 days ago and still paused, comes back to GD.
+    assert_eq!(o.stage("X"), "gd_confirm");
+}
+
+fn civil(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
