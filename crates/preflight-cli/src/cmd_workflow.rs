@@ -578,9 +578,12 @@ fn print_events(r: &pb::WorkflowExecuteReply, out: Output) -> anyhow::Result<()>
     }
     let events: Vec<Event> = serde_json::from_str(&r.events_json).context("controller reply")?;
     for e in &events {
-        let what = match (&e.batch, &e.project) {
-            (Some(b), _) => format!("batch {b}"),
-            (None, Some(p)) => format!("project {p}"),
+        let what = match (&e.batch, &e.project, &e.kind) {
+            (Some(b), _, _) => format!("batch {b}"),
+            (None, Some(p), _) => format!("project {p}"),
+            (_, _, preflight_core::workflow::EventKind::DeployerAdded { name }) => {
+                format!("deployer {name}")
+            }
             _ => String::new(),
         };
         let moved = match (e.from, e.to) {
