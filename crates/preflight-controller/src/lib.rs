@@ -13,6 +13,7 @@ mod api_bench;
 mod api_net;
 mod auth;
 mod http;
+mod metrics;
 mod registry;
 mod workflow_svc;
 
@@ -62,17 +63,25 @@ pub struct ServeConfig {
     pub heartbeat_interval: Duration,
     /// Lifetime of agent certificates; agents renew once less than a third is left.
     pub agent_cert_ttl: Duration,
+    /// Where the agent binaries served at `/agent/linux-ARCH` are: `preflight-agent-linux-ARCH`,
+    /// or `preflight-agent` for the controller's own architecture.
+    pub agent_dir: PathBuf,
 }
 
 impl ServeConfig {
     /// Defaults for a data directory: listen on 0.0.0.0:7443, heartbeat every 10 s, agent
-    /// certificates valid for 30 days.
+    /// certificates valid for 30 days, agent binaries next to the running executable (where
+    /// `cargo build` puts `preflight-agent`).
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         Self {
             data_dir: data_dir.into(),
             listen: SocketAddr::from(([0, 0, 0, 0], 7443)),
             heartbeat_interval: Duration::from_secs(10),
             agent_cert_ttl: Duration::from_secs(30 * 24 * 3600),
+            agent_dir: std::env::current_exe()
+                .ok()
+                .and_then(|p| p.parent().map(Path::to_path_buf))
+                .unwrap_or_else(|| PathBuf::from(".")),
         }
     }
 }
@@ -173,6 +182,10 @@ pub(crate) struct Shared {
     pub cfg: ServeConfig,
     pub clock: Arc<dyn Clock>,
     pub agents: agents::AgentPool,
+    pub metrics: Arc<metrics::Metrics>,
+    pub sha_cache: http::ShaCache,
+    /// curl's `--pinnedpubkey` value for the controller certificate.
+    pub pubkey_pin: String,
 }
 
 impl Shared {
@@ -239,12 +252,17 @@ pub async fn start(cfg: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Ru
     let local_addr = incoming.local_addr;
     let ca_pin = ca.pin();
     let agents = agents::AgentPool::new(ca.cert_pem(), &identity)?;
+    let pubkey_pin = http::pubkey_pin(&identity.cert_pem)?;
+    let metrics = Arc::new(metrics::Metrics::new(clock.now_ms()));
     let shared = Arc::new(Shared {
         store,
         ca,
         cfg,
         clock,
         agents,
+        metrics: metrics.clone(),
+        sha_cache: http::ShaCache::default(),
+        pubkey_pin,
     });
     let routes = tonic::service::Routes::from(http::router(shared.clone()))
         .add_service(
@@ -270,6 +288,7 @@ pub async fn start(cfg: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Ru
             .concurrency_limit_per_connection(64)
             .max_concurrent_streams(128)
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .layer(metrics::MetricsLayer(metrics))
             .add_routes(routes)
             .serve_with_incoming_shutdown(incoming.stream, async {
                 let _ = rx.await;
