@@ -379,3 +379,42 @@ fn shellcheck_passes_on_every_script_in_deploy() {
         .unwrap();
     assert!(o.status.success(), "shellcheck: {}", text(&o));
 }
+
+#[test]
+fn not_root_and_no_systemd_are_one_line_errors() {
+    let script = repo().join("deploy/install.sh");
+    let args = [
+        "--controller",
+        "https://127.0.0.1:1",
+        "--token",
+        "pfj_x",
+        "--ca-sha256",
+        &"0".repeat(64),
+        "--pin",
+        WRONG_PIN,
+    ];
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    let as_user = if root {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "sh"]);
+        c
+    } else {
+        Command::new("sh")
+    };
+    let mut c = as_user;
+    let o = c.arg(&script).args(args).output().unwrap();
+    let e = error_line(&o);
+    assert!(e.contains("run as root"), "{e}");
+    if !root {
+        eprintln!("SKIP: the no-systemd error needs root to reach the systemd check");
+        return;
+    }
+    if Path::new("/run/systemd/system").exists() {
+        eprintln!("SKIP: systemd runs on this host, so the no-systemd error cannot be shown");
+        return;
+    }
+    let o = Command::new("sh").arg(&script).args(args).output().unwrap();
+    let e = error_line(&o);
+    assert!(e.contains("systemd is not running"), "{e}");
+}
