@@ -6,6 +6,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         "preflight/v1/agent.proto",
         "preflight/v1/bench.proto",
+        "preflight/v1/harden.proto",
         "preflight/v1/network.proto",
         "preflight/v1/controller.proto",
         "preflight/v1/workflow.proto",

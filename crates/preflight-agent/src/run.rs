@@ -45,6 +45,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
             net: crate::svc_net::NetState {
                 own_port: local.port(),
             },
+            harden: Default::default(),
         })
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES),

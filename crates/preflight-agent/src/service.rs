@@ -6,7 +6,7 @@ use preflight_pki::PeerIdentity;
 use preflight_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
-use crate::{convert, svc_bench, svc_net};
+use crate::{convert, svc_bench, svc_harden, svc_net, svc_package};
 
 /// Refuses every caller but the controller.
 pub fn require_controller(req: Request<()>) -> Result<Request<()>, Status> {
@@ -25,6 +25,7 @@ pub fn require_controller(req: Request<()>) -> Result<Request<()>, Status> {
 pub struct AgentSvc {
     pub bench: svc_bench::BenchState,
     pub net: svc_net::NetState,
+    pub harden: svc_harden::HardenState,
 }
 
 #[tonic::async_trait]
@@ -38,6 +39,15 @@ impl pb::agent_server::Agent for AgentSvc {
             .map_err(|e| Status::internal(format!("inventory task failed: {e}")))?
             .map_err(|e| Status::internal(format!("inventory: {e}")))?;
         Ok(Response::new(convert::inventory(inv)))
+    }
+
+    type VerifyPackageStream = svc_package::EventStream;
+
+    async fn verify_package(
+        &self,
+        req: Request<pb::VerifyPackageRequest>,
+    ) -> Result<Response<Self::VerifyPackageStream>, Status> {
+        svc_package::verify_package(req).await.map(Response::new)
     }
 
     type RunBenchmarkStream = svc_bench::EventStream;
@@ -108,6 +118,24 @@ impl pb::agent_server::Agent for AgentSvc {
         req: Request<pb::GetBandwidthResultRequest>,
     ) -> Result<Response<pb::GetBandwidthResultResponse>, Status> {
         svc_net::get_bandwidth_result(&self.net, req)
+            .await
+            .map(Response::new)
+    }
+
+    async fn harden(
+        &self,
+        req: Request<pb::HardenRequest>,
+    ) -> Result<Response<pb::HardenResponse>, Status> {
+        svc_harden::harden(&self.harden, req)
+            .await
+            .map(Response::new)
+    }
+
+    async fn confirm_firewall(
+        &self,
+        req: Request<pb::ConfirmFirewallRequest>,
+    ) -> Result<Response<pb::ConfirmFirewallResponse>, Status> {
+        svc_harden::confirm_firewall(&self.harden, req)
             .await
             .map(Response::new)
     }

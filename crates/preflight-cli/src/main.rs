@@ -3,6 +3,7 @@
 
 mod client;
 mod cmd_bench;
+mod cmd_harden;
 mod cmd_net;
 mod cmd_ops;
 mod cmd_plan;
@@ -93,6 +94,8 @@ enum Cmd {
     Net(cmd_net::NetCmd),
     #[command(flatten)]
     Workflow(cmd_workflow::WorkflowCmd),
+    #[command(flatten)]
+    Harden(cmd_harden::HardenCmd),
 }
 
 #[derive(clap::Args)]
@@ -230,6 +233,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Bench(a) => cmd_bench::run(a, &conn, out).await,
         Cmd::Net(c) => cmd_net::run(c, &conn, out).await,
         Cmd::Workflow(c) => cmd_workflow::run(c, &conn, out).await,
+        Cmd::Harden(c) => cmd_harden::run(c, &conn, out).await,
         Cmd::Status(a) => cmd_ops::status_cmd(a, &conn, out).await,
         Cmd::Token(TokenCmd::Create {
             ttl,

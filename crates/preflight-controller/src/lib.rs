@@ -12,6 +12,7 @@ mod api;
 mod api_bench;
 mod api_net;
 mod auth;
+mod hardening_svc;
 mod http;
 mod metrics;
 mod registry;
@@ -272,6 +273,11 @@ pub async fn start(cfg: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Ru
         )
         .add_service(
             pb::controller_server::ControllerServer::new(api::ApiSvc(shared.clone()))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            pb::hardening_server::HardeningServer::new(hardening_svc::HardeningSvc(shared.clone()))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )

@@ -206,7 +206,33 @@ pub struct EvidenceBundle {
     pub checkpoint: SignedCheckpoint,
     /// The controller's SubjectPublicKeyInfo (P-256), DER, lowercase hex.
     pub controller_spki_der: String,
+    /// Where the records sit in the controller's global evidence log, when the exporter
+    /// included it: proves the records were appended to that log, not made up at export.
+    pub log_inclusion: Option<LogInclusion>,
 }
+
+/// Inclusion of a bundle's records in the controller's global evidence log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogInclusion {
+    /// The global log's checkpoint, signed by the same controller key.
+    pub checkpoint: SignedCheckpoint,
+    /// One entry per record of the bundle, in order (leaf indexes strictly increasing).
+    pub entries: Vec<LogEntryProof>,
+}
+
+/// One record's position in the global log and its RFC 9162 inclusion proof.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogEntryProof {
+    /// Leaf index in the global log.
+    pub leaf_index: u64,
+    /// Inclusion proof hashes, lowercase hex, against the checkpoint's tree size.
+    pub proof: Vec<String>,
+}
+
+/// Longest inclusion proof accepted (a tree of 2^64 leaves needs 64 hashes).
+const MAX_PROOF_LEN: usize = 64;
 
 /// A record that does not satisfy the evidence rules.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -401,6 +427,14 @@ pub enum BundleError {
         /// What does not fit.
         what: String,
     },
+    /// Global-log inclusion does not verify.
+    #[error("record {index} is not proven to be in the controller's global log: {what}")]
+    LogInclusion {
+        /// Position in the bundle.
+        index: usize,
+        /// What failed.
+        what: String,
+    },
     /// Record signature bad.
     #[error(
         "record {index} (agent {agent_id}, check {check_id}) signature does not verify: {error}"
@@ -432,6 +466,9 @@ pub struct BundleReport {
     pub controller_key_sha256: String,
     /// Records per agent id.
     pub records_per_agent: BTreeMap<String, u64>,
+    /// The global log checkpoint (origin, tree size, root hash) every record was proven to be
+    /// included in, when the bundle carries inclusion proofs.
+    pub global_log: Option<Checkpoint>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -709,36 +746,101 @@ pub fn merkle_root(leaves: &[Hash32]) -> Hash32 {
     }
 }
 
-fn inclusion_path(m: usize, leaves: &[Hash32], out: &mut Vec<Hash32>) {
-    let n = leaves.len();
-    if n <= 1 {
-        return;
-    }
-    let k = split(n);
-    if m < k {
-        inclusion_path(m, &leaves[..k], out);
-        out.push(merkle_root(&leaves[k..]));
-    } else {
-        inclusion_path(m - k, &leaves[k..], out);
-        out.push(merkle_root(&leaves[..k]));
+/// Complete subtree hashes of a log: `levels[0]` are the leaves, `levels[k][i]` the hash of
+/// the perfect subtree of `2^k` leaves starting at leaf `i * 2^k`. Any RFC 6962 subtree hash
+/// then costs O(log n) instead of O(n).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Levels(Vec<Vec<Hash32>>);
+
+impl Default for Levels {
+    fn default() -> Self {
+        Levels(vec![Vec::new()])
     }
 }
 
-fn consistency_subproof(m: usize, leaves: &[Hash32], complete: bool, out: &mut Vec<Hash32>) {
-    let n = leaves.len();
-    if m == n {
-        if !complete {
-            out.push(merkle_root(leaves));
+impl Levels {
+    fn from_leaves(leaves: Vec<Hash32>) -> Self {
+        let mut l = Levels::default();
+        for h in leaves {
+            l.push(h);
         }
-        return;
+        l
     }
-    let k = split(n);
-    if m <= k {
-        consistency_subproof(m, &leaves[..k], complete, out);
-        out.push(merkle_root(&leaves[k..]));
-    } else {
-        consistency_subproof(m - k, &leaves[k..], false, out);
-        out.push(merkle_root(&leaves[..k]));
+
+    fn leaves(&self) -> &[Hash32] {
+        &self.0[0]
+    }
+
+    fn push(&mut self, leaf: Hash32) {
+        self.0[0].push(leaf);
+        let mut i = self.0[0].len() - 1;
+        let mut k = 0;
+        // A node with an odd index completes a pair: hash it with its left sibling upwards.
+        while i % 2 == 1 {
+            let parent = node_hash(&self.0[k][i - 1], &self.0[k][i]);
+            if self.0.len() == k + 1 {
+                self.0.push(Vec::new());
+            }
+            self.0[k + 1].push(parent);
+            i /= 2;
+            k += 1;
+        }
+    }
+
+    /// RFC 6962 hash of the `len` leaves starting at `lo` (len >= 1, within the log).
+    fn hash(&self, lo: usize, len: usize) -> Hash32 {
+        if len.is_power_of_two() && lo.is_multiple_of(len) {
+            let k = len.trailing_zeros() as usize;
+            return self.0[k][lo / len];
+        }
+        let k = split(len);
+        node_hash(&self.hash(lo, k), &self.hash(lo + k, len - k))
+    }
+
+    fn root(&self, size: usize) -> Hash32 {
+        if size == 0 {
+            to_hash(digest(&SHA256, b"").as_ref())
+        } else {
+            self.hash(0, size)
+        }
+    }
+
+    fn inclusion_path(&self, m: usize, lo: usize, n: usize, out: &mut Vec<Hash32>) {
+        if n <= 1 {
+            return;
+        }
+        let k = split(n);
+        if m < k {
+            self.inclusion_path(m, lo, k, out);
+            out.push(self.hash(lo + k, n - k));
+        } else {
+            self.inclusion_path(m - k, lo + k, n - k, out);
+            out.push(self.hash(lo, k));
+        }
+    }
+
+    fn consistency_subproof(
+        &self,
+        m: usize,
+        lo: usize,
+        n: usize,
+        complete: bool,
+        out: &mut Vec<Hash32>,
+    ) {
+        if m == n {
+            if !complete {
+                out.push(self.hash(lo, n));
+            }
+            return;
+        }
+        let k = split(n);
+        if m <= k {
+            self.consistency_subproof(m, lo, k, complete, out);
+            out.push(self.hash(lo + k, n - k));
+        } else {
+            self.consistency_subproof(m - k, lo + k, n - k, false, out);
+            out.push(self.hash(lo, k));
+        }
     }
 }
 
@@ -852,9 +954,32 @@ pub fn verify_consistency(
 
 /// In-memory model of the evidence log: an append-only list of leaf hashes forming an
 /// RFC 6962 Merkle tree. The controller persists the leaves (and the signed records) itself.
+///
+/// Serialises as `{"leaves": [...]}`; the subtree cache is rebuilt on load.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "EvidenceLogRepr", into = "EvidenceLogRepr")]
 pub struct EvidenceLog {
+    levels: Levels,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EvidenceLogRepr {
     leaves: Vec<Hash32>,
+}
+
+impl From<EvidenceLogRepr> for EvidenceLog {
+    fn from(r: EvidenceLogRepr) -> Self {
+        EvidenceLog::from_leaves(r.leaves)
+    }
+}
+
+impl From<EvidenceLog> for EvidenceLogRepr {
+    fn from(l: EvidenceLog) -> Self {
+        EvidenceLogRepr {
+            leaves: l.levels.leaves().to_vec(),
+        }
+    }
 }
 
 impl EvidenceLog {
@@ -865,39 +990,41 @@ impl EvidenceLog {
 
     /// Rebuilds a log from persisted leaf hashes, in order.
     pub fn from_leaves(leaves: Vec<Hash32>) -> Self {
-        Self { leaves }
+        Self {
+            levels: Levels::from_leaves(leaves),
+        }
     }
 
     /// The leaf hashes, in order.
     pub fn leaves(&self) -> &[Hash32] {
-        &self.leaves
+        self.levels.leaves()
     }
 
     /// Number of leaves.
     pub fn len(&self) -> u64 {
-        self.leaves.len() as u64
+        self.leaves().len() as u64
     }
 
     /// Whether the log is empty.
     pub fn is_empty(&self) -> bool {
-        self.leaves.is_empty()
+        self.leaves().is_empty()
     }
 
     /// Appends a signed record; returns its index and leaf hash.
     pub fn append(&mut self, record: &SignedRecord) -> (u64, Hash32) {
         let h = record.leaf_hash();
-        self.leaves.push(h);
+        self.levels.push(h);
         (self.len() - 1, h)
     }
 
     /// Root hash of the whole log.
     pub fn root(&self) -> Hash32 {
-        merkle_root(&self.leaves)
+        self.levels.root(self.leaves().len())
     }
 
     /// Root hash of the first `size` leaves.
     pub fn root_at(&self, size: u64) -> Result<Hash32, ProofError> {
-        Ok(merkle_root(self.prefix(size)?))
+        Ok(self.levels.root(self.prefix(size)?.len()))
     }
 
     fn prefix(&self, size: u64) -> Result<&[Hash32], ProofError> {
@@ -908,17 +1035,17 @@ impl EvidenceLog {
             });
         }
         // size <= len, which is a usize.
-        Ok(&self.leaves[..size as usize])
+        Ok(&self.leaves()[..size as usize])
     }
 
     /// Inclusion proof of leaf `index` in the tree of the first `size` leaves.
     pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash32>, ProofError> {
-        let leaves = self.prefix(size)?;
+        let n = self.prefix(size)?.len();
         if index >= size {
             return Err(ProofError::IndexOutOfRange { index, size });
         }
         let mut out = Vec::new();
-        inclusion_path(index as usize, leaves, &mut out);
+        self.levels.inclusion_path(index as usize, 0, n, &mut out);
         Ok(out)
     }
 
@@ -934,10 +1061,11 @@ impl EvidenceLog {
                 new: new_size,
             });
         }
-        let leaves = self.prefix(new_size)?;
+        let n = self.prefix(new_size)?.len();
         let mut out = Vec::new();
         if old_size > 0 && old_size < new_size {
-            consistency_subproof(old_size as usize, leaves, true, &mut out);
+            self.levels
+                .consistency_subproof(old_size as usize, 0, n, true, &mut out);
         }
         Ok(out)
     }
@@ -990,7 +1118,43 @@ impl EvidenceBundle {
             agent_keys,
             checkpoint,
             controller_spki_der: hex::encode(p256_spki_from_pkcs8(controller_pkcs8)?),
+            log_inclusion: None,
         })
+    }
+
+    /// Adds inclusion proofs of every record in the controller's global `log`: `leaf_indexes`
+    /// gives each record's index in the log (strictly increasing), `global_checkpoint` is a
+    /// checkpoint of `log` (signed by the same controller key).
+    pub fn with_log_inclusion(
+        mut self,
+        log: &EvidenceLog,
+        leaf_indexes: &[u64],
+        global_checkpoint: SignedCheckpoint,
+    ) -> Result<Self, ProofError> {
+        let size = global_checkpoint.checkpoint.tree_size;
+        if leaf_indexes.len() != self.records.len() {
+            return Err(ProofError::IndexOutOfRange {
+                index: leaf_indexes.len() as u64,
+                size: self.records.len() as u64,
+            });
+        }
+        let mut entries = Vec::with_capacity(leaf_indexes.len());
+        for (record, &index) in self.records.iter().zip(leaf_indexes) {
+            let proof = log.inclusion_proof(index, size)?;
+            // The index must really hold this record.
+            if log.leaves().get(index as usize) != Some(&record.leaf_hash()) {
+                return Err(ProofError::Mismatch);
+            }
+            entries.push(LogEntryProof {
+                leaf_index: index,
+                proof: proof.iter().map(hex::encode).collect(),
+            });
+        }
+        self.log_inclusion = Some(LogInclusion {
+            checkpoint: global_checkpoint,
+            entries,
+        });
+        Ok(self)
     }
 
     /// The exported bytes: the canonical encoding, no trailing newline.
@@ -1143,7 +1307,28 @@ fn verify_bundle_inner(bytes: &[u8], pinned: Option<&[u8]>) -> Result<BundleRepo
             signed: cp.root_hash.clone(),
         });
     }
+    // Every key entry must serve a record: an unused entry would be bytes no signature covers.
+    if let Some(unused) = bundle.agent_keys.keys().find(|k| {
+        !bundle
+            .records
+            .iter()
+            .any(|r| &r.record.agent_cert_sha256 == *k)
+    }) {
+        return Err(BundleError::AgentKey {
+            cert_sha256: unused.clone(),
+            what: "no record was signed with this certificate; remove it from the bundle".into(),
+        });
+    }
+    let global_log = match &bundle.log_inclusion {
+        None => None,
+        Some(inc) => Some(verify_log_inclusion(
+            &bundle.records,
+            inc,
+            &controller_spki,
+        )?),
+    };
     Ok(BundleReport {
+        global_log,
         records: log.len(),
         origin: cp.origin.clone(),
         root_hash: computed,
@@ -1151,6 +1336,67 @@ fn verify_bundle_inner(bytes: &[u8], pinned: Option<&[u8]>) -> Result<BundleRepo
         controller_key_sha256,
         records_per_agent: per_agent,
     })
+}
+
+fn verify_log_inclusion(
+    records: &[SignedRecord],
+    inc: &LogInclusion,
+    controller_spki: &[u8],
+) -> Result<Checkpoint, BundleError> {
+    let fail = |index: usize, what: String| BundleError::LogInclusion { index, what };
+    verify_checkpoint(&inc.checkpoint, controller_spki)
+        .map_err(|e| fail(0, format!("global checkpoint signature: {e}")))?;
+    let cp = &inc.checkpoint.checkpoint;
+    let root: Hash32 = decode_hex_field(&cp.root_hash)
+        .and_then(|v| v.try_into().ok())
+        .ok_or_else(|| {
+            fail(
+                0,
+                "global root hash is not 32 bytes of lowercase hex".into(),
+            )
+        })?;
+    if inc.entries.len() != records.len() {
+        return Err(fail(
+            inc.entries.len().min(records.len()),
+            format!("{} proofs for {} records", inc.entries.len(), records.len()),
+        ));
+    }
+    let mut previous: Option<u64> = None;
+    for (index, (record, entry)) in records.iter().zip(&inc.entries).enumerate() {
+        if previous.is_some_and(|p| entry.leaf_index <= p) {
+            return Err(fail(
+                index,
+                "leaf indexes are not strictly increasing".into(),
+            ));
+        }
+        previous = Some(entry.leaf_index);
+        if entry.proof.len() > MAX_PROOF_LEN {
+            return Err(fail(
+                index,
+                format!("proof has {} hashes", entry.proof.len()),
+            ));
+        }
+        let proof: Vec<Hash32> = entry
+            .proof
+            .iter()
+            .map(|h| decode_hex_field(h).and_then(|v| v.try_into().ok()))
+            .collect::<Option<_>>()
+            .ok_or_else(|| fail(index, "proof hash is not 32 bytes of lowercase hex".into()))?;
+        verify_inclusion(
+            &record.leaf_hash(),
+            entry.leaf_index,
+            cp.tree_size,
+            &proof,
+            &root,
+        )
+        .map_err(|e| {
+            fail(
+                index,
+                format!("leaf {} of {}: {e}", entry.leaf_index, cp.tree_size),
+            )
+        })?;
+    }
+    Ok(cp.clone())
 }
 
 #[cfg(test)]
@@ -1196,6 +1442,24 @@ mod tests {
             hex::encode(merkle_root(&l)),
             "5dc9da79a70659a9ad559cb701ded9a2ab9d823aad2f4960cfe370eff4604328"
         );
+    }
+
+    #[test]
+    fn cached_roots_match_plain_recursion_and_survive_serde() {
+        let mut log = EvidenceLog::new();
+        for n in 0..70usize {
+            assert_eq!(log.root(), merkle_root(&leaves(n)), "n={n}");
+            for m in 0..=n {
+                assert_eq!(
+                    log.root_at(m as u64).expect("in range"),
+                    merkle_root(&leaves(m))
+                );
+            }
+            let json = serde_json::to_string(&log).expect("serialise");
+            let back: EvidenceLog = serde_json::from_str(&json).expect("parse");
+            assert_eq!(back, log);
+            log.levels.push(leaves(n + 1)[n]);
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use preflight_core::evidence::{
-    self, verify_bundle, verify_bundle_pinned, AgentKey, BundleError, EvidenceBundle,
+    self, verify_bundle, verify_bundle_pinned, AgentKey, BundleError, EvidenceBundle, EvidenceLog,
     EvidenceOperation, EvidenceRecord, EvidenceStatus, Operator, SignedRecord,
     RECORD_FORMAT_VERSION,
 };
@@ -143,6 +143,40 @@ impl Fixture {
     fn bundle(&self) -> EvidenceBundle {
         self.bundle_of(self.records.clone())
     }
+
+    /// The bundle plus inclusion proofs in a global log where other batches' records sit
+    /// around ours (our records at indexes 1, 2 and 4 of 6).
+    fn bundle_with_inclusion(&self) -> EvidenceBundle {
+        let other = evidence::sign(
+            record(
+                "agent-b",
+                &self.agent_b,
+                "acct.inactive",
+                EvidenceOperation::Audit,
+                0,
+            ),
+            &self.agent_b.pkcs8,
+        )
+        .expect("sign");
+        let mut log = EvidenceLog::new();
+        log.append(&other);
+        let mut indexes = Vec::new();
+        for (i, r) in self.records.iter().enumerate() {
+            indexes.push(log.append(r).0);
+            if i == 1 {
+                log.append(&other);
+            }
+        }
+        log.append(&other);
+        let cp = log
+            .checkpoint("preflight/log", 20, |c| {
+                evidence::sign_checkpoint(c, &self.controller.pkcs8)
+            })
+            .expect("sign");
+        self.bundle()
+            .with_log_inclusion(&log, &indexes, cp)
+            .expect("proofs")
+    }
 }
 
 #[test]
@@ -179,12 +213,22 @@ fn valid_bundle_verifies_and_reports() {
 #[test]
 fn every_single_bit_flip_is_detected() {
     let f = Fixture::new();
-    let bytes = f.bundle().to_bytes();
+    let bytes = f.bundle_with_inclusion().to_bytes();
     verify_bundle(&bytes).expect("the unmodified bundle verifies");
     let mut undetected = Vec::new();
     let mut copy = bytes.clone();
+    let mut tried = 0;
     for pos in 0..bytes.len() {
-        for bit in 0..8 {
+        // Two flips per byte keep the test fast in debug builds: a rotating bit (so every bit
+        // position is exercised across the bundle) and bit 5, which turns hex digits and
+        // letters into their other case, the edit a lenient hex decoder would not notice.
+        let bits: &[u32] = if pos % 8 == 5 {
+            &[5]
+        } else {
+            &[(pos % 8) as u32, 5]
+        };
+        for &bit in bits {
+            tried += 1;
             copy[pos] ^= 1 << bit;
             if verify_bundle(&copy).is_ok() {
                 undetected.push((pos, bit));
@@ -194,12 +238,14 @@ fn every_single_bit_flip_is_detected() {
     }
     assert!(
         undetected.is_empty(),
-        "{} of {} flips undetected, first {:?}",
+        "{} of {tried} flips undetected, first {:?}",
         undetected.len(),
-        bytes.len() * 8,
         &undetected[..undetected.len().min(10)]
     );
-    eprintln!("{} bytes x 8 bits: every flip detected", bytes.len());
+    eprintln!(
+        "{} bytes, {tried} single-bit flips: every flip detected",
+        bytes.len()
+    );
 }
 
 #[test]
@@ -394,4 +440,64 @@ fn checkpoint_consistency_between_two_exports() {
         &root(&new.checkpoint.root_hash),
     )
     .expect("included");
+}
+
+#[test]
+fn global_log_inclusion_verifies_and_tampering_fails() {
+    let f = Fixture::new();
+    let b = f.bundle_with_inclusion();
+    let report = verify_bundle(&b.to_bytes()).expect("valid");
+    let global = report.global_log.expect("inclusion checked");
+    assert_eq!(
+        (global.origin.as_str(), global.tree_size),
+        ("preflight/log", 6)
+    );
+    let inc = |b: &mut EvidenceBundle| b.log_inclusion.as_mut().expect("inclusion").entries.clone();
+
+    let mut t = b.clone();
+    t.log_inclusion.as_mut().expect("inclusion").entries[2].leaf_index = 3;
+    assert!(matches!(
+        verify_bundle(&t.to_bytes()),
+        Err(BundleError::LogInclusion { index: 2, .. })
+    ));
+
+    let mut t = b.clone();
+    let mut entries = inc(&mut t);
+    entries.swap(0, 1);
+    t.log_inclusion.as_mut().expect("inclusion").entries = entries;
+    assert!(matches!(
+        verify_bundle(&t.to_bytes()),
+        Err(BundleError::LogInclusion { index: 0, .. })
+    ));
+
+    let mut t = b.clone();
+    t.log_inclusion.as_mut().expect("inclusion").entries.pop();
+    assert!(matches!(
+        verify_bundle(&t.to_bytes()),
+        Err(BundleError::LogInclusion { .. })
+    ));
+
+    // A global checkpoint signed by someone else.
+    let mallory = identity("controller");
+    let mut t = b.clone();
+    let cp = &mut t.log_inclusion.as_mut().expect("inclusion").checkpoint;
+    cp.signature = evidence::sign_checkpoint(&cp.checkpoint, &mallory.pkcs8).expect("sign");
+    assert!(matches!(
+        verify_bundle(&t.to_bytes()),
+        Err(BundleError::LogInclusion { index: 0, .. })
+    ));
+}
+
+#[test]
+fn unused_agent_key_is_refused() {
+    // An entry no record refers to would carry bytes (its agent id) that no signature covers.
+    let f = Fixture::new();
+    let mut b = f.bundle();
+    let extra = identity("agent-c");
+    let (k, v) = AgentKey::new("agent-c", &extra.cert, &extra.spki);
+    b.agent_keys.insert(k, v);
+    assert!(matches!(
+        verify_bundle(&b.to_bytes()),
+        Err(BundleError::AgentKey { .. })
+    ));
 }

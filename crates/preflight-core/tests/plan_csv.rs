@@ -123,6 +123,11 @@ fn bad_ports_and_apps_ports_mismatch() {
     has(&err, 2, None, "ports", "2 apps but 1 port groups");
     let err = bad("ip,hostname,role,apps,ports\n10.0.0.1,a,web,nginx,90-80\n");
     has(&err, 2, Some(22), "ports", "reversed port range 90-80");
+    // Quoted fields before it do not shift the column: it points at the content.
+    let err = bad("ip,hostname,role,apps,ports\n10.0.0.1,a,web,\"nginx;x\",\"80;90-80\"\n");
+    has(&err, 2, Some(27), "ports", "reversed port range 90-80");
+    let err = bad("\u{feff}ip;hostname;role\n10.0.0.1;\"b\";web\n10.0.0.2;é-1;web\n");
+    has(&err, 3, Some(10), "hostname", "invalid hostname \"é-1\"");
 }
 
 #[test]

@@ -31,7 +31,7 @@ pub mod exec;
 mod manager;
 pub mod render;
 
-pub use audit::{audit, detect_backends, BackendState, FwCheckResult};
+pub use audit::{audit, choose_backend, detect_backends, BackendState, FwCheckResult};
 pub use exec::{CommandRunner, Tool};
 pub use manager::{
     ChangeOutcome, FirewallManager, FirewallPlan, PendingChange, RollbackReason,

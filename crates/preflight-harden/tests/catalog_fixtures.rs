@@ -331,6 +331,8 @@ fn centos7_tally2() -> Result<()> {
                 sshd.contains("PermitRootLogin no\n"),
                 "admin is in wheel with a password: {sshd}"
             );
+            // Overrides inside the Match block would reopen what the global settings close.
+            assert!(sshd.contains("Match Group sftponly\n\tChrootDirectory /srv/sftp/%u\n#preflight-disabled# \tX11Forwarding yes\n#preflight-disabled# \tPermitRootLogin yes\n"), "{sshd}");
             let mode = fs::metadata(f.dir.join("etc/ssh/sshd_config"))?.mode() & 0o777;
             assert_eq!(mode, 0o600);
             assert_eq!(fs::metadata(f.dir.join("etc/shadow"))?.mode() & 0o777, 0);
@@ -403,6 +405,12 @@ fn centos7_faillock() -> Result<()> {
                 sshd.contains("PermitRootLogin prohibit-password\n"),
                 "{sshd}"
             );
+            // vsftpd was enabled: the wants link is removed (rollback recreates it).
+            assert!(fs::symlink_metadata(
+                f.dir
+                    .join("etc/systemd/system/multi-user.target.wants/vsftpd.service")
+            )
+            .is_err());
             let rules = read(f, "etc/audit/rules.d/50-preflight.rules")?;
             assert!(
                 !rules.contains("-w /etc/passwd"),
@@ -861,6 +869,10 @@ fn policy_thresholds_are_configurable() -> Result<()> {
     let r = &catalog::audit(&f.root, &Policy::default(), &["acct.pass_max_days"])[0];
     assert_eq!(r.status, Status::Compliant, "{}", r.observed);
     assert!(serde_json::from_str::<Policy>(r#"{"no_such": 1}"#).is_err());
+    let p: Policy = serde_json::from_str(r#"{"umask": "077"}"#)?;
+    assert_eq!(p.umask, 0o077);
+    assert!(serde_json::from_str::<Policy>(r#"{"umask": "089"}"#).is_err());
+    assert_eq!(serde_json::to_value(Policy::default())?["umask"], "027");
     let bad = Policy {
         lockout_unlock_time: 60,
         ..Policy::default()
@@ -912,9 +924,138 @@ fn plan_of_a_new_dropin_respects_include_order() -> Result<()> {
     let f = fixture("debian12")?;
     let plan = catalog::plan(&f.root, &Policy::default(), &["ssh.permit_root_login"])?;
     let paths: Vec<&str> = plan[0].changes.iter().map(|c| c.path.as_str()).collect();
-    assert_eq!(paths, ["/etc/ssh/sshd_config.d/00-preflight-hardening.conf"]);
+    assert_eq!(
+        paths,
+        ["/etc/ssh/sshd_config.d/00-preflight-hardening.conf"]
+    );
     let login = catalog::plan(&f.root, &Policy::default(), &["perm.umask"])?;
     // The line keeps its own spacing.
-    assert!(login[0].changes[0].diff.contains("+UMASK\t\t027\n"), "{}", login[0].changes[0].diff);
+    assert!(
+        login[0].changes[0].diff.contains("+UMASK\t\t027\n"),
+        "{}",
+        login[0].changes[0].diff
+    );
+    Ok(())
+}
+
+#[test]
+fn ssh_checks_are_not_applicable_without_sshd() -> Result<()> {
+    let f = fixture("kylin-v10")?;
+    fs::remove_file(f.dir.join("etc/ssh/sshd_config"))?;
+    for r in catalog::audit(
+        &f.root,
+        &Policy::default(),
+        &["ssh.misc", "ssh.permit_root_login"],
+    ) {
+        assert_eq!(r.status, Status::NotApplicable, "{}", r.id);
+    }
+    let opts = ApplyOptions {
+        backup_dir: f.backups.clone(),
+    };
+    let rep = catalog::apply(&f.root, &Policy::default(), &["ssh.misc"], &opts)?;
+    assert!(rep.backup.is_none() && !f.dir.join("etc/ssh/sshd_config").exists());
+    Ok(())
+}
+
+/// Runs a real `sshd -t` on the configuration apply produced, for every fixture with sshd.
+/// The library only runs /usr/sbin/sshd on a live root; this test takes the binary from
+/// PREFLIGHT_TEST_SSHD (e.g. extracted from the openssh-server package) or /usr/sbin/sshd.
+#[test]
+fn applied_sshd_configs_pass_sshd_t() -> Result<()> {
+    let sshd = std::env::var("PREFLIGHT_TEST_SSHD").unwrap_or_else(|_| "/usr/sbin/sshd".into());
+    if !Path::new(&sshd).exists() {
+        eprintln!("SKIP: no sshd binary at {sshd} (set PREFLIGHT_TEST_SSHD)");
+        return Ok(());
+    }
+    let keygen = "/usr/bin/ssh-keygen";
+    if !Path::new(keygen).exists() {
+        eprintln!("SKIP: no {keygen} to make a host key");
+        return Ok(());
+    }
+    let tmp = tempfile::tempdir()?;
+    let key = tmp.path().join("hostkey");
+    let st = std::process::Command::new(keygen)
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .status()?;
+    assert!(st.success());
+    for name in [
+        "centos7-tally2",
+        "centos7-faillock",
+        "rocky9-authselect",
+        "openeuler2203",
+        "kylin-v10",
+        "debian12",
+    ] {
+        let f = fixture(name)?;
+        let opts = ApplyOptions {
+            backup_dir: f.backups.clone(),
+        };
+        catalog::apply(&f.root, &Policy::default(), &[], &opts)?;
+        // Settings sshd of this build rejects or that need host files are dropped; everything
+        // the catalog writes stays.
+        let flat: String = catalog::sshd_flattened(&f.root)
+            .map_err(anyhow::Error::msg)?
+            .lines()
+            .filter(|l| {
+                let k = l
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("")
+                    .to_ascii_lowercase();
+                !matches!(k.as_str(), "hostkey" | "gssapikexalgorithms" | "protocol")
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let conf = tmp.path().join(format!("{name}.conf"));
+        fs::write(&conf, &flat)?;
+        let out = std::process::Command::new(&sshd)
+            .arg("-t")
+            .arg("-f")
+            .arg(&conf)
+            .arg("-h")
+            .arg(&key)
+            .output()?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        if err.contains("Privilege separation user")
+            || err.contains("privilege separation directory")
+        {
+            eprintln!("SKIP: {name}: this machine lacks sshd's privilege separation setup: {err}");
+            continue;
+        }
+        assert!(
+            out.status.success(),
+            "{name}: sshd -t rejected the applied configuration: {err}\n{flat}"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn concurrent_apply_is_refused_and_notes_are_recorded() -> Result<()> {
+    let f = fixture("debian12")?;
+    fs::create_dir_all(&f.backups)?;
+    let held = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(f.backups.join(".lock"))?;
+    let held = nix::fcntl::Flock::lock(held, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| anyhow::anyhow!("lock: {e}"))?;
+    let opts = ApplyOptions {
+        backup_dir: f.backups.clone(),
+    };
+    let e = catalog::apply(&f.root, &Policy::default(), &["ssh.misc"], &opts).expect_err("busy");
+    assert!(e.to_string().contains("another harden apply"), "{e}");
+    drop(held);
+    let rep = catalog::apply(&f.root, &Policy::default(), &["ssh.misc"], &opts)?;
+    assert!(
+        rep.records[0]
+            .notes
+            .iter()
+            .any(|n| n.contains("sshd -t") && n.contains("skipped")),
+        "{:?}",
+        rep.records[0].notes
+    );
     Ok(())
 }

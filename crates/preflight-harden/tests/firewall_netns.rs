@@ -6,7 +6,7 @@
 //! the test's own sockets are created by threads that `setns` into A or B.
 
 use std::fs::File;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -94,6 +94,8 @@ struct NetPair {
     b: String,
     a_ip: Ipv4Addr,
     b_ip: Ipv4Addr,
+    a_ip6: Ipv6Addr,
+    b_ip6: Ipv6Addr,
 }
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
@@ -107,6 +109,8 @@ impl NetPair {
             b: format!("pffw-b-{tag}"),
             a_ip: Ipv4Addr::new(10, 213, n as u8, 1),
             b_ip: Ipv4Addr::new(10, 213, n as u8, 2),
+            a_ip6: Ipv6Addr::new(0xfd00, 0x213, n as u16, 0, 0, 0, 0, 1),
+            b_ip6: Ipv6Addr::new(0xfd00, 0x213, n as u16, 0, 0, 0, 0, 2),
         };
         // From here on Drop cleans up whatever was created.
         ip(&["netns", "add", &pair.a])?;
@@ -116,8 +120,22 @@ impl NetPair {
             "link", "add", &va, "netns", &pair.a, "type", "veth", "peer", "name", &vb, "netns",
             &pair.b,
         ])?;
-        for (ns, dev, addr) in [(&pair.a, &va, pair.a_ip), (&pair.b, &vb, pair.b_ip)] {
+        for (ns, dev, addr, addr6) in [
+            (&pair.a, &va, pair.a_ip, pair.a_ip6),
+            (&pair.b, &vb, pair.b_ip, pair.b_ip6),
+        ] {
             ip(&["-n", ns, "addr", "add", &format!("{addr}/24"), "dev", dev])?;
+            // nodad: usable at once, no duplicate address detection delay.
+            ip(&[
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{addr6}/64"),
+                "dev",
+                dev,
+                "nodad",
+            ])?;
             ip(&["-n", ns, "link", "set", dev, "up"])?;
             ip(&["-n", ns, "link", "set", "lo", "up"])?;
         }
@@ -127,6 +145,15 @@ impl NetPair {
     /// Whether a TCP connection from A to B:`port` succeeds.
     fn reachable(&self, port: u16) -> bool {
         let target = SocketAddr::from((self.b_ip, port));
+        in_netns(&self.a, move || {
+            TcpStream::connect_timeout(&target, CONNECT_TIMEOUT).is_ok()
+        })
+        .unwrap_or(false)
+    }
+
+    /// Whether a TCP connection from A to B:`port` over IPv6 succeeds.
+    fn reachable6(&self, port: u16) -> bool {
+        let target = SocketAddr::from((self.b_ip6, port));
         in_netns(&self.a, move || {
             TcpStream::connect_timeout(&target, CONNECT_TIMEOUT).is_ok()
         })
@@ -175,7 +202,8 @@ impl Listeners {
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
         for &port in ports {
-            let l = in_netns(ns, move || TcpListener::bind(("0.0.0.0", port)))??;
+            // "::" is dual-stack on Linux (bindv6only=0): IPv4 and IPv6 in one socket.
+            let l = in_netns(ns, move || TcpListener::bind(("::", port)))??;
             l.set_nonblocking(true)?;
             let stop = Arc::clone(&stop);
             threads.push(std::thread::spawn(move || {
@@ -688,4 +716,147 @@ fn nft_failed_timed_rollback_is_retried() -> Result<()> {
     );
     assert!(!state.path().join("pending.json").exists());
     Ok(())
+}
+
+fn ipv6_mgmt_source_and_neighbour_discovery(backend: Backend) -> Result<()> {
+    let p = NetPair::new()?;
+    let _l = Listeners::start(&p.b, &[AGENT, UNPLANNED])?;
+    assert!(
+        wait_reachable6(&p, AGENT),
+        "IPv6 setup: agent port reachable before hardening"
+    );
+    let state = tempfile::tempdir()?;
+    let fw = FirewallManager::with_runner(backend, state.path(), p.runner())?;
+    let list = AllowList {
+        mgmt_sources: vec![format!("{}/128", p.a_ip6).parse().expect("net")],
+        ..cutoff_list()
+    };
+    let c = fw.apply_with_confirm(&fw.plan(&list)?, Duration::from_secs(20))?;
+    fw.confirm(&c.id)?;
+    // Forget the neighbours so the next connection needs ICMPv6 neighbour discovery through
+    // the new ruleset.
+    ip(&["-n", &p.a, "neigh", "flush", "all"])?;
+    ip(&["-n", &p.b, "neigh", "flush", "all"])?;
+    assert!(
+        p.reachable6(AGENT),
+        "{backend}: agent port over IPv6 from the management source"
+    );
+    assert!(
+        !p.reachable6(UNPLANNED),
+        "{backend}: unplanned port blocked over IPv6"
+    );
+    assert!(
+        !p.reachable(AGENT),
+        "{backend}: IPv4 source outside the management sources is blocked"
+    );
+    Ok(())
+}
+
+fn wait_reachable6(p: &NetPair, port: u16) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(5) {
+        if p.reachable6(port) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+#[test]
+fn nft_ipv6_mgmt_source_and_neighbour_discovery() -> Result<()> {
+    skip_unless_ready!(Backend::Nftables);
+    ipv6_mgmt_source_and_neighbour_discovery(Backend::Nftables)
+}
+
+#[test]
+fn iptables_ipv6_mgmt_source_and_neighbour_discovery() -> Result<()> {
+    skip_unless_ready!(Backend::Iptables);
+    ipv6_mgmt_source_and_neighbour_discovery(Backend::Iptables)
+}
+
+/// Kills and reaps the helper process on drop, also when the test panics.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The `fw_apply_and_hang` example, which `cargo test` builds next to the test binaries.
+fn helper_binary() -> Option<std::path::PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let path = exe
+        .parent()?
+        .parent()?
+        .join("examples")
+        .join("fw_apply_and_hang");
+    path.is_file().then_some(path)
+}
+
+fn killed_agent_rolls_back_at_start(backend: Backend, name: &str) -> Result<()> {
+    let Some(helper) = helper_binary() else {
+        eprintln!("SKIP: examples/fw_apply_and_hang is not built (cargo test builds it)");
+        return Ok(());
+    };
+    let p = NetPair::new()?;
+    let _l = Listeners::start(&p.b, &[AGENT])?;
+    let state = tempfile::tempdir()?;
+    let mut child = KillOnDrop(
+        Command::new(helper)
+            .arg(&p.b)
+            .arg(state.path())
+            .args([name, "10.99.0.0/24", "300"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .context("start helper")?,
+    );
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.0.stdout.take().context("helper stdout")?),
+        &mut line,
+    )?;
+    let id = line.trim().to_owned();
+    assert_eq!(id.len(), 32, "helper printed the change id, got {line:?}");
+    assert!(
+        !p.reachable(AGENT),
+        "{backend}: the helper's ruleset cuts the controller off"
+    );
+    // SIGKILL: no destructor, no timer, only the state on disk survives.
+    child.0.kill()?;
+    child.0.wait()?;
+    assert!(
+        !p.reachable(AGENT),
+        "{backend}: still cut off while no agent runs"
+    );
+    let fw = FirewallManager::with_runner(backend, state.path(), p.runner())?;
+    let started = Instant::now();
+    let recovered = fw.recover_on_start()?;
+    assert_eq!(
+        recovered,
+        Some((id, ChangeOutcome::RolledBack(RollbackReason::Startup)))
+    );
+    assert!(
+        p.reachable(AGENT),
+        "{backend}: start-up rollback restores connectivity"
+    );
+    eprintln!(
+        "{backend}: start-up rollback took {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+#[test]
+fn nft_killed_agent_rolls_back_at_start() -> Result<()> {
+    skip_unless_ready!(Backend::Nftables);
+    killed_agent_rolls_back_at_start(Backend::Nftables, "nftables")
+}
+
+#[test]
+fn iptables_killed_agent_rolls_back_at_start() -> Result<()> {
+    skip_unless_ready!(Backend::Iptables);
+    killed_agent_rolls_back_at_start(Backend::Iptables, "iptables")
 }

@@ -6,6 +6,7 @@
 //! with a clear message instead of guessing. Every multi-key change is one sled transaction,
 //! and a write that must survive a crash is flushed before it is acknowledged.
 
+pub mod evidence;
 mod records;
 pub mod workflow;
 

@@ -117,7 +117,7 @@ pub(crate) fn parse(src: usize, text: &str, errs: &mut Errs<'_>) -> (Vec<RawServ
             if cols.contains(&Some(c)) {
                 errs.push(
                     src,
-                    field_at(base, &header, i),
+                    field_at(base, body, delimiter, &header, i),
                     c.name(),
                     PlanErrorKind::CsvDuplicateColumn(h.trim().to_string()),
                 );
@@ -190,7 +190,7 @@ pub(crate) fn parse(src: usize, text: &str, errs: &mut Errs<'_>) -> (Vec<RawServ
         let cell = |c: Col| -> Option<Spanned<String>> {
             let i = find(c)?;
             let v = rec.get(i)?.trim().to_string();
-            Some(Spanned::new(field_at(base, &rec, i), v))
+            Some(Spanned::new(field_at(base, body, delimiter, &rec, i), v))
         };
         let (Some(address), Some(hostname), Some(role)) =
             (cell(Col::Address), cell(Col::Hostname), cell(Col::Role))
@@ -299,12 +299,49 @@ fn apps(
         .collect())
 }
 
-/// Approximate byte offset of field `i` in the text: the record start plus the field's
-/// position in the record (quotes before it are not counted).
-fn field_at(base: usize, rec: &csv::StringRecord, i: usize) -> std::ops::Range<usize> {
-    let start = rec.position().map_or(0, |p| offset(p.byte()));
-    let within = rec.range(i).map_or(0, |r| r.start);
-    let at = base + start + within + i;
+/// Byte offset (as an empty range) of the content of field `i` of a record in the text: the
+/// raw record is scanned from its start, honouring quotes, so that the column is exact.
+fn field_at(
+    base: usize,
+    body: &str,
+    delimiter: u8,
+    rec: &csv::StringRecord,
+    i: usize,
+) -> std::ops::Range<usize> {
+    let start = rec
+        .position()
+        .map_or(0, |p| offset(p.byte()))
+        .min(body.len());
+    let bytes = &body.as_bytes()[start..];
+    let mut field = 0usize;
+    let mut in_quotes = false;
+    let mut at_field_start = true;
+    for (k, &b) in bytes.iter().enumerate() {
+        if field == i && at_field_start {
+            // Point at the content, past an opening quote.
+            let skip = usize::from(b == b'"');
+            let at = base + start + k + skip;
+            return at..at;
+        }
+        at_field_start = false;
+        match b {
+            b'"' => in_quotes = !in_quotes,
+            b'\n' if !in_quotes => break,
+            _ if b == delimiter && !in_quotes => {
+                field += 1;
+                at_field_start = true;
+            }
+            _ => {}
+        }
+    }
+    let at = base
+        + start
+        + bytes.len().min(
+            bytes
+                .iter()
+                .position(|&b| b == b'\n')
+                .unwrap_or(bytes.len()),
+        );
     at..at
 }
 

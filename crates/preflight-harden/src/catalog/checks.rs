@@ -27,6 +27,8 @@ pub(crate) struct Check {
     pub expected: fn(&Policy) -> String,
     pub audit: fn(&Ctx) -> Result<Outcome, Unk>,
     pub fix: Option<fn(&Ctx) -> Result<Fix, Unk>>,
+    /// Files whose absence makes the check not applicable (the service is not installed).
+    pub requires: &'static [&'static str],
 }
 
 type AuditFn = fn(&Ctx) -> Result<Outcome, Unk>;
@@ -57,6 +59,7 @@ fn check(
         expected,
         audit,
         fix,
+        requires: &[],
     }
 }
 
@@ -96,7 +99,7 @@ fn fw(
 pub(crate) fn all() -> &'static [Check] {
     static ALL: OnceLock<Vec<Check>> = OnceLock::new();
     ALL.get_or_init(|| {
-        vec![
+        let mut v = vec![
             check("acct.pass_max_days", "Maximum password age", "密码最长使用期限", "L3-CES1-01", "5.4.1.1",
                 |p| format!("<= {}", p.pass_max_days), |c| audit_aging(c, &MAX_DAYS), Some(|c| fix_aging(c, &MAX_DAYS))),
             check("acct.pass_min_days", "Minimum days between password changes", "密码最短使用期限", "L3-CES1-01", "5.4.1.2",
@@ -159,7 +162,13 @@ pub(crate) fn all() -> &'static [Check] {
             fw("fw.default_deny_in", "Default deny inbound", "入站默认拒绝", "L3-CES1-18", "3.6.2-4"),
             fw("fw.allowlist_ports", "Only planned ports open", "仅开放计划端口", "L3-CES1-18, L3-CES1-19", "3.6.5"),
             fw("fw.mgmt_source", "Management access restricted by source", "管理端口限制来源地址", "L3-CES1-19", "3.4.2-3"),
-        ]
+        ];
+        for c in v.iter_mut() {
+            if c.info.id.starts_with("ssh.") && c.info.id != "ssh.no_plaintext_remote" {
+                c.requires = &[sshd::MAIN];
+            }
+        }
+        v
     })
 }
 
@@ -1356,9 +1365,41 @@ fn sshd_value(cfg: &sshd::SshdConfig, key: &str, default: &str) -> String {
         .unwrap_or_else(|| default.to_string())
 }
 
-fn ssh_fix(ctx: &Ctx, settings: &[(&str, String)]) -> Result<Fix, Unk> {
+/// `Match`-block values of `key` that fail `ok`: descriptions and (file, line) to disable.
+fn match_overrides(
+    ctx: &Ctx,
+    key: &str,
+    ok: &dyn Fn(&str) -> bool,
+) -> Result<(Vec<String>, Vec<(String, usize)>), Unk> {
+    let cfg = sshd_cfg(ctx)?;
+    let lk = key.to_ascii_lowercase();
+    let mut obs = Vec::new();
+    let mut lines = Vec::new();
+    for d in cfg.matched.iter().filter(|d| d.key == lk && !ok(&d.value)) {
+        obs.push(format!(
+            "Match override {key} {} ({}:{})",
+            d.value,
+            d.file,
+            d.line + 1
+        ));
+        lines.push((d.file.clone(), d.line));
+    }
+    Ok((obs, lines))
+}
+
+fn ssh_fix(
+    ctx: &Ctx,
+    settings: &[(&str, String)],
+    disable: &[(String, usize)],
+) -> Result<Fix, Unk> {
     let mut fix = Fix::default();
-    for (p, c) in sshd::set(ctx, settings)? {
+    if !disable.is_empty() {
+        fix.notes.push(format!(
+            "{} non-compliant override(s) inside Match blocks disabled",
+            disable.len()
+        ));
+    }
+    for (p, c) in sshd::set(ctx, settings, disable)? {
         let meta = FileMeta {
             mode: 0o600,
             uid: 0,
@@ -1372,7 +1413,7 @@ fn ssh_fix(ctx: &Ctx, settings: &[(&str, String)]) -> Result<Fix, Unk> {
     Ok(fix)
 }
 
-fn idle_bad(ctx: &Ctx) -> Result<(String, Vec<(&'static str, String)>), Unk> {
+fn idle_bad(ctx: &Ctx) -> Result<(String, Vec<(&'static str, String)>, Vec<(String, usize)>), Unk> {
     let cfg = sshd_cfg(ctx)?;
     let iv = sshd_value(&cfg, "ClientAliveInterval", "0");
     let cm = sshd_value(&cfg, "ClientAliveCountMax", "3");
@@ -1396,17 +1437,28 @@ fn idle_bad(ctx: &Ctx) -> Result<(String, Vec<(&'static str, String)>), Unk> {
             p.ssh_client_alive_count_max.to_string(),
         ));
     }
-    Ok((
-        format!("ClientAliveInterval {iv}, ClientAliveCountMax {cm}"),
-        bad,
-    ))
+    let (mut mo, mut ml) = match_overrides(ctx, "ClientAliveInterval", &|v| {
+        v.parse::<u32>()
+            .is_ok_and(|v| v >= 1 && v <= p.ssh_client_alive_interval)
+    })?;
+    let (mo2, ml2) = match_overrides(ctx, "ClientAliveCountMax", &|v| {
+        v.parse::<u32>()
+            .is_ok_and(|v| v >= 1 && v <= p.ssh_client_alive_count_max)
+    })?;
+    mo.extend(mo2);
+    ml.extend(ml2);
+    let mut obs = format!("ClientAliveInterval {iv}, ClientAliveCountMax {cm}");
+    for m in mo {
+        obs.push_str(&format!("; {m}"));
+    }
+    Ok((obs, bad, ml))
 }
 
 fn audit_ssh_idle(ctx: &Ctx) -> Result<Outcome, Unk> {
-    let (obs, bad) = idle_bad(ctx)?;
+    let (obs, bad, ml) = idle_bad(ctx)?;
     let p = ctx.policy;
     Ok(Outcome::new(
-        bad.is_empty(),
+        bad.is_empty() && ml.is_empty(),
         obs,
         format!(
             "ClientAliveInterval 1..={}, ClientAliveCountMax 1..={}",
@@ -1416,8 +1468,8 @@ fn audit_ssh_idle(ctx: &Ctx) -> Result<Outcome, Unk> {
 }
 
 fn fix_ssh_idle(ctx: &Ctx) -> Result<Fix, Unk> {
-    let (_, bad) = idle_bad(ctx)?;
-    ssh_fix(ctx, &bad)
+    let (_, bad, ml) = idle_bad(ctx)?;
+    ssh_fix(ctx, &bad, &ml)
 }
 
 /// Accounts that can log in and use sudo (safety rule 6).
@@ -1449,7 +1501,7 @@ fn sudo_admins(ctx: &Ctx) -> Result<Vec<String>, Unk> {
             let Some((who, rest)) = l.split_once(char::is_whitespace) else {
                 continue;
             };
-            if !rest.contains("ALL") || !rest.contains('=') {
+            if !grants_all(rest) {
                 continue;
             }
             match who.strip_prefix('%') {
@@ -1491,6 +1543,35 @@ fn sudo_admins(ctx: &Ctx) -> Result<Vec<String>, Unk> {
     Ok(out)
 }
 
+/// True for a sudoers rule body that grants every command (`ALL=(ALL:ALL) NOPASSWD: ALL`).
+fn grants_all(rest: &str) -> bool {
+    let Some((_, cmds)) = rest.split_once('=') else {
+        return false;
+    };
+    let cmds = match cmds.trim_start().strip_prefix('(') {
+        Some(r) => r.split_once(')').map_or("", |x| x.1),
+        None => cmds,
+    };
+    let mut c = cmds.trim();
+    while let Some((tag, r)) = c.split_once(':') {
+        if !matches!(
+            tag.trim(),
+            "NOPASSWD"
+                | "PASSWD"
+                | "SETENV"
+                | "NOSETENV"
+                | "EXEC"
+                | "NOEXEC"
+                | "LOG_INPUT"
+                | "LOG_OUTPUT"
+        ) {
+            break;
+        }
+        c = r.trim();
+    }
+    c == "ALL"
+}
+
 fn root_login_state(ctx: &Ctx) -> Result<(String, String, Vec<String>), Unk> {
     let cfg = sshd_cfg(ctx)?;
     // Unset is not accepted: the compiled-in default differs between builds (EL7: yes).
@@ -1504,22 +1585,28 @@ fn root_login_state(ctx: &Ctx) -> Result<(String, String, Vec<String>), Unk> {
     Ok((v, want.to_string(), admins))
 }
 
-fn audit_root_login(ctx: &Ctx) -> Result<Outcome, Unk> {
-    let (v, want, admins) = root_login_state(ctx)?;
-    let ok = v == "no"
+fn root_login_ok(v: &str, want: &str) -> bool {
+    let v = v.to_ascii_lowercase();
+    v == "no"
         || (want == "prohibit-password"
             && matches!(
                 v.as_str(),
                 "prohibit-password" | "without-password" | "forced-commands-only"
-            ));
-    let mut o = Outcome::new(
-        ok,
-        format!(
-            "PermitRootLogin {v}; sudo-capable accounts: [{}]",
-            admins.join(", ")
-        ),
-        want.clone(),
+            ))
+}
+
+fn audit_root_login(ctx: &Ctx) -> Result<Outcome, Unk> {
+    let (v, want, admins) = root_login_state(ctx)?;
+    let (mo, ml) = match_overrides(ctx, "PermitRootLogin", &|x| root_login_ok(x, &want))?;
+    let ok = root_login_ok(&v, &want) && ml.is_empty();
+    let mut obs = format!(
+        "PermitRootLogin {v}; sudo-capable accounts: [{}]",
+        admins.join(", ")
     );
+    for m in mo {
+        obs.push_str(&format!("; {m}"));
+    }
+    let mut o = Outcome::new(ok, obs, want.clone());
     if want != "no" {
         o.reason = Some(
             "no working non-root account with sudo: `no` would lock the operator out (rule 6)"
@@ -1530,8 +1617,14 @@ fn audit_root_login(ctx: &Ctx) -> Result<Outcome, Unk> {
 }
 
 fn fix_root_login(ctx: &Ctx) -> Result<Fix, Unk> {
-    let (_, want, admins) = root_login_state(ctx)?;
-    let mut fix = ssh_fix(ctx, &[("PermitRootLogin", want.clone())])?;
+    let (v, want, admins) = root_login_state(ctx)?;
+    let (_, ml) = match_overrides(ctx, "PermitRootLogin", &|x| root_login_ok(x, &want))?;
+    let settings = if root_login_ok(&v, &want) {
+        vec![]
+    } else {
+        vec![("PermitRootLogin", want.clone())]
+    };
+    let mut fix = ssh_fix(ctx, &settings, &ml)?;
     if want == "no" {
         fix.notes.push(format!(
             "root login disabled: sudo-capable accounts exist ({})",
@@ -1548,26 +1641,42 @@ fn simple_ssh(
     key: &str,
     default: &str,
     ok: fn(&str, &Policy) -> bool,
-) -> Result<(String, bool), Unk> {
+) -> Result<(String, bool, bool, Vec<(String, usize)>), Unk> {
     let cfg = sshd_cfg(ctx)?;
     let v = sshd_value(&cfg, key, default);
-    Ok((format!("{key} {v}"), ok(&v, ctx.policy)))
+    let (mo, ml) = match_overrides(ctx, key, &|x| ok(x, ctx.policy))?;
+    let mut obs = format!("{key} {v}");
+    for m in mo {
+        obs.push_str(&format!("; {m}"));
+    }
+    let global_ok = ok(&v, ctx.policy);
+    Ok((obs, global_ok && ml.is_empty(), global_ok, ml))
+}
+
+fn ok_no(v: &str, _: &Policy) -> bool {
+    v.eq_ignore_ascii_case("no")
+}
+
+fn ok_tries(v: &str, p: &Policy) -> bool {
+    v.parse::<u32>()
+        .is_ok_and(|n| n >= 1 && n <= p.ssh_max_auth_tries)
 }
 
 fn audit_ssh_empty(ctx: &Ctx) -> Result<Outcome, Unk> {
-    let (o, ok) = simple_ssh(ctx, "PermitEmptyPasswords", "no", |v, _| {
-        v.eq_ignore_ascii_case("no")
-    })?;
+    let (o, ok, _, _) = simple_ssh(ctx, "PermitEmptyPasswords", "no", ok_no)?;
     Ok(Outcome::new(ok, o, "no"))
 }
 fn fix_ssh_empty(ctx: &Ctx) -> Result<Fix, Unk> {
-    ssh_fix(ctx, &[("PermitEmptyPasswords", "no".into())])
+    let (_, _, global_ok, ml) = simple_ssh(ctx, "PermitEmptyPasswords", "no", ok_no)?;
+    let s = if global_ok {
+        vec![]
+    } else {
+        vec![("PermitEmptyPasswords", "no".to_string())]
+    };
+    ssh_fix(ctx, &s, &ml)
 }
 fn audit_ssh_tries(ctx: &Ctx) -> Result<Outcome, Unk> {
-    let (o, ok) = simple_ssh(ctx, "MaxAuthTries", "6", |v, p| {
-        v.parse::<u32>()
-            .is_ok_and(|n| n >= 1 && n <= p.ssh_max_auth_tries)
-    })?;
+    let (o, ok, _, _) = simple_ssh(ctx, "MaxAuthTries", "6", ok_tries)?;
     Ok(Outcome::new(
         ok,
         o,
@@ -1575,10 +1684,13 @@ fn audit_ssh_tries(ctx: &Ctx) -> Result<Outcome, Unk> {
     ))
 }
 fn fix_ssh_tries(ctx: &Ctx) -> Result<Fix, Unk> {
-    ssh_fix(
-        ctx,
-        &[("MaxAuthTries", ctx.policy.ssh_max_auth_tries.to_string())],
-    )
+    let (_, _, global_ok, ml) = simple_ssh(ctx, "MaxAuthTries", "6", ok_tries)?;
+    let s = if global_ok {
+        vec![]
+    } else {
+        vec![("MaxAuthTries", ctx.policy.ssh_max_auth_tries.to_string())]
+    };
+    ssh_fix(ctx, &s, &ml)
 }
 
 const SSH_MISC: &[(&str, &str, &[&str], &str)] = &[
@@ -1591,16 +1703,28 @@ const SSH_MISC: &[(&str, &str, &[&str], &str)] = &[
 
 fn misc_state(
     ctx: &Ctx,
-) -> Result<(Vec<String>, Vec<(&'static str, String)>, Option<FileMeta>), Unk> {
+) -> Result<
+    (
+        Vec<String>,
+        Vec<(&'static str, String)>,
+        Option<FileMeta>,
+        Vec<(String, usize)>,
+    ),
+    Unk,
+> {
     let cfg = sshd_cfg(ctx)?;
     let mut obs = Vec::new();
     let mut bad = Vec::new();
+    let mut lines = Vec::new();
     for (k, def, ok, want) in SSH_MISC {
         let v = sshd_value(&cfg, k, def);
         if !ok.contains(&v.to_ascii_lowercase().as_str()) {
             bad.push((*k, want.to_string()));
         }
         obs.push(format!("{k} {v}"));
+        let (mo, ml) = match_overrides(ctx, k, &|x| ok.contains(&x.to_ascii_lowercase().as_str()))?;
+        obs.extend(mo);
+        lines.extend(ml);
     }
     let m = ctx.root.meta(sshd::MAIN)?;
     let meta_fix = match m {
@@ -1618,20 +1742,20 @@ fn misc_state(
         }
         None => None,
     };
-    Ok((obs, bad, meta_fix))
+    Ok((obs, bad, meta_fix, lines))
 }
 
 fn audit_ssh_misc(ctx: &Ctx) -> Result<Outcome, Unk> {
-    let (obs, bad, meta) = misc_state(ctx)?;
-    Ok(Outcome::new(bad.is_empty() && meta.is_none(), obs.join(", "), "LogLevel INFO, X11Forwarding no, IgnoreRhosts yes, HostbasedAuthentication no, PermitUserEnvironment no, sshd_config 0600 root"))
+    let (obs, bad, meta, ml) = misc_state(ctx)?;
+    Ok(Outcome::new(bad.is_empty() && meta.is_none() && ml.is_empty(), obs.join(", "), "LogLevel INFO, X11Forwarding no, IgnoreRhosts yes, HostbasedAuthentication no, PermitUserEnvironment no, sshd_config 0600 root"))
 }
 
 fn fix_ssh_misc(ctx: &Ctx) -> Result<Fix, Unk> {
-    let (_, bad, meta) = misc_state(ctx)?;
-    let mut fix = if bad.is_empty() {
+    let (_, bad, meta, ml) = misc_state(ctx)?;
+    let mut fix = if bad.is_empty() && ml.is_empty() {
         Fix::default()
     } else {
-        ssh_fix(ctx, &bad)?
+        ssh_fix(ctx, &bad, &ml)?
     };
     if let Some(m) = meta {
         fix.metas.push((sshd::MAIN.into(), m));
@@ -2368,9 +2492,10 @@ fn logrotate_blocks(
 
 fn retention_state(ctx: &Ctx) -> Result<(Vec<String>, bool, bool), Unk> {
     let mut obs = Vec::new();
-    let conf = ctx
-        .read_text(AUDITD_CONF)?
-        .ok_or_else(|| Unk(format!("{AUDITD_CONF} is missing (audit not installed)")))?;
+    let Some(conf) = ctx.read_text(AUDITD_CONF)? else {
+        obs.push(format!("{AUDITD_CONF} missing (audit not installed)"));
+        return Ok((obs, false, false));
+    };
     let pairs = kv_parse(AUDITD_CONF, &conf, KvStyle::Spaced)?;
     let action = kv_get(&pairs, "max_log_file_action", true)
         .unwrap_or("ROTATE")
@@ -2583,11 +2708,11 @@ fn audit_mac(ctx: &Ctx) -> Result<Outcome, Unk> {
     if ctx.root.is_host() {
         let aa =
             std::fs::read_to_string("/sys/module/apparmor/parameters/enabled").unwrap_or_default();
-        return Ok(Outcome::new(
-            aa.trim() == "Y",
-            format!("AppArmor enabled={}", aa.trim()),
-            "enforcing",
-        ));
+        let obs = match aa.trim() {
+            "" => "no SELinux config, AppArmor not loaded".to_string(),
+            v => format!("AppArmor enabled={v}"),
+        };
+        return Ok(Outcome::new(aa.trim() == "Y", obs, "enforcing"));
     }
     Ok(Outcome::unknown(
         "no /etc/selinux/config; AppArmor state is live: read only when the root prefix is /",
@@ -2598,6 +2723,15 @@ fn audit_mac(ctx: &Ctx) -> Result<Outcome, Unk> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sudoers_rules_granting_everything() {
+        assert!(grants_all("ALL=(ALL) ALL"));
+        assert!(grants_all("ALL=(ALL:ALL) NOPASSWD: ALL"));
+        assert!(grants_all("ALL = ALL"));
+        assert!(!grants_all("ALL=(ALL) /usr/bin/systemctl restart app"));
+        assert!(!grants_all("ALL=(ALL) NOPASSWD: /usr/bin/ALLOW"));
+    }
 
     #[test]
     fn openssh_version_parse() {

@@ -184,6 +184,8 @@ pub struct EvidenceRecord {
     pub backup: Option<BackupRef>,
     /// Error that stopped the change, if any.
     pub error: Option<String>,
+    /// Remarks on the change (validation run or skipped, safety rules applied).
+    pub notes: Vec<String>,
 }
 
 /// Result of [`apply`].
@@ -244,7 +246,8 @@ pub struct Policy {
     pub ssh_max_auth_tries: u32,
     /// Oldest acceptable OpenSSH (major, minor).
     pub openssh_min: (u32, u32),
-    /// Required umask (octal value, e.g. 0o027).
+    /// Required umask: an octal string in files (`"027"`), or the number itself.
+    #[serde(with = "octal")]
     pub umask: u32,
     /// Log retention, days.
     pub log_retention_days: u32,
@@ -275,6 +278,31 @@ impl Default for Policy {
             umask: 0o027,
             log_retention_days: 180,
             uid_min: 1000,
+        }
+    }
+}
+
+/// Serde of a umask as an octal string, also accepting a plain number.
+mod octal {
+    /// Writes `"027"`.
+    pub fn serialize<S: serde::Serializer>(v: &u32, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{v:03o}"))
+    }
+
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        Num(u32),
+        Str(String),
+    }
+
+    /// Reads `"027"` (octal) or `23`.
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+        match <Either as serde::Deserialize>::deserialize(d)? {
+            Either::Num(n) => Ok(n),
+            Either::Str(s) => u32::from_str_radix(s.trim_start_matches("0o"), 8).map_err(|_| {
+                serde::de::Error::custom(format!("umask {s:?} is not octal; write it like \"027\""))
+            }),
         }
     }
 }
@@ -408,6 +436,39 @@ pub enum HardenError {
     /// Root prefix access failed.
     #[error(transparent)]
     Root(#[from] RootError),
+    /// Another apply or rollback holds the backup directory's lock.
+    #[error(
+        "another harden apply or rollback is running (lock {0} is held); wait for it to finish"
+    )]
+    Busy(String),
+}
+
+/// Holds an exclusive lock on `<backup dir>/.lock` for one apply or rollback.
+fn lock(backup_dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, HardenError> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(backup_dir)
+        .map_err(|source| BackupError::Io {
+            op: "create",
+            path: backup_dir.display().to_string(),
+            source,
+        })?;
+    let p = backup_dir.join(".lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&p)
+        .map_err(|source| BackupError::Io {
+            op: "open",
+            path: p.display().to_string(),
+            source,
+        })?;
+    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        .map_err(|_| HardenError::Busy(p.display().to_string()))
 }
 
 /// Where apply keeps backups.
@@ -640,6 +701,15 @@ fn run_audit(root: &Root, policy: &Policy, c: &checks::Check) -> CheckResult {
             }
             None => Outcome::unknown("firewall backend not wired", "see CHECKS.md"),
         }
+    } else if let Some(missing) = c.requires.iter().find(|p| !root.exists(p)) {
+        Outcome {
+            status: Status::NotApplicable,
+            observed: format!("{missing} missing"),
+            expected: (c.expected)(policy),
+            reason: Some(format!(
+                "{missing} does not exist: the service is not installed"
+            )),
+        }
     } else {
         match (c.audit)(&ctx) {
             Ok(o) => o,
@@ -847,9 +917,27 @@ fn validate_sshd(ctx: &Ctx, fix: &Fix) -> Result<(), String> {
         .map(|(p, (c, _))| (p.clone(), c.clone()))
         .collect();
     let flat = sshd::flattened(ctx, &overrides).map_err(|e| e.to_string())?;
-    let dir = std::env::temp_dir();
-    let tmp = dir.join(format!("preflight-sshd-check-{}.conf", std::process::id()));
-    std::fs::write(&tmp, flat).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    // O_EXCL with mode 0600: a name planted in /tmp by another user is never followed.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .subsec_nanos();
+    let tmp = std::env::temp_dir().join(format!(
+        "preflight-sshd-check-{}-{nanos}.conf",
+        std::process::id()
+    ));
+    {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
+        f.write_all(flat.as_bytes())
+            .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    }
     let path = tmp.display().to_string();
     let r = run_fixed(SSHD, &["-t", "-f", &path]);
     let _ = std::fs::remove_file(&tmp);
@@ -884,6 +972,7 @@ fn record(
         actions: vec![],
         backup: None,
         error: None,
+        notes: vec![],
     }
 }
 
@@ -892,11 +981,11 @@ fn apply_one(
     policy: &Policy,
     c: &checks::Check,
     set: &mut backup::BackupSet,
-) -> Result<(String, Vec<String>), String> {
+) -> Result<(String, Vec<String>, Vec<String>), String> {
     let ctx = Ctx::new(root, policy);
     let fix = match compute_fix(&ctx, c) {
         Ok(Some(f)) => f,
-        Ok(None) => return Ok((String::new(), vec![])),
+        Ok(None) => return Ok((String::new(), vec![], vec![])),
         Err(Unk(why)) => return Err(why),
     };
     if !fix.commands.is_empty() && !root.is_host() {
@@ -951,7 +1040,11 @@ fn apply_one(
             return Err(format!("{} failed: {}", cmd.program, out.trim()));
         }
     }
-    Ok((diff, actions))
+    let mut notes = fix.notes.clone();
+    if fix.validate_sshd && !fix.writes.is_empty() {
+        notes.push(sshd_validation_note(root));
+    }
+    Ok((diff, actions, notes))
 }
 
 /// Applies the given checks (all when empty) in catalog order: backup, validate, atomic write.
@@ -964,6 +1057,7 @@ pub fn apply(
 ) -> Result<ApplyReport, HardenError> {
     policy.validate()?;
     let checks = chosen(ids)?;
+    let _lock = lock(&opts.backup_dir)?;
     let mut set = backup::BackupSet::create(&opts.backup_dir, root)?;
     let bref = set.reference();
     let mut records = Vec::new();
@@ -990,7 +1084,8 @@ pub fn apply(
             let after = run_audit(root, policy, c);
             rec = record(Operation::Apply, &c.info, &after, Some(&before));
             match r {
-                Ok((diff, actions)) => {
+                Ok((diff, actions, notes)) => {
+                    rec.notes = notes;
                     if !diff.is_empty() || !actions.is_empty() {
                         rec.backup = Some(bref.clone());
                     }
@@ -1043,6 +1138,7 @@ pub fn rollback(
     backup_dir: &Path,
     backup_id: &str,
 ) -> Result<RollbackReport, HardenError> {
+    let _lock = lock(backup_dir)?;
     let (_, manifest) = backup::load(backup_dir, backup_id)?;
     let mut ids: Vec<String> = manifest.entries.iter().map(|e| e.check.clone()).collect();
     ids.dedup();
@@ -1079,6 +1175,14 @@ pub fn rollback(
         restored,
         records,
     })
+}
+
+/// The effective sshd configuration under a root prefix as one text, `Include`s inlined in
+/// the order sshd reads them (what `sshd -t -f` is given before a change is committed).
+pub fn sshd_flattened(root: &Root) -> Result<String, String> {
+    let p = Policy::default();
+    let ctx = Ctx::new(root, &p);
+    sshd::flattened(&ctx, &BTreeMap::new()).map_err(|e| e.to_string())
 }
 
 /// Detects the host behind a root prefix (distribution, PAM layout, modules).

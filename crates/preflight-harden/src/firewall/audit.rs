@@ -9,7 +9,9 @@ use serde::Serialize;
 
 use super::exec::{CommandRunner, Tool};
 use super::render::ipt_sections;
-use super::{AllowList, Backend, Listener, Proto, FORBIDDEN_PORTS, IPT_CHAIN, NFT_TABLE};
+use super::{
+    AllowList, Backend, FirewallError, Listener, Proto, FORBIDDEN_PORTS, IPT_CHAIN, NFT_TABLE,
+};
 
 /// What was found about one backend on the host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -175,6 +177,28 @@ pub fn detect_backends(runner: &CommandRunner) -> Vec<BackendState> {
             },
         },
     ]
+}
+
+/// The backend to manage, from what [`detect_backends`] found: the single active one; with
+/// none active, nftables if installed, else iptables. Several active backends are refused
+/// (`fw.single_backend` explains them): stop all but one first.
+pub fn choose_backend(states: &[BackendState]) -> Result<Backend, FirewallError> {
+    let active: Vec<&BackendState> = states.iter().filter(|s| s.active()).collect();
+    match active.as_slice() {
+        [one] if one.installed => Ok(one.backend),
+        [one] => Err(FirewallError::InvalidInput(format!(
+            "{} rules are loaded but its tool is not installed; install it to manage the firewall",
+            one.backend
+        ))),
+        [] => [Backend::Nftables, Backend::Iptables]
+            .into_iter()
+            .find(|b| states.iter().any(|s| s.backend == *b && s.installed))
+            .ok_or(FirewallError::ToolMissing("nft")),
+        many => Err(FirewallError::InvalidInput(format!(
+            "{} are all active; keep one backend (see fw.single_backend) before changing the firewall",
+            many.iter().map(|s| s.backend.to_string()).collect::<Vec<_>>().join(", ")
+        ))),
+    }
 }
 
 /// `fw.single_backend`: exactly one backend active.
@@ -872,5 +896,17 @@ mod tests {
             check_single_backend(&none).status,
             EvidenceStatus::NonCompliant
         );
+        assert_eq!(choose_backend(&one).ok(), Some(Backend::Nftables));
+        assert_eq!(choose_backend(&none).ok(), Some(Backend::Nftables));
+        assert!(choose_backend(&two).is_err());
+        let fwd = [
+            st(Backend::Nftables, false),
+            st(Backend::Iptables, false),
+            st(Backend::Firewalld, true),
+        ];
+        assert_eq!(choose_backend(&fwd).ok(), Some(Backend::Firewalld));
+        let mut ipt_only = none.clone();
+        ipt_only[0].installed = false;
+        assert_eq!(choose_backend(&ipt_only).ok(), Some(Backend::Iptables));
     }
 }

@@ -1,0 +1,1 @@
+//! Persistence of hardening evidence (in progress).
