@@ -409,6 +409,10 @@ fn metrics_parse_and_status_shows_the_fleet_and_outdated_agents() {
     );
     assert_eq!(m.get("preflight_agents_outdated", &[]), Some(1.0));
     assert_eq!(
+        m.get("preflight_sweeps", &[("state", "running")]),
+        Some(0.0)
+    );
+    assert_eq!(
         m.get(
             "preflight_build_info",
             &[("version", version.as_str().unwrap())]

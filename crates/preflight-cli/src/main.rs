@@ -7,6 +7,7 @@ mod cmd_harden;
 mod cmd_net;
 mod cmd_ops;
 mod cmd_plan;
+mod cmd_sweep;
 mod cmd_workflow;
 mod demo;
 
@@ -96,6 +97,8 @@ enum Cmd {
     Workflow(cmd_workflow::WorkflowCmd),
     #[command(flatten)]
     Harden(cmd_harden::HardenCmd),
+    #[command(flatten)]
+    Sweep(cmd_sweep::SweepCmd),
 }
 
 #[derive(clap::Args)]
@@ -234,6 +237,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Net(c) => cmd_net::run(c, &conn, out).await,
         Cmd::Workflow(c) => cmd_workflow::run(c, &conn, out).await,
         Cmd::Harden(c) => cmd_harden::run(c, &conn, out).await,
+        Cmd::Sweep(c) => cmd_sweep::run(c, &conn, out).await,
         Cmd::Status(a) => cmd_ops::status_cmd(a, &conn, out).await,
         Cmd::Token(TokenCmd::Create {
             ttl,

@@ -110,6 +110,16 @@ impl Metrics {
             "Agents (not revoked) whose version differs from the controller's.",
         );
         let _ = writeln!(o, "preflight_agents_outdated {}", fleet.outdated.len());
+        family(
+            &mut o,
+            "preflight_sweeps",
+            "gauge",
+            "Stored readiness sweep runs by state.",
+        );
+        for state in ["running", "finished", "interrupted"] {
+            let n = fleet.sweeps.get(state).copied().unwrap_or(0);
+            let _ = writeln!(o, "preflight_sweeps{{state=\"{state}\"}} {n}");
+        }
 
         let methods = self
             .methods
@@ -219,6 +229,8 @@ pub(crate) struct Fleet {
     pub revoked: u32,
     /// (agent id, reported version) of agents not on the controller's version.
     pub outdated: Vec<(String, String)>,
+    /// Stored sweep runs by state (`running`, `finished`, `interrupted`).
+    pub sweeps: BTreeMap<String, u32>,
 }
 
 /// Is the agent online: not revoked and heard from within three heartbeat intervals?
@@ -232,7 +244,7 @@ pub(crate) fn is_outdated(a: &AgentRecord) -> bool {
     !a.revoked && a.version != crate::VERSION
 }
 
-/// Counts the fleet from the store.
+/// Counts the fleet and the sweep runs from the store (both bounded by what the store holds).
 pub(crate) fn fleet(shared: &Shared) -> Result<Fleet, StoreError> {
     let now = shared.now_ms();
     let mut f = Fleet::default();
@@ -249,6 +261,13 @@ pub(crate) fn fleet(shared: &Shared) -> Result<Fleet, StoreError> {
         }
         if is_outdated(&a) {
             f.outdated.push((a.id.clone(), a.version.clone()));
+        }
+    }
+    for r in shared.store.sweeps(None)? {
+        if let Some(n) = f.sweeps.get_mut(&r.state) {
+            *n += 1;
+        } else if f.sweeps.len() < 8 {
+            f.sweeps.insert(r.state, 1);
         }
     }
     Ok(f)
