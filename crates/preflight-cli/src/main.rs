@@ -5,6 +5,7 @@ mod client;
 mod cmd_bench;
 mod cmd_harden;
 mod cmd_net;
+mod cmd_ops;
 mod cmd_plan;
 mod cmd_sweep;
 mod cmd_workflow;
@@ -82,6 +83,8 @@ enum Cmd {
     },
     /// Who the token belongs to, and the controller's version.
     Whoami,
+    /// The controller's version and uptime, agents online/offline, outdated agents.
+    Status(cmd_ops::StatusArgs),
     /// Run a demo controller and three local agents on 127.0.0.11-13 and show their inventory.
     Demo(demo::Args),
     /// Validate a deployment plan (TOML or CSV) offline.
@@ -122,15 +125,30 @@ struct ServeArgs {
     /// data directory; for tests and rehearsals, never in production.
     #[arg(long)]
     dev_clock: bool,
+    /// Directory of the agent binaries served at /agent/linux-ARCH: preflight-agent-linux-x86_64,
+    /// preflight-agent-linux-aarch64, or preflight-agent for this machine's architecture
+    /// (default: the directory of this executable).
+    #[arg(long, env = "PREFLIGHT_AGENT_DIR")]
+    agent_dir: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
 enum TokenCmd {
     /// Create a one-time join token and print the enroll command.
+    #[command(after_help = "Examples:\n  \
+preflight token create --ttl 2h\n  \
+preflight token create --install-command\n\n\
+--install-command prints one line to paste on the server: curl fetches install.sh from the \
+controller, pinning the controller's public key (curl exits with code 90 and nothing runs when \
+the key differs), and the script downloads the agent with the same pin, checks its SHA-256, \
+enrolls, and starts the systemd unit.")]
     Create {
         /// How long the token is valid, e.g. 15m, 1h, 2d (at most 7d).
         #[arg(long, default_value = "1h", value_parser = parse_duration)]
         ttl: Duration,
+        /// Print the one-line installer (curl … | sudo sh) instead of the enroll command.
+        #[arg(long)]
+        install_command: bool,
     },
 }
 
@@ -192,6 +210,9 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     cfg.heartbeat_interval = a.heartbeat_interval;
     cfg.agent_cert_ttl = a.agent_cert_ttl;
     cfg.dev_clock = a.dev_clock;
+    if let Some(d) = a.agent_dir {
+        cfg.agent_dir = d;
+    }
     let running =
         preflight_controller::start(cfg, Arc::new(preflight_controller::SystemClock)).await?;
     eprintln!(
@@ -222,7 +243,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Workflow(c) => cmd_workflow::run(c, &conn, out).await,
         Cmd::Harden(c) => cmd_harden::run(c, &conn, out).await,
         Cmd::Sweep(c) => cmd_sweep::run(c, &conn, out).await,
-        Cmd::Token(TokenCmd::Create { ttl }) => {
+        Cmd::Status(a) => cmd_ops::status_cmd(a, &conn, out).await,
+        Cmd::Token(TokenCmd::Create {
+            ttl,
+            install_command,
+        }) => {
             let (url, _, _) = conn.resolve()?;
             let r = conn
                 .api()
@@ -233,8 +258,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .await
                 .map_err(status)?
                 .into_inner();
+            let line = install_command.then(|| {
+                cmd_ops::install_command(&url, &r.token, &r.ca_sha256, &r.controller_pubkey_sha256)
+            });
             if out == Output::Json {
-                return json(&r);
+                let mut v = serde_json::to_value(&r)?;
+                if let (Some(line), Some(m)) = (&line, v.as_object_mut()) {
+                    m.insert("install_command".into(), line.clone().into());
+                }
+                return json(&v);
+            }
+            if let Some(line) = line {
+                println!(
+                    "join token (one use, expires {}); on the server, paste (as root, or a user with sudo):",
+                    preflight_core::timefmt::utc(r.expires_at_unix)
+                );
+                println!("{line}");
+                return Ok(());
             }
             println!(
                 "join token (one use, expires {}):\n  {}",

@@ -11,6 +11,7 @@ use tonic::{Request, Response, Status};
 
 use crate::agents::agent_status;
 use crate::auth::authorize;
+use crate::metrics::{is_online, is_outdated};
 use crate::{hash_token, new_secret, Shared};
 
 pub(crate) struct ApiSvc(pub Arc<Shared>);
@@ -30,7 +31,7 @@ pub fn allowed(rpc: &str) -> &'static [Role] {
         Role::Dispatcher,
     ];
     match rpc {
-        "WhoAmI" | "ListAgents" | "GetAgentInventory" | "ListAgentPorts" => ANY,
+        "WhoAmI" | "ListAgents" | "GetAgentInventory" | "ListAgentPorts" | "GetStatus" => ANY,
         "RunAgentBenchmark" | "Probe" | "Bandwidth" => CHECKERS,
         "CreateJoinToken" | "RevokeAgent" => ADMIN,
         _ => ADMIN,
@@ -108,6 +109,7 @@ impl pb::controller_server::Controller for ApiSvc {
             token,
             expires_at_unix: rec.expires_at_ms / 1000,
             ca_sha256: self.0.ca.pin(),
+            controller_pubkey_sha256: self.0.pubkey_pin.clone(),
         }))
     }
 
@@ -117,7 +119,6 @@ impl pb::controller_server::Controller for ApiSvc {
     ) -> Result<Response<pb::ListAgentsResponse>, Status> {
         authorize(&self.0, &req, allowed("ListAgents"))?;
         let now = self.0.now_ms();
-        let offline_after = 3 * self.0.cfg.heartbeat_interval.as_millis() as i64;
         let agents = self
             .0
             .store
@@ -125,9 +126,8 @@ impl pb::controller_server::Controller for ApiSvc {
             .map_err(store_status)?
             .into_iter()
             .map(|a| pb::AgentInfo {
-                online: !a.revoked
-                    && a.last_heartbeat_ms > 0
-                    && now - a.last_heartbeat_ms <= offline_after,
+                online: is_online(&self.0, &a, now),
+                outdated: is_outdated(&a),
                 listen_addr: crate::agents::dial_addr(&a).unwrap_or(a.listen_addr),
                 id: a.id,
                 hostname: a.hostname,
@@ -211,5 +211,28 @@ impl pb::controller_server::Controller for ApiSvc {
     ) -> Result<Response<pb::BandwidthResponse>, Status> {
         authorize(&self.0, &req, allowed("Bandwidth"))?;
         api_net::bandwidth(self, req).await.map(Response::new)
+    }
+
+    async fn get_status(
+        &self,
+        req: Request<pb::GetStatusRequest>,
+    ) -> Result<Response<pb::GetStatusResponse>, Status> {
+        authorize(&self.0, &req, allowed("GetStatus"))?;
+        let fleet = crate::metrics::fleet(&self.0).map_err(store_status)?;
+        let started = self.0.metrics.started_at_ms;
+        Ok(Response::new(pb::GetStatusResponse {
+            controller_version: crate::VERSION.into(),
+            started_at_unix_ms: started,
+            uptime_s: ((self.0.now_ms() - started).max(0) / 1000) as u64,
+            agents_total: fleet.total,
+            agents_online: fleet.online,
+            agents_offline: fleet.offline,
+            agents_revoked: fleet.revoked,
+            outdated: fleet
+                .outdated
+                .into_iter()
+                .map(|(id, version)| pb::OutdatedAgent { id, version })
+                .collect(),
+        }))
     }
 }

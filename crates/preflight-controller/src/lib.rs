@@ -14,6 +14,7 @@ mod api_net;
 mod auth;
 mod hardening_svc;
 mod http;
+mod metrics;
 mod readiness_svc;
 mod registry;
 mod workflow_svc;
@@ -105,11 +106,15 @@ pub struct ServeConfig {
     pub agent_cert_ttl: Duration,
     /// Use a settable clock (`preflight dev clock`), for tests and rehearsals.
     pub dev_clock: bool,
+    /// Where the agent binaries served at `/agent/linux-ARCH` are: `preflight-agent-linux-ARCH`,
+    /// or `preflight-agent` for the controller's own architecture.
+    pub agent_dir: PathBuf,
 }
 
 impl ServeConfig {
     /// Defaults for a data directory: listen on 0.0.0.0:7443, heartbeat every 10 s, agent
-    /// certificates valid for 30 days.
+    /// certificates valid for 30 days, agent binaries next to the running executable (where
+    /// `cargo build` puts `preflight-agent`).
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         Self {
             data_dir: data_dir.into(),
@@ -117,6 +122,10 @@ impl ServeConfig {
             heartbeat_interval: Duration::from_secs(10),
             agent_cert_ttl: Duration::from_secs(30 * 24 * 3600),
             dev_clock: false,
+            agent_dir: std::env::current_exe()
+                .ok()
+                .and_then(|p| p.parent().map(Path::to_path_buf))
+                .unwrap_or_else(|| PathBuf::from(".")),
         }
     }
 }
@@ -221,6 +230,10 @@ pub(crate) struct Shared {
     pub workflow: workflow_svc::Engine,
     /// The settable clock, when serving with `--dev-clock` (then also `clock`).
     pub dev_clock: Option<Arc<DevClock>>,
+    pub metrics: Arc<metrics::Metrics>,
+    pub sha_cache: http::ShaCache,
+    /// curl's `--pinnedpubkey` value for the controller certificate.
+    pub pubkey_pin: String,
 }
 
 impl Shared {
@@ -303,6 +316,8 @@ pub async fn start(cfg: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Ru
     } else {
         (clock, None)
     };
+    let pubkey_pin = http::pubkey_pin(&identity.cert_pem)?;
+    let metrics = Arc::new(metrics::Metrics::new(clock.now_ms()));
     let shared = Arc::new(Shared {
         store,
         ca,
@@ -311,6 +326,9 @@ pub async fn start(cfg: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Ru
         agents,
         workflow,
         dev_clock,
+        metrics: metrics.clone(),
+        sha_cache: http::ShaCache::default(),
+        pubkey_pin,
     });
     // A controller that was down for weeks escalates before it serves anything.
     shared.workflow.escalate(shared.now_ms()).await;
@@ -359,6 +377,7 @@ pub async fn start(cfg: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Ru
             .concurrency_limit_per_connection(64)
             .max_concurrent_streams(128)
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .layer(metrics::MetricsLayer(metrics))
             .add_routes(routes)
             .serve_with_incoming_shutdown(incoming.stream, async {
                 let _ = rx.await;
