@@ -31,7 +31,7 @@ Examples:
 
 /// Arguments of `preflight bench`.
 #[derive(Debug, clap::Args)]
-#[command(long_about = BENCH_LONG)]
+#[command(long_about = BENCH_LONG, after_long_help = BENCH_LONG)]
 pub struct Args {
     /// Agent id (see `preflight agents`).
     pub agent: String,
