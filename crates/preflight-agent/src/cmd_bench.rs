@@ -124,12 +124,17 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
     install_cancel_handler()?;
     let bar = Bar::new();
     let progress = |p: Progress| bar.update(p);
+    let is_disk = matches!(checked, svc_bench::Validated::Disk(_));
     let result = svc_bench::run(&checked, &limits, &progress, &CANCEL);
     bar.finish();
     match result {
         Ok(r) => emit(args.output, &r),
         Err(BenchError::Cancelled) => {
-            eprintln!("benchmark cancelled; its test file is removed");
+            if is_disk {
+                eprintln!("benchmark cancelled; its test file is removed");
+            } else {
+                eprintln!("benchmark cancelled");
+            }
             std::process::exit(130);
         }
         Err(e) => Err(anyhow::Error::new(e)),

@@ -331,6 +331,8 @@ fn centos7_tally2() -> Result<()> {
                 sshd.contains("PermitRootLogin no\n"),
                 "admin is in wheel with a password: {sshd}"
             );
+            // Overrides inside the Match block would reopen what the global settings close.
+            assert!(sshd.contains("Match Group sftponly\n\tChrootDirectory /srv/sftp/%u\n#preflight-disabled# \tX11Forwarding yes\n#preflight-disabled# \tPermitRootLogin yes\n"), "{sshd}");
             let mode = fs::metadata(f.dir.join("etc/ssh/sshd_config"))?.mode() & 0o777;
             assert_eq!(mode, 0o600);
             assert_eq!(fs::metadata(f.dir.join("etc/shadow"))?.mode() & 0o777, 0);

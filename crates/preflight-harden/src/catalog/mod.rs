@@ -917,9 +917,27 @@ fn validate_sshd(ctx: &Ctx, fix: &Fix) -> Result<(), String> {
         .map(|(p, (c, _))| (p.clone(), c.clone()))
         .collect();
     let flat = sshd::flattened(ctx, &overrides).map_err(|e| e.to_string())?;
-    let dir = std::env::temp_dir();
-    let tmp = dir.join(format!("preflight-sshd-check-{}.conf", std::process::id()));
-    std::fs::write(&tmp, flat).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    // O_EXCL with mode 0600: a name planted in /tmp by another user is never followed.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .subsec_nanos();
+    let tmp = std::env::temp_dir().join(format!(
+        "preflight-sshd-check-{}-{nanos}.conf",
+        std::process::id()
+    ));
+    {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
+        f.write_all(flat.as_bytes())
+            .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    }
     let path = tmp.display().to_string();
     let r = run_fixed(SSHD, &["-t", "-f", &path]);
     let _ = std::fs::remove_file(&tmp);
