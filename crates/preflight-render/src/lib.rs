@@ -2,6 +2,8 @@
 //! a deployer sees the same table whether they ran `preflight-agent inventory` on the server or
 //! `preflight inventory AGENT` from the office. Pure: values in, text out.
 
+pub mod bench;
+
 use preflight_core::timefmt;
 use preflight_proto::v1 as pb;
 
