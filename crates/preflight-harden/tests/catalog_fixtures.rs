@@ -912,16 +912,9 @@ fn plan_of_a_new_dropin_respects_include_order() -> Result<()> {
     let f = fixture("debian12")?;
     let plan = catalog::plan(&f.root, &Policy::default(), &["ssh.permit_root_login"])?;
     let paths: Vec<&str> = plan[0].changes.iter().map(|c| c.path.as_str()).collect();
-    assert_eq!(
-        paths,
-        ["/etc/ssh/sshd_config.d/00-preflight-hardening.conf"]
-    );
+    assert_eq!(paths, ["/etc/ssh/sshd_config.d/00-preflight-hardening.conf"]);
     let login = catalog::plan(&f.root, &Policy::default(), &["perm.umask"])?;
     // The line keeps its own spacing.
-    assert!(
-        login[0].changes[0].diff.contains("+UMASK\t\t027\n"),
-        "{}",
-        login[0].changes[0].diff
-    );
+    assert!(login[0].changes[0].diff.contains("+UMASK\t\t027\n"), "{}", login[0].changes[0].diff);
     Ok(())
 }
