@@ -1,5 +1,14 @@
 #!/usr/bin/env bash
 # Network comparison: preflight bandwidth vs iperf3, preflight connect sweep vs nmap -sT.
+# (Listing listeners vs `ss` is bench/ports.sh.)
+#
+# Two ways of running preflight's side:
+#   - "agents": the real thing, `preflight bandwidth --from bench-a --to bench-b` through a
+#     controller and two `preflight-agent run` processes on 127.0.0.81/.82 (release binaries);
+#     CPU is that of both agent processes (/proc/PID/stat), throughput the receiver's figure.
+#   - netbench (crates/preflight-probe/examples/netbench.rs): the same library calls the agent's
+#     handlers make (BandwidthReceiver::start/wait and bandwidth::send with the default 128 KiB
+#     writes, netprobe::scan_ports), without gRPC, so it also runs between namespaces.
 #
 # Runs each pair alternately (the first tool of a pair alternates) and prints the median ratio
 # (preflight / reference) per figure:
@@ -10,7 +19,8 @@
 #     ratio (target <= 1.0, aim 0.5) and whether the same open ports were found.
 #
 # Environment: PAIRS (default 3), DURATION (default 10), NETBENCH (a prebuilt netbench binary;
-# default: build it with cargo), SKIP_VETH=1, SKIP_SWEEP=1, SKIP_BW=1.
+# default: build it with cargo), BIN_DIR (prebuilt preflight and preflight-agent; default: build
+# them with cargo --release), SKIP_VETH=1, SKIP_SWEEP=1, SKIP_BW=1, SKIP_AGENTS=1.
 # Traffic goes only to 127.0.0.1 and to 10.77.200.0/24 inside namespaces this script creates
 # (named pf-<pid>-bench-*, removed on exit; tests' cleanup_stale also removes leftovers).
 set -euo pipefail
@@ -27,6 +37,7 @@ ADDR_B=10.77.200.2
 TOKEN=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')
 
 cleanup() {
+	for pid in ${AGENT_PIDS:-} ${CTL_PID:-}; do kill "$pid" 2>/dev/null || true; done
 	for ns in "$NS_A" "$NS_B"; do
 		if [ -e "/run/netns/$ns" ]; then
 			for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
@@ -57,6 +68,10 @@ if [ -z "${NETBENCH:-}" ]; then
 	NETBENCH="$HERE/target/release/examples/netbench"
 fi
 [ -x "$NETBENCH" ] || { echo "netbench binary $NETBENCH not found" >&2; exit 1; }
+if [ -z "${SKIP_AGENTS:-}" ] && [ -z "${SKIP_BW:-}" ] && [ -z "${BIN_DIR:-}" ]; then
+	(cd "$HERE" && cargo build --release -q -p preflight-agent -p preflight-cli)
+	BIN_DIR="$HERE/target/release"
+fi
 
 # median of the numbers on stdin
 median() { sort -g | awk '{a[NR]=$1} END {if (NR==0) {print "nan"; exit} if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
@@ -99,6 +114,56 @@ run_preflight_bw() {
 	echo "$mbit $cpu $bytes"
 }
 
+# A controller on 127.0.0.80 and agents bench-a (127.0.0.81) and bench-b (127.0.0.82).
+start_agents() {
+	"$BIN_DIR/preflight" serve --init --listen 127.0.0.80:0 --data "$WORK/ctl" --heartbeat-interval 1s \
+		>"$WORK/ctl.out" 2>&1 &
+	CTL_PID=$!
+	local i addr=""
+	for i in $(seq 1 200); do
+		addr=$(sed -n 's/.*controller listening on \([0-9.:]*\).*/\1/p' "$WORK/ctl.out" | head -n1)
+		[ -n "$addr" ] && break
+		sleep 0.05
+	done
+	[ -n "$addr" ] || { echo "controller did not start: $(cat "$WORK/ctl.out")" >&2; exit 1; }
+	export PREFLIGHT_CONTROLLER="https://$addr" PREFLIGHT_CONFIG=/dev/null
+	PREFLIGHT_TOKEN=$(grep -o 'pfa_[A-Za-z0-9_]*' "$WORK/ctl.out" | head -n1)
+	PREFLIGHT_CA_SHA256=$(sed -n 's/^CA pin (sha256): *//p' "$WORK/ctl.out" | head -n1)
+	export PREFLIGHT_TOKEN PREFLIGHT_CA_SHA256
+	AGENT_PIDS=""
+	for a in a:81 b:82; do
+		local name=bench-${a%%:*} ip=127.0.0.${a##*:} jt
+		jt=$("$BIN_DIR/preflight" token create --ttl 10m --output json | jq -r .token)
+		"$BIN_DIR/preflight-agent" enroll --controller "$PREFLIGHT_CONTROLLER" --token "$jt" \
+			--ca-sha256 "$PREFLIGHT_CA_SHA256" --name "$name" --listen "$ip:0" --state-dir "$WORK/$name" >/dev/null
+		PREFLIGHT_LOG=warn "$BIN_DIR/preflight-agent" run --state-dir "$WORK/$name" >/dev/null 2>&1 &
+		AGENT_PIDS="$AGENT_PIDS $!"
+	done
+	for i in $(seq 1 200); do
+		if [ "$("$BIN_DIR/preflight" agents --output json | jq '[.[] | select(.online)] | length')" = 2 ]; then
+			return 0
+		fi
+		sleep 0.1
+	done
+	echo "agents did not come online" >&2
+	exit 1
+}
+# CPU seconds (user + system) used so far by the agent processes
+agents_cpu() {
+	local pid t=0
+	for pid in $AGENT_PIDS; do t=$((t + $(awk '{print $14 + $15}' "/proc/$pid/stat"))); done
+	echo "$t $(getconf CLK_TCK)" | awk '{print $1/$2}'
+}
+# one run through the agents: prints "mbit cpu_s bytes" (srv_ns, cli_ns and addr are unused)
+run_agents_bw() {
+	local streams=$4 c0 c1
+	c0=$(agents_cpu)
+	"$BIN_DIR/preflight" bandwidth --from bench-a --to bench-b --duration "$DURATION" \
+		--streams "$streams" --output json >"$WORK/ab.json"
+	c1=$(agents_cpu)
+	echo "$(jq -r .report.total_mbit_per_s "$WORK/ab.json") $(echo "$c0 $c1" | awk '{print $2-$1}') $(jq -r .report.total_bytes "$WORK/ab.json")"
+}
+
 # one iperf3 run: prints "mbit cpu_s bytes" (receiver-side figures)
 run_iperf_bw() {
 	local srv_ns=$1 cli_ns=$2 addr=$3 streams=$4 port=5302
@@ -119,17 +184,17 @@ run_iperf_bw() {
 RESULTS="$WORK/results.txt"
 : >"$RESULTS"
 
-# bw_figure LABEL SRV_NS CLI_NS ADDR STREAMS
+# bw_figure LABEL SRV_NS CLI_NS ADDR STREAMS [RUNNER (default run_preflight_bw)]
 bw_figure() {
-	local label=$1 srv_ns=$2 cli_ns=$3 addr=$4 streams=$5 i ours ref
+	local label=$1 srv_ns=$2 cli_ns=$3 addr=$4 streams=$5 runner=${6:-run_preflight_bw} i ours ref
 	: >"$WORK/tp" && : >"$WORK/cpb"
 	for i in $(seq 1 "$PAIRS"); do
 		if [ $((i % 2)) -eq 1 ]; then
-			ours=$(run_preflight_bw "$srv_ns" "$cli_ns" "$addr" "$streams")
+			ours=$($runner "$srv_ns" "$cli_ns" "$addr" "$streams")
 			ref=$(run_iperf_bw "$srv_ns" "$cli_ns" "$addr" "$streams")
 		else
 			ref=$(run_iperf_bw "$srv_ns" "$cli_ns" "$addr" "$streams")
-			ours=$(run_preflight_bw "$srv_ns" "$cli_ns" "$addr" "$streams")
+			ours=$($runner "$srv_ns" "$cli_ns" "$addr" "$streams")
 		fi
 		echo "  $label pair $i: preflight $ours | iperf3 $ref   (Mbit/s cpu_s bytes)" >&2
 		echo "$ours $ref" | awk '{print $1/$4}' >>"$WORK/tp"
@@ -140,6 +205,12 @@ bw_figure() {
 }
 
 if [ -z "${SKIP_BW:-}" ]; then
+	if [ -z "${SKIP_AGENTS:-}" ]; then
+		start_agents
+		for s in 1 4; do
+			bw_figure "bandwidth loopback via agents, $s stream(s)" "" "" 127.0.0.82 $s run_agents_bw
+		done
+	fi
 	for s in 1 4; do
 		bw_figure "bandwidth loopback, $s stream(s)" "" "" 127.0.0.1 $s
 	done

@@ -2,6 +2,7 @@
 //! real `preflight` and `preflight-agent` binaries. Every process is killed when its handle is
 //! dropped, also when a test fails.
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -47,6 +48,19 @@ pub fn eventually<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Optio
     }
 }
 
+/// `program`, run inside network namespace `ns` (`ip netns exec NS`, which execs the program,
+/// so killing the child kills it) when one is given.
+pub fn command_in(ns: Option<&str>, program: impl AsRef<OsStr>) -> Command {
+    match ns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns]).arg(program);
+            c
+        }
+        None => Command::new(program),
+    }
+}
+
 /// A child process killed on drop.
 pub struct Proc(pub Child);
 
@@ -65,16 +79,24 @@ pub struct Controller {
     pub admin_token: String,
     pub pin: String,
     pub proc: Proc,
+    /// The network namespace it runs in (and its CLI commands), if any.
+    pub netns: Option<String>,
 }
 
 impl Controller {
     /// Starts `preflight serve --init` on a fresh data directory, on 127.0.0.1 with a free port,
     /// with `extra` arguments (e.g. `--heartbeat-interval 1s`).
     pub fn start(extra: &[&str]) -> anyhow::Result<Self> {
+        Self::start_at(None, "127.0.0.1:0", extra)
+    }
+
+    /// Starts `preflight serve --init` listening on `listen`, inside network namespace `netns`
+    /// when one is given (its CLI commands then run there too).
+    pub fn start_at(netns: Option<&str>, listen: &str, extra: &[&str]) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let data = dir.path().join("data");
-        let mut child = Command::new(bin("preflight"))
-            .args(["serve", "--init", "--listen", "127.0.0.1:0", "--data"])
+        let mut child = command_in(netns, bin("preflight"))
+            .args(["serve", "--init", "--listen", listen, "--data"])
             .arg(&data)
             .args(extra)
             .env("PREFLIGHT_LOG", "info")
@@ -124,6 +146,7 @@ impl Controller {
             pin: pin.expect("set above"),
             dir,
             proc,
+            netns: netns.map(str::to_string),
         })
     }
 
@@ -173,7 +196,7 @@ impl Controller {
 
     /// A `preflight` command pointed at this controller with `token`.
     pub fn cli_as(&self, token: &str) -> Command {
-        let mut c = Command::new(bin("preflight"));
+        let mut c = command_in(self.netns.as_deref(), bin("preflight"));
         c.env("PREFLIGHT_CONTROLLER", &self.url)
             .env("PREFLIGHT_TOKEN", token)
             .env("PREFLIGHT_CA_SHA256", &self.pin)
@@ -241,6 +264,8 @@ pub struct Agent {
     pub id: String,
     pub state: PathBuf,
     pub proc: Option<Proc>,
+    /// The network namespace it runs in, if any.
+    pub netns: Option<String>,
 }
 
 /// `preflight-agent enroll` with these arguments (no defaults added).
@@ -256,35 +281,53 @@ pub fn enroll_cmd(args: &[&str]) -> Command {
 impl Agent {
     /// Enrolls agent `id` with a fresh token, state under `base`, listening on `ip` (port 0).
     pub fn enroll(ctl: &Controller, base: &Path, id: &str, ip: &str) -> anyhow::Result<Self> {
+        Self::enroll_at(ctl, base, id, ip, None)
+    }
+
+    /// Like [`Agent::enroll`], inside network namespace `netns` when one is given (the agent
+    /// then also runs there).
+    pub fn enroll_at(
+        ctl: &Controller,
+        base: &Path,
+        id: &str,
+        ip: &str,
+        netns: Option<&str>,
+    ) -> anyhow::Result<Self> {
         let token = ctl.join_token("10m")?;
         let state = base.join(id);
-        let o = enroll_cmd(&[
-            "--controller",
-            &ctl.url,
-            "--token",
-            &token,
-            "--ca-sha256",
-            &ctl.pin,
-            "--name",
-            id,
-            "--listen",
-            &format!("{ip}:0"),
-            "--state-dir",
-        ])
-        .arg(&state)
-        .output()?;
+        let mut cmd = command_in(netns, bin("preflight-agent"));
+        cmd.arg("enroll")
+            .stdin(Stdio::null())
+            .env("PREFLIGHT_LOG", "warn");
+        let o = cmd
+            .args([
+                "--controller",
+                &ctl.url,
+                "--token",
+                &token,
+                "--ca-sha256",
+                &ctl.pin,
+                "--name",
+                id,
+                "--listen",
+                &format!("{ip}:0"),
+                "--state-dir",
+            ])
+            .arg(&state)
+            .output()?;
         ok(&o, &format!("enroll {id}"))?;
         Ok(Self {
             id: id.into(),
             state,
             proc: None,
+            netns: netns.map(str::to_string),
         })
     }
 
     /// Starts `preflight-agent run`.
     pub fn start(&mut self) -> anyhow::Result<()> {
         let verbose = std::env::var_os("PREFLIGHT_TEST_VERBOSE").is_some();
-        let child = Command::new(bin("preflight-agent"))
+        let child = command_in(self.netns.as_deref(), bin("preflight-agent"))
             .arg("run")
             .arg("--state-dir")
             .arg(&self.state)

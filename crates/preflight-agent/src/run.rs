@@ -44,6 +44,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
             bench: Default::default(),
             net: crate::svc_net::NetState {
                 own_port: local.port(),
+                ..Default::default()
             },
             harden: Default::default(),
         })

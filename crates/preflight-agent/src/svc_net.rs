@@ -1,59 +1,444 @@
-//! Agent network RPCs: listening ports, probe listeners and connector, bandwidth (in progress).
+//! Agent network RPCs: listening ports, probe listeners and connector, bandwidth.
+//!
+//! The agent keeps two small tables: open probe-listener sets (closed on request or by
+//! themselves at their TTL) and bandwidth receivers (one test each, gone after their TTL or
+//! once their result is fetched). Both are capped so that a confused controller cannot make an
+//! agent hold sockets without bound.
 
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use preflight_probe::bandwidth::{
+    self, BandwidthError, BandwidthReport, Direction, ReceiverOptions, SendOptions,
+};
+use preflight_probe::netprobe::{
+    self, ListenerLimits, ListenerRequestError, PortStatus, ProbeListeners, ProbeRequestError,
+};
+use preflight_probe::ports::{self, ListOptions, Listener};
 use preflight_proto::v1 as pb;
+use tokio::task::JoinHandle;
 use tonic::{Request, Status};
+
+/// Most probe-listener sets open at once.
+const MAX_LISTENER_SETS: usize = 16;
+/// Most bandwidth receivers waiting or holding an unfetched result at once.
+const MAX_RECEIVERS: usize = 4;
+/// Concurrency of the probe connector when the request does not say.
+const DEFAULT_PROBE_CONCURRENCY: usize = 256;
+/// Longest GetBandwidthResult waits for a test to end.
+const MAX_RESULT_WAIT: Duration = Duration::from_secs(120);
+/// A finished receiver's result is kept this long for GetBandwidthResult.
+const RESULT_KEEP: Duration = Duration::from_secs(120);
+
+/// A bandwidth receiver's test, running or finished.
+pub(crate) struct ReceiverEntry {
+    task: JoinHandle<Result<BandwidthReport, BandwidthError>>,
+    /// After this the entry is dropped (aborting the test if it still runs).
+    expires_at: Instant,
+}
 
 /// Network state shared by all requests (open probe listeners, bandwidth receivers).
 #[derive(Default)]
 pub struct NetState {
     /// The agent's own port, never opened as a probe listener.
-    #[allow(dead_code)] // read once the network endpoints are wired
     pub own_port: u16,
+    /// Open probe-listener sets by id.
+    pub(crate) listeners: Mutex<HashMap<String, ProbeListeners>>,
+    /// Bandwidth receivers by id.
+    pub(crate) receivers: Mutex<HashMap<String, ReceiverEntry>>,
+    /// Source of ids for listener sets and receivers.
+    pub(crate) next_id: AtomicU64,
 }
 
-fn todo<T>() -> Result<T, Status> {
-    Err(Status::unimplemented("network endpoints are not wired yet"))
+impl NetState {
+    fn new_id(&self, prefix: &str) -> String {
+        format!(
+            "{prefix}{}",
+            self.next_id.fetch_add(1, Ordering::Relaxed) + 1
+        )
+    }
+
+    /// Forgets listener sets that closed at their TTL.
+    fn prune_listeners(map: &mut HashMap<String, ProbeListeners>) {
+        map.retain(|_, l| !l.is_closed());
+    }
+
+    /// Drops receivers past their expiry (aborting any still running).
+    fn prune_receivers(map: &mut HashMap<String, ReceiverEntry>) {
+        let now = Instant::now();
+        map.retain(|id, r| {
+            let keep = r.expires_at > now;
+            if !keep {
+                tracing::debug!(receiver = %id, "bandwidth receiver expired");
+                r.task.abort();
+            }
+            keep
+        });
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Converts a listener to its wire form.
+pub fn socket_to_pb(l: &Listener) -> pb::ListeningSocket {
+    pb::ListeningSocket {
+        proto: l.proto.as_str().into(),
+        family: match l.family {
+            ports::Family::V4 => "ipv4".into(),
+            ports::Family::V6 => "ipv6".into(),
+        },
+        address: l.address.to_string(),
+        port: u32::from(l.port),
+        pid: l.pid,
+        process: l.process.clone().unwrap_or_default(),
+        user: l.user.clone().unwrap_or_default(),
+    }
 }
 
 pub async fn list_listening_ports(
     _st: &NetState,
-    _r: Request<pb::ListListeningPortsRequest>,
+    r: Request<pb::ListListeningPortsRequest>,
 ) -> Result<pb::ListListeningPortsResponse, Status> {
-    todo()
+    let r = r.into_inner();
+    let both = !r.tcp && !r.udp;
+    let opts = ListOptions {
+        tcp: r.tcp || both,
+        udp: r.udp || both,
+        processes: !r.no_processes,
+    };
+    let list = tokio::task::spawn_blocking(move || ports::list_listening(&opts))
+        .await
+        .map_err(|e| Status::internal(format!("listing task failed: {e}")))?
+        .map_err(|e| Status::internal(format!("listing listening sockets: {e}")))?;
+    Ok(pb::ListListeningPortsResponse {
+        sockets: list.iter().map(socket_to_pb).collect(),
+    })
 }
+
+fn nonce32(field: &str, b: &[u8]) -> Result<[u8; 32], Status> {
+    <[u8; 32]>::try_from(b).map_err(|_| {
+        Status::invalid_argument(format!(
+            "{field} has {} bytes: it must be exactly 32 random bytes",
+            b.len()
+        ))
+    })
+}
+
+fn port_of(field: &str, p: u32) -> Result<u16, Status> {
+    match u16::try_from(p) {
+        Ok(p) if p != 0 => Ok(p),
+        _ => Err(Status::invalid_argument(format!(
+            "{field} {p} is out of range: use 1 to 65535"
+        ))),
+    }
+}
+
+fn ip_of(field: &str, s: &str) -> Result<Option<IpAddr>, Status> {
+    if s.is_empty() {
+        return Ok(None);
+    }
+    s.parse().map(Some).map_err(|_| {
+        Status::invalid_argument(format!("{field} {s:?} is not an IP address, e.g. 10.0.0.5"))
+    })
+}
+
+fn listener_error(e: ListenerRequestError) -> Status {
+    match e {
+        ListenerRequestError::Limits => Status::internal(e.to_string()),
+        _ => Status::invalid_argument(e.to_string()),
+    }
+}
+
 pub async fn open_probe_listeners(
-    _st: &NetState,
-    _r: Request<pb::OpenProbeListenersRequest>,
+    st: &NetState,
+    r: Request<pb::OpenProbeListenersRequest>,
 ) -> Result<pb::OpenProbeListenersResponse, Status> {
-    todo()
+    let r = r.into_inner();
+    let nonce = nonce32("nonce", &r.nonce)?;
+    let ports = r
+        .ports
+        .iter()
+        .map(|&p| port_of("ports", p))
+        .collect::<Result<Vec<u16>, _>>()?;
+    let bind = ip_of("bind_ip", &r.bind_ip)?.unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED));
+    let ttl = Duration::from_millis(u64::from(r.ttl_ms));
+    {
+        let mut map = lock(&st.listeners);
+        NetState::prune_listeners(&mut map);
+        if map.len() >= MAX_LISTENER_SETS {
+            return Err(Status::resource_exhausted(format!(
+                "{MAX_LISTENER_SETS} probe-listener sets are open already: close some or wait for their ttl"
+            )));
+        }
+    }
+    let (set, outcomes) = ProbeListeners::open(
+        bind,
+        &ports,
+        nonce,
+        ttl,
+        &[st.own_port],
+        &ListenerLimits::default(),
+    )
+    .await
+    .map_err(listener_error)?;
+    let id = st.new_id("l");
+    tracing::debug!(listeners = %id, %bind, open = set.ports().len(), ttl_ms = r.ttl_ms, "probe listeners opened");
+    lock(&st.listeners).insert(id.clone(), set);
+    let ports = outcomes
+        .into_iter()
+        .map(|o| {
+            let mut p = pb::ProbeListenerPort {
+                port: u32::from(o.port),
+                ..Default::default()
+            };
+            match o.status {
+                PortStatus::Listening => p.status = "listening".into(),
+                PortStatus::InUse { owner } => {
+                    p.status = "in_use".into();
+                    if let Some(owner) = owner {
+                        p.owner_pid = Some(owner.pid);
+                        p.owner_process = owner.name;
+                    }
+                }
+                PortStatus::Forbidden => p.status = "forbidden".into(),
+                PortStatus::Failed { error } => {
+                    p.status = "failed".into();
+                    p.error = error;
+                }
+            }
+            p
+        })
+        .collect();
+    Ok(pb::OpenProbeListenersResponse {
+        listeners_id: id,
+        ports,
+        ttl_ms: r.ttl_ms,
+    })
 }
+
 pub async fn close_probe_listeners(
-    _st: &NetState,
-    _r: Request<pb::CloseProbeListenersRequest>,
+    st: &NetState,
+    r: Request<pb::CloseProbeListenersRequest>,
 ) -> Result<pb::CloseProbeListenersResponse, Status> {
-    todo()
+    let id = r.into_inner().listeners_id;
+    let set = lock(&st.listeners).remove(&id);
+    let closed = match set {
+        Some(set) if !set.is_closed() => {
+            set.close().await;
+            tracing::debug!(listeners = %id, "probe listeners closed");
+            true
+        }
+        _ => false,
+    };
+    Ok(pb::CloseProbeListenersResponse { closed })
 }
+
+fn probe_error(e: ProbeRequestError) -> Status {
+    Status::invalid_argument(e.to_string())
+}
+
 pub async fn run_probes(
     _st: &NetState,
-    _r: Request<pb::RunProbesRequest>,
+    r: Request<pb::RunProbesRequest>,
 ) -> Result<pb::RunProbesResponse, Status> {
-    todo()
+    let r = r.into_inner();
+    let nonce = nonce32("nonce", &r.nonce)?;
+    let targets = r
+        .targets
+        .iter()
+        .map(|t| {
+            let ip = ip_of("targets.ip", &t.ip)?
+                .ok_or_else(|| Status::invalid_argument("targets.ip is empty"))?;
+            Ok((ip, port_of("targets.port", t.port)?))
+        })
+        .collect::<Result<Vec<_>, Status>>()?;
+    let concurrency = match r.concurrency {
+        0 => DEFAULT_PROBE_CONCURRENCY,
+        c => c as usize,
+    };
+    let timeout = Duration::from_millis(u64::from(r.timeout_ms));
+    let n = targets.len();
+    let results = netprobe::probe_many(targets, nonce, timeout, concurrency)
+        .await
+        .map_err(probe_error)?;
+    tracing::debug!(targets = n, timeout_ms = r.timeout_ms, "probes done");
+    Ok(pb::RunProbesResponse {
+        results: results
+            .into_iter()
+            .map(|p| pb::ProbeTargetResult {
+                ip: p.ip.to_string(),
+                port: u32::from(p.port),
+                outcome: outcome_str(p.outcome).into(),
+                connect_us: p.connect_us,
+                detail: p.detail.unwrap_or_default(),
+            })
+            .collect(),
+    })
 }
+
+fn outcome_str(o: netprobe::ProbeOutcome) -> &'static str {
+    use netprobe::ProbeOutcome as O;
+    match o {
+        O::Verified => "verified",
+        O::Open => "open",
+        O::Refused => "refused",
+        O::Filtered => "filtered",
+        O::Unreachable => "unreachable",
+        O::Error => "error",
+    }
+}
+
+fn report_to_pb(r: &BandwidthReport) -> pb::BandwidthReport {
+    pb::BandwidthReport {
+        direction: match r.direction {
+            Direction::Forward => "forward".into(),
+            Direction::Reverse => "reverse".into(),
+        },
+        expected_streams: r.expected_streams,
+        streams: r
+            .streams
+            .iter()
+            .map(|s| pb::BandwidthStream {
+                stream: s.stream,
+                bytes: s.bytes,
+                duration_us: s.duration_us,
+                mbit_per_s: s.mbit_per_s,
+                retransmits: s.retransmits,
+            })
+            .collect(),
+        total_bytes: r.total_bytes,
+        duration_us: r.duration_us,
+        total_mbit_per_s: r.total_mbit_per_s,
+        retransmits: r.retransmits,
+        rejected_connections: r.rejected_connections,
+    }
+}
+
+fn bandwidth_status(e: BandwidthError) -> Status {
+    match e {
+        BandwidthError::Streams(_)
+        | BandwidthError::Duration { .. }
+        | BandwidthError::Ttl { .. }
+        | BandwidthError::WriteSize(_) => Status::invalid_argument(e.to_string()),
+        BandwidthError::Bind { .. } => Status::failed_precondition(e.to_string()),
+        BandwidthError::Connect { .. }
+        | BandwidthError::Rejected(_)
+        | BandwidthError::Protocol { .. }
+        | BandwidthError::Stream { .. }
+        | BandwidthError::StreamTimeout { .. }
+        | BandwidthError::NoStreams { .. } => Status::aborted(e.to_string()),
+        BandwidthError::Random | BandwidthError::Task(_) => Status::internal(e.to_string()),
+    }
+}
+
+fn direction(reverse: bool) -> Direction {
+    if reverse {
+        Direction::Reverse
+    } else {
+        Direction::Forward
+    }
+}
+
 pub async fn start_bandwidth_receiver(
-    _st: &NetState,
-    _r: Request<pb::StartBandwidthReceiverRequest>,
+    st: &NetState,
+    r: Request<pb::StartBandwidthReceiverRequest>,
 ) -> Result<pb::StartBandwidthReceiverResponse, Status> {
-    todo()
+    let r = r.into_inner();
+    let token = nonce32("token", &r.token)?;
+    if token == [0u8; 32] {
+        return Err(Status::invalid_argument(
+            "token is all zero: pass 32 random bytes",
+        ));
+    }
+    let bind = ip_of("bind_ip", &r.bind_ip)?.unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED));
+    let ttl = Duration::from_millis(u64::from(r.ttl_ms));
+    let opts = ReceiverOptions {
+        ttl,
+        expected_streams: r.streams,
+        max_duration: Duration::from_millis(u64::from(r.duration_ms)),
+        direction: direction(r.reverse),
+    };
+    {
+        let mut map = lock(&st.receivers);
+        NetState::prune_receivers(&mut map);
+        if map.len() >= MAX_RECEIVERS {
+            return Err(Status::resource_exhausted(format!(
+                "{MAX_RECEIVERS} bandwidth receivers are waiting already: wait for their ttl"
+            )));
+        }
+    }
+    let rx = bandwidth::BandwidthReceiver::start(SocketAddr::new(bind, 0), token, opts)
+        .await
+        .map_err(bandwidth_status)?;
+    let port = rx.local_addr().port();
+    let id = st.new_id("r");
+    tracing::debug!(receiver = %id, %bind, port, streams = r.streams, reverse = r.reverse, "bandwidth receiver started");
+    let entry = ReceiverEntry {
+        task: tokio::spawn(rx.wait()),
+        expires_at: Instant::now() + ttl + RESULT_KEEP,
+    };
+    lock(&st.receivers).insert(id.clone(), entry);
+    Ok(pb::StartBandwidthReceiverResponse {
+        receiver_id: id,
+        port: u32::from(port),
+    })
 }
+
 pub async fn run_bandwidth_sender(
     _st: &NetState,
-    _r: Request<pb::RunBandwidthSenderRequest>,
+    r: Request<pb::RunBandwidthSenderRequest>,
 ) -> Result<pb::RunBandwidthSenderResponse, Status> {
-    todo()
+    let r = r.into_inner();
+    let token = nonce32("token", &r.token)?;
+    let addr: SocketAddr = r.address.parse().map_err(|_| {
+        Status::invalid_argument(format!(
+            "address {:?} is not IP:PORT, e.g. 10.0.0.5:40000",
+            r.address
+        ))
+    })?;
+    let opts = SendOptions {
+        streams: r.streams,
+        duration: Duration::from_millis(u64::from(r.duration_ms)),
+        direction: direction(r.reverse),
+        ..SendOptions::default()
+    };
+    tracing::debug!(%addr, streams = r.streams, duration_ms = r.duration_ms, reverse = r.reverse, "bandwidth sender starting");
+    let report = bandwidth::send(addr, token, &opts)
+        .await
+        .map_err(bandwidth_status)?;
+    Ok(pb::RunBandwidthSenderResponse {
+        report: Some(report_to_pb(&report)),
+    })
 }
+
 pub async fn get_bandwidth_result(
-    _st: &NetState,
-    _r: Request<pb::GetBandwidthResultRequest>,
+    st: &NetState,
+    r: Request<pb::GetBandwidthResultRequest>,
 ) -> Result<pb::GetBandwidthResultResponse, Status> {
-    todo()
+    let r = r.into_inner();
+    let wait = Duration::from_millis(u64::from(r.wait_ms)).min(MAX_RESULT_WAIT);
+    let Some(mut entry) = lock(&st.receivers).remove(&r.receiver_id) else {
+        return Err(Status::not_found(format!(
+            "no bandwidth receiver {:?}: it expired or its result was fetched",
+            r.receiver_id
+        )));
+    };
+    match tokio::time::timeout(wait, &mut entry.task).await {
+        Ok(Ok(res)) => Ok(pb::GetBandwidthResultResponse {
+            report: Some(report_to_pb(&res.map_err(bandwidth_status)?)),
+        }),
+        Ok(Err(e)) => Err(Status::internal(format!("receiver task failed: {e}"))),
+        Err(_) => {
+            // Still running: keep it for a later call.
+            lock(&st.receivers).insert(r.receiver_id, entry);
+            Err(Status::deadline_exceeded(
+                "the bandwidth test is still running: ask again later",
+            ))
+        }
+    }
 }

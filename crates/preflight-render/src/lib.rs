@@ -252,6 +252,107 @@ pub fn agents(list: &[pb::AgentInfo], now_ms: i64) -> String {
     t.render()
 }
 
+/// Listening sockets, like `ss -ltnup`: one row per socket.
+pub fn ports(sockets: &[pb::ListeningSocket]) -> String {
+    let mut t = Table::new(&["PROTO", "FAMILY", "LOCAL", "PORT", "PID", "PROCESS", "USER"]);
+    let dash = |s: &str| {
+        if s.is_empty() {
+            "-".to_string()
+        } else {
+            s.to_string()
+        }
+    };
+    for s in sockets {
+        t.row(vec![
+            s.proto.clone(),
+            s.family.clone(),
+            s.address.clone(),
+            s.port.to_string(),
+            s.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+            dash(&s.process),
+            dash(&s.user),
+        ]);
+    }
+    t.render()
+}
+
+/// Microseconds as a short duration: `84 µs`, `1.3 ms`, `2.00 s`.
+fn micros(us: u64) -> String {
+    if us < 1000 {
+        format!("{us} µs")
+    } else if us < 1_000_000 {
+        format!("{:.1} ms", us as f64 / 1000.0)
+    } else {
+        format!("{:.2} s", us as f64 / 1e6)
+    }
+}
+
+/// A port probe between two agents: one row per port.
+pub fn probe(r: &pb::ProbeResponse) -> String {
+    let mut out = format!("probe {} -> {} ({})\n", r.from_agent, r.to_agent, r.address);
+    let mut t = Table::new(&["PORT", "OUTCOME", "CONNECT", "NOTE"]);
+    for p in &r.ports {
+        t.row(vec![
+            p.port.to_string(),
+            p.outcome.clone(),
+            p.connect_us.map(micros).unwrap_or_else(|| "-".into()),
+            p.note.clone(),
+        ]);
+    }
+    out.push_str(&t.render());
+    let count = |o: &str| r.ports.iter().filter(|p| p.outcome == o).count();
+    out.push_str(&format!(
+        "{} ports: {} verified, {} open, {} refused, {} filtered, {} unreachable\n",
+        r.ports.len(),
+        count("verified"),
+        count("open"),
+        count("refused"),
+        count("filtered"),
+        count("unreachable"),
+    ));
+    if r.listeners_ttl_ms > 0 {
+        out.push_str(&format!(
+            "the target's probe listeners stay open for {} s\n",
+            r.listeners_ttl_ms / 1000
+        ));
+    }
+    out
+}
+
+/// A bandwidth test between two agents: per stream and in total.
+pub fn bandwidth(r: &pb::BandwidthResponse) -> String {
+    let rep = r.report.clone().unwrap_or_default();
+    let (src, dst) = if rep.direction == "reverse" {
+        (&r.to_agent, &r.from_agent)
+    } else {
+        (&r.from_agent, &r.to_agent)
+    };
+    let mut out = format!(
+        "bandwidth {src} -> {dst} (receiver {}), {} stream(s)\n",
+        r.address, rep.expected_streams
+    );
+    let retr = |x: Option<u64>| x.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
+    let mut t = Table::new(&["STREAM", "MBIT/S", "BYTES", "TIME", "RETRANSMITS"]);
+    for s in &rep.streams {
+        t.row(vec![
+            s.stream.to_string(),
+            format!("{:.1}", s.mbit_per_s),
+            bytes(s.bytes),
+            micros(s.duration_us),
+            retr(s.retransmits),
+        ]);
+    }
+    t.row(vec![
+        "total".into(),
+        format!("{:.1}", rep.total_mbit_per_s),
+        bytes(rep.total_bytes),
+        micros(rep.duration_us),
+        retr(rep.retransmits),
+    ]);
+    out.push_str(&t.render());
+    out
+}
+
 /// A sweep report for people: summary, then failures grouped by who must fix them, then every
 /// check. `zh` picks the Chinese messages.
 pub fn sweep(r: &pb::SweepReport, zh: bool) -> String {
