@@ -5,7 +5,8 @@
 //! Data directory layout (mode 0700):
 //! - `db/`: the sled database (only the controller writes it);
 //! - `ca.pem`, `ca.key`: the internal CA (key mode 0600);
-//! - `controller.pem`, `controller.key`: the controller's identity (key mode 0600).
+//! - `controller.pem`, `controller.key`: the controller's identity (key mode 0600);
+//! - `evidence.key`: the key signing evidence-log checkpoints (PKCS#8 P-256, mode 0600).
 
 mod agents;
 mod api;
@@ -149,6 +150,7 @@ pub fn init(data_dir: &Path, extra_names: &[String]) -> Result<InitOutput, InitE
     };
     w("controller.key", &ident.key_pem, 0o600)?;
     w("controller.pem", &ident.cert_pem, 0o644)?;
+    hardening_svc::ensure_evidence_key(data_dir).map_err(dir_err)?;
     w("ca.key", &ca.key_pem(), 0o600)?;
     w("ca.pem", ca.cert_pem(), 0o644)?;
     Ok(InitOutput {
@@ -174,6 +176,8 @@ pub(crate) struct Shared {
     pub cfg: ServeConfig,
     pub clock: Arc<dyn Clock>,
     pub agents: agents::AgentPool,
+    /// The evidence log and the controller's evidence signing key.
+    pub evidence: hardening_svc::EvidenceState,
 }
 
 impl Shared {
@@ -240,7 +244,10 @@ pub async fn start(cfg: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Ru
     let local_addr = incoming.local_addr;
     let ca_pin = ca.pin();
     let agents = agents::AgentPool::new(ca.cert_pem(), &identity)?;
+    // Data directories made before evidence existed get their key here.
+    let evidence = hardening_svc::EvidenceState::open(&dir, &store, ca.cert_pem(), &identity)?;
     let shared = Arc::new(Shared {
+        evidence,
         store,
         ca,
         cfg,
