@@ -116,9 +116,9 @@ fn setup(preload_iptables: bool) -> Result<Lab> {
             let _ = tx2.send(l);
         }
     });
-    let (mut token, mut pin) = (None, None);
+    let (mut token, mut pin, mut listening) = (None, None, false);
     let end = Instant::now() + Duration::from_secs(30);
-    while token.is_none() || pin.is_none() {
+    while token.is_none() || pin.is_none() || !listening {
         let l = rx
             .recv_timeout(end.saturating_duration_since(Instant::now()))
             .context("controller did not start within 30 s")?;
@@ -126,6 +126,8 @@ fn setup(preload_iptables: bool) -> Result<Lab> {
             pin = Some(p.trim().to_string());
         } else if l.trim_start().starts_with("pfa_") {
             token = Some(l.trim().to_string());
+        } else if l.starts_with("controller listening on ") {
+            listening = true;
         }
     }
     let url = format!("https://{}:7443", h1.ip);
