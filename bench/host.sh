@@ -3,7 +3,10 @@
 # table). Runs every pair alternately (preflight, reference, preflight, reference, ...) on the
 # same pre-written 1 GiB file with the same block size, queue depth, duration and warm-up, and
 # prints for each row the medians, the median of the per-pair ratios (preflight / reference)
-# and the CPU seconds (user + system) each tool spent per run.
+# and the CPU seconds (user + system) each tool spent per run. For CPU and memory rows it also
+# prints the ratio per CPU second ((figure / CPU s) over the reference's): on a host where
+# other work competes for the cores, wall-clock rates measure the scheduler's share as much as
+# the code, and this column isolates the code.
 #
 # Usage: bench/host.sh [DIR]
 #   DIR          directory on the disk to measure (default /var/tmp/preflight-bench; not tmpfs)
@@ -49,6 +52,7 @@ FILE=$DIR/preflight-vs-reference.dat
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK" "$FILE"' EXIT
 
+echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 echo "pre-writing $FILE (1 GiB)" >&2
 fio --name=prewrite --filename="$FILE" --rw=write --bs=1m --size=1g --direct=1 \
     --ioengine=psync --output=/dev/null
@@ -161,7 +165,8 @@ done
 echo
 echo "host: $(nproc) CPUs, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)," \
     "disk $(findmnt -n -o SOURCE,FSTYPE -T "$DIR" | tr -s ' ')," \
-    "fio $(fio --version), $(sysbench --version); TIME=$TIME WARMUP=$WARMUP"
+    "fio $(fio --version), $(sysbench --version); TIME=$TIME WARMUP=$WARMUP;" \
+    "load average now $(cut -d' ' -f1-3 /proc/loadavg)"
 awk -v pairs="$PAIRS" '
 function median(a, n,    i, j, t) {
     for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t }
@@ -180,18 +185,20 @@ END {
     target["fdatasync_p99_2300b"] = "0.8 - 1.25"
     target["cpu_1t"] = "0.95 - 1.05"; target["cpu_2t"] = "0.95 - 1.05"
     unit["fdatasync_p99_2300b"] = "us"; unit["cpu_1t"] = "ev/s"; unit["cpu_2t"] = "ev/s"
-    printf "%-22s %12s %12s %8s %9s %8s %8s  %s\n", "row", "preflight", "reference", "ratio", "p99 ratio", "cpu s pf", "cpu s ref", "target"
+    printf "%-20s %10s %10s %7s %9s %9s %8s %9s  %s\n", "row", "preflight", "reference", "ratio", "p99 ratio", "per cpu-s", "cpu s pf", "cpu s ref", "target"
     for (i = 1; i <= rows; i++) {
         r = order[i]; m = n[r]
         for (k = 1; k <= m; k++) {
             a[k] = pv[r, k]; b[k] = rv[r, k]; c[k] = (rv[r, k] > 0) ? pv[r, k] / rv[r, k] : 0
             d[k] = (rp[r, k] > 0) ? pp[r, k] / rp[r, k] : 0; e[k] = pc[r, k]; f[k] = rc[r, k]
+            g[k] = (rv[r, k] > 0 && pc[r, k] > 0) ? (pv[r, k] / pc[r, k]) / (rv[r, k] / rc[r, k]) : 0
         }
         mp = median(a, m); mr = median(b, m); mc = median(c, m); md = median(d, m); me = median(e, m); mf = median(f, m)
+        mg = (r ~ /^(cpu|memory)/) ? sprintf("%.3f", median(g, m)) : "-"
         if (r ~ /^memory/) unit[r] = "MiB/s"; else if (r ~ /_1m_/) unit[r] = "MiB/s"; else if (!(r in unit)) unit[r] = "IOPS"
         p99 = (r ~ /^rand/) ? sprintf("%.2f", md) : "-"
         t = (r in target) ? target[r] : ">= 0.9"
-        printf "%-22s %12.1f %12.1f %8.3f %9s %8.2f %8.2f  %s (%s, n=%d)\n", r, mp, mr, mc, p99, me, mf, t, unit[r], m
+        printf "%-20s %10.1f %10.1f %7.3f %9s %9s %8.2f %9.2f  %s (%s, n=%d)\n", r, mp, mr, mc, p99, mg, me, mf, t, unit[r], m
         if (r == "cpu_1t") c1 = mp
         if (r == "cpu_2t") c2 = mp
     }

@@ -127,6 +127,40 @@ impl Controller {
         })
     }
 
+    /// Kills the controller (SIGKILL) and starts it again on the same data directory and
+    /// address, as after a crash.
+    pub fn restart(&mut self, extra: &[&str]) -> anyhow::Result<()> {
+        let _ = self.proc.0.kill();
+        let _ = self.proc.0.wait();
+        let mut child = Command::new(bin("preflight"))
+            .args(["serve", "--listen", &self.addr.to_string(), "--data"])
+            .arg(self.data())
+            .args(extra)
+            .env("PREFLIGHT_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("spawning preflight serve")?;
+        let stderr = child.stderr.take().expect("piped");
+        self.proc = Proc(child);
+        let (tx, rx) = mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            for l in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(l);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(l) if l.starts_with("controller listening on ") => return Ok(()),
+                Ok(_) => {}
+                Err(_) => bail!("controller did not restart within 20 s"),
+            }
+        }
+    }
+
     /// The controller's data directory.
     pub fn data(&self) -> PathBuf {
         self.dir.path().join("data")

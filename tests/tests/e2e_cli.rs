@@ -237,4 +237,17 @@ fn demo_runs_as_a_non_root_user_and_reports_this_host() {
         );
         assert_eq!(inv["cpu"]["model"], lscpu_field(&lscpu, "Model name:"));
     }
+    // The readiness story: sweep 1 blocks on the missing backup (project's to fix), sweep 2 passes.
+    let sweeps = v["sweeps"].as_array().unwrap();
+    assert_eq!(sweeps[0]["hard"], 1, "{}", sweeps[0]);
+    let hard = sweeps[0]["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["verdict"] == "hard")
+        .unwrap();
+    assert_eq!(hard["server"], "demo-3");
+    assert_eq!(hard["party"], "project");
+    assert!(hard["check"].as_str().unwrap().ends_with("portal.dump"));
+    assert_eq!(sweeps[1]["hard"], 0, "{}", sweeps[1]);
 }

@@ -276,6 +276,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let bar = Bar::new();
     let progress = |p: Progress| bar.update(p);
     let out = args.output;
+    let is_disk = matches!(args.kind, Kind::Disk(_));
     let result = match args.kind {
         Kind::Disk(d) => disk(d, &progress).map(|r| emit(out, &r, print_disk)),
         Kind::Cpu(c) => cpu(c, &progress).map(|r| emit(out, &r, print_cpu)),
@@ -285,7 +286,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     match result {
         Ok(printed) => printed,
         Err(BenchError::Cancelled) => {
-            eprintln!("benchmark cancelled; its test file is removed");
+            if is_disk {
+                eprintln!("benchmark cancelled; its test file is removed");
+            } else {
+                eprintln!("benchmark cancelled");
+            }
             std::process::exit(130);
         }
         Err(e) => Err(anyhow::Error::new(e)),

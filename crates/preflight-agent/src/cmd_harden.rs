@@ -472,6 +472,21 @@ mod tests {
     }
 
     #[test]
+    fn policy_file_is_toml() -> anyhow::Result<()> {
+        let tmp = tempfile::tempdir()?;
+        let p = tmp.path().join("policy.toml");
+        std::fs::write(&p, "pass_max_days = 60\numask = \"077\"\n")?;
+        let pol = load_policy(Some(&p))?;
+        assert_eq!((pol.pass_max_days, pol.umask), (60, 0o077));
+        std::fs::write(&p, "pass_max_days = 0\n")?;
+        let e = load_policy(Some(&p)).expect_err("out of range");
+        assert!(e.to_string().contains("pass_max_days"), "{e}");
+        std::fs::write(&p, "pass_max_dayz = 60\n")?;
+        assert!(load_policy(Some(&p)).is_err());
+        Ok(())
+    }
+
+    #[test]
     fn bad_input_is_refused_with_a_fix() -> anyhow::Result<()> {
         let e =
             run(parse(&["audit", "--root", "/nonexistent-preflight-root"])?).expect_err("bad root");

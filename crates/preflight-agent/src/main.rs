@@ -4,6 +4,7 @@
 
 mod cmd_bench;
 mod cmd_harden;
+mod cmd_package;
 mod cmd_ports;
 mod convert;
 mod enroll;
@@ -13,6 +14,7 @@ mod state;
 mod svc_bench;
 mod svc_harden;
 mod svc_net;
+mod svc_package;
 
 use std::process::ExitCode;
 
@@ -69,6 +71,8 @@ enum Cmd {
     Ports(cmd_ports::Args),
     /// Hardening checks against a root prefix.
     Harden(cmd_harden::Args),
+    /// Verify the deployment package on this host against the plan's manifest.
+    Package(cmd_package::Args),
 }
 
 fn init_tracing(format: LogFormat) {
@@ -158,6 +162,7 @@ fn main() -> ExitCode {
         Cmd::Bench(a) => cmd_bench::run(a),
         Cmd::Ports(a) => cmd_ports::run(a),
         Cmd::Harden(a) => cmd_harden::run(a),
+        Cmd::Package(a) => cmd_package::run(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

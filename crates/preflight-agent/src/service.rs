@@ -6,7 +6,7 @@ use preflight_pki::PeerIdentity;
 use preflight_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
-use crate::{convert, svc_bench, svc_harden, svc_net};
+use crate::{convert, svc_bench, svc_harden, svc_net, svc_package};
 
 /// Refuses every caller but the controller.
 pub fn require_controller(req: Request<()>) -> Result<Request<()>, Status> {
@@ -39,6 +39,15 @@ impl pb::agent_server::Agent for AgentSvc {
             .map_err(|e| Status::internal(format!("inventory task failed: {e}")))?
             .map_err(|e| Status::internal(format!("inventory: {e}")))?;
         Ok(Response::new(convert::inventory(inv)))
+    }
+
+    type VerifyPackageStream = svc_package::EventStream;
+
+    async fn verify_package(
+        &self,
+        req: Request<pb::VerifyPackageRequest>,
+    ) -> Result<Response<Self::VerifyPackageStream>, Status> {
+        svc_package::verify_package(req).await.map(Response::new)
     }
 
     type RunBenchmarkStream = svc_bench::EventStream;

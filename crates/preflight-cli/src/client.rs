@@ -56,8 +56,11 @@ impl tonic::service::Interceptor for Bearer {
     }
 }
 
+/// A channel whose requests carry the bearer token.
+pub type Authed = InterceptedService<Channel, Bearer>;
+
 /// A controller client carrying the bearer token.
-pub type Api = pb::controller_client::ControllerClient<InterceptedService<Channel, Bearer>>;
+pub type Api = pb::controller_client::ControllerClient<Authed>;
 
 impl Conn {
     fn file(&self) -> anyhow::Result<FileConfig> {
@@ -90,6 +93,15 @@ impl Conn {
 
     /// Connects and returns an authenticated Controller client.
     pub async fn api(&self) -> anyhow::Result<Api> {
+        Ok(self
+            .service(pb::controller_client::ControllerClient::with_interceptor)
+            .await?
+            .max_decoding_message_size(preflight_controller::MAX_MESSAGE_BYTES))
+    }
+
+    /// Connects and builds any of the controller's service clients (e.g.
+    /// `ReadinessClient::with_interceptor`) with the bearer token attached.
+    pub async fn service<C>(&self, make: impl FnOnce(Channel, Bearer) -> C) -> anyhow::Result<C> {
         let (url, token, pin) = self.resolve()?;
         let Some(token) = token else {
             bail!("no token: pass --token, set PREFLIGHT_TOKEN, or run `preflight login` (the first admin token is printed by `preflight serve --init`)");
@@ -99,10 +111,7 @@ impl Conn {
             format!("Bearer {}", token.trim()).parse().map_err(|_| {
                 anyhow::anyhow!("--token contains characters that cannot be sent in a header")
             })?;
-        Ok(
-            pb::controller_client::ControllerClient::with_interceptor(channel, Bearer(header))
-                .max_decoding_message_size(preflight_controller::MAX_MESSAGE_BYTES),
-        )
+        Ok(make(channel, Bearer(header)))
     }
 }
 

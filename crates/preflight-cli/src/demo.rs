@@ -212,15 +212,36 @@ pub async fn run(a: Args, out: Output) -> anyhow::Result<()> {
             .into_inner();
         inventories.push((id, inv));
     }
+    // The readiness story: a plan for the three servers whose database backup was never copied.
+    let site = data.join("site");
+    std::fs::create_dir_all(&site).with_context(|| format!("cannot create {}", site.display()))?;
+    let app = b"soa-services 4.2.1 (demo package)".to_vec();
+    let dump = b"PGDMP demo backup of database portal".to_vec();
+    std::fs::write(site.join("soa-services.tar.gz"), &app)?;
+    let plan = demo_plan(&site, &app, &dump);
+    std::fs::write(data.join("plan.toml"), &plan)?;
+    step(
+        out,
+        "sweep 1: the plan's servers, capacity, clocks and the deployment package",
+    );
+    let first = demo_sweep(&conn, &plan).await?;
+    step(out, "fixing: copying the missing database backup to demo-3");
+    std::fs::write(site.join("portal.dump"), &dump)?;
+    step(out, "sweep 2");
+    let second = demo_sweep(&conn, &plan).await?;
     match out {
         Output::Json => {
             let inv: serde_json::Map<String, serde_json::Value> = inventories
                 .iter()
                 .map(|(id, i)| Ok((id.to_string(), serde_json::to_value(i)?)))
                 .collect::<anyhow::Result<_>>()?;
-            crate::json(
-                &serde_json::json!({ "controller": url, "ca_sha256": init.ca_pin, "agents": agents, "inventory": inv }),
-            )?;
+            crate::json(&serde_json::json!({
+                "controller": url,
+                "ca_sha256": init.ca_pin,
+                "agents": agents,
+                "inventory": inv,
+                "sweeps": [first, second],
+            }))?;
         }
         Output::Text => {
             println!("\nAgents\n");
@@ -229,6 +250,10 @@ pub async fn run(a: Args, out: Output) -> anyhow::Result<()> {
                 println!("\nInventory of {id}\n");
                 print!("{}", preflight_render::inventory(inv));
             }
+            println!("\nReadiness sweep 1: the database backup was never copied\n");
+            print!("{}", preflight_render::sweep(&first, false));
+            println!("\nReadiness sweep 2: after copying it\n");
+            print!("{}", preflight_render::sweep(&second, false));
         }
     }
     drop(children);
@@ -237,4 +262,87 @@ pub async fn run(a: Args, out: Output) -> anyhow::Result<()> {
         step(out, &format!("kept the demo data in {}", data.display()));
     }
     Ok(())
+}
+
+fn sha256(b: &[u8]) -> String {
+    preflight_pki::sha256_hex(b)
+}
+
+/// The demo plan: nginx, soa and db on 127.0.0.11-13, thresholds a laptop meets, an app package
+/// on the soa server and a database backup on the db server.
+fn demo_plan(site: &Path, app: &[u8], dump: &[u8]) -> String {
+    let dir = site.display();
+    format!(
+        r#"# Demo plan written by `preflight demo`.
+[batch]
+project = "demo-portal"
+batch = "demo-1"
+
+[thresholds]
+min_cores = 1
+min_memory_mib = 256
+min_free_disk_gib = 0
+max_clock_skew_ms = 5000
+
+[[servers]]
+address = "127.0.0.11"
+hostname = "demo-1"
+role = "nginx"
+data_dirs = ["{dir}"]
+
+[[servers]]
+address = "127.0.0.12"
+hostname = "demo-2"
+role = "soa"
+data_dirs = ["{dir}"]
+
+[[servers]]
+address = "127.0.0.13"
+hostname = "demo-3"
+role = "db"
+data_dirs = ["{dir}"]
+
+[[packages]]
+path = "{dir}/soa-services.tar.gz"
+size = {app_len}
+sha256 = "{app_sha}"
+kind = "app"
+on = {{ role = "soa" }}
+
+[[packages]]
+path = "{dir}/portal.dump"
+size = {dump_len}
+sha256 = "{dump_sha}"
+kind = "db_backup"
+database = "portal"
+on_exists = "rename"
+on = {{ server = "demo-3" }}
+"#,
+        app_len = app.len(),
+        app_sha = sha256(app),
+        dump_len = dump.len(),
+        dump_sha = sha256(dump),
+    )
+}
+
+async fn demo_sweep(conn: &Conn, plan: &str) -> anyhow::Result<pb::SweepReport> {
+    use futures_util::StreamExt;
+    let mut stream = conn
+        .service(pb::readiness_client::ReadinessClient::with_interceptor)
+        .await?
+        .run_sweep(pb::RunSweepRequest {
+            batch: "demo-1".into(),
+            plan_name: "plan.toml".into(),
+            plan_toml: plan.to_string(),
+            concurrency: 0,
+        })
+        .await
+        .map_err(status)?
+        .into_inner();
+    while let Some(ev) = stream.next().await {
+        if let Some(r) = ev.map_err(status)?.report {
+            return Ok(r);
+        }
+    }
+    bail!("the sweep ended without a report")
 }

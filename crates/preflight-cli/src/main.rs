@@ -6,6 +6,7 @@ mod cmd_bench;
 mod cmd_harden;
 mod cmd_net;
 mod cmd_plan;
+mod cmd_sweep;
 mod cmd_workflow;
 mod demo;
 
@@ -93,6 +94,8 @@ enum Cmd {
     Workflow(cmd_workflow::WorkflowCmd),
     #[command(flatten)]
     Harden(cmd_harden::HardenCmd),
+    #[command(flatten)]
+    Sweep(cmd_sweep::SweepCmd),
 }
 
 #[derive(clap::Args)]
@@ -213,6 +216,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Net(c) => cmd_net::run(c, &conn, out).await,
         Cmd::Workflow(c) => cmd_workflow::run(c, &conn, out).await,
         Cmd::Harden(c) => cmd_harden::run(c, &conn, out).await,
+        Cmd::Sweep(c) => cmd_sweep::run(c, &conn, out).await,
         Cmd::Token(TokenCmd::Create { ttl }) => {
             let (url, _, _) = conn.resolve()?;
             let r = conn

@@ -15,6 +15,7 @@ mod api_net;
 mod auth;
 mod hardening_svc;
 mod http;
+mod readiness_svc;
 mod registry;
 mod workflow_svc;
 
@@ -236,6 +237,10 @@ pub async fn start(cfg: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Ru
         key_pem: read(&dir, "controller.key")?,
     };
     let store = Store::open(&file(&dir, "db"))?;
+    let interrupted = store.interrupt_running_sweeps(clock.now_ms())?;
+    if !interrupted.is_empty() {
+        tracing::warn!(runs = ?interrupted, "sweeps that were running when the controller stopped are marked interrupted");
+    }
     let resolver = ReloadableCert::new(&identity)?;
     let tls = preflight_pki::controller_server_config(ca.cert_pem(), resolver)?;
     let incoming = preflight_pki::transport::tls_incoming(cfg.listen, tls)
@@ -262,6 +267,11 @@ pub async fn start(cfg: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Ru
         )
         .add_service(
             pb::controller_server::ControllerServer::new(api::ApiSvc(shared.clone()))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            pb::readiness_server::ReadinessServer::new(readiness_svc::ReadinessSvc(shared.clone()))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )

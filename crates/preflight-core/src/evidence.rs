@@ -746,36 +746,101 @@ pub fn merkle_root(leaves: &[Hash32]) -> Hash32 {
     }
 }
 
-fn inclusion_path(m: usize, leaves: &[Hash32], out: &mut Vec<Hash32>) {
-    let n = leaves.len();
-    if n <= 1 {
-        return;
-    }
-    let k = split(n);
-    if m < k {
-        inclusion_path(m, &leaves[..k], out);
-        out.push(merkle_root(&leaves[k..]));
-    } else {
-        inclusion_path(m - k, &leaves[k..], out);
-        out.push(merkle_root(&leaves[..k]));
+/// Complete subtree hashes of a log: `levels[0]` are the leaves, `levels[k][i]` the hash of
+/// the perfect subtree of `2^k` leaves starting at leaf `i * 2^k`. Any RFC 6962 subtree hash
+/// then costs O(log n) instead of O(n).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Levels(Vec<Vec<Hash32>>);
+
+impl Default for Levels {
+    fn default() -> Self {
+        Levels(vec![Vec::new()])
     }
 }
 
-fn consistency_subproof(m: usize, leaves: &[Hash32], complete: bool, out: &mut Vec<Hash32>) {
-    let n = leaves.len();
-    if m == n {
-        if !complete {
-            out.push(merkle_root(leaves));
+impl Levels {
+    fn from_leaves(leaves: Vec<Hash32>) -> Self {
+        let mut l = Levels::default();
+        for h in leaves {
+            l.push(h);
         }
-        return;
+        l
     }
-    let k = split(n);
-    if m <= k {
-        consistency_subproof(m, &leaves[..k], complete, out);
-        out.push(merkle_root(&leaves[k..]));
-    } else {
-        consistency_subproof(m - k, &leaves[k..], false, out);
-        out.push(merkle_root(&leaves[..k]));
+
+    fn leaves(&self) -> &[Hash32] {
+        &self.0[0]
+    }
+
+    fn push(&mut self, leaf: Hash32) {
+        self.0[0].push(leaf);
+        let mut i = self.0[0].len() - 1;
+        let mut k = 0;
+        // A node with an odd index completes a pair: hash it with its left sibling upwards.
+        while i % 2 == 1 {
+            let parent = node_hash(&self.0[k][i - 1], &self.0[k][i]);
+            if self.0.len() == k + 1 {
+                self.0.push(Vec::new());
+            }
+            self.0[k + 1].push(parent);
+            i /= 2;
+            k += 1;
+        }
+    }
+
+    /// RFC 6962 hash of the `len` leaves starting at `lo` (len >= 1, within the log).
+    fn hash(&self, lo: usize, len: usize) -> Hash32 {
+        if len.is_power_of_two() && lo.is_multiple_of(len) {
+            let k = len.trailing_zeros() as usize;
+            return self.0[k][lo / len];
+        }
+        let k = split(len);
+        node_hash(&self.hash(lo, k), &self.hash(lo + k, len - k))
+    }
+
+    fn root(&self, size: usize) -> Hash32 {
+        if size == 0 {
+            to_hash(digest(&SHA256, b"").as_ref())
+        } else {
+            self.hash(0, size)
+        }
+    }
+
+    fn inclusion_path(&self, m: usize, lo: usize, n: usize, out: &mut Vec<Hash32>) {
+        if n <= 1 {
+            return;
+        }
+        let k = split(n);
+        if m < k {
+            self.inclusion_path(m, lo, k, out);
+            out.push(self.hash(lo + k, n - k));
+        } else {
+            self.inclusion_path(m - k, lo + k, n - k, out);
+            out.push(self.hash(lo, k));
+        }
+    }
+
+    fn consistency_subproof(
+        &self,
+        m: usize,
+        lo: usize,
+        n: usize,
+        complete: bool,
+        out: &mut Vec<Hash32>,
+    ) {
+        if m == n {
+            if !complete {
+                out.push(self.hash(lo, n));
+            }
+            return;
+        }
+        let k = split(n);
+        if m <= k {
+            self.consistency_subproof(m, lo, k, complete, out);
+            out.push(self.hash(lo + k, n - k));
+        } else {
+            self.consistency_subproof(m - k, lo + k, n - k, false, out);
+            out.push(self.hash(lo, k));
+        }
     }
 }
 
@@ -889,9 +954,32 @@ pub fn verify_consistency(
 
 /// In-memory model of the evidence log: an append-only list of leaf hashes forming an
 /// RFC 6962 Merkle tree. The controller persists the leaves (and the signed records) itself.
+///
+/// Serialises as `{"leaves": [...]}`; the subtree cache is rebuilt on load.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "EvidenceLogRepr", into = "EvidenceLogRepr")]
 pub struct EvidenceLog {
+    levels: Levels,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EvidenceLogRepr {
     leaves: Vec<Hash32>,
+}
+
+impl From<EvidenceLogRepr> for EvidenceLog {
+    fn from(r: EvidenceLogRepr) -> Self {
+        EvidenceLog::from_leaves(r.leaves)
+    }
+}
+
+impl From<EvidenceLog> for EvidenceLogRepr {
+    fn from(l: EvidenceLog) -> Self {
+        EvidenceLogRepr {
+            leaves: l.levels.leaves().to_vec(),
+        }
+    }
 }
 
 impl EvidenceLog {
@@ -902,39 +990,41 @@ impl EvidenceLog {
 
     /// Rebuilds a log from persisted leaf hashes, in order.
     pub fn from_leaves(leaves: Vec<Hash32>) -> Self {
-        Self { leaves }
+        Self {
+            levels: Levels::from_leaves(leaves),
+        }
     }
 
     /// The leaf hashes, in order.
     pub fn leaves(&self) -> &[Hash32] {
-        &self.leaves
+        self.levels.leaves()
     }
 
     /// Number of leaves.
     pub fn len(&self) -> u64 {
-        self.leaves.len() as u64
+        self.leaves().len() as u64
     }
 
     /// Whether the log is empty.
     pub fn is_empty(&self) -> bool {
-        self.leaves.is_empty()
+        self.leaves().is_empty()
     }
 
     /// Appends a signed record; returns its index and leaf hash.
     pub fn append(&mut self, record: &SignedRecord) -> (u64, Hash32) {
         let h = record.leaf_hash();
-        self.leaves.push(h);
+        self.levels.push(h);
         (self.len() - 1, h)
     }
 
     /// Root hash of the whole log.
     pub fn root(&self) -> Hash32 {
-        merkle_root(&self.leaves)
+        self.levels.root(self.leaves().len())
     }
 
     /// Root hash of the first `size` leaves.
     pub fn root_at(&self, size: u64) -> Result<Hash32, ProofError> {
-        Ok(merkle_root(self.prefix(size)?))
+        Ok(self.levels.root(self.prefix(size)?.len()))
     }
 
     fn prefix(&self, size: u64) -> Result<&[Hash32], ProofError> {
@@ -945,17 +1035,17 @@ impl EvidenceLog {
             });
         }
         // size <= len, which is a usize.
-        Ok(&self.leaves[..size as usize])
+        Ok(&self.leaves()[..size as usize])
     }
 
     /// Inclusion proof of leaf `index` in the tree of the first `size` leaves.
     pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash32>, ProofError> {
-        let leaves = self.prefix(size)?;
+        let n = self.prefix(size)?.len();
         if index >= size {
             return Err(ProofError::IndexOutOfRange { index, size });
         }
         let mut out = Vec::new();
-        inclusion_path(index as usize, leaves, &mut out);
+        self.levels.inclusion_path(index as usize, 0, n, &mut out);
         Ok(out)
     }
 
@@ -971,10 +1061,11 @@ impl EvidenceLog {
                 new: new_size,
             });
         }
-        let leaves = self.prefix(new_size)?;
+        let n = self.prefix(new_size)?.len();
         let mut out = Vec::new();
         if old_size > 0 && old_size < new_size {
-            consistency_subproof(old_size as usize, leaves, true, &mut out);
+            self.levels
+                .consistency_subproof(old_size as usize, 0, n, true, &mut out);
         }
         Ok(out)
     }
@@ -1351,6 +1442,24 @@ mod tests {
             hex::encode(merkle_root(&l)),
             "5dc9da79a70659a9ad559cb701ded9a2ab9d823aad2f4960cfe370eff4604328"
         );
+    }
+
+    #[test]
+    fn cached_roots_match_plain_recursion_and_survive_serde() {
+        let mut log = EvidenceLog::new();
+        for n in 0..70usize {
+            assert_eq!(log.root(), merkle_root(&leaves(n)), "n={n}");
+            for m in 0..=n {
+                assert_eq!(
+                    log.root_at(m as u64).expect("in range"),
+                    merkle_root(&leaves(m))
+                );
+            }
+            let json = serde_json::to_string(&log).expect("serialise");
+            let back: EvidenceLog = serde_json::from_str(&json).expect("parse");
+            assert_eq!(back, log);
+            log.levels.push(leaves(n + 1)[n]);
+        }
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 pub mod evidence;
 pub mod plan;
+pub mod readiness;
 pub mod role;
 pub mod timefmt;
 pub mod workflow;

@@ -331,6 +331,8 @@ fn centos7_tally2() -> Result<()> {
                 sshd.contains("PermitRootLogin no\n"),
                 "admin is in wheel with a password: {sshd}"
             );
+            // Overrides inside the Match block would reopen what the global settings close.
+            assert!(sshd.contains("Match Group sftponly\n\tChrootDirectory /srv/sftp/%u\n#preflight-disabled# \tX11Forwarding yes\n#preflight-disabled# \tPermitRootLogin yes\n"), "{sshd}");
             let mode = fs::metadata(f.dir.join("etc/ssh/sshd_config"))?.mode() & 0o777;
             assert_eq!(mode, 0o600);
             assert_eq!(fs::metadata(f.dir.join("etc/shadow"))?.mode() & 0o777, 0);
@@ -867,6 +869,10 @@ fn policy_thresholds_are_configurable() -> Result<()> {
     let r = &catalog::audit(&f.root, &Policy::default(), &["acct.pass_max_days"])[0];
     assert_eq!(r.status, Status::Compliant, "{}", r.observed);
     assert!(serde_json::from_str::<Policy>(r#"{"no_such": 1}"#).is_err());
+    let p: Policy = serde_json::from_str(r#"{"umask": "077"}"#)?;
+    assert_eq!(p.umask, 0o077);
+    assert!(serde_json::from_str::<Policy>(r#"{"umask": "089"}"#).is_err());
+    assert_eq!(serde_json::to_value(Policy::default())?["umask"], "027");
     let bad = Policy {
         lockout_unlock_time: 60,
         ..Policy::default()

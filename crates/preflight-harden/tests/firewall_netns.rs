@@ -806,13 +806,9 @@ fn killed_agent_rolls_back_at_start(backend: Backend, name: &str) -> Result<()> 
     let state = tempfile::tempdir()?;
     let mut child = KillOnDrop(
         Command::new(helper)
-            .args([
-                &p.b,
-                &state.path().to_string_lossy().into_owned(),
-                name,
-                "10.99.0.0/24",
-                "300",
-            ])
+            .arg(&p.b)
+            .arg(state.path())
+            .args([name, "10.99.0.0/24", "300"])
             .stdout(std::process::Stdio::piped())
             .spawn()
             .context("start helper")?,

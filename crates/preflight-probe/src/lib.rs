@@ -5,4 +5,5 @@ pub mod bandwidth;
 pub mod bench;
 pub mod inventory;
 pub mod netprobe;
+pub mod package;
 pub mod ports;

@@ -250,6 +250,123 @@ pub fn agents(list: &[pb::AgentInfo], now_ms: i64) -> String {
     t.render()
 }
 
+/// A sweep report for people: summary, then failures grouped by who must fix them, then every
+/// check. `zh` picks the Chinese messages.
+pub fn sweep(r: &pb::SweepReport, zh: bool) -> String {
+    let mut s = format!(
+        "sweep run {} of batch {} — {} (plan {})\n{} passed, {} soft failures (risks), {} hard failures\n",
+        r.run_id,
+        r.batch,
+        r.state,
+        &r.plan_digest[..r.plan_digest.len().min(12)],
+        r.passed,
+        r.soft,
+        r.hard
+    );
+    let failing: Vec<&pb::SweepFinding> =
+        r.findings.iter().filter(|f| f.verdict != "pass").collect();
+    if !failing.is_empty() {
+        let mut parties: Vec<&str> = failing.iter().map(|f| f.party.as_str()).collect();
+        parties.sort();
+        parties.dedup();
+        for p in parties {
+            s.push_str(&format!("\nto fix by {p}:\n"));
+            for f in failing.iter().filter(|f| f.party == p) {
+                let (m, fix) = if zh {
+                    (&f.message_zh, &f.fix_zh)
+                } else {
+                    (&f.message, &f.fix)
+                };
+                s.push_str(&format!(
+                    "  [{}] {} {}: {m}\n        → {fix}\n",
+                    f.verdict.to_uppercase(),
+                    f.server,
+                    f.check
+                ));
+            }
+        }
+    }
+    let mut t = Table::new(&["SERVER", "CHECK", "VERDICT", "DETAIL"]);
+    for f in &r.findings {
+        t.row(vec![
+            f.server.clone(),
+            f.check.clone(),
+            f.verdict.clone(),
+            if zh {
+                f.message_zh.clone()
+            } else {
+                f.message.clone()
+            },
+        ]);
+    }
+    s.push('\n');
+    s.push_str(&t.render());
+    s
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// A sweep report as one self-contained HTML page (no external resources), bilingual.
+pub fn sweep_html(r: &pb::SweepReport) -> String {
+    let mut rows = String::new();
+    for f in &r.findings {
+        rows.push_str(&format!(
+            "<tr class=\"{v}\"><td>{}</td><td>{}</td><td>{v}</td><td>{}<br><span class=zh>{}</span></td><td>{}</td><td>{}<br><span class=zh>{}</span></td></tr>\n",
+            esc(&f.server), esc(&f.check), esc(&f.message), esc(&f.message_zh), esc(&f.party), esc(&f.fix), esc(&f.fix_zh), v = esc(&f.verdict)
+        ));
+    }
+    let mut servers: Vec<&str> = r.findings.iter().map(|f| f.server.as_str()).collect();
+    servers.sort();
+    servers.dedup();
+    let mut matrix = String::new();
+    for sv in &servers {
+        let worst = r
+            .findings
+            .iter()
+            .filter(|f| f.server == *sv)
+            .map(|f| match f.verdict.as_str() {
+                "hard" => 2,
+                "soft" => 1,
+                _ => 0,
+            })
+            .max()
+            .unwrap_or(0);
+        let (class, word) = [
+            ("pass", "ready 就绪"),
+            ("soft", "risks 有风险"),
+            ("hard", "blocked 阻塞"),
+        ][worst];
+        matrix.push_str(&format!(
+            "<div class=\"cell {class}\"><b>{}</b><br>{word}</div>",
+            esc(sv)
+        ));
+    }
+    format!(
+        "<!doctype html><html lang=en><meta charset=utf-8><title>preflight readiness report {id}</title>
+<style>body{{font-family:sans-serif;margin:2em;color:#222}}table{{border-collapse:collapse;width:100%}}td,th{{border:1px solid #ccc;padding:4px 8px;vertical-align:top;text-align:left}}
+tr.hard td{{background:#fdd}}tr.soft td{{background:#ffe9b3}}tr.pass td{{background:#e6f5e6}}.zh{{color:#555}}
+.cell{{display:inline-block;margin:4px;padding:8px 12px;border-radius:6px}}.cell.pass{{background:#9d9}}.cell.soft{{background:#fc6}}.cell.hard{{background:#f88}}</style>
+<h1>Readiness report 就绪检查报告 — batch {batch}</h1>
+<p>Run {id}, state {state}; plan {digest}.<br>{passed} passed 通过 · {soft} risks 风险 · {hard} blocking 阻塞</p>
+<h2>Servers 服务器</h2><div>{matrix}</div>
+<h2>Checks 检查项</h2>
+<table><tr><th>Server 服务器</th><th>Check 检查</th><th>Verdict 结论</th><th>Finding 发现</th><th>Party 责任方</th><th>Fix 处理</th></tr>
+{rows}</table></html>\n",
+        id = r.run_id,
+        batch = esc(&r.batch),
+        state = esc(&r.state),
+        digest = esc(&r.plan_digest),
+        passed = r.passed,
+        soft = r.soft,
+        hard = r.hard,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,6 +8,7 @@
 
 pub mod evidence;
 mod records;
+pub mod sweeps;
 pub mod workflow;
 
 use std::path::Path;

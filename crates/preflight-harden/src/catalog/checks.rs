@@ -1365,9 +1365,41 @@ fn sshd_value(cfg: &sshd::SshdConfig, key: &str, default: &str) -> String {
         .unwrap_or_else(|| default.to_string())
 }
 
-fn ssh_fix(ctx: &Ctx, settings: &[(&str, String)]) -> Result<Fix, Unk> {
+/// `Match`-block values of `key` that fail `ok`: descriptions and (file, line) to disable.
+fn match_overrides(
+    ctx: &Ctx,
+    key: &str,
+    ok: &dyn Fn(&str) -> bool,
+) -> Result<(Vec<String>, Vec<(String, usize)>), Unk> {
+    let cfg = sshd_cfg(ctx)?;
+    let lk = key.to_ascii_lowercase();
+    let mut obs = Vec::new();
+    let mut lines = Vec::new();
+    for d in cfg.matched.iter().filter(|d| d.key == lk && !ok(&d.value)) {
+        obs.push(format!(
+            "Match override {key} {} ({}:{})",
+            d.value,
+            d.file,
+            d.line + 1
+        ));
+        lines.push((d.file.clone(), d.line));
+    }
+    Ok((obs, lines))
+}
+
+fn ssh_fix(
+    ctx: &Ctx,
+    settings: &[(&str, String)],
+    disable: &[(String, usize)],
+) -> Result<Fix, Unk> {
     let mut fix = Fix::default();
-    for (p, c) in sshd::set(ctx, settings)? {
+    if !disable.is_empty() {
+        fix.notes.push(format!(
+            "{} non-compliant override(s) inside Match blocks disabled",
+            disable.len()
+        ));
+    }
+    for (p, c) in sshd::set(ctx, settings, disable)? {
         let meta = FileMeta {
             mode: 0o600,
             uid: 0,
@@ -1381,7 +1413,7 @@ fn ssh_fix(ctx: &Ctx, settings: &[(&str, String)]) -> Result<Fix, Unk> {
     Ok(fix)
 }
 
-fn idle_bad(ctx: &Ctx) -> Result<(String, Vec<(&'static str, String)>), Unk> {
+fn idle_bad(ctx: &Ctx) -> Result<(String, Vec<(&'static str, String)>, Vec<(String, usize)>), Unk> {
     let cfg = sshd_cfg(ctx)?;
     let iv = sshd_value(&cfg, "ClientAliveInterval", "0");
     let cm = sshd_value(&cfg, "ClientAliveCountMax", "3");
@@ -1405,17 +1437,28 @@ fn idle_bad(ctx: &Ctx) -> Result<(String, Vec<(&'static str, String)>), Unk> {
             p.ssh_client_alive_count_max.to_string(),
         ));
     }
-    Ok((
-        format!("ClientAliveInterval {iv}, ClientAliveCountMax {cm}"),
-        bad,
-    ))
+    let (mut mo, mut ml) = match_overrides(ctx, "ClientAliveInterval", &|v| {
+        v.parse::<u32>()
+            .is_ok_and(|v| v >= 1 && v <= p.ssh_client_alive_interval)
+    })?;
+    let (mo2, ml2) = match_overrides(ctx, "ClientAliveCountMax", &|v| {
+        v.parse::<u32>()
+            .is_ok_and(|v| v >= 1 && v <= p.ssh_client_alive_count_max)
+    })?;
+    mo.extend(mo2);
+    ml.extend(ml2);
+    let mut obs = format!("ClientAliveInterval {iv}, ClientAliveCountMax {cm}");
+    for m in mo {
+        obs.push_str(&format!("; {m}"));
+    }
+    Ok((obs, bad, ml))
 }
 
 fn audit_ssh_idle(ctx: &Ctx) -> Result<Outcome, Unk> {
-    let (obs, bad) = idle_bad(ctx)?;
+    let (obs, bad, ml) = idle_bad(ctx)?;
     let p = ctx.policy;
     Ok(Outcome::new(
-        bad.is_empty(),
+        bad.is_empty() && ml.is_empty(),
         obs,
         format!(
             "ClientAliveInterval 1..={}, ClientAliveCountMax 1..={}",
@@ -1425,8 +1468,8 @@ fn audit_ssh_idle(ctx: &Ctx) -> Result<Outcome, Unk> {
 }
 
 fn fix_ssh_idle(ctx: &Ctx) -> Result<Fix, Unk> {
-    let (_, bad) = idle_bad(ctx)?;
-    ssh_fix(ctx, &bad)
+    let (_, bad, ml) = idle_bad(ctx)?;
+    ssh_fix(ctx, &bad, &ml)
 }
 
 /// Accounts that can log in and use sudo (safety rule 6).
@@ -1542,22 +1585,28 @@ fn root_login_state(ctx: &Ctx) -> Result<(String, String, Vec<String>), Unk> {
     Ok((v, want.to_string(), admins))
 }
 
-fn audit_root_login(ctx: &Ctx) -> Result<Outcome, Unk> {
-    let (v, want, admins) = root_login_state(ctx)?;
-    let ok = v == "no"
+fn root_login_ok(v: &str, want: &str) -> bool {
+    let v = v.to_ascii_lowercase();
+    v == "no"
         || (want == "prohibit-password"
             && matches!(
                 v.as_str(),
                 "prohibit-password" | "without-password" | "forced-commands-only"
-            ));
-    let mut o = Outcome::new(
-        ok,
-        format!(
-            "PermitRootLogin {v}; sudo-capable accounts: [{}]",
-            admins.join(", ")
-        ),
-        want.clone(),
+            ))
+}
+
+fn audit_root_login(ctx: &Ctx) -> Result<Outcome, Unk> {
+    let (v, want, admins) = root_login_state(ctx)?;
+    let (mo, ml) = match_overrides(ctx, "PermitRootLogin", &|x| root_login_ok(x, &want))?;
+    let ok = root_login_ok(&v, &want) && ml.is_empty();
+    let mut obs = format!(
+        "PermitRootLogin {v}; sudo-capable accounts: [{}]",
+        admins.join(", ")
     );
+    for m in mo {
+        obs.push_str(&format!("; {m}"));
+    }
+    let mut o = Outcome::new(ok, obs, want.clone());
     if want != "no" {
         o.reason = Some(
             "no working non-root account with sudo: `no` would lock the operator out (rule 6)"
@@ -1568,8 +1617,14 @@ fn audit_root_login(ctx: &Ctx) -> Result<Outcome, Unk> {
 }
 
 fn fix_root_login(ctx: &Ctx) -> Result<Fix, Unk> {
-    let (_, want, admins) = root_login_state(ctx)?;
-    let mut fix = ssh_fix(ctx, &[("PermitRootLogin", want.clone())])?;
+    let (v, want, admins) = root_login_state(ctx)?;
+    let (_, ml) = match_overrides(ctx, "PermitRootLogin", &|x| root_login_ok(x, &want))?;
+    let settings = if root_login_ok(&v, &want) {
+        vec![]
+    } else {
+        vec![("PermitRootLogin", want.clone())]
+    };
+    let mut fix = ssh_fix(ctx, &settings, &ml)?;
     if want == "no" {
         fix.notes.push(format!(
             "root login disabled: sudo-capable accounts exist ({})",
@@ -1586,26 +1641,42 @@ fn simple_ssh(
     key: &str,
     default: &str,
     ok: fn(&str, &Policy) -> bool,
-) -> Result<(String, bool), Unk> {
+) -> Result<(String, bool, bool, Vec<(String, usize)>), Unk> {
     let cfg = sshd_cfg(ctx)?;
     let v = sshd_value(&cfg, key, default);
-    Ok((format!("{key} {v}"), ok(&v, ctx.policy)))
+    let (mo, ml) = match_overrides(ctx, key, &|x| ok(x, ctx.policy))?;
+    let mut obs = format!("{key} {v}");
+    for m in mo {
+        obs.push_str(&format!("; {m}"));
+    }
+    let global_ok = ok(&v, ctx.policy);
+    Ok((obs, global_ok && ml.is_empty(), global_ok, ml))
+}
+
+fn ok_no(v: &str, _: &Policy) -> bool {
+    v.eq_ignore_ascii_case("no")
+}
+
+fn ok_tries(v: &str, p: &Policy) -> bool {
+    v.parse::<u32>()
+        .is_ok_and(|n| n >= 1 && n <= p.ssh_max_auth_tries)
 }
 
 fn audit_ssh_empty(ctx: &Ctx) -> Result<Outcome, Unk> {
-    let (o, ok) = simple_ssh(ctx, "PermitEmptyPasswords", "no", |v, _| {
-        v.eq_ignore_ascii_case("no")
-    })?;
+    let (o, ok, _, _) = simple_ssh(ctx, "PermitEmptyPasswords", "no", ok_no)?;
     Ok(Outcome::new(ok, o, "no"))
 }
 fn fix_ssh_empty(ctx: &Ctx) -> Result<Fix, Unk> {
-    ssh_fix(ctx, &[("PermitEmptyPasswords", "no".into())])
+    let (_, _, global_ok, ml) = simple_ssh(ctx, "PermitEmptyPasswords", "no", ok_no)?;
+    let s = if global_ok {
+        vec![]
+    } else {
+        vec![("PermitEmptyPasswords", "no".to_string())]
+    };
+    ssh_fix(ctx, &s, &ml)
 }
 fn audit_ssh_tries(ctx: &Ctx) -> Result<Outcome, Unk> {
-    let (o, ok) = simple_ssh(ctx, "MaxAuthTries", "6", |v, p| {
-        v.parse::<u32>()
-            .is_ok_and(|n| n >= 1 && n <= p.ssh_max_auth_tries)
-    })?;
+    let (o, ok, _, _) = simple_ssh(ctx, "MaxAuthTries", "6", ok_tries)?;
     Ok(Outcome::new(
         ok,
         o,
@@ -1613,10 +1684,13 @@ fn audit_ssh_tries(ctx: &Ctx) -> Result<Outcome, Unk> {
     ))
 }
 fn fix_ssh_tries(ctx: &Ctx) -> Result<Fix, Unk> {
-    ssh_fix(
-        ctx,
-        &[("MaxAuthTries", ctx.policy.ssh_max_auth_tries.to_string())],
-    )
+    let (_, _, global_ok, ml) = simple_ssh(ctx, "MaxAuthTries", "6", ok_tries)?;
+    let s = if global_ok {
+        vec![]
+    } else {
+        vec![("MaxAuthTries", ctx.policy.ssh_max_auth_tries.to_string())]
+    };
+    ssh_fix(ctx, &s, &ml)
 }
 
 const SSH_MISC: &[(&str, &str, &[&str], &str)] = &[
@@ -1629,16 +1703,28 @@ const SSH_MISC: &[(&str, &str, &[&str], &str)] = &[
 
 fn misc_state(
     ctx: &Ctx,
-) -> Result<(Vec<String>, Vec<(&'static str, String)>, Option<FileMeta>), Unk> {
+) -> Result<
+    (
+        Vec<String>,
+        Vec<(&'static str, String)>,
+        Option<FileMeta>,
+        Vec<(String, usize)>,
+    ),
+    Unk,
+> {
     let cfg = sshd_cfg(ctx)?;
     let mut obs = Vec::new();
     let mut bad = Vec::new();
+    let mut lines = Vec::new();
     for (k, def, ok, want) in SSH_MISC {
         let v = sshd_value(&cfg, k, def);
         if !ok.contains(&v.to_ascii_lowercase().as_str()) {
             bad.push((*k, want.to_string()));
         }
         obs.push(format!("{k} {v}"));
+        let (mo, ml) = match_overrides(ctx, k, &|x| ok.contains(&x.to_ascii_lowercase().as_str()))?;
+        obs.extend(mo);
+        lines.extend(ml);
     }
     let m = ctx.root.meta(sshd::MAIN)?;
     let meta_fix = match m {
@@ -1656,20 +1742,20 @@ fn misc_state(
         }
         None => None,
     };
-    Ok((obs, bad, meta_fix))
+    Ok((obs, bad, meta_fix, lines))
 }
 
 fn audit_ssh_misc(ctx: &Ctx) -> Result<Outcome, Unk> {
-    let (obs, bad, meta) = misc_state(ctx)?;
-    Ok(Outcome::new(bad.is_empty() && meta.is_none(), obs.join(", "), "LogLevel INFO, X11Forwarding no, IgnoreRhosts yes, HostbasedAuthentication no, PermitUserEnvironment no, sshd_config 0600 root"))
+    let (obs, bad, meta, ml) = misc_state(ctx)?;
+    Ok(Outcome::new(bad.is_empty() && meta.is_none() && ml.is_empty(), obs.join(", "), "LogLevel INFO, X11Forwarding no, IgnoreRhosts yes, HostbasedAuthentication no, PermitUserEnvironment no, sshd_config 0600 root"))
 }
 
 fn fix_ssh_misc(ctx: &Ctx) -> Result<Fix, Unk> {
-    let (_, bad, meta) = misc_state(ctx)?;
-    let mut fix = if bad.is_empty() {
+    let (_, bad, meta, ml) = misc_state(ctx)?;
+    let mut fix = if bad.is_empty() && ml.is_empty() {
         Fix::default()
     } else {
-        ssh_fix(ctx, &bad)?
+        ssh_fix(ctx, &bad, &ml)?
     };
     if let Some(m) = meta {
         fix.metas.push((sshd::MAIN.into(), m));

@@ -246,7 +246,8 @@ pub struct Policy {
     pub ssh_max_auth_tries: u32,
     /// Oldest acceptable OpenSSH (major, minor).
     pub openssh_min: (u32, u32),
-    /// Required umask (octal value, e.g. 0o027).
+    /// Required umask: an octal string in files (`"027"`), or the number itself.
+    #[serde(with = "octal")]
     pub umask: u32,
     /// Log retention, days.
     pub log_retention_days: u32,
@@ -277,6 +278,31 @@ impl Default for Policy {
             umask: 0o027,
             log_retention_days: 180,
             uid_min: 1000,
+        }
+    }
+}
+
+/// Serde of a umask as an octal string, also accepting a plain number.
+mod octal {
+    /// Writes `"027"`.
+    pub fn serialize<S: serde::Serializer>(v: &u32, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{v:03o}"))
+    }
+
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        Num(u32),
+        Str(String),
+    }
+
+    /// Reads `"027"` (octal) or `23`.
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+        match <Either as serde::Deserialize>::deserialize(d)? {
+            Either::Num(n) => Ok(n),
+            Either::Str(s) => u32::from_str_radix(s.trim_start_matches("0o"), 8).map_err(|_| {
+                serde::de::Error::custom(format!("umask {s:?} is not octal; write it like \"027\""))
+            }),
         }
     }
 }
@@ -891,9 +917,27 @@ fn validate_sshd(ctx: &Ctx, fix: &Fix) -> Result<(), String> {
         .map(|(p, (c, _))| (p.clone(), c.clone()))
         .collect();
     let flat = sshd::flattened(ctx, &overrides).map_err(|e| e.to_string())?;
-    let dir = std::env::temp_dir();
-    let tmp = dir.join(format!("preflight-sshd-check-{}.conf", std::process::id()));
-    std::fs::write(&tmp, flat).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    // O_EXCL with mode 0600: a name planted in /tmp by another user is never followed.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .subsec_nanos();
+    let tmp = std::env::temp_dir().join(format!(
+        "preflight-sshd-check-{}-{nanos}.conf",
+        std::process::id()
+    ));
+    {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
+        f.write_all(flat.as_bytes())
+            .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    }
     let path = tmp.display().to_string();
     let r = run_fixed(SSHD, &["-t", "-f", &path]);
     let _ = std::fs::remove_file(&tmp);

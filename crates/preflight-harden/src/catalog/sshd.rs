@@ -36,6 +36,8 @@ pub struct SshdConfig {
     pub includes_dropins: bool,
     /// Files read, in order.
     pub files: Vec<String>,
+    /// Directives inside `Match` blocks (they override the global value for some sessions).
+    pub matched: Vec<Directive>,
 }
 
 impl SshdConfig {
@@ -148,6 +150,12 @@ fn read_file(
             continue;
         }
         if in_match {
+            cfg.matched.push(Directive {
+                file: path.to_string(),
+                line: i,
+                key,
+                value: v.to_string(),
+            });
             continue;
         }
         if key == "include" {
@@ -175,12 +183,23 @@ fn read_file(
 /// The file changes that make `settings` (keyword as written, value) effective: the managed
 /// drop-in when the main file includes `sshd_config.d`, otherwise a managed block at the top of
 /// `sshd_config`; an earlier conflicting directive is disabled. Returns new contents by path.
-pub fn set(ctx: &Ctx, settings: &[(&str, String)]) -> Result<BTreeMap<String, String>, ParseError> {
+pub fn set(
+    ctx: &Ctx,
+    settings: &[(&str, String)],
+    disable: &[(String, usize)],
+) -> Result<BTreeMap<String, String>, ParseError> {
     let mut out: BTreeMap<String, String> = BTreeMap::new();
+    disable_lines(ctx, &mut out, disable)?;
+    if settings.is_empty() {
+        return unchanged_dropped(ctx, out);
+    }
     let cfg = load(ctx, &out)?;
     let use_dropin = cfg.includes_dropins && ctx.root.is_dir(DROPIN_DIR);
     let target = if use_dropin { DROPIN } else { MAIN };
-    let current = ctx.read_text(target)?.unwrap_or_default();
+    let current = match out.get(target) {
+        Some(t) => t.clone(),
+        None => ctx.read_text(target)?.unwrap_or_default(),
+    };
     let mut lines: Vec<String> = current.lines().map(str::to_string).collect();
     // Region holding managed lines.
     let (start, e) = if use_dropin {
@@ -245,7 +264,35 @@ pub fn set(ctx: &Ctx, settings: &[(&str, String)]) -> Result<BTreeMap<String, St
             out.insert(d.file.clone(), join_lines(&ls, &text));
         }
     }
-    // Drop unchanged files.
+    unchanged_dropped(ctx, out)
+}
+
+/// Comments out lines (`Match`-block overrides the caller found non-compliant).
+fn disable_lines(
+    ctx: &Ctx,
+    out: &mut BTreeMap<String, String>,
+    lines: &[(String, usize)],
+) -> Result<(), ParseError> {
+    for (file, line) in lines {
+        let text = match out.get(file) {
+            Some(t) => t.clone(),
+            None => ctx.read_text(file)?.unwrap_or_default(),
+        };
+        let mut ls: Vec<String> = text.lines().map(str::to_string).collect();
+        if let Some(l) = ls.get_mut(*line) {
+            if !l.starts_with(DISABLED) {
+                *l = format!("{DISABLED}{l}");
+            }
+        }
+        out.insert(file.clone(), join_lines(&ls, &text));
+    }
+    Ok(())
+}
+
+fn unchanged_dropped(
+    ctx: &Ctx,
+    out: BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>, ParseError> {
     let mut changed = BTreeMap::new();
     for (p, t) in out {
         if ctx.read_text(&p)?.as_deref() != Some(t.as_str()) {

@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 
 use super::{BenchError, LatencyHistogram, Phase, Progress, PROGRESS_INTERVAL};
 
-/// How often the coordinating thread looks at the cancel flag.
-const CANCEL_POLL: Duration = Duration::from_millis(5);
+/// How often the coordinating thread wakes to report progress and notice a cancel (the
+/// workers see the cancel flag after their current event).
+const CANCEL_POLL: Duration = Duration::from_millis(50);
 
 /// What the pool measured.
 pub(crate) struct PoolOutcome {
@@ -59,12 +60,13 @@ where
     let barrier = Barrier::new(threads + 1);
     let finished = AtomicU64::new(0);
 
+    let coordinator = std::thread::current();
     std::thread::scope(|scope| {
         let mut handles = Vec::with_capacity(threads);
         for i in 0..threads {
-            let (stop, claimed, counters, barrier, finished) =
-                (&stop, &claimed, &counters, &barrier, &finished);
-            let (setup, event) = (&setup, &event);
+            let (stop, claimed, counters, barrier, finished, cancel) =
+                (&stop, &claimed, &counters, &barrier, &finished, cancel);
+            let (setup, event, coordinator) = (&setup, &event, &coordinator);
             handles.push(scope.spawn(move || {
                 let mut state = setup(i);
                 let mut hist = LatencyHistogram::new();
@@ -74,7 +76,9 @@ where
                 let deadline = measure_start + plan.time;
                 let mut counted = 0u64;
                 loop {
-                    if stop.load(Ordering::Relaxed) {
+                    // Workers watch the caller's flag themselves, so the coordinator need not
+                    // wake often to relay it and take CPU time from them.
+                    if stop.load(Ordering::Relaxed) || cancel.load(Ordering::Relaxed) {
                         break;
                     }
                     let a = Instant::now();
@@ -98,6 +102,7 @@ where
                 }
                 let end = Instant::now();
                 finished.fetch_add(1, Ordering::Release);
+                coordinator.unpark();
                 (counted, hist, end)
             }));
         }
@@ -118,9 +123,12 @@ where
                 next_report = now + PROGRESS_INTERVAL;
                 progress(snapshot(plan, &counters, &claimed, t0, measure_start, now));
             }
-            std::thread::sleep(CANCEL_POLL);
+            // Woken early by a finishing worker.
+            std::thread::park_timeout(CANCEL_POLL);
         }
 
+        // Workers may have seen the flag and stopped before the loop above did.
+        cancelled |= cancel.load(Ordering::Relaxed);
         let mut out = PoolOutcome {
             events: 0,
             elapsed: Duration::ZERO,

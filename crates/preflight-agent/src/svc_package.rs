@@ -1,0 +1,79 @@
+//! Agent.VerifyPackage: streams one result per file while the blocking reader works; a caller
+//! that goes away stops the reading.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use preflight_probe::package::{self, ExpectedFile, FileCheck, FileStatus};
+use preflight_proto::v1 as pb;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Status};
+
+/// The stream of per-file results.
+pub type EventStream = ReceiverStream<Result<pb::VerifyPackageEvent, Status>>;
+
+/// One file's result on the wire.
+pub fn to_pb(c: &FileCheck) -> pb::PackageFileResult {
+    let mut r = pb::PackageFileResult {
+        path: c.path.clone(),
+        expected_size: c.expected_size,
+        bytes_hashed: c.bytes_hashed,
+        ..Default::default()
+    };
+    r.status = match &c.status {
+        FileStatus::Ok => "ok",
+        FileStatus::Missing => "missing",
+        FileStatus::NotAFile => "not_a_file",
+        FileStatus::WrongSize { actual } => {
+            r.actual_size = *actual;
+            "wrong_size"
+        }
+        FileStatus::WrongHash { actual } => {
+            r.actual_sha256 = actual.clone();
+            "wrong_hash"
+        }
+        FileStatus::Unreadable { error } => {
+            r.error = error.clone();
+            "unreadable"
+        }
+        FileStatus::Cancelled => "cancelled",
+    }
+    .to_string();
+    r
+}
+
+pub async fn verify_package(req: Request<pb::VerifyPackageRequest>) -> Result<EventStream, Status> {
+    let files: Vec<ExpectedFile> = req
+        .into_inner()
+        .files
+        .into_iter()
+        .map(|f| ExpectedFile {
+            path: f.path,
+            size: f.size,
+            sha256: f.sha256.to_ascii_lowercase(),
+        })
+        .collect();
+    package::validate(&files).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    let total = files.len() as u32;
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let cancel = Arc::new(AtomicBool::new(false));
+    tokio::task::spawn_blocking(move || {
+        let mut done = 0u32;
+        let r = package::verify(&files, &cancel, |c| {
+            done += 1;
+            let ev = pb::VerifyPackageEvent {
+                file: Some(to_pb(c)),
+                done,
+                total,
+            };
+            if tx.blocking_send(Ok(ev)).is_err() {
+                // The caller went away: stop reading.
+                cancel.store(true, Ordering::Relaxed);
+            }
+        });
+        if let Err(e) = r {
+            let _ = tx.blocking_send(Err(Status::invalid_argument(e.to_string())));
+        }
+    });
+    Ok(ReceiverStream::new(rx))
+}

@@ -1,0 +1,186 @@
+//! `preflight sweep`, `preflight sweeps`, `preflight report`: readiness sweeps over a plan's
+//! servers and their stored reports.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use futures_util::StreamExt;
+use preflight_core::plan::MAX_PLAN_BYTES;
+use preflight_proto::v1 as pb;
+
+use crate::client::{status, Conn};
+use crate::Output;
+
+/// Readiness subcommands, flattened into the top level.
+#[derive(Debug, clap::Subcommand)]
+pub enum SweepCmd {
+    /// Sweep every server of a plan: agent reachable, identity, capacity, disk space, clock,
+    /// deployment package (including database backups). Exit 3 when something blocks.
+    #[command(
+        after_help = "Examples:\n  preflight sweep --plan deploy/examples/plan.toml --batch b-2026-12\n  \
+preflight sweep --plan plan.toml --batch b1 --output json"
+    )]
+    Sweep {
+        /// The plan (TOML).
+        #[arg(long)]
+        plan: PathBuf,
+        /// Batch the run belongs to.
+        #[arg(long)]
+        batch: String,
+        /// Agents asked at once.
+        #[arg(long, default_value_t = 32)]
+        concurrency: u32,
+        /// Chinese messages.
+        #[arg(long, value_parser = ["en", "zh"], default_value = "en")]
+        lang: String,
+    },
+    /// List stored sweep runs.
+    Sweeps {
+        #[arg(long)]
+        batch: Option<String>,
+    },
+    /// Show a stored sweep report.
+    Report {
+        /// Run id (default: the latest).
+        #[arg(long)]
+        run: Option<u64>,
+        #[arg(long)]
+        batch: Option<String>,
+        /// text, json, or html (one self-contained page).
+        #[arg(long, value_parser = ["text", "json", "html"], default_value = "text")]
+        format: String,
+        #[arg(long, value_parser = ["en", "zh"], default_value = "en")]
+        lang: String,
+    },
+}
+
+async fn readiness(
+    conn: &Conn,
+) -> anyhow::Result<pb::readiness_client::ReadinessClient<crate::client::Authed>> {
+    conn.service(pb::readiness_client::ReadinessClient::with_interceptor)
+        .await
+}
+
+pub async fn run(c: SweepCmd, conn: &Conn, out: Output) -> anyhow::Result<()> {
+    match c {
+        SweepCmd::Sweep {
+            plan,
+            batch,
+            concurrency,
+            lang,
+        } => {
+            let meta = std::fs::metadata(&plan)
+                .with_context(|| format!("cannot read {}", plan.display()))?;
+            if meta.len() > MAX_PLAN_BYTES as u64 {
+                bail!("{} is larger than {MAX_PLAN_BYTES} bytes", plan.display());
+            }
+            let text = std::fs::read_to_string(&plan)
+                .with_context(|| format!("cannot read {}", plan.display()))?;
+            let mut stream = readiness(conn)
+                .await?
+                .run_sweep(pb::RunSweepRequest {
+                    batch,
+                    plan_name: plan.display().to_string(),
+                    plan_toml: text,
+                    concurrency,
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            let bar = (out == Output::Text && std::io::stderr().is_terminal()).then(|| {
+                let b = indicatif::ProgressBar::new(0);
+                b.set_style(
+                    indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} servers {msg}")
+                        .expect("valid template"),
+                );
+                b
+            });
+            let mut report = None;
+            while let Some(ev) = stream.next().await {
+                let ev = ev.map_err(status)?;
+                if let Some(b) = &bar {
+                    b.set_length(u64::from(ev.total));
+                    b.set_position(u64::from(ev.done));
+                    b.set_message(ev.server.clone());
+                }
+                if ev.report.is_some() {
+                    report = ev.report;
+                }
+            }
+            if let Some(b) = bar {
+                b.finish_and_clear();
+            }
+            let report = report.context("the controller ended the sweep without a report")?;
+            print_report(&report, out, "text", &lang)?;
+            if report.hard > 0 {
+                eprintln!(
+                    "error: {} hard failure(s): the batch cannot go on until they are fixed",
+                    report.hard
+                );
+                std::process::exit(3);
+            }
+            Ok(())
+        }
+        SweepCmd::Sweeps { batch } => {
+            let r = readiness(conn)
+                .await?
+                .list_sweeps(pb::ListSweepsRequest {
+                    batch: batch.unwrap_or_default(),
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            if out == Output::Json {
+                return crate::json(&r.runs);
+            }
+            let mut t = preflight_render::Table::new(&[
+                "RUN", "BATCH", "STATE", "STARTED", "PASS", "SOFT", "HARD",
+            ]);
+            for x in &r.runs {
+                t.row(vec![
+                    x.run_id.to_string(),
+                    x.batch.clone(),
+                    x.state.clone(),
+                    preflight_core::timefmt::utc(x.started_at_ms / 1000),
+                    x.passed.to_string(),
+                    x.soft.to_string(),
+                    x.hard.to_string(),
+                ]);
+            }
+            print!("{}", t.render());
+            Ok(())
+        }
+        SweepCmd::Report {
+            run,
+            batch,
+            format,
+            lang,
+        } => {
+            let r = readiness(conn)
+                .await?
+                .get_sweep(pb::GetSweepRequest {
+                    run_id: run.unwrap_or(0),
+                    batch: batch.unwrap_or_default(),
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            print_report(&r, out, &format, &lang)
+        }
+    }
+}
+
+fn print_report(r: &pb::SweepReport, out: Output, format: &str, lang: &str) -> anyhow::Result<()> {
+    match (out, format) {
+        (Output::Json, _) | (_, "json") => crate::json(r),
+        (_, "html") => {
+            print!("{}", preflight_render::sweep_html(r));
+            Ok(())
+        }
+        _ => {
+            print!("{}", preflight_render::sweep(r, lang == "zh"));
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! Sweep runs. A run is written as `running` (durably) before any agent is asked, and replaced
+//! by its finished record in one write; a controller that dies in between finds it `running` at
+//! start-up and marks it `interrupted`, so a run is never half-recorded.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{decode, encode, Store, StoreError};
+
+const TREE: &str = "sweeps";
+
+/// One judged check of a run (strings: the store does not depend on how core names things).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FindingRecord {
+    pub server: String,
+    pub check: String,
+    pub verdict: String,
+    pub party: String,
+    pub reason: String,
+    pub message: String,
+    pub message_zh: String,
+    pub fix: String,
+    pub fix_zh: String,
+}
+
+/// A sweep run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SweepRecord {
+    pub run_id: u64,
+    pub batch: String,
+    pub plan_digest: String,
+    pub started_at_ms: i64,
+    #[serde(default)]
+    pub finished_at_ms: i64,
+    /// `running`, `finished` or `interrupted`.
+    pub state: String,
+    #[serde(default)]
+    pub findings: Vec<FindingRecord>,
+}
+
+impl Store {
+    fn sweeps_tree(&self) -> Result<sled::Tree, StoreError> {
+        Ok(self.db().open_tree(TREE)?)
+    }
+
+    /// A new run id, increasing across restarts.
+    pub fn next_sweep_id(&self) -> Result<u64, StoreError> {
+        Ok(self.db().generate_id()? + 1)
+    }
+
+    /// Writes a run record (durable on return).
+    pub fn put_sweep(&self, rec: &SweepRecord) -> Result<(), StoreError> {
+        self.sweeps_tree()?
+            .insert(rec.run_id.to_be_bytes(), encode(rec))?;
+        self.flush()
+    }
+
+    /// Marks every `running` run interrupted (at start-up); returns their ids.
+    pub fn interrupt_running_sweeps(&self, now_ms: i64) -> Result<Vec<u64>, StoreError> {
+        let mut ids = Vec::new();
+        for mut r in self.sweeps(None)? {
+            if r.state == "running" {
+                r.state = "interrupted".into();
+                r.finished_at_ms = now_ms;
+                self.put_sweep(&r)?;
+                ids.push(r.run_id);
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Runs, oldest first, of one batch or all.
+    pub fn sweeps(&self, batch: Option<&str>) -> Result<Vec<SweepRecord>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.sweeps_tree()?.iter() {
+            let (k, v) = kv?;
+            let r: SweepRecord = decode(TREE, &k, &v)?;
+            if batch.is_none_or(|b| b == r.batch) {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+
+    /// One run.
+    pub fn sweep(&self, run_id: u64) -> Result<Option<SweepRecord>, StoreError> {
+        let k = run_id.to_be_bytes();
+        match self.sweeps_tree()?.get(k)? {
+            Some(v) => Ok(Some(decode(TREE, &k, &v)?)),
+            None => Ok(None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn running_runs_are_interrupted_at_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let id;
+        {
+            let s = Store::open(dir.path()).unwrap();
+            id = s.next_sweep_id().unwrap();
+            s.put_sweep(&SweepRecord {
+                run_id: id,
+                batch: "b1".into(),
+                plan_digest: "d".into(),
+                started_at_ms: 1,
+                finished_at_ms: 0,
+                state: "running".into(),
+                findings: vec![],
+            })
+            .unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        assert!(s.next_sweep_id().unwrap() > id);
+        assert_eq!(s.interrupt_running_sweeps(5).unwrap(), vec![id]);
+        let r = s.sweep(id).unwrap().unwrap();
+        assert_eq!((r.state.as_str(), r.finished_at_ms), ("interrupted", 5));
+        assert_eq!(s.sweeps(Some("b1")).unwrap().len(), 1);
+        assert!(s.sweeps(Some("b2")).unwrap().is_empty());
+        assert!(s.interrupt_running_sweeps(6).unwrap().is_empty());
+    }
+}
