@@ -384,6 +384,40 @@ fn harden_apply_verify_rollback_and_evidence_through_the_cli() -> Result<()> {
         .output()?;
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("no.such"));
+    // Thresholds come from a policy file; a bad one is refused naming the field.
+    let pol = dir.join("policy.toml");
+    fs::write(&pol, "pass_max_days = 0\n")?;
+    let o = ctl
+        .cli()
+        .args([
+            "harden",
+            "audit",
+            "--agent",
+            "web-01",
+            "--policy",
+            pol.to_str().unwrap(),
+        ])
+        .output()?;
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("pass_max_days"));
+    fs::write(&pol, "ssh_max_auth_tries = 6\n")?;
+    let v = ctl.json(&[
+        "harden",
+        "audit",
+        "--agent",
+        "web-01",
+        "--check",
+        "ssh.max_auth_tries",
+        "--policy",
+        pol.to_str().unwrap(),
+    ])?;
+    assert!(
+        v["results"][0]["checks"][0]["expected"]
+            .as_str()
+            .unwrap_or("")
+            .contains('6'),
+        "{v}"
+    );
     // A batch needs an attached plan.
     let o = ctl
         .cli()

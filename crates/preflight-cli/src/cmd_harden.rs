@@ -49,6 +49,74 @@ pub struct Checks {
     /// Check id (repeatable); every check when absent.
     #[arg(long = "check", value_name = "ID")]
     checks: Vec<String>,
+    /// Thresholds as a TOML file (e.g. `pass_max_days = 60`); CHECKS.md defaults otherwise.
+    #[arg(long, value_name = "FILE")]
+    policy: Option<PathBuf>,
+}
+
+/// The thresholds a policy file may set (names as in CHECKS.md's policy).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyFile {
+    pass_max_days: Option<u32>,
+    pass_min_days: Option<u32>,
+    pass_warn_age: Option<u32>,
+    inactive_days: Option<u32>,
+    pw_minlen: Option<u32>,
+    pw_min_classes: Option<u32>,
+    pw_remember: Option<u32>,
+    pw_hash: Option<String>,
+    lockout_deny: Option<u32>,
+    lockout_unlock_min: Option<u32>,
+    lockout_unlock_max: Option<u32>,
+    lockout_unlock_time: Option<u32>,
+    tmout: Option<u32>,
+    ssh_client_alive_interval: Option<u32>,
+    ssh_client_alive_count_max: Option<u32>,
+    ssh_max_auth_tries: Option<u32>,
+    /// Octal, as a string: `umask = "027"`.
+    umask: Option<String>,
+    log_retention_days: Option<u32>,
+    uid_min: Option<u32>,
+}
+
+fn load_policy(p: Option<&PathBuf>) -> anyhow::Result<Option<pb::HardenPolicy>> {
+    let Some(p) = p else { return Ok(None) };
+    let meta = std::fs::metadata(p).with_context(|| format!("cannot read {}", p.display()))?;
+    if meta.len() > 64 * 1024 {
+        bail!("policy file {} is larger than 64 KiB", p.display());
+    }
+    let text =
+        std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?;
+    let f: PolicyFile =
+        toml::from_str(&text).with_context(|| format!("invalid policy file {}", p.display()))?;
+    Ok(Some(pb::HardenPolicy {
+        pass_max_days: f.pass_max_days,
+        pass_min_days: f.pass_min_days,
+        pass_warn_age: f.pass_warn_age,
+        inactive_days: f.inactive_days,
+        pw_minlen: f.pw_minlen,
+        pw_min_classes: f.pw_min_classes,
+        pw_remember: f.pw_remember,
+        pw_hash: f.pw_hash,
+        lockout_deny: f.lockout_deny,
+        lockout_unlock_min: f.lockout_unlock_min,
+        lockout_unlock_max: f.lockout_unlock_max,
+        lockout_unlock_time: f.lockout_unlock_time,
+        tmout: f.tmout,
+        ssh_client_alive_interval: f.ssh_client_alive_interval,
+        ssh_client_alive_count_max: f.ssh_client_alive_count_max,
+        ssh_max_auth_tries: f.ssh_max_auth_tries,
+        umask: f
+            .umask
+            .map(|u| {
+                u32::from_str_radix(u.trim_start_matches("0o"), 8)
+                    .with_context(|| format!("policy umask {u:?} is not octal; write \"027\""))
+            })
+            .transpose()?,
+        log_retention_days: f.log_retention_days,
+        uid_min: f.uid_min,
+    }))
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -207,14 +275,15 @@ fn parse_port(s: &str) -> anyhow::Result<pb::FirewallPort> {
     })
 }
 
-fn request(op: pb::HardenOperation, c: &Checks) -> pb::HardenAgentsRequest {
-    pb::HardenAgentsRequest {
+fn request(op: pb::HardenOperation, c: &Checks) -> anyhow::Result<pb::HardenAgentsRequest> {
+    Ok(pb::HardenAgentsRequest {
         operation: op as i32,
         agent_ids: c.target.agents.clone(),
         batch: c.target.batch.clone().unwrap_or_default(),
         check_ids: c.checks.clone(),
+        policy: load_policy(c.policy.as_ref())?,
         ..Default::default()
-    }
+    })
 }
 
 fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
@@ -502,9 +571,9 @@ async fn harden(op: HardenOp, conn: &Conn, out: Output) -> anyhow::Result<()> {
             }
             return Ok(());
         }
-        HardenOp::Audit(c) => (request(pb::HardenOperation::Audit, c), false),
-        HardenOp::Plan(c) => (request(pb::HardenOperation::Plan, c), true),
-        HardenOp::Verify(c) => (request(pb::HardenOperation::Verify, c), false),
+        HardenOp::Audit(c) => (request(pb::HardenOperation::Audit, c)?, false),
+        HardenOp::Plan(c) => (request(pb::HardenOperation::Plan, c)?, true),
+        HardenOp::Verify(c) => (request(pb::HardenOperation::Verify, c)?, false),
         HardenOp::Rollback(r) => (
             pb::HardenAgentsRequest {
                 operation: pb::HardenOperation::Rollback as i32,
@@ -516,7 +585,7 @@ async fn harden(op: HardenOp, conn: &Conn, out: Output) -> anyhow::Result<()> {
             true,
         ),
         HardenOp::Apply(a) => {
-            let mut req = request(pb::HardenOperation::Apply, &a.checks);
+            let mut req = request(pb::HardenOperation::Apply, &a.checks)?;
             if a.firewall {
                 if a.mgmt_sources.is_empty() {
                     bail!("--firewall needs --mgmt-source CIDR (the networks SSH and the agent port stay open to)");
@@ -541,7 +610,7 @@ async fn harden(op: HardenOp, conn: &Conn, out: Output) -> anyhow::Result<()> {
                 bail!("--port and --mgmt-source need --firewall");
             }
             if !a.yes {
-                let plan = call(&mut h, request(pb::HardenOperation::Plan, &a.checks)).await?;
+                let plan = call(&mut h, request(pb::HardenOperation::Plan, &a.checks)?).await?;
                 print_results(&plan, true);
                 finish(&plan)?;
                 if let Some(fw) = &req.firewall {
@@ -558,7 +627,7 @@ async fn harden(op: HardenOp, conn: &Conn, out: Output) -> anyhow::Result<()> {
                 }
             }
             let applied = call(&mut h, req).await?;
-            let verified = call(&mut h, request(pb::HardenOperation::Verify, &a.checks)).await?;
+            let verified = call(&mut h, request(pb::HardenOperation::Verify, &a.checks)?).await?;
             if out == Output::Json {
                 print_json(&serde_json::json!({ "apply": applied, "verify": verified }))?;
             } else {
