@@ -23,6 +23,10 @@ pub struct Args {
     /// Serve on this address instead of the one chosen at enrollment.
     #[arg(long)]
     pub listen: Option<SocketAddr>,
+    /// Root prefix of the hardening catalog instead of `/` (fixture trees in tests, a mounted
+    /// image in staging). Only the local admin sets it; the controller cannot.
+    #[arg(long, value_name = "DIR")]
+    pub harden_root: Option<PathBuf>,
 }
 
 /// Largest message the agent accepts or sends.
@@ -46,7 +50,11 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
                 own_port: local.port(),
                 ..Default::default()
             },
-            harden: Default::default(),
+            harden: crate::svc_harden::HardenState::new(
+                &state.dir,
+                a.harden_root.as_deref(),
+                local.port(),
+            ),
         })
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES),

@@ -1,21 +1,713 @@
-//! The Hardening service: remote hardening and the evidence log (in progress).
+//! The Hardening service: remote hardening through the agents, firewall commit-confirm, and
+//! the evidence log.
+//!
+//! Every signed record an agent returns is checked before it is kept: parsed, valid, signed by
+//! the key of the certificate the registry knows for that agent (the certificate is kept in
+//! the evidence store so bundles can carry it), naming that agent and this request. Accepted
+//! records are appended to the Merkle log in sled with a new checkpoint signed by the
+//! controller's evidence key (`DATA/evidence.key`, PKCS#8 P-256, mode 0600), in one
+//! transaction, flushed before the caller hears of it.
+//!
+//! Firewall changes are confirmed over a fresh mTLS connection (not the pooled channel): a
+//! confirmation that arrives proves the controller still reaches the agent through the new
+//! rules. Without it the agent restores its snapshot by itself.
 
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use preflight_core::evidence::{
+    self, AgentKey, EvidenceBundle, EvidenceLog, EvidenceOperation, EvidenceStatus, SignedRecord,
+};
+use preflight_core::role::Role;
+use preflight_core::workflow::HostHardening;
+use preflight_pki::{fsutil, Identity};
 use preflight_proto::v1 as pb;
+use preflight_store::evidence::EvidenceStore;
+use preflight_store::{AgentRecord, Store};
+use ring::rand::SecureRandom;
 use tonic::{Request, Response, Status};
 
+use crate::agents::{agent_status, dial_addr};
+use crate::auth::authorize;
 use crate::Shared;
+
+/// File of the controller's evidence signing key in the data directory.
+pub(crate) const EVIDENCE_KEY_FILE: &str = "evidence.key";
+/// Most agents in one request.
+const MAX_AGENTS: usize = 256;
+/// Most evidence records accepted from one agent answer.
+const MAX_RECORDS_PER_ANSWER: usize = 4096;
+/// How long one agent may take for one hardening operation.
+const AGENT_TIMEOUT: Duration = Duration::from_secs(600);
+/// Origin of the global log's checkpoints.
+const LOG_ORIGIN: &str = "preflight/evidence-log";
+/// DER prefix of a P-256 SubjectPublicKeyInfo (id-ecPublicKey, prime256v1, 66-byte BIT STRING).
+const P256_SPKI_PREFIX: [u8; 26] = [
+    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a,
+    0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+];
+
+/// Makes the evidence key in `data_dir` if it is missing; returns its PKCS#8 DER.
+pub(crate) fn ensure_evidence_key(data_dir: &Path) -> std::io::Result<Vec<u8>> {
+    let p = data_dir.join(EVIDENCE_KEY_FILE);
+    match std::fs::read(&p) {
+        Ok(k) => return Ok(k),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        Err(_) => {}
+    }
+    let rng = ring::rand::SystemRandom::new();
+    let doc = ring::signature::EcdsaKeyPair::generate_pkcs8(
+        &ring::signature::ECDSA_P256_SHA256_ASN1_SIGNING,
+        &rng,
+    )
+    .map_err(|_| std::io::Error::other("cannot generate the evidence key"))?;
+    fsutil::write_atomic(&p, doc.as_ref(), 0o600)?;
+    tracing::info!(path = %p.display(), "evidence signing key created");
+    Ok(doc.as_ref().to_vec())
+}
+
+/// The evidence log: key, store, and the Merkle tree in memory (one writer at a time).
+pub(crate) struct EvidenceState {
+    key_pkcs8: Vec<u8>,
+    spki: Vec<u8>,
+    store: EvidenceStore,
+    log: Mutex<EvidenceLog>,
+    /// TLS for fresh connections to agents (firewall confirmation).
+    tls: rustls::ClientConfig,
+}
+
+impl EvidenceState {
+    /// Opens the log in `store`, loading (or making) the key in `data_dir`.
+    pub(crate) fn open(
+        data_dir: &Path,
+        store: &Store,
+        ca_pem: &str,
+        identity: &Identity,
+    ) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let key_pkcs8 = ensure_evidence_key(data_dir).with_context(|| {
+            format!(
+                "cannot read or create {}",
+                data_dir.join(EVIDENCE_KEY_FILE).display()
+            )
+        })?;
+        let spki = evidence::p256_spki_from_pkcs8(&key_pkcs8).with_context(|| {
+            format!(
+                "{} is not a P-256 key",
+                data_dir.join(EVIDENCE_KEY_FILE).display()
+            )
+        })?;
+        let store = EvidenceStore::open(store)?;
+        let log = EvidenceLog::from_leaves(store.leaf_hashes()?);
+        Ok(Self {
+            key_pkcs8,
+            spki,
+            store,
+            log: Mutex::new(log),
+            tls: preflight_pki::client_config(ca_pem, Some(identity))?,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, EvidenceLog> {
+        self.log.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// SHA-256 of the controller's evidence public key (SPKI DER), hex.
+    pub(crate) fn key_sha256(&self) -> String {
+        evidence::sha256_hex(&self.spki)
+    }
+
+    /// Appends verified records and signs a new checkpoint; returns (size, root hex).
+    fn append(
+        &self,
+        records: Vec<SignedRecord>,
+        certs: Vec<(String, AgentKey)>,
+        now_ms: i64,
+    ) -> Result<(u64, String), Status> {
+        let mut log = self.lock();
+        let first = log.len();
+        let mut next = log.clone();
+        for r in &records {
+            next.append(r);
+        }
+        let cp = next
+            .checkpoint(LOG_ORIGIN, now_ms.max(0) as u64, |c| {
+                evidence::sign_checkpoint(c, &self.key_pkcs8)
+            })
+            .map_err(|e| Status::internal(format!("signing the checkpoint: {e}")))?;
+        self.store
+            .append(first, &records, &certs, &cp)
+            .map_err(|e| Status::unavailable(format!("evidence store: {e}")))?;
+        *log = next;
+        Ok((log.len(), hex::encode(log.root())))
+    }
+
+    /// Size and root of the log.
+    fn head(&self) -> (u64, String) {
+        let log = self.lock();
+        (log.len(), hex::encode(log.root()))
+    }
+}
+
+fn p256_spki_in_cert(cert: &[u8]) -> Option<Vec<u8>> {
+    let at = cert
+        .windows(P256_SPKI_PREFIX.len())
+        .position(|w| w == P256_SPKI_PREFIX)?;
+    let end = at + P256_SPKI_PREFIX.len() + 65;
+    cert.get(at..end).map(<[u8]>::to_vec)
+}
+
+/// Checks an agent's answer: certificate known for this agent, every record valid, signed by
+/// it, naming it and this request. Returns the records and the certificate entry.
+fn check_evidence(
+    rec: &AgentRecord,
+    cert_der: &[u8],
+    evidence_json: &[String],
+    request_id: &str,
+) -> Result<(Vec<SignedRecord>, (String, AgentKey)), String> {
+    if evidence_json.len() > MAX_RECORDS_PER_ANSWER {
+        return Err(format!(
+            "agent sent {} evidence records, more than {MAX_RECORDS_PER_ANSWER}",
+            evidence_json.len()
+        ));
+    }
+    let sha = evidence::sha256_hex(cert_der);
+    if sha != rec.cert_sha256 {
+        return Err(format!(
+            "agent signed with certificate {sha}, but the registry knows {} for it; evidence refused",
+            rec.cert_sha256
+        ));
+    }
+    let spki = p256_spki_in_cert(cert_der)
+        .ok_or("agent certificate holds no P-256 public key; evidence refused")?;
+    let mut out = Vec::with_capacity(evidence_json.len());
+    for (i, j) in evidence_json.iter().enumerate() {
+        let s: SignedRecord = serde_json::from_str(j)
+            .map_err(|e| format!("evidence record {i} is malformed: {e}"))?;
+        s.record
+            .validate()
+            .map_err(|e| format!("evidence record {i}: {e}"))?;
+        if s.record.agent_id != rec.id
+            || s.record.agent_cert_sha256 != sha
+            || s.record.controller_request_id != request_id
+        {
+            return Err(format!(
+                "evidence record {i} names agent {} / request {}, not {} / {request_id}",
+                s.record.agent_id, s.record.controller_request_id, rec.id
+            ));
+        }
+        evidence::verify_signature(&s, &spki)
+            .map_err(|e| format!("evidence record {i} signature: {e}"))?;
+        out.push(s);
+    }
+    Ok((out, AgentKey::new(&rec.id, cert_der, &spki)))
+}
+
+/// The facts the workflow gates need about one agent, from its evidence in the log: baseline
+/// applied (the last apply/rollback is an apply), every check's latest status compliant (or
+/// not applicable), a verify after the last change, firewall allow-list confirmed.
+pub(crate) fn hardening_facts(
+    ev: &EvidenceStore,
+    agent: &str,
+) -> Result<HostHardening, preflight_store::StoreError> {
+    let recs = ev.records_of(agent)?;
+    let mut last_change: Option<u64> = None;
+    let mut last_apply_or_rollback: Option<EvidenceOperation> = None;
+    let mut last_verify: Option<u64> = None;
+    let mut latest: BTreeMap<String, EvidenceStatus> = BTreeMap::new();
+    let mut fw_confirmed = false;
+    for (idx, s) in &recs {
+        let r = &s.record;
+        match r.operation {
+            EvidenceOperation::Apply | EvidenceOperation::Rollback => {
+                if r.check_id != "fw.allowlist_ports" {
+                    last_apply_or_rollback = Some(r.operation);
+                }
+                if r.diff_applied.is_some() {
+                    last_change = Some(*idx);
+                }
+            }
+            EvidenceOperation::Verify => last_verify = Some(*idx),
+            EvidenceOperation::Audit => {}
+        }
+        if r.check_id == "fw.allowlist_ports" {
+            fw_confirmed =
+                r.operation == EvidenceOperation::Verify && r.status == EvidenceStatus::Compliant;
+            if r.operation == EvidenceOperation::Apply {
+                // A pending change says nothing about compliance yet.
+                continue;
+            }
+        }
+        latest.insert(r.check_id.clone(), r.status);
+    }
+    let noncompliant: Vec<String> = latest
+        .iter()
+        .filter(|(_, s)| **s == EvidenceStatus::NonCompliant)
+        .map(|(id, _)| id.clone())
+        .collect();
+    Ok(HostHardening {
+        baseline_applied: last_apply_or_rollback == Some(EvidenceOperation::Apply),
+        all_compliant: !latest.is_empty() && noncompliant.is_empty(),
+        verified_after_last_change: match (last_verify, last_change) {
+            (Some(v), Some(c)) => v > c,
+            (Some(_), None) => true,
+            (None, _) => false,
+        },
+        firewall_covers_planned_ports: fw_confirmed,
+        noncompliant,
+    })
+}
 
 pub(crate) struct HardeningSvc(pub Arc<Shared>);
 
+/// Roles allowed to call each RPC of the Hardening service.
+pub fn allowed(rpc: &str) -> &'static [Role] {
+    const READERS: &[Role] = &[
+        Role::Admin,
+        Role::Deployer,
+        Role::Integrator,
+        Role::Auditor,
+        Role::Reviewer,
+        Role::DeliveryLead,
+        Role::Project,
+    ];
+    const CHANGERS: &[Role] = &[Role::Admin, Role::Deployer, Role::Integrator];
+    match rpc {
+        "HardenRead" | "ExportEvidence" | "Status" => READERS,
+        "HardenChange" | "FirewallAllow" => CHANGERS,
+        _ => &[Role::Admin],
+    }
+}
+
+fn new_request_id() -> String {
+    let mut b = [0u8; 8];
+    ring::rand::SystemRandom::new()
+        .fill(&mut b)
+        .expect("the system random generator works");
+    format!("hr-{}", hex::encode(b))
+}
+
+fn agent_ids(ids: &[String], batch: &str) -> Result<Vec<String>, Status> {
+    if !batch.is_empty() {
+        if !ids.is_empty() {
+            return Err(Status::invalid_argument(
+                "give either agent_ids or batch, not both",
+            ));
+        }
+        return Err(Status::failed_precondition(format!(
+            "batch {batch:?}: no plan attached, so its servers are unknown; name agents with --agent until plans can be attached"
+        )));
+    }
+    if ids.is_empty() {
+        return Err(Status::invalid_argument(
+            "agent_ids is empty: name at least one agent (`preflight agents` lists them)",
+        ));
+    }
+    if ids.len() > MAX_AGENTS {
+        return Err(Status::invalid_argument(format!(
+            "agent_ids has {} entries, more than {MAX_AGENTS}",
+            ids.len()
+        )));
+    }
+    let mut seen = BTreeSet::new();
+    for id in ids {
+        preflight_pki::validate_agent_id(id)
+            .map_err(|e| Status::invalid_argument(format!("agent_ids: {e}")))?;
+        if !seen.insert(id) {
+            return Err(Status::invalid_argument(format!(
+                "agent_ids names {id} twice"
+            )));
+        }
+    }
+    Ok(ids.to_vec())
+}
+
+fn agent_record(shared: &Shared, id: &str) -> Result<AgentRecord, Status> {
+    shared
+        .store
+        .agent(id)
+        .map_err(|e| Status::unavailable(e.to_string()))?
+        .ok_or_else(|| Status::not_found(format!("no agent {id:?}: `preflight agents` lists them")))
+}
+
+impl HardeningSvc {
+    /// Runs one request on one agent: call, verify and append evidence, confirm a firewall
+    /// change over a fresh connection.
+    async fn run_one(
+        &self,
+        id: &str,
+        mut req: pb::HardenRequest,
+        caller: &pb::HardenCaller,
+    ) -> pb::AgentHardenResult {
+        let mut out = pb::AgentHardenResult {
+            agent_id: id.to_string(),
+            ..Default::default()
+        };
+        match self.run_one_inner(id, &mut req, caller, &mut out).await {
+            Ok(()) => {}
+            Err(s) => {
+                tracing::warn!(agent = %id, error = %s.message(), "hardening failed on agent");
+                out.error = s.message().to_string();
+            }
+        }
+        out
+    }
+
+    async fn run_one_inner(
+        &self,
+        id: &str,
+        req: &mut pb::HardenRequest,
+        caller: &pb::HardenCaller,
+        out: &mut pb::AgentHardenResult,
+    ) -> Result<(), Status> {
+        let sh = &self.0;
+        let rec = agent_record(sh, id)?;
+        let mut client = sh.agents.client(&rec)?;
+        req.caller = Some(caller.clone());
+        let mut r = Request::new(req.clone());
+        r.set_timeout(AGENT_TIMEOUT);
+        let resp = client
+            .harden(r)
+            .await
+            .map_err(|s| agent_status(id, s))?
+            .into_inner();
+        out.host = resp.host.clone();
+        out.checks = resp.checks;
+        out.backup_id = resp.backup_id;
+        out.firewall_change = resp.firewall.clone();
+        let appended = self
+            .accept(
+                &rec,
+                &resp.agent_cert_der,
+                &resp.evidence,
+                &caller.request_id,
+            )
+            .await?;
+        out.evidence_appended = appended;
+        if let Some(fw) = resp.firewall {
+            out.firewall = self.confirm(&rec, &fw, caller).await;
+        }
+        Ok(())
+    }
+
+    /// Verifies and appends an agent's evidence; returns how many records were appended.
+    async fn accept(
+        &self,
+        rec: &AgentRecord,
+        cert_der: &[u8],
+        evidence_json: &[String],
+        request_id: &str,
+    ) -> Result<u32, Status> {
+        if evidence_json.is_empty() {
+            return Ok(0);
+        }
+        let (records, cert) =
+            check_evidence(rec, cert_der, evidence_json, request_id).map_err(|e| {
+                tracing::error!(agent = %rec.id, error = %e, "evidence refused");
+                Status::failed_precondition(format!("agent {}: {e}", rec.id))
+            })?;
+        let n = records.len() as u32;
+        let sh = self.0.clone();
+        let now = sh.now_ms();
+        let (size, root) =
+            tokio::task::spawn_blocking(move || sh.evidence.append(records, vec![cert], now))
+                .await
+                .map_err(|e| Status::internal(format!("evidence task failed: {e}")))??;
+        tracing::info!(agent = %rec.id, records = n, log_size = size, root = %root, "evidence appended");
+        Ok(n)
+    }
+
+    /// Confirms a pending firewall change over a fresh mTLS connection; returns "confirmed" or
+    /// why not (then the agent rolls back at the deadline by itself).
+    async fn confirm(
+        &self,
+        rec: &AgentRecord,
+        fw: &pb::FirewallPending,
+        caller: &pb::HardenCaller,
+    ) -> String {
+        let sh = &self.0;
+        let Some(addr) = dial_addr(rec) else {
+            return "not confirmed: the agent's address is unknown".into();
+        };
+        let name = match preflight_pki::agent_server_name(&rec.id) {
+            Ok(n) => n,
+            Err(e) => return format!("not confirmed: {e}"),
+        };
+        let mut last = String::new();
+        for attempt in 0..3 {
+            if sh.now_ms() + 1000 >= fw.deadline_unix_ms {
+                break;
+            }
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            let ch = match preflight_pki::transport::connect(
+                &addr,
+                sh.evidence.tls.clone(),
+                name.clone(),
+                Duration::from_secs(5),
+            )
+            .await
+            {
+                Ok(ch) => ch,
+                Err(e) => {
+                    last = format!("cannot open a new connection to {addr}: {e}");
+                    tracing::warn!(agent = %rec.id, attempt, error = %last, "firewall confirmation");
+                    continue;
+                }
+            };
+            let mut client = pb::agent_client::AgentClient::new(ch);
+            let mut r = Request::new(pb::ConfirmFirewallRequest {
+                change_id: fw.change_id.clone(),
+                caller: Some(caller.clone()),
+            });
+            r.set_timeout(Duration::from_secs(10));
+            match client.confirm_firewall(r).await {
+                Ok(resp) => {
+                    let resp = resp.into_inner();
+                    if let Err(s) = self
+                        .accept(
+                            rec,
+                            &resp.agent_cert_der,
+                            &resp.evidence,
+                            &caller.request_id,
+                        )
+                        .await
+                    {
+                        return format!("confirmed, but its evidence was refused: {}", s.message());
+                    }
+                    return resp.outcome;
+                }
+                Err(s) => {
+                    last = format!("confirmation refused: {}", s.message());
+                    if s.code() == tonic::Code::FailedPrecondition {
+                        break;
+                    }
+                }
+            }
+        }
+        format!(
+            "not confirmed ({last}); the agent restores its previous rules by itself at the deadline"
+        )
+    }
+}
+
+fn op_name(v: i32) -> Result<pb::HardenOperation, Status> {
+    match pb::HardenOperation::try_from(v) {
+        Ok(pb::HardenOperation::Unspecified) | Err(_) => Err(Status::invalid_argument(
+            "operation must be audit, plan, apply, verify or rollback",
+        )),
+        Ok(o) => Ok(o),
+    }
+}
+
 #[tonic::async_trait]
 impl pb::hardening_server::Hardening for HardeningSvc {
-    async fn ping(
+    async fn harden(
         &self,
-        req: Request<pb::HardeningPing>,
-    ) -> Result<Response<pb::HardeningPing>, Status> {
-        crate::auth::authorize(&self.0, &req, &preflight_core::role::Role::ALL)?;
-        Ok(Response::new(pb::HardeningPing {}))
+        req: Request<pb::HardenAgentsRequest>,
+    ) -> Result<Response<pb::HardenAgentsResponse>, Status> {
+        let op = op_name(req.get_ref().operation)?;
+        let rpc = match op {
+            pb::HardenOperation::Audit
+            | pb::HardenOperation::Plan
+            | pb::HardenOperation::Verify => "HardenRead",
+            _ => "HardenChange",
+        };
+        let (user, role) = authorize(&self.0, &req, allowed(rpc))?;
+        let r = req.into_inner();
+        let ids = agent_ids(&r.agent_ids, &r.batch)?;
+        if r.check_ids.len() > 256 {
+            return Err(Status::invalid_argument(
+                "check_ids has more than 256 entries",
+            ));
+        }
+        if r.firewall.is_some() && op != pb::HardenOperation::Apply {
+            return Err(Status::invalid_argument(
+                "firewall is only accepted with operation apply",
+            ));
+        }
+        if let Some(fw) = &r.firewall {
+            if !fw.allow_port && fw.mgmt_sources.is_empty() {
+                return Err(Status::invalid_argument(
+                    "firewall.mgmt_sources is empty: name the management networks SSH and the agent port stay open to",
+                ));
+            }
+        }
+        let request_id = new_request_id();
+        let caller = pb::HardenCaller {
+            user: user.name.clone(),
+            role: role.to_string(),
+            request_id: request_id.clone(),
+        };
+        tracing::info!(request = %request_id, user = %user.name, operation = ?op, agents = ids.len(), "harden");
+        let agent_req = pb::HardenRequest {
+            operation: r.operation,
+            check_ids: r.check_ids,
+            policy: r.policy,
+            backup_id: r.backup_id,
+            caller: None,
+            firewall: r.firewall,
+        };
+        let futs = ids
+            .iter()
+            .map(|id| self.run_one(id, agent_req.clone(), &caller));
+        let results = futures_util::future::join_all(futs).await;
+        let (log_size, log_root) = self.0.evidence.head();
+        Ok(Response::new(pb::HardenAgentsResponse {
+            request_id,
+            results,
+            log_size,
+            log_root,
+        }))
     }
+
+    async fn firewall_allow(
+        &self,
+        req: Request<pb::FirewallAllowRequest>,
+    ) -> Result<Response<pb::FirewallAllowResponse>, Status> {
+        let (user, role) = authorize(&self.0, &req, allowed("FirewallAllow"))?;
+        let r = req.into_inner();
+        let ids = agent_ids(std::slice::from_ref(&r.agent_id), "")?;
+        let port = r
+            .port
+            .ok_or_else(|| Status::invalid_argument("port is missing"))?;
+        if port.port == 0 || port.port > 65535 {
+            return Err(Status::invalid_argument(format!(
+                "port.port {} is not 1-65535",
+                port.port
+            )));
+        }
+        if port.reason.trim().is_empty() || port.reason.len() > 512 {
+            return Err(Status::invalid_argument(
+                "port.reason must be 1-512 bytes: say which application needs the port",
+            ));
+        }
+        let request_id = new_request_id();
+        let caller = pb::HardenCaller {
+            user: user.name.clone(),
+            role: role.to_string(),
+            request_id: request_id.clone(),
+        };
+        let agent_req = pb::HardenRequest {
+            operation: pb::HardenOperation::Apply as i32,
+            // Only the firewall: the catalog apply of a check id that changes nothing.
+            check_ids: vec!["fw.allowlist_ports".into()],
+            policy: None,
+            backup_id: String::new(),
+            caller: None,
+            firewall: Some(pb::FirewallChange {
+                ports: vec![port],
+                confirm_timeout_s: r.confirm_timeout_s,
+                allow_port: true,
+                ..Default::default()
+            }),
+        };
+        let result = self.run_one(&ids[0], agent_req, &caller).await;
+        Ok(Response::new(pb::FirewallAllowResponse {
+            result: Some(result),
+            request_id,
+        }))
+    }
+
+    async fn export_evidence(
+        &self,
+        req: Request<pb::ExportEvidenceRequest>,
+    ) -> Result<Response<pb::ExportEvidenceResponse>, Status> {
+        authorize(&self.0, &req, allowed("ExportEvidence"))?;
+        let r = req.into_inner();
+        let ids = agent_ids(&r.agent_ids, &r.batch)?;
+        let sh = self.0.clone();
+        let now = sh.now_ms().max(0) as u64;
+        let (bytes, n, key) = tokio::task::spawn_blocking(move || export(&sh, &ids, now))
+            .await
+            .map_err(|e| Status::internal(format!("export task failed: {e}")))??;
+        Ok(Response::new(pb::ExportEvidenceResponse {
+            bundle: bytes,
+            records: n,
+            controller_key_sha256: key,
+        }))
+    }
+
+    async fn status(
+        &self,
+        req: Request<pb::HardeningStatusRequest>,
+    ) -> Result<Response<pb::HardeningStatusResponse>, Status> {
+        authorize(&self.0, &req, allowed("Status"))?;
+        let ids = agent_ids(&req.get_ref().agent_ids, "")?;
+        let mut hosts = Vec::new();
+        for id in ids {
+            let f = hardening_facts(&self.0.evidence.store, &id)
+                .map_err(|e| Status::unavailable(e.to_string()))?;
+            hosts.push(pb::HostHardeningFacts {
+                agent_id: id,
+                baseline_applied: f.baseline_applied,
+                all_compliant: f.all_compliant,
+                verified_after_last_change: f.verified_after_last_change,
+                firewall_confirmed: f.firewall_covers_planned_ports,
+                noncompliant: f.noncompliant,
+            });
+        }
+        Ok(Response::new(pb::HardeningStatusResponse { hosts }))
+    }
+}
+
+/// Builds the bundle of `ids`' records with inclusion proofs in the global log.
+fn export(sh: &Shared, ids: &[String], now_ms: u64) -> Result<(Vec<u8>, u64, String), Status> {
+    let ev = &sh.evidence;
+    let mut all: Vec<(u64, SignedRecord)> = Vec::new();
+    for id in ids {
+        all.extend(
+            ev.store
+                .records_of(id)
+                .map_err(|e| Status::unavailable(e.to_string()))?,
+        );
+    }
+    if all.is_empty() {
+        return Err(Status::failed_precondition(format!(
+            "no evidence for {}: run `preflight harden audit --agent ...` first",
+            ids.join(", ")
+        )));
+    }
+    all.sort_by_key(|(i, _)| *i);
+    let mut keys = BTreeMap::new();
+    for (_, r) in &all {
+        let sha = &r.record.agent_cert_sha256;
+        if keys.contains_key(sha) {
+            continue;
+        }
+        let k = ev
+            .store
+            .cert(sha)
+            .map_err(|e| Status::unavailable(e.to_string()))?
+            .ok_or_else(|| {
+                Status::internal(format!("certificate {sha} of a logged record is missing"))
+            })?;
+        keys.insert(sha.clone(), k);
+    }
+    let indexes: Vec<u64> = all.iter().map(|(i, _)| *i).collect();
+    let records: Vec<SignedRecord> = all.into_iter().map(|(_, r)| r).collect();
+    let n = records.len() as u64;
+    let origin = format!("preflight/agents/{}", ids.join(","));
+    let bundle = EvidenceBundle::build(records, keys, &origin, now_ms, &ev.key_pkcs8)
+        .map_err(|e| Status::internal(format!("signing the bundle: {e}")))?;
+    let log = ev.lock().clone();
+    let global = log
+        .checkpoint(LOG_ORIGIN, now_ms, |c| {
+            evidence::sign_checkpoint(c, &ev.key_pkcs8)
+        })
+        .map_err(|e| Status::internal(format!("signing the checkpoint: {e}")))?;
+    let bundle = bundle
+        .with_log_inclusion(&log, &indexes, global)
+        .map_err(|e| Status::internal(format!("inclusion proofs: {e}")))?;
+    let bytes = bundle.to_bytes();
+    if bytes.len() > crate::MAX_MESSAGE_BYTES - 4096 {
+        return Err(Status::resource_exhausted(format!(
+            "the bundle is {} bytes, more than one message can carry; export fewer agents at a time",
+            bytes.len()
+        )));
+    }
+    Ok((bytes, n, ev.key_sha256()))
 }

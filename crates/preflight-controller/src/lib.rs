@@ -5,7 +5,8 @@
 //! Data directory layout (mode 0700):
 //! - `db/`: the sled database (only the controller writes it);
 //! - `ca.pem`, `ca.key`: the internal CA (key mode 0600);
-//! - `controller.pem`, `controller.key`: the controller's identity (key mode 0600).
+//! - `controller.pem`, `controller.key`: the controller's identity (key mode 0600);
+//! - `evidence.key`: the key signing evidence-log checkpoints (PKCS#8 P-256, mode 0600).
 
 mod agents;
 mod api;
@@ -201,6 +202,7 @@ pub fn init(data_dir: &Path, extra_names: &[String]) -> Result<InitOutput, InitE
     };
     w("controller.key", &ident.key_pem, 0o600)?;
     w("controller.pem", &ident.cert_pem, 0o644)?;
+    hardening_svc::ensure_evidence_key(data_dir).map_err(dir_err)?;
     w("ca.key", &ca.key_pem(), 0o600)?;
     w("ca.pem", ca.cert_pem(), 0o644)?;
     Ok(InitOutput {
@@ -234,6 +236,8 @@ pub(crate) struct Shared {
     pub sha_cache: http::ShaCache,
     /// curl's `--pinnedpubkey` value for the controller certificate.
     pub pubkey_pin: String,
+    /// The evidence log and the controller's evidence signing key.
+    pub evidence: hardening_svc::EvidenceState,
 }
 
 impl Shared {
@@ -318,7 +322,10 @@ pub async fn start(cfg: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Ru
     };
     let pubkey_pin = http::pubkey_pin(&identity.cert_pem)?;
     let metrics = Arc::new(metrics::Metrics::new(clock.now_ms()));
+    // Data directories made before evidence existed get their key here.
+    let evidence = hardening_svc::EvidenceState::open(&dir, &store, ca.cert_pem(), &identity)?;
     let shared = Arc::new(Shared {
+        evidence,
         store,
         ca,
         cfg,

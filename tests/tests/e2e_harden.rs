@@ -1,0 +1,488 @@
+//! Remote hardening end to end with the real binaries on loopback: an agent whose catalog root
+//! is a copy of the Debian 12 fixture; audit finds the seeded violations, apply fixes them,
+//! verify is compliant, rollback restores every byte; the exported evidence verifies offline,
+//! and any tampering with it is detected.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context, Result};
+use preflight_core::evidence::{self, EvidenceBundle};
+use preflight_tests::cluster::{bin, Agent, Controller, Proc};
+
+fn fixture_src(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../crates/preflight-harden/tests/fixtures")
+        .join(name)
+}
+
+fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
+    fs::create_dir_all(dst)?;
+    for e in fs::read_dir(src).with_context(|| format!("reading {}", src.display()))? {
+        let e = e?;
+        let (from, to) = (e.path(), dst.join(e.file_name()));
+        let ft = e.file_type()?;
+        if ft.is_symlink() {
+            std::os::unix::fs::symlink(fs::read_link(&from)?, &to)?;
+        } else if ft.is_dir() {
+            copy_tree(&from, &to)?;
+        } else {
+            fs::copy(&from, &to)?;
+            fs::set_permissions(&to, fs::Permissions::from_mode(0o644))?;
+        }
+    }
+    Ok(())
+}
+
+/// Every entry of a tree: kind, content hash or link target, mode, owner.
+fn snapshot(dir: &Path) -> Result<BTreeMap<String, String>> {
+    fn walk(base: &Path, d: &Path, out: &mut BTreeMap<String, String>) -> Result<()> {
+        for e in fs::read_dir(d)? {
+            let p = e?.path();
+            let rel = p.strip_prefix(base)?.display().to_string();
+            let m = fs::symlink_metadata(&p)?;
+            let v = if m.file_type().is_symlink() {
+                format!("link {}", fs::read_link(&p)?.display())
+            } else if m.is_dir() {
+                walk(base, &p, out)?;
+                format!("dir {:o}", m.mode() & 0o7777)
+            } else {
+                format!(
+                    "file {} {:o} {}:{}",
+                    evidence::sha256_hex(&fs::read(&p)?),
+                    m.mode() & 0o7777,
+                    m.uid(),
+                    m.gid()
+                )
+            };
+            out.insert(rel, v);
+        }
+        Ok(())
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out)?;
+    Ok(out)
+}
+
+/// Starts `preflight-agent run --harden-root ROOT` (what only a local admin can set).
+fn start_with_root(agent: &mut Agent, root: &Path) -> Result<()> {
+    let verbose = std::env::var_os("PREFLIGHT_TEST_VERBOSE").is_some();
+    let child = Command::new(bin("preflight-agent"))
+        .arg("run")
+        .arg("--state-dir")
+        .arg(&agent.state)
+        .arg("--harden-root")
+        .arg(root)
+        .env("PREFLIGHT_LOG", if verbose { "debug" } else { "warn" })
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(if verbose {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
+        .spawn()?;
+    agent.proc = Some(Proc(child));
+    Ok(())
+}
+
+fn debian_root(base: &Path) -> Result<PathBuf> {
+    let root = base.join("root");
+    copy_tree(&fixture_src("debian12"), &root)?;
+    for (p, m) in [
+        ("etc/passwd", 0o644),
+        ("etc/group", 0o644),
+        ("etc/shadow", 0o644),
+        ("etc/gshadow", 0o000),
+        ("etc/ssh/sshd_config", 0o644),
+        ("etc/sudoers", 0o440),
+    ] {
+        let path = root.join(p);
+        if path.exists() {
+            fs::set_permissions(&path, fs::Permissions::from_mode(m))?;
+        }
+    }
+    Ok(root)
+}
+
+fn statuses(v: &serde_json::Value) -> BTreeMap<String, String> {
+    v["results"][0]["checks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            (
+                c["id"].as_str().unwrap_or("").to_string(),
+                c["status"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+const SEEDED: &[&str] = &[
+    "acct.pass_max_days",
+    "auth.pw_hash",
+    "ssh.permit_root_login",
+    "ssh.max_auth_tries",
+    "perm.umask",
+];
+
+fn not_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() != 0 }
+}
+
+#[test]
+fn harden_apply_verify_rollback_and_evidence_through_the_cli() -> Result<()> {
+    if not_root() {
+        eprintln!(
+            "SKIP: the fixture's files must be owned by root (chown 0:0) for the checks to pass"
+        );
+        return Ok(());
+    }
+    let ctl = Controller::start(&["--heartbeat-interval", "1s"])?;
+    let base = tempfile::tempdir()?;
+    let root = debian_root(base.path())?;
+    let mut agent = Agent::enroll(&ctl, base.path(), "web-01", "127.0.0.1")?;
+    start_with_root(&mut agent, &root)?;
+    ctl.wait_online("web-01");
+    let before = snapshot(&root)?;
+
+    // Audit finds the seeded violations and changes nothing.
+    let audit = ctl.json(&["harden", "audit", "--agent", "web-01"])?;
+    let st = statuses(&audit);
+    for id in SEEDED {
+        assert_eq!(
+            st.get(*id).map(String::as_str),
+            Some("non_compliant"),
+            "{id}: {st:?}"
+        );
+    }
+    assert!(
+        audit["results"][0]["evidence_appended"]
+            .as_u64()
+            .unwrap_or(0)
+            >= st.len() as u64
+    );
+    assert_eq!(snapshot(&root)?, before, "audit changed the tree");
+
+    // Plan shows diffs and writes nothing.
+    let plan = ctl.json(&[
+        "harden",
+        "plan",
+        "--agent",
+        "web-01",
+        "--check",
+        "ssh.max_auth_tries",
+    ])?;
+    let diff = plan["results"][0]["checks"][0]["diff"]
+        .as_str()
+        .unwrap_or("");
+    assert!(diff.contains("MaxAuthTries"), "{plan}");
+    assert_eq!(snapshot(&root)?, before, "plan changed the tree");
+
+    // Apply without --yes and without a terminal is refused.
+    let o = ctl
+        .cli()
+        .args(["harden", "apply", "--agent", "web-01"])
+        .output()?;
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--yes"));
+    assert_eq!(snapshot(&root)?, before);
+
+    // Apply fixes them; the verify that follows is compliant.
+    let applied = ctl.json(&["harden", "apply", "--agent", "web-01", "--yes"])?;
+    let vst = statuses(&applied["verify"]);
+    for id in SEEDED {
+        assert_eq!(
+            vst.get(*id).map(String::as_str),
+            Some("compliant"),
+            "{id}: {vst:?}"
+        );
+    }
+    assert!(!vst.values().any(|s| s == "non_compliant"), "{vst:?}");
+    let backup = applied["apply"]["results"][0]["backup_id"]
+        .as_str()
+        .context("backup id")?
+        .to_string();
+    assert!(!backup.is_empty());
+    let after = snapshot(&root)?;
+    assert_ne!(after, before);
+
+    // A second apply changes nothing.
+    let again = ctl.json(&["harden", "apply", "--agent", "web-01", "--yes"])?;
+    assert_eq!(again["apply"]["results"][0]["backup_id"], "", "{again}");
+    assert_eq!(snapshot(&root)?, after);
+
+    // The gate facts: applied, compliant, verified after the change.
+    let facts = ctl.json(&["harden", "status", "--agent", "web-01"])?;
+    let f = &facts["hosts"][0];
+    assert_eq!(f["baseline_applied"], true, "{facts}");
+    assert_eq!(f["all_compliant"], true, "{facts}");
+    assert_eq!(f["verified_after_last_change"], true, "{facts}");
+
+    // Evidence: export, verify offline (no controller: a bogus address), tamper.
+    let dir = base.path();
+    let bundle = dir.join("web-01.json");
+    ctl.run(&[
+        "evidence",
+        "export",
+        "--agent",
+        "web-01",
+        "--format",
+        "json",
+        "-o",
+        bundle.to_str().unwrap(),
+    ])?;
+    let html = dir.join("web-01.html");
+    ctl.run(&[
+        "evidence",
+        "export",
+        "--agent",
+        "web-01",
+        "--format",
+        "html",
+        "-o",
+        html.to_str().unwrap(),
+    ])?;
+    let page = fs::read_to_string(&html)?;
+    for needle in [
+        "web-01",
+        "ssh.permit_root_login",
+        "不符合",
+        "compliant",
+        "L3-CES1",
+    ] {
+        assert!(page.contains(needle), "{needle} missing from the HTML page");
+    }
+    let offline = |path: &Path, extra: &[&str]| {
+        Command::new(bin("preflight"))
+            .args(["evidence", "verify"])
+            .arg(path)
+            .args(extra)
+            .env("PREFLIGHT_CONTROLLER", "https://127.0.0.1:1")
+            .env("PREFLIGHT_CONFIG", "/dev/null")
+            .env_remove("PREFLIGHT_TOKEN")
+            .stdin(Stdio::null())
+            .output()
+    };
+    let o = offline(&bundle, &[])?;
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.starts_with("OK: "), "{out}");
+    let bytes = fs::read(&bundle)?;
+    let report = evidence::verify_bundle(&bytes)?;
+    let key = report.controller_key_sha256.clone();
+    assert!(offline(&bundle, &["--controller-key-sha256", &key])?
+        .status
+        .success());
+
+    // A few single-byte flips through the CLI.
+    for at in [0, bytes.len() / 3, bytes.len() / 2, bytes.len() - 1] {
+        let mut t = bytes.clone();
+        t[at] ^= 0x01;
+        let p = dir.join(format!("flip-{at}.json"));
+        fs::write(&p, &t)?;
+        let o = offline(&p, &[])?;
+        assert!(!o.status.success(), "flip at {at} not detected");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.starts_with("error: ") && err.lines().count() == 1,
+            "{err}"
+        );
+    }
+
+    // Delete, reorder, truncate a record; re-sign with other keys.
+    let b: EvidenceBundle = serde_json::from_slice(&bytes)?;
+    assert!(b.records.len() >= 3);
+    let mut cases: Vec<(&str, Vec<u8>)> = Vec::new();
+    let mut d = b.clone();
+    d.records.remove(1);
+    cases.push(("deleted record", d.to_bytes()));
+    let mut d = b.clone();
+    d.records.swap(0, 1);
+    cases.push(("reordered records", d.to_bytes()));
+    let mut d = b.clone();
+    d.records.pop();
+    cases.push(("dropped last record", d.to_bytes()));
+    cases.push(("truncated bytes", bytes[..bytes.len() - 40].to_vec()));
+    let other = other_key()?;
+    let mut d = b.clone();
+    let mut rec = d.records[0].record.clone();
+    rec.observed = "all good".into();
+    d.records[0] = evidence::sign(rec, &other)?;
+    cases.push(("record re-signed with another key", d.to_bytes()));
+    for (what, t) in &cases {
+        let p = dir.join("tampered.json");
+        fs::write(&p, t)?;
+        assert!(!offline(&p, &[])?.status.success(), "{what} not detected");
+    }
+    // The whole bundle re-signed by another controller key is self-consistent; the pinned key
+    // catches it.
+    let resigned = EvidenceBundle::build(
+        b.records.clone(),
+        b.agent_keys.clone(),
+        &b.checkpoint.checkpoint.origin,
+        b.checkpoint.checkpoint.time_utc_ms,
+        &other,
+    )?
+    .to_bytes();
+    let p = dir.join("resigned.json");
+    fs::write(&p, &resigned)?;
+    let o = offline(&p, &["--controller-key-sha256", &key])?;
+    assert!(
+        !o.status.success(),
+        "re-signed bundle passed with the pinned key"
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not the trusted"));
+
+    // Rollback restores every byte.
+    let rb = ctl.json(&[
+        "harden", "rollback", "--agent", "web-01", "--backup", &backup,
+    ])?;
+    assert_eq!(rb["results"][0]["error"], "", "{rb}");
+    assert_eq!(
+        snapshot(&root)?,
+        before,
+        "rollback did not restore the tree"
+    );
+    let audit2 = ctl.json(&["harden", "audit", "--agent", "web-01"])?;
+    let st2 = statuses(&audit2);
+    for id in SEEDED {
+        assert_eq!(
+            st2.get(*id).map(String::as_str),
+            Some("non_compliant"),
+            "{id}"
+        );
+    }
+    let facts = ctl.json(&["harden", "status", "--agent", "web-01"])?;
+    let f = &facts["hosts"][0];
+    assert_eq!(f["baseline_applied"], false, "{facts}");
+    assert_eq!(f["all_compliant"], false, "{facts}");
+    let nc = f["noncompliant"].to_string();
+    assert!(nc.contains("ssh.permit_root_login"), "{facts}");
+
+    // A remote caller cannot name files: unknown checks and path-like backup ids are refused.
+    let o = ctl
+        .cli()
+        .args([
+            "harden",
+            "rollback",
+            "--agent",
+            "web-01",
+            "--backup",
+            "../../etc",
+        ])
+        .output()?;
+    assert!(!o.status.success());
+    let o = ctl
+        .cli()
+        .args(["harden", "audit", "--agent", "web-01", "--check", "no.such"])
+        .output()?;
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no.such"));
+    // Thresholds come from a policy file; a bad one is refused naming the field.
+    let pol = dir.join("policy.toml");
+    fs::write(&pol, "pass_max_days = 0\n")?;
+    let o = ctl
+        .cli()
+        .args([
+            "harden",
+            "audit",
+            "--agent",
+            "web-01",
+            "--policy",
+            pol.to_str().unwrap(),
+        ])
+        .output()?;
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("pass_max_days"));
+    fs::write(&pol, "ssh_max_auth_tries = 6\n")?;
+    let v = ctl.json(&[
+        "harden",
+        "audit",
+        "--agent",
+        "web-01",
+        "--check",
+        "ssh.max_auth_tries",
+        "--policy",
+        pol.to_str().unwrap(),
+    ])?;
+    assert!(
+        v["results"][0]["checks"][0]["expected"]
+            .as_str()
+            .unwrap_or("")
+            .contains('6'),
+        "{v}"
+    );
+    // A batch needs an attached plan.
+    let o = ctl
+        .cli()
+        .args(["harden", "audit", "--batch", "B-1"])
+        .output()?;
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no plan attached"));
+    Ok(())
+}
+
+fn other_key() -> Result<Vec<u8>> {
+    let (_, key_pem) = preflight_pki::make_csr("other")?;
+    let id = preflight_pki::Identity {
+        cert_pem: String::new(),
+        key_pem,
+    };
+    match id.key()? {
+        rustls::pki_types::PrivateKeyDer::Pkcs8(k) => Ok(k.secret_pkcs8_der().to_vec()),
+        _ => bail!("expected a PKCS#8 key"),
+    }
+}
+
+/// Every single-byte change of a small exported bundle (one record) is detected.
+#[test]
+fn every_byte_of_a_small_exported_bundle_matters() -> Result<()> {
+    if not_root() {
+        eprintln!("SKIP: the fixture's files must be owned by root for the checks to run");
+        return Ok(());
+    }
+    let ctl = Controller::start(&["--heartbeat-interval", "1s"])?;
+    let base = tempfile::tempdir()?;
+    let root = debian_root(base.path())?;
+    let mut agent = Agent::enroll(&ctl, base.path(), "small-01", "127.0.0.1")?;
+    start_with_root(&mut agent, &root)?;
+    ctl.wait_online("small-01");
+    ctl.json(&[
+        "harden",
+        "audit",
+        "--agent",
+        "small-01",
+        "--check",
+        "ssh.max_auth_tries",
+    ])?;
+    let p = base.path().join("small.json");
+    ctl.run(&[
+        "evidence",
+        "export",
+        "--agent",
+        "small-01",
+        "-o",
+        p.to_str().unwrap(),
+    ])?;
+    let bytes = fs::read(&p)?;
+    evidence::verify_bundle(&bytes)?;
+    let b: EvidenceBundle = serde_json::from_slice(&bytes)?;
+    assert_eq!(b.records.len(), 1);
+    let mut undetected = Vec::new();
+    for i in 0..bytes.len() {
+        for bit in [0x01u8, 0x20] {
+            let mut t = bytes.clone();
+            t[i] ^= bit;
+            if evidence::verify_bundle(&t).is_ok() {
+                undetected.push((i, bit));
+            }
+        }
+    }
+    assert!(undetected.is_empty(), "undetected flips: {undetected:?}");
+    Ok(())
+}
