@@ -204,6 +204,52 @@ impl ReadinessSvc {
     }
 }
 
+/// Feeds a finished run to the workflow when a batch of that id exists with this very plan
+/// attached: the gate of `confirm_plan` then sees it, and a hard failure from `confirm_plan` on
+/// pauses the batch with the failing checks and their parties (WORKFLOW.md).
+async fn record_in_workflow(s: &Shared, rec: &SweepRecord, findings: &[Finding]) {
+    use preflight_core::workflow::{Actor, Command, ReadinessSummary, Timestamp};
+    let attached = s
+        .workflow
+        .read(|w| {
+            w.batch(&rec.batch)
+                .map(|b| b.plan.as_ref().map(|p| p.digest.clone()))
+        })
+        .await;
+    match attached {
+        None => return,
+        Some(None) => {
+            tracing::info!(batch = %rec.batch, "sweep not recorded in the workflow: no plan attached to the batch");
+            return;
+        }
+        Some(Some(d)) if d != rec.plan_digest => {
+            tracing::warn!(batch = %rec.batch, "sweep not recorded in the workflow: it checked another plan than the one attached");
+            return;
+        }
+        Some(Some(_)) => {}
+    }
+    let pick = |v: readiness::Verdict| {
+        findings
+            .iter()
+            .filter(|f| f.verdict == v)
+            .map(Finding::to_failure)
+            .collect()
+    };
+    let cmd = Command::RecordReadiness {
+        batch: rec.batch.clone(),
+        summary: ReadinessSummary {
+            run_id: rec.run_id.to_string(),
+            finished_at: Timestamp(rec.finished_at_ms),
+            plan_digest: rec.plan_digest.clone(),
+            hard_failures: pick(readiness::Verdict::Hard),
+            soft_failures: pick(readiness::Verdict::Soft),
+        },
+    };
+    if let Err(e) = s.workflow.execute(s.now_ms(), &Actor::System, cmd).await {
+        tracing::warn!(batch = %rec.batch, error = %e, "sweep not recorded in the workflow");
+    }
+}
+
 fn to_record(f: &Finding) -> FindingRecord {
     FindingRecord {
         server: f.server.clone(),
@@ -345,7 +391,8 @@ impl pb::readiness_server::Readiness for ReadinessSvc {
                     .await;
             }
             drop(results);
-            rec.findings = per_server.iter().flatten().map(to_record).collect();
+            let all: Vec<Finding> = per_server.into_iter().flatten().collect();
+            rec.findings = all.iter().map(to_record).collect();
             rec.finished_at_ms = svc.0.now_ms();
             rec.state = "finished".into();
             if let Err(e) = svc.0.store.put_sweep(&rec) {
@@ -360,6 +407,7 @@ impl pb::readiness_server::Readiness for ReadinessSvc {
                 soft = report.soft,
                 "sweep finished"
             );
+            record_in_workflow(&svc.0, &rec, &all).await;
             let _ = tx
                 .send(Ok(pb::SweepEvent {
                     done,
