@@ -497,3 +497,109 @@ fn civil(days: i64) -> (i64, i64, i64) {
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
+
+/// A plan file attached to a batch, then real sweeps feed the `confirm_plan` gate: a clean sweep
+/// of that plan lets the batch go on; a sweep with a hard failure pauses the batch, naming the
+/// failing check.
+#[test]
+fn attached_plan_and_sweeps_drive_the_confirm_plan_gate() {
+    let o = Office::new(&["--heartbeat-interval", "1s"]);
+    o.setup();
+    let base = tempfile::tempdir().unwrap();
+    let mut agent =
+        preflight_tests::cluster::Agent::enroll(&o.ctl, base.path(), "gate-1", "127.0.0.51")
+            .unwrap();
+    agent.start().unwrap();
+    o.ctl.wait_online("gate-1");
+    let dir = tempfile::tempdir().unwrap();
+    let backup = dir.path().join("db.dump");
+    let sha_of_dump = {
+        let out = std::process::Command::new("sh")
+            .args(["-c", "printf dump | sha256sum"])
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap()[..64].to_string()
+    };
+    let write_plan = |batch: &str| {
+        let p = dir.path().join(format!("{batch}.toml"));
+        std::fs::write(
+            &p,
+            format!(
+                "[batch]\nproject = \"P1\"\nbatch = \"{batch}\"\n\n[thresholds]\nmin_cores = 1\nmin_memory_mib = 64\nmin_free_disk_gib = 0\nmax_clock_skew_ms = 60000\n\n[[servers]]\naddress = \"127.0.0.51\"\nhostname = \"gate-1\"\nrole = \"db\"\n\n[[packages]]\npath = \"{}\"\nsize = 4\nsha256 = \"{sha_of_dump}\"\nkind = \"db_backup\"\ndatabase = \"portal\"\non_exists = \"rename\"\n",
+                backup.display(),
+            ),
+        )
+        .unwrap();
+        p
+    };
+    let sweep = |batch: &str, plan: &std::path::Path| {
+        o.output(
+            "ian",
+            &["sweep", "--batch", batch, "--plan", plan.to_str().unwrap()],
+        )
+    };
+
+    // G1: the backup is there; the sweep passes and the project can confirm and move on.
+    std::fs::write(&backup, b"dump").unwrap();
+    o.run(
+        "pat",
+        &["batch", "create", "G1", "--project", "P1", "--title", "G1"],
+    );
+    o.to_plan("G1");
+    let p1 = write_plan("G1");
+    o.run("ian", &["plan", "attach", "G1", p1.to_str().unwrap()]);
+    o.run("ian", &["batch", "advance", "G1"]);
+    o.run("pat", &["batch", "confirm-plan", "G1"]);
+    o.refused("pat", &["batch", "advance", "G1"], &["readiness"]);
+    let s = sweep("G1", &p1);
+    assert!(s.status.success(), "{}", String::from_utf8_lossy(&s.stderr));
+    // Soft failures (here, possibly an unsynchronised clock on this machine) must be listed as
+    // risks before the batch can leave confirm_plan.
+    let shown = o.json("aud", &["batch", "show", "G1"]);
+    let soft: Vec<String> = shown["batch"]["readiness"]["soft_failures"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|f| f["check"].as_str().unwrap().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    for check in &soft {
+        o.run(
+            "pat",
+            &[
+                "batch",
+                "risk",
+                "G1",
+                "--text",
+                "accepted for the test",
+                "--source",
+                check,
+            ],
+        );
+    }
+    o.run("pat", &["batch", "advance", "G1"]);
+    assert_eq!(o.stage("G1"), "assign");
+
+    // G2: the backup went missing; the sweep's hard failure pauses the batch with the check.
+    std::fs::remove_file(&backup).unwrap();
+    o.run(
+        "pat",
+        &["batch", "create", "G2", "--project", "P1", "--title", "G2"],
+    );
+    o.to_plan("G2");
+    let p2 = write_plan("G2");
+    o.run("ian", &["plan", "attach", "G2", p2.to_str().unwrap()]);
+    o.run("ian", &["batch", "advance", "G2"]);
+    o.run("pat", &["batch", "confirm-plan", "G2"]);
+    let s = sweep("G2", &p2);
+    assert_eq!(
+        s.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&s.stderr)
+    );
+    assert_eq!(o.stage("G2"), "problem_handling");
+    let shown = o.run("aud", &["batch", "show", "G2"]);
+    assert!(shown.contains("db.dump"), "{shown}");
+}

@@ -26,8 +26,16 @@ pub enum PlanCmd {
         after_long_help = CHECK_HELP
     )]
     Check(CheckArgs),
-    // `Attach { batch, file }` goes here: it runs the same parsing as `check`, then sends the
-    // validated plan to the controller (nothing is attached when the plan has any error).
+    /// Check a plan and attach it to a batch (integrator, at the `plan` stage): the batch then
+    /// takes readiness only from sweeps of this very plan (`preflight sweep --batch B`).
+    /// Nothing is attached when the plan has any error.
+    #[command(after_help = "Example:\n  preflight plan attach B7 plan.toml")]
+    Attach {
+        /// Batch id.
+        batch: String,
+        #[command(flatten)]
+        plan: CheckArgs,
+    },
 }
 
 const CHECK_HELP: &str = "\
@@ -93,9 +101,22 @@ pub enum Format {
 
 /// Runs the subcommand. An invalid plan exits the process with status 2 after printing every
 /// error; unreadable files return an error (status 1).
-pub fn run(args: Args) -> anyhow::Result<()> {
+pub async fn run(args: Args, conn: &crate::client::Conn) -> anyhow::Result<()> {
     match args.cmd {
         PlanCmd::Check(a) => check(a),
+        PlanCmd::Attach { batch, plan } => {
+            let (name, parsed) = load(&plan)?;
+            let p = match parsed {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("{e}");
+                    eprintln!("error: {name} is invalid; nothing was attached");
+                    std::process::exit(2);
+                }
+            };
+            let hosts = p.servers.iter().map(|s| s.hostname.clone()).collect();
+            crate::cmd_workflow::attach_plan(conn, batch, p.digest(), hosts, plan.output).await
+        }
     }
 }
 

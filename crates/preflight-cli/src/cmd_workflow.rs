@@ -12,8 +12,6 @@ use preflight_core::workflow::{
 };
 use preflight_proto::v1 as pb;
 use preflight_render::Table;
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
 
 use crate::client::{status, Conn};
 use crate::Output;
@@ -417,32 +415,35 @@ pub enum ClockCmd {
     Show,
 }
 
-/// Adds the bearer token to every request.
-#[derive(Clone)]
-struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
-
-impl tonic::service::Interceptor for Bearer {
-    fn call(&mut self, mut r: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        r.metadata_mut().insert("authorization", self.0.clone());
-        Ok(r)
-    }
-}
-
-type Client = pb::workflow_client::WorkflowClient<InterceptedService<Channel, Bearer>>;
+type Client = pb::workflow_client::WorkflowClient<crate::client::Authed>;
 
 async fn client(conn: &Conn) -> anyhow::Result<Client> {
-    let (url, token, pin) = conn.resolve()?;
-    let Some(token) = token else {
-        bail!("no token: pass --token, set PREFLIGHT_TOKEN, or run `preflight login` (the first admin token is printed by `preflight serve --init`)");
-    };
-    let channel = crate::client::connect(&url, pin.as_deref()).await?;
-    let header = format!("Bearer {}", token.trim()).parse().map_err(|_| {
-        anyhow::anyhow!("--token contains characters that cannot be sent in a header")
-    })?;
-    Ok(
-        pb::workflow_client::WorkflowClient::with_interceptor(channel, Bearer(header))
-            .max_decoding_message_size(preflight_controller::MAX_MESSAGE_BYTES),
+    Ok(conn
+        .service(pb::workflow_client::WorkflowClient::with_interceptor)
+        .await?
+        .max_decoding_message_size(preflight_controller::MAX_MESSAGE_BYTES))
+}
+
+/// Attaches a plan's facts (digest and hosts) to a batch: `preflight plan attach`.
+pub(crate) async fn attach_plan(
+    conn: &Conn,
+    batch: String,
+    digest: String,
+    hosts: Vec<String>,
+    out: Output,
+) -> anyhow::Result<()> {
+    let mut c = client(conn).await?;
+    exec(
+        &mut c,
+        pb::workflow_command::Cmd::AttachPlan(pb::AttachPlanCmd {
+            batch,
+            digest,
+            hosts,
+            incomplete: vec![],
+        }),
+        out,
     )
+    .await
 }
 
 fn civil_days(y: i64, m: i64, d: i64) -> i64 {

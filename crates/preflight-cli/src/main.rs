@@ -237,7 +237,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::Serve(a) => serve(a).await,
         Cmd::Demo(a) => demo::run(a, out).await,
-        Cmd::Plan(a) => cmd_plan::run(a),
+        Cmd::Plan(a) => cmd_plan::run(a, &conn).await,
         Cmd::Bench(a) => cmd_bench::run(a, &conn, out).await,
         Cmd::Net(c) => cmd_net::run(c, &conn, out).await,
         Cmd::Workflow(c) => cmd_workflow::run(c, &conn, out).await,
