@@ -229,13 +229,17 @@ pub fn agents(list: &[pb::AgentInfo], now_ms: i64) -> String {
                 timefmt::ago((now_ms - a.last_heartbeat_unix_ms).max(0) / 1000)
             )
         };
-        let state = if a.revoked {
+        let mut state = if a.revoked {
             "revoked"
         } else if a.online {
             "online"
         } else {
             "offline"
-        };
+        }
+        .to_string();
+        if a.outdated && !a.revoked {
+            state.push_str(", outdated");
+        }
         let mut addr = a.listen_addr.clone();
         if !a.addresses.is_empty() {
             addr = format!("{addr} ({})", a.addresses.join(" "));
@@ -246,7 +250,7 @@ pub fn agents(list: &[pb::AgentInfo], now_ms: i64) -> String {
             addr,
             a.version.clone(),
             seen,
-            state.into(),
+            state,
         ]);
     }
     t.render()
