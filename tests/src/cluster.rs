@@ -12,6 +12,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
+/// How long a controller may take to start. Generous: on a loaded 2-core CI machine, with other
+/// tests fsyncing large files, the few fsyncs of an init can take seconds each.
+pub const START_TIMEOUT: Duration = Duration::from_secs(90);
+
 /// The target directory holding the binaries under test.
 pub fn bin_dir() -> PathBuf {
     // Test executables live in target/<profile>/deps; the binaries one level up.
@@ -124,11 +128,11 @@ impl Controller {
             }
         });
         let (mut token, mut pin, mut addr) = (None, None, None);
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + START_TIMEOUT;
         while addr.is_none() || token.is_none() || pin.is_none() {
             let left = deadline.saturating_duration_since(Instant::now());
             let Ok(line) = rx.recv_timeout(left) else {
-                bail!("controller did not start within 20 s (token {token:?}, pin {pin:?}, addr {addr:?})");
+                bail!("controller did not start within {START_TIMEOUT:?} (token {token:?}, pin {pin:?}, addr {addr:?})");
             };
             if let Some(p) = line.strip_prefix("CA pin (sha256): ") {
                 pin = Some(p.trim().to_string());
@@ -173,13 +177,13 @@ impl Controller {
                 let _ = tx.send(l);
             }
         });
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + START_TIMEOUT;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(l) if l.starts_with("controller listening on ") => return Ok(()),
                 Ok(_) => {}
-                Err(_) => bail!("controller did not restart within 20 s"),
+                Err(_) => bail!("controller did not restart within {:?}", START_TIMEOUT),
             }
         }
     }
@@ -235,15 +239,11 @@ impl Controller {
 
     /// Waits until agent `id` is online and returns its listen address.
     pub fn wait_online(&self, id: &str) -> SocketAddr {
-        eventually(
-            Duration::from_secs(20),
-            &format!("agent {id} online"),
-            || {
-                let a = self.agents().ok()?;
-                let a = a.iter().find(|a| a["id"] == id && a["online"] == true)?;
-                a["listen_addr"].as_str()?.parse().ok()
-            },
-        )
+        eventually(START_TIMEOUT, &format!("agent {id} online"), || {
+            let a = self.agents().ok()?;
+            let a = a.iter().find(|a| a["id"] == id && a["online"] == true)?;
+            a["listen_addr"].as_str()?.parse().ok()
+        })
     }
 }
 

@@ -58,13 +58,14 @@ fn start(data: &Path, init: bool) -> (Ctl, Option<(String, String)>) {
     });
     let (mut token, mut pin, mut addr) = (None, None, None);
     let mut seen = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + preflight_tests::cluster::START_TIMEOUT;
     while addr.is_none() || (init && (token.is_none() || pin.is_none())) {
         let left = deadline.saturating_duration_since(Instant::now());
         let Ok(line) = rx.recv_timeout(left) else {
             panic!(
-                "controller did not start on {} within 20 s:\n{}",
+                "controller did not start on {} within {:?}:\n{}",
                 data.display(),
+                preflight_tests::cluster::START_TIMEOUT,
                 seen.join("\n")
             );
         };
