@@ -9,29 +9,7 @@ use std::time::Duration;
 use preflight_tests::cluster::{eventually, Agent, Controller};
 
 fn sha(data: &[u8]) -> String {
-    use std::fmt::Write;
-    let out = Command::new("sha256sum")
-        .arg("-")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write as _;
-        out.stdin.as_ref().unwrap().write_all(data).unwrap();
-    }
-    let o = out.wait_with_output().unwrap();
-    let mut s = String::new();
-    write!(
-        s,
-        "{}",
-        String::from_utf8_lossy(&o.stdout)
-            .split_whitespace()
-            .next()
-            .unwrap()
-    )
-    .unwrap();
-    s
+    preflight_pki::sha256_hex(data)
 }
 
 fn hostname() -> String {
