@@ -49,6 +49,7 @@ impl HardenState {
     /// `STATE/firewall`; detects the firewall backend and rolls back a change an earlier run
     /// left unconfirmed.
     pub fn new(state_dir: &Path, root: Option<&Path>, agent_port: u16) -> Self {
+        register_firewall_hook(state_dir);
         let firewall = detect_firewall(&state_dir.join("firewall"));
         if let Err(e) = &firewall {
             tracing::info!(reason = %e, "no firewall backend: firewall changes will be refused");
@@ -61,6 +62,18 @@ impl HardenState {
             firewall,
         }
     }
+}
+
+/// Backs the catalog's `fw.*` checks with the live firewall of this host, judged against the
+/// allow-list last confirmed in `STATE/firewall` (once per process). With a root prefix other
+/// than `/` (`--harden-root`, `--root`) they are `not_applicable`: see
+/// `preflight_harden::firewall::hook`.
+pub(crate) fn register_firewall_hook(state_dir: &Path) {
+    firewall::hook::register(firewall::LiveFirewall::new(
+        CommandRunner::host(),
+        &state_dir.join("firewall"),
+        Box::new(listeners),
+    ));
 }
 
 fn detect_firewall(dir: &Path) -> Result<Arc<FirewallManager>, String> {
@@ -629,7 +642,7 @@ fn run_catalog(
     }
 }
 
-fn listeners() -> Vec<firewall::Listener> {
+pub(crate) fn listeners() -> Vec<firewall::Listener> {
     use preflight_probe::ports;
     let opts = ports::ListOptions {
         tcp: true,
