@@ -840,6 +840,13 @@ pub async fn confirm_firewall(
         .map_err(|e| Status::failed_precondition(format!("firewall: {e}")))?;
     let signer = Signer::load(&st.state_dir)?;
     let id = r.change_id.clone();
+    // Only firewalld keeps a confirmed change across reboot (--runtime-to-permanent); nftables
+    // and iptables rulesets last until reboot unless the operator persists them (README).
+    let persisted = if mgr.backend() == Backend::Firewalld {
+        "persisted (runtime to permanent)"
+    } else {
+        "live until reboot: not persisted by the agent"
+    };
     let list = tokio::task::spawn_blocking(move || {
         mgr.confirm(&id)?;
         mgr.confirmed_allow_list()
@@ -855,7 +862,7 @@ pub async fn confirm_firewall(
         mlps,
         cis,
         observed: format!(
-            "change {} confirmed by the controller over a new connection; persisted",
+            "change {} confirmed by the controller over a new connection; {persisted}",
             r.change_id
         ),
         files: BTreeMap::new(),
