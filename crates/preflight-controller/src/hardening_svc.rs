@@ -751,3 +751,92 @@ fn export(sh: &Shared, ids: &[String], now_ms: u64) -> Result<(Vec<u8>, u64, Str
     }
     Ok((bytes, n, ev.key_sha256()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(
+        idx: u64,
+        check: &str,
+        op: EvidenceOperation,
+        st: EvidenceStatus,
+        diff: bool,
+    ) -> (u64, SignedRecord) {
+        let record = evidence::EvidenceRecord {
+            format_version: evidence::RECORD_FORMAT_VERSION,
+            agent_id: "web-01".into(),
+            agent_cert_sha256: "00".repeat(32),
+            host: "web-01".into(),
+            check_id: check.into(),
+            catalog_version: "1".into(),
+            mlps_refs: vec![],
+            cis_refs: vec![],
+            operation: op,
+            observed: String::new(),
+            files_read: BTreeMap::new(),
+            expected: String::new(),
+            status: st,
+            reason: None,
+            diff_applied: diff.then(|| "-a\n+b\n".to_string()),
+            backup_ref: None,
+            operator: evidence::Operator {
+                user: "amy".into(),
+                role: Role::Deployer,
+            },
+            time_utc_ms: idx,
+            agent_version: "0".into(),
+            controller_request_id: format!("hr-{idx}"),
+        };
+        (
+            idx,
+            SignedRecord {
+                record,
+                signature: String::new(),
+            },
+        )
+    }
+
+    use EvidenceOperation::{Apply, Audit, Verify};
+    use EvidenceStatus::{Compliant, NonCompliant, NotApplicable, Unknown};
+
+    #[test]
+    fn facts_follow_the_latest_record_of_each_check() {
+        // Audit finds a violation; apply fixes it; the verify after it is compliant.
+        let mut recs = vec![
+            rec(0, "ssh.misc", Audit, NonCompliant, false),
+            rec(1, "ssh.misc", Apply, Compliant, true),
+        ];
+        let f = facts_of(&recs);
+        assert!(f.baseline_applied && f.all_compliant && !f.verified_after_last_change);
+        assert!(!f.firewall_covers_planned_ports, "no firewall record yet");
+        recs.push(rec(2, "ssh.misc", Verify, Compliant, false));
+        assert!(facts_of(&recs).verified_after_last_change);
+
+        // A pending firewall apply says nothing; the confirmation does.
+        recs.push(rec(3, "fw.allowlist_ports", Apply, Unknown, true));
+        let f = facts_of(&recs);
+        assert!(!f.firewall_covers_planned_ports && !f.verified_after_last_change);
+        recs.push(rec(4, "fw.allowlist_ports", Verify, Compliant, false));
+        let f = facts_of(&recs);
+        assert!(f.firewall_covers_planned_ports && f.verified_after_last_change);
+        // A later live audit that finds an unplanned listener takes it back; a compliant one
+        // keeps it.
+        recs.push(rec(5, "fw.allowlist_ports", Audit, NonCompliant, false));
+        let f = facts_of(&recs);
+        assert!(!f.firewall_covers_planned_ports);
+        assert_eq!(f.noncompliant, ["fw.allowlist_ports"]);
+        recs.push(rec(6, "fw.allowlist_ports", Audit, Compliant, false));
+        assert!(facts_of(&recs).firewall_covers_planned_ports);
+        // A catalog root other than / (fixture tree): not applicable counts as covered.
+        recs.push(rec(7, "fw.allowlist_ports", Audit, NotApplicable, false));
+        let f = facts_of(&recs);
+        assert!(f.firewall_covers_planned_ports && f.all_compliant, "{f:?}");
+
+        // Drift found by an audit blocks and is named.
+        recs.push(rec(8, "perm.critical_files", Audit, NonCompliant, false));
+        let f = facts_of(&recs);
+        assert!(!f.all_compliant);
+        assert_eq!(f.noncompliant, ["perm.critical_files"]);
+    }
+}
