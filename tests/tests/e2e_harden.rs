@@ -418,12 +418,13 @@ fn harden_apply_verify_rollback_and_evidence_through_the_cli() -> Result<()> {
             .contains('6'),
         "{v}"
     );
-    // A batch needs an attached plan.
+    // --batch names an existing batch (with a plan: see the workflow gate test).
     let o = ctl
         .cli()
         .args(["harden", "audit", "--batch", "B-1"])
         .output()?;
-    assert!(String::from_utf8_lossy(&o.stderr).contains("no plan attached"));
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no batch \"B-1\""));
     Ok(())
 }
 
@@ -484,5 +485,213 @@ fn every_byte_of_a_small_exported_bundle_matters() -> Result<()> {
         }
     }
     assert!(undetected.is_empty(), "undetected flips: {undetected:?}");
+    Ok(())
+}
+
+/// The workflow gates through the CLI, with two agents on Debian 12 fixture roots: `deploy`
+/// needs baseline evidence on every planned server (evidence gathered before the plan was
+/// attached counts); `--batch` maps the plan's servers to agents and names a server with no
+/// agent; leaving `harden` is refused for a batch with one non-compliant host, naming the host
+/// and the check, and allowed once that host is fixed and re-verified.
+#[test]
+fn workflow_gates_need_baseline_then_every_host_compliant() -> Result<()> {
+    if not_root() {
+        eprintln!("SKIP: the fixture's files must be owned by root for the checks to pass");
+        return Ok(());
+    }
+    let ctl = Controller::start(&["--dev-clock", "--heartbeat-interval", "1s"])?;
+    let base = tempfile::tempdir()?;
+    let web_root = debian_root(&base.path().join("web"))?;
+    let db_root = debian_root(&base.path().join("db"))?;
+    let mut web = Agent::enroll(&ctl, base.path(), "web-01", "127.0.0.1")?;
+    start_with_root(&mut web, &web_root)?;
+    let mut db = Agent::enroll(&ctl, base.path(), "db-01", "127.0.0.1")?;
+    start_with_root(&mut db, &db_root)?;
+    ctl.wait_online("web-01");
+    ctl.wait_online("db-01");
+
+    let mut tokens = BTreeMap::new();
+    for (name, role) in [
+        ("pat", "project"),
+        ("ian", "integrator"),
+        ("dan", "dispatcher"),
+        ("amy", "deployer"),
+    ] {
+        let v = ctl.json(&["user", "add", name, "--role", role])?;
+        tokens.insert(name, v["token"].as_str().context("token")?.to_string());
+    }
+    let out = |who: &str, args: &[&str]| -> Result<std::process::Output> {
+        Ok(ctl.cli_as(&tokens[who]).args(args).output()?)
+    };
+    let run = |who: &str, args: &[&str]| -> Result<String> {
+        let o = out(who, args)?;
+        if !o.status.success() {
+            bail!(
+                "{who}: preflight {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+    };
+    let refused = |who: &str, args: &[&str]| -> Result<String> {
+        let o = out(who, args)?;
+        assert!(
+            !o.status.success(),
+            "{who}: preflight {} succeeded, expected a refusal",
+            args.join(" ")
+        );
+        Ok(String::from_utf8_lossy(&o.stderr).trim().to_string())
+    };
+    let stage = |b: &str| -> Result<String> {
+        let v = ctl.json(&["batch", "show", b])?;
+        Ok(v["batch"]["stage"].as_str().context("stage")?.to_string())
+    };
+    ctl.run(&[
+        "project", "add", "P1", "--name", "Portal", "--line", "gov", "--budget", "B-2026-1",
+    ])?;
+    ctl.run(&["deployer", "add", "amy"])?;
+    let plan = |name: &str, hosts: &[&str]| -> Result<String> {
+        let mut t = String::new();
+        for (i, h) in hosts.iter().enumerate() {
+            t.push_str(&format!(
+                "[[servers]]\naddress = \"10.20.0.{}\"\nhostname = \"{h}\"\nrole = \"app\"\napps = [{{ name = \"app\", ports = \"8080\" }}]\n\n",
+                i + 1
+            ));
+        }
+        t.push_str("[management]\nsources = [\"10.8.0.0/16\"]\n");
+        let p = base.path().join(name);
+        fs::write(&p, t)?;
+        Ok(p.to_str().context("utf-8 path")?.to_string())
+    };
+    let to_plan = |b: &str| -> Result<()> {
+        run(
+            "pat",
+            &["batch", "create", b, "--project", "P1", "--title", b],
+        )?;
+        run("pat", &["batch", "advance", b])?;
+        run("ian", &["batch", "advance", b])?;
+        run("pat", &["batch", "advance", b])?;
+        assert_eq!(stage(b)?, "plan");
+        Ok(())
+    };
+
+    // A server of the plan with no agent: --batch names it and says to enroll it.
+    to_plan("B2")?;
+    let err = refused("ian", &["harden", "audit", "--batch", "B2"])?;
+    assert!(err.contains("no plan attached"), "{err}");
+    run(
+        "ian",
+        &[
+            "plan",
+            "attach",
+            "B2",
+            &plan("p2.toml", &["web-01", "cache-01"])?,
+        ],
+    )?;
+    let err = refused("ian", &["harden", "audit", "--batch", "B2"])?;
+    assert!(
+        err.contains("cache-01") && err.contains("enroll") && !err.contains("web-01"),
+        "{err}"
+    );
+
+    // Evidence from before the plan is attached counts: web-01 is hardened first.
+    run("amy", &["harden", "apply", "--agent", "web-01", "--yes"])?;
+    to_plan("B1")?;
+    run(
+        "ian",
+        &[
+            "plan",
+            "attach",
+            "B1",
+            &plan("p1.toml", &["web-01", "db-01"])?,
+        ],
+    )?;
+    run("ian", &["batch", "advance", "B1"])?;
+    run("pat", &["batch", "confirm-plan", "B1"])?;
+    ctl.run(&["dev", "record", "readiness", "B1"])?;
+    run("pat", &["batch", "advance", "B1"])?;
+    run("dan", &["assign", "B1", "--deployer", "amy"])?;
+    run("amy", &["batch", "advance", "B1"])?;
+    assert_eq!(stage("B1")?, "deploy");
+
+    // deploy needs baseline evidence on every server: db-01 has none yet.
+    let err = refused("amy", &["batch", "advance", "B1"])?;
+    assert!(err.contains("db-01: no hardening evidence"), "{err}");
+    assert!(
+        !err.contains("web-01"),
+        "web-01's earlier evidence must count: {err}"
+    );
+
+    // --batch resolves both servers; apply (and its verify) records the facts.
+    let v = ctl.json(&["harden", "apply", "--batch", "B1", "--yes"])?;
+    let mut ran: Vec<&str> = v["apply"]["results"]
+        .as_array()
+        .context("results")?
+        .iter()
+        .filter_map(|r| r["agent_id"].as_str())
+        .collect();
+    ran.sort_unstable();
+    assert_eq!(ran, ["db-01", "web-01"], "{v}");
+    let st = ctl.json(&["harden", "status", "--batch", "B1"])?;
+    assert_eq!(st["hosts"].as_array().map(Vec::len), Some(2), "{st}");
+    run("amy", &["batch", "advance", "B1"])?;
+    run("ian", &["batch", "advance", "B1"])?;
+    assert_eq!(stage("B1")?, "harden");
+
+    // db-01 drifts: /etc/passwd made world-writable; the next audit records it.
+    fs::set_permissions(
+        db_root.join("etc/passwd"),
+        fs::Permissions::from_mode(0o666),
+    )?;
+    let v = ctl.json(&["harden", "audit", "--batch", "B1"])?;
+    let db_checks = v["results"]
+        .as_array()
+        .context("results")?
+        .iter()
+        .find(|r| r["agent_id"] == "db-01")
+        .context("db-01 result")?;
+    let st = statuses(&serde_json::json!({ "results": [db_checks] }));
+    assert_eq!(
+        st.get("perm.critical_files").map(String::as_str),
+        Some("non_compliant"),
+        "{st:?}"
+    );
+    let err = refused("ian", &["batch", "advance", "B1"])?;
+    assert!(
+        err.contains("db-01: not compliant: perm.critical_files"),
+        "the refusal must name the host and the check: {err}"
+    );
+    assert!(!err.contains("web-01"), "{err}");
+    assert_eq!(stage("B1")?, "harden");
+
+    // Fixed (apply, then its verify) on that host alone: the batch may leave harden.
+    run("amy", &["harden", "apply", "--agent", "db-01", "--yes"])?;
+    let mode = fs::metadata(db_root.join("etc/passwd"))?
+        .permissions()
+        .mode()
+        & 0o7777;
+    assert_eq!(mode, 0o644);
+    run("ian", &["batch", "advance", "B1"])?;
+    assert_eq!(stage("B1")?, "env_check");
+
+    // The auditor's bundle for the batch holds both servers' records.
+    let p = base.path().join("B1.json");
+    ctl.run(&[
+        "evidence",
+        "export",
+        "--batch",
+        "B1",
+        "-o",
+        p.to_str().context("utf-8 path")?,
+    ])?;
+    let report = evidence::verify_bundle(&fs::read(&p)?)?;
+    let agents: Vec<&String> = report.records_per_agent.keys().collect();
+    assert_eq!(
+        agents,
+        ["db-01", "web-01"],
+        "{:?}",
+        report.records_per_agent
+    );
     Ok(())
 }

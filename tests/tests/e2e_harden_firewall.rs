@@ -329,7 +329,91 @@ fn scenario(preload_iptables: bool, want_backend: &str) -> Result<()> {
         "allow evidence missing"
     );
     assert!(Path::new(&p).exists());
+
+    // 4. The catalog's fw.* checks: through the controller, on the agent's fixture root, they
+    // are not applicable (that tree is not the host); run locally on the host (root /) they
+    // audit the live ruleset against the confirmed allow-list, now with 9999 allowed.
+    let v = lab.json(&[
+        "harden",
+        "audit",
+        "--agent",
+        "fw-01",
+        "--check",
+        "fw.allowlist_ports",
+        "--check",
+        "fw.default_deny_in",
+    ])?;
+    for c in v["results"][0]["checks"].as_array().context("checks")? {
+        assert_eq!(c["status"], "not_applicable", "{c}");
+    }
+    let live = local_fw_audit(&lab)?;
+    for id in FW_CHECKS {
+        assert_eq!(
+            live.get(id).map(|(s, _)| s.as_str()),
+            Some("compliant"),
+            "{id}: {live:?}"
+        );
+    }
+    // A listener nobody planned makes the live audit non-compliant, naming it.
+    let ip = h2.ip;
+    let _extra = h2
+        .run_in(move || Ok(TcpListener::bind((ip, 5555))?))?
+        .join()
+        .map_err(|_| anyhow::anyhow!("listener thread panicked"))??;
+    let live = local_fw_audit(&lab)?;
+    let (st, why) = live
+        .get("fw.allowlist_ports")
+        .context("fw.allowlist_ports")?;
+    assert_eq!(st, "non_compliant", "{live:?}");
+    assert!(why.contains("5555/tcp"), "{why}");
     Ok(())
+}
+
+const FW_CHECKS: [&str; 4] = [
+    "fw.single_backend",
+    "fw.default_deny_in",
+    "fw.allowlist_ports",
+    "fw.mgmt_source",
+];
+
+/// `preflight-agent harden audit --root / --check fw.*` run on the agent's host (h2), with
+/// the agent's state directory: id -> (status, reason).
+fn local_fw_audit(lab: &Lab) -> Result<std::collections::BTreeMap<String, (String, String)>> {
+    let mut c = lab
+        .lab
+        .host(2)
+        .command(bin("preflight-agent").to_str().context("path")?);
+    c.args([
+        "harden",
+        "audit",
+        "--root",
+        "/",
+        "--output",
+        "json",
+        "--state-dir",
+    ])
+    .arg(lab._dir.path().join("agent"));
+    for id in FW_CHECKS {
+        c.args(["--check", id]);
+    }
+    let o = c.stdin(Stdio::null()).output()?;
+    if !o.status.success() {
+        bail!("local audit: {}", String::from_utf8_lossy(&o.stderr));
+    }
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout)?;
+    Ok(v.as_array()
+        .context("array")?
+        .iter()
+        .map(|c| {
+            (
+                c["id"].as_str().unwrap_or("").to_string(),
+                (
+                    c["status"].as_str().unwrap_or("").to_string(),
+                    c["reason"].as_str().unwrap_or("").to_string(),
+                ),
+            )
+        })
+        .collect())
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! `preflight-agent harden`: the hardening catalog used locally, with no controller.
 //!
 //! `audit`, `plan`, `apply` and `rollback` against a root prefix (`--root`, default `/`), as
-//! text tables or JSON (`--output json`). `apply` shows the plan and asks for confirmation on a
+//! text tables or JSON (`--output json`). The `fw.*` checks audit the live firewall only with
+//! `--root /` (against the allow-list confirmed in `--state-dir`), else they are not applicable. `apply` shows the plan and asks for confirmation on a
 //! terminal unless `--yes`.
 
 use std::io::{BufRead, IsTerminal, Write};
@@ -13,6 +14,11 @@ use preflight_harden::catalog::{self, ApplyOptions, Policy, Root, Status, DEFAUL
 /// Arguments of `preflight-agent harden`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    /// The agent's state directory: the `fw.*` checks judge the live firewall against the
+    /// allow-list last confirmed there (`STATE/firewall`). They run only with `--root /`;
+    /// with another root prefix they are not applicable.
+    #[arg(long, global = true, default_value = crate::state::DEFAULT_STATE_DIR, env = "PREFLIGHT_AGENT_STATE")]
+    state_dir: PathBuf,
     #[command(subcommand)]
     cmd: HardenCmd,
 }
@@ -246,6 +252,7 @@ fn newest_backup(dir: &Path) -> anyhow::Result<String> {
 
 /// Runs the subcommand.
 pub fn run(args: Args) -> anyhow::Result<()> {
+    crate::svc_harden::register_firewall_hook(&args.state_dir);
     match args.cmd {
         HardenCmd::Audit(c) => {
             let root = open_root(&c.root)?;

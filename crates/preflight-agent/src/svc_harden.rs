@@ -49,6 +49,7 @@ impl HardenState {
     /// `STATE/firewall`; detects the firewall backend and rolls back a change an earlier run
     /// left unconfirmed.
     pub fn new(state_dir: &Path, root: Option<&Path>, agent_port: u16) -> Self {
+        register_firewall_hook(state_dir);
         let firewall = detect_firewall(&state_dir.join("firewall"));
         if let Err(e) = &firewall {
             tracing::info!(reason = %e, "no firewall backend: firewall changes will be refused");
@@ -61,6 +62,18 @@ impl HardenState {
             firewall,
         }
     }
+}
+
+/// Backs the catalog's `fw.*` checks with the live firewall of this host, judged against the
+/// allow-list last confirmed in `STATE/firewall` (once per process). With a root prefix other
+/// than `/` (`--harden-root`, `--root`) they are `not_applicable`: see
+/// `preflight_harden::firewall::hook`.
+pub(crate) fn register_firewall_hook(state_dir: &Path) {
+    firewall::hook::register(firewall::LiveFirewall::new(
+        CommandRunner::host(),
+        &state_dir.join("firewall"),
+        Box::new(listeners),
+    ));
 }
 
 fn detect_firewall(dir: &Path) -> Result<Arc<FirewallManager>, String> {
@@ -629,7 +642,7 @@ fn run_catalog(
     }
 }
 
-fn listeners() -> Vec<firewall::Listener> {
+pub(crate) fn listeners() -> Vec<firewall::Listener> {
     use preflight_probe::ports;
     let opts = ports::ListOptions {
         tcp: true,
@@ -827,6 +840,13 @@ pub async fn confirm_firewall(
         .map_err(|e| Status::failed_precondition(format!("firewall: {e}")))?;
     let signer = Signer::load(&st.state_dir)?;
     let id = r.change_id.clone();
+    // Only firewalld keeps a confirmed change across reboot (--runtime-to-permanent); nftables
+    // and iptables rulesets last until reboot unless the operator persists them (README).
+    let persisted = if mgr.backend() == Backend::Firewalld {
+        "persisted (runtime to permanent)"
+    } else {
+        "live until reboot: not persisted by the agent"
+    };
     let list = tokio::task::spawn_blocking(move || {
         mgr.confirm(&id)?;
         mgr.confirmed_allow_list()
@@ -842,7 +862,7 @@ pub async fn confirm_firewall(
         mlps,
         cis,
         observed: format!(
-            "change {} confirmed by the controller over a new connection; persisted",
+            "change {} confirmed by the controller over a new connection; {persisted}",
             r.change_id
         ),
         files: BTreeMap::new(),

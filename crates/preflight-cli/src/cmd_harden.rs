@@ -37,7 +37,8 @@ pub struct Target {
     /// Agent id (repeatable).
     #[arg(long = "agent", value_name = "A", required_unless_present = "batch")]
     agents: Vec<String>,
-    /// Batch (its servers come from the attached plan).
+    /// Batch: its servers come from the attached plan (`preflight plan attach`), each mapped to
+    /// the enrolled agent with that id, address or hostname.
     #[arg(long, value_name = "B", conflicts_with = "agents")]
     batch: Option<String>,
 }
@@ -133,7 +134,8 @@ pub enum HardenOp {
     /// Restore the files of a backup made by apply, byte for byte.
     Rollback(RollbackArgs),
     /// What the evidence log says per agent: baseline applied, all compliant, verified after
-    /// the last change, firewall confirmed (the facts the workflow gates use).
+    /// the last change, firewall allow-list confirmed or not applicable (the facts the
+    /// workflow gates use).
     Status(Target),
 }
 
@@ -204,7 +206,7 @@ pub enum Format {
 pub enum EvidenceCmd {
     /// Export the signed evidence of agents as one bundle (JSON) or a bilingual page (HTML).
     #[command(
-        after_help = "Examples:\n  preflight evidence export --agent web-01 --format json -o web-01.evidence.json\n  preflight evidence export --agent web-01 --format html -o web-01.html"
+        after_help = "Examples:\n  preflight evidence export --agent web-01 --format json -o web-01.evidence.json\n  preflight evidence export --agent web-01 --format html -o web-01.html\n  preflight evidence export --batch B7 --format html -o B7.html"
     )]
     Export {
         #[command(flatten)]
@@ -541,12 +543,10 @@ async fn harden(op: HardenOp, conn: &Conn, out: Output) -> anyhow::Result<()> {
     let mut h = hardening(conn).await?;
     let (req, diffs) = match &op {
         HardenOp::Status(t) => {
-            if let Some(b) = &t.batch {
-                bail!("batch {b}: no plan attached; name agents with --agent");
-            }
             let r = h
                 .status(pb::HardeningStatusRequest {
                     agent_ids: t.agents.clone(),
+                    batch: t.batch.clone().unwrap_or_default(),
                 })
                 .await
                 .map_err(status)?

@@ -114,6 +114,11 @@ impl EvidenceState {
         self.log.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The evidence store (per-agent records, for the gate facts).
+    pub(crate) fn store(&self) -> &EvidenceStore {
+        &self.store
+    }
+
     /// SHA-256 of the controller's evidence public key (SPKI DER), hex.
     pub(crate) fn key_sha256(&self) -> String {
         evidence::sha256_hex(&self.spki)
@@ -206,19 +211,33 @@ fn check_evidence(
 }
 
 /// The facts the workflow gates need about one agent, from its evidence in the log: baseline
-/// applied (the last apply/rollback is an apply), every check's latest status compliant (or
-/// not applicable), a verify after the last change, firewall allow-list confirmed.
+/// applied (the last apply/rollback is an apply), no check's latest status non-compliant, a
+/// verify after the last change, and the firewall: the latest `fw.allowlist_ports` record
+/// (not counting a pending apply) is compliant — a confirmed change, or an audit/verify of
+/// the live ruleset — or not applicable (an agent whose catalog root is not `/`, see
+/// `preflight_harden::firewall::hook`).
 pub(crate) fn hardening_facts(
     ev: &EvidenceStore,
     agent: &str,
 ) -> Result<HostHardening, preflight_store::StoreError> {
+    Ok(facts_of(&ev.records_of(agent)?))
+}
+
+/// [`hardening_facts`], or `None` when the agent has no evidence at all.
+pub(crate) fn hardening_facts_if_any(
+    ev: &EvidenceStore,
+    agent: &str,
+) -> Result<Option<HostHardening>, preflight_store::StoreError> {
     let recs = ev.records_of(agent)?;
+    Ok((!recs.is_empty()).then(|| facts_of(&recs)))
+}
+
+fn facts_of(recs: &[(u64, SignedRecord)]) -> HostHardening {
     let mut last_change: Option<u64> = None;
     let mut last_apply_or_rollback: Option<EvidenceOperation> = None;
     let mut last_verify: Option<u64> = None;
     let mut latest: BTreeMap<String, EvidenceStatus> = BTreeMap::new();
-    let mut fw_confirmed = false;
-    for (idx, s) in &recs {
+    for (idx, s) in recs {
         let r = &s.record;
         match r.operation {
             EvidenceOperation::Apply | EvidenceOperation::Rollback => {
@@ -232,22 +251,22 @@ pub(crate) fn hardening_facts(
             EvidenceOperation::Verify => last_verify = Some(*idx),
             EvidenceOperation::Audit => {}
         }
-        if r.check_id == "fw.allowlist_ports" {
-            fw_confirmed =
-                r.operation == EvidenceOperation::Verify && r.status == EvidenceStatus::Compliant;
-            if r.operation == EvidenceOperation::Apply {
-                // A pending change says nothing about compliance yet.
-                continue;
-            }
+        if r.check_id == "fw.allowlist_ports" && r.operation == EvidenceOperation::Apply {
+            // A pending change says nothing about compliance yet.
+            continue;
         }
         latest.insert(r.check_id.clone(), r.status);
     }
+    let fw_ok = matches!(
+        latest.get("fw.allowlist_ports"),
+        Some(EvidenceStatus::Compliant | EvidenceStatus::NotApplicable)
+    );
     let noncompliant: Vec<String> = latest
         .iter()
         .filter(|(_, s)| **s == EvidenceStatus::NonCompliant)
         .map(|(id, _)| id.clone())
         .collect();
-    Ok(HostHardening {
+    HostHardening {
         baseline_applied: last_apply_or_rollback == Some(EvidenceOperation::Apply),
         all_compliant: !latest.is_empty() && noncompliant.is_empty(),
         verified_after_last_change: match (last_verify, last_change) {
@@ -255,9 +274,9 @@ pub(crate) fn hardening_facts(
             (Some(_), None) => true,
             (None, _) => false,
         },
-        firewall_covers_planned_ports: fw_confirmed,
+        firewall_covers_planned_ports: fw_ok,
         noncompliant,
-    })
+    }
 }
 
 pub(crate) struct HardeningSvc(pub Arc<Shared>);
@@ -289,17 +308,20 @@ fn new_request_id() -> String {
     format!("hr-{}", hex::encode(b))
 }
 
-fn agent_ids(ids: &[String], batch: &str) -> Result<Vec<String>, Status> {
-    if !batch.is_empty() {
-        if !ids.is_empty() {
-            return Err(Status::invalid_argument(
-                "give either agent_ids or batch, not both",
-            ));
-        }
-        return Err(Status::failed_precondition(format!(
-            "batch {batch:?}: no plan attached, so its servers are unknown; name agents with --agent until plans can be attached"
-        )));
+/// The agents of a request: named, or the servers of a batch's attached plan.
+async fn targets(sh: &Shared, ids: &[String], batch: &str) -> Result<Vec<String>, Status> {
+    if batch.is_empty() {
+        return agent_ids(ids);
     }
+    if !ids.is_empty() {
+        return Err(Status::invalid_argument(
+            "give either agent_ids or batch, not both",
+        ));
+    }
+    crate::hardening_gates::batch_agents(sh, batch).await
+}
+
+fn agent_ids(ids: &[String]) -> Result<Vec<String>, Status> {
     if ids.is_empty() {
         return Err(Status::invalid_argument(
             "agent_ids is empty: name at least one agent (`preflight agents` lists them)",
@@ -333,6 +355,19 @@ fn agent_record(shared: &Shared, id: &str) -> Result<AgentRecord, Status> {
 }
 
 impl HardeningSvc {
+    /// Feeds the new facts of the agents that appended evidence to the workflow gates of the
+    /// batches whose plans cover them.
+    async fn record_in_workflow(&self, results: &[pb::AgentHardenResult]) {
+        let touched: BTreeSet<String> = results
+            .iter()
+            .filter(|r| r.evidence_appended > 0)
+            .map(|r| r.agent_id.clone())
+            .collect();
+        if !touched.is_empty() {
+            crate::hardening_gates::record_hardening(&self.0, Some(&touched), None).await;
+        }
+    }
+
     /// Runs one request on one agent: call, verify and append evidence, confirm a firewall
     /// change over a fresh connection.
     async fn run_one(
@@ -518,7 +553,7 @@ impl pb::hardening_server::Hardening for HardeningSvc {
         };
         let (user, role) = authorize(&self.0, &req, allowed(rpc))?;
         let r = req.into_inner();
-        let ids = agent_ids(&r.agent_ids, &r.batch)?;
+        let ids = targets(&self.0, &r.agent_ids, &r.batch).await?;
         if r.check_ids.len() > 256 {
             return Err(Status::invalid_argument(
                 "check_ids has more than 256 entries",
@@ -555,6 +590,9 @@ impl pb::hardening_server::Hardening for HardeningSvc {
             .iter()
             .map(|id| self.run_one(id, agent_req.clone(), &caller));
         let results = futures_util::future::join_all(futs).await;
+        if op != pb::HardenOperation::Plan {
+            self.record_in_workflow(&results).await;
+        }
         let (log_size, log_root) = self.0.evidence.head();
         Ok(Response::new(pb::HardenAgentsResponse {
             request_id,
@@ -570,7 +608,7 @@ impl pb::hardening_server::Hardening for HardeningSvc {
     ) -> Result<Response<pb::FirewallAllowResponse>, Status> {
         let (user, role) = authorize(&self.0, &req, allowed("FirewallAllow"))?;
         let r = req.into_inner();
-        let ids = agent_ids(std::slice::from_ref(&r.agent_id), "")?;
+        let ids = agent_ids(std::slice::from_ref(&r.agent_id))?;
         let port = r
             .port
             .ok_or_else(|| Status::invalid_argument("port is missing"))?;
@@ -606,6 +644,7 @@ impl pb::hardening_server::Hardening for HardeningSvc {
             }),
         };
         let result = self.run_one(&ids[0], agent_req, &caller).await;
+        self.record_in_workflow(std::slice::from_ref(&result)).await;
         Ok(Response::new(pb::FirewallAllowResponse {
             result: Some(result),
             request_id,
@@ -618,7 +657,7 @@ impl pb::hardening_server::Hardening for HardeningSvc {
     ) -> Result<Response<pb::ExportEvidenceResponse>, Status> {
         authorize(&self.0, &req, allowed("ExportEvidence"))?;
         let r = req.into_inner();
-        let ids = agent_ids(&r.agent_ids, &r.batch)?;
+        let ids = targets(&self.0, &r.agent_ids, &r.batch).await?;
         let sh = self.0.clone();
         let now = sh.now_ms().max(0) as u64;
         let (bytes, n, key) = tokio::task::spawn_blocking(move || export(&sh, &ids, now))
@@ -636,7 +675,8 @@ impl pb::hardening_server::Hardening for HardeningSvc {
         req: Request<pb::HardeningStatusRequest>,
     ) -> Result<Response<pb::HardeningStatusResponse>, Status> {
         authorize(&self.0, &req, allowed("Status"))?;
-        let ids = agent_ids(&req.get_ref().agent_ids, "")?;
+        let r = req.get_ref();
+        let ids = targets(&self.0, &r.agent_ids, &r.batch).await?;
         let mut hosts = Vec::new();
         for id in ids {
             let f = hardening_facts(&self.0.evidence.store, &id)
@@ -710,4 +750,93 @@ fn export(sh: &Shared, ids: &[String], now_ms: u64) -> Result<(Vec<u8>, u64, Str
         )));
     }
     Ok((bytes, n, ev.key_sha256()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(
+        idx: u64,
+        check: &str,
+        op: EvidenceOperation,
+        st: EvidenceStatus,
+        diff: bool,
+    ) -> (u64, SignedRecord) {
+        let record = evidence::EvidenceRecord {
+            format_version: evidence::RECORD_FORMAT_VERSION,
+            agent_id: "web-01".into(),
+            agent_cert_sha256: "00".repeat(32),
+            host: "web-01".into(),
+            check_id: check.into(),
+            catalog_version: "1".into(),
+            mlps_refs: vec![],
+            cis_refs: vec![],
+            operation: op,
+            observed: String::new(),
+            files_read: BTreeMap::new(),
+            expected: String::new(),
+            status: st,
+            reason: None,
+            diff_applied: diff.then(|| "-a\n+b\n".to_string()),
+            backup_ref: None,
+            operator: evidence::Operator {
+                user: "amy".into(),
+                role: Role::Deployer,
+            },
+            time_utc_ms: idx,
+            agent_version: "0".into(),
+            controller_request_id: format!("hr-{idx}"),
+        };
+        (
+            idx,
+            SignedRecord {
+                record,
+                signature: String::new(),
+            },
+        )
+    }
+
+    use EvidenceOperation::{Apply, Audit, Verify};
+    use EvidenceStatus::{Compliant, NonCompliant, NotApplicable, Unknown};
+
+    #[test]
+    fn facts_follow_the_latest_record_of_each_check() {
+        // Audit finds a violation; apply fixes it; the verify after it is compliant.
+        let mut recs = vec![
+            rec(0, "ssh.misc", Audit, NonCompliant, false),
+            rec(1, "ssh.misc", Apply, Compliant, true),
+        ];
+        let f = facts_of(&recs);
+        assert!(f.baseline_applied && f.all_compliant && !f.verified_after_last_change);
+        assert!(!f.firewall_covers_planned_ports, "no firewall record yet");
+        recs.push(rec(2, "ssh.misc", Verify, Compliant, false));
+        assert!(facts_of(&recs).verified_after_last_change);
+
+        // A pending firewall apply says nothing; the confirmation does.
+        recs.push(rec(3, "fw.allowlist_ports", Apply, Unknown, true));
+        let f = facts_of(&recs);
+        assert!(!f.firewall_covers_planned_ports && !f.verified_after_last_change);
+        recs.push(rec(4, "fw.allowlist_ports", Verify, Compliant, false));
+        let f = facts_of(&recs);
+        assert!(f.firewall_covers_planned_ports && f.verified_after_last_change);
+        // A later live audit that finds an unplanned listener takes it back; a compliant one
+        // keeps it.
+        recs.push(rec(5, "fw.allowlist_ports", Audit, NonCompliant, false));
+        let f = facts_of(&recs);
+        assert!(!f.firewall_covers_planned_ports);
+        assert_eq!(f.noncompliant, ["fw.allowlist_ports"]);
+        recs.push(rec(6, "fw.allowlist_ports", Audit, Compliant, false));
+        assert!(facts_of(&recs).firewall_covers_planned_ports);
+        // A catalog root other than / (fixture tree): not applicable counts as covered.
+        recs.push(rec(7, "fw.allowlist_ports", Audit, NotApplicable, false));
+        let f = facts_of(&recs);
+        assert!(f.firewall_covers_planned_ports && f.all_compliant, "{f:?}");
+
+        // Drift found by an audit blocks and is named.
+        recs.push(rec(8, "perm.critical_files", Audit, NonCompliant, false));
+        let f = facts_of(&recs);
+        assert!(!f.all_compliant);
+        assert_eq!(f.noncompliant, ["perm.critical_files"]);
+    }
 }

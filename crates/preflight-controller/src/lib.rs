@@ -13,6 +13,7 @@ mod api;
 mod api_bench;
 mod api_net;
 mod auth;
+mod hardening_gates;
 mod hardening_svc;
 mod http;
 mod metrics;

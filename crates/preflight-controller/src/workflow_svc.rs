@@ -357,7 +357,16 @@ impl pb::workflow_server::Workflow for WorkflowSvc {
     ) -> Result<Response<pb::WorkflowExecuteReply>, Status> {
         let (user, role) = authorize(&self.0, &req, allowed("Execute"))?;
         let cmd = command_from_pb(req.into_inner())?;
-        Ok(Response::new(self.run(&actor(user, role), cmd).await?))
+        let attached = match &cmd {
+            Command::AttachPlan { batch, .. } => Some(batch.clone()),
+            _ => None,
+        };
+        let reply = self.run(&actor(user, role), cmd).await?;
+        if let Some(batch) = attached {
+            // Evidence gathered before the plan was attached counts for its gates.
+            crate::hardening_gates::record_hardening(&self.0, None, Some(&batch)).await;
+        }
+        Ok(Response::new(reply))
     }
 
     async fn get_batch(

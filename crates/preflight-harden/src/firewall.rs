@@ -28,14 +28,16 @@ use serde::{Deserialize, Serialize};
 
 pub mod audit;
 pub mod exec;
+pub mod hook;
 mod manager;
 pub mod render;
 
 pub use audit::{audit, choose_backend, detect_backends, BackendState, FwCheckResult};
 pub use exec::{CommandRunner, Tool};
+pub use hook::LiveFirewall;
 pub use manager::{
-    ChangeOutcome, FirewallManager, FirewallPlan, PendingChange, RollbackReason,
-    DEFAULT_CONFIRM_TIMEOUT,
+    read_confirmed_allow_list, ChangeOutcome, FirewallManager, FirewallPlan, PendingChange,
+    RollbackReason, DEFAULT_CONFIRM_TIMEOUT,
 };
 
 /// Ports never opened, whatever the plan says (FTP, telnet, rpcbind).

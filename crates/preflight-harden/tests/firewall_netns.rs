@@ -860,3 +860,76 @@ fn iptables_killed_agent_rolls_back_at_start() -> Result<()> {
     skip_unless_ready!(Backend::Iptables);
     killed_agent_rolls_back_at_start(Backend::Iptables, "iptables")
 }
+
+/// The catalog's `fw.*` checks through the registered live hook: with the root prefix `/`
+/// they audit the namespace's ruleset against the confirmed allow-list; with another prefix
+/// they are not applicable.
+#[test]
+fn nft_live_hook_audits_the_ruleset_only_with_root_slash() -> Result<()> {
+    use preflight_harden::catalog::{self, Policy, Root, Status};
+    use preflight_harden::firewall::{hook, LiveFirewall};
+    skip_unless_ready!(Backend::Nftables);
+    let p = NetPair::new()?;
+    let _l = Listeners::start(&p.b, &[SSH, AGENT, PLANNED])?;
+    let state = tempfile::tempdir()?;
+    let fw_ids = [
+        "fw.single_backend",
+        "fw.default_deny_in",
+        "fw.allowlist_ports",
+        "fw.mgmt_source",
+    ];
+    assert!(hook::register(LiveFirewall::new(
+        p.runner(),
+        state.path(),
+        Box::new(|| [SSH, AGENT, PLANNED].map(listener).to_vec()),
+    )));
+    let audit = |root: &Root| -> Vec<(String, Status, String)> {
+        catalog::audit(root, &Policy::default(), &fw_ids)
+            .into_iter()
+            .map(|r| (r.id, r.status, r.reason.unwrap_or_default()))
+            .collect()
+    };
+    // Before any change: nothing loaded, no allow-list.
+    let before = audit(&Root::host());
+    assert_eq!(before.len(), 4);
+    for (id, st, why) in &before {
+        assert_eq!(*st, Status::NonCompliant, "{id}: {why}");
+    }
+    assert!(before[2].2.contains("no firewall allow-list"), "{before:?}");
+    // A fixture tree is not this namespace: not applicable, whatever the ruleset.
+    let tree = tempfile::tempdir()?;
+    for (id, st, why) in audit(&Root::new(tree.path())?) {
+        assert_eq!(st, Status::NotApplicable, "{id}");
+        assert!(why.contains("only with the root prefix /"), "{why}");
+    }
+    // After a confirmed allow-list: all four compliant.
+    let fw = FirewallManager::with_runner(Backend::Nftables, state.path(), p.runner())?;
+    let change = fw.apply_with_confirm(&fw.plan(&good_list(&p))?, Duration::from_secs(20))?;
+    fw.confirm(&change.id)?;
+    for (id, st, why) in audit(&Root::host()) {
+        assert_eq!(st, Status::Compliant, "{id}: {why}");
+    }
+    // A ruleset that opens SSH to everyone is caught.
+    in_ns(
+        &p.b,
+        "nft",
+        &[
+            "insert",
+            "rule",
+            "inet",
+            "preflight",
+            "input",
+            "tcp",
+            "dport",
+            "22",
+            "accept",
+        ],
+    )?;
+    let after = audit(&Root::host());
+    assert_eq!(after[3].1, Status::NonCompliant, "{after:?}");
+    assert!(
+        after[3].2.contains("22/tcp is allowed from anywhere"),
+        "{after:?}"
+    );
+    Ok(())
+}

@@ -3,7 +3,8 @@
 //! root prefix ([`Root`], default `/`).
 //!
 //! Firewall checks (`fw.*`) are listed here with their references; their audit is delegated to a
-//! [`FirewallHook`] that the `firewall` module registers. Without one they report `unknown`.
+//! [`FirewallHook`]: the agent registers `firewall::LiveFirewall` at start. Without one they
+//! report `unknown`.
 //!
 //! Invariants: nothing outside the root prefix is read or written; report-only checks never
 //! change anything; every change is backed up before it is made ([`backup`]); a file a check

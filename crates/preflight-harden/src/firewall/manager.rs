@@ -827,14 +827,7 @@ impl FirewallManager {
 
     /// The allow-list of the last confirmed change, if any.
     pub fn confirmed_allow_list(&self) -> Result<Option<AllowList>, FirewallError> {
-        let path = self.shared.file(ALLOWLIST_FILE);
-        if !path.exists() {
-            return Ok(None);
-        }
-        let text = read_capped(&path)?;
-        serde_json::from_str(&text)
-            .map(Some)
-            .map_err(|e| state_err(&path, e))
+        read_confirmed_allow_list(&self.shared.state_dir)
     }
 
     /// Opens one more port on top of the confirmed allow-list, through the same commit-confirm
@@ -884,6 +877,20 @@ impl FirewallManager {
     pub fn audit(&self, list: &AllowList, listeners: &[Listener]) -> Vec<FwCheckResult> {
         audit::audit(&self.shared.runner, self.shared.backend, list, listeners)
     }
+}
+
+/// The allow-list of the last change confirmed in the firewall state directory `state_dir`
+/// (what [`FirewallManager::confirmed_allow_list`] reads), without a manager: for read-only
+/// audits in another process (`preflight-agent harden audit`).
+pub fn read_confirmed_allow_list(state_dir: &Path) -> Result<Option<AllowList>, FirewallError> {
+    let path = state_dir.join(ALLOWLIST_FILE);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let text = read_capped(&path)?;
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| state_err(&path, e))
 }
 
 impl Drop for FirewallManager {
