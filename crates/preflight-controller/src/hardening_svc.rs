@@ -264,21 +264,7 @@ pub(crate) struct HardeningSvc(pub Arc<Shared>);
 
 /// Roles allowed to call each RPC of the Hardening service.
 pub fn allowed(rpc: &str) -> &'static [Role] {
-    const READERS: &[Role] = &[
-        Role::Admin,
-        Role::Deployer,
-        Role::Integrator,
-        Role::Auditor,
-        Role::Reviewer,
-        Role::DeliveryLead,
-        Role::Project,
-    ];
-    const CHANGERS: &[Role] = &[Role::Admin, Role::Deployer, Role::Integrator];
-    match rpc {
-        "HardenRead" | "ExportEvidence" | "Status" => READERS,
-        "HardenChange" | "FirewallAllow" => CHANGERS,
-        _ => &[Role::Admin],
-    }
+    preflight_core::role::rpc_roles("Hardening", rpc).unwrap_or(&[])
 }
 
 fn new_request_id() -> String {
@@ -509,14 +495,13 @@ impl pb::hardening_server::Hardening for HardeningSvc {
         &self,
         req: Request<pb::HardenAgentsRequest>,
     ) -> Result<Response<pb::HardenAgentsResponse>, Status> {
-        let op = op_name(req.get_ref().operation)?;
-        let rpc = match op {
-            pb::HardenOperation::Audit
-            | pb::HardenOperation::Plan
-            | pb::HardenOperation::Verify => "HardenRead",
-            _ => "HardenChange",
+        // Authenticate before judging the request; an unknown operation needs the read roles.
+        let rpc = match pb::HardenOperation::try_from(req.get_ref().operation) {
+            Ok(pb::HardenOperation::Apply | pb::HardenOperation::Rollback) => "HardenChange",
+            _ => "Harden",
         };
         let (user, role) = authorize(&self.0, &req, allowed(rpc))?;
+        let op = op_name(req.get_ref().operation)?;
         let r = req.into_inner();
         let ids = agent_ids(&r.agent_ids, &r.batch)?;
         if r.check_ids.len() > 256 {
