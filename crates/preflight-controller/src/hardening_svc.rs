@@ -318,6 +318,12 @@ fn agent_record(shared: &Shared, id: &str) -> Result<AgentRecord, Status> {
         .ok_or_else(|| Status::not_found(format!("no agent {id:?}: `preflight agents` lists them")))
 }
 
+/// NOT_FOUND for the first of `ids` that is not enrolled, before anything is sent anywhere.
+fn known_agents(shared: &Shared, ids: &[String]) -> Result<(), Status> {
+    ids.iter()
+        .try_for_each(|id| agent_record(shared, id).map(drop))
+}
+
 impl HardeningSvc {
     /// Runs one request on one agent: call, verify and append evidence, confirm a firewall
     /// change over a fresh connection.
@@ -504,6 +510,7 @@ impl pb::hardening_server::Hardening for HardeningSvc {
         let op = op_name(req.get_ref().operation)?;
         let r = req.into_inner();
         let ids = agent_ids(&r.agent_ids, &r.batch)?;
+        known_agents(&self.0, &ids)?;
         if r.check_ids.len() > 256 {
             return Err(Status::invalid_argument(
                 "check_ids has more than 256 entries",
@@ -556,6 +563,7 @@ impl pb::hardening_server::Hardening for HardeningSvc {
         let (user, role) = authorize(&self.0, &req, allowed("FirewallAllow"))?;
         let r = req.into_inner();
         let ids = agent_ids(std::slice::from_ref(&r.agent_id), "")?;
+        known_agents(&self.0, &ids)?;
         let port = r
             .port
             .ok_or_else(|| Status::invalid_argument("port is missing"))?;
@@ -622,6 +630,7 @@ impl pb::hardening_server::Hardening for HardeningSvc {
     ) -> Result<Response<pb::HardeningStatusResponse>, Status> {
         authorize(&self.0, &req, allowed("Status"))?;
         let ids = agent_ids(&req.get_ref().agent_ids, "")?;
+        known_agents(&self.0, &ids)?;
         let mut hosts = Vec::new();
         for id in ids {
             let f = hardening_facts(&self.0.evidence.store, &id)

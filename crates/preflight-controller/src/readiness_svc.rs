@@ -423,6 +423,12 @@ impl pb::readiness_server::Readiness for ReadinessSvc {
     ) -> Result<Response<pb::ListSweepsResponse>, Status> {
         authorize(&self.0, &req, allowed("ListSweeps"))?;
         let b = req.into_inner().batch;
+        if !b.is_empty() && !valid_label(&b) {
+            return Err(Status::invalid_argument(format!(
+                "batch {:?}: use 1-64 characters of A-Z, a-z, 0-9, '.', '_', '-' (or none for all)",
+                b.chars().take(64).collect::<String>()
+            )));
+        }
         let runs = self
             .0
             .store

@@ -568,7 +568,7 @@ impl pb::workflow_server::Workflow for WorkflowSvc {
         let new_offset = match op {
             Some(Op::SetMs(t)) => {
                 let off = t.saturating_sub(dev.base_ms());
-                if off.abs() > LIMIT_MS {
+                if off.unsigned_abs() > LIMIT_MS.unsigned_abs() {
                     return Err(invalid(
                         "set_ms",
                         "the time must be within ten years of the system clock",
@@ -584,7 +584,7 @@ impl pb::workflow_server::Workflow for WorkflowSvc {
                     ));
                 }
                 let off = dev.offset_ms().saturating_add(d);
-                if off.abs() > LIMIT_MS {
+                if off.unsigned_abs() > LIMIT_MS.unsigned_abs() {
                     return Err(invalid(
                         "advance_ms",
                         "the clock would be more than ten years from the system clock",
