@@ -1669,13 +1669,8 @@ fn registry_cases(c: &mut Corpus) {
 fn wire_cases(c: &mut Corpus) {
     // A varint that never ends; a length beyond the message; a wrong wire type for field 1;
     // an end-group without a start; groups nested 1,000 deep; a 5 MiB message.
-    let mut nested = Vec::new();
-    for _ in 0..1000 {
-        nested.push(0x7b); // field 15, start group
-    }
-    for _ in 0..1000 {
-        nested.push(0x7c); // field 15, end group
-    }
+    // Field 15 start-group tags, then as many end-group tags.
+    let nested = [vec![0x7b; 1000], vec![0x7c; 1000]].concat();
     let mut deep_len = Vec::new();
     for _ in 0..200 {
         // field 15, length-delimited, nested inside each other (as an unknown field).
