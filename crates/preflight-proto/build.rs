@@ -19,6 +19,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // Undecodable requests are INVALID_ARGUMENT, not tonic's INTERNAL.
+        .codec_path("crate::codec::StrictCodec")
         // Every message serialises to JSON for `--output json`, with the proto field names.
         .type_attribute(".preflight.v1", "#[derive(serde::Serialize)]")
         .compile_fds(fds)?;

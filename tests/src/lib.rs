@@ -2,4 +2,5 @@
 //! network namespaces.
 
 pub mod cluster;
+pub mod grpc;
 pub mod netns;

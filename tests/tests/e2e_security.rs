@@ -7,23 +7,7 @@ use std::time::{Duration, SystemTime};
 use preflight_pki::{CertificateAuthority, Identity};
 use preflight_proto::v1 as pb;
 use preflight_tests::cluster::{enroll_cmd, eventually, Agent, Controller};
-
-fn rt() -> tokio::runtime::Runtime {
-    preflight_pki::install_crypto_provider();
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn ca_of(ctl: &Controller) -> CertificateAuthority {
-    let d = ctl.data();
-    CertificateAuthority::from_pem(
-        &std::fs::read_to_string(d.join("ca.pem")).unwrap(),
-        &std::fs::read_to_string(d.join("ca.key")).unwrap(),
-    )
-    .unwrap()
-}
+use preflight_tests::grpc::{agent_channel, ca_of, controller_channel, rt};
 
 type CallError = (Option<tonic::Code>, String);
 
@@ -35,9 +19,7 @@ fn call_agent(
     agent_id: &str,
 ) -> Result<(), CallError> {
     rt().block_on(async {
-        let tls = preflight_pki::client_config(ca_pem, who).unwrap();
-        let name = preflight_pki::agent_server_name(agent_id).unwrap();
-        let ch = preflight_pki::transport::connect(addr, tls, name, Duration::from_secs(5))
+        let ch = agent_channel(addr, ca_pem, who, agent_id)
             .await
             .map_err(|e| (None, format!("{e:?}")))?;
         let mut c = pb::agent_client::AgentClient::new(ch);
@@ -176,17 +158,8 @@ fn revoked_agent_is_refused_by_the_controller() {
 
     // Its own certificate no longer gets it anywhere at the controller.
     let id = a.identity().unwrap();
-    let ca_pem = std::fs::read_to_string(a.state.join("ca.pem")).unwrap();
     let r = rt().block_on(async {
-        let tls = preflight_pki::client_config(&ca_pem, Some(&id)).unwrap();
-        let ch = preflight_pki::transport::connect(
-            &ctl.addr.to_string(),
-            tls,
-            preflight_pki::controller_server_name(),
-            Duration::from_secs(5),
-        )
-        .await
-        .unwrap();
+        let ch = controller_channel(&ctl, Some(&id)).await.unwrap();
         pb::registry_client::RegistryClient::new(ch)
             .heartbeat(pb::HeartbeatRequest {
                 agent_version: "x".into(),

@@ -226,6 +226,18 @@ pub async fn close_probe_listeners(
     r: Request<pb::CloseProbeListenersRequest>,
 ) -> Result<pb::CloseProbeListenersResponse, Status> {
     let id = r.into_inner().listeners_id;
+    // Ids are ours ("l" and a number); anything else is a caller's mistake, while an unknown
+    // well-formed id is answered `closed: false` (already closed at its TTL).
+    let well_formed = id.len() <= 24
+        && id
+            .strip_prefix('l')
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    if !well_formed {
+        return Err(Status::invalid_argument(format!(
+            "listeners_id {:?} is not an id OpenProbeListeners returned (e.g. l1)",
+            id.chars().take(64).collect::<String>()
+        )));
+    }
     let set = lock(&st.listeners).remove(&id);
     let closed = match set {
         Some(set) if !set.is_closed() => {
@@ -395,12 +407,17 @@ pub async fn run_bandwidth_sender(
 ) -> Result<pb::RunBandwidthSenderResponse, Status> {
     let r = r.into_inner();
     let token = nonce32("token", &r.token)?;
-    let addr: SocketAddr = r.address.parse().map_err(|_| {
-        Status::invalid_argument(format!(
-            "address {:?} is not IP:PORT, e.g. 10.0.0.5:40000",
-            r.address
-        ))
-    })?;
+    let addr: SocketAddr = r
+        .address
+        .parse()
+        .ok()
+        .filter(|a: &SocketAddr| a.port() != 0)
+        .ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "address {:?} is not IP:PORT with a port 1-65535, e.g. 10.0.0.5:40000",
+                r.address.chars().take(64).collect::<String>()
+            ))
+        })?;
     let opts = SendOptions {
         streams: r.streams,
         duration: Duration::from_millis(u64::from(r.duration_ms)),

@@ -107,6 +107,9 @@ pub enum UserCmd {
         /// Role.
         #[arg(long)]
         role: String,
+        /// The token expires after this long (e.g. 8h, 30d; at most 400d); default: never.
+        #[arg(long, value_parser = preflight_core::timefmt::parse_duration)]
+        ttl: Option<u64>,
     },
     /// List users and roles.
     List,
@@ -725,9 +728,10 @@ pub async fn run(cmd: WorkflowCmd, conn: &Conn, out: Output) -> anyhow::Result<(
     use pb::workflow_command::Cmd as C;
     let mut c = client(conn).await?;
     match cmd {
-        WorkflowCmd::User(UserCmd::Add { name, role }) => {
+        WorkflowCmd::User(UserCmd::Add { name, role, ttl }) => {
+            let ttl_s = ttl.map_or(0, |t| t.clamp(1, u64::from(u32::MAX)) as u32);
             let r = c
-                .add_user(pb::AddUserRequest { name, role })
+                .add_user(pb::AddUserRequest { name, role, ttl_s })
                 .await
                 .map_err(status)?
                 .into_inner();

@@ -18,24 +18,10 @@ pub(crate) struct ApiSvc(pub Arc<Shared>);
 
 use crate::{api_bench, api_net};
 
-/// Roles allowed to call each RPC of the Controller service.
+/// Roles allowed to call each RPC of the Controller service (the one table,
+/// `preflight_core::role::rpc_roles`; an RPC missing there is refused to everyone).
 pub fn allowed(rpc: &str) -> &'static [Role] {
-    const ANY: &[Role] = &Role::ALL;
-    const ADMIN: &[Role] = &[Role::Admin];
-    // Tests that change nothing on a host but load it: not for read-only roles.
-    const CHECKERS: &[Role] = &[
-        Role::Admin,
-        Role::Integrator,
-        Role::Deployer,
-        Role::PerfChecker,
-        Role::Dispatcher,
-    ];
-    match rpc {
-        "WhoAmI" | "ListAgents" | "GetAgentInventory" | "ListAgentPorts" | "GetStatus" => ANY,
-        "RunAgentBenchmark" | "Probe" | "Bandwidth" => CHECKERS,
-        "CreateJoinToken" | "RevokeAgent" => ADMIN,
-        _ => ADMIN,
-    }
+    preflight_core::role::rpc_roles("Controller", rpc).unwrap_or(&[])
 }
 
 fn store_status(e: StoreError) -> Status {

@@ -283,21 +283,7 @@ pub(crate) struct HardeningSvc(pub Arc<Shared>);
 
 /// Roles allowed to call each RPC of the Hardening service.
 pub fn allowed(rpc: &str) -> &'static [Role] {
-    const READERS: &[Role] = &[
-        Role::Admin,
-        Role::Deployer,
-        Role::Integrator,
-        Role::Auditor,
-        Role::Reviewer,
-        Role::DeliveryLead,
-        Role::Project,
-    ];
-    const CHANGERS: &[Role] = &[Role::Admin, Role::Deployer, Role::Integrator];
-    match rpc {
-        "HardenRead" | "ExportEvidence" | "Status" => READERS,
-        "HardenChange" | "FirewallAllow" => CHANGERS,
-        _ => &[Role::Admin],
-    }
+    preflight_core::role::rpc_roles("Hardening", rpc).unwrap_or(&[])
 }
 
 fn new_request_id() -> String {
@@ -352,6 +338,12 @@ fn agent_record(shared: &Shared, id: &str) -> Result<AgentRecord, Status> {
         .agent(id)
         .map_err(|e| Status::unavailable(e.to_string()))?
         .ok_or_else(|| Status::not_found(format!("no agent {id:?}: `preflight agents` lists them")))
+}
+
+/// NOT_FOUND for the first of `ids` that is not enrolled, before anything is sent anywhere.
+fn known_agents(shared: &Shared, ids: &[String]) -> Result<(), Status> {
+    ids.iter()
+        .try_for_each(|id| agent_record(shared, id).map(drop))
 }
 
 impl HardeningSvc {
@@ -544,16 +536,16 @@ impl pb::hardening_server::Hardening for HardeningSvc {
         &self,
         req: Request<pb::HardenAgentsRequest>,
     ) -> Result<Response<pb::HardenAgentsResponse>, Status> {
-        let op = op_name(req.get_ref().operation)?;
-        let rpc = match op {
-            pb::HardenOperation::Audit
-            | pb::HardenOperation::Plan
-            | pb::HardenOperation::Verify => "HardenRead",
-            _ => "HardenChange",
+        // Authenticate before judging the request; an unknown operation needs the read roles.
+        let rpc = match pb::HardenOperation::try_from(req.get_ref().operation) {
+            Ok(pb::HardenOperation::Apply | pb::HardenOperation::Rollback) => "HardenChange",
+            _ => "Harden",
         };
         let (user, role) = authorize(&self.0, &req, allowed(rpc))?;
+        let op = op_name(req.get_ref().operation)?;
         let r = req.into_inner();
         let ids = targets(&self.0, &r.agent_ids, &r.batch).await?;
+        known_agents(&self.0, &ids)?;
         if r.check_ids.len() > 256 {
             return Err(Status::invalid_argument(
                 "check_ids has more than 256 entries",
@@ -609,6 +601,7 @@ impl pb::hardening_server::Hardening for HardeningSvc {
         let (user, role) = authorize(&self.0, &req, allowed("FirewallAllow"))?;
         let r = req.into_inner();
         let ids = agent_ids(std::slice::from_ref(&r.agent_id))?;
+        known_agents(&self.0, &ids)?;
         let port = r
             .port
             .ok_or_else(|| Status::invalid_argument("port is missing"))?;
@@ -677,6 +670,7 @@ impl pb::hardening_server::Hardening for HardeningSvc {
         authorize(&self.0, &req, allowed("Status"))?;
         let r = req.get_ref();
         let ids = targets(&self.0, &r.agent_ids, &r.batch).await?;
+        known_agents(&self.0, &ids)?;
         let mut hosts = Vec::new();
         for id in ids {
             let f = hardening_facts(&self.0.evidence.store, &id)

@@ -25,14 +25,11 @@ use crate::Shared;
 
 pub(crate) struct ReadinessSvc(pub Arc<Shared>);
 
-const RUNNERS: &[Role] = &[
-    Role::Admin,
-    Role::Dispatcher,
-    Role::Project,
-    Role::Integrator,
-    Role::Deployer,
-    Role::PerfChecker,
-];
+/// Roles allowed to call each RPC of the Readiness service (`preflight_core::role::rpc_roles`).
+fn allowed(rpc: &str) -> &'static [Role] {
+    preflight_core::role::rpc_roles("Readiness", rpc).unwrap_or(&[])
+}
+
 const MAX_CONCURRENCY: u32 = 256;
 
 fn store_status(e: preflight_store::StoreError) -> Status {
@@ -313,7 +310,7 @@ impl pb::readiness_server::Readiness for ReadinessSvc {
         &self,
         req: Request<pb::RunSweepRequest>,
     ) -> Result<Response<Self::RunSweepStream>, Status> {
-        authorize(&self.0, &req, RUNNERS)?;
+        authorize(&self.0, &req, allowed("RunSweep"))?;
         let r = req.into_inner();
         if !valid_label(&r.batch) {
             return Err(Status::invalid_argument(format!(
@@ -424,8 +421,14 @@ impl pb::readiness_server::Readiness for ReadinessSvc {
         &self,
         req: Request<pb::ListSweepsRequest>,
     ) -> Result<Response<pb::ListSweepsResponse>, Status> {
-        authorize(&self.0, &req, &Role::ALL)?;
+        authorize(&self.0, &req, allowed("ListSweeps"))?;
         let b = req.into_inner().batch;
+        if !b.is_empty() && !valid_label(&b) {
+            return Err(Status::invalid_argument(format!(
+                "batch {:?}: use 1-64 characters of A-Z, a-z, 0-9, '.', '_', '-' (or none for all)",
+                b.chars().take(64).collect::<String>()
+            )));
+        }
         let runs = self
             .0
             .store
@@ -440,7 +443,7 @@ impl pb::readiness_server::Readiness for ReadinessSvc {
         &self,
         req: Request<pb::GetSweepRequest>,
     ) -> Result<Response<pb::SweepReport>, Status> {
-        authorize(&self.0, &req, &Role::ALL)?;
+        authorize(&self.0, &req, allowed("GetSweep"))?;
         let r = req.into_inner();
         let rec = if r.run_id == 0 {
             self.0

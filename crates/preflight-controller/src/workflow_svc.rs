@@ -28,19 +28,7 @@ use crate::{hash_token, new_secret, Shared};
 /// Roles allowed to call each RPC of the Workflow service. Commands (`Execute`) are open to
 /// every authenticated user at this level because the core names the roles of each command.
 pub fn allowed(rpc: &str) -> &'static [Role] {
-    const ANY: &[Role] = &Role::ALL;
-    const ADMIN: &[Role] = &[Role::Admin];
-    match rpc {
-        "Execute" | "GetBatch" | "ListBatches" | "GetQueue" | "ListProjects" | "PauseStats"
-        | "DevClockShow" => ANY,
-        "ListUsers" => &[
-            Role::Admin,
-            Role::Dispatcher,
-            Role::DeliveryLead,
-            Role::Auditor,
-        ],
-        _ => ADMIN,
-    }
+    preflight_core::role::rpc_roles("Workflow", rpc).unwrap_or(&[])
 }
 
 /// The one mapping from a workflow refusal to a gRPC status; the message is the refusal's own
@@ -522,13 +510,21 @@ impl pb::workflow_server::Workflow for WorkflowSvc {
                 ),
             ));
         }
+        const MAX_USER_TTL_S: u32 = 400 * 24 * 3600;
+        if r.ttl_s > MAX_USER_TTL_S {
+            return Err(invalid(
+                "ttl_s",
+                format!("{} s is more than 400 days; 0 means never", r.ttl_s),
+            ));
+        }
         let token = new_secret("pfu");
+        let now = self.0.now_ms();
         let rec = UserRecord {
             name: r.name.clone(),
             role: role.to_string(),
             token_sha256: hash_token(&token),
-            created_at_ms: self.0.now_ms(),
-            expires_at_ms: None,
+            created_at_ms: now,
+            expires_at_ms: (r.ttl_s > 0).then(|| now + i64::from(r.ttl_s) * 1000),
         };
         self.0.store.add_user(&rec).map_err(|e| match e {
             StoreError::UserExists(n) => Status::already_exists(format!(
@@ -581,7 +577,7 @@ impl pb::workflow_server::Workflow for WorkflowSvc {
         let new_offset = match op {
             Some(Op::SetMs(t)) => {
                 let off = t.saturating_sub(dev.base_ms());
-                if off.abs() > LIMIT_MS {
+                if off.unsigned_abs() > LIMIT_MS.unsigned_abs() {
                     return Err(invalid(
                         "set_ms",
                         "the time must be within ten years of the system clock",
@@ -597,7 +593,7 @@ impl pb::workflow_server::Workflow for WorkflowSvc {
                     ));
                 }
                 let off = dev.offset_ms().saturating_add(d);
-                if off.abs() > LIMIT_MS {
+                if off.unsigned_abs() > LIMIT_MS.unsigned_abs() {
                     return Err(invalid(
                         "advance_ms",
                         "the clock would be more than ten years from the system clock",

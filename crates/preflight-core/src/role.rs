@@ -75,6 +75,62 @@ impl FromStr for Role {
     }
 }
 
+/// Who may call each RPC of the controller's services for people (Controller, Workflow,
+/// Readiness, Hardening), by service and method name as in `proto/`: the one role table, which
+/// every handler checks and the security matrix test walks. `None`: no such RPC; handlers then
+/// refuse everyone, and the matrix test fails until the new RPC has an entry here.
+///
+/// `Hardening`/`HardenChange` is not a wire method: it is `Harden` with a changing operation
+/// (apply, rollback); `Harden` itself is the read-only operations (audit, plan, verify).
+/// `Workflow`/`DevClockShow` likewise is `DevClock` without a change. Workflow commands
+/// (`Execute`) are open to every role here because the core names the roles of each command.
+pub fn rpc_roles(service: &str, method: &str) -> Option<&'static [Role]> {
+    use Role::*;
+    const ANY: &[Role] = &Role::ALL;
+    const ADMIN: &[Role] = &[Admin];
+    // Tests that change nothing on a host but load it: not for read-only roles.
+    const CHECKERS: &[Role] = &[Admin, Integrator, Deployer, PerfChecker, Dispatcher];
+    const SWEEPERS: &[Role] = &[
+        Admin,
+        Dispatcher,
+        Project,
+        Integrator,
+        Deployer,
+        PerfChecker,
+    ];
+    const HARDEN_READERS: &[Role] = &[
+        Admin,
+        Deployer,
+        Integrator,
+        Auditor,
+        Reviewer,
+        DeliveryLead,
+        Project,
+    ];
+    const HARDEN_CHANGERS: &[Role] = &[Admin, Deployer, Integrator];
+    const USER_READERS: &[Role] = &[Admin, Dispatcher, DeliveryLead, Auditor];
+    Some(match (service, method) {
+        (
+            "Controller",
+            "WhoAmI" | "ListAgents" | "GetAgentInventory" | "ListAgentPorts" | "GetStatus",
+        ) => ANY,
+        ("Controller", "RunAgentBenchmark" | "Probe" | "Bandwidth") => CHECKERS,
+        ("Controller", "CreateJoinToken" | "RevokeAgent") => ADMIN,
+        ("Readiness", "RunSweep") => SWEEPERS,
+        ("Readiness", "ListSweeps" | "GetSweep") => ANY,
+        ("Hardening", "Harden" | "ExportEvidence" | "Status") => HARDEN_READERS,
+        ("Hardening", "HardenChange" | "FirewallAllow") => HARDEN_CHANGERS,
+        (
+            "Workflow",
+            "Execute" | "GetBatch" | "ListBatches" | "GetQueue" | "ListProjects" | "PauseStats"
+            | "DevClockShow",
+        ) => ANY,
+        ("Workflow", "ListUsers") => USER_READERS,
+        ("Workflow", "AddUser" | "DevClock" | "DevRecord") => ADMIN,
+        _ => return None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,6 +145,21 @@ mod tests {
             );
         }
         let err = "root".parse::<Role>().unwrap_err();
+        assert!(rpc_roles("Controller", "NoSuchRpc").is_none());
+        // The auditor reads; it never changes anything.
+        for (svc, m) in [
+            ("Controller", "CreateJoinToken"),
+            ("Controller", "RevokeAgent"),
+            ("Hardening", "HardenChange"),
+            ("Hardening", "FirewallAllow"),
+            ("Workflow", "AddUser"),
+            ("Readiness", "RunSweep"),
+        ] {
+            assert!(
+                !rpc_roles(svc, m).unwrap().contains(&Role::Auditor),
+                "{svc}/{m}"
+            );
+        }
         assert!(err.to_string().contains("\"root\""));
     }
 }

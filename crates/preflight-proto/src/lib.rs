@@ -1,7 +1,10 @@
 //! Generated protobuf and gRPC code for the preflight wire contract (`proto/preflight/v1`).
-//! Nothing hand-written lives here: conversions to domain types belong to the services.
+//! Nothing hand-written lives here but the codec ([`codec`]): conversions to domain types
+//! belong to the services.
 
 #![allow(clippy::all, missing_docs)]
+
+pub mod codec;
 
 /// Version 1 of the wire contract.
 pub mod v1 {
