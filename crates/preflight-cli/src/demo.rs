@@ -335,6 +335,8 @@ async fn demo_sweep(conn: &Conn, plan: &str) -> anyhow::Result<pb::SweepReport> 
             plan_name: "plan.toml".into(),
             plan_toml: plan.to_string(),
             concurrency: 0,
+            skip: vec![],
+            measure_ms: 0,
         })
         .await
         .map_err(status)?
