@@ -716,6 +716,72 @@ mod tests {
             clock(&s, &t, -(t.max_clock_skew_ms as i64) - 1, true).verdict,
             Verdict::Hard
         );
+        let held = port_free(&s, 8080, "tcp", "gw", Some("nginx (pid 9) on 0.0.0.0"));
+        assert_eq!((held.verdict, held.party), (Verdict::Hard, Party::Customer));
+        assert!(held.message.contains("8080") && held.message.contains("nginx (pid 9)"));
+        assert_eq!(
+            port_free(&s, 8080, "tcp", "gw", None).verdict,
+            Verdict::Pass
+        );
+        let mut d = server();
+        d.hostname = "db-01".into();
+        d.address = "10.0.0.9".parse().unwrap();
+        assert_eq!(
+            path(&s, &d, 5432, "verified", "", None).verdict,
+            Verdict::Pass
+        );
+        assert_eq!(
+            path(&s, &d, 5432, "open", "", Some("x")).verdict,
+            Verdict::Pass
+        );
+        for bad in ["filtered", "refused", "unreachable", "error"] {
+            let f = path(&s, &d, 5432, bad, "", None);
+            assert_eq!(
+                (f.verdict, f.party),
+                (Verdict::Hard, Party::Customer),
+                "{bad}"
+            );
+            assert_eq!(f.check, "path:db-01:5432");
+            assert!(f.fix.contains("10.0.0.5 to 10.0.0.9"), "{}", f.fix);
+        }
+        assert_eq!(path(&s, &d, 5432, "open", "", None).verdict, Verdict::Hard);
+        let bw = bandwidth(&s, &d, &t, Ok(940.4));
+        assert_eq!(
+            (bw.verdict, bw.measured, bw.threshold),
+            (Verdict::Soft, Some(940), Some(1000))
+        );
+        assert_eq!(bandwidth(&s, &d, &t, Ok(9400.0)).verdict, Verdict::Pass);
+        assert_eq!(bandwidth(&s, &d, &t, Err("x")).verdict, Verdict::Soft);
+        use DiskMeasure as M;
+        assert_eq!(
+            disk_bench(&s, &t, "/d", M::RandRead, Ok(4999.0)).verdict,
+            Verdict::Soft
+        );
+        assert_eq!(
+            disk_bench(&s, &t, "/d", M::RandRead, Ok(5000.0)).verdict,
+            Verdict::Pass
+        );
+        let sync = disk_bench(&s, &t, "/d", M::FdatasyncP99, Ok(12_000.0));
+        assert_eq!((sync.verdict, sync.unit.as_str()), (Verdict::Soft, "us"));
+        assert_eq!(
+            disk_bench(&s, &t, "/d", M::FdatasyncP99, Ok(900.0)).verdict,
+            Verdict::Pass
+        );
+        let v = vip(
+            "soa-vip",
+            "10.0.0.100",
+            &[(80, "filtered".into()), (443, "open".into())],
+        );
+        assert_eq!((v.verdict, v.server.as_str()), (Verdict::Hard, "soa-vip"));
+        assert!(v.message.contains("VIP already in use") && v.message.contains("443"));
+        assert_eq!(
+            vip("v", "10.0.0.100", &[(80, "refused".into())]).verdict,
+            Verdict::Soft
+        );
+        assert_eq!(
+            vip("v", "10.0.0.100", &[(80, "filtered".into())]).verdict,
+            Verdict::Pass
+        );
         let all = vec![reachable(&s, None), moved, p];
         assert_eq!(tally(&all), (1, 0, 2));
         assert_eq!(all[2].to_failure().check, "soa-01:package:/b.dump");

@@ -588,6 +588,45 @@ mod tests {
     use super::*;
 
     #[test]
+    fn sweep_html_draws_the_path_matrix_and_bars() {
+        let f = |server: &str, check: &str, verdict: &str, m: Option<u64>| pb::SweepFinding {
+            server: server.into(),
+            check: check.into(),
+            verdict: verdict.into(),
+            measured: m,
+            threshold: m.map(|_| 5000),
+            unit: if m.is_some() {
+                "iops".into()
+            } else {
+                String::new()
+            },
+            ..Default::default()
+        };
+        let r = pb::SweepReport {
+            findings: vec![
+                f("web-1", "path:soa-1:8080", "pass", None),
+                f("web-1", "path:db-1:5432", "hard", None),
+                f("db-1", "disk_randread:/data", "soft", Some(2500)),
+            ],
+            ..Default::default()
+        };
+        let h = sweep_html(&r);
+        assert!(
+            h.contains("<th>db-1:5432</th>") && h.contains("<th>soa-1:8080</th>"),
+            "{h}"
+        );
+        assert!(
+            h.contains("class=\"m hard\"") && h.contains("class=\"m pass\""),
+            "{h}"
+        );
+        assert!(h.contains("width:25.0%") && h.contains("left:50.0%"), "{h}");
+        assert!(
+            !h.contains("http://") && !h.contains("https://"),
+            "self-contained: {h}"
+        );
+    }
+
+    #[test]
     fn table_aligns_and_trims() {
         let mut t = Table::new(&["A", "LONG"]);
         t.row(vec!["xyz".into(), "1".into()]);
