@@ -212,6 +212,18 @@ fn bad_sweep_requests_are_refused_with_the_field() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&o.stderr).contains("concurrency"));
+    // An unknown --skip name is refused, listing the checks that can be left out.
+    let o = ctl
+        .cli()
+        .args(["sweep", "b", "--skip", "disks", "--plan"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    for name in preflight_core::readiness::SKIPPABLE {
+        assert!(err.contains(name), "{name} not listed: {err}");
+    }
 }
 
 /// `preflight demo`, end to end: the first sweep names the held planned port (customer) and
