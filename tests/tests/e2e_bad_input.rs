@@ -353,10 +353,28 @@ fn controller_cases(c: &mut Corpus, known: &str) {
             plan_name: "plan.toml".into(),
             plan_toml: String::new(),
             concurrency: 1,
+            skip: Vec::new(),
+            measure_ms: 0,
         };
         f(&mut r);
         r
     };
+    for k in ["", "disks", "DISK", "../ports", "paths\0", "everything"] {
+        c.ctl(
+            "Readiness/RunSweep",
+            format!("skip {}", show(k)),
+            &["skip"],
+            sweep(&|r| r.skip = vec![k.to_string()]),
+        );
+    }
+    for ms in [1, 199, 30_001, u32::MAX] {
+        c.ctl(
+            "Readiness/RunSweep",
+            format!("measure_ms {ms}"),
+            &["measure_ms"],
+            sweep(&|r| r.measure_ms = ms),
+        );
+    }
     for b in bad_ids() {
         c.ctl(
             "Readiness/RunSweep",

@@ -212,4 +212,319 @@ fn bad_sweep_requests_are_refused_with_the_field() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&o.stderr).contains("concurrency"));
+    // An unknown --skip name is refused, listing the checks that can be left out.
+    let o = ctl
+        .cli()
+        .args(["sweep", "b", "--skip", "disks", "--plan"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    for name in preflight_core::readiness::SKIPPABLE {
+        assert!(err.contains(name), "{name} not listed: {err}");
+    }
+}
+
+/// `preflight demo`, end to end: the first sweep names the held planned port (customer) and
+/// the missing database backup (project) and pauses the batch; after the demo frees the port
+/// and copies the backup the second sweep has no hard failure and the batch is past
+/// `confirm_plan`.
+#[test]
+fn demo_story_fails_on_the_held_port_and_the_backup_then_advances() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().join("demo");
+    let o = Command::new(preflight_tests::cluster::bin("preflight"))
+        .args(["demo", "--output", "json", "--data"])
+        .arg(&dir)
+        .env(
+            "PREFLIGHT_AGENT_BIN",
+            preflight_tests::cluster::bin("preflight-agent"),
+        )
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "demo failed: {err}");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let first = &v["sweeps"][0];
+    let second = &v["sweeps"][1];
+    let f = failures(first);
+    let hard: Vec<_> = f.iter().filter(|x| x.2 == "hard").collect();
+    assert_eq!(hard.len(), 2, "exactly the two staged problems: {f:?}");
+    assert!(
+        hard.iter()
+            .any(|x| x.0 == "demo-2" && x.1 == "port:28080/tcp" && x.3 == "customer"),
+        "{f:?}"
+    );
+    assert!(
+        hard.iter().any(|x| x.0 == "demo-3"
+            && x.1.starts_with("package:")
+            && x.1.ends_with("portal.dump")
+            && x.3 == "project"),
+        "{f:?}"
+    );
+    let port = first["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["check"] == "port:28080/tcp")
+        .unwrap();
+    assert!(
+        port["message"]
+            .as_str()
+            .unwrap()
+            .contains("already held by")
+            && port["message"].as_str().unwrap().contains("127.0.0.12")
+            && !port["fix_zh"].as_str().unwrap().is_empty(),
+        "{port}"
+    );
+    // The held port is reported once: the path to it is not a second failure.
+    let path = first["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["check"] == "path:demo-2:28080")
+        .unwrap();
+    assert_eq!(path["verdict"], "pass", "{path}");
+    assert_eq!(v["paused_at"], "problem_handling", "{v}");
+    assert_eq!(second["hard"], 0, "{second}");
+    // Every check ran in the second sweep, with measured figures in the JSON.
+    let checks: Vec<&str> = second["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["check"].as_str().unwrap())
+        .collect();
+    for want in [
+        "port:28080/tcp",
+        "path:demo-2:28080",
+        "path:demo-3:28081",
+        "bandwidth:demo-2",
+        "identity",
+        "clock",
+    ] {
+        assert!(checks.contains(&want), "{want} missing: {checks:?}");
+    }
+    let measured: Vec<_> = second["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|x| x["measured"].is_u64() && x["threshold"].is_u64())
+        .collect();
+    assert!(
+        measured
+            .iter()
+            .any(|x| x["unit"] == "iops"
+                && x["check"].as_str().unwrap().starts_with("disk_randread:")),
+        "{measured:?}"
+    );
+    assert!(
+        measured
+            .iter()
+            .any(|x| x["unit"] == "mbit_per_s" && x["measured"].as_u64().unwrap() > 0),
+        "{measured:?}"
+    );
+    assert_eq!(v["stage"], "assign", "{v}");
+}
+
+/// An agent killed (SIGKILL) while a sweep with disk benchmarks runs: its server gets a hard
+/// `reachable` result, the other servers complete, and the run finishes.
+#[test]
+fn agent_killed_mid_sweep_is_unreachable_while_the_others_complete() {
+    let ctl = Controller::start(&["--heartbeat-interval", "1s"]).unwrap();
+    let base = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let mut agents = Vec::new();
+    for (id, ip) in [
+        ("k-1", "127.0.0.61"),
+        ("k-2", "127.0.0.62"),
+        ("k-3", "127.0.0.63"),
+    ] {
+        let mut a = Agent::enroll(&ctl, base.path(), id, ip).unwrap();
+        a.start().unwrap();
+        agents.push(a);
+    }
+    for a in &agents {
+        ctl.wait_online(&a.id);
+    }
+    let mut t = String::from("[batch]\nproject = \"e2e\"\nbatch = \"k\"\n\n[thresholds]\nmin_cores = 1\nmin_memory_mib = 64\nmin_free_disk_gib = 0\nmax_clock_skew_ms = 60000\nmin_randread_iops = 1\nmin_randwrite_iops = 1\nmax_fdatasync_p99_us = 10000000\n\n");
+    for (i, id) in ["k-1", "k-2", "k-3"].iter().enumerate() {
+        t.push_str(&format!(
+            "[[servers]]\naddress = \"127.0.0.6{}\"\nhostname = \"{id}\"\nrole = \"r{}\"\napps = [{{ name = \"svc\", ports = \"2870{}\" }}]\ndata_dirs = [\"{}\"]\n\n",
+            i + 1,
+            i + 1,
+            i + 1,
+            data.path().display()
+        ));
+    }
+    t.push_str("[[paths]]\nfrom = { role = \"r1\" }\nto = { role = \"r3\" }\nports = \"28703\"\n");
+    let p = data.path().join("plan.toml");
+    std::fs::write(&p, t).unwrap();
+    // Disk benchmarks of 3 s each, taken in turn on this one host: about 27 s of phase 1.
+    let child = ctl
+        .cli()
+        .args([
+            "sweep",
+            "kill-b",
+            "--output",
+            "json",
+            "--skip",
+            "bandwidth",
+            "--measure-ms",
+            "3000",
+            "--plan",
+        ])
+        .arg(&p)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    eventually(Duration::from_secs(20), "a running sweep", || {
+        let runs = ctl.json(&["sweeps", "--batch", "kill-b"]).ok()?;
+        runs.as_array()?
+            .iter()
+            .find(|r| r["state"] == "running")
+            .map(|_| ())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let killed = agents[1].proc.as_mut().unwrap();
+    killed.0.kill().unwrap(); // SIGKILL
+    let _ = killed.0.wait();
+    let o = child.wait_with_output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stderr)));
+    assert_eq!(o.status.code(), Some(3), "{v}");
+    assert_eq!(v["state"], "finished", "{v}");
+    let find = |server: &str, check: &str| {
+        v["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["server"] == server && f["check"].as_str().unwrap().starts_with(check))
+            .cloned()
+    };
+    let r2 = find("k-2", "reachable").expect("k-2 reachable finding");
+    assert_eq!(
+        (r2["verdict"].as_str(), r2["party"].as_str()),
+        (Some("hard"), Some("project")),
+        "{v}"
+    );
+    assert_eq!(v["hard"], 1, "only the killed agent blocks: {v}");
+    for s in ["k-1", "k-3"] {
+        assert_eq!(find(s, "reachable").unwrap()["verdict"], "pass", "{v}");
+        for c in [
+            "disk_randread:",
+            "disk_randwrite:",
+            "disk_fdatasync:",
+            "port:",
+        ] {
+            let f = find(s, c).unwrap_or_else(|| panic!("{s} {c} missing: {v}"));
+            assert_eq!(f["verdict"], "pass", "{f}");
+        }
+    }
+    assert_eq!(
+        find("k-1", "path:k-3:28703").unwrap()["verdict"],
+        "pass",
+        "{v}"
+    );
+}
+
+/// Bad plans through `plan attach`: each error names the file, the line and the field, the
+/// command exits 2, and nothing is attached to the batch.
+#[test]
+fn bad_plans_are_refused_by_plan_attach_and_nothing_is_attached() {
+    let ctl = Controller::start(&[]).unwrap();
+    let token = |name: &str, role: &str| {
+        ctl.json(&["user", "add", name, "--role", role]).unwrap()["token"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (pat, ian) = (token("pat", "project"), token("ian", "integrator"));
+    let run = |tok: &str, args: &[&str]| {
+        let o = ctl.cli_as(tok).args(args).output().unwrap();
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    run(
+        &ctl.admin_token,
+        &[
+            "project", "add", "P1", "--name", "Tax", "--line", "gov", "--budget", "B-1",
+        ],
+    );
+    run(
+        &pat,
+        &[
+            "batch",
+            "create",
+            "BP",
+            "--project",
+            "P1",
+            "--title",
+            "bad plans",
+        ],
+    );
+    for who in [&pat, &ian, &pat] {
+        run(who, &["batch", "advance", "BP"]);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let head = "[batch]\nproject = \"P1\"\n\n[[servers]]\naddress = \"10.0.0.1\"\nhostname = \"a-01\"\nrole = \"web\"\n\n";
+    let cases: [(&str, String, &str, &str); 5] = [
+        (
+            "role.toml",
+            format!("{head}[[paths]]\nfrom = {{ role = \"nginx\" }}\nto = {{ role = \"web\" }}\nports = \"80\"\n"),
+            ":10:",
+            "paths[0].from.role",
+        ),
+        (
+            "dup.toml",
+            format!("{head}[[servers]]\naddress = \"10.0.0.1\"\nhostname = \"a-02\"\nrole = \"web\"\n"),
+            ":10:",
+            "servers[1].address",
+        ),
+        (
+            "port.toml",
+            "[batch]\nproject = \"P1\"\n\n[[servers]]\naddress = \"10.0.0.1\"\nhostname = \"a-01\"\nrole = \"web\"\napps = [{ name = \"x\", ports = \"70000\" }]\n".to_string(),
+            ":8:",
+            "servers[0].apps[0].ports",
+        ),
+        (
+            "servers.csv",
+            "ip,hostname,role\n10.0.0.1,a-01,web\n10.0.0.2,a-02\n".to_string(),
+            ":3:",
+            "header has 3",
+        ),
+        (
+            "hash.toml",
+            format!("{head}[[packages]]\npath = \"/opt/a.tar.gz\"\nsize = 1\nsha256 = \"abc123\"\nkind = \"app\"\n"),
+            ":12:",
+            "packages[0].sha256",
+        ),
+    ];
+    for (name, text, line, field) in &cases {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        let o = ctl
+            .cli_as(&ian)
+            .args(["plan", "attach", "BP"])
+            .arg(&p)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{name}: {err}");
+        assert!(
+            err.contains(&format!("{}{line}", p.display())) && err.contains(field),
+            "{name}: want {line} and {field} in: {err}"
+        );
+        assert!(err.contains("nothing was attached"), "{name}: {err}");
+        let b = ctl.json(&["batch", "show", "BP"]).unwrap();
+        assert!(
+            b["batch"]["plan"].is_null(),
+            "{name}: a plan got attached: {b}"
+        );
+        assert_eq!(b["batch"]["stage"], "plan", "{b}");
+    }
 }

@@ -16,18 +16,34 @@ use crate::Output;
 #[derive(Debug, clap::Subcommand)]
 pub enum SweepCmd {
     /// Sweep every server of a plan: agent reachable, identity, capacity, disk space, clock,
-    /// deployment package (including database backups). Exit 3 when something blocks.
+    /// deployment package (including database backups), planned ports free, required paths,
+    /// bandwidth pairs, disk benchmarks of the data directories, virtual IPs not answering yet.
+    /// Exit 3 when something blocks.
     #[command(
-        after_help = "Examples:\n  preflight sweep --plan deploy/examples/plan.toml --batch b-2026-12\n  \
-preflight sweep --plan plan.toml --batch b1 --output json"
+        after_help = "Examples:\n  preflight sweep b-2026-12 --plan deploy/examples/plan.toml\n  \
+preflight sweep b1 --plan plan.toml --skip disk --skip bandwidth\n  \
+preflight sweep --batch b1 --plan plan.toml --output json"
     )]
     Sweep {
+        /// Batch the run belongs to (or --batch).
+        #[arg(
+            value_name = "BATCH",
+            required_unless_present = "batch",
+            conflicts_with = "batch"
+        )]
+        batch_arg: Option<String>,
         /// The plan (TOML).
         #[arg(long)]
         plan: PathBuf,
         /// Batch the run belongs to.
         #[arg(long)]
-        batch: String,
+        batch: Option<String>,
+        /// Leave out a check (repeatable): the slow ones are disk and bandwidth.
+        #[arg(long = "skip", value_name = "CHECK", value_parser = clap::builder::PossibleValuesParser::new(preflight_core::readiness::SKIPPABLE))]
+        skip: Vec<String>,
+        /// Length of each disk benchmark and bandwidth test, in milliseconds (200-30000).
+        #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(200..=30000))]
+        measure_ms: u32,
         /// Agents asked at once.
         #[arg(long, default_value_t = 32)]
         concurrency: u32,
@@ -65,11 +81,15 @@ async fn readiness(
 pub async fn run(c: SweepCmd, conn: &Conn, out: Output) -> anyhow::Result<()> {
     match c {
         SweepCmd::Sweep {
+            batch_arg,
             plan,
             batch,
+            skip,
+            measure_ms,
             concurrency,
             lang,
         } => {
+            let batch = batch_arg.or(batch).unwrap_or_default();
             let meta = std::fs::metadata(&plan)
                 .with_context(|| format!("cannot read {}", plan.display()))?;
             if meta.len() > MAX_PLAN_BYTES as u64 {
@@ -84,6 +104,8 @@ pub async fn run(c: SweepCmd, conn: &Conn, out: Output) -> anyhow::Result<()> {
                     plan_name: plan.display().to_string(),
                     plan_toml: text,
                     concurrency,
+                    skip,
+                    measure_ms,
                 })
                 .await
                 .map_err(status)?
@@ -91,7 +113,7 @@ pub async fn run(c: SweepCmd, conn: &Conn, out: Output) -> anyhow::Result<()> {
             let bar = (out == Output::Text && std::io::stderr().is_terminal()).then(|| {
                 let b = indicatif::ProgressBar::new(0);
                 b.set_style(
-                    indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} servers {msg}")
+                    indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} checks {msg}")
                         .expect("valid template"),
                 );
                 b

@@ -34,6 +34,186 @@ const AGENTS: [(&str, &str); 3] = [
     ("demo-3", "127.0.0.13"),
 ];
 
+/// The demo's project and batch.
+const DEMO_PROJECT: &str = "demo-portal";
+const DEMO_BATCH: &str = "demo-b1";
+/// The port planned for soa-gateway on demo-2, which the demo holds before the first sweep;
+/// demo-1 plans the one below, demo-3 the one above.
+const HELD_PORT: u16 = 28080;
+
+/// The people of the demo: an admin, a project member and an integrator, each with a token.
+struct Office {
+    admin: Conn,
+    project: Conn,
+    integrator: Conn,
+}
+
+type Wf = pb::workflow_client::WorkflowClient<crate::client::Authed>;
+
+impl Office {
+    async fn new(admin: &Conn) -> anyhow::Result<Office> {
+        let mut c = wf(admin).await?;
+        let mut add = async |name: &str, role: &str| -> anyhow::Result<Conn> {
+            let token = c
+                .add_user(pb::AddUserRequest {
+                    name: name.into(),
+                    role: role.into(),
+                    ttl_s: 0,
+                })
+                .await
+                .map_err(status)?
+                .into_inner()
+                .token;
+            Ok(Conn {
+                token: Some(token),
+                ..admin.clone()
+            })
+        };
+        let project = add("pat", "project").await?;
+        let integrator = add("ian", "integrator").await?;
+        Ok(Office {
+            admin: admin.clone(),
+            project,
+            integrator,
+        })
+    }
+
+    async fn exec(who: &Conn, cmd: pb::workflow_command::Cmd) -> anyhow::Result<()> {
+        wf(who)
+            .await?
+            .execute(pb::WorkflowCommand { cmd: Some(cmd) })
+            .await
+            .map_err(status)?;
+        Ok(())
+    }
+
+    fn batch() -> pb::BatchRefCmd {
+        pb::BatchRefCmd {
+            batch: DEMO_BATCH.into(),
+        }
+    }
+
+    /// Project and batch, moved to the `plan` stage.
+    async fn setup(&self) -> anyhow::Result<()> {
+        use pb::workflow_command::Cmd as C;
+        Self::exec(
+            &self.admin,
+            C::CreateProject(pb::CreateProjectCmd {
+                id: DEMO_PROJECT.into(),
+                name: "Demo citizen portal".into(),
+                business_line: "gov".into(),
+                approval: Some(pb::ProjectApproval {
+                    kind: "approved".into(),
+                    budget: "DEMO-2026".into(),
+                    ..Default::default()
+                }),
+            }),
+        )
+        .await?;
+        Self::exec(
+            &self.project,
+            C::CreateBatch(pb::CreateBatchCmd {
+                id: DEMO_BATCH.into(),
+                project: DEMO_PROJECT.into(),
+                business_line: String::new(),
+                title: "Demo batch".into(),
+            }),
+        )
+        .await?;
+        for who in [&self.project, &self.integrator, &self.project] {
+            Self::exec(who, C::Advance(Self::batch())).await?;
+        }
+        Ok(())
+    }
+
+    /// The integrator attaches the plan and hands over; the project confirms it.
+    async fn attach(&self, digest: &str) -> anyhow::Result<()> {
+        use pb::workflow_command::Cmd as C;
+        Self::exec(
+            &self.integrator,
+            C::AttachPlan(pb::AttachPlanCmd {
+                batch: DEMO_BATCH.into(),
+                digest: digest.into(),
+                hosts: AGENTS.iter().map(|(id, _)| id.to_string()).collect(),
+                incomplete: vec![],
+            }),
+        )
+        .await?;
+        Self::exec(&self.integrator, C::Advance(Self::batch())).await?;
+        Self::exec(&self.project, C::ConfirmPlan(Self::batch())).await
+    }
+
+    async fn resolve(&self) -> anyhow::Result<()> {
+        Self::exec(
+            &self.project,
+            pb::workflow_command::Cmd::Resolve(pb::NoteCmd {
+                batch: DEMO_BATCH.into(),
+                note: "port freed on demo-2, database backup copied to demo-3".into(),
+            }),
+        )
+        .await
+    }
+
+    async fn advance(&self) -> anyhow::Result<()> {
+        Self::exec(
+            &self.project,
+            pb::workflow_command::Cmd::Advance(Self::batch()),
+        )
+        .await
+    }
+
+    async fn show(&self) -> anyhow::Result<serde_json::Value> {
+        let r = wf(&self.admin)
+            .await?
+            .get_batch(pb::GetBatchRequest {
+                batch: DEMO_BATCH.into(),
+            })
+            .await
+            .map_err(status)?
+            .into_inner();
+        Ok(serde_json::from_str(&r.json)?)
+    }
+
+    async fn stage(&self) -> anyhow::Result<String> {
+        let v = self.show().await?;
+        Ok(v["batch"]["stage"].as_str().unwrap_or("?").to_string())
+    }
+
+    /// Lists every soft failure of the recorded readiness as a risk (the gate of
+    /// `confirm_plan` wants each one named); returns how many.
+    async fn file_soft_failures(&self) -> anyhow::Result<usize> {
+        let v = self.show().await?;
+        let soft: Vec<(String, String)> = v["batch"]["readiness"]["soft_failures"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|f| {
+                        let s = |k: &str| f[k].as_str().unwrap_or_default().to_string();
+                        (s("check"), s("detail"))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (check, detail) in &soft {
+            Self::exec(
+                &self.project,
+                pb::workflow_command::Cmd::AddRisk(pb::AddRiskCmd {
+                    batch: DEMO_BATCH.into(),
+                    text: format!("accepted for the demo: {detail}"),
+                    source: check.clone(),
+                }),
+            )
+            .await?;
+        }
+        Ok(soft.len())
+    }
+}
+
+async fn wf(conn: &Conn) -> anyhow::Result<Wf> {
+    conn.service(pb::workflow_client::WorkflowClient::with_interceptor)
+        .await
+}
+
 /// Child processes that are stopped when the demo ends, however it ends.
 struct Children(Vec<Child>);
 
@@ -212,7 +392,8 @@ pub async fn run(a: Args, out: Output) -> anyhow::Result<()> {
             .into_inner();
         inventories.push((id, inv));
     }
-    // The readiness story: a plan for the three servers whose database backup was never copied.
+    // The readiness story: a batch whose plan has a planned port already held on demo-2 and a
+    // database backup that was never copied to demo-3.
     let site = data.join("site");
     std::fs::create_dir_all(&site).with_context(|| format!("cannot create {}", site.display()))?;
     let app = b"soa-services 4.2.1 (demo package)".to_vec();
@@ -220,15 +401,69 @@ pub async fn run(a: Args, out: Output) -> anyhow::Result<()> {
     std::fs::write(site.join("soa-services.tar.gz"), &app)?;
     let plan = demo_plan(&site, &app, &dump);
     std::fs::write(data.join("plan.toml"), &plan)?;
+    let office = Office::new(&conn).await?;
     step(
         out,
-        "sweep 1: the plan's servers, capacity, clocks and the deployment package",
+        &format!("project {DEMO_PROJECT}, batch {DEMO_BATCH}: through apply, pre_plan and deploy_request to plan"),
+    );
+    office.setup().await?;
+    let digest = preflight_core::plan::Plan::from_toml("plan.toml", &plan)
+        .map_err(|e| anyhow::anyhow!("the demo plan is invalid: {e}"))?
+        .digest();
+    step(
+        out,
+        "the integrator attaches the plan; the project confirms it",
+    );
+    office.attach(&digest).await?;
+    // Another process holds a planned port on demo-2's address: staged without root.
+    let squatter = std::net::TcpListener::bind((AGENTS[1].1, HELD_PORT)).with_context(|| {
+        format!(
+            "cannot bind {}:{HELD_PORT} to stage the port problem",
+            AGENTS[1].1
+        )
+    })?;
+    step(
+        out,
+        &format!(
+            "staged: this demo process listens on {}:{HELD_PORT}, the port planned for soa-gateway",
+            AGENTS[1].1
+        ),
+    );
+    step(
+        out,
+        "sweep 1: identity, capacity, clocks, package, planned ports, paths, bandwidth, disks, VIP",
     );
     let first = demo_sweep(&conn, &plan).await?;
-    step(out, "fixing: copying the missing database backup to demo-3");
+    let paused_at = office.stage().await?;
+    step(
+        out,
+        &format!("the hard failures paused the batch: stage {paused_at}"),
+    );
+    step(
+        out,
+        &format!(
+            "fixing: closing the listener on {}:{HELD_PORT} and copying the database backup to demo-3",
+            AGENTS[1].1
+        ),
+    );
+    drop(squatter);
     std::fs::write(site.join("portal.dump"), &dump)?;
+    office.resolve().await?;
     step(out, "sweep 2");
     let second = demo_sweep(&conn, &plan).await?;
+    let risks = office.file_soft_failures().await?;
+    if risks > 0 {
+        step(
+            out,
+            &format!("the project lists the {risks} soft failure(s) as risks"),
+        );
+    }
+    office.advance().await?;
+    let stage = office.stage().await?;
+    step(
+        out,
+        &format!("batch {DEMO_BATCH} advanced past confirm_plan: stage {stage}"),
+    );
     match out {
         Output::Json => {
             let inv: serde_json::Map<String, serde_json::Value> = inventories
@@ -241,6 +476,10 @@ pub async fn run(a: Args, out: Output) -> anyhow::Result<()> {
                 "agents": agents,
                 "inventory": inv,
                 "sweeps": [first, second],
+                "batch": DEMO_BATCH,
+                "paused_at": paused_at,
+                "risks_filed": risks,
+                "stage": stage,
             }))?;
         }
         Output::Text => {
@@ -250,10 +489,15 @@ pub async fn run(a: Args, out: Output) -> anyhow::Result<()> {
                 println!("\nInventory of {id}\n");
                 print!("{}", preflight_render::inventory(inv));
             }
-            println!("\nReadiness sweep 1: the database backup was never copied\n");
+            println!(
+                "\nReadiness sweep 1: port {HELD_PORT} held on demo-2, database backup never copied\n"
+            );
             print!("{}", preflight_render::sweep(&first, false));
-            println!("\nReadiness sweep 2: after copying it\n");
+            println!("\nReadiness sweep 2: after freeing the port and copying the backup\n");
             print!("{}", preflight_render::sweep(&second, false));
+            println!(
+                "\nBatch {DEMO_BATCH}: paused at {paused_at} by sweep 1, resolved, {risks} risk(s) listed; stage now {stage}"
+            );
         }
     }
     drop(children);
@@ -283,24 +527,45 @@ min_cores = 1
 min_memory_mib = 256
 min_free_disk_gib = 0
 max_clock_skew_ms = 5000
+min_randread_iops = 100
+min_randwrite_iops = 100
+max_fdatasync_p99_us = 200000
+min_bandwidth_mbit = 100
 
 [[servers]]
 address = "127.0.0.11"
 hostname = "demo-1"
 role = "nginx"
+apps = [{{ name = "nginx", ports = "{web}" }}]
 data_dirs = ["{dir}"]
 
 [[servers]]
 address = "127.0.0.12"
 hostname = "demo-2"
 role = "soa"
+apps = [{{ name = "soa-gateway", ports = "{soa}" }}]
 data_dirs = ["{dir}"]
 
 [[servers]]
 address = "127.0.0.13"
 hostname = "demo-3"
 role = "db"
+apps = [{{ name = "postgres", ports = "{db}" }}]
 data_dirs = ["{dir}"]
+
+[[paths]]
+from = {{ role = "nginx" }}
+to = {{ role = "soa" }}
+ports = "{soa}"
+
+[[paths]]
+from = {{ role = "soa" }}
+to = {{ role = "db" }}
+ports = "{db}"
+
+[[bandwidth]]
+from = "demo-1"
+to = "demo-2"
 
 [[packages]]
 path = "{dir}/soa-services.tar.gz"
@@ -318,6 +583,9 @@ database = "portal"
 on_exists = "rename"
 on = {{ server = "demo-3" }}
 "#,
+        web = HELD_PORT - 1,
+        soa = HELD_PORT,
+        db = HELD_PORT + 1,
         app_len = app.len(),
         app_sha = sha256(app),
         dump_len = dump.len(),
@@ -331,10 +599,13 @@ async fn demo_sweep(conn: &Conn, plan: &str) -> anyhow::Result<pb::SweepReport> 
         .service(pb::readiness_client::ReadinessClient::with_interceptor)
         .await?
         .run_sweep(pb::RunSweepRequest {
-            batch: "demo-1".into(),
+            batch: DEMO_BATCH.into(),
             plan_name: "plan.toml".into(),
             plan_toml: plan.to_string(),
             concurrency: 0,
+            skip: vec![],
+            // Short disk benchmarks and bandwidth test: the demo stays well under a minute.
+            measure_ms: 500,
         })
         .await
         .map_err(status)?

@@ -13,6 +13,7 @@ use tonic::{Request, Status};
 
 use crate::agents::{agent_status, dial_addr};
 use crate::api::ApiSvc;
+use crate::Shared;
 
 /// Most ports one probe request may name (the agent's cap on probe listeners).
 pub const MAX_PROBE_PORTS: usize = 1024;
@@ -229,68 +230,89 @@ fn listener_note(p: &pb::ProbeListenerPort) -> String {
     }
 }
 
-pub async fn probe(
-    svc: &ApiSvc,
-    req: Request<pb::ProbeRequest>,
-) -> Result<pb::ProbeResponse, Status> {
-    let r = req.into_inner();
-    let plan = probe_plan(svc, &r)?;
-    let nonce = secret32()?;
+/// Which end of a probe or bandwidth test failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Side {
+    /// The source agent (connector / sender).
+    From,
+    /// The destination agent (listeners / receiver).
+    To,
+}
+
+/// What [`probe_between`] found: one result per port (listener status and note included) and
+/// the listeners' TTL.
+pub(crate) struct Probed {
+    pub ports: Vec<pb::ProbePortResult>,
+    pub ttl: Duration,
+}
+
+/// Probes `ports` of `addr` (an address of `to`) from `from`: opens the probe listeners on the
+/// destination agent, runs the probes on the source agent, then closes the listeners unless
+/// `keep` is set (their TTL closes them in any case). Shared by `preflight probe` and the
+/// readiness sweep. An error names the agent and says which end failed.
+pub(crate) async fn probe_between(
+    shared: &Shared,
+    from: &AgentRecord,
+    to: &AgentRecord,
+    addr: IpAddr,
+    ports: &[u16],
+    timeout: Duration,
+    keep: Duration,
+) -> Result<Probed, (Side, Status)> {
+    let nonce = secret32().map_err(|e| (Side::From, e))?;
     // Long enough for every probe (connect and proof, in rounds of PROBE_CONCURRENCY) plus
     // slack; the listeners close themselves by then even if we never get to close them.
-    let rounds = plan.ports.len().div_ceil(PROBE_CONCURRENCY as usize) as u32;
-    let budget = plan.timeout * 2 * rounds + Duration::from_secs(10);
-    let ttl = (budget + plan.keep).min(MAX_LISTENER_TTL);
-    let mut to_client = svc.0.agents.client(&plan.to)?;
-    let mut from_client = svc.0.agents.client(&plan.from)?;
+    let rounds = ports.len().div_ceil(PROBE_CONCURRENCY as usize) as u32;
+    let budget = timeout * 2 * rounds + Duration::from_secs(10);
+    let ttl = (budget + keep).min(MAX_LISTENER_TTL);
+    let mut to_client = shared.agents.client(to).map_err(|e| (Side::To, e))?;
+    let mut from_client = shared.agents.client(from).map_err(|e| (Side::From, e))?;
 
     let mut q = Request::new(pb::OpenProbeListenersRequest {
-        ports: plan.ports.iter().map(|&p| u32::from(p)).collect(),
+        ports: ports.iter().map(|&p| u32::from(p)).collect(),
         nonce: nonce.to_vec(),
         ttl_ms: ttl.as_millis() as u32,
-        bind_ip: plan.addr.to_string(),
+        bind_ip: addr.to_string(),
     });
     q.set_timeout(Duration::from_secs(30));
     let opened = to_client
         .open_probe_listeners(q)
         .await
-        .map_err(|s| agent_status(&plan.to.id, s))?
+        .map_err(|s| (Side::To, agent_status(&to.id, s)))?
         .into_inner();
-    tracing::debug!(to = %plan.to.id, addr = %plan.addr, ports = plan.ports.len(), listeners = %opened.listeners_id, "probe listeners opened");
+    tracing::debug!(to = %to.id, %addr, ports = ports.len(), listeners = %opened.listeners_id, "probe listeners opened");
 
     let mut q = Request::new(pb::RunProbesRequest {
-        targets: plan
-            .ports
+        targets: ports
             .iter()
             .map(|&p| pb::ProbeTarget {
-                ip: plan.addr.to_string(),
+                ip: addr.to_string(),
                 port: u32::from(p),
             })
             .collect(),
         nonce: nonce.to_vec(),
-        timeout_ms: plan.timeout.as_millis() as u32,
+        timeout_ms: timeout.as_millis() as u32,
         concurrency: PROBE_CONCURRENCY,
     });
     q.set_timeout(budget);
     let probed = from_client
         .run_probes(q)
         .await
-        .map_err(|s| agent_status(&plan.from.id, s));
+        .map_err(|s| (Side::From, agent_status(&from.id, s)));
 
     // Close whether the probes worked or not; the TTL is the backstop.
-    if plan.keep.is_zero() {
+    if keep.is_zero() {
         let mut q = Request::new(pb::CloseProbeListenersRequest {
             listeners_id: opened.listeners_id.clone(),
         });
         q.set_timeout(Duration::from_secs(10));
         if let Err(e) = to_client.close_probe_listeners(q).await {
-            tracing::warn!(to = %plan.to.id, error = %e.message(), "closing probe listeners failed; they close at their ttl");
+            tracing::warn!(to = %to.id, error = %e.message(), "closing probe listeners failed; they close at their ttl");
         }
     }
     let probed = probed?.into_inner();
 
-    let ports = plan
-        .ports
+    let ports = ports
         .iter()
         .map(|&port| {
             let lst = opened.ports.iter().find(|p| p.port == u32::from(port));
@@ -311,17 +333,114 @@ pub async fn probe(
             }
         })
         .collect();
+    Ok(Probed { ports, ttl })
+}
+
+pub async fn probe(
+    svc: &ApiSvc,
+    req: Request<pb::ProbeRequest>,
+) -> Result<pb::ProbeResponse, Status> {
+    let r = req.into_inner();
+    let plan = probe_plan(svc, &r)?;
+    let probed = probe_between(
+        &svc.0,
+        &plan.from,
+        &plan.to,
+        plan.addr,
+        &plan.ports,
+        plan.timeout,
+        plan.keep,
+    )
+    .await
+    .map_err(|(_, s)| s)?;
     Ok(pb::ProbeResponse {
         from_agent: plan.from.id,
         to_agent: plan.to.id,
         address: plan.addr.to_string(),
-        ports,
+        ports: probed.ports,
         listeners_ttl_ms: if plan.keep.is_zero() {
             0
         } else {
-            ttl.as_millis() as u32
+            probed.ttl.as_millis() as u32
         },
     })
+}
+
+/// A bandwidth test from `from` to `ip` (an address of `to`): starts the receiver on the
+/// destination agent, runs the sender on the source agent, and returns the receiver's address
+/// and the report (the receiver's own in reverse). Shared by `preflight bandwidth` and the
+/// readiness sweep.
+pub(crate) async fn bandwidth_between(
+    shared: &Shared,
+    from: &AgentRecord,
+    to: &AgentRecord,
+    ip: IpAddr,
+    duration_ms: u32,
+    streams: u32,
+    reverse: bool,
+) -> Result<(SocketAddr, Option<pb::BandwidthReport>), (Side, Status)> {
+    let token = secret32().map_err(|e| (Side::From, e))?;
+    let duration = Duration::from_millis(u64::from(duration_ms));
+    let mut to_client = shared.agents.client(to).map_err(|e| (Side::To, e))?;
+    let mut from_client = shared.agents.client(from).map_err(|e| (Side::From, e))?;
+
+    let mut q = Request::new(pb::StartBandwidthReceiverRequest {
+        token: token.to_vec(),
+        streams,
+        duration_ms,
+        reverse,
+        ttl_ms: (duration + BW_GRACE).as_millis() as u32,
+        bind_ip: ip.to_string(),
+    });
+    q.set_timeout(Duration::from_secs(30));
+    let rx = to_client
+        .start_bandwidth_receiver(q)
+        .await
+        .map_err(|s| (Side::To, agent_status(&to.id, s)))?
+        .into_inner();
+    let port = u16::try_from(rx.port).map_err(|_| {
+        (
+            Side::To,
+            Status::internal(format!("agent {} reported port {}", to.id, rx.port)),
+        )
+    })?;
+    let addr = SocketAddr::new(ip, port);
+    tracing::debug!(from = %from.id, to = %to.id, %addr, streams, duration_ms, reverse, "bandwidth test starting");
+
+    let mut q = Request::new(pb::RunBandwidthSenderRequest {
+        address: addr.to_string(),
+        token: token.to_vec(),
+        streams,
+        duration_ms,
+        reverse,
+    });
+    q.set_timeout(duration + BW_GRACE + Duration::from_secs(10));
+    let sent = from_client
+        .run_bandwidth_sender(q)
+        .await
+        .map_err(|s| (Side::From, agent_status(&from.id, s)))?
+        .into_inner();
+
+    // The receiver's own report: complete in reverse (it sent, so it knows retransmissions);
+    // in the forward direction the sender's report already carries the receiver's figures.
+    let mut q = Request::new(pb::GetBandwidthResultRequest {
+        receiver_id: rx.receiver_id,
+        wait_ms: 15_000,
+    });
+    q.set_timeout(Duration::from_secs(20));
+    let received = to_client.get_bandwidth_result(q).await;
+    let report = if reverse {
+        received
+            .map_err(|s| (Side::To, agent_status(&to.id, s)))?
+            .into_inner()
+            .report
+    } else {
+        if let Err(e) = received {
+            tracing::warn!(to = %to.id, error = %e.message(), "bandwidth receiver result unavailable; using the sender's copy");
+        }
+        sent.report
+    };
+    Ok((addr, report))
 }
 
 pub async fn bandwidth(
@@ -344,63 +463,17 @@ pub async fn bandwidth(
     let from = agent(svc, "from_agent", &r.from_agent)?;
     let to = agent(svc, "to_agent", &r.to_agent)?;
     let ip = target_address(&to, &r.to_addr)?;
-    let token = secret32()?;
-    let duration = Duration::from_secs(u64::from(duration_s));
-    let mut to_client = svc.0.agents.client(&to)?;
-    let mut from_client = svc.0.agents.client(&from)?;
-
-    let mut q = Request::new(pb::StartBandwidthReceiverRequest {
-        token: token.to_vec(),
+    let (addr, report) = bandwidth_between(
+        &svc.0,
+        &from,
+        &to,
+        ip,
+        duration_s * 1000,
         streams,
-        duration_ms: duration_s * 1000,
-        reverse: r.reverse,
-        ttl_ms: (duration + BW_GRACE).as_millis() as u32,
-        bind_ip: ip.to_string(),
-    });
-    q.set_timeout(Duration::from_secs(30));
-    let rx = to_client
-        .start_bandwidth_receiver(q)
-        .await
-        .map_err(|s| agent_status(&to.id, s))?
-        .into_inner();
-    let port = u16::try_from(rx.port)
-        .map_err(|_| Status::internal(format!("agent {} reported port {}", to.id, rx.port)))?;
-    let addr = SocketAddr::new(ip, port);
-    tracing::debug!(from = %from.id, to = %to.id, %addr, streams, duration_s, reverse = r.reverse, "bandwidth test starting");
-
-    let mut q = Request::new(pb::RunBandwidthSenderRequest {
-        address: addr.to_string(),
-        token: token.to_vec(),
-        streams,
-        duration_ms: duration_s * 1000,
-        reverse: r.reverse,
-    });
-    q.set_timeout(duration + BW_GRACE + Duration::from_secs(10));
-    let sent = from_client
-        .run_bandwidth_sender(q)
-        .await
-        .map_err(|s| agent_status(&from.id, s))?
-        .into_inner();
-
-    // The receiver's own report: complete in reverse (it sent, so it knows retransmissions);
-    // in the forward direction the sender's report already carries the receiver's figures.
-    let mut q = Request::new(pb::GetBandwidthResultRequest {
-        receiver_id: rx.receiver_id,
-        wait_ms: 15_000,
-    });
-    q.set_timeout(Duration::from_secs(20));
-    let received = to_client.get_bandwidth_result(q).await;
-    let report = if r.reverse {
-        received
-            .map_err(|s| agent_status(&to.id, s))?
-            .into_inner()
-            .report
-    } else {
-        if let Err(e) = received {
-            tracing::warn!(to = %to.id, error = %e.message(), "bandwidth receiver result unavailable; using the sender's copy");
-        }
-        sent.report
-    };
+        r.reverse,
+    )
+    .await
+    .map_err(|(_, s)| s)?;
     Ok(pb::BandwidthResponse {
         from_agent: from.id,
         to_agent: to.id,

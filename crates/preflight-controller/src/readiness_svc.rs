@@ -5,12 +5,13 @@
 //! record in one durable write; a caller that disconnects does not stop the run, and a
 //! controller killed mid-sweep marks it `interrupted` at the next start.
 
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use preflight_core::plan::{PackageKind, Plan, Server, MAX_PLAN_BYTES};
+use preflight_core::plan::{PackageKind, Plan, Protocol, Server, MAX_PLAN_BYTES};
 use preflight_core::readiness::{self, Finding};
 use preflight_core::role::Role;
 use preflight_proto::v1 as pb;
@@ -19,7 +20,8 @@ use preflight_store::AgentRecord;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::agents::dial_addr;
+use crate::agents::{agent_status, dial_addr};
+use crate::api_net::{bandwidth_between, probe_between, Side};
 use crate::auth::authorize;
 use crate::Shared;
 
@@ -31,6 +33,77 @@ fn allowed(rpc: &str) -> &'static [Role] {
 }
 
 const MAX_CONCURRENCY: u32 = 256;
+/// Length of each disk benchmark and bandwidth test when the request names none, and the cap.
+const DEFAULT_MEASURE_MS: u32 = 2_000;
+const MAX_MEASURE_MS: u32 = 30_000;
+/// Test file of the sweep's disk benchmarks: small, so the layout takes a moment.
+const DISK_BENCH_BYTES: u64 = 32 << 20;
+/// How long a disk benchmark waits for the host's benchmark lock (agents sharing a host take
+/// turns) before it is reported as not measured.
+const DISK_LOCK_WAIT: Duration = Duration::from_secs(120);
+/// Per-port timeout of path and virtual IP probes.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What a sweep runs.
+#[derive(Debug, Clone)]
+struct Opts {
+    skip: BTreeSet<String>,
+    measure_ms: u32,
+}
+
+impl Opts {
+    fn runs(&self, check: &str) -> bool {
+        !self.skip.contains(check)
+    }
+}
+
+/// What the per-server phase learnt, for the network phase.
+struct ServerOutcome {
+    findings: Vec<Finding>,
+    /// The agent, when it answered throughout.
+    agent: Option<AgentRecord>,
+    /// Planned ports already held: (port, protocol) → who holds it.
+    held: HashMap<(u16, Protocol), String>,
+}
+
+/// A failed call that means the agent is gone (killed, network down), not that it refused.
+fn lost(e: &Status) -> bool {
+    matches!(
+        e.code(),
+        tonic::Code::Unavailable
+            | tonic::Code::Unknown
+            | tonic::Code::Cancelled
+            | tonic::Code::DeadlineExceeded
+    )
+}
+
+/// Who holds a planned port, from the agent's listening sockets: a socket on the port at the
+/// server's address or at a wildcard address.
+fn holder(
+    sockets: &[pb::ListeningSocket],
+    addr: IpAddr,
+    port: u16,
+    proto: Protocol,
+) -> Option<String> {
+    sockets
+        .iter()
+        .find(|s| {
+            s.port == u32::from(port)
+                && s.proto == proto.as_str()
+                && s.address
+                    .parse::<IpAddr>()
+                    .is_ok_and(|a| a == addr || a.is_unspecified())
+        })
+        .map(|s| {
+            let who = match (s.pid, s.process.as_str()) {
+                (Some(pid), p) if !p.is_empty() => format!("{p} (pid {pid})"),
+                (Some(pid), _) => format!("pid {pid}"),
+                (None, p) if !p.is_empty() => p.to_string(),
+                _ => "another process".to_string(),
+            };
+            format!("{who} on {}", s.address)
+        })
+}
 
 fn store_status(e: preflight_store::StoreError) -> Status {
     Status::unavailable(e.to_string())
@@ -73,24 +146,30 @@ impl ReadinessSvc {
         plan: &Plan,
         server: &Server,
         agents: &[AgentRecord],
-    ) -> Vec<Finding> {
+        opts: &Opts,
+    ) -> ServerOutcome {
         let s = &self.0;
+        let gone = |findings, msg: &str| {
+            ServerOutcome {
+                findings,
+                agent: None,
+                held: HashMap::new(),
+            }
+            .lost(server, msg)
+        };
         let Some(rec) = agent_for(server, agents) else {
-            return vec![readiness::reachable(
-                server,
-                Some("no enrolled agent holds this address or hostname"),
-            )];
+            return gone(vec![], "no enrolled agent holds this address or hostname");
         };
         let mut client = match s.agents.client(rec) {
             Ok(c) => c,
-            Err(e) => return vec![readiness::reachable(server, Some(e.message()))],
+            Err(e) => return gone(vec![], e.message()),
         };
         let t0 = s.now_ms();
         let mut req = Request::new(pb::GetInventoryRequest {});
         req.set_timeout(Duration::from_secs(15));
         let inv = match client.get_inventory(req).await {
             Ok(r) => r.into_inner(),
-            Err(e) => return vec![readiness::reachable(server, Some(e.message()))],
+            Err(e) => return gone(vec![], e.message()),
         };
         let t1 = s.now_ms();
         let t = plan.thresholds_for(server);
@@ -123,8 +202,213 @@ impl ReadinessSvc {
         let clock = inv.clock.clone().unwrap_or_default();
         let offset = inv.collected_at_unix_ms - (t0 + t1) / 2;
         out.push(readiness::clock(server, t, offset, clock.synchronized));
-        out.extend(self.packages(plan, server, &mut client).await);
-        out
+        if opts.runs("packages") {
+            match self.packages(plan, server, &mut client).await {
+                Ok(f) => out.extend(f),
+                Err(e) => return gone(out, &e),
+            }
+        }
+        let mut held = HashMap::new();
+        if opts.runs("ports") {
+            match self.ports(server, &mut client, &mut held).await {
+                Ok(f) => out.extend(f),
+                Err(e) => return gone(out, &e),
+            }
+        }
+        if opts.runs("disk") {
+            for dir in &server.data_dirs {
+                match self.disk(server, t, dir, &mut client, opts).await {
+                    Ok(f) => out.extend(f),
+                    Err(e) => return gone(out, &e),
+                }
+            }
+        }
+        ServerOutcome {
+            findings: out,
+            agent: Some(rec.clone()),
+            held,
+        }
+    }
+
+    /// Planned ports already held on the server (TCP and UDP, at its address or a wildcard).
+    /// `Err` when the agent is gone.
+    async fn ports(
+        &self,
+        server: &Server,
+        client: &mut pb::agent_client::AgentClient<tonic::transport::Channel>,
+        held: &mut HashMap<(u16, Protocol), String>,
+    ) -> Result<Vec<Finding>, String> {
+        let planned = server.planned_ports();
+        if planned.is_empty() {
+            return Ok(vec![]);
+        }
+        let mut req = Request::new(pb::ListListeningPortsRequest {
+            tcp: true,
+            udp: true,
+            no_processes: false,
+        });
+        req.set_timeout(Duration::from_secs(30));
+        let sockets = match client.list_listening_ports(req).await {
+            Ok(r) => r.into_inner().sockets,
+            Err(e) if lost(&e) => return Err(e.message().to_string()),
+            Err(e) => {
+                tracing::warn!(server = %server.hostname, error = %e.message(), "listening ports unavailable");
+                return Ok(vec![]);
+            }
+        };
+        let mut out = Vec::new();
+        for p in planned {
+            let h = holder(&sockets, server.address, p.port, p.protocol);
+            if let Some(h) = &h {
+                held.insert((p.port, p.protocol), h.clone());
+            }
+            out.push(readiness::port_free(
+                server,
+                p.port,
+                p.protocol.as_str(),
+                p.app,
+                h.as_deref(),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// One disk benchmark on `dir`; waits its turn when another disk benchmark holds the
+    /// host's lock (several agents on one host). `Err` when the agent is gone.
+    async fn bench(
+        &self,
+        client: &mut pb::agent_client::AgentClient<tonic::transport::Channel>,
+        d: pb::DiskBenchmark,
+    ) -> Result<Result<pb::DiskResult, String>, String> {
+        let waited = Instant::now();
+        let mut d = d;
+        loop {
+            let mut req = Request::new(pb::BenchmarkRequest {
+                kind: Some(pb::benchmark_request::Kind::Disk(d.clone())),
+            });
+            req.set_timeout(Duration::from_millis(d.time_ms) + Duration::from_secs(60));
+            let res = match client.run_benchmark(req).await {
+                Ok(stream) => {
+                    let mut stream = stream.into_inner();
+                    let mut result = Err(Status::internal("the benchmark ended without a result"));
+                    while let Some(ev) = stream.next().await {
+                        match ev {
+                            Ok(pb::BenchmarkEvent {
+                                event:
+                                    Some(pb::benchmark_event::Event::Result(pb::BenchmarkResult {
+                                        kind: Some(pb::benchmark_result::Kind::Disk(r)),
+                                    })),
+                            }) => {
+                                result = Ok(r);
+                                break;
+                            }
+                            Ok(_) => {}
+                            Err(e) => {
+                                result = Err(e);
+                                break;
+                            }
+                        }
+                    }
+                    result
+                }
+                Err(e) => Err(e),
+            };
+            match res {
+                Ok(r) => return Ok(Ok(r)),
+                Err(e)
+                    if e.code() == tonic::Code::ResourceExhausted
+                        && e.message().contains("lock")
+                        && waited.elapsed() < DISK_LOCK_WAIT =>
+                {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(e) if e.message().contains("io_uring") && d.iodepth > 1 => d.iodepth = 1,
+                Err(e) if lost(&e) => return Err(e.message().to_string()),
+                Err(e) => return Ok(Err(e.message().to_string())),
+            }
+        }
+    }
+
+    /// A short disk benchmark of a data directory: 4 KiB random read and write IOPS, and the
+    /// p99 of write + fdatasync, against the thresholds.
+    async fn disk(
+        &self,
+        server: &Server,
+        t: &preflight_core::plan::Thresholds,
+        dir: &str,
+        client: &mut pb::agent_client::AgentClient<tonic::transport::Channel>,
+        opts: &Opts,
+    ) -> Result<Vec<Finding>, String> {
+        use readiness::DiskMeasure as M;
+        let base = pb::DiskBenchmark {
+            directory: dir.to_string(),
+            rw: "randread".into(),
+            bs_bytes: 4096,
+            iodepth: 16,
+            size_bytes: DISK_BENCH_BYTES,
+            time_ms: u64::from(opts.measure_ms),
+            warmup_ms: 0,
+            direct: true,
+            time_based: true,
+            fdatasync: 0,
+            rwmixread: 0,
+            filename: String::new(),
+        };
+        let mut out = Vec::new();
+        let read = self.bench(client, base.clone()).await?;
+        out.push(readiness::disk_bench(
+            server,
+            t,
+            dir,
+            M::RandRead,
+            read.as_ref()
+                .map(|r| r.read.as_ref().map_or(r.iops, |x| x.iops))
+                .map_err(String::as_str),
+        ));
+        let write = self
+            .bench(
+                client,
+                pb::DiskBenchmark {
+                    rw: "randwrite".into(),
+                    ..base.clone()
+                },
+            )
+            .await?;
+        out.push(readiness::disk_bench(
+            server,
+            t,
+            dir,
+            M::RandWrite,
+            write
+                .as_ref()
+                .map(|r| r.write.as_ref().map_or(r.iops, |x| x.iops))
+                .map_err(String::as_str),
+        ));
+        let sync = self
+            .bench(
+                client,
+                pb::DiskBenchmark {
+                    rw: "write".into(),
+                    iodepth: 1,
+                    fdatasync: 1,
+                    size_bytes: 8 << 20,
+                    ..base
+                },
+            )
+            .await?;
+        out.push(readiness::disk_bench(
+            server,
+            t,
+            dir,
+            M::FdatasyncP99,
+            sync.as_ref().map_err(String::as_str).and_then(|r| {
+                r.fdatasync
+                    .as_ref()
+                    .map(|l| l.p99_us)
+                    .ok_or("no fdatasync latency reported")
+            }),
+        ));
+        Ok(out)
     }
 
     async fn packages(
@@ -132,10 +416,10 @@ impl ReadinessSvc {
         plan: &Plan,
         server: &Server,
         client: &mut pb::agent_client::AgentClient<tonic::transport::Channel>,
-    ) -> Vec<Finding> {
+    ) -> Result<Vec<Finding>, String> {
         let listed: Vec<_> = plan.packages_for(server).collect();
         if listed.is_empty() {
-            return vec![];
+            return Ok(vec![]);
         }
         let mut req = Request::new(pb::VerifyPackageRequest {
             files: listed
@@ -176,6 +460,9 @@ impl ReadinessSvc {
                                 ));
                             }
                         }
+                        Err(e) if lost(&e) && e.code() != tonic::Code::DeadlineExceeded => {
+                            return Err(e.message().to_string())
+                        }
                         Err(e) => {
                             out.push(readiness::package_file(
                                 server,
@@ -189,6 +476,7 @@ impl ReadinessSvc {
                     }
                 }
             }
+            Err(e) if lost(&e) => return Err(e.message().to_string()),
             Err(e) => out.push(readiness::package_file(
                 server,
                 "(all)",
@@ -197,7 +485,253 @@ impl ReadinessSvc {
                 e.message(),
             )),
         }
+        Ok(out)
+    }
+}
+
+/// One unit of the network phase, run after every server has been swept.
+enum NetTask {
+    /// Every required TCP path into one destination: (source index, ports).
+    Paths {
+        to: usize,
+        from: Vec<(usize, Vec<u16>)>,
+    },
+    /// A declared bandwidth pair.
+    Bandwidth { from: usize, to: usize },
+    /// A declared virtual IP.
+    Vip(usize),
+}
+
+impl NetTask {
+    fn label(&self, plan: &Plan) -> String {
+        match self {
+            NetTask::Paths { to, .. } => format!("paths to {}", plan.servers[*to].hostname),
+            NetTask::Bandwidth { from, to } => format!(
+                "bandwidth {} -> {}",
+                plan.servers[*from].hostname, plan.servers[*to].hostname
+            ),
+            NetTask::Vip(i) => format!("vip {}", plan.vips[*i].address),
+        }
+    }
+}
+
+/// The network checks of a plan, in order: paths (destinations side by side, each one's
+/// sources one after the other, since they share its probe listeners), then bandwidth pairs
+/// and virtual IPs.
+fn net_tasks(plan: &Plan, opts: &Opts) -> (Vec<NetTask>, Vec<NetTask>) {
+    let idx = |s: &Server| {
+        plan.servers
+            .iter()
+            .position(|x| std::ptr::eq(x, s))
+            .unwrap_or_default()
+    };
+    let mut paths = Vec::new();
+    if opts.runs("paths") {
+        let mut by_to: BTreeMap<usize, BTreeMap<usize, Vec<u16>>> = BTreeMap::new();
+        for p in plan.expanded_paths() {
+            if p.protocol == Protocol::Tcp {
+                by_to
+                    .entry(idx(p.to))
+                    .or_default()
+                    .entry(idx(p.from))
+                    .or_default()
+                    .push(p.port);
+            }
+        }
+        for (to, from) in by_to {
+            paths.push(NetTask::Paths {
+                to,
+                from: from.into_iter().collect(),
+            });
+        }
+    }
+    let mut serial = Vec::new();
+    if opts.runs("bandwidth") {
+        for b in &plan.bandwidth {
+            if let (Some(f), Some(t)) = (plan.server(&b.from), plan.server(&b.to)) {
+                serial.push(NetTask::Bandwidth {
+                    from: idx(f),
+                    to: idx(t),
+                });
+            }
+        }
+    }
+    if opts.runs("vips") {
+        serial.extend((0..plan.vips.len()).map(NetTask::Vip));
+    }
+    (paths, serial)
+}
+
+impl ReadinessSvc {
+    /// Runs one network check between the agents that answered in the server phase. A check
+    /// whose agent is gone reports it once as `reachable`; paths of a server that never
+    /// answered are not tried (its `reachable` failure says it all).
+    async fn net_task(
+        &self,
+        plan: &Plan,
+        task: &NetTask,
+        servers: &[ServerOutcome],
+        opts: &Opts,
+    ) -> Vec<Finding> {
+        let s = &self.0;
+        let sv = |i: usize| &plan.servers[i];
+        let agent = |i: usize| servers[i].agent.as_ref();
+        let mut out = Vec::new();
+        let gone = |i: usize, e: &Status| readiness::reachable(sv(i), Some(e.message()));
+        match task {
+            NetTask::Paths { to, from } => {
+                let Some(to_rec) = agent(*to) else {
+                    return out;
+                };
+                for (f, ports) in from {
+                    let Some(from_rec) = agent(*f) else { continue };
+                    match probe_between(
+                        s,
+                        from_rec,
+                        to_rec,
+                        sv(*to).address,
+                        ports,
+                        PROBE_TIMEOUT,
+                        Duration::ZERO,
+                    )
+                    .await
+                    {
+                        Ok(probed) => {
+                            for r in &probed.ports {
+                                let port = r.port as u16;
+                                let held = servers[*to]
+                                    .held
+                                    .get(&(port, Protocol::Tcp))
+                                    .cloned()
+                                    .or_else(|| (r.listener == "in_use").then(|| r.note.clone()));
+                                out.push(readiness::path(
+                                    sv(*f),
+                                    sv(*to),
+                                    port,
+                                    &r.outcome,
+                                    &r.note,
+                                    held.as_deref(),
+                                ));
+                            }
+                        }
+                        Err((Side::To, e)) if lost(&e) => {
+                            out.push(gone(*to, &e));
+                            return out;
+                        }
+                        Err((Side::From, e)) if lost(&e) => out.push(gone(*f, &e)),
+                        Err((_, e)) => {
+                            for &port in ports {
+                                out.push(readiness::path(
+                                    sv(*f),
+                                    sv(*to),
+                                    port,
+                                    "error",
+                                    e.message(),
+                                    None,
+                                ));
+                            }
+                        }
+                    }
+                }
+            }
+            NetTask::Bandwidth { from, to } => {
+                let t = plan.thresholds_for(sv(*from));
+                let (Some(fr), Some(tr)) = (agent(*from), agent(*to)) else {
+                    out.push(readiness::bandwidth(
+                        sv(*from),
+                        sv(*to),
+                        t,
+                        Err("an agent of the pair did not answer"),
+                    ));
+                    return out;
+                };
+                let res =
+                    bandwidth_between(s, fr, tr, sv(*to).address, opts.measure_ms, 1, false).await;
+                let mbit = match &res {
+                    Ok((_, Some(r))) => Ok(r.total_mbit_per_s),
+                    Ok((_, None)) => Err("no report".to_string()),
+                    Err((_, e)) => Err(e.message().to_string()),
+                };
+                out.push(readiness::bandwidth(
+                    sv(*from),
+                    sv(*to),
+                    t,
+                    mbit.as_ref().map(|m| *m).map_err(String::as_str),
+                ));
+            }
+            NetTask::Vip(i) => {
+                let v = &plan.vips[*i];
+                if v.protocol != Protocol::Tcp {
+                    return out;
+                }
+                // From a member's agent (it is on the VIP's network), else any that answered.
+                let prober = v
+                    .members
+                    .iter()
+                    .filter_map(|m| {
+                        plan.servers
+                            .iter()
+                            .position(|x| x.hostname.eq_ignore_ascii_case(m))
+                    })
+                    .chain(0..plan.servers.len())
+                    .find_map(|i| agent(i).map(|a| (i, a)));
+                let Some((pi, rec)) = prober else {
+                    return out;
+                };
+                let label = v.name.clone().unwrap_or_else(|| v.address.to_string());
+                let ports: Vec<u16> = v.ports.iter().flat_map(|r| r.ports()).take(64).collect();
+                let mut nonce = [0u8; 32];
+                let _ =
+                    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce);
+                let mut req = Request::new(pb::RunProbesRequest {
+                    targets: ports
+                        .iter()
+                        .map(|&p| pb::ProbeTarget {
+                            ip: v.address.to_string(),
+                            port: u32::from(p),
+                        })
+                        .collect(),
+                    nonce: nonce.to_vec(),
+                    timeout_ms: PROBE_TIMEOUT.as_millis() as u32,
+                    concurrency: 64,
+                });
+                req.set_timeout(PROBE_TIMEOUT * 2 + Duration::from_secs(10));
+                let res = match s.agents.client(rec) {
+                    Ok(mut c) => c
+                        .run_probes(req)
+                        .await
+                        .map_err(|e| agent_status(&rec.id, e)),
+                    Err(e) => Err(e),
+                };
+                match res {
+                    Ok(r) => {
+                        let answers: Vec<(u16, String)> = r
+                            .into_inner()
+                            .results
+                            .into_iter()
+                            .map(|x| (x.port as u16, x.outcome))
+                            .collect();
+                        out.push(readiness::vip(&label, &v.address.to_string(), &answers));
+                    }
+                    Err(e) => out.push(gone(pi, &e)),
+                }
+            }
+        }
         out
+    }
+}
+
+impl ServerOutcome {
+    /// The agent stopped answering: the server's result is a hard `reachable` failure (in
+    /// place of the passed one, when it answered at first), with what was judged before.
+    fn lost(mut self, server: &Server, msg: &str) -> Self {
+        let f = readiness::reachable(server, Some(msg));
+        match self.findings.iter_mut().find(|f| f.check == "reachable") {
+            Some(x) => *x = f,
+            None => self.findings.insert(0, f),
+        }
+        self.agent = None;
+        self
     }
 }
 
@@ -258,6 +792,9 @@ fn to_record(f: &Finding) -> FindingRecord {
         message_zh: f.message_zh.clone(),
         fix: f.fix.clone(),
         fix_zh: f.fix_zh.clone(),
+        measured: f.measured,
+        threshold: f.threshold,
+        unit: f.unit.clone(),
     }
 }
 
@@ -287,11 +824,15 @@ pub(crate) fn to_pb(r: &SweepRecord, with_findings: bool) -> pb::SweepReport {
                     message_zh: f.message_zh.clone(),
                     fix: f.fix.clone(),
                     fix_zh: f.fix_zh.clone(),
+                    measured: f.measured,
+                    threshold: f.threshold,
+                    unit: f.unit.clone(),
                 })
                 .collect()
         } else {
             vec![]
         },
+        skipped: r.skipped.clone(),
     }
 }
 
@@ -330,6 +871,26 @@ impl pb::readiness_server::Readiness for ReadinessSvc {
                 r.concurrency
             )));
         }
+        let mut skip = BTreeSet::new();
+        for k in &r.skip {
+            if !readiness::SKIPPABLE.contains(&k.as_str()) {
+                return Err(Status::invalid_argument(format!(
+                    "skip {k:?} is not a check that can be left out: use one of {}",
+                    readiness::SKIPPABLE.join(", ")
+                )));
+            }
+            skip.insert(k.clone());
+        }
+        let measure_ms = match r.measure_ms {
+            0 => DEFAULT_MEASURE_MS,
+            ms if (200..=MAX_MEASURE_MS).contains(&ms) => ms,
+            ms => {
+                return Err(Status::invalid_argument(format!(
+                    "measure_ms {ms} is out of range: use 200 to {MAX_MEASURE_MS} (0: {DEFAULT_MEASURE_MS})"
+                )))
+            }
+        };
+        let opts = Arc::new(Opts { skip, measure_ms });
         let name = if r.plan_name.is_empty() {
             "plan.toml"
         } else {
@@ -350,6 +911,7 @@ impl pb::readiness_server::Readiness for ReadinessSvc {
             finished_at_ms: 0,
             state: "running".into(),
             findings: vec![],
+            skipped: opts.skip.iter().cloned().collect(),
         };
         s.store.put_sweep(&rec).map_err(store_status)?;
         tracing::info!(run_id, batch = %rec.batch, servers = plan.servers.len(), "sweep started");
@@ -361,33 +923,73 @@ impl pb::readiness_server::Readiness for ReadinessSvc {
         } as usize;
         let svc = ReadinessSvc(s.clone());
         tokio::spawn(async move {
-            let total = plan.servers.len() as u32;
             let plan = Arc::new(plan);
             let agents = Arc::new(agents);
+            let (paths, serial) = net_tasks(&plan, &opts);
+            let total = (plan.servers.len() + paths.len() + serial.len()) as u32;
+            let mut done = 0;
+            let progress = |done: u32, what: String| {
+                let tx = tx.clone();
+                async move {
+                    let _ = tx
+                        .send(Ok(pb::SweepEvent {
+                            done,
+                            total,
+                            server: what,
+                            report: None,
+                        }))
+                        .await;
+                }
+            };
+            // Phase 1: every server by itself, side by side.
             let mut results = futures_util::stream::iter(0..plan.servers.len())
                 .map(|i| {
-                    let (plan, agents, svc) = (plan.clone(), agents.clone(), &svc);
+                    let (plan, agents, svc, opts) =
+                        (plan.clone(), agents.clone(), &svc, opts.clone());
                     async move {
                         let server = &plan.servers[i];
-                        (i, svc.sweep_server(&plan, server, &agents).await)
+                        (i, svc.sweep_server(&plan, server, &agents, &opts).await)
                     }
                 })
                 .buffer_unordered(conc);
-            let mut per_server: Vec<Vec<Finding>> = vec![vec![]; plan.servers.len()];
-            let mut done = 0;
-            while let Some((i, f)) = results.next().await {
+            let mut outcomes: Vec<Option<ServerOutcome>> =
+                (0..plan.servers.len()).map(|_| None).collect();
+            while let Some((i, o)) = results.next().await {
                 done += 1;
-                per_server[i] = f;
-                let _ = tx
-                    .send(Ok(pb::SweepEvent {
-                        done,
-                        total,
-                        server: plan.servers[i].hostname.clone(),
-                        report: None,
-                    }))
-                    .await;
+                outcomes[i] = Some(o);
+                progress(done, plan.servers[i].hostname.clone()).await;
             }
             drop(results);
+            let outcomes: Vec<ServerOutcome> = outcomes.into_iter().flatten().collect();
+            // Phase 2: between servers. Paths into different destinations side by side;
+            // bandwidth pairs and virtual IPs one at a time, so tests do not share a link.
+            let mut net: Vec<Vec<Finding>> = Vec::new();
+            {
+                let (plan_r, svc_r, opts_r, out_r, paths_r) =
+                    (&*plan, &svc, &*opts, &outcomes, &paths);
+                let mut results = futures_util::stream::iter(0..paths.len())
+                    .map(move |i| async move {
+                        let t = &paths_r[i];
+                        (
+                            t.label(plan_r),
+                            svc_r.net_task(plan_r, t, out_r, opts_r).await,
+                        )
+                    })
+                    .buffer_unordered(conc);
+                while let Some((label, f)) = results.next().await {
+                    done += 1;
+                    net.push(f);
+                    progress(done, label).await;
+                }
+            }
+            for t in &serial {
+                net.push(svc.net_task(&plan, t, &outcomes, &opts).await);
+                done += 1;
+                progress(done, t.label(&plan)).await;
+            }
+            let mut per_server: Vec<Vec<Finding>> =
+                outcomes.into_iter().map(|o| o.findings).collect();
+            per_server.extend(net);
             let all: Vec<Finding> = per_server.into_iter().flatten().collect();
             rec.findings = all.iter().map(to_record).collect();
             rec.finished_at_ms = svc.0.now_ms();

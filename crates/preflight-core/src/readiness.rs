@@ -47,12 +47,25 @@ pub struct Finding {
     /// What to do about it (empty when passed).
     pub fix: String,
     pub fix_zh: String,
+    /// The measured figure, for checks against a numeric threshold (IOPS, Mbit/s, µs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measured: Option<u64>,
+    /// The threshold it was judged against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<u64>,
+    /// Unit of both: `iops`, `us`, `mbit_per_s`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub unit: String,
 }
 
 impl Finding {
     fn new(server: &Server, check: impl Into<String>, reason: PauseReason) -> Self {
+        Self::labelled(&server.hostname, check, reason)
+    }
+
+    fn labelled(label: &str, check: impl Into<String>, reason: PauseReason) -> Self {
         Self {
-            server: server.hostname.clone(),
+            server: label.to_string(),
             check: check.into(),
             verdict: Verdict::Pass,
             party: Party::Project,
@@ -61,7 +74,17 @@ impl Finding {
             message_zh: String::new(),
             fix: String::new(),
             fix_zh: String::new(),
+            measured: None,
+            threshold: None,
+            unit: String::new(),
         }
+    }
+
+    fn figures(mut self, measured: u64, threshold: u64, unit: &str) -> Self {
+        self.measured = Some(measured);
+        self.threshold = Some(threshold);
+        self.unit = unit.into();
+        self
     }
 
     fn says(mut self, en: String, zh: String) -> Self {
@@ -339,6 +362,285 @@ pub fn clock(server: &Server, t: &Thresholds, offset_ms: i64, synchronized: bool
     }
 }
 
+/// Names of the checks a sweep may leave out (`preflight sweep --skip NAME`).
+pub const SKIPPABLE: [&str; 6] = ["packages", "ports", "paths", "bandwidth", "disk", "vips"];
+
+/// A planned port on a server as its agent found it: `holder` is `None` when nothing listens
+/// on it (at the server's address or a wildcard), else who does (`"nginx (pid 812) on
+/// 0.0.0.0"`).
+pub fn port_free(
+    server: &Server,
+    port: u16,
+    proto: &str,
+    app: &str,
+    holder: Option<&str>,
+) -> Finding {
+    let f = Finding::new(
+        server,
+        format!("port:{port}/{proto}"),
+        PauseReason::NetworkPorts,
+    );
+    let addr = server.address;
+    match holder {
+        None => f.says(
+            format!("{proto} port {port} on {addr} is free for {app}"),
+            format!("{addr} 的 {proto} 端口 {port} 空闲，可供 {app} 使用"),
+        ),
+        Some(h) => f
+            .says(
+                format!("planned {proto} port {port} on {addr} (for {app}) is already held by {h}"),
+                format!("规划给 {app} 的 {addr} {proto} 端口 {port} 已被 {h} 占用"),
+            )
+            .fail(
+                Verdict::Hard,
+                Party::Customer,
+                "the server's owner/operations must stop or move the process holding the port, or the integrator must plan another port",
+                "由服务器所有者/运维停止或迁移占用该端口的进程，或由集成开发改用其他端口",
+            ),
+    }
+}
+
+/// One required path (source server → destination address:port) as the probe found it.
+/// `outcome` is the connector's (`verified`, `open`, `refused`, `filtered`, `unreachable`,
+/// `error`); `held_by` names the process holding the destination port when the probe
+/// listener could not bind it (then reaching that process is proof enough of the path, and
+/// the held port itself is reported once, by [`port_free`]).
+pub fn path(
+    from: &Server,
+    to: &Server,
+    port: u16,
+    outcome: &str,
+    detail: &str,
+    held_by: Option<&str>,
+) -> Finding {
+    let f = Finding::new(
+        from,
+        format!("path:{}:{port}", to.hostname),
+        PauseReason::NetworkPorts,
+    );
+    let dst = format!("{} ({}:{port})", to.hostname, to.address);
+    match (outcome, held_by) {
+        ("verified", _) => f.says(
+            format!("reaches {dst}"),
+            format!("可以访问 {dst}"),
+        ),
+        ("open", Some(h)) => f.says(
+            format!("reaches {dst} (the port is held by {h}: see the port check)"),
+            format!("可以访问 {dst}（端口被 {h} 占用：见端口检查）"),
+        ),
+        ("open", None) => f
+            .says(
+                format!("{dst}: something else answered in place of the probe listener ({detail})"),
+                format!("{dst}：应答的不是探测监听（{detail}）"),
+            )
+            .fail(
+                Verdict::Hard,
+                Party::Customer,
+                "a device or proxy between the servers intercepts the connection: have the site's network team let it through unchanged",
+                "服务器之间的设备或代理截获了连接：请现场网络人员放行且不做改写",
+            ),
+        _ => {
+            let why = match outcome {
+                "refused" => "connection refused (a firewall rejects it)",
+                "filtered" => "no answer (filtered by a firewall or security group)",
+                "unreachable" => "network unreachable (no route)",
+                _ => "the probe failed",
+            };
+            let why_zh = match outcome {
+                "refused" => "连接被拒绝（防火墙拒绝）",
+                "filtered" => "无应答（被防火墙或安全组过滤）",
+                "unreachable" => "网络不可达（无路由）",
+                _ => "探测失败",
+            };
+            let d = if detail.is_empty() { String::new() } else { format!(": {detail}") };
+            f.says(
+                format!("cannot reach {dst}: {why}{d}"),
+                format!("无法访问 {dst}：{why_zh}{d}"),
+            )
+            .fail(
+                Verdict::Hard,
+                Party::Customer,
+                &format!("open tcp port {port} from {} to {} in every firewall and security group between them", from.address, to.address),
+                &format!("在两者之间的所有防火墙和安全组中放通 {} 到 {} 的 tcp 端口 {port}", from.address, to.address),
+            )
+        }
+    }
+}
+
+/// Bandwidth measured from one server to another; `mbit` `None` when the test failed.
+pub fn bandwidth(from: &Server, to: &Server, t: &Thresholds, mbit: Result<f64, &str>) -> Finding {
+    let f = Finding::new(
+        from,
+        format!("bandwidth:{}", to.hostname),
+        PauseReason::NetworkPorts,
+    );
+    let min = t.min_bandwidth_mbit;
+    match mbit {
+        Err(e) => f
+            .says(
+                format!("bandwidth to {} could not be measured: {e}", to.hostname),
+                format!("到 {} 的带宽无法测量：{e}", to.hostname),
+            )
+            .fail(
+                Verdict::Soft,
+                Party::Customer,
+                "let the agents' bandwidth test through between the servers, then sweep again",
+                "放通服务器之间代理的带宽测试连接，然后重新检查",
+            ),
+        Ok(m) => {
+            let v = m.round().max(0.0) as u64;
+            let f = f
+                .says(
+                    format!("{v} Mbit/s to {} (minimum {min})", to.hostname),
+                    format!("到 {} 的带宽 {v} Mbit/s（最低 {min}）", to.hostname),
+                )
+                .figures(v, min, "mbit_per_s");
+            if v < min {
+                f.fail(
+                    Verdict::Soft,
+                    Party::Customer,
+                    "check the link speed, NIC negotiation and any rate limit between the servers",
+                    "检查服务器之间的链路速率、网卡协商和限速策略",
+                )
+            } else {
+                f
+            }
+        }
+    }
+}
+
+/// Which disk measurement a [`disk_bench`] finding is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskMeasure {
+    /// 4 KiB random read IOPS (higher is better).
+    RandRead,
+    /// 4 KiB random write IOPS (higher is better).
+    RandWrite,
+    /// p99 of write + fdatasync in µs (lower is better).
+    FdatasyncP99,
+}
+
+/// A short disk benchmark on a data directory; `value` is `Err` when it could not run.
+pub fn disk_bench(
+    server: &Server,
+    t: &Thresholds,
+    dir: &str,
+    what: DiskMeasure,
+    value: Result<f64, &str>,
+) -> Finding {
+    let (name, en, zh, unit, limit) = match what {
+        DiskMeasure::RandRead => (
+            "disk_randread",
+            "4 KiB random read",
+            "4 KiB 随机读",
+            "iops",
+            t.min_randread_iops,
+        ),
+        DiskMeasure::RandWrite => (
+            "disk_randwrite",
+            "4 KiB random write",
+            "4 KiB 随机写",
+            "iops",
+            t.min_randwrite_iops,
+        ),
+        DiskMeasure::FdatasyncP99 => (
+            "disk_fdatasync",
+            "write + fdatasync p99",
+            "写入 + fdatasync p99",
+            "us",
+            t.max_fdatasync_p99_us,
+        ),
+    };
+    let f = Finding::new(
+        server,
+        format!("{name}:{dir}"),
+        PauseReason::DiskPerformance,
+    );
+    let v = match value {
+        Err(e) => {
+            return f
+                .says(
+                    format!("{en} on {dir} could not be measured: {e}"),
+                    format!("{dir} 的{zh}无法测量：{e}"),
+                )
+                .fail(
+                    Verdict::Soft,
+                    Party::Customer,
+                    "make the data directory writable for the agent, then sweep again",
+                    "确保代理可写入数据目录，然后重新检查",
+                )
+        }
+        Ok(v) => v.round().max(0.0) as u64,
+    };
+    let (low, cmp, cmp_zh) = if what == DiskMeasure::FdatasyncP99 {
+        (v > limit, "maximum", "最大")
+    } else {
+        (v < limit, "minimum", "最低")
+    };
+    let shown = if unit == "us" {
+        "µs".to_string()
+    } else {
+        "IOPS".to_string()
+    };
+    let f = f
+        .says(
+            format!("{en} on {dir}: {v} {shown} ({cmp} {limit})"),
+            format!("{dir} {zh}：{v} {shown}（{cmp_zh} {limit}）"),
+        )
+        .figures(v, limit, unit);
+    if low {
+        f.fail(
+            Verdict::Soft,
+            Party::Customer,
+            "give the data directory a faster disk (SSD, no shared or throttled volume), or accept the risk of a slow deployment",
+            "为数据目录更换更快的磁盘（SSD，非共享或限速卷），或将部署缓慢作为风险备案",
+        )
+    } else {
+        f
+    }
+}
+
+/// A cluster virtual IP before the deployment, probed on its ports from a server's agent:
+/// `answers` lists `(port, outcome)`. `open` = something serves there (hard); `refused` = some
+/// host holds the address (a risk); no answer = free.
+pub fn vip(label: &str, address: &str, answers: &[(u16, String)]) -> Finding {
+    let f = Finding::labelled(label, format!("vip:{address}"), PauseReason::VipMissing);
+    let open: Vec<String> = answers
+        .iter()
+        .filter(|(_, o)| o == "open" || o == "verified")
+        .map(|(p, _)| p.to_string())
+        .collect();
+    let refused = answers.iter().any(|(_, o)| o == "refused");
+    if !open.is_empty() {
+        f.says(
+            format!("VIP already in use: {address} answers on port {}", open.join(", ")),
+            format!("虚拟 IP 已被占用：{address} 的端口 {} 有应答", open.join(", ")),
+        )
+        .fail(
+            Verdict::Hard,
+            Party::Customer,
+            "find and stop whatever holds this address, or have the integrator plan another virtual IP",
+            "查明并停用占用该地址的设备或服务，或由集成开发改用其他虚拟 IP",
+        )
+    } else if refused {
+        f.says(
+            format!("{address} refuses connections: a host already holds the address"),
+            format!("{address} 拒绝连接：已有主机持有该地址"),
+        )
+        .fail(
+            Verdict::Soft,
+            Party::Customer,
+            "make sure no other host holds the virtual IP before the deployment",
+            "部署前确认没有其他主机持有该虚拟 IP",
+        )
+    } else {
+        f.says(
+            format!("virtual IP {address} does not answer yet, as expected"),
+            format!("虚拟 IP {address} 尚未应答，符合预期"),
+        )
+    }
+}
+
 /// Counts of each verdict.
 pub fn tally(findings: &[Finding]) -> (usize, usize, usize) {
     findings
@@ -413,6 +715,72 @@ mod tests {
         assert_eq!(
             clock(&s, &t, -(t.max_clock_skew_ms as i64) - 1, true).verdict,
             Verdict::Hard
+        );
+        let held = port_free(&s, 8080, "tcp", "gw", Some("nginx (pid 9) on 0.0.0.0"));
+        assert_eq!((held.verdict, held.party), (Verdict::Hard, Party::Customer));
+        assert!(held.message.contains("8080") && held.message.contains("nginx (pid 9)"));
+        assert_eq!(
+            port_free(&s, 8080, "tcp", "gw", None).verdict,
+            Verdict::Pass
+        );
+        let mut d = server();
+        d.hostname = "db-01".into();
+        d.address = "10.0.0.9".parse().unwrap();
+        assert_eq!(
+            path(&s, &d, 5432, "verified", "", None).verdict,
+            Verdict::Pass
+        );
+        assert_eq!(
+            path(&s, &d, 5432, "open", "", Some("x")).verdict,
+            Verdict::Pass
+        );
+        for bad in ["filtered", "refused", "unreachable", "error"] {
+            let f = path(&s, &d, 5432, bad, "", None);
+            assert_eq!(
+                (f.verdict, f.party),
+                (Verdict::Hard, Party::Customer),
+                "{bad}"
+            );
+            assert_eq!(f.check, "path:db-01:5432");
+            assert!(f.fix.contains("10.0.0.5 to 10.0.0.9"), "{}", f.fix);
+        }
+        assert_eq!(path(&s, &d, 5432, "open", "", None).verdict, Verdict::Hard);
+        let bw = bandwidth(&s, &d, &t, Ok(940.4));
+        assert_eq!(
+            (bw.verdict, bw.measured, bw.threshold),
+            (Verdict::Soft, Some(940), Some(1000))
+        );
+        assert_eq!(bandwidth(&s, &d, &t, Ok(9400.0)).verdict, Verdict::Pass);
+        assert_eq!(bandwidth(&s, &d, &t, Err("x")).verdict, Verdict::Soft);
+        use DiskMeasure as M;
+        assert_eq!(
+            disk_bench(&s, &t, "/d", M::RandRead, Ok(4999.0)).verdict,
+            Verdict::Soft
+        );
+        assert_eq!(
+            disk_bench(&s, &t, "/d", M::RandRead, Ok(5000.0)).verdict,
+            Verdict::Pass
+        );
+        let sync = disk_bench(&s, &t, "/d", M::FdatasyncP99, Ok(12_000.0));
+        assert_eq!((sync.verdict, sync.unit.as_str()), (Verdict::Soft, "us"));
+        assert_eq!(
+            disk_bench(&s, &t, "/d", M::FdatasyncP99, Ok(900.0)).verdict,
+            Verdict::Pass
+        );
+        let v = vip(
+            "soa-vip",
+            "10.0.0.100",
+            &[(80, "filtered".into()), (443, "open".into())],
+        );
+        assert_eq!((v.verdict, v.server.as_str()), (Verdict::Hard, "soa-vip"));
+        assert!(v.message.contains("VIP already in use") && v.message.contains("443"));
+        assert_eq!(
+            vip("v", "10.0.0.100", &[(80, "refused".into())]).verdict,
+            Verdict::Soft
+        );
+        assert_eq!(
+            vip("v", "10.0.0.100", &[(80, "filtered".into())]).verdict,
+            Verdict::Pass
         );
         let all = vec![reachable(&s, None), moved, p];
         assert_eq!(tally(&all), (1, 0, 2));

@@ -370,6 +370,9 @@ pub fn sweep(r: &pb::SweepReport, zh: bool) -> String {
         r.soft,
         r.hard
     );
+    if !r.skipped.is_empty() {
+        s.push_str(&format!("left out: {}\n", r.skipped.join(", ")));
+    }
     let failing: Vec<&pb::SweepFinding> =
         r.findings.iter().filter(|f| f.verdict != "pass").collect();
     if !failing.is_empty() {
@@ -453,15 +456,25 @@ pub fn sweep_html(r: &pb::SweepReport) -> String {
             esc(sv)
         ));
     }
+    let paths = path_matrix(r);
+    let bars = measure_bars(r);
+    let skipped = if r.skipped.is_empty() {
+        String::new()
+    } else {
+        format!("<br>Left out 未检查: {}", esc(&r.skipped.join(", ")))
+    };
     format!(
         "<!doctype html><html lang=en><meta charset=utf-8><title>preflight readiness report {id}</title>
 <style>body{{font-family:sans-serif;margin:2em;color:#222}}table{{border-collapse:collapse;width:100%}}td,th{{border:1px solid #ccc;padding:4px 8px;vertical-align:top;text-align:left}}
 tr.hard td{{background:#fdd}}tr.soft td{{background:#ffe9b3}}tr.pass td{{background:#e6f5e6}}.zh{{color:#555}}
-.cell{{display:inline-block;margin:4px;padding:8px 12px;border-radius:6px}}.cell.pass{{background:#9d9}}.cell.soft{{background:#fc6}}.cell.hard{{background:#f88}}</style>
+.cell{{display:inline-block;margin:4px;padding:8px 12px;border-radius:6px}}.cell.pass{{background:#9d9}}.cell.soft{{background:#fc6}}.cell.hard{{background:#f88}}
+table.matrix{{width:auto}}table.matrix td.m{{text-align:center;min-width:3em}}td.m.pass{{background:#9d9}}td.m.soft{{background:#fc6}}td.m.hard{{background:#f88}}td.m.none{{background:#eee;color:#999}}
+.bar{{position:relative;height:18px;background:#eee;width:360px;display:inline-block;vertical-align:middle}}.bar .fill{{position:absolute;left:0;top:0;bottom:0}}.bar .fill.pass{{background:#5b5}}.bar .fill.soft{{background:#e90}}.bar .fill.hard{{background:#d44}}
+.bar .limit{{position:absolute;top:-3px;bottom:-3px;width:2px;background:#000}}</style>
 <h1>Readiness report 就绪检查报告 — batch {batch}</h1>
-<p>Run {id}, state {state}; plan {digest}.<br>{passed} passed 通过 · {soft} risks 风险 · {hard} blocking 阻塞</p>
+<p>Run {id}, state {state}; plan {digest}.<br>{passed} passed 通过 · {soft} risks 风险 · {hard} blocking 阻塞{skipped}</p>
 <h2>Servers 服务器</h2><div>{matrix}</div>
-<h2>Checks 检查项</h2>
+{paths}{bars}<h2>Checks 检查项</h2>
 <table><tr><th>Server 服务器</th><th>Check 检查</th><th>Verdict 结论</th><th>Finding 发现</th><th>Party 责任方</th><th>Fix 处理</th></tr>
 {rows}</table></html>\n",
         id = r.run_id,
@@ -474,9 +487,144 @@ tr.hard td{{background:#fdd}}tr.soft td{{background:#ffe9b3}}tr.pass td{{backgro
     )
 }
 
+/// The required paths as a matrix: sources down, destination:port across, each cell colored by
+/// the verdict (grey: not tested).
+fn path_matrix(r: &pb::SweepReport) -> String {
+    let mut sources: Vec<&str> = Vec::new();
+    let mut targets: Vec<(String, u32)> = Vec::new();
+    let mut cells = std::collections::HashMap::new();
+    for f in &r.findings {
+        let Some(rest) = f.check.strip_prefix("path:") else {
+            continue;
+        };
+        let Some((dst, port)) = rest.rsplit_once(':') else {
+            continue;
+        };
+        let Ok(port) = port.parse::<u32>() else {
+            continue;
+        };
+        if !sources.contains(&f.server.as_str()) {
+            sources.push(&f.server);
+        }
+        let t = (dst.to_string(), port);
+        if !targets.contains(&t) {
+            targets.push(t.clone());
+        }
+        cells.insert((f.server.as_str(), t), f);
+    }
+    if sources.is_empty() {
+        return String::new();
+    }
+    targets.sort();
+    let mut h = String::from(
+        "<h2>Required paths 网络通路</h2><table class=matrix><tr><th>from 源 \\ to 目标</th>",
+    );
+    for (d, p) in &targets {
+        h.push_str(&format!("<th>{}:{p}</th>", esc(d)));
+    }
+    h.push_str("</tr>\n");
+    for src in &sources {
+        h.push_str(&format!("<tr><th>{}</th>", esc(src)));
+        for t in &targets {
+            match cells.get(&(*src, t.clone())) {
+                Some(f) => {
+                    let word = match f.verdict.as_str() {
+                        "pass" => "open 通",
+                        "soft" => "risk 风险",
+                        _ => "blocked 不通",
+                    };
+                    h.push_str(&format!(
+                        "<td class=\"m {}\" title=\"{}\">{word}</td>",
+                        esc(&f.verdict),
+                        esc(&f.message)
+                    ));
+                }
+                None => h.push_str("<td class=\"m none\">—</td>"),
+            }
+        }
+        h.push_str("</tr>\n");
+    }
+    h.push_str("</table>\n");
+    h
+}
+
+/// Measured IOPS, fdatasync latency and bandwidth as bars against their thresholds (the black
+/// mark); the scale is twice the threshold or the measured value, whichever is larger.
+fn measure_bars(r: &pb::SweepReport) -> String {
+    let mut h = String::new();
+    for f in &r.findings {
+        let (Some(m), Some(t)) = (f.measured, f.threshold) else {
+            continue;
+        };
+        let scale = (t.saturating_mul(2)).max(m).max(1) as f64;
+        let unit = match f.unit.as_str() {
+            "iops" => "IOPS",
+            "us" => "µs",
+            "mbit_per_s" => "Mbit/s",
+            u => u,
+        };
+        let limit = if f.unit == "us" {
+            "max 最大"
+        } else {
+            "min 最低"
+        };
+        h.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td><span class=bar><span class=\"fill {}\" style=\"width:{:.1}%\"></span><span class=limit style=\"left:{:.1}%\"></span></span></td><td>{m} {unit} ({limit} {t})</td></tr>\n",
+            esc(&f.server),
+            esc(&f.check),
+            esc(&f.verdict),
+            m as f64 * 100.0 / scale,
+            t as f64 * 100.0 / scale,
+        ));
+    }
+    if h.is_empty() {
+        return h;
+    }
+    format!("<h2>Measurements 测量值</h2><table class=matrix><tr><th>Server 服务器</th><th>Check 检查</th><th>against the threshold 对照阈值</th><th>Value 数值</th></tr>\n{h}</table>\n")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sweep_html_draws_the_path_matrix_and_bars() {
+        let f = |server: &str, check: &str, verdict: &str, m: Option<u64>| pb::SweepFinding {
+            server: server.into(),
+            check: check.into(),
+            verdict: verdict.into(),
+            measured: m,
+            threshold: m.map(|_| 5000),
+            unit: if m.is_some() {
+                "iops".into()
+            } else {
+                String::new()
+            },
+            ..Default::default()
+        };
+        let r = pb::SweepReport {
+            findings: vec![
+                f("web-1", "path:soa-1:8080", "pass", None),
+                f("web-1", "path:db-1:5432", "hard", None),
+                f("db-1", "disk_randread:/data", "soft", Some(2500)),
+            ],
+            ..Default::default()
+        };
+        let h = sweep_html(&r);
+        assert!(
+            h.contains("<th>db-1:5432</th>") && h.contains("<th>soa-1:8080</th>"),
+            "{h}"
+        );
+        assert!(
+            h.contains("class=\"m hard\"") && h.contains("class=\"m pass\""),
+            "{h}"
+        );
+        assert!(h.contains("width:25.0%") && h.contains("left:50.0%"), "{h}");
+        assert!(
+            !h.contains("http://") && !h.contains("https://"),
+            "self-contained: {h}"
+        );
+    }
 
     #[test]
     fn table_aligns_and_trims() {

@@ -20,6 +20,13 @@ pub struct FindingRecord {
     pub message_zh: String,
     pub fix: String,
     pub fix_zh: String,
+    /// Measured figure and threshold of numeric checks, with their unit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measured: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<u64>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub unit: String,
 }
 
 /// A sweep run.
@@ -35,6 +42,9 @@ pub struct SweepRecord {
     pub state: String,
     #[serde(default)]
     pub findings: Vec<FindingRecord>,
+    /// Checks the run left out (`--skip`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<String>,
 }
 
 impl Store {
@@ -110,6 +120,7 @@ mod tests {
                 finished_at_ms: 0,
                 state: "running".into(),
                 findings: vec![],
+                skipped: vec![],
             })
             .unwrap();
         }
