@@ -26,10 +26,14 @@ pub enum PlanCmd {
         after_long_help = CHECK_HELP
     )]
     Check(CheckArgs),
-    /// Check a plan and attach it to a batch (integrator, at the `plan` stage): the batch then
-    /// takes readiness only from sweeps of this very plan (`preflight sweep --batch B`).
+    /// Check a plan and attach it to a batch (integrator, at the `plan` stage). The controller
+    /// keeps the plan (checked again, CSV servers merged, at most 1 MiB as canonical TOML):
+    /// `preflight sweep B7` then sweeps it, the batch takes readiness only from sweeps of this
+    /// very plan, and the hardening gate checks the firewall against its ports.
     /// Nothing is attached when the plan has any error.
-    #[command(after_help = "Example:\n  preflight plan attach B7 plan.toml")]
+    #[command(
+        after_help = "Examples:\n  preflight plan attach B7 plan.toml\n  preflight plan attach B7 plan-paths.toml --servers servers.csv\n  preflight sweep B7"
+    )]
     Attach {
         /// Batch id.
         batch: String,
@@ -114,8 +118,25 @@ pub async fn run(args: Args, conn: &crate::client::Conn) -> anyhow::Result<()> {
                     std::process::exit(2);
                 }
             };
+            // The controller keeps the plan itself, as canonical TOML (CSV servers merged), and
+            // checks it again; it must read back to the very same plan.
+            let text = p.to_toml();
+            if Plan::from_toml("canonical", &text).map(|b| b.digest()).ok() != Some(p.digest()) {
+                anyhow::bail!(
+                    "{name}: the plan does not survive its canonical TOML form; nothing was attached (please report this)"
+                );
+            }
+            const MAX: usize = preflight_core::plan::MAX_ATTACHED_PLAN_BYTES;
+            if text.len() > MAX {
+                eprintln!(
+                    "error: {name}: plan_toml: the plan is {} bytes as canonical TOML; at most {MAX} can be attached: split the batch into smaller ones; nothing was attached",
+                    text.len()
+                );
+                std::process::exit(2);
+            }
             let hosts = p.servers.iter().map(|s| s.hostname.clone()).collect();
-            crate::cmd_workflow::attach_plan(conn, batch, p.digest(), hosts, plan.output).await
+            crate::cmd_workflow::attach_plan(conn, batch, p.digest(), hosts, text, plan.output)
+                .await
         }
     }
 }

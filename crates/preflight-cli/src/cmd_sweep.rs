@@ -15,14 +15,17 @@ use crate::Output;
 /// Readiness subcommands, flattened into the top level.
 #[derive(Debug, clap::Subcommand)]
 pub enum SweepCmd {
-    /// Sweep every server of a plan: agent reachable, identity, capacity, disk space, clock,
-    /// deployment package (including database backups), planned ports free, required paths,
-    /// bandwidth pairs, disk benchmarks of the data directories, virtual IPs not answering yet.
+    /// Sweep every server of the batch's attached plan (or of --plan FILE): agent reachable,
+    /// identity, capacity, disk space, clock, deployment package (including database backups),
+    /// planned ports free, required paths, bandwidth pairs, disk benchmarks of the data
+    /// directories, virtual IPs not answering yet. A complete sweep of the attached plan is the
+    /// batch's readiness (confirm_plan gate); one with --skip is stored and reported only.
     /// Exit 3 when something blocks.
     #[command(
-        after_help = "Examples:\n  preflight sweep b-2026-12 --plan deploy/examples/plan.toml\n  \
-preflight sweep b1 --plan plan.toml --skip disk --skip bandwidth\n  \
-preflight sweep --batch b1 --plan plan.toml --output json"
+        after_help = "Examples:\n  preflight sweep b-2026-12                   # the plan attached with `preflight plan attach`\n  \
+preflight sweep b1 --skip disk --skip bandwidth   # quick look, not the batch's readiness\n  \
+preflight sweep b1 --plan plan.toml         # ad-hoc: a plan file, recorded only if it is the attached one\n  \
+preflight sweep --batch b1 --output json"
     )]
     Sweep {
         /// Batch the run belongs to (or --batch).
@@ -32,9 +35,9 @@ preflight sweep --batch b1 --plan plan.toml --output json"
             conflicts_with = "batch"
         )]
         batch_arg: Option<String>,
-        /// The plan (TOML).
+        /// A plan file (TOML) instead of the batch's attached plan.
         #[arg(long)]
-        plan: PathBuf,
+        plan: Option<PathBuf>,
         /// Batch the run belongs to.
         #[arg(long)]
         batch: Option<String>,
@@ -90,18 +93,27 @@ pub async fn run(c: SweepCmd, conn: &Conn, out: Output) -> anyhow::Result<()> {
             lang,
         } => {
             let batch = batch_arg.or(batch).unwrap_or_default();
-            let meta = std::fs::metadata(&plan)
-                .with_context(|| format!("cannot read {}", plan.display()))?;
-            if meta.len() > MAX_PLAN_BYTES as u64 {
-                bail!("{} is larger than {MAX_PLAN_BYTES} bytes", plan.display());
-            }
-            let text = std::fs::read_to_string(&plan)
-                .with_context(|| format!("cannot read {}", plan.display()))?;
+            let (plan_name, text) = match &plan {
+                Some(plan) => {
+                    let meta = std::fs::metadata(plan)
+                        .with_context(|| format!("cannot read {}", plan.display()))?;
+                    if meta.len() > MAX_PLAN_BYTES as u64 {
+                        bail!("{} is larger than {MAX_PLAN_BYTES} bytes", plan.display());
+                    }
+                    let text = std::fs::read_to_string(plan)
+                        .with_context(|| format!("cannot read {}", plan.display()))?;
+                    if text.is_empty() {
+                        bail!("{} is empty: give a plan file, or leave out --plan to sweep the batch's attached plan", plan.display());
+                    }
+                    (plan.display().to_string(), text)
+                }
+                None => (String::new(), String::new()),
+            };
             let mut stream = readiness(conn)
                 .await?
                 .run_sweep(pb::RunSweepRequest {
                     batch,
-                    plan_name: plan.display().to_string(),
+                    plan_name,
                     plan_toml: text,
                     concurrency,
                     skip,
@@ -135,6 +147,9 @@ pub async fn run(c: SweepCmd, conn: &Conn, out: Output) -> anyhow::Result<()> {
             }
             let report = report.context("the controller ended the sweep without a report")?;
             print_report(&report, out, "text", &lang)?;
+            if !report.not_recorded.is_empty() {
+                eprintln!("note: {}", report.not_recorded);
+            }
             if report.hard > 0 {
                 eprintln!(
                     "error: {} hard failure(s): the batch cannot go on until they are fixed",

@@ -427,12 +427,14 @@ async fn client(conn: &Conn) -> anyhow::Result<Client> {
         .max_decoding_message_size(preflight_controller::MAX_MESSAGE_BYTES))
 }
 
-/// Attaches a plan's facts (digest and hosts) to a batch: `preflight plan attach`.
+/// Attaches a plan to a batch, with its facts (digest and hosts) and its canonical TOML, which
+/// the controller keeps: `preflight plan attach`.
 pub(crate) async fn attach_plan(
     conn: &Conn,
     batch: String,
     digest: String,
     hosts: Vec<String>,
+    plan_toml: String,
     out: Output,
 ) -> anyhow::Result<()> {
     let mut c = client(conn).await?;
@@ -443,6 +445,7 @@ pub(crate) async fn attach_plan(
             digest,
             hosts,
             incomplete: vec![],
+            plan_toml,
         }),
         out,
     )
@@ -1147,6 +1150,7 @@ async fn batch(c: &mut Client, cmd: BatchCmd, out: Output) -> anyhow::Result<()>
                     digest,
                     hosts,
                     incomplete,
+                    plan_toml: String::new(),
                 }),
                 out,
             )

@@ -127,15 +127,17 @@ impl Office {
     }
 
     /// The integrator attaches the plan and hands over; the project confirms it.
-    async fn attach(&self, digest: &str) -> anyhow::Result<()> {
+    async fn attach(&self, plan: &preflight_core::plan::Plan) -> anyhow::Result<()> {
         use pb::workflow_command::Cmd as C;
         Self::exec(
             &self.integrator,
             C::AttachPlan(pb::AttachPlanCmd {
                 batch: DEMO_BATCH.into(),
-                digest: digest.into(),
+                digest: plan.digest(),
                 hosts: AGENTS.iter().map(|(id, _)| id.to_string()).collect(),
                 incomplete: vec![],
+                // The controller keeps the plan (and takes the hosts from it).
+                plan_toml: plan.to_toml(),
             }),
         )
         .await?;
@@ -407,14 +409,13 @@ pub async fn run(a: Args, out: Output) -> anyhow::Result<()> {
         &format!("project {DEMO_PROJECT}, batch {DEMO_BATCH}: through apply, pre_plan and deploy_request to plan"),
     );
     office.setup().await?;
-    let digest = preflight_core::plan::Plan::from_toml("plan.toml", &plan)
-        .map_err(|e| anyhow::anyhow!("the demo plan is invalid: {e}"))?
-        .digest();
+    let parsed = preflight_core::plan::Plan::from_toml("plan.toml", &plan)
+        .map_err(|e| anyhow::anyhow!("the demo plan is invalid: {e}"))?;
     step(
         out,
         "the integrator attaches the plan; the project confirms it",
     );
-    office.attach(&digest).await?;
+    office.attach(&parsed).await?;
     // Another process holds a planned port on demo-2's address: staged without root.
     let squatter = std::net::TcpListener::bind((AGENTS[1].1, HELD_PORT)).with_context(|| {
         format!(

@@ -735,11 +735,10 @@ impl ServerOutcome {
     }
 }
 
-/// Feeds a finished run to the workflow when a batch of that id exists with this very plan
-/// attached: the gate of `confirm_plan` then sees it, and a hard failure from `confirm_plan` on
-/// pauses the batch with the failing checks and their parties (WORKFLOW.md).
-async fn record_in_workflow(s: &Shared, rec: &SweepRecord, findings: &[Finding]) {
-    use preflight_core::workflow::{Actor, Command, ReadinessSummary, Timestamp};
+/// Whether a finished run may be recorded as its batch's readiness: `Ok(true)` when a batch of
+/// that id exists with this very plan attached and the run left nothing out, `Ok(false)` when
+/// no batch of that id exists (a free label), else why not (shown with the report).
+async fn workflow_decision(s: &Shared, rec: &SweepRecord) -> Result<bool, String> {
     let attached = s
         .workflow
         .read(|w| {
@@ -748,17 +747,28 @@ async fn record_in_workflow(s: &Shared, rec: &SweepRecord, findings: &[Finding])
         })
         .await;
     match attached {
-        None => return,
-        Some(None) => {
-            tracing::info!(batch = %rec.batch, "sweep not recorded in the workflow: no plan attached to the batch");
-            return;
-        }
-        Some(Some(d)) if d != rec.plan_digest => {
-            tracing::warn!(batch = %rec.batch, "sweep not recorded in the workflow: it checked another plan than the one attached");
-            return;
-        }
-        Some(Some(_)) => {}
+        None => Ok(false),
+        Some(None) => Err(format!(
+            "batch {} has no plan attached, so the run is not recorded as its readiness; attach one with `preflight plan attach {} PLAN_FILE`",
+            rec.batch, rec.batch
+        )),
+        Some(Some(d)) if d != rec.plan_digest => Err(format!(
+            "the run checked another plan than the one attached to batch {}, so it is not recorded as the batch's readiness; sweep without --plan to check the attached plan",
+            rec.batch
+        )),
+        Some(Some(_)) if !rec.skipped.is_empty() => Err(format!(
+            "checks were skipped: {}, not recorded as the batch's readiness; sweep again without --skip for the confirm_plan gate",
+            rec.skipped.join(", ")
+        )),
+        Some(Some(_)) => Ok(true),
     }
+}
+
+/// Feeds a finished run to the workflow (see [`workflow_decision`]): the gate of
+/// `confirm_plan` then sees it, and a hard failure from `confirm_plan` on pauses the batch with
+/// the failing checks and their parties (WORKFLOW.md). Returns why it was not recorded.
+async fn record_in_workflow(s: &Shared, rec: &SweepRecord, findings: &[Finding]) -> Option<String> {
+    use preflight_core::workflow::{Actor, Command, ReadinessSummary, Timestamp};
     let pick = |v: readiness::Verdict| {
         findings
             .iter()
@@ -776,8 +786,12 @@ async fn record_in_workflow(s: &Shared, rec: &SweepRecord, findings: &[Finding])
             soft_failures: pick(readiness::Verdict::Soft),
         },
     };
-    if let Err(e) = s.workflow.execute(s.now_ms(), &Actor::System, cmd).await {
-        tracing::warn!(batch = %rec.batch, error = %e, "sweep not recorded in the workflow");
+    match s.workflow.execute(s.now_ms(), &Actor::System, cmd).await {
+        Ok(_) => None,
+        Err(e) => {
+            tracing::warn!(batch = %rec.batch, error = %e, "sweep not recorded in the workflow");
+            Some(format!("not recorded as the batch's readiness: {e}"))
+        }
     }
 }
 
@@ -833,6 +847,7 @@ pub(crate) fn to_pb(r: &SweepRecord, with_findings: bool) -> pb::SweepReport {
             vec![]
         },
         skipped: r.skipped.clone(),
+        not_recorded: r.not_recorded.clone(),
     }
 }
 
@@ -896,10 +911,16 @@ impl pb::readiness_server::Readiness for ReadinessSvc {
         } else {
             r.plan_name.as_str()
         };
-        let plan = Plan::from_toml(name, &r.plan_toml).map_err(|e| {
-            let lines: Vec<String> = e.to_string().lines().take(20).map(String::from).collect();
-            Status::invalid_argument(format!("plan_toml is invalid:\n{}", lines.join("\n")))
-        })?;
+        let plan = if r.plan_toml.is_empty() {
+            // No plan file: the batch's attached plan, as stored on attachment.
+            crate::workflow_svc::batch_plan(&self.0, &r.batch).await?
+        } else {
+            Plan::from_toml(name, &r.plan_toml).map_err(|e| {
+                let lines: Vec<String> =
+                    e.to_string().lines().take(20).map(String::from).collect();
+                Status::invalid_argument(format!("plan_toml is invalid:\n{}", lines.join("\n")))
+            })?
+        };
         let s = self.0.clone();
         let agents = s.store.agents().map_err(store_status)?;
         let run_id = s.store.next_sweep_id().map_err(store_status)?;
@@ -912,6 +933,7 @@ impl pb::readiness_server::Readiness for ReadinessSvc {
             state: "running".into(),
             findings: vec![],
             skipped: opts.skip.iter().cloned().collect(),
+            not_recorded: String::new(),
         };
         s.store.put_sweep(&rec).map_err(store_status)?;
         tracing::info!(run_id, batch = %rec.batch, servers = plan.servers.len(), "sweep started");
@@ -994,19 +1016,28 @@ impl pb::readiness_server::Readiness for ReadinessSvc {
             rec.findings = all.iter().map(to_record).collect();
             rec.finished_at_ms = svc.0.now_ms();
             rec.state = "finished".into();
+            let decision = workflow_decision(&svc.0, &rec).await;
+            if let Err(why) = &decision {
+                tracing::info!(batch = %rec.batch, %why, "sweep not recorded in the workflow");
+                rec.not_recorded = why.clone();
+            }
             if let Err(e) = svc.0.store.put_sweep(&rec) {
                 tracing::error!(run_id, error = %e, "cannot store the sweep");
                 let _ = tx.send(Err(store_status(e))).await;
                 return;
             }
-            let report = to_pb(&rec, true);
+            let mut report = to_pb(&rec, true);
             tracing::info!(
                 run_id,
                 hard = report.hard,
                 soft = report.soft,
                 "sweep finished"
             );
-            record_in_workflow(&svc.0, &rec, &all).await;
+            if decision == Ok(true) {
+                if let Some(why) = record_in_workflow(&svc.0, &rec, &all).await {
+                    report.not_recorded = why;
+                }
+            }
             let _ = tx
                 .send(Ok(pb::SweepEvent {
                     done,

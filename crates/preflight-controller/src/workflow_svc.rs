@@ -105,12 +105,24 @@ impl Engine {
         actor: &Actor,
         cmd: Command,
     ) -> Result<Vec<Event>, EngineError> {
+        self.execute_with_plan(now, actor, cmd, None).await
+    }
+
+    /// [`Self::execute`], storing `plan` (digest, canonical TOML) in the same transaction as
+    /// the command: nothing is stored when the command is refused.
+    pub async fn execute_with_plan(
+        &self,
+        now: i64,
+        actor: &Actor,
+        cmd: Command,
+        plan: Option<(&str, &str)>,
+    ) -> Result<Vec<Event>, EngineError> {
         let mut world = self.world.lock().await;
         let outcome = world.apply(Timestamp(now), actor, cmd)?;
         let events = outcome.events.clone();
         // sled's transaction and flush block for a few milliseconds; commands are serialised by
         // the lock anyway, and block_in_place would panic on a current-thread runtime.
-        self.store.persist(&outcome)?;
+        self.store.persist_with_plan(&outcome, plan)?;
         if let Err(stale) = world.commit(outcome) {
             // Impossible while the lock is held; say so loudly rather than diverge silently.
             tracing::error!(%stale, "workflow commit after persist failed");
@@ -142,6 +154,11 @@ impl Engine {
             }
         }
         done
+    }
+
+    /// The canonical TOML of the plan with this digest, if one was stored with an attachment.
+    pub fn plan_text(&self, digest: &str) -> Result<Option<String>, StoreError> {
+        self.store.plan_text(digest)
     }
 
     /// Reads the state under the lock.
@@ -306,6 +323,81 @@ fn command_from_pb(c: pb::WorkflowCommand) -> Result<Command, Status> {
     }
 }
 
+use preflight_core::plan::MAX_ATTACHED_PLAN_BYTES;
+
+/// The plan sent with an attachment, validated again here (never trusted from the client):
+/// at most [`MAX_ATTACHED_PLAN_BYTES`], a valid plan, with the digest the client named (if any).
+fn attached_plan_from_wire(
+    text: &str,
+    digest: &str,
+) -> Result<preflight_core::plan::Plan, Status> {
+    if text.len() > MAX_ATTACHED_PLAN_BYTES {
+        return Err(invalid(
+            "attach_plan.plan_toml",
+            format!(
+                "{} bytes; at most {MAX_ATTACHED_PLAN_BYTES} are accepted: split the batch into smaller ones",
+                text.len()
+            ),
+        ));
+    }
+    let plan = preflight_core::plan::Plan::from_toml("plan_toml", text).map_err(|e| {
+        let lines: Vec<String> = e.to_string().lines().take(20).map(String::from).collect();
+        invalid(
+            "attach_plan.plan_toml",
+            format!("not a valid plan; nothing attached:\n{}", lines.join("\n")),
+        )
+    })?;
+    if !digest.is_empty() && plan.digest() != digest {
+        return Err(invalid(
+            "attach_plan.digest",
+            format!(
+                "{digest} is not the digest of plan_toml ({}); send the digest of the plan sent, or none",
+                plan.digest()
+            ),
+        ));
+    }
+    Ok(plan)
+}
+
+/// The plan attached to `batch`, as stored on attachment; FAILED_PRECONDITION naming the fix
+/// when the batch has none (or only its facts, from an attachment without the plan's text).
+pub(crate) async fn batch_plan(
+    sh: &Shared,
+    batch: &str,
+) -> Result<preflight_core::plan::Plan, Status> {
+    let digest = sh
+        .workflow
+        .read(|w| w.batch(batch).map(|b| b.plan.as_ref().map(|p| p.digest.clone())))
+        .await
+        .ok_or_else(|| {
+            Status::not_found(format!(
+                "no batch {batch:?}: `preflight batch list` lists them; or sweep a plan file with --plan FILE"
+            ))
+        })?
+        .ok_or_else(|| {
+            Status::failed_precondition(format!(
+                "batch {batch} has no plan attached: attach one with `preflight plan attach {batch} PLAN_FILE`, or sweep a plan file with --plan FILE"
+            ))
+        })?;
+    let text = sh
+        .workflow
+        .plan_text(&digest)
+        .map_err(|e| Status::unavailable(e.to_string()))?
+        .ok_or_else(|| {
+            Status::failed_precondition(format!(
+                "batch {batch}: the controller holds only the facts of the attached plan {digest}, not the plan itself; attach it again with `preflight plan attach {batch} PLAN_FILE`, or sweep with --plan FILE"
+            ))
+        })?;
+    preflight_core::plan::Plan::from_toml("stored plan", &text)
+        .ok()
+        .filter(|p| p.digest() == digest)
+        .ok_or_else(|| {
+            Status::internal(format!(
+                "the stored plan {digest} of batch {batch} does not read back to its digest; attach it again with `preflight plan attach {batch} PLAN_FILE`"
+            ))
+        })
+}
+
 fn to_json<T: serde::Serialize>(v: &T) -> Result<String, Status> {
     serde_json::to_string(v).map_err(|e| Status::internal(format!("cannot encode reply: {e}")))
 }
@@ -344,12 +436,42 @@ impl pb::workflow_server::Workflow for WorkflowSvc {
         req: Request<pb::WorkflowCommand>,
     ) -> Result<Response<pb::WorkflowExecuteReply>, Status> {
         let (user, role) = authorize(&self.0, &req, allowed("Execute"))?;
-        let cmd = command_from_pb(req.into_inner())?;
+        let mut wire = req.into_inner();
+        let plan_toml = match &mut wire.cmd {
+            Some(pb::workflow_command::Cmd::AttachPlan(x)) => std::mem::take(&mut x.plan_toml),
+            _ => String::new(),
+        };
+        let mut cmd = command_from_pb(wire)?;
         let attached = match &cmd {
             Command::AttachPlan { batch, .. } => Some(batch.clone()),
             _ => None,
         };
-        let reply = self.run(&actor(user, role), cmd).await?;
+        let stored = if plan_toml.is_empty() {
+            None
+        } else {
+            let Command::AttachPlan { plan, .. } = &mut cmd else {
+                unreachable!("plan_toml is taken from an AttachPlan command only")
+            };
+            let p = attached_plan_from_wire(&plan_toml, &plan.digest)?;
+            plan.digest = p.digest();
+            plan.hosts = p.servers.iter().map(|s| s.hostname.clone()).collect();
+            Some((plan.digest.clone(), plan_toml))
+        };
+        let now = self.0.now_ms();
+        let events = self
+            .0
+            .workflow
+            .execute_with_plan(
+                now,
+                &actor(user, role),
+                cmd,
+                stored.as_ref().map(|(d, t)| (d.as_str(), t.as_str())),
+            )
+            .await?;
+        let reply = pb::WorkflowExecuteReply {
+            events_json: to_json(&events)?,
+            now_ms: now,
+        };
         if let Some(batch) = attached {
             // Evidence gathered before the plan was attached counts for its gates.
             crate::hardening_gates::record_hardening(&self.0, None, Some(&batch)).await;

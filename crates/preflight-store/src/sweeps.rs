@@ -45,6 +45,10 @@ pub struct SweepRecord {
     /// Checks the run left out (`--skip`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub skipped: Vec<String>,
+    /// Why the run was not recorded as its batch's readiness (empty when it was, or when no
+    /// batch of that id exists).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub not_recorded: String,
 }
 
 impl Store {
@@ -121,6 +125,7 @@ mod tests {
                 state: "running".into(),
                 findings: vec![],
                 skipped: vec![],
+                not_recorded: String::new(),
             })
             .unwrap();
         }

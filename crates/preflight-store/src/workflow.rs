@@ -6,10 +6,14 @@
 //! - `wf_batches`, `wf_projects`: the current state of each batch and project by id (a
 //!   projection of the history, written in the same transaction as the events that changed it);
 //! - `wf_deployers`: deployer names (value empty);
-//! - `wf_meta`: small values such as the dev clock offset.
+//! - `wf_meta`: small values such as the dev clock offset;
+//! - `wf_plans`: the plans attached to batches, key = the plan's digest (64 hex digits), value =
+//!   one version byte + JSON of the plan's canonical TOML text. Written in the same transaction
+//!   as the `AttachPlan` command that refers to it; a plan is never removed (a batch's history
+//!   may name it), and the same digest always holds the same text.
 //!
-//! Every applied command is one transaction over the first four trees, flushed before it is
-//! acknowledged. At start-up [`WorkflowStore::load`] replays the history (which checks the
+//! Every applied command is one transaction over the first four trees (and `wf_plans` for an
+//! attachment), flushed before it is acknowledged. At start-up [`WorkflowStore::load`] replays the history (which checks the
 //! sequence has no gap and every recorded stage change agrees with the state machine) and
 //! compares the result with the stored projections; any disagreement refuses to start.
 //!
@@ -27,6 +31,7 @@ mod tree {
     pub const PROJECTS: &str = "wf_projects";
     pub const DEPLOYERS: &str = "wf_deployers";
     pub const META: &str = "wf_meta";
+    pub const PLANS: &str = "wf_plans";
 }
 
 const DEV_CLOCK_OFFSET: &str = "dev_clock_offset_ms";
@@ -40,6 +45,7 @@ pub struct WorkflowStore {
     projects: sled::Tree,
     deployers: sled::Tree,
     meta: sled::Tree,
+    plans: sled::Tree,
 }
 
 fn corrupt(tree: &'static str, key: impl Into<String>, detail: impl Into<String>) -> StoreError {
@@ -60,6 +66,7 @@ impl WorkflowStore {
             projects: db.open_tree(tree::PROJECTS)?,
             deployers: db.open_tree(tree::DEPLOYERS)?,
             meta: db.open_tree(tree::META)?,
+            plans: db.open_tree(tree::PLANS)?,
             db,
         })
     }
@@ -142,8 +149,27 @@ impl WorkflowStore {
     /// batches, projects and deployers written) and flushes: durable on return. Refuses to
     /// overwrite an existing event, so the history stays append-only.
     pub fn persist(&self, outcome: &Outcome) -> Result<(), StoreError> {
-        (&self.events, &self.batches, &self.projects, &self.deployers)
-            .transaction(|(events, batches, projects, deployers)| {
+        self.persist_with_plan(outcome, None)
+    }
+
+    /// [`Self::persist`], also storing `plan` = `(digest, canonical TOML)` in the same
+    /// transaction (an attachment: the command and the plan it names are durable together).
+    pub fn persist_with_plan(
+        &self,
+        outcome: &Outcome,
+        plan: Option<(&str, &str)>,
+    ) -> Result<(), StoreError> {
+        (
+            &self.events,
+            &self.batches,
+            &self.projects,
+            &self.deployers,
+            &self.plans,
+        )
+            .transaction(|(events, batches, projects, deployers, plans)| {
+                if let Some((digest, text)) = plan {
+                    plans.insert(digest.as_bytes(), encode(&text))?;
+                }
                 for ev in &outcome.events {
                     let key = ev.seq.to_be_bytes();
                     if events.get(key)?.is_some() {
@@ -169,6 +195,14 @@ impl WorkflowStore {
             .map_err(tx_err)?;
         self.db.flush()?;
         Ok(())
+    }
+
+    /// The canonical TOML of the plan with this digest, if one was ever attached.
+    pub fn plan_text(&self, digest: &str) -> Result<Option<String>, StoreError> {
+        match self.plans.get(digest.as_bytes())? {
+            Some(raw) => Ok(Some(decode(tree::PLANS, digest.as_bytes(), &raw)?)),
+            None => Ok(None),
+        }
     }
 
     /// Number of events in the history.
@@ -263,6 +297,18 @@ mod tests {
             .expect("insert");
         let err = s.load(WorkflowConfig::default()).expect_err("mismatch");
         assert!(err.to_string().contains("B1"), "{err}");
+        // A plan stored with its attachment command is read back by digest.
+        let o = w
+            .apply(
+                Timestamp(2_000),
+                &admin,
+                Command::AddDeployer { name: "bob".into() },
+            )
+            .expect("accepted");
+        s.persist_with_plan(&o, Some(("d1", "[batch]\n")))
+            .expect("persisted");
+        assert_eq!(s.plan_text("d1").expect("read").as_deref(), Some("[batch]\n"));
+        assert_eq!(s.plan_text("d2").expect("read"), None);
         // The dev clock offset survives.
         assert_eq!(s.dev_clock_offset().expect("read"), None);
         s.set_dev_clock_offset(-42).expect("write");

@@ -14,6 +14,7 @@ mod csv_in;
 mod error;
 mod ports;
 mod toml_in;
+mod toml_out;
 mod validate;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -28,6 +29,9 @@ pub use ports::{PortRange, Protocol};
 
 /// Largest plan text accepted, in bytes.
 pub const MAX_PLAN_BYTES: usize = 4 * 1024 * 1024;
+/// Largest plan a batch can have attached, as canonical TOML ([`Plan::to_toml`]), in bytes:
+/// the controller keeps it.
+pub const MAX_ATTACHED_PLAN_BYTES: usize = 1024 * 1024;
 /// Most servers in one plan.
 pub const MAX_SERVERS: usize = 500;
 /// Most planned ports (counted after expanding ranges) on one server.
