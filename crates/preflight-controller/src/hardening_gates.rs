@@ -3,8 +3,13 @@
 //! `harden` gates read them (WORKFLOW.md).
 //!
 //! A plan names each server by hostname (`PlanFacts::hosts`); a host maps to the enrolled,
-//! unrevoked agent whose id is that name, else whose address is that name (when it is an IP),
-//! else whose reported hostname is that name when exactly one agent reports it.
+//! unrevoked agent whose id is that name, else whose address is that name (when it is an IP) or
+//! the server's address in the batch's stored plan, else whose reported hostname is that name
+//! when exactly one agent reports it.
+//!
+//! With the batch's plan stored on the controller (attached with its text), each host's
+//! planned ports go into its facts: the firewall allow-list confirmed in its evidence must
+//! cover them, and the `harden` gate names the missing ones.
 //!
 //! Recording: after every hardening request that appended evidence (audit, verify, apply,
 //! rollback, firewall allow), and when a plan is attached to a batch, each unfinished batch whose
@@ -31,13 +36,18 @@ type HostFacts = BTreeMap<String, HostHardening>;
 /// Serialises recordings (compute + execute), so the last one executed is the newest.
 static RECORDING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// The agent serving plan host `host`, or why there is none.
-pub(crate) fn resolve_host(host: &str, agents: &[AgentRecord]) -> Result<String, String> {
+/// The agent serving plan host `host` (with its address from the stored plan, if known), or
+/// why there is none.
+pub(crate) fn resolve_host(
+    host: &str,
+    address: Option<IpAddr>,
+    agents: &[AgentRecord],
+) -> Result<String, String> {
     let live: Vec<&AgentRecord> = agents.iter().filter(|a| !a.revoked).collect();
     if let Some(a) = live.iter().find(|a| a.id == host) {
         return Ok(a.id.clone());
     }
-    if let Ok(ip) = host.parse::<IpAddr>() {
+    if let Some(ip) = host.parse::<IpAddr>().ok().or(address) {
         let holds = |a: &AgentRecord| {
             dial_addr(a)
                 .and_then(|d| d.parse::<std::net::SocketAddr>().ok())
@@ -64,8 +74,45 @@ pub(crate) fn resolve_host(host: &str, agents: &[AgentRecord]) -> Result<String,
     }
 }
 
+/// A server of a batch's plan: its name and, when the plan is stored, its address and planned
+/// ports (`8080/tcp`).
+struct PlanHost {
+    name: String,
+    address: Option<IpAddr>,
+    planned: Option<BTreeSet<String>>,
+}
+
+/// The hosts of a batch's plan facts, completed from the stored plan with that digest (if the
+/// attachment carried it).
+fn plan_hosts_of(sh: &Shared, digest: &str, hosts: &[String]) -> Vec<PlanHost> {
+    let plan = match sh.workflow.plan_text(digest) {
+        Ok(Some(t)) => preflight_core::plan::Plan::from_toml("stored plan", &t).ok(),
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!(%digest, error = %e, "stored plan unreadable; hosts matched by name only");
+            None
+        }
+    };
+    hosts
+        .iter()
+        .map(|h| {
+            let server = plan.as_ref().and_then(|p| p.server(h));
+            PlanHost {
+                name: h.clone(),
+                address: server.map(|s| s.address),
+                planned: server.map(|s| {
+                    s.planned_ports()
+                        .iter()
+                        .map(|p| format!("{}/{}", p.port, p.protocol))
+                        .collect()
+                }),
+            }
+        })
+        .collect()
+}
+
 /// The plan hosts of `batch`, or a status naming the problem.
-async fn plan_hosts(sh: &Shared, batch: &str) -> Result<Vec<String>, Status> {
+async fn plan_hosts(sh: &Shared, batch: &str) -> Result<Vec<PlanHost>, Status> {
     if batch.is_empty() || batch.len() > 128 || batch.chars().any(char::is_control) {
         return Err(Status::invalid_argument(
             "batch must be a batch id (1-128 characters); `preflight batch list` lists them",
@@ -90,7 +137,7 @@ async fn plan_hosts(sh: &Shared, batch: &str) -> Result<Vec<String>, Status> {
             "batch {batch}: the attached plan lists no servers"
         )));
     }
-    Ok(plan.hosts)
+    Ok(plan_hosts_of(sh, &plan.digest, &plan.hosts))
 }
 
 /// The agents serving every server of `batch` (deduplicated, in plan order); a host that
@@ -104,7 +151,7 @@ pub(crate) async fn batch_agents(sh: &Shared, batch: &str) -> Result<Vec<String>
     let mut ids = Vec::new();
     let mut problems = Vec::new();
     for h in &hosts {
-        match resolve_host(h, &agents) {
+        match resolve_host(&h.name, h.address, &agents) {
             Ok(id) if !ids.contains(&id) => ids.push(id),
             Ok(_) => {}
             Err(e) => problems.push(e),
@@ -128,7 +175,7 @@ pub(crate) async fn record_hardening(
     only: Option<&str>,
 ) {
     let _serial = RECORDING.lock().await;
-    let batches: Vec<(String, Vec<String>, Option<HostFacts>)> = sh
+    let batches: Vec<(String, String, Vec<String>, Option<HostFacts>)> = sh
         .workflow
         .read(|w| {
             w.batches
@@ -139,6 +186,7 @@ pub(crate) async fn record_hardening(
                     let p = b.plan.as_ref()?;
                     Some((
                         b.id.clone(),
+                        p.digest.clone(),
                         p.hosts.clone(),
                         b.hardening.as_ref().map(|h| h.hosts.clone()),
                     ))
@@ -156,10 +204,14 @@ pub(crate) async fn record_hardening(
             return;
         }
     };
-    for (batch, hosts, current) in batches {
-        let mapped: Vec<(String, String)> = hosts
-            .iter()
-            .filter_map(|h| resolve_host(h, &agents).ok().map(|id| (h.clone(), id)))
+    for (batch, digest, hosts, current) in batches {
+        let mapped: Vec<(PlanHost, String)> = plan_hosts_of(sh, &digest, &hosts)
+            .into_iter()
+            .filter_map(|h| {
+                resolve_host(&h.name, h.address, &agents)
+                    .ok()
+                    .map(|id| (h, id))
+            })
             .collect();
         if mapped.is_empty()
             || touched.is_some_and(|t| !mapped.iter().any(|(_, id)| t.contains(id)))
@@ -170,8 +222,9 @@ pub(crate) async fn record_hardening(
         let facts = tokio::task::spawn_blocking(move || {
             let mut out = BTreeMap::new();
             for (h, id) in mapped {
-                if let Some(f) = hardening_facts_if_any(sh2.evidence.store(), &id)? {
-                    out.insert(h, f);
+                let store = sh2.evidence.store();
+                if let Some(f) = hardening_facts_if_any(store, &id, h.planned.as_ref())? {
+                    out.insert(h.name, f);
                 }
             }
             Ok::<_, preflight_store::StoreError>(out)
@@ -243,15 +296,22 @@ mod tests {
             agent("b", "twin", "10.0.0.8:7444", &[]),
             gone,
         ];
-        assert_eq!(resolve_host("web-01", &agents).as_deref(), Ok("web-01"));
-        assert_eq!(resolve_host("10.0.0.5", &agents).as_deref(), Ok("web-01"));
-        assert_eq!(resolve_host("10.0.0.6", &agents).as_deref(), Ok("db-01"));
-        assert_eq!(resolve_host("fd00::6", &agents).as_deref(), Ok("db-01"));
-        assert_eq!(resolve_host("H2", &agents).as_deref(), Ok("db-01"));
-        let e = resolve_host("twin", &agents).expect_err("ambiguous");
+        let r = |h: &str| resolve_host(h, None, &agents);
+        assert_eq!(r("web-01").as_deref(), Ok("web-01"));
+        assert_eq!(r("10.0.0.5").as_deref(), Ok("web-01"));
+        assert_eq!(r("10.0.0.6").as_deref(), Ok("db-01"));
+        assert_eq!(r("fd00::6").as_deref(), Ok("db-01"));
+        assert_eq!(r("H2").as_deref(), Ok("db-01"));
+        let e = r("twin").expect_err("ambiguous");
         assert!(e.contains("a, b") && e.contains("--name twin"), "{e}");
-        let e = resolve_host("app-9", &agents).expect_err("revoked");
+        let e = r("app-9").expect_err("revoked");
         assert!(e.starts_with("app-9: no enrolled agent"), "{e}");
-        assert!(resolve_host("10.0.0.9", &agents).is_err());
+        assert!(r("10.0.0.9").is_err());
+        // The stored plan's address of a named host: an ambiguous hostname, or one no agent
+        // reports, maps by the plan's address.
+        let at = |h: &str, ip: &str| resolve_host(h, ip.parse().ok(), &agents);
+        assert_eq!(at("twin", "10.0.0.8").as_deref(), Ok("b"));
+        assert_eq!(at("soa-01", "10.0.0.6").as_deref(), Ok("db-01"));
+        assert!(at("soa-01", "10.0.0.99").is_err());
     }
 }

@@ -210,33 +210,65 @@ fn check_evidence(
     Ok((out, AgentKey::new(&rec.id, cert_der, &spki)))
 }
 
-/// The facts the workflow gates need about one agent, from its evidence in the log: baseline
-/// applied (the last apply/rollback is an apply), no check's latest status non-compliant, a
-/// verify after the last change, and the firewall: the latest `fw.allowlist_ports` record
-/// (not counting a pending apply) is compliant — a confirmed change, or an audit/verify of
-/// the live ruleset — or not applicable (an agent whose catalog root is not `/`, see
-/// `preflight_harden::firewall::hook`).
+/// Hardening facts of one agent from its evidence, without a plan (the firewall counts as
+/// covering the planned ports when its latest `fw.allowlist_ports` status is compliant).
 pub(crate) fn hardening_facts(
     ev: &EvidenceStore,
     agent: &str,
 ) -> Result<HostHardening, preflight_store::StoreError> {
-    Ok(facts_of(&ev.records_of(agent)?))
+    Ok(facts_of(&ev.records_of(agent)?, None))
 }
 
-/// [`hardening_facts`], or `None` when the agent has no evidence at all.
+/// Hardening facts of one agent, or `None` when it has no evidence at all. `planned`: the
+/// server's planned ports (`8080/tcp`) from the batch's stored plan, which the confirmed
+/// allow-list must cover (see [`facts_of`]).
 pub(crate) fn hardening_facts_if_any(
     ev: &EvidenceStore,
     agent: &str,
+    planned: Option<&BTreeSet<String>>,
 ) -> Result<Option<HostHardening>, preflight_store::StoreError> {
     let recs = ev.records_of(agent)?;
-    Ok((!recs.is_empty()).then(|| facts_of(&recs)))
+    Ok((!recs.is_empty()).then(|| facts_of(&recs, planned)))
 }
 
-fn facts_of(recs: &[(u64, SignedRecord)]) -> HostHardening {
+/// The ports (`8080/tcp`) a firewall evidence record shows allowed: the ruleset an audit or
+/// verify read (`observed`: "listening: [...]; allowed: 22/tcp from any; ..."), or the
+/// allow-list a confirmation made live (`expected`: "ssh 22/tcp and agent 7444/tcp from ...;
+/// 8080/tcp from anywhere (reason); everything else dropped"). `None` when the record shows no
+/// allow-list (a pending apply, a rollback, an unknown status).
+pub(crate) fn allowed_ports(r: &evidence::EvidenceRecord) -> Option<BTreeSet<String>> {
+    let text = if let Some(i) = r.observed.find("allowed: ") {
+        &r.observed[i + "allowed: ".len()..]
+    } else if r.operation == EvidenceOperation::Verify && r.status == EvidenceStatus::Compliant {
+        r.expected.as_str()
+    } else {
+        return None;
+    };
+    let mut out = BTreeSet::new();
+    for seg in text.split("; ") {
+        for tok in seg.split_whitespace().take_while(|t| *t != "from") {
+            if let Some((port, proto)) = tok.split_once('/') {
+                if port.parse::<u16>().is_ok() && matches!(proto, "tcp" | "udp") {
+                    out.insert(tok.to_string());
+                }
+            }
+        }
+    }
+    Some(out)
+}
+
+/// The facts of one host from its records in log order. With `planned` (the host's planned
+/// ports from the batch's stored plan), the firewall fact is whether the latest known
+/// allow-list ([`allowed_ports`] of the latest `fw.allowlist_ports` record that is not a pending
+/// apply) holds every planned port, and the missing ones are named; a `not_applicable` firewall
+/// (catalog root other than `/`, as for fixture trees) counts as covering. Without `planned`,
+/// the latest status decides (compliant or not applicable).
+fn facts_of(recs: &[(u64, SignedRecord)], planned: Option<&BTreeSet<String>>) -> HostHardening {
     let mut last_change: Option<u64> = None;
     let mut last_apply_or_rollback: Option<EvidenceOperation> = None;
     let mut last_verify: Option<u64> = None;
     let mut latest: BTreeMap<String, EvidenceStatus> = BTreeMap::new();
+    let mut last_fw: Option<&evidence::EvidenceRecord> = None;
     for (idx, s) in recs {
         let r = &s.record;
         match r.operation {
@@ -255,12 +287,24 @@ fn facts_of(recs: &[(u64, SignedRecord)]) -> HostHardening {
             // A pending change says nothing about compliance yet.
             continue;
         }
+        if r.check_id == "fw.allowlist_ports" {
+            last_fw = Some(r);
+        }
         latest.insert(r.check_id.clone(), r.status);
     }
-    let fw_ok = matches!(
-        latest.get("fw.allowlist_ports"),
-        Some(EvidenceStatus::Compliant | EvidenceStatus::NotApplicable)
-    );
+    let fw_status = latest.get("fw.allowlist_ports").copied();
+    let (fw_ok, firewall_missing_ports) = match (fw_status, planned) {
+        (Some(EvidenceStatus::NotApplicable), _) => (true, Vec::new()),
+        (Some(EvidenceStatus::Compliant), None) => (true, Vec::new()),
+        (_, None) => (false, Vec::new()),
+        (_, Some(planned)) => match last_fw.and_then(allowed_ports) {
+            Some(allowed) => {
+                let missing: Vec<String> = planned.difference(&allowed).cloned().collect();
+                (missing.is_empty(), missing)
+            }
+            None => (false, Vec::new()),
+        },
+    };
     let noncompliant: Vec<String> = latest
         .iter()
         .filter(|(_, s)| **s == EvidenceStatus::NonCompliant)
@@ -276,6 +320,7 @@ fn facts_of(recs: &[(u64, SignedRecord)]) -> HostHardening {
         },
         firewall_covers_planned_ports: fw_ok,
         noncompliant,
+        firewall_missing_ports,
     }
 }
 
@@ -801,36 +846,93 @@ mod tests {
             rec(0, "ssh.misc", Audit, NonCompliant, false),
             rec(1, "ssh.misc", Apply, Compliant, true),
         ];
-        let f = facts_of(&recs);
+        let f = facts_of(&recs, None);
         assert!(f.baseline_applied && f.all_compliant && !f.verified_after_last_change);
         assert!(!f.firewall_covers_planned_ports, "no firewall record yet");
         recs.push(rec(2, "ssh.misc", Verify, Compliant, false));
-        assert!(facts_of(&recs).verified_after_last_change);
+        assert!(facts_of(&recs, None).verified_after_last_change);
 
         // A pending firewall apply says nothing; the confirmation does.
         recs.push(rec(3, "fw.allowlist_ports", Apply, Unknown, true));
-        let f = facts_of(&recs);
+        let f = facts_of(&recs, None);
         assert!(!f.firewall_covers_planned_ports && !f.verified_after_last_change);
         recs.push(rec(4, "fw.allowlist_ports", Verify, Compliant, false));
-        let f = facts_of(&recs);
+        let f = facts_of(&recs, None);
         assert!(f.firewall_covers_planned_ports && f.verified_after_last_change);
         // A later live audit that finds an unplanned listener takes it back; a compliant one
         // keeps it.
         recs.push(rec(5, "fw.allowlist_ports", Audit, NonCompliant, false));
-        let f = facts_of(&recs);
+        let f = facts_of(&recs, None);
         assert!(!f.firewall_covers_planned_ports);
         assert_eq!(f.noncompliant, ["fw.allowlist_ports"]);
         recs.push(rec(6, "fw.allowlist_ports", Audit, Compliant, false));
-        assert!(facts_of(&recs).firewall_covers_planned_ports);
+        assert!(facts_of(&recs, None).firewall_covers_planned_ports);
         // A catalog root other than / (fixture tree): not applicable counts as covered.
         recs.push(rec(7, "fw.allowlist_ports", Audit, NotApplicable, false));
-        let f = facts_of(&recs);
+        let f = facts_of(&recs, None);
         assert!(f.firewall_covers_planned_ports && f.all_compliant, "{f:?}");
 
         // Drift found by an audit blocks and is named.
         recs.push(rec(8, "perm.critical_files", Audit, NonCompliant, false));
-        let f = facts_of(&recs);
+        let f = facts_of(&recs, None);
         assert!(!f.all_compliant);
         assert_eq!(f.noncompliant, ["perm.critical_files"]);
+    }
+
+    fn with_text(
+        mut r: (u64, SignedRecord),
+        observed: &str,
+        expected: &str,
+    ) -> (u64, SignedRecord) {
+        r.1.record.observed = observed.into();
+        r.1.record.expected = expected.into();
+        r
+    }
+
+    #[test]
+    fn the_confirmed_allow_list_must_cover_every_planned_port() {
+        let planned: BTreeSet<String> = ["8080/tcp", "9100/tcp", "514/udp"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let mut recs = vec![rec(0, "ssh.misc", Verify, Compliant, false)];
+        // No firewall record: not covered, nothing to name yet.
+        let f = facts_of(&recs, Some(&planned));
+        assert!(!f.firewall_covers_planned_ports && f.firewall_missing_ports.is_empty());
+        // A confirmation (agent's `expected` = the allow-list made live) lacking two ports.
+        recs.push(with_text(
+            rec(1, "fw.allowlist_ports", Verify, Compliant, false),
+            "change fw-1 confirmed by the controller over a new connection; live until reboot",
+            "ssh 22/tcp and agent 7444/tcp from 10.0.0.0/8; 8080/tcp from anywhere (soa); everything else dropped",
+        ));
+        let f = facts_of(&recs, Some(&planned));
+        assert!(!f.firewall_covers_planned_ports, "{f:?}");
+        assert_eq!(f.firewall_missing_ports, ["514/udp", "9100/tcp"]);
+        // Without a plan the status alone decides, as before.
+        assert!(facts_of(&recs, None).firewall_covers_planned_ports);
+        // A live audit (`observed` = the ruleset read) that allows them all covers the plan;
+        // the listening list before "allowed:" is not the allow-list.
+        recs.push(with_text(
+            rec(2, "fw.allowlist_ports", Audit, Compliant, false),
+            "listening: [22/tcp, 8080/tcp, 9100/tcp]; allowed: 22/tcp from 10.0.0.0/8; 514/udp from any; 8080/tcp from any; 9100/tcp from 10.1.0.0/16",
+            "",
+        ));
+        let f = facts_of(&recs, Some(&planned));
+        assert!(f.firewall_covers_planned_ports && f.firewall_missing_ports.is_empty(), "{f:?}");
+        // A pending apply says nothing; the latest read allow-list still counts.
+        recs.push(rec(3, "fw.allowlist_ports", Apply, Unknown, true));
+        assert!(facts_of(&recs, Some(&planned)).firewall_covers_planned_ports);
+        // An audit that finds nothing allowed names every planned port.
+        recs.push(with_text(
+            rec(4, "fw.allowlist_ports", Audit, NonCompliant, false),
+            "listening: [8080/tcp]; allowed: nothing allowed",
+            "",
+        ));
+        let f = facts_of(&recs, Some(&planned));
+        assert_eq!(f.firewall_missing_ports, ["514/udp", "8080/tcp", "9100/tcp"]);
+        // Fixture trees (catalog root other than /): not applicable still passes.
+        recs.push(rec(5, "fw.allowlist_ports", Audit, NotApplicable, false));
+        let f = facts_of(&recs, Some(&planned));
+        assert!(f.firewall_covers_planned_ports && f.firewall_missing_ports.is_empty());
     }
 }

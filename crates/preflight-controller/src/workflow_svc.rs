@@ -794,6 +794,7 @@ impl pb::workflow_server::Workflow for WorkflowSvc {
                                     verified_after_last_change: true,
                                     firewall_covers_planned_ports: true,
                                     noncompliant: vec![],
+                                    firewall_missing_ports: vec![],
                                 },
                             )
                         })

@@ -125,6 +125,7 @@ fn facts(w: &World, id: &str, now: Timestamp, o: &Op) -> Vec<(Actor, Command)> {
                 } else {
                     vec!["ssh.root".into()]
                 },
+                firewall_missing_ports: vec![],
             };
             vec![(
                 Actor::System,

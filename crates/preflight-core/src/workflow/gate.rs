@@ -280,7 +280,12 @@ impl World {
                         if !hh.verified_after_last_change {
                             missing.push(format!("{host}: not verified after the last change"));
                         }
-                        if !hh.firewall_covers_planned_ports {
+                        if !hh.firewall_missing_ports.is_empty() {
+                            missing.push(format!(
+                                "{host}: firewall allow-list lacks planned ports {}",
+                                hh.firewall_missing_ports.join(", ")
+                            ));
+                        } else if !hh.firewall_covers_planned_ports {
                             missing.push(format!(
                                 "{host}: firewall allow-list does not cover all planned ports"
                             ));

@@ -92,6 +92,7 @@ fn host_ok() -> HostHardening {
         verified_after_last_change: true,
         firewall_covers_planned_ports: true,
         noncompliant: vec![],
+        firewall_missing_ports: vec![],
     }
 }
 
@@ -815,6 +816,32 @@ fn gates_explain_what_is_missing() {
     let msg = e.to_string();
     assert!(
         msg.contains("ssh.permit_root_login") && msg.contains("not verified"),
+        "{msg}"
+    );
+    // A firewall that lacks planned ports is refused with the ports named.
+    let fw = HostHardening {
+        firewall_covers_planned_ports: false,
+        firewall_missing_ports: vec!["8080/tcp".into(), "9100/udp".into()],
+        ..host_ok()
+    };
+    ok(
+        &mut w,
+        t,
+        &Actor::System,
+        Command::RecordHardening {
+            batch: "B1".into(),
+            summary: hardening(t, fw),
+        },
+    );
+    let msg = refused(
+        &w,
+        t,
+        &user(Role::Integrator),
+        Command::Advance { batch: "B1".into() },
+    )
+    .to_string();
+    assert!(
+        msg.contains("firewall allow-list lacks planned ports 8080/tcp, 9100/udp"),
         "{msg}"
     );
 

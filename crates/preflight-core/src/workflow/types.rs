@@ -591,6 +591,10 @@ pub struct HostHardening {
     pub firewall_covers_planned_ports: bool,
     /// Ids of non-compliant checks.
     pub noncompliant: Vec<String>,
+    /// Planned ports (`8080/tcp`) the host's confirmed allow-list lacks, when known (the
+    /// batch's plan is stored on the controller and the allow-list was read from evidence).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub firewall_missing_ports: Vec<String>,
 }
 
 /// Hardening evidence summary of a batch, per host.
