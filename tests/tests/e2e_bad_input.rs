@@ -624,6 +624,7 @@ fn workflow_cases(c: &mut Corpus) {
                     digest: "0".repeat(64),
                     hosts: vec!["10.0.0.1".into()],
                     incomplete: vec![],
+                    plan_toml: String::new(),
                 }),
             ),
             (
@@ -923,8 +924,45 @@ fn workflow_cases(c: &mut Corpus) {
             digest: "0".repeat(64),
             hosts: (0..100_000).map(|i| format!("h{i}")).collect(),
             incomplete: vec![],
+            plan_toml: String::new(),
         })),
     );
+    // The plan sent with an attachment is checked again on the controller: size, validity, and
+    // that the digest named is its own.
+    let valid = "[[servers]]\naddress = \"10.0.0.1\"\nhostname = \"h1\"\nrole = \"db\"\n";
+    for (name, needle, digest, text) in [
+        (
+            "attach_plan plan_toml: 1 MiB + 1",
+            "plan_toml",
+            String::new(),
+            format!("{valid}#{}", "x".repeat(1024 * 1024 - valid.len())),
+        ),
+        (
+            "attach_plan plan_toml: invalid plan",
+            "plan_toml",
+            String::new(),
+            "[[servers]]\naddress = 1\n".to_string(),
+        ),
+        (
+            "attach_plan digest: not the plan's",
+            "digest",
+            "0".repeat(64),
+            valid.to_string(),
+        ),
+    ] {
+        c.ctl(
+            "Workflow/Execute",
+            name,
+            &[needle],
+            exec(Cmd::AttachPlan(pb::AttachPlanCmd {
+                batch: "no-such-batch".into(),
+                digest,
+                hosts: vec![],
+                incomplete: vec![],
+                plan_toml: text,
+            })),
+        );
+    }
     c.ctl(
         "Workflow/Execute",
         "file_risks risks: 100,000",

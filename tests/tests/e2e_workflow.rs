@@ -603,3 +603,170 @@ fn attached_plan_and_sweeps_drive_the_confirm_plan_gate() {
     let shown = o.run("aud", &["batch", "show", "G2"]);
     assert!(shown.contains("db.dump"), "{shown}");
 }
+
+/// The controller keeps the attached plan (a TOML plan with its servers from a CSV list): the
+/// batch is swept by name without a plan file, also after a controller restart; a run with
+/// skipped checks is stored and reported but is not the batch's readiness; a sweep of another
+/// plan file is not either; oversized and invalid plans attach nothing; a batch without a plan
+/// cannot be swept by name.
+#[test]
+fn attached_plan_is_kept_and_swept_by_batch() {
+    let mut o = Office::new(&["--heartbeat-interval", "1s"]);
+    o.setup();
+    let base = tempfile::tempdir().unwrap();
+    let mut agent =
+        preflight_tests::cluster::Agent::enroll(&o.ctl, base.path(), "keep-1", "127.0.0.53")
+            .unwrap();
+    agent.start().unwrap();
+    o.ctl.wait_online("keep-1");
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let thresholds = "[thresholds]\nmin_cores = 1\nmin_memory_mib = 64\nmin_free_disk_gib = 0\nmax_clock_skew_ms = 60000\n";
+    let toml = file(
+        "k.toml",
+        &format!("[batch]\nproject = \"P1\"\nbatch = \"K1\"\n\n{thresholds}"),
+    );
+    let csv = file(
+        "k.csv",
+        "IP,Hostname,Role,Apps,Ports\n127.0.0.53,keep-1,db,pg,28791\n",
+    );
+    let digest = o.json("ian", &["plan", "check", &toml, "--servers", &csv])["digest"]
+        .as_str()
+        .expect("digest")
+        .to_string();
+    o.run(
+        "pat",
+        &["batch", "create", "K1", "--project", "P1", "--title", "K1"],
+    );
+    o.to_plan("K1");
+    let plan_of =
+        |o: &Office, b: &str| o.json("aud", &["batch", "show", b])["batch"]["plan"].clone();
+
+    // Bad plans attach nothing: one with an error, and one over 1 MiB as canonical TOML.
+    let dup = file(
+        "dup.csv",
+        "IP,Hostname,Role\n127.0.0.53,keep-1,db\n127.0.0.53,keep-2,db\n",
+    );
+    let bad = o.output("ian", &["plan", "attach", "K1", &toml, "--servers", &dup]);
+    assert_eq!(bad.status.code(), Some(2), "{bad:?}");
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("nothing was attached"),
+        "{bad:?}"
+    );
+    let mut big = format!("{thresholds}\n");
+    for i in 0..500 {
+        big.push_str(&format!(
+            "[[servers]]\naddress = \"10.9.{}.{}\"\nhostname = \"h{i}\"\nrole = \"r\"\napps = [",
+            i / 250,
+            i % 250 + 1
+        ));
+        for j in 0..30 {
+            big.push_str(&format!("{{ name = \"app{j:02}-{}\" }},", "x".repeat(56)));
+        }
+        big.push_str("]\n");
+    }
+    let big = file("big.toml", &big);
+    let out = o.output("ian", &["plan", "attach", "K1", &big]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("plan_toml")
+            && err.contains("at most 1048576")
+            && err.contains("nothing was attached"),
+        "{err}"
+    );
+    assert!(plan_of(&o, "K1").is_null(), "nothing attached");
+
+    // A batch without a plan cannot be swept by name.
+    o.refused(
+        "ian",
+        &["sweep", "K1"],
+        &["no plan attached", "preflight plan attach K1"],
+    );
+
+    o.run("ian", &["plan", "attach", "K1", &toml, "--servers", &csv]);
+    assert_eq!(plan_of(&o, "K1")["digest"], digest.as_str());
+    assert_eq!(plan_of(&o, "K1")["hosts"], serde_json::json!(["keep-1"]));
+    o.run("ian", &["batch", "advance", "K1"]);
+    o.run("pat", &["batch", "confirm-plan", "K1"]);
+
+    // A quick sweep of the attached plan with skipped checks: stored and reported, not the
+    // batch's readiness, and the output says why.
+    let s = o.output(
+        "ian",
+        &[
+            "sweep",
+            "K1",
+            "--skip",
+            "disk",
+            "--skip",
+            "bandwidth",
+            "--output",
+            "json",
+        ],
+    );
+    let err = String::from_utf8_lossy(&s.stderr);
+    assert!(s.status.success(), "{err}");
+    let v: Value = serde_json::from_slice(&s.stdout).unwrap();
+    assert_eq!(v["plan_digest"], digest.as_str(), "{v}");
+    assert_eq!(
+        v["skipped"],
+        serde_json::json!(["bandwidth", "disk"]),
+        "{v}"
+    );
+    assert!(
+        err.contains("checks were skipped: bandwidth, disk, not recorded as the batch's readiness"),
+        "{err}"
+    );
+    let skipped_run = v["run_id"].as_u64().unwrap();
+    let shown = o.json("aud", &["batch", "show", "K1"]);
+    assert!(shown["batch"]["readiness"].is_null(), "{shown}");
+    let stored = o.json(
+        "aud",
+        &[
+            "report",
+            "--run",
+            &skipped_run.to_string(),
+            "--format",
+            "json",
+        ],
+    );
+    assert!(
+        stored["not_recorded"]
+            .as_str()
+            .unwrap()
+            .contains("checks were skipped"),
+        "{stored}"
+    );
+    o.refused("pat", &["batch", "advance", "K1"], &["readiness"]);
+
+    // An ad-hoc sweep of another plan file is not the batch's readiness either.
+    let other = file(
+        "other.toml",
+        &format!("{thresholds}\n[[servers]]\naddress = \"127.0.0.53\"\nhostname = \"keep-1\"\nrole = \"db\"\n"),
+    );
+    let s = o.output("ian", &["sweep", "K1", "--plan", &other]);
+    let err = String::from_utf8_lossy(&s.stderr);
+    assert!(s.status.success(), "{err}");
+    assert!(err.contains("another plan than the one attached"), "{err}");
+    assert!(o.json("aud", &["batch", "show", "K1"])["batch"]["readiness"].is_null());
+
+    // The plan survives a controller restart: the batch is swept by name, and a complete
+    // sweep becomes its readiness.
+    o.ctl.restart(&["--heartbeat-interval", "1s"]).unwrap();
+    o.ctl.wait_online("keep-1");
+    let v = o.json("ian", &["sweep", "K1"]);
+    assert_eq!(v["plan_digest"], digest.as_str(), "{v}");
+    assert_eq!(v["not_recorded"].as_str().unwrap_or(""), "", "{v}");
+    let shown = o.json("aud", &["batch", "show", "K1"]);
+    assert_eq!(
+        shown["batch"]["readiness"]["run_id"],
+        v["run_id"].as_u64().unwrap().to_string(),
+        "{shown}"
+    );
+    assert_eq!(shown["batch"]["readiness"]["plan_digest"], digest.as_str());
+}

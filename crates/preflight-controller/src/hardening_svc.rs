@@ -918,7 +918,10 @@ mod tests {
             "",
         ));
         let f = facts_of(&recs, Some(&planned));
-        assert!(f.firewall_covers_planned_ports && f.firewall_missing_ports.is_empty(), "{f:?}");
+        assert!(
+            f.firewall_covers_planned_ports && f.firewall_missing_ports.is_empty(),
+            "{f:?}"
+        );
         // A pending apply says nothing; the latest read allow-list still counts.
         recs.push(rec(3, "fw.allowlist_ports", Apply, Unknown, true));
         assert!(facts_of(&recs, Some(&planned)).firewall_covers_planned_ports);
@@ -929,7 +932,10 @@ mod tests {
             "",
         ));
         let f = facts_of(&recs, Some(&planned));
-        assert_eq!(f.firewall_missing_ports, ["514/udp", "8080/tcp", "9100/tcp"]);
+        assert_eq!(
+            f.firewall_missing_ports,
+            ["514/udp", "8080/tcp", "9100/tcp"]
+        );
         // Fixture trees (catalog root other than /): not applicable still passes.
         recs.push(rec(5, "fw.allowlist_ports", Audit, NotApplicable, false));
         let f = facts_of(&recs, Some(&planned));

@@ -916,8 +916,7 @@ impl pb::readiness_server::Readiness for ReadinessSvc {
             crate::workflow_svc::batch_plan(&self.0, &r.batch).await?
         } else {
             Plan::from_toml(name, &r.plan_toml).map_err(|e| {
-                let lines: Vec<String> =
-                    e.to_string().lines().take(20).map(String::from).collect();
+                let lines: Vec<String> = e.to_string().lines().take(20).map(String::from).collect();
                 Status::invalid_argument(format!("plan_toml is invalid:\n{}", lines.join("\n")))
             })?
         };

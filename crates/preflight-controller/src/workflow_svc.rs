@@ -327,10 +327,7 @@ use preflight_core::plan::MAX_ATTACHED_PLAN_BYTES;
 
 /// The plan sent with an attachment, validated again here (never trusted from the client):
 /// at most [`MAX_ATTACHED_PLAN_BYTES`], a valid plan, with the digest the client named (if any).
-fn attached_plan_from_wire(
-    text: &str,
-    digest: &str,
-) -> Result<preflight_core::plan::Plan, Status> {
+fn attached_plan_from_wire(text: &str, digest: &str) -> Result<preflight_core::plan::Plan, Status> {
     if text.len() > MAX_ATTACHED_PLAN_BYTES {
         return Err(invalid(
             "attach_plan.plan_toml",

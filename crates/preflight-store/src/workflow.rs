@@ -307,7 +307,10 @@ mod tests {
             .expect("accepted");
         s.persist_with_plan(&o, Some(("d1", "[batch]\n")))
             .expect("persisted");
-        assert_eq!(s.plan_text("d1").expect("read").as_deref(), Some("[batch]\n"));
+        assert_eq!(
+            s.plan_text("d1").expect("read").as_deref(),
+            Some("[batch]\n")
+        );
         assert_eq!(s.plan_text("d2").expect("read"), None);
         // The dev clock offset survives.
         assert_eq!(s.dev_clock_offset().expect("read"), None);

@@ -16,7 +16,10 @@ fn n(v: u64) -> Value {
 }
 
 fn ports(r: &[PortRange]) -> Value {
-    s(r.iter().map(ToString::to_string).collect::<Vec<_>>().join(","))
+    s(r.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(","))
 }
 
 fn endpoint(e: &Endpoint) -> Value {
@@ -223,8 +226,8 @@ mod tests {
         );
         for p in plans {
             let text = p.to_toml();
-            let back = Plan::from_toml("canonical.toml", &text)
-                .unwrap_or_else(|e| panic!("{e}\n{text}"));
+            let back =
+                Plan::from_toml("canonical.toml", &text).unwrap_or_else(|e| panic!("{e}\n{text}"));
             assert_eq!(back, p, "{text}");
             assert_eq!(back.digest(), p.digest());
             assert_eq!(back.to_toml(), text, "canonical: a fixed point");
