@@ -769,4 +769,19 @@ fn attached_plan_is_kept_and_swept_by_batch() {
         "{shown}"
     );
     assert_eq!(shown["batch"]["readiness"]["plan_digest"], digest.as_str());
+
+    // `--batch` maps a plan host to its agent by the stored plan's address, when neither the
+    // agent's id nor its reported hostname is the plan's name.
+    o.run(
+        "pat",
+        &["batch", "create", "K2", "--project", "P1", "--title", "K2"],
+    );
+    o.to_plan("K2");
+    let renamed = file(
+        "renamed.toml",
+        &format!("{thresholds}\n[[servers]]\naddress = \"127.0.0.53\"\nhostname = \"db-by-address\"\nrole = \"db\"\n"),
+    );
+    o.run("ian", &["plan", "attach", "K2", &renamed]);
+    let st = o.json("ian", &["harden", "status", "--batch", "K2"]);
+    assert_eq!(st["hosts"][0]["agent_id"], "keep-1", "{st}");
 }

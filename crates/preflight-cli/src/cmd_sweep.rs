@@ -203,7 +203,11 @@ pub async fn run(c: SweepCmd, conn: &Conn, out: Output) -> anyhow::Result<()> {
                 .await
                 .map_err(status)?
                 .into_inner();
-            print_report(&r, out, &format, &lang)
+            print_report(&r, out, &format, &lang)?;
+            if out == Output::Text && format == "text" && !r.not_recorded.is_empty() {
+                eprintln!("note: {}", r.not_recorded);
+            }
+            Ok(())
         }
     }
 }
