@@ -51,13 +51,17 @@ struct Lab {
 
 impl Lab {
     fn cli(&self, args: &[&str]) -> Result<std::process::Output> {
+        self.cli_as(&self.token, args)
+    }
+
+    fn cli_as(&self, token: &str, args: &[&str]) -> Result<std::process::Output> {
         Ok(self
             .lab
             .host(1)
             .command(bin("preflight").to_str().context("utf-8 path")?)
             .args(args)
             .env("PREFLIGHT_CONTROLLER", &self.url)
-            .env("PREFLIGHT_TOKEN", &self.token)
+            .env("PREFLIGHT_TOKEN", token)
             .env("PREFLIGHT_CA_SHA256", &self.pin)
             .env("PREFLIGHT_CONFIG", "/dev/null")
             .stdin(Stdio::null())
@@ -65,9 +69,13 @@ impl Lab {
     }
 
     fn json(&self, args: &[&str]) -> Result<serde_json::Value> {
+        self.json_as(&self.token, args)
+    }
+
+    fn json_as(&self, token: &str, args: &[&str]) -> Result<serde_json::Value> {
         let mut a = args.to_vec();
         a.extend(["--output", "json"]);
-        let o = self.cli(&a)?;
+        let o = self.cli_as(token, &a)?;
         if !o.status.success() {
             bail!(
                 "preflight {} failed: {}",
@@ -261,6 +269,61 @@ fn scenario(preload_iptables: bool, want_backend: &str) -> Result<()> {
         "--check",
         "ssh.max_auth_tries",
     ])?;
+
+    // 1b. A batch whose attached plan (kept by the controller) puts 8080 and 9100 on fw-01:
+    // the confirmed allow-list lacks 9100/tcp, and the harden gate's fact names it; once
+    // `firewall allow` opens it, the allow-list covers the plan.
+    let user = |name: &str, role: &str| -> Result<String> {
+        let v = lab.json(&["user", "add", name, "--role", role])?;
+        Ok(v["token"].as_str().context("token")?.to_string())
+    };
+    let (pat, ian) = (user("pat", "project")?, user("ian", "integrator")?);
+    lab.json(&[
+        "project", "add", "P1", "--name", "p", "--line", "gov", "--budget", "B-1",
+    ])?;
+    lab.json_as(
+        &pat,
+        &["batch", "create", "FW1", "--project", "P1", "--title", "fw"],
+    )?;
+    for who in [&pat, &ian, &pat] {
+        lab.json_as(who, &["batch", "advance", "FW1"])?;
+    }
+    let plan = lab._dir.path().join("fw-plan.toml");
+    std::fs::write(
+        &plan,
+        format!(
+            "[[servers]]\naddress = \"{}\"\nhostname = \"fw-01\"\nrole = \"app\"\napps = [{{ name = \"web\", ports = \"8080\" }}, {{ name = \"metrics\", ports = \"9100\" }}]\n",
+            h2.ip
+        ),
+    )?;
+    lab.json_as(
+        &ian,
+        &["plan", "attach", "FW1", plan.to_str().context("path")?],
+    )?;
+    let fw_fact = || -> Result<serde_json::Value> {
+        let v = lab.json(&["batch", "show", "FW1"])?;
+        Ok(v["batch"]["hardening"]["hosts"]["fw-01"].clone())
+    };
+    let h = fw_fact()?;
+    assert_eq!(h["firewall_covers_planned_ports"], false, "{h}");
+    assert_eq!(
+        h["firewall_missing_ports"],
+        serde_json::json!(["9100/tcp"]),
+        "{h}"
+    );
+    let o = lab.cli(&[
+        "firewall", "allow", "fw-01", "9100/tcp", "--reason", "metrics",
+    ])?;
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    wait_until(
+        Duration::from_secs(10),
+        "the allow-list covering the plan",
+        || {
+            let h = fw_fact()?;
+            Ok(h["firewall_covers_planned_ports"] == true
+                && h.get("firewall_missing_ports").is_none())
+        },
+    )?;
 
     // 2. Management sources that exclude the controller: no confirmation arrives, and the
     // agent restores the previous rules by itself.

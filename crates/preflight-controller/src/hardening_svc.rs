@@ -259,16 +259,17 @@ pub(crate) fn allowed_ports(r: &evidence::EvidenceRecord) -> Option<BTreeSet<Str
 
 /// The facts of one host from its records in log order. With `planned` (the host's planned
 /// ports from the batch's stored plan), the firewall fact is whether the latest known
-/// allow-list ([`allowed_ports`] of the latest `fw.allowlist_ports` record that is not a pending
-/// apply) holds every planned port, and the missing ones are named; a `not_applicable` firewall
-/// (catalog root other than `/`, as for fixture trees) counts as covering. Without `planned`,
-/// the latest status decides (compliant or not applicable).
+/// allow-list ([`allowed_ports`] of the latest `fw.allowlist_ports` record that shows one, not
+/// a pending apply) holds every planned port, and the missing ones are named. With no known
+/// allow-list, a `not_applicable` firewall (catalog root other than `/`, as for fixture trees)
+/// counts as covering, as it does without `planned`, where the latest status decides
+/// (compliant or not applicable).
 fn facts_of(recs: &[(u64, SignedRecord)], planned: Option<&BTreeSet<String>>) -> HostHardening {
     let mut last_change: Option<u64> = None;
     let mut last_apply_or_rollback: Option<EvidenceOperation> = None;
     let mut last_verify: Option<u64> = None;
     let mut latest: BTreeMap<String, EvidenceStatus> = BTreeMap::new();
-    let mut last_fw: Option<&evidence::EvidenceRecord> = None;
+    let mut last_list: Option<BTreeSet<String>> = None;
     for (idx, s) in recs {
         let r = &s.record;
         match r.operation {
@@ -288,22 +289,23 @@ fn facts_of(recs: &[(u64, SignedRecord)], planned: Option<&BTreeSet<String>>) ->
             continue;
         }
         if r.check_id == "fw.allowlist_ports" {
-            last_fw = Some(r);
+            if let Some(list) = allowed_ports(r) {
+                last_list = Some(list);
+            }
         }
         latest.insert(r.check_id.clone(), r.status);
     }
     let fw_status = latest.get("fw.allowlist_ports").copied();
-    let (fw_ok, firewall_missing_ports) = match (fw_status, planned) {
-        (Some(EvidenceStatus::NotApplicable), _) => (true, Vec::new()),
-        (Some(EvidenceStatus::Compliant), None) => (true, Vec::new()),
-        (_, None) => (false, Vec::new()),
-        (_, Some(planned)) => match last_fw.and_then(allowed_ports) {
-            Some(allowed) => {
-                let missing: Vec<String> = planned.difference(&allowed).cloned().collect();
-                (missing.is_empty(), missing)
-            }
-            None => (false, Vec::new()),
-        },
+    let (fw_ok, firewall_missing_ports) = match (planned, &last_list, fw_status) {
+        // The host's real allow-list is known: it decides, whatever the catalog said of a
+        // fixture tree.
+        (Some(planned), Some(allowed), _) => {
+            let missing: Vec<String> = planned.difference(allowed).cloned().collect();
+            (missing.is_empty(), missing)
+        }
+        (_, _, Some(EvidenceStatus::NotApplicable)) => (true, Vec::new()),
+        (None, _, Some(EvidenceStatus::Compliant)) => (true, Vec::new()),
+        _ => (false, Vec::new()),
     };
     let noncompliant: Vec<String> = latest
         .iter()
@@ -936,9 +938,20 @@ mod tests {
             f.firewall_missing_ports,
             ["514/udp", "8080/tcp", "9100/tcp"]
         );
-        // Fixture trees (catalog root other than /): not applicable still passes.
+        // The catalog's not_applicable on a fixture tree does not hide the host's real
+        // allow-list, once one is known.
         recs.push(rec(5, "fw.allowlist_ports", Audit, NotApplicable, false));
         let f = facts_of(&recs, Some(&planned));
+        assert_eq!(
+            f.firewall_missing_ports,
+            ["514/udp", "8080/tcp", "9100/tcp"]
+        );
+        // Fixture trees with no live firewall change: not applicable still passes.
+        let fixture = vec![
+            rec(0, "ssh.misc", Verify, Compliant, false),
+            rec(1, "fw.allowlist_ports", Verify, NotApplicable, false),
+        ];
+        let f = facts_of(&fixture, Some(&planned));
         assert!(f.firewall_covers_planned_ports && f.firewall_missing_ports.is_empty());
     }
 }
