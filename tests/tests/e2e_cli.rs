@@ -237,17 +237,32 @@ fn demo_runs_as_a_non_root_user_and_reports_this_host() {
         );
         assert_eq!(inv["cpu"]["model"], lscpu_field(&lscpu, "Model name:"));
     }
-    // The readiness story: sweep 1 blocks on the missing backup (project's to fix), sweep 2 passes.
+    // The readiness story: sweep 1 blocks on the held planned port (customer's to fix) and the
+    // missing backup (project's), sweep 2 passes.
     let sweeps = v["sweeps"].as_array().unwrap();
-    assert_eq!(sweeps[0]["hard"], 1, "{}", sweeps[0]);
-    let hard = sweeps[0]["findings"]
+    assert_eq!(sweeps[0]["hard"], 2, "{}", sweeps[0]);
+    let hard: Vec<_> = sweeps[0]["findings"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|f| f["verdict"] == "hard")
-        .unwrap();
-    assert_eq!(hard["server"], "demo-3");
-    assert_eq!(hard["party"], "project");
-    assert!(hard["check"].as_str().unwrap().ends_with("portal.dump"));
+        .filter(|f| f["verdict"] == "hard")
+        .map(|f| {
+            (
+                f["server"].as_str().unwrap().to_string(),
+                f["check"].as_str().unwrap().to_string(),
+                f["party"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert!(
+        hard.iter()
+            .any(|(s, c, p)| s == "demo-2" && c.starts_with("port:28080") && p == "customer"),
+        "{hard:?}"
+    );
+    assert!(
+        hard.iter()
+            .any(|(s, c, p)| s == "demo-3" && c.ends_with("portal.dump") && p == "project"),
+        "{hard:?}"
+    );
     assert_eq!(sweeps[1]["hard"], 0, "{}", sweeps[1]);
 }

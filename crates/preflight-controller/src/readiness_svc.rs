@@ -242,20 +242,16 @@ impl ReadinessSvc {
         if planned.is_empty() {
             return Ok(vec![]);
         }
-        let mut req = Request::new(pb::ListListeningPortsRequest {
-            tcp: true,
-            udp: true,
-            no_processes: false,
-        });
-        req.set_timeout(Duration::from_secs(30));
-        let sockets = match client.list_listening_ports(req).await {
-            Ok(r) => r.into_inner().sockets,
-            Err(e) if lost(&e) => return Err(e.message().to_string()),
-            Err(e) => {
-                tracing::warn!(server = %server.hostname, error = %e.message(), "listening ports unavailable");
-                return Ok(vec![]);
-            }
-        };
+        // Without process names first: resolving them walks every process's descriptors,
+        // which is the slow part (and grows with every agent on a shared host). Only when a
+        // planned port is held is the list fetched again with the holders' names.
+        let mut sockets = self.listening(server, client, true).await?;
+        if planned
+            .iter()
+            .any(|p| holder(&sockets, server.address, p.port, p.protocol).is_some())
+        {
+            sockets = self.listening(server, client, false).await?;
+        }
         let mut out = Vec::new();
         for p in planned {
             let h = holder(&sockets, server.address, p.port, p.protocol);
@@ -271,6 +267,30 @@ impl ReadinessSvc {
             ));
         }
         Ok(out)
+    }
+
+    /// The server's listening sockets (TCP and UDP); empty, with a warning, when the agent
+    /// cannot list them; `Err` when the agent is gone.
+    async fn listening(
+        &self,
+        server: &Server,
+        client: &mut pb::agent_client::AgentClient<tonic::transport::Channel>,
+        no_processes: bool,
+    ) -> Result<Vec<pb::ListeningSocket>, String> {
+        let mut req = Request::new(pb::ListListeningPortsRequest {
+            tcp: true,
+            udp: true,
+            no_processes,
+        });
+        req.set_timeout(Duration::from_secs(30));
+        match client.list_listening_ports(req).await {
+            Ok(r) => Ok(r.into_inner().sockets),
+            Err(e) if lost(&e) => Err(e.message().to_string()),
+            Err(e) => {
+                tracing::warn!(server = %server.hostname, error = %e.message(), "listening ports unavailable");
+                Ok(vec![])
+            }
+        }
     }
 
     /// One disk benchmark on `dir`; waits its turn when another disk benchmark holds the
