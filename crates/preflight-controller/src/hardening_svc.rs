@@ -307,10 +307,15 @@ fn facts_of(recs: &[(u64, SignedRecord)], planned: Option<&BTreeSet<String>>) ->
         (None, _, Some(EvidenceStatus::Compliant)) => (true, Vec::new()),
         _ => (false, Vec::new()),
     };
+    // `unknown` (a file the check cannot parse, a tool that did not answer) is not evidence of
+    // compliance: it blocks the gate like a violation, marked so the deployer knows to look.
     let noncompliant: Vec<String> = latest
         .iter()
-        .filter(|(_, s)| **s == EvidenceStatus::NonCompliant)
-        .map(|(id, _)| id.clone())
+        .filter_map(|(id, s)| match s {
+            EvidenceStatus::NonCompliant => Some(id.clone()),
+            EvidenceStatus::Unknown => Some(format!("{id} (unknown)")),
+            _ => None,
+        })
         .collect();
     HostHardening {
         baseline_applied: last_apply_or_rollback == Some(EvidenceOperation::Apply),
@@ -879,6 +884,13 @@ mod tests {
         let f = facts_of(&recs, None);
         assert!(!f.all_compliant);
         assert_eq!(f.noncompliant, ["perm.critical_files"]);
+
+        // A check that could not be evaluated is no evidence of compliance either.
+        recs.push(rec(9, "perm.critical_files", Verify, Compliant, false));
+        recs.push(rec(10, "auth.lockout", Verify, Unknown, false));
+        let f = facts_of(&recs, None);
+        assert!(!f.all_compliant);
+        assert_eq!(f.noncompliant, ["auth.lockout (unknown)"]);
     }
 
     fn with_text(

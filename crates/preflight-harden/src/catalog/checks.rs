@@ -19,7 +19,7 @@ use super::text::{
     arg_value, kv_get, kv_parse, kv_set, module_name, pam_format, set_arg, ColonDb, KvStyle,
     PamFile, BEGIN, DISABLED, END,
 };
-use super::{CheckInfo, Ctx, Fix, Outcome, Policy, Status, Unk};
+use super::{CheckInfo, Ctx, Fix, Outcome, Policy, Unk};
 
 /// One catalog entry with its implementation.
 pub(crate) struct Check {
@@ -1784,7 +1784,8 @@ fn audit_ssh_version(ctx: &Ctx) -> Result<Outcome, Unk> {
         }
     }
     if !ctx.root.is_host() {
-        return Ok(Outcome::unknown(
+        return Ok(Outcome::live_only(
+            "",
             "the sshd version is live state: read only when the root prefix is /",
             exp,
         ));
@@ -2254,14 +2255,11 @@ fn audit_auditd(ctx: &Ctx) -> Result<Outcome, Unk> {
         return Ok(Outcome::new(false, "auditd.service disabled", exp));
     }
     if !ctx.root.is_host() {
-        return Ok(Outcome {
-            status: Status::Unknown,
-            observed: "auditd.service enabled".into(),
-            expected: exp.into(),
-            reason: Some(
-                "whether auditd runs is live state: read only when the root prefix is /".into(),
-            ),
-        });
+        return Ok(Outcome::live_only(
+            "auditd.service enabled",
+            "whether auditd runs is live state: read only when the root prefix is /",
+            exp,
+        ));
     }
     let run = process_running("auditd");
     Ok(Outcome::new(
@@ -2714,8 +2712,9 @@ fn audit_mac(ctx: &Ctx) -> Result<Outcome, Unk> {
         };
         return Ok(Outcome::new(aa.trim() == "Y", obs, "enforcing"));
     }
-    Ok(Outcome::unknown(
-        "no /etc/selinux/config; AppArmor state is live: read only when the root prefix is /",
+    Ok(Outcome::live_only(
+        "no /etc/selinux/config",
+        "AppArmor state is live: read only when the root prefix is /",
         "enforcing",
     ))
 }

@@ -573,6 +573,21 @@ impl Outcome {
             reason: Some(reason.into()),
         }
     }
+    /// The rest of the check is live state of the host (processes, binaries) and the catalog
+    /// runs on another root prefix (a fixture tree, a mounted image): not applicable there,
+    /// like the fw.* checks, rather than `unknown`, which blocks the `harden` gate.
+    pub fn live_only(
+        observed: impl Into<String>,
+        reason: impl Into<String>,
+        expected: impl Into<String>,
+    ) -> Outcome {
+        Outcome {
+            status: Status::NotApplicable,
+            observed: observed.into(),
+            expected: expected.into(),
+            reason: Some(reason.into()),
+        }
+    }
 }
 
 /// A fixed validation or management command, run only when the root prefix is `/`.
