@@ -31,6 +31,9 @@ pub struct Args {
 
 /// Largest message the agent accepts or sends.
 const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+/// Requests handled at once; beyond it a request gets RESOURCE_EXHAUSTED at once
+/// (`preflight_pki::shed`). `PREFLIGHT_MAX_INFLIGHT` overrides it.
+const MAX_INFLIGHT: usize = 64;
 
 pub async fn run(a: Args) -> anyhow::Result<()> {
     let state = AgentState::load(&a.state_dir)?;
@@ -65,6 +68,9 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         .concurrency_limit_per_connection(32)
         .max_concurrent_streams(64)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .layer(preflight_pki::shed::LoadShedLayer::new(
+            preflight_pki::shed::max_inflight(MAX_INFLIGHT),
+        ))
         .add_service(svc)
         .serve_with_incoming_shutdown(incoming.stream, shutdown_signal());
 

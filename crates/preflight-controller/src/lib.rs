@@ -36,6 +36,9 @@ pub use auth::{hash_token, new_secret};
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Largest gRPC message accepted (either direction).
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+/// Requests handled at once over all connections; beyond it a request gets RESOURCE_EXHAUSTED
+/// at once (`preflight_pki::shed`). `PREFLIGHT_MAX_INFLIGHT` overrides it.
+pub const MAX_INFLIGHT: usize = 1024;
 
 /// Where "now" comes from. Tests and rehearsals use a settable clock; everything time-based in
 /// the controller reads this, never the system clock directly.
@@ -376,6 +379,7 @@ pub async fn start(cfg: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Ru
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         );
+    let shed_limit = preflight_pki::shed::max_inflight(MAX_INFLIGHT);
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         let served = tonic::transport::Server::builder()
@@ -385,6 +389,7 @@ pub async fn start(cfg: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Ru
             .max_concurrent_streams(128)
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .layer(metrics::MetricsLayer(metrics))
+            .layer(preflight_pki::shed::LoadShedLayer::new(shed_limit))
             .add_routes(routes)
             .serve_with_incoming_shutdown(incoming.stream, async {
                 let _ = rx.await;
