@@ -326,11 +326,17 @@ impl Agent {
 
     /// Starts `preflight-agent run`.
     pub fn start(&mut self) -> anyhow::Result<()> {
+        self.start_with(&[])
+    }
+
+    /// Starts `preflight-agent run` with `extra` arguments (e.g. `--harden-root DIR`).
+    pub fn start_with(&mut self, extra: &[&str]) -> anyhow::Result<()> {
         let verbose = std::env::var_os("PREFLIGHT_TEST_VERBOSE").is_some();
         let child = command_in(self.netns.as_deref(), bin("preflight-agent"))
             .arg("run")
             .arg("--state-dir")
             .arg(&self.state)
+            .args(extra)
             .env("PREFLIGHT_LOG", if verbose { "debug" } else { "warn" })
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -1,4 +1,4 @@
-//! Load shedding on both real servers: given a tiny in-flight bound (`PREFLIGHT_MAX_INFLIGHT`),
+//! Load shedding on both real servers: given a tiny in-flight bound (the hidden `--max-inflight` of `serve` and `run`),
 //! a flood of concurrent requests over separate TLS connections gets some RESOURCE_EXHAUSTED
 //! answers quickly, never another error, and the server serves normally afterwards.
 
@@ -81,14 +81,11 @@ fn check(what: &str, o: &Outcome) {
 
 #[test]
 fn both_servers_shed_load_with_resource_exhausted_and_recover() {
-    // Every process this test starts inherits the bound (controller and agent alike).
-    std::env::set_var(preflight_pki::shed::MAX_INFLIGHT_ENV, LIMIT);
-    let ctl = Controller::start(&["--heartbeat-interval", "1s"]).unwrap();
+    let ctl = Controller::start(&["--heartbeat-interval", "1s", "--max-inflight", LIMIT]).unwrap();
     let base = tempfile::tempdir().unwrap();
     let mut a = Agent::enroll(&ctl, base.path(), "shed-1", "127.0.0.41").unwrap();
-    a.start().unwrap();
+    a.start_with(&["--max-inflight", LIMIT]).unwrap();
     let agent_addr = ctl.wait_online("shed-1").to_string();
-    std::env::remove_var(preflight_pki::shed::MAX_INFLIGHT_ENV);
 
     let ca_pem = std::fs::read_to_string(ctl.data().join("ca.pem")).unwrap();
     let ca = preflight_pki::CertificateAuthority::from_pem(

@@ -15,19 +15,6 @@ use std::task::{Context, Poll};
 
 use tokio::sync::Semaphore;
 
-/// Environment variable that overrides a server's in-flight bound (tests and benchmarks; a
-/// hidden knob, not part of the documented configuration).
-pub const MAX_INFLIGHT_ENV: &str = "PREFLIGHT_MAX_INFLIGHT";
-
-/// The bound from [`MAX_INFLIGHT_ENV`] when it is set to a positive integer, else `default`.
-pub fn max_inflight(default: usize) -> usize {
-    std::env::var(MAX_INFLIGHT_ENV)
-        .ok()
-        .and_then(|v| v.trim().parse::<usize>().ok())
-        .filter(|n| *n > 0)
-        .unwrap_or(default)
-}
-
 /// A tower layer that sheds requests beyond `limit` in flight. Clones share the same bound.
 #[derive(Clone)]
 pub struct LoadShedLayer {
@@ -178,10 +165,5 @@ mod tests {
         assert_eq!(slow.await.unwrap().unwrap().into_body(), "ok");
         let again = svc.ready().await.unwrap().call(grpc()).await.unwrap();
         assert_eq!(again.into_body(), "ok", "served again once below the bound");
-    }
-
-    #[test]
-    fn env_overrides_the_default_only_when_positive() {
-        assert_eq!(max_inflight(7), 7);
     }
 }
