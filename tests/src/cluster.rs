@@ -178,12 +178,24 @@ impl Controller {
             }
         });
         let deadline = Instant::now() + START_TIMEOUT;
+        let mut seen = Vec::new();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(l) if l.starts_with("controller listening on ") => return Ok(()),
-                Ok(_) => {}
-                Err(_) => bail!("controller did not restart within {:?}", START_TIMEOUT),
+                Ok(l) => seen.push(l),
+                // Its stderr closed: it exited.
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    bail!(
+                        "controller exited instead of restarting:\n{}",
+                        seen.join("\n")
+                    )
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => bail!(
+                    "controller did not restart within {:?}:\n{}",
+                    START_TIMEOUT,
+                    seen.join("\n")
+                ),
             }
         }
     }
