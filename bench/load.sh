@@ -103,9 +103,9 @@ one() {
   local i=$1 s e rc
   s=$(date +%s%N)
   case $((i % 3)) in
-    0) "$BIN/preflight" agents --output json >/dev/null 2>"$work/r/$i.err"; rc=$? ;;
-    1) "$BIN/preflight" status --output json >/dev/null 2>"$work/r/$i.err"; rc=$? ;;
-    2) "$BIN/preflight" inventory "load-$((i % AGENTS))" --output json >/dev/null 2>"$work/r/$i.err"; rc=$? ;;
+    0) "$BIN/preflight" agents --output json >/dev/null 2>"$work/r/$i.err" && rc=0 || rc=$? ;;
+    1) "$BIN/preflight" status --output json >/dev/null 2>"$work/r/$i.err" && rc=0 || rc=$? ;;
+    2) "$BIN/preflight" inventory "load-$((i % AGENTS))" --output json >/dev/null 2>"$work/r/$i.err" && rc=0 || rc=$? ;;
   esac
   e=$(date +%s%N)
   echo "$(( (e - s) / 1000 )) $rc" >"$work/r/$i"
@@ -131,6 +131,13 @@ for i in range(1, n + 1):
         fails += 1
         if "RESOURCE_EXHAUSTED" in open(f"{work}/r/{i}.err").read() or "over capacity" in open(f"{work}/r/{i}.err").read():
             shed += 1
+errs = {}
+for i in range(1, n + 1):
+    e = open(f"{work}/r/{i}.err").read().strip()
+    if e:
+        errs[e[:160]] = errs.get(e[:160], 0) + 1
+for e, c in sorted(errs.items(), key=lambda x: -x[1])[:3]:
+    print(f"  {c} x {e}")
 lat.sort()
 q = lambda p: lat[min(len(lat) - 1, int(p * len(lat)))]
 print(f"burst: {n} concurrent CLI requests in {wall} ms; failed {fails} (shed {shed})")
