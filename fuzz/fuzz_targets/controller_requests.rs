@@ -107,12 +107,10 @@ fn world() -> &'static World {
             let mut cfg = preflight_controller::ServeConfig::new(&data);
             cfg.listen = "127.0.0.1:0".parse().unwrap();
             cfg.dev_clock = true;
-            let running = preflight_controller::start(
-                cfg,
-                Arc::new(preflight_controller::SystemClock),
-            )
-            .await
-            .unwrap();
+            let running =
+                preflight_controller::start(cfg, Arc::new(preflight_controller::SystemClock))
+                    .await
+                    .unwrap();
             let (tls, _) = preflight_pki::pinned_client_config(&init.ca_pin).unwrap();
             let ch = preflight_pki::transport::connect(
                 &running.local_addr.to_string(),

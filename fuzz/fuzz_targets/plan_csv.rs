@@ -19,7 +19,10 @@ fuzz_target!(|data: &[u8]| {
         Ok(p) => assert_eq!(p.digest().len(), 64),
         Err(e) => {
             let msg = e.to_string();
-            assert!(msg.contains("servers.csv"), "error without the file name: {msg}");
+            assert!(
+                msg.contains("servers.csv"),
+                "error without the file name: {msg}"
+            );
         }
     }
     let _ = Plan::from_toml_with_csv_servers("plan.toml", TOML, "servers.csv", text);

@@ -16,7 +16,10 @@ fuzz_target!(|data: &[u8]| {
         Err(e) => {
             let msg = e.to_string();
             assert!(!msg.is_empty());
-            assert!(msg.contains("plan.toml"), "error without the file name: {msg}");
+            assert!(
+                msg.contains("plan.toml"),
+                "error without the file name: {msg}"
+            );
         }
     }
 });
