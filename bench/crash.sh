@@ -13,7 +13,7 @@ cargo build --bins >&2
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e
-PREFLIGHT_CRASH_ITERATIONS=$ITERATIONS cargo test -p preflight-tests --test e2e_crash -- --nocapture 2>&1 | tee "$log" | grep -E "^crash test|panicked|iteration [0-9]+" >&2
+PREFLIGHT_CRASH_ITERATIONS=$ITERATIONS cargo test -p preflight-tests --test e2e_crash -- --nocapture 2>&1 | tee "$log" | grep -E -A4 "^crash test|panicked" >&2
 rc=${PIPESTATUS[0]}
 set -e
 grep "iterations survived" "$log" || echo "crash test FAILED: see the output above"
