@@ -178,12 +178,24 @@ impl Controller {
             }
         });
         let deadline = Instant::now() + START_TIMEOUT;
+        let mut seen = Vec::new();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(l) if l.starts_with("controller listening on ") => return Ok(()),
-                Ok(_) => {}
-                Err(_) => bail!("controller did not restart within {:?}", START_TIMEOUT),
+                Ok(l) => seen.push(l),
+                // Its stderr closed: it exited.
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    bail!(
+                        "controller exited instead of restarting:\n{}",
+                        seen.join("\n")
+                    )
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => bail!(
+                    "controller did not restart within {:?}:\n{}",
+                    START_TIMEOUT,
+                    seen.join("\n")
+                ),
             }
         }
     }
@@ -326,11 +338,11 @@ impl Agent {
 
     /// Starts `preflight-agent run`.
     pub fn start(&mut self) -> anyhow::Result<()> {
-        self.start_with(&[])
+        self.start_with::<&str>(&[])
     }
 
     /// Starts `preflight-agent run` with `extra` arguments (e.g. `--harden-root DIR`).
-    pub fn start_with(&mut self, extra: &[&OsStr]) -> anyhow::Result<()> {
+    pub fn start_with<S: AsRef<OsStr>>(&mut self, extra: &[S]) -> anyhow::Result<()> {
         let verbose = std::env::var_os("PREFLIGHT_TEST_VERBOSE").is_some();
         let child = command_in(self.netns.as_deref(), bin("preflight-agent"))
             .arg("run")

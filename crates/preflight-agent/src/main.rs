@@ -2,26 +2,12 @@
 //! subcommands a deployer can use on a server without any controller, like sysbench or ss.
 //! It exposes typed endpoints only: it never runs a command it was sent.
 
-mod cmd_bench;
-mod cmd_harden;
-mod cmd_package;
-mod cmd_ports;
-mod convert;
-mod enroll;
-mod run;
-mod service;
-mod state;
-mod svc_bench;
-mod svc_harden;
-mod svc_net;
-mod svc_package;
-
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-
-/// This agent's version.
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+use preflight_agent::{
+    cmd_bench, cmd_harden, cmd_package, cmd_ports, convert, enroll, error_chain, run, Output,
+};
 
 #[derive(Parser)]
 #[command(
@@ -43,13 +29,6 @@ struct Cli {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum LogFormat {
-    Text,
-    Json,
-}
-
-/// Output format of local subcommands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Output {
     Text,
     Json,
 }
@@ -95,51 +74,6 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .worker_threads(threads)
         .enable_all()
         .build()?)
-}
-
-/// An error and its causes on one line.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let m = c.to_string();
-        if !s.contains(&m) {
-            s.push_str(": ");
-            s.push_str(&m);
-        }
-        cur = c.source();
-    }
-    s
-}
-
-/// A Unix time for people.
-pub fn fmt_unix(s: i64) -> String {
-    preflight_core::timefmt::utc(s)
-}
-
-/// This host's addresses outside loopback, in CIDR notation.
-pub fn host_addresses() -> Vec<String> {
-    let mut out = Vec::new();
-    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
-        return out;
-    };
-    for ifa in addrs {
-        let (Some(addr), Some(mask)) = (ifa.address, ifa.netmask) else {
-            continue;
-        };
-        let (ip, prefix): (std::net::IpAddr, u32) =
-            if let (Some(a), Some(m)) = (addr.as_sockaddr_in(), mask.as_sockaddr_in()) {
-                (a.ip().into(), m.ip().to_bits().count_ones())
-            } else if let (Some(a), Some(m)) = (addr.as_sockaddr_in6(), mask.as_sockaddr_in6()) {
-                (a.ip().into(), m.ip().to_bits().count_ones())
-            } else {
-                continue;
-            };
-        if !ip.is_loopback() && out.len() < 64 {
-            out.push(format!("{ip}/{prefix}"));
-        }
-    }
-    out
 }
 
 fn local_inventory(output: Output) -> anyhow::Result<()> {

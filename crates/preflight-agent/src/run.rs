@@ -27,10 +27,16 @@ pub struct Args {
     /// image in staging). Only the local admin sets it; the controller cannot.
     #[arg(long, value_name = "DIR")]
     pub harden_root: Option<PathBuf>,
+    /// Requests handled at once before shedding with RESOURCE_EXHAUSTED (tests, benchmarks).
+    #[arg(long, hide = true, env = "PREFLIGHT_MAX_INFLIGHT", default_value_t = MAX_INFLIGHT)]
+    pub max_inflight: usize,
 }
 
 /// Largest message the agent accepts or sends.
 const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+/// Requests handled at once; beyond it a request gets RESOURCE_EXHAUSTED at once
+/// (`preflight_pki::shed`). The hidden `run --max-inflight` changes it.
+const MAX_INFLIGHT: usize = 64;
 
 pub async fn run(a: Args) -> anyhow::Result<()> {
     let state = AgentState::load(&a.state_dir)?;
@@ -65,6 +71,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         .concurrency_limit_per_connection(32)
         .max_concurrent_streams(64)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .layer(preflight_pki::shed::LoadShedLayer::new(a.max_inflight))
         .add_service(svc)
         .serve_with_incoming_shutdown(incoming.stream, shutdown_signal());
 

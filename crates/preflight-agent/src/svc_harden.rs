@@ -108,6 +108,27 @@ struct Caller {
     request_id: String,
 }
 
+/// The checks [`harden`] makes on a request before acting, without acting (fuzz targets).
+pub(crate) fn validate_request(r: &pb::HardenRequest) -> Result<(), Status> {
+    let op = op(r.operation)?;
+    check_ids(&r.check_ids)?;
+    policy(r.policy.clone())?;
+    caller(r.caller.clone())?;
+    if let Some(fw) = &r.firewall {
+        if op != Op::Apply {
+            return Err(Status::invalid_argument(
+                "firewall is only accepted with operation apply",
+            ));
+        }
+        for p in &fw.ports {
+            planned_port(p)?;
+        }
+        nets("firewall.mgmt_sources", &fw.mgmt_sources)?;
+        nets("firewall.controller_addrs", &fw.controller_addrs)?;
+    }
+    Ok(())
+}
+
 fn caller(c: Option<pb::HardenCaller>) -> Result<Caller, Status> {
     let c = c.ok_or_else(|| Status::invalid_argument("caller is missing"))?;
     if c.user.is_empty() || c.user.len() > 128 {

@@ -120,7 +120,7 @@ pub async fn list_listening_ports(
     })
 }
 
-fn nonce32(field: &str, b: &[u8]) -> Result<[u8; 32], Status> {
+pub(crate) fn nonce32(field: &str, b: &[u8]) -> Result<[u8; 32], Status> {
     <[u8; 32]>::try_from(b).map_err(|_| {
         Status::invalid_argument(format!(
             "{field} has {} bytes: it must be exactly 32 random bytes",
@@ -129,7 +129,7 @@ fn nonce32(field: &str, b: &[u8]) -> Result<[u8; 32], Status> {
     })
 }
 
-fn port_of(field: &str, p: u32) -> Result<u16, Status> {
+pub(crate) fn port_of(field: &str, p: u32) -> Result<u16, Status> {
     match u16::try_from(p) {
         Ok(p) if p != 0 => Ok(p),
         _ => Err(Status::invalid_argument(format!(
@@ -138,7 +138,7 @@ fn port_of(field: &str, p: u32) -> Result<u16, Status> {
     }
 }
 
-fn ip_of(field: &str, s: &str) -> Result<Option<IpAddr>, Status> {
+pub(crate) fn ip_of(field: &str, s: &str) -> Result<Option<IpAddr>, Status> {
     if s.is_empty() {
         return Ok(None);
     }

@@ -130,6 +130,9 @@ struct ServeArgs {
     /// (default: the directory of this executable).
     #[arg(long, env = "PREFLIGHT_AGENT_DIR")]
     agent_dir: Option<PathBuf>,
+    /// Requests handled at once before shedding with RESOURCE_EXHAUSTED (tests, benchmarks).
+    #[arg(long, hide = true, env = "PREFLIGHT_MAX_INFLIGHT", default_value_t = preflight_controller::MAX_INFLIGHT)]
+    max_inflight: usize,
 }
 
 #[derive(Subcommand)]
@@ -210,6 +213,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     cfg.heartbeat_interval = a.heartbeat_interval;
     cfg.agent_cert_ttl = a.agent_cert_ttl;
     cfg.dev_clock = a.dev_clock;
+    cfg.max_inflight = a.max_inflight.max(1);
     if let Some(d) = a.agent_dir {
         cfg.agent_dir = d;
     }

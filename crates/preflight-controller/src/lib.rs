@@ -37,6 +37,9 @@ pub use auth::{hash_token, new_secret};
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Largest gRPC message accepted (either direction).
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+/// Requests handled at once over all connections; beyond it a request gets RESOURCE_EXHAUSTED
+/// at once (`preflight_pki::shed`). The hidden `serve --max-inflight` changes it.
+pub const MAX_INFLIGHT: usize = 1024;
 
 /// Where "now" comes from. Tests and rehearsals use a settable clock; everything time-based in
 /// the controller reads this, never the system clock directly.
@@ -108,6 +111,8 @@ pub struct ServeConfig {
     pub agent_cert_ttl: Duration,
     /// Use a settable clock (`preflight dev clock`), for tests and rehearsals.
     pub dev_clock: bool,
+    /// Requests handled at once over all connections before shedding ([`MAX_INFLIGHT`]).
+    pub max_inflight: usize,
     /// Where the agent binaries served at `/agent/linux-ARCH` are: `preflight-agent-linux-ARCH`,
     /// or `preflight-agent` for the controller's own architecture.
     pub agent_dir: PathBuf,
@@ -124,6 +129,7 @@ impl ServeConfig {
             heartbeat_interval: Duration::from_secs(10),
             agent_cert_ttl: Duration::from_secs(30 * 24 * 3600),
             dev_clock: false,
+            max_inflight: MAX_INFLIGHT,
             agent_dir: std::env::current_exe()
                 .ok()
                 .and_then(|p| p.parent().map(Path::to_path_buf))
@@ -377,6 +383,7 @@ pub async fn start(cfg: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Ru
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         );
+    let shed_limit = shared.cfg.max_inflight;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         let served = tonic::transport::Server::builder()
@@ -386,6 +393,7 @@ pub async fn start(cfg: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Ru
             .max_concurrent_streams(128)
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .layer(metrics::MetricsLayer(metrics))
+            .layer(preflight_pki::shed::LoadShedLayer::new(shed_limit))
             .add_routes(routes)
             .serve_with_incoming_shutdown(incoming.stream, async {
                 let _ = rx.await;

@@ -108,7 +108,8 @@ fn connector(
 }
 
 /// A TLS listener feeding tonic: accepts TCP, runs each handshake in its own task under a
-/// deadline and a concurrency cap, and yields finished TLS streams.
+/// deadline and a concurrency cap (beyond it, connections wait in the kernel's backlog), and
+/// yields finished TLS streams.
 pub struct TlsIncoming {
     pub local_addr: SocketAddr,
     pub stream: ReceiverStream<Result<TlsStream<TcpStream>, io::Error>>,
@@ -130,6 +131,17 @@ pub fn tls_incoming_from(listener: TcpListener, config: ServerConfig) -> TlsInco
     let pending = Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES));
     tokio::spawn(async move {
         loop {
+            // Backpressure, not refusal: with every handshake slot taken, stop accepting and
+            // let the kernel's backlog hold new connections until a slot frees (a handshake
+            // ends or times out). A burst of real clients then waits briefly instead of being
+            // reset; a flood of idle connections still holds at most this many slots.
+            let permit = tokio::select! {
+                p = pending.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => return,
+                },
+                _ = tx.closed() => return,
+            };
             let (tcp, peer) = tokio::select! {
                 r = listener.accept() => match r {
                     Ok(v) => v,
@@ -141,10 +153,6 @@ pub fn tls_incoming_from(listener: TcpListener, config: ServerConfig) -> TlsInco
                     }
                 },
                 _ = tx.closed() => return,
-            };
-            let Ok(permit) = pending.clone().try_acquire_owned() else {
-                tracing::warn!(%peer, "too many TLS handshakes in progress; dropping connection");
-                continue;
             };
             let _ = tcp.set_nodelay(true);
             let acceptor = acceptor.clone();

@@ -1,0 +1,74 @@
+//! The agent as a library: the binary (`main.rs`) is a thin command-line shell over it,
+//! and the fuzz targets (`fuzz/`) reach the request validation through [`fuzzing`].
+
+pub mod cmd_bench;
+pub mod cmd_harden;
+pub mod cmd_package;
+pub mod cmd_ports;
+pub mod convert;
+pub mod enroll;
+pub mod fuzzing;
+pub mod run;
+pub mod service;
+pub mod state;
+pub mod svc_bench;
+pub mod svc_harden;
+pub mod svc_net;
+pub mod svc_package;
+
+use clap::ValueEnum;
+
+/// This agent's version.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Output format of local subcommands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+/// An error and its causes on one line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let m = c.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+/// A Unix time for people.
+pub fn fmt_unix(s: i64) -> String {
+    preflight_core::timefmt::utc(s)
+}
+
+/// This host's addresses outside loopback, in CIDR notation.
+pub fn host_addresses() -> Vec<String> {
+    let mut out = Vec::new();
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return out;
+    };
+    for ifa in addrs {
+        let (Some(addr), Some(mask)) = (ifa.address, ifa.netmask) else {
+            continue;
+        };
+        let (ip, prefix): (std::net::IpAddr, u32) =
+            if let (Some(a), Some(m)) = (addr.as_sockaddr_in(), mask.as_sockaddr_in()) {
+                (a.ip().into(), m.ip().to_bits().count_ones())
+            } else if let (Some(a), Some(m)) = (addr.as_sockaddr_in6(), mask.as_sockaddr_in6()) {
+                (a.ip().into(), m.ip().to_bits().count_ones())
+            } else {
+                continue;
+            };
+        if !ip.is_loopback() && out.len() < 64 {
+            out.push(format!("{ip}/{prefix}"));
+        }
+    }
+    out
+}
