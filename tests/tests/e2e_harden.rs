@@ -4,6 +4,7 @@
 //! and any tampering with it is detected.
 
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -11,7 +12,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 use preflight_core::evidence::{self, EvidenceBundle};
-use preflight_tests::cluster::{bin, Agent, Controller, Proc};
+use preflight_tests::cluster::{bin, Agent, Controller};
 
 fn fixture_src(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -69,24 +70,7 @@ fn snapshot(dir: &Path) -> Result<BTreeMap<String, String>> {
 
 /// Starts `preflight-agent run --harden-root ROOT` (what only a local admin can set).
 fn start_with_root(agent: &mut Agent, root: &Path) -> Result<()> {
-    let verbose = std::env::var_os("PREFLIGHT_TEST_VERBOSE").is_some();
-    let child = Command::new(bin("preflight-agent"))
-        .arg("run")
-        .arg("--state-dir")
-        .arg(&agent.state)
-        .arg("--harden-root")
-        .arg(root)
-        .env("PREFLIGHT_LOG", if verbose { "debug" } else { "warn" })
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(if verbose {
-            Stdio::inherit()
-        } else {
-            Stdio::null()
-        })
-        .spawn()?;
-    agent.proc = Some(Proc(child));
-    Ok(())
+    agent.start_with(&[OsStr::new("--harden-root"), root.as_os_str()])
 }
 
 fn debian_root(base: &Path) -> Result<PathBuf> {
@@ -485,6 +469,56 @@ fn every_byte_of_a_small_exported_bundle_matters() -> Result<()> {
         }
     }
     assert!(undetected.is_empty(), "undetected flips: {undetected:?}");
+    Ok(())
+}
+
+/// An agent's evidence outgrows one ordinary 4 MiB message after some 40 full audits; the
+/// export still carries it whole, and it verifies.
+#[test]
+fn evidence_export_outgrows_one_ordinary_message() -> Result<()> {
+    if not_root() {
+        eprintln!("SKIP: the fixture's files must be owned by root for the checks to run");
+        return Ok(());
+    }
+    let ctl = Controller::start(&["--heartbeat-interval", "1s"])?;
+    let base = tempfile::tempdir()?;
+    let root = debian_root(base.path())?;
+    let mut agent = Agent::enroll(&ctl, base.path(), "big-01", "127.0.0.1")?;
+    start_with_root(&mut agent, &root)?;
+    ctl.wait_online("big-01");
+    let p = base.path().join("big.json");
+    let mut audits = 0;
+    let bytes = loop {
+        for _ in 0..10 {
+            ctl.run(&["harden", "audit", "--agent", "big-01", "--output", "json"])?;
+        }
+        audits += 10;
+        ctl.run(&[
+            "evidence",
+            "export",
+            "--agent",
+            "big-01",
+            "-o",
+            p.to_str().unwrap(),
+        ])?;
+        let bytes = fs::read(&p)?;
+        if bytes.len() > 4 * 1024 * 1024 + 256 * 1024 {
+            break bytes;
+        }
+        assert!(
+            audits < 150,
+            "{audits} audits made only {} bytes",
+            bytes.len()
+        );
+    };
+    let report = evidence::verify_bundle(&bytes)?;
+    let b: EvidenceBundle = serde_json::from_slice(&bytes)?;
+    assert!(b.records.len() > 1000, "{} records", b.records.len());
+    eprintln!(
+        "exported {} records, {} bytes after {audits} audits: {report:?}",
+        b.records.len(),
+        bytes.len()
+    );
     Ok(())
 }
 

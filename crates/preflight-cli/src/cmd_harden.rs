@@ -256,7 +256,7 @@ async fn hardening(conn: &Conn) -> anyhow::Result<Hardening> {
         .map_err(|_| anyhow::anyhow!("--token contains characters that cannot be sent"))?;
     Ok(
         pb::hardening_client::HardeningClient::with_interceptor(channel, Token(header))
-            .max_decoding_message_size(preflight_controller::MAX_MESSAGE_BYTES),
+            .max_decoding_message_size(preflight_controller::MAX_BUNDLE_BYTES + 4096),
     )
 }
 

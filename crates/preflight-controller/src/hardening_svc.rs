@@ -789,10 +789,11 @@ fn export(sh: &Shared, ids: &[String], now_ms: u64) -> Result<(Vec<u8>, u64, Str
         .with_log_inclusion(&log, &indexes, global)
         .map_err(|e| Status::internal(format!("inclusion proofs: {e}")))?;
     let bytes = bundle.to_bytes();
-    if bytes.len() > crate::MAX_MESSAGE_BYTES - 4096 {
+    if bytes.len() > crate::MAX_BUNDLE_BYTES {
         return Err(Status::resource_exhausted(format!(
-            "the bundle is {} bytes, more than one message can carry; export fewer agents at a time",
-            bytes.len()
+            "the bundle is {} bytes, more than {} MiB; export fewer agents at a time (--agent)",
+            bytes.len(),
+            crate::MAX_BUNDLE_BYTES >> 20
         )));
     }
     Ok((bytes, n, ev.key_sha256()))

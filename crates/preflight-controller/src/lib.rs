@@ -37,6 +37,10 @@ pub use auth::{hash_token, new_secret};
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Largest gRPC message accepted (either direction).
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Largest evidence bundle `ExportEvidence` answers with (the one reply allowed beyond
+/// [`MAX_MESSAGE_BYTES`]: an auditor's bundle of a batch grows with every audit).
+pub const MAX_BUNDLE_BYTES: usize = 256 * 1024 * 1024;
 /// Requests handled at once over all connections; beyond it a request gets RESOURCE_EXHAUSTED
 /// at once (`preflight_pki::shed`). The hidden `serve --max-inflight` changes it.
 pub const MAX_INFLIGHT: usize = 1024;
@@ -376,7 +380,7 @@ pub async fn start(cfg: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Ru
         .add_service(
             pb::hardening_server::HardeningServer::new(hardening_svc::HardeningSvc(shared.clone()))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+                .max_encoding_message_size(MAX_BUNDLE_BYTES + 4096),
         )
         .add_service(
             pb::workflow_server::WorkflowServer::new(workflow_svc::WorkflowSvc(shared.clone()))
