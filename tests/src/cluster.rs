@@ -374,3 +374,28 @@ impl Agent {
         })
     }
 }
+
+/// A controller in the namespace of the lab's host 1 (heartbeats every second) and an agent
+/// `ns-h<N>` in every host's namespace, on the host's address, all started and online.
+pub fn lab_cluster(
+    lab: &crate::netns::NetLab,
+    base: &Path,
+) -> anyhow::Result<(Controller, Vec<Agent>)> {
+    let h1 = lab.host(1);
+    let ctl = Controller::start_at(
+        Some(&h1.name),
+        &format!("{}:0", h1.ip),
+        &["--heartbeat-interval", "1s"],
+    )?;
+    let mut agents = Vec::new();
+    for h in lab.hosts() {
+        let id = format!("ns-h{}", h.number);
+        let mut a = Agent::enroll_at(&ctl, base, &id, &h.ip.to_string(), Some(&h.name))?;
+        a.start()?;
+        agents.push(a);
+    }
+    for a in &agents {
+        ctl.wait_online(&a.id);
+    }
+    Ok((ctl, agents))
+}

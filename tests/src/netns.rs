@@ -284,6 +284,20 @@ pub fn cleanup_stale() -> Result<Vec<String>> {
     Ok(removed)
 }
 
+/// Runs `f` on a fresh lab of `hosts` hosts (after removing what crashed runs left), then
+/// deletes the lab and checks that none of its namespaces remains, also when `f` failed.
+pub fn with_lab(hosts: usize, f: impl FnOnce(&NetLab) -> Result<()>) -> Result<()> {
+    cleanup_stale()?;
+    let lab = NetLab::new(hosts)?;
+    let names = lab.namespaces().to_vec();
+    let result = f(&lab);
+    drop(lab);
+    for n in &names {
+        assert!(!namespace_exists(n), "namespace {n} left behind");
+    }
+    result
+}
+
 /// True when a namespace of that name exists.
 pub fn namespace_exists(name: &str) -> bool {
     Path::new(NETNS_DIR).join(name).exists()

@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use std::net::TcpListener;
 
 use anyhow::{Context, Result};
-use preflight_tests::cluster::{Agent, Controller};
-use preflight_tests::netns::{cleanup_stale, namespace_exists, root_available, NetLab};
+use preflight_tests::cluster::lab_cluster;
+use preflight_tests::netns::{root_available, with_lab, NetLab};
 
 const P_OK: u16 = 18080;
 const P_DROP: u16 = 18081;
@@ -38,34 +38,13 @@ fn probes_and_bandwidth_between_agents_in_network_namespaces() -> Result<()> {
         eprintln!("SKIP: {why}");
         return Ok(());
     }
-    cleanup_stale()?;
-    // Declared first, dropped last: every process below is gone before the lab is deleted, and
-    // the lab kills whatever is still inside its namespaces anyway.
-    let lab = NetLab::new(3)?;
-    let names = lab.namespaces().to_vec();
-    let result = run(&lab);
-    drop(lab);
-    for n in &names {
-        assert!(!namespace_exists(n), "namespace {n} left behind");
-    }
-    result
+    with_lab(3, run)
 }
 
 fn run(lab: &NetLab) -> Result<()> {
     let (h1, h2, h3) = (lab.host(1), lab.host(2), lab.host(3));
     let base = tempfile::tempdir()?;
-    let ctl = Controller::start_at(
-        Some(&h1.name),
-        &format!("{}:0", h1.ip),
-        &["--heartbeat-interval", "1s"],
-    )?;
-    let mut agents = Vec::new();
-    for h in [h1, h2, h3] {
-        let id = format!("ns-h{}", h.number);
-        let mut a = Agent::enroll_at(&ctl, base.path(), &id, &h.ip.to_string(), Some(&h.name))?;
-        a.start()?;
-        agents.push(a);
-    }
+    let (ctl, agents) = lab_cluster(lab, base.path())?;
     for (a, h) in agents.iter().zip([h1, h2, h3]) {
         let listen = ctl.wait_online(&a.id);
         assert_eq!(listen.ip().to_string(), h.ip.to_string(), "{}", a.id);

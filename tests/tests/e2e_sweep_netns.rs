@@ -5,8 +5,8 @@
 //! failure.
 
 use anyhow::{Context, Result};
-use preflight_tests::cluster::{Agent, Controller};
-use preflight_tests::netns::{cleanup_stale, namespace_exists, root_available, NetLab};
+use preflight_tests::cluster::lab_cluster;
+use preflight_tests::netns::{root_available, with_lab, NetLab};
 
 const P_APP: u16 = 18090;
 const P_DB: u16 = 18091;
@@ -18,35 +18,13 @@ fn sweep_in_namespaces_reports_the_path_nftables_blocks() -> Result<()> {
         eprintln!("SKIP: {why}");
         return Ok(());
     }
-    cleanup_stale()?;
-    let lab = NetLab::new(3)?;
-    let names = lab.namespaces().to_vec();
-    let result = run(&lab);
-    drop(lab);
-    for n in &names {
-        assert!(!namespace_exists(n), "namespace {n} left behind");
-    }
-    result
+    with_lab(3, run)
 }
 
 fn run(lab: &NetLab) -> Result<()> {
     let (h1, h2, h3) = (lab.host(1), lab.host(2), lab.host(3));
     let base = tempfile::tempdir()?;
-    let ctl = Controller::start_at(
-        Some(&h1.name),
-        &format!("{}:0", h1.ip),
-        &["--heartbeat-interval", "1s"],
-    )?;
-    let mut agents = Vec::new();
-    for h in [h1, h2, h3] {
-        let id = format!("ns-h{}", h.number);
-        let mut a = Agent::enroll_at(&ctl, base.path(), &id, &h.ip.to_string(), Some(&h.name))?;
-        a.start()?;
-        agents.push(a);
-    }
-    for a in &agents {
-        ctl.wait_online(&a.id);
-    }
+    let (ctl, _agents) = lab_cluster(lab, base.path())?;
     let rules = tempfile::NamedTempFile::new()?;
     std::fs::write(
         rules.path(),

@@ -28,20 +28,7 @@ pub enum Output {
     Json,
 }
 
-/// An error and its causes on one line.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let m = c.to_string();
-        if !s.contains(&m) {
-            s.push_str(": ");
-            s.push_str(&m);
-        }
-        cur = c.source();
-    }
-    s
-}
+pub use preflight_core::error_chain;
 
 /// A Unix time for people.
 pub fn fmt_unix(s: i64) -> String {
