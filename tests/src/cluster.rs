@@ -399,3 +399,51 @@ pub fn lab_cluster(
     }
     Ok((ctl, agents))
 }
+
+/// The CLI as several users of one controller, each by name with their own token. Cloneable
+/// and independent of the controller process, which a test may kill and restart meanwhile.
+#[derive(Clone)]
+pub struct Users {
+    pub url: String,
+    pub pin: String,
+    /// Bearer token by user name.
+    pub tokens: std::collections::BTreeMap<String, String>,
+}
+
+impl Users {
+    /// `preflight ARGS --output json` as user `who`.
+    pub fn output(&self, who: &str, args: &[&str]) -> Output {
+        Command::new(bin("preflight"))
+            .env("PREFLIGHT_CONTROLLER", &self.url)
+            .env("PREFLIGHT_TOKEN", &self.tokens[who])
+            .env("PREFLIGHT_CA_SHA256", &self.pin)
+            .env("PREFLIGHT_CONFIG", "/dev/null")
+            .stdin(Stdio::null())
+            .args(args)
+            .args(["--output", "json"])
+            .output()
+            .expect("preflight runs")
+    }
+
+    /// The JSON output of a command that succeeded (was acknowledged), else `None`.
+    pub fn try_json(&self, who: &str, args: &[&str]) -> Option<serde_json::Value> {
+        let o = self.output(who, args);
+        if !o.status.success() {
+            return None;
+        }
+        Some(serde_json::from_slice(&o.stdout).expect("json output"))
+    }
+
+    /// The JSON output of a command that must succeed.
+    #[track_caller]
+    pub fn json(&self, who: &str, args: &[&str]) -> serde_json::Value {
+        let o = self.output(who, args);
+        assert!(
+            o.status.success(),
+            "{who}: preflight {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        serde_json::from_slice(&o.stdout).expect("json output")
+    }
+}

@@ -16,12 +16,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use preflight_tests::cluster::{bin, Agent, Controller};
+use preflight_tests::cluster::{bin, Agent, Controller, Users as Cli};
 use serde_json::Value;
 
 fn iterations() -> usize {
@@ -70,49 +70,6 @@ impl Rng {
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
         self.0 % n
-    }
-}
-
-#[derive(Clone)]
-struct Cli {
-    url: String,
-    pin: String,
-    tokens: BTreeMap<String, String>,
-}
-
-impl Cli {
-    fn output(&self, who: &str, args: &[&str]) -> Output {
-        Command::new(bin("preflight"))
-            .env("PREFLIGHT_CONTROLLER", &self.url)
-            .env("PREFLIGHT_TOKEN", &self.tokens[who])
-            .env("PREFLIGHT_CA_SHA256", &self.pin)
-            .env("PREFLIGHT_CONFIG", "/dev/null")
-            .stdin(Stdio::null())
-            .args(args)
-            .args(["--output", "json"])
-            .output()
-            .expect("preflight runs")
-    }
-
-    /// The JSON output of a command that succeeded (was acknowledged), else `None`.
-    fn try_json(&self, who: &str, args: &[&str]) -> Option<Value> {
-        let o = self.output(who, args);
-        if !o.status.success() {
-            return None;
-        }
-        serde_json::from_slice(&o.stdout).ok()
-    }
-
-    #[track_caller]
-    fn json(&self, who: &str, args: &[&str]) -> Value {
-        let o = self.output(who, args);
-        assert!(
-            o.status.success(),
-            "{who}: preflight {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        serde_json::from_slice(&o.stdout).expect("json output")
     }
 }
 

@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use preflight_tests::cluster::{bin, Proc};
+use preflight_tests::cluster::{bin, Proc, Users as Cli};
 use serde_json::Value;
 
 const ITERATIONS: usize = 20;
@@ -83,49 +83,6 @@ fn start(data: &Path, init: bool) -> (Ctl, Option<(String, String)>) {
         url: format!("https://{}", addr.expect("set")),
     };
     (ctl, token.zip(pin))
-}
-
-#[derive(Clone)]
-struct Cli {
-    url: String,
-    pin: String,
-    tokens: BTreeMap<String, String>,
-}
-
-impl Cli {
-    fn output(&self, who: &str, args: &[&str]) -> std::process::Output {
-        Command::new(bin("preflight"))
-            .env("PREFLIGHT_CONTROLLER", &self.url)
-            .env("PREFLIGHT_TOKEN", &self.tokens[who])
-            .env("PREFLIGHT_CA_SHA256", &self.pin)
-            .env("PREFLIGHT_CONFIG", "/dev/null")
-            .stdin(Stdio::null())
-            .args(args)
-            .args(["--output", "json"])
-            .output()
-            .expect("preflight runs")
-    }
-
-    /// The JSON output, or `None` when the command failed.
-    fn try_json(&self, who: &str, args: &[&str]) -> Option<Value> {
-        let o = self.output(who, args);
-        if !o.status.success() {
-            return None;
-        }
-        Some(serde_json::from_slice(&o.stdout).expect("json output"))
-    }
-
-    #[track_caller]
-    fn json(&self, who: &str, args: &[&str]) -> Value {
-        let o = self.output(who, args);
-        assert!(
-            o.status.success(),
-            "{who}: preflight {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        serde_json::from_slice(&o.stdout).expect("json output")
-    }
 }
 
 /// An acknowledged event: batch, seq, kind.
