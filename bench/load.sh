@@ -12,8 +12,9 @@
 #     how many of those calls succeed and how long they take.
 #
 # Usage: bench/load.sh [AGENTS] [REQUESTS] [FLOOD]   (defaults: 200 500 2000)
-#   BUILD=release bench/load.sh   uses a release build in target-release/ (default: the debug
-#   binaries in target/debug, built with `cargo build --bins`). HEARTBEAT=1s by default.
+#   BUILD=release bench/load.sh   uses a release build in target/release (default: the debug
+#   binaries in target/debug, built with `cargo build --bins`); BIN_DIR=DIR uses prebuilt
+#   preflight and preflight-agent binaries. HEARTBEAT=1s by default.
 set -euo pipefail
 AGENTS=${1:-200}
 REQUESTS=${2:-500}
@@ -21,9 +22,11 @@ FLOOD=${3:-2000}
 HEARTBEAT=${HEARTBEAT:-1s}
 cd "$(dirname "$0")/.."
 
-if [ "${BUILD:-debug}" = release ]; then
-  CARGO_TARGET_DIR=target-release cargo build --release --bins >&2
-  BIN=$PWD/target-release/release
+if [ -n "${BIN_DIR:-}" ]; then
+  BIN=$(cd "$BIN_DIR" && pwd)
+elif [ "${BUILD:-debug}" = release ]; then
+  cargo build --release -p preflight-agent -p preflight-cli >&2
+  BIN=$PWD/target/release
 else
   cargo build --bins >&2
   BIN=$PWD/target/debug
