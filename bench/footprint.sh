@@ -34,9 +34,9 @@ join=$("$bin/preflight" token create --output json | sed -n 's/.*"token": "\([^"
 "$bin/preflight-agent" enroll --controller "https://$addr" --token "$join" --ca-sha256 "$pin" \
   --name footprint --state-dir "$work/agent" --listen 127.0.0.31:0 >/dev/null
 PREFLIGHT_LOG=warn "$bin/preflight-agent" run --state-dir "$work/agent" &
-agent=$!; pids+=($agent)
+agent=$!; pids+=("$agent")
 prometheus-node-exporter --web.listen-address=127.0.0.1:19100 >/dev/null 2>&1 &
-ne=$!; pids+=($ne)
+ne=$!; pids+=("$ne")
 
 echo "idling $IDLE s ..." >&2
 sleep "$IDLE"

@@ -144,6 +144,7 @@ row fdatasync_p99_2300b "$PAIRS" '"\(.fdatasync.p99_us) \(.fdatasync.p99_us)"' f
 
 # sysbench 1.0.20 (Debian 12) has no --warmup-time: CPU and memory rows run without warm-up on
 # both sides.
+# shellcheck disable=SC2016 # awk programs: $4 is awk's field, not the shell's
 SB_CPU='/events per second:/ {print $4, 0}'
 for t in 1 2; do
     row "cpu_${t}t" "$PAIRS" '"\(.events_per_s) 0"' sysbench "$SB_CPU" \
@@ -151,6 +152,7 @@ for t in 1 2; do
         sysbench cpu --cpu-max-prime=20000 --threads="$t" --time="$TIME" run
 done
 
+# shellcheck disable=SC2016
 SB_MEM='/MiB transferred/ {gsub(/[()]/, "", $4); print $4, 0}'
 for oper in read write; do
     for t in 1 2; do

@@ -56,8 +56,9 @@ done
 addr=$(grep -o "controller listening on [^ ]*" "$work/ctl.err" | awk '{print $4}')
 [ -n "$addr" ] || { echo "controller did not start:" >&2; cat "$work/ctl.err" >&2; exit 1; }
 export PREFLIGHT_CONTROLLER="https://$addr"
-export PREFLIGHT_TOKEN=$(grep -o 'pfa_[A-Za-z0-9_]*' "$work/ctl.out" | head -1)
-export PREFLIGHT_CA_SHA256=$(sed -n 's/^CA pin (sha256): //p' "$work/ctl.out")
+PREFLIGHT_TOKEN=$(grep -o 'pfa_[A-Za-z0-9_]*' "$work/ctl.out" | head -1)
+PREFLIGHT_CA_SHA256=$(sed -n 's/^CA pin (sha256): //p' "$work/ctl.out")
+export PREFLIGHT_TOKEN PREFLIGHT_CA_SHA256
 export PREFLIGHT_CONFIG=/dev/null
 echo "controller on $addr (pid $ctl_pid), binaries: ${BUILD:-debug}"
 

@@ -342,17 +342,26 @@ fn offline_install_from_a_copied_binary_checks_its_sha256() {
     );
 }
 
+/// Whether shellcheck is here; as non-root without it, prints the SKIP line; as root (the
+/// README test command installs it) its absence is a failure.
+fn shellcheck_available() -> bool {
+    if have("shellcheck") {
+        return true;
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIP: shellcheck is not installed (scripts/test installs it when run as root)");
+        return false;
+    }
+    panic!(
+        "shellcheck is not installed: run ./scripts/test as root, or apt-get install shellcheck"
+    );
+}
+
 #[test]
 fn shellcheck_passes_on_every_script_in_deploy() {
-    if !have("shellcheck") {
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        if unsafe { libc::geteuid() } != 0 {
-            eprintln!(
-                "SKIP: shellcheck is not installed (scripts/test installs it when run as root)"
-            );
-            return;
-        }
-        panic!("shellcheck is not installed: run ./scripts/test as root, or apt-get install shellcheck");
+    if !shellcheck_available() {
+        return;
     }
     let mut scripts = Vec::new();
     let mut dirs = vec![repo().join("deploy")];
@@ -374,6 +383,32 @@ fn shellcheck_passes_on_every_script_in_deploy() {
     );
     let o = Command::new("shellcheck")
         .args(["--shell=sh", "--severity=style"])
+        .args(&scripts)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "shellcheck: {}", text(&o));
+}
+
+/// The bash scripts people run (benchmarks, fuzzing, the test command, CI) pass shellcheck too.
+#[test]
+fn shellcheck_passes_on_the_bash_scripts() {
+    if !shellcheck_available() {
+        return;
+    }
+    let mut scripts = vec![
+        repo().join("scripts/test"),
+        repo().join("scripts/fuzz"),
+        repo().join(".ci/run"),
+    ];
+    for e in std::fs::read_dir(repo().join("bench")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "sh") {
+            scripts.push(p);
+        }
+    }
+    assert!(scripts.len() > 5, "{scripts:?}");
+    let o = Command::new("shellcheck")
+        .args(["--shell=bash", "--severity=style"])
         .args(&scripts)
         .output()
         .unwrap();
