@@ -60,7 +60,7 @@ PREFLIGHT_TOKEN=$(grep -o 'pfa_[A-Za-z0-9_]*' "$work/ctl.out" | head -1)
 PREFLIGHT_CA_SHA256=$(sed -n 's/^CA pin (sha256): //p' "$work/ctl.out")
 export PREFLIGHT_TOKEN PREFLIGHT_CA_SHA256
 export PREFLIGHT_CONFIG=/dev/null
-echo "controller on $addr (pid $ctl_pid), binaries: ${BUILD:-debug}"
+echo "controller on $addr (pid $ctl_pid), binaries: $BIN"
 
 # --- agents -----------------------------------------------------------------------------------
 enroll() {
