@@ -5,12 +5,11 @@
 //! host could not hold, RESOURCE_EXHAUSTED), never INTERNAL or UNKNOWN.
 
 use preflight_probe::bench::disk::DiskLimits;
-use preflight_probe::package::{self, ExpectedFile};
 use preflight_proto::v1 as pb;
 use prost::Message;
 use tonic::Status;
 
-use crate::{svc_bench, svc_harden, svc_net};
+use crate::{svc_bench, svc_harden, svc_net, svc_package};
 
 /// The Agent service's request types, in the order of `agent.proto`.
 pub const REQUEST_TYPES: &[&str] = &[
@@ -45,17 +44,7 @@ pub fn validate_request(kind: u8, bytes: &[u8]) -> Result<Option<()>, Status> {
             decode!(pb::GetInventoryRequest);
         }
         1 => {
-            let r = decode!(pb::VerifyPackageRequest);
-            let files: Vec<ExpectedFile> = r
-                .files
-                .into_iter()
-                .map(|f| ExpectedFile {
-                    path: f.path,
-                    size: f.size,
-                    sha256: f.sha256.to_ascii_lowercase(),
-                })
-                .collect();
-            package::validate(&files).map_err(|e| Status::invalid_argument(e.to_string()))?;
+            svc_package::expected_files(decode!(pb::VerifyPackageRequest))?;
         }
         2 => {
             let r = decode!(pb::BenchmarkRequest);
@@ -66,36 +55,19 @@ pub fn validate_request(kind: u8, bytes: &[u8]) -> Result<Option<()>, Status> {
             decode!(pb::ListListeningPortsRequest);
         }
         4 => {
-            let r = decode!(pb::OpenProbeListenersRequest);
-            svc_net::nonce32("nonce", &r.nonce)?;
-            for &p in &r.ports {
-                svc_net::port_of("ports", p)?;
-            }
-            svc_net::ip_of("bind_ip", &r.bind_ip)?;
+            svc_net::parse_open(&decode!(pb::OpenProbeListenersRequest))?;
         }
         5 => {
             decode!(pb::CloseProbeListenersRequest);
         }
         6 => {
-            let r = decode!(pb::RunProbesRequest);
-            svc_net::nonce32("nonce", &r.nonce)?;
-            for t in &r.targets {
-                svc_net::ip_of("targets.ip", &t.ip)?
-                    .ok_or_else(|| Status::invalid_argument("targets.ip is empty"))?;
-                svc_net::port_of("targets.port", t.port)?;
-            }
+            svc_net::parse_probes(&decode!(pb::RunProbesRequest))?;
         }
         7 => {
-            let r = decode!(pb::StartBandwidthReceiverRequest);
-            svc_net::nonce32("token", &r.token)?;
-            svc_net::ip_of("bind_ip", &r.bind_ip)?;
+            svc_net::parse_receiver(&decode!(pb::StartBandwidthReceiverRequest))?;
         }
         8 => {
-            let r = decode!(pb::RunBandwidthSenderRequest);
-            svc_net::nonce32("token", &r.token)?;
-            r.address
-                .parse::<std::net::SocketAddr>()
-                .map_err(|_| Status::invalid_argument("address is not IP:PORT"))?;
+            svc_net::parse_sender(&decode!(pb::RunBandwidthSenderRequest))?;
         }
         9 => {
             decode!(pb::GetBandwidthResultRequest);

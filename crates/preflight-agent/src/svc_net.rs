@@ -120,7 +120,7 @@ pub async fn list_listening_ports(
     })
 }
 
-pub(crate) fn nonce32(field: &str, b: &[u8]) -> Result<[u8; 32], Status> {
+fn nonce32(field: &str, b: &[u8]) -> Result<[u8; 32], Status> {
     <[u8; 32]>::try_from(b).map_err(|_| {
         Status::invalid_argument(format!(
             "{field} has {} bytes: it must be exactly 32 random bytes",
@@ -129,7 +129,7 @@ pub(crate) fn nonce32(field: &str, b: &[u8]) -> Result<[u8; 32], Status> {
     })
 }
 
-pub(crate) fn port_of(field: &str, p: u32) -> Result<u16, Status> {
+fn port_of(field: &str, p: u32) -> Result<u16, Status> {
     match u16::try_from(p) {
         Ok(p) if p != 0 => Ok(p),
         _ => Err(Status::invalid_argument(format!(
@@ -138,13 +138,81 @@ pub(crate) fn port_of(field: &str, p: u32) -> Result<u16, Status> {
     }
 }
 
-pub(crate) fn ip_of(field: &str, s: &str) -> Result<Option<IpAddr>, Status> {
+fn ip_of(field: &str, s: &str) -> Result<Option<IpAddr>, Status> {
     if s.is_empty() {
         return Ok(None);
     }
     s.parse().map(Some).map_err(|_| {
         Status::invalid_argument(format!("{field} {s:?} is not an IP address, e.g. 10.0.0.5"))
     })
+}
+
+// Validation of each request, called by its handler before anything happens and by the fuzz
+// targets (`crate::fuzzing`) on their own.
+
+/// OpenProbeListeners: the nonce, the ports, the address to bind (all addresses when empty).
+pub(crate) fn parse_open(
+    r: &pb::OpenProbeListenersRequest,
+) -> Result<([u8; 32], Vec<u16>, IpAddr), Status> {
+    let nonce = nonce32("nonce", &r.nonce)?;
+    let ports = r
+        .ports
+        .iter()
+        .map(|&p| port_of("ports", p))
+        .collect::<Result<Vec<u16>, _>>()?;
+    let bind = ip_of("bind_ip", &r.bind_ip)?.unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED));
+    Ok((nonce, ports, bind))
+}
+
+/// A probe target: address and port.
+type Target = (IpAddr, u16);
+
+/// RunProbes: the nonce and the targets.
+pub(crate) fn parse_probes(r: &pb::RunProbesRequest) -> Result<([u8; 32], Vec<Target>), Status> {
+    let nonce = nonce32("nonce", &r.nonce)?;
+    let targets = r
+        .targets
+        .iter()
+        .map(|t| {
+            let ip = ip_of("targets.ip", &t.ip)?
+                .ok_or_else(|| Status::invalid_argument("targets.ip is empty"))?;
+            Ok((ip, port_of("targets.port", t.port)?))
+        })
+        .collect::<Result<Vec<_>, Status>>()?;
+    Ok((nonce, targets))
+}
+
+/// StartBandwidthReceiver: the token (not all zero) and the address to bind.
+pub(crate) fn parse_receiver(
+    r: &pb::StartBandwidthReceiverRequest,
+) -> Result<([u8; 32], IpAddr), Status> {
+    let token = nonce32("token", &r.token)?;
+    if token == [0u8; 32] {
+        return Err(Status::invalid_argument(
+            "token is all zero: pass 32 random bytes",
+        ));
+    }
+    let bind = ip_of("bind_ip", &r.bind_ip)?.unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED));
+    Ok((token, bind))
+}
+
+/// RunBandwidthSender: the token and the receiver's address.
+pub(crate) fn parse_sender(
+    r: &pb::RunBandwidthSenderRequest,
+) -> Result<([u8; 32], SocketAddr), Status> {
+    let token = nonce32("token", &r.token)?;
+    let addr: SocketAddr = r
+        .address
+        .parse()
+        .ok()
+        .filter(|a: &SocketAddr| a.port() != 0)
+        .ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "address {:?} is not IP:PORT with a port 1-65535, e.g. 10.0.0.5:40000",
+                r.address.chars().take(64).collect::<String>()
+            ))
+        })?;
+    Ok((token, addr))
 }
 
 fn listener_error(e: ListenerRequestError) -> Status {
@@ -159,13 +227,7 @@ pub async fn open_probe_listeners(
     r: Request<pb::OpenProbeListenersRequest>,
 ) -> Result<pb::OpenProbeListenersResponse, Status> {
     let r = r.into_inner();
-    let nonce = nonce32("nonce", &r.nonce)?;
-    let ports = r
-        .ports
-        .iter()
-        .map(|&p| port_of("ports", p))
-        .collect::<Result<Vec<u16>, _>>()?;
-    let bind = ip_of("bind_ip", &r.bind_ip)?.unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED));
+    let (nonce, ports, bind) = parse_open(&r)?;
     let ttl = Duration::from_millis(u64::from(r.ttl_ms));
     {
         let mut map = lock(&st.listeners);
@@ -259,16 +321,7 @@ pub async fn run_probes(
     r: Request<pb::RunProbesRequest>,
 ) -> Result<pb::RunProbesResponse, Status> {
     let r = r.into_inner();
-    let nonce = nonce32("nonce", &r.nonce)?;
-    let targets = r
-        .targets
-        .iter()
-        .map(|t| {
-            let ip = ip_of("targets.ip", &t.ip)?
-                .ok_or_else(|| Status::invalid_argument("targets.ip is empty"))?;
-            Ok((ip, port_of("targets.port", t.port)?))
-        })
-        .collect::<Result<Vec<_>, Status>>()?;
+    let (nonce, targets) = parse_probes(&r)?;
     let concurrency = match r.concurrency {
         0 => DEFAULT_PROBE_CONCURRENCY,
         c => c as usize,
@@ -361,13 +414,7 @@ pub async fn start_bandwidth_receiver(
     r: Request<pb::StartBandwidthReceiverRequest>,
 ) -> Result<pb::StartBandwidthReceiverResponse, Status> {
     let r = r.into_inner();
-    let token = nonce32("token", &r.token)?;
-    if token == [0u8; 32] {
-        return Err(Status::invalid_argument(
-            "token is all zero: pass 32 random bytes",
-        ));
-    }
-    let bind = ip_of("bind_ip", &r.bind_ip)?.unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED));
+    let (token, bind) = parse_receiver(&r)?;
     let ttl = Duration::from_millis(u64::from(r.ttl_ms));
     let opts = ReceiverOptions {
         ttl,
@@ -406,18 +453,7 @@ pub async fn run_bandwidth_sender(
     r: Request<pb::RunBandwidthSenderRequest>,
 ) -> Result<pb::RunBandwidthSenderResponse, Status> {
     let r = r.into_inner();
-    let token = nonce32("token", &r.token)?;
-    let addr: SocketAddr = r
-        .address
-        .parse()
-        .ok()
-        .filter(|a: &SocketAddr| a.port() != 0)
-        .ok_or_else(|| {
-            Status::invalid_argument(format!(
-                "address {:?} is not IP:PORT with a port 1-65535, e.g. 10.0.0.5:40000",
-                r.address.chars().take(64).collect::<String>()
-            ))
-        })?;
+    let (token, addr) = parse_sender(&r)?;
     let opts = SendOptions {
         streams: r.streams,
         duration: Duration::from_millis(u64::from(r.duration_ms)),

@@ -42,9 +42,9 @@ pub fn to_pb(c: &FileCheck) -> pb::PackageFileResult {
     r
 }
 
-pub async fn verify_package(req: Request<pb::VerifyPackageRequest>) -> Result<EventStream, Status> {
-    let files: Vec<ExpectedFile> = req
-        .into_inner()
+/// The files of a VerifyPackage request, validated (also called by the fuzz targets).
+pub(crate) fn expected_files(r: pb::VerifyPackageRequest) -> Result<Vec<ExpectedFile>, Status> {
+    let files: Vec<ExpectedFile> = r
         .files
         .into_iter()
         .map(|f| ExpectedFile {
@@ -54,6 +54,11 @@ pub async fn verify_package(req: Request<pb::VerifyPackageRequest>) -> Result<Ev
         })
         .collect();
     package::validate(&files).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    Ok(files)
+}
+
+pub async fn verify_package(req: Request<pb::VerifyPackageRequest>) -> Result<EventStream, Status> {
+    let files = expected_files(req.into_inner())?;
     let total = files.len() as u32;
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     let cancel = Arc::new(AtomicBool::new(false));
