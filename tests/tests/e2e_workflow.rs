@@ -784,4 +784,25 @@ fn attached_plan_is_kept_and_swept_by_batch() {
     o.run("ian", &["plan", "attach", "K2", &renamed]);
     let st = o.json("ian", &["harden", "status", "--batch", "K2"]);
     assert_eq!(st["hosts"][0]["agent_id"], "keep-1", "{st}");
+
+    // Facts alone (`batch plan --digest`) naming a plan the controller keeps: its servers are
+    // the batch's, not the shorter host list sent along.
+    o.run(
+        "pat",
+        &["batch", "create", "K3", "--project", "P1", "--title", "K3"],
+    );
+    o.to_plan("K3");
+    o.run(
+        "ian",
+        &[
+            "batch",
+            "plan",
+            "K3",
+            "--digest",
+            &digest,
+            "--host",
+            "someone-else",
+        ],
+    );
+    assert_eq!(plan_of(&o, "K3")["hosts"], serde_json::json!(["keep-1"]));
 }

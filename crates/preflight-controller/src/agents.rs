@@ -29,6 +29,72 @@ pub(crate) fn dial_addr(rec: &AgentRecord) -> Option<String> {
     }
 }
 
+/// The enrolled, unrevoked agent serving plan server `host` (its address `address`, when
+/// known), or why there is none. One rule for sweeps, hardening and evidence, so a server is
+/// never swept on one machine and hardened on another:
+/// 1. the agent whose id is `host`;
+/// 2. else the one the controller dials at `address` (its certificate then proves which agent
+///    answers), else the one reporting `address` among its interfaces — in both cases exactly
+///    one, since private addresses repeat across sites and interface lists are the agent's word;
+/// 3. else the one agent reporting `host` as its hostname.
+///
+/// More than one candidate at a step is an error naming them, never a guess.
+pub(crate) fn agent_for_host<'a>(
+    host: &str,
+    address: Option<IpAddr>,
+    agents: &'a [AgentRecord],
+) -> Result<&'a AgentRecord, String> {
+    let live: Vec<&AgentRecord> = agents.iter().filter(|a| !a.revoked).collect();
+    if let Some(a) = live.iter().find(|a| a.id == host) {
+        return Ok(a);
+    }
+    let one = |found: Vec<&'a AgentRecord>,
+               what: &str|
+     -> Result<Option<&'a AgentRecord>, String> {
+        match found.as_slice() {
+            [] => Ok(None),
+            [a] => Ok(Some(a)),
+            many => Err(format!(
+                "{host}: agents {} all {what}; enroll the server's agent with `--name {host}` so its id is the plan's name",
+                many.iter().map(|a| a.id.as_str()).collect::<Vec<_>>().join(", ")
+            )),
+        }
+    };
+    if let Some(ip) = host.parse::<IpAddr>().ok().or(address) {
+        let dialled = live
+            .iter()
+            .copied()
+            .filter(|a| {
+                dial_addr(a)
+                    .and_then(|d| d.parse::<SocketAddr>().ok())
+                    .is_some_and(|d| d.ip() == ip)
+            })
+            .collect();
+        if let Some(a) = one(dialled, &format!("are reached at {ip}"))? {
+            return Ok(a);
+        }
+        let holding = live
+            .iter()
+            .copied()
+            .filter(|a| {
+                a.addresses
+                    .iter()
+                    .any(|c| c.split('/').next().and_then(|s| s.parse::<IpAddr>().ok()) == Some(ip))
+            })
+            .collect();
+        if let Some(a) = one(holding, &format!("report the address {ip}"))? {
+            return Ok(a);
+        }
+    }
+    let named = live
+        .iter()
+        .copied()
+        .filter(|a| a.hostname.eq_ignore_ascii_case(host))
+        .collect();
+    one(named, "report this hostname")?
+        .ok_or_else(|| format!("{host}: no enrolled agent has this id, address or hostname"))
+}
+
 impl AgentPool {
     pub fn new(ca_pem: &str, identity: &Identity) -> Result<Self, preflight_pki::PkiError> {
         Ok(Self {

@@ -26,7 +26,7 @@ use preflight_core::workflow::{Actor, Command, HardeningSummary, HostHardening, 
 use preflight_store::AgentRecord;
 use tonic::Status;
 
-use crate::agents::dial_addr;
+use crate::agents::agent_for_host;
 use crate::hardening_svc::hardening_facts_if_any;
 use crate::Shared;
 
@@ -36,42 +36,13 @@ type HostFacts = BTreeMap<String, HostHardening>;
 /// Serialises recordings (compute + execute), so the last one executed is the newest.
 static RECORDING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// The agent serving plan host `host` (with its address from the stored plan, if known), or
-/// why there is none.
+/// The id of the agent serving plan host `host` (see [`agent_for_host`]), or why there is none.
 pub(crate) fn resolve_host(
     host: &str,
     address: Option<IpAddr>,
     agents: &[AgentRecord],
 ) -> Result<String, String> {
-    let live: Vec<&AgentRecord> = agents.iter().filter(|a| !a.revoked).collect();
-    if let Some(a) = live.iter().find(|a| a.id == host) {
-        return Ok(a.id.clone());
-    }
-    if let Some(ip) = host.parse::<IpAddr>().ok().or(address) {
-        let holds = |a: &AgentRecord| {
-            dial_addr(a)
-                .and_then(|d| d.parse::<std::net::SocketAddr>().ok())
-                .is_some_and(|d| d.ip() == ip)
-                || a.addresses
-                    .iter()
-                    .any(|c| c.split('/').next().and_then(|s| s.parse::<IpAddr>().ok()) == Some(ip))
-        };
-        if let Some(a) = live.iter().find(|a| holds(a)) {
-            return Ok(a.id.clone());
-        }
-    }
-    let by_name: Vec<&&AgentRecord> = live
-        .iter()
-        .filter(|a| a.hostname.eq_ignore_ascii_case(host))
-        .collect();
-    match by_name.as_slice() {
-        [one] => Ok(one.id.clone()),
-        [] => Err(format!("{host}: no enrolled agent has this id, address or hostname")),
-        many => Err(format!(
-            "{host}: agents {} all report this hostname; enroll the server's agent with `--name {host}` so its id is the plan's name",
-            many.iter().map(|a| a.id.as_str()).collect::<Vec<_>>().join(", ")
-        )),
-    }
+    agent_for_host(host, address, agents).map(|a| a.id.clone())
 }
 
 /// A server of a batch's plan: its name and, when the plan is stored, its address and planned
@@ -313,5 +284,32 @@ mod tests {
         assert_eq!(at("twin", "10.0.0.8").as_deref(), Ok("b"));
         assert_eq!(at("soa-01", "10.0.0.6").as_deref(), Ok("db-01"));
         assert!(at("soa-01", "10.0.0.99").is_err());
+    }
+
+    #[test]
+    fn an_address_two_agents_claim_is_an_error_not_a_guess() {
+        // Two sites with the same private address, both agents reporting it on an interface;
+        // the controller dials one of them there.
+        let agents = vec![
+            agent("site1-app", "app", "0.0.0.0:7444", &["10.0.0.5/24"]),
+            agent("site2-app", "app", "0.0.0.0:7444", &["10.0.0.5/24"]),
+        ];
+        let e = resolve_host("app-01", "10.0.0.5".parse().ok(), &agents).expect_err("ambiguous");
+        assert!(
+            e.contains("site1-app, site2-app") && e.contains("10.0.0.5"),
+            "{e}"
+        );
+        // The address the controller dials decides over interface lists.
+        let mut dialled = agents.clone();
+        dialled[1].listen_addr = "10.0.0.5:7444".into();
+        assert_eq!(
+            resolve_host("app-01", "10.0.0.5".parse().ok(), &dialled).as_deref(),
+            Ok("site2-app")
+        );
+        // The agent's id naming the plan host decides first.
+        assert_eq!(
+            resolve_host("site1-app", "10.0.0.5".parse().ok(), &agents).as_deref(),
+            Ok("site1-app")
+        );
     }
 }

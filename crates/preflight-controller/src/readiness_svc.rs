@@ -20,7 +20,7 @@ use preflight_store::AgentRecord;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::agents::{agent_status, dial_addr};
+use crate::agents::{agent_for_host, agent_status, dial_addr};
 use crate::api_net::{bandwidth_between, probe_between, Side};
 use crate::auth::authorize;
 use crate::Shared;
@@ -109,25 +109,6 @@ fn store_status(e: preflight_store::StoreError) -> Status {
     Status::unavailable(e.to_string())
 }
 
-/// The agent that serves a planned server: the one reachable at, or holding, its address;
-/// else the one reporting its hostname.
-fn agent_for<'a>(server: &Server, agents: &'a [AgentRecord]) -> Option<&'a AgentRecord> {
-    let addr = server.address;
-    let holds = |a: &AgentRecord| {
-        dial_addr(a)
-            .and_then(|d| d.parse::<std::net::SocketAddr>().ok())
-            .is_some_and(|d| d.ip() == addr)
-            || a.addresses
-                .iter()
-                .any(|c| c.split('/').next().and_then(|s| s.parse::<IpAddr>().ok()) == Some(addr))
-    };
-    let live = agents.iter().filter(|a| !a.revoked);
-    live.clone().find(|a| holds(a)).or_else(|| {
-        live.into_iter()
-            .find(|a| a.hostname.eq_ignore_ascii_case(&server.hostname))
-    })
-}
-
 /// Free bytes of the filesystem holding `dir`: the mount with the longest matching prefix.
 fn free_for(dir: &str, mounts: &[pb::Mount]) -> Option<u64> {
     mounts
@@ -157,8 +138,9 @@ impl ReadinessSvc {
             }
             .lost(server, msg)
         };
-        let Some(rec) = agent_for(server, agents) else {
-            return gone(vec![], "no enrolled agent holds this address or hostname");
+        let rec = match agent_for_host(&server.hostname, Some(server.address), agents) {
+            Ok(rec) => rec,
+            Err(why) => return gone(vec![], &why),
         };
         let mut client = match s.agents.client(rec) {
             Ok(c) => c,

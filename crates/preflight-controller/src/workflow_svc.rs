@@ -444,6 +444,22 @@ impl pb::workflow_server::Workflow for WorkflowSvc {
             _ => None,
         };
         let stored = if plan_toml.is_empty() {
+            // Facts only (`batch plan --digest`): when the controller already keeps the plan
+            // with that digest, its servers are the batch's, whatever host list came along —
+            // a shorter list would shrink the set of servers the hardening gates ask about.
+            if let Command::AttachPlan { plan, .. } = &mut cmd {
+                let known = self
+                    .0
+                    .workflow
+                    .plan_text(&plan.digest)
+                    .map_err(|e| Status::unavailable(e.to_string()))?;
+                if let Some(text) = known {
+                    let p = preflight_core::plan::Plan::from_toml("stored plan", &text).map_err(
+                        |e| Status::internal(format!("stored plan {}: {e}", plan.digest)),
+                    )?;
+                    plan.hosts = p.servers.iter().map(|s| s.hostname.clone()).collect();
+                }
+            }
             None
         } else {
             let Command::AttachPlan { plan, .. } = &mut cmd else {
