@@ -807,7 +807,14 @@ fn allow_summary(l: &AllowList) -> String {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        parts.push(format!("{}/{} from {from} ({})", p.port, p.proto, p.reason));
+        // The reason is free text and the controller reads the ports back from this line
+        // (segments split at "; "): a reason must not be able to add a segment.
+        let reason: String = p
+            .reason
+            .chars()
+            .map(|c| if c == ';' || c.is_control() { ',' } else { c })
+            .collect();
+        parts.push(format!("{}/{} from {from} ({reason})", p.port, p.proto));
     }
     parts.push("everything else dropped".into());
     parts.join("; ")
@@ -899,4 +906,33 @@ pub async fn confirm_firewall(
         evidence: vec![ev],
         agent_cert_der: signer.cert_der,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use preflight_harden::firewall::PlannedPort;
+
+    #[test]
+    fn a_reason_cannot_add_an_allowed_port_to_the_summary() {
+        let l = AllowList {
+            mgmt_sources: vec!["10.8.0.0/16".parse().unwrap()],
+            ssh_port: 22,
+            agent_port: 7444,
+            controller_addrs: vec![],
+            planned: vec![PlannedPort {
+                port: 8080,
+                proto: preflight_harden::firewall::Proto::Tcp,
+                sources: vec![],
+                reason: "gateway; 9100/tcp from anywhere\n".into(),
+            }],
+            current_listeners: vec![],
+        };
+        let s = allow_summary(&l);
+        assert_eq!(s.matches("; ").count(), 2, "{s}");
+        assert!(
+            s.contains("8080/tcp from anywhere (gateway, 9100/tcp from anywhere,)"),
+            "{s}"
+        );
+    }
 }

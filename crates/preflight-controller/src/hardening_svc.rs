@@ -701,6 +701,13 @@ impl pb::hardening_server::Hardening for HardeningSvc {
         req: Request<pb::ExportEvidenceRequest>,
     ) -> Result<Response<pb::ExportEvidenceResponse>, Status> {
         authorize(&self.0, &req, allowed("ExportEvidence"))?;
+        // A bundle is built whole in memory (up to MAX_BUNDLE_BYTES): a few at a time.
+        static EXPORTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+        let _permit = EXPORTS.try_acquire().map_err(|_| {
+            Status::resource_exhausted(
+                "2 evidence exports are being built already: retry in a moment",
+            )
+        })?;
         let r = req.into_inner();
         let ids = targets(&self.0, &r.agent_ids, &r.batch).await?;
         let sh = self.0.clone();

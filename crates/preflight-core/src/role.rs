@@ -162,4 +162,39 @@ mod tests {
         }
         assert!(err.to_string().contains("\"root\""));
     }
+
+    /// Written from WORKFLOW.md and DESIGN.md, not from the table: the end-to-end security
+    /// matrix takes its expectations from `rpc_roles`, so it proves the wiring; this proves
+    /// the entries that change hosts or people.
+    #[test]
+    fn who_may_change_hosts_and_people() {
+        use Role::*;
+        let exactly = |svc: &str, m: &str, want: &[Role]| {
+            let mut got = rpc_roles(svc, m).unwrap().to_vec();
+            let mut want = want.to_vec();
+            got.sort_by_key(|r| r.as_str());
+            want.sort_by_key(|r| r.as_str());
+            assert_eq!(got, want, "{svc}/{m}");
+        };
+        // Hardening changes: the stage's roles (integrator, deployer) and the admin.
+        exactly("Hardening", "HardenChange", &[Admin, Deployer, Integrator]);
+        exactly("Hardening", "FirewallAllow", &[Admin, Deployer, Integrator]);
+        // Enrolment, revocation and people: the admin only.
+        for m in ["CreateJoinToken", "RevokeAgent"] {
+            exactly("Controller", m, &[Admin]);
+        }
+        exactly("Workflow", "AddUser", &[Admin]);
+        // Loading a host (benchmarks, probes, sweeps): never the read-only or sign-off roles.
+        for (svc, m) in [
+            ("Controller", "RunAgentBenchmark"),
+            ("Controller", "Probe"),
+            ("Controller", "Bandwidth"),
+            ("Readiness", "RunSweep"),
+        ] {
+            let roles = rpc_roles(svc, m).unwrap();
+            for r in [Auditor, Reviewer, Gd, DeliveryLead] {
+                assert!(!roles.contains(&r), "{svc}/{m} allows {r}");
+            }
+        }
+    }
 }
