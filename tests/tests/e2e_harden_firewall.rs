@@ -311,6 +311,13 @@ fn scenario(preload_iptables: bool, want_backend: &str) -> Result<()> {
         serde_json::json!(["9100/tcp"]),
         "{h}"
     );
+    // `harden status --batch` shows what the gate sees.
+    let st = lab.json(&["harden", "status", "--batch", "FW1"])?;
+    assert_eq!(
+        st["hosts"][0]["firewall_missing_ports"],
+        serde_json::json!(["9100/tcp"]),
+        "{st}"
+    );
     let o = lab.cli(&[
         "firewall", "allow", "fw-01", "9100/tcp", "--reason", "metrics",
     ])?;

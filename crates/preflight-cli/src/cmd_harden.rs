@@ -568,6 +568,13 @@ async fn harden(op: HardenOp, conn: &Conn, out: Output) -> anyhow::Result<()> {
                     f.firewall_confirmed,
                     f.noncompliant.join(", ")
                 );
+                if !f.firewall_missing_ports.is_empty() {
+                    println!(
+                        "{:<20} firewall allow-list lacks planned ports {}",
+                        "",
+                        f.firewall_missing_ports.join(", ")
+                    );
+                }
             }
             return Ok(());
         }

@@ -111,19 +111,23 @@ async fn plan_hosts(sh: &Shared, batch: &str) -> Result<Vec<PlanHost>, Status> {
     Ok(plan_hosts_of(sh, &plan.digest, &plan.hosts))
 }
 
-/// The agents serving every server of `batch` (deduplicated, in plan order); a host that
-/// maps to no agent is an error naming it and the fix.
-pub(crate) async fn batch_agents(sh: &Shared, batch: &str) -> Result<Vec<String>, Status> {
+/// The agents serving every server of `batch` (deduplicated, in plan order), each with its
+/// server's planned ports when the plan is stored; a host that maps to no agent is an error
+/// naming it and the fix.
+pub(crate) async fn batch_agents_planned(
+    sh: &Shared,
+    batch: &str,
+) -> Result<Vec<(String, Option<BTreeSet<String>>)>, Status> {
     let hosts = plan_hosts(sh, batch).await?;
     let agents = sh
         .store
         .agents()
         .map_err(|e| Status::unavailable(e.to_string()))?;
-    let mut ids = Vec::new();
+    let mut out: Vec<(String, Option<BTreeSet<String>>)> = Vec::new();
     let mut problems = Vec::new();
-    for h in &hosts {
+    for h in hosts {
         match resolve_host(&h.name, h.address, &agents) {
-            Ok(id) if !ids.contains(&id) => ids.push(id),
+            Ok(id) if !out.iter().any(|(i, _)| *i == id) => out.push((id, h.planned)),
             Ok(_) => {}
             Err(e) => problems.push(e),
         }
@@ -134,7 +138,16 @@ pub(crate) async fn batch_agents(sh: &Shared, batch: &str) -> Result<Vec<String>
             problems.join("; ")
         )));
     }
-    Ok(ids)
+    Ok(out)
+}
+
+/// [`batch_agents_planned`] without the ports.
+pub(crate) async fn batch_agents(sh: &Shared, batch: &str) -> Result<Vec<String>, Status> {
+    Ok(batch_agents_planned(sh, batch)
+        .await?
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect())
 }
 
 /// Records the hardening facts of every unfinished batch with a plan that covers one of

@@ -215,8 +215,9 @@ fn check_evidence(
 pub(crate) fn hardening_facts(
     ev: &EvidenceStore,
     agent: &str,
+    planned: Option<&BTreeSet<String>>,
 ) -> Result<HostHardening, preflight_store::StoreError> {
-    Ok(facts_of(&ev.records_of(agent)?, None))
+    Ok(facts_of(&ev.records_of(agent)?, planned))
 }
 
 /// Hardening facts of one agent, or `None` when it has no evidence at all. `planned`: the
@@ -728,11 +729,25 @@ impl pb::hardening_server::Hardening for HardeningSvc {
     ) -> Result<Response<pb::HardeningStatusResponse>, Status> {
         authorize(&self.0, &req, allowed("Status"))?;
         let r = req.get_ref();
-        let ids = targets(&self.0, &r.agent_ids, &r.batch).await?;
+        // With a batch, the facts its gates see: each server's planned ports included.
+        let targets: Vec<(String, Option<BTreeSet<String>>)> = if r.batch.is_empty() {
+            targets(&self.0, &r.agent_ids, "")
+                .await?
+                .into_iter()
+                .map(|id| (id, None))
+                .collect()
+        } else if r.agent_ids.is_empty() {
+            crate::hardening_gates::batch_agents_planned(&self.0, &r.batch).await?
+        } else {
+            return Err(Status::invalid_argument(
+                "give either agent_ids or batch, not both",
+            ));
+        };
+        let ids: Vec<String> = targets.iter().map(|(id, _)| id.clone()).collect();
         known_agents(&self.0, &ids)?;
         let mut hosts = Vec::new();
-        for id in ids {
-            let f = hardening_facts(&self.0.evidence.store, &id)
+        for (id, planned) in targets {
+            let f = hardening_facts(&self.0.evidence.store, &id, planned.as_ref())
                 .map_err(|e| Status::unavailable(e.to_string()))?;
             hosts.push(pb::HostHardeningFacts {
                 agent_id: id,
@@ -741,6 +756,7 @@ impl pb::hardening_server::Hardening for HardeningSvc {
                 verified_after_last_change: f.verified_after_last_change,
                 firewall_confirmed: f.firewall_covers_planned_ports,
                 noncompliant: f.noncompliant,
+                firewall_missing_ports: f.firewall_missing_ports,
             });
         }
         Ok(Response::new(pb::HardeningStatusResponse { hosts }))
