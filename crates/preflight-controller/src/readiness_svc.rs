@@ -1145,8 +1145,9 @@ impl pb::readiness_server::Readiness for ReadinessSvc {
         } as usize;
         let svc = ReadinessSvc(s.clone());
         tokio::spawn(async move {
-            // Held until the run ends.
-            let _slot = slot;
+            // Held until the run ends: given back before the last message, so a caller that
+            // sweeps again as soon as it has the report finds the place free.
+            let slot = slot;
             let plan = Arc::new(plan);
             let agents = Arc::new(agents);
             let (paths, serial) = net_tasks(&plan, &opts);
@@ -1225,6 +1226,7 @@ impl pb::readiness_server::Readiness for ReadinessSvc {
             }
             if let Err(e) = svc.0.store.put_sweep(&rec) {
                 tracing::error!(run_id, error = %e, "cannot store the sweep");
+                drop(slot);
                 let _ = tx.send(Err(store_status(e))).await;
                 return;
             }
@@ -1245,6 +1247,7 @@ impl pb::readiness_server::Readiness for ReadinessSvc {
                     report.not_recorded = why;
                 }
             }
+            drop(slot);
             let _ = tx
                 .send(Ok(pb::SweepEvent {
                     done,
