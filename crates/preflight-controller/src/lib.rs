@@ -249,6 +249,8 @@ pub(crate) struct Shared {
     pub pubkey_pin: String,
     /// The evidence log and the controller's evidence signing key.
     pub evidence: hardening_svc::EvidenceState,
+    /// Sweeps running now (bounded, one per batch).
+    pub sweeps: readiness_svc::SweepSlots,
 }
 
 impl Shared {
@@ -347,6 +349,7 @@ pub async fn start(cfg: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Ru
         metrics: metrics.clone(),
         sha_cache: http::ShaCache::default(),
         pubkey_pin,
+        sweeps: Default::default(),
     });
     // A controller that was down for weeks escalates before it serves anything.
     shared.workflow.escalate(shared.now_ms()).await;

@@ -21,7 +21,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::agents::{agent_for_host, agent_status, dial_addr};
-use crate::api_net::{bandwidth_between, probe_between, Side};
+use crate::api_net::{bandwidth_between, probe_between, Side, MAX_PROBE_PORTS};
 use crate::auth::authorize;
 use crate::Shared;
 
@@ -33,6 +33,73 @@ fn allowed(rpc: &str) -> &'static [Role] {
 }
 
 const MAX_CONCURRENCY: u32 = 256;
+/// Most sweeps running at once in one controller.
+pub(crate) const MAX_RUNNING_SWEEPS: usize = 8;
+
+/// The sweeps running now, by batch: at most [`MAX_RUNNING_SWEEPS`], one per batch.
+#[derive(Default)]
+pub(crate) struct SweepSlots(Arc<std::sync::Mutex<HashMap<String, u64>>>);
+
+/// A running sweep's place in [`SweepSlots`], given back when dropped (the run ends).
+pub(crate) struct SweepSlot {
+    slots: Arc<std::sync::Mutex<HashMap<String, u64>>>,
+    batch: String,
+}
+
+impl SweepSlots {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A place for a sweep of `batch`, or why not: RESOURCE_EXHAUSTED when
+    /// MAX_RUNNING_SWEEPS are running, FAILED_PRECONDITION when the batch is being swept.
+    fn take(&self, batch: &str) -> Result<SweepSlot, Status> {
+        let mut m = self.lock();
+        if let Some(id) = m.get(batch) {
+            let run = if *id == 0 {
+                String::new()
+            } else {
+                format!(" (run {id})")
+            };
+            return Err(Status::failed_precondition(format!(
+                "batch {batch} is being swept{run}: wait for that sweep to finish (`preflight sweeps --batch {batch}`), then sweep again"
+            )));
+        }
+        if m.len() >= MAX_RUNNING_SWEEPS {
+            return Err(Status::resource_exhausted(format!(
+                "{} sweeps are running, the most this controller runs at once ({MAX_RUNNING_SWEEPS}): try again when one has finished",
+                m.len()
+            )));
+        }
+        m.insert(batch.to_string(), 0);
+        Ok(SweepSlot {
+            slots: self.0.clone(),
+            batch: batch.to_string(),
+        })
+    }
+}
+
+impl SweepSlot {
+    fn set_run(&self, run_id: u64) {
+        if let Some(id) = self
+            .slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(&self.batch)
+        {
+            *id = run_id;
+        }
+    }
+}
+
+impl Drop for SweepSlot {
+    fn drop(&mut self) {
+        self.slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.batch);
+    }
+}
 /// Length of each disk benchmark and bandwidth test when the request names none, and the cap.
 const DEFAULT_MEASURE_MS: u32 = 2_000;
 const MAX_MEASURE_MS: u32 = 30_000;
@@ -43,6 +110,9 @@ const DISK_BENCH_BYTES: u64 = 32 << 20;
 const DISK_LOCK_WAIT: Duration = Duration::from_secs(120);
 /// Per-port timeout of path and virtual IP probes.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Ports of a virtual IP probed in one request (all at once, so one request takes about
+/// PROBE_TIMEOUT); a VIP with more ports takes several requests.
+const VIP_CHUNK: usize = 64;
 
 /// What a sweep runs.
 #[derive(Debug, Clone)]
@@ -493,7 +563,8 @@ impl ReadinessSvc {
 
 /// One unit of the network phase, run after every server has been swept.
 enum NetTask {
-    /// Every required TCP path into one destination: (source index, ports).
+    /// Every required TCP path into one destination: (source index, ports), at most
+    /// MAX_PROBE_PORTS ports per entry (a source may have several entries).
     Paths {
         to: usize,
         from: Vec<(usize, Vec<u16>)>,
@@ -541,9 +612,19 @@ fn net_tasks(plan: &Plan, opts: &Opts) -> (Vec<NetTask>, Vec<NetTask>) {
             }
         }
         for (to, from) in by_to {
+            // The destination agent opens at most MAX_PROBE_PORTS listeners per request: a
+            // pair with more ports is probed in several requests, one after the other.
             paths.push(NetTask::Paths {
                 to,
-                from: from.into_iter().collect(),
+                from: from
+                    .into_iter()
+                    .flat_map(|(f, ports)| {
+                        ports
+                            .chunks(MAX_PROBE_PORTS)
+                            .map(|c| (f, c.to_vec()))
+                            .collect::<Vec<_>>()
+                    })
+                    .collect(),
             });
         }
     }
@@ -562,6 +643,33 @@ fn net_tasks(plan: &Plan, opts: &Opts) -> (Vec<NetTask>, Vec<NetTask>) {
         serial.extend((0..plan.vips.len()).map(NetTask::Vip));
     }
     (paths, serial)
+}
+
+/// The paths of one probe request that an agent refused (see [`readiness::unchecked`]).
+fn paths_unchecked(from: &Server, to: &Server, ports: &[u16], side: Side, error: &str) -> Finding {
+    let (first, last) = (
+        ports.iter().min().copied().unwrap_or_default(),
+        ports.iter().max().copied().unwrap_or_default(),
+    );
+    let check = if first == last {
+        format!("path:{}:{first}", to.hostname)
+    } else {
+        format!("path:{}:{first}-{last}", to.hostname)
+    };
+    let who = match side {
+        Side::From => &from.hostname,
+        Side::To => &to.hostname,
+    };
+    readiness::unchecked(
+        &from.hostname,
+        check,
+        preflight_core::workflow::PauseReason::NetworkPorts,
+        &format!(
+            "{} tcp port(s) to {}, refused by {who}'s agent: {error}",
+            ports.len(),
+            to.hostname
+        ),
+    )
 }
 
 impl ReadinessSvc {
@@ -585,8 +693,12 @@ impl ReadinessSvc {
                 let Some(to_rec) = agent(*to) else {
                     return out;
                 };
+                let mut lost_from = BTreeSet::new();
                 for (f, ports) in from {
                     let Some(from_rec) = agent(*f) else { continue };
+                    if lost_from.contains(f) {
+                        continue;
+                    }
                     match probe_between(
                         s,
                         from_rec,
@@ -620,18 +732,14 @@ impl ReadinessSvc {
                             out.push(gone(*to, &e));
                             return out;
                         }
-                        Err((Side::From, e)) if lost(&e) => out.push(gone(*f, &e)),
-                        Err((_, e)) => {
-                            for &port in ports {
-                                out.push(readiness::path(
-                                    sv(*f),
-                                    sv(*to),
-                                    port,
-                                    "error",
-                                    e.message(),
-                                    None,
-                                ));
-                            }
+                        Err((Side::From, e)) if lost(&e) => {
+                            lost_from.insert(*f);
+                            out.push(gone(*f, &e));
+                        }
+                        // An agent refused the request (not the path): the sweep's own
+                        // failure, one finding per request, not "open the firewall".
+                        Err((side, e)) => {
+                            out.push(paths_unchecked(sv(*f), sv(*to), ports, side, e.message()))
                         }
                     }
                 }
@@ -681,45 +789,73 @@ impl ReadinessSvc {
                     return out;
                 };
                 let label = v.name.clone().unwrap_or_else(|| v.address.to_string());
-                let ports: Vec<u16> = v.ports.iter().flat_map(|r| r.ports()).take(64).collect();
-                let mut nonce = [0u8; 32];
-                let _ =
-                    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce);
-                let mut req = Request::new(pb::RunProbesRequest {
-                    targets: ports
-                        .iter()
-                        .map(|&p| pb::ProbeTarget {
-                            ip: v.address.to_string(),
-                            port: u32::from(p),
-                        })
-                        .collect(),
-                    nonce: nonce.to_vec(),
-                    timeout_ms: PROBE_TIMEOUT.as_millis() as u32,
-                    concurrency: 64,
-                });
-                req.set_timeout(PROBE_TIMEOUT * 2 + Duration::from_secs(10));
-                let res = match s.agents.client(rec) {
-                    Ok(mut c) => c
-                        .run_probes(req)
-                        .await
-                        .map_err(|e| agent_status(&rec.id, e)),
-                    Err(e) => Err(e),
-                };
-                match res {
-                    Ok(r) => {
-                        let answers: Vec<(u16, String)> = r
-                            .into_inner()
-                            .results
-                            .into_iter()
-                            .map(|x| (x.port as u16, x.outcome))
-                            .collect();
-                        out.push(readiness::vip(&label, &v.address.to_string(), &answers));
+                let ports: Vec<u16> = v.ports.iter().flat_map(|r| r.ports()).collect();
+                let mut answers: Vec<(u16, String)> = Vec::new();
+                // In requests of VIP_CHUNK ports, so each stays within its timeout.
+                for chunk in ports.chunks(VIP_CHUNK) {
+                    match self.probe_vip(rec, v.address, chunk).await {
+                        Ok(a) => answers.extend(a),
+                        Err(e) if lost(&e) => {
+                            out.push(gone(pi, &e));
+                            return out;
+                        }
+                        Err(e) => {
+                            out.push(readiness::unchecked(
+                                &label,
+                                format!("vip:{}", v.address),
+                                preflight_core::workflow::PauseReason::VipMissing,
+                                &format!(
+                                    "could not probe {} from {}: {}",
+                                    v.address,
+                                    sv(pi).hostname,
+                                    e.message()
+                                ),
+                            ));
+                            return out;
+                        }
                     }
-                    Err(e) => out.push(gone(pi, &e)),
                 }
+                out.push(readiness::vip(&label, &v.address.to_string(), &answers));
             }
         }
         out
+    }
+}
+
+impl ReadinessSvc {
+    /// Probes `ports` (at most [`VIP_CHUNK`]) of a virtual IP from the agent `rec`:
+    /// `(port, outcome)` per port.
+    async fn probe_vip(
+        &self,
+        rec: &AgentRecord,
+        address: IpAddr,
+        ports: &[u16],
+    ) -> Result<Vec<(u16, String)>, Status> {
+        let mut nonce = [0u8; 32];
+        let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce);
+        let mut req = Request::new(pb::RunProbesRequest {
+            targets: ports
+                .iter()
+                .map(|&p| pb::ProbeTarget {
+                    ip: address.to_string(),
+                    port: u32::from(p),
+                })
+                .collect(),
+            nonce: nonce.to_vec(),
+            timeout_ms: PROBE_TIMEOUT.as_millis() as u32,
+            concurrency: VIP_CHUNK as u32,
+        });
+        req.set_timeout(PROBE_TIMEOUT * 2 + Duration::from_secs(10));
+        let mut c = self.0.agents.client(rec)?;
+        let r = c
+            .run_probes(req)
+            .await
+            .map_err(|e| agent_status(&rec.id, e))?;
+        Ok(r.into_inner()
+            .results
+            .into_iter()
+            .map(|x| (x.port as u16, x.outcome))
+            .collect())
     }
 }
 
@@ -772,11 +908,14 @@ async fn workflow_decision(s: &Shared, rec: &SweepRecord) -> Result<bool, String
 async fn record_in_workflow(s: &Shared, rec: &SweepRecord, findings: &[Finding]) -> Option<String> {
     use preflight_core::workflow::{Actor, Command, ReadinessSummary, Timestamp};
     let pick = |v: readiness::Verdict| {
-        findings
-            .iter()
-            .filter(|f| f.verdict == v)
-            .map(Finding::to_failure)
-            .collect()
+        fit_failures(
+            findings
+                .iter()
+                .filter(|f| f.verdict == v)
+                .map(Finding::to_failure)
+                .collect(),
+            rec.run_id,
+        )
     };
     let cmd = Command::RecordReadiness {
         batch: rec.batch.clone(),
@@ -795,6 +934,46 @@ async fn record_in_workflow(s: &Shared, rec: &SweepRecord, findings: &[Finding])
             Some(format!("not recorded as the batch's readiness: {e}"))
         }
     }
+}
+
+/// Cuts `s` to at most `max` bytes on a character boundary, ending with "…" when cut.
+fn clip(s: &mut String, max: usize) {
+    if s.len() <= max {
+        return;
+    }
+    let mut end = max.saturating_sub('…'.len_utf8());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.truncate(end);
+    s.push('…');
+}
+
+/// Failures as the workflow accepts them (`check_failures`): texts cut to MAX_TEXT_LEN bytes,
+/// and past MAX_LIST_LEN entries the first ones plus one saying how many more the run has,
+/// so a large plan's summary is never refused (which would leave an older readiness in force).
+fn fit_failures(
+    mut v: Vec<preflight_core::workflow::CheckFailure>,
+    run_id: u64,
+) -> Vec<preflight_core::workflow::CheckFailure> {
+    use preflight_core::workflow::{MAX_LIST_LEN, MAX_TEXT_LEN};
+    if v.len() > MAX_LIST_LEN {
+        let more = v.len() - (MAX_LIST_LEN - 1);
+        let rest = v.split_off(MAX_LIST_LEN - 1);
+        v.push(preflight_core::workflow::CheckFailure {
+            check: "more".into(),
+            detail: format!(
+                "{more} more failures not listed here: `preflight report --run {run_id}` shows them all"
+            ),
+            reason: rest[0].reason,
+            party: rest[0].party,
+        });
+    }
+    for f in &mut v {
+        clip(&mut f.check, MAX_TEXT_LEN);
+        clip(&mut f.detail, MAX_TEXT_LEN);
+    }
+    v
 }
 
 fn to_record(f: &Finding) -> FindingRecord {
@@ -923,8 +1102,10 @@ impl pb::readiness_server::Readiness for ReadinessSvc {
             })?
         };
         let s = self.0.clone();
+        let slot = s.sweeps.take(&r.batch)?;
         let agents = s.store.agents().map_err(store_status)?;
         let run_id = s.store.next_sweep_id().map_err(store_status)?;
+        slot.set_run(run_id);
         let mut rec = SweepRecord {
             run_id,
             batch: r.batch.clone(),
@@ -946,6 +1127,9 @@ impl pb::readiness_server::Readiness for ReadinessSvc {
         } as usize;
         let svc = ReadinessSvc(s.clone());
         tokio::spawn(async move {
+            // Held until the run ends: given back before the last message, so a caller that
+            // sweeps again as soon as it has the report finds the place free.
+            let slot = slot;
             let plan = Arc::new(plan);
             let agents = Arc::new(agents);
             let (paths, serial) = net_tasks(&plan, &opts);
@@ -1024,6 +1208,7 @@ impl pb::readiness_server::Readiness for ReadinessSvc {
             }
             if let Err(e) = svc.0.store.put_sweep(&rec) {
                 tracing::error!(run_id, error = %e, "cannot store the sweep");
+                drop(slot);
                 let _ = tx.send(Err(store_status(e))).await;
                 return;
             }
@@ -1036,9 +1221,15 @@ impl pb::readiness_server::Readiness for ReadinessSvc {
             );
             if decision == Ok(true) {
                 if let Some(why) = record_in_workflow(&svc.0, &rec, &all).await {
+                    // The stored run must not pass for the batch's readiness either.
+                    rec.not_recorded = why.clone();
+                    if let Err(e) = svc.0.store.put_sweep(&rec) {
+                        tracing::error!(run_id, error = %e, "cannot store why the sweep was not recorded");
+                    }
                     report.not_recorded = why;
                 }
             }
+            drop(slot);
             let _ = tx
                 .send(Ok(pb::SweepEvent {
                     done,
@@ -1091,5 +1282,168 @@ impl pb::readiness_server::Readiness for ReadinessSvc {
         let rec = rec
             .ok_or_else(|| Status::not_found("no such sweep run: `preflight sweeps` lists them"))?;
         Ok(Response::new(to_pb(&rec, true)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use preflight_core::workflow::{CheckFailure, Party, PauseReason, MAX_LIST_LEN, MAX_TEXT_LEN};
+
+    fn plan(ports: &str) -> Plan {
+        let toml = format!(
+            r#"
+[[servers]]
+address = "10.0.0.1"
+hostname = "a"
+role = "x"
+
+[[servers]]
+address = "10.0.0.2"
+hostname = "b"
+role = "y"
+
+[[paths]]
+from = {{ server = "a" }}
+to = {{ server = "b" }}
+ports = "{ports}"
+"#
+        );
+        Plan::from_toml("plan.toml", &toml).unwrap()
+    }
+
+    fn opts() -> Opts {
+        Opts {
+            skip: BTreeSet::new(),
+            measure_ms: DEFAULT_MEASURE_MS,
+        }
+    }
+
+    #[test]
+    fn a_pairs_ports_are_probed_in_requests_the_agent_accepts() {
+        let p = plan("1000-3499");
+        let (paths, _) = net_tasks(&p, &opts());
+        let [NetTask::Paths { to: 1, from }] = &paths[..] else {
+            panic!("one destination expected");
+        };
+        let sizes: Vec<usize> = from
+            .iter()
+            .map(|(f, ports)| {
+                assert_eq!(*f, 0);
+                ports.len()
+            })
+            .collect();
+        assert_eq!(
+            sizes,
+            vec![MAX_PROBE_PORTS, MAX_PROBE_PORTS, 2500 - 2 * MAX_PROBE_PORTS]
+        );
+        let all: Vec<u16> = from.iter().flat_map(|(_, p)| p.iter().copied()).collect();
+        assert_eq!(all, (1000..3500).collect::<Vec<u16>>());
+    }
+
+    #[test]
+    fn a_refused_probe_request_is_the_sweeps_failure_not_a_firewall() {
+        let p = plan("80");
+        let f = paths_unchecked(
+            &p.servers[0],
+            &p.servers[1],
+            &[80, 81, 90],
+            Side::To,
+            "ports: too many",
+        );
+        assert_eq!(
+            (f.verdict, f.party),
+            (readiness::Verdict::Hard, Party::Project)
+        );
+        assert_eq!(f.check, "path:b:80-90");
+        assert!(
+            f.message.contains("refused by b's agent: ports: too many"),
+            "{}",
+            f.message
+        );
+        assert!(!f.fix.contains("firewall"), "{}", f.fix);
+    }
+
+    fn failure(i: usize, detail: String) -> CheckFailure {
+        CheckFailure {
+            check: format!("s{i}:path:b:{i}"),
+            detail,
+            reason: PauseReason::NetworkPorts,
+            party: Party::Customer,
+        }
+    }
+
+    #[test]
+    fn a_large_summary_fits_the_workflows_limits() {
+        let v: Vec<CheckFailure> = (0..MAX_LIST_LEN + 500)
+            .map(|i| failure(i, "x".into()))
+            .collect();
+        let fitted = fit_failures(v, 7);
+        assert_eq!(fitted.len(), MAX_LIST_LEN);
+        assert_eq!(
+            fitted[MAX_LIST_LEN - 2].check,
+            format!("s{}:path:b:{}", MAX_LIST_LEN - 2, MAX_LIST_LEN - 2)
+        );
+        let last = &fitted[MAX_LIST_LEN - 1];
+        assert_eq!(last.check, "more");
+        assert!(
+            last.detail.starts_with("501 more failures"),
+            "{}",
+            last.detail
+        );
+        assert!(last.detail.contains("--run 7"));
+
+        // Multi-byte text over the limit is cut on a character boundary.
+        let long = "端".repeat(MAX_TEXT_LEN);
+        let fitted = fit_failures(vec![failure(1, long)], 7);
+        assert!(fitted[0].detail.len() <= MAX_TEXT_LEN);
+        assert!(fitted[0].detail.ends_with('…'));
+        let short = fit_failures(vec![failure(1, "fine".into())], 7);
+        assert_eq!(short[0].detail, "fine");
+
+        // The workflow accepts it.
+        use preflight_core::workflow::{Command, ReadinessSummary, Timestamp};
+        let summary = ReadinessSummary {
+            run_id: "7".into(),
+            finished_at: Timestamp(0),
+            plan_digest: "d".into(),
+            hard_failures: fit_failures(
+                (0..MAX_LIST_LEN + 1)
+                    .map(|i| failure(i, "端".repeat(2000)))
+                    .collect(),
+                7,
+            ),
+            soft_failures: vec![],
+        };
+        Command::RecordReadiness {
+            batch: "B1".into(),
+            summary,
+        }
+        .validate()
+        .unwrap();
+    }
+
+    #[test]
+    fn sweeps_are_bounded_and_one_per_batch() {
+        let slots = SweepSlots::default();
+        let first = slots.take("B1").unwrap();
+        first.set_run(41);
+        let e = slots.take("B1").err().unwrap();
+        assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+        assert!(e.message().contains("run 41"), "{}", e.message());
+        let mut held: Vec<SweepSlot> = (1..MAX_RUNNING_SWEEPS)
+            .map(|i| slots.take(&format!("C{i}")).unwrap())
+            .collect();
+        let e = slots.take("D").err().unwrap();
+        assert_eq!(e.code(), tonic::Code::ResourceExhausted);
+        assert!(
+            e.message().contains(&MAX_RUNNING_SWEEPS.to_string()),
+            "{}",
+            e.message()
+        );
+        held.pop();
+        drop(first);
+        let _again = slots.take("B1").unwrap();
+        let _d = slots.take("D").unwrap();
     }
 }

@@ -641,6 +641,28 @@ pub fn vip(label: &str, address: &str, answers: &[(u16, String)]) -> Finding {
     }
 }
 
+/// A check the sweep could not run because an agent refused the controller's request (not
+/// because the agent was gone, and not what the check measures): a hard failure for the
+/// project team, since the check is still owed, with the refusal as the reason.
+pub fn unchecked(
+    label: &str,
+    check: impl Into<String>,
+    reason: PauseReason,
+    error: &str,
+) -> Finding {
+    Finding::labelled(label, check, reason)
+        .says(
+            format!("could not be checked: the agent refused the sweep's request: {error}"),
+            format!("无法检查：代理拒绝了检查请求：{error}"),
+        )
+        .fail(
+            Verdict::Hard,
+            Party::Project,
+            "the sweep itself failed here, not the site: fix the cause named (or report it to the preflight maintainers), then sweep again",
+            "失败的是检查本身而非现场：按所述原因修复（或报告给 preflight 维护者），然后重新检查",
+        )
+}
+
 /// Counts of each verdict.
 pub fn tally(findings: &[Finding]) -> (usize, usize, usize) {
     findings
@@ -664,6 +686,19 @@ mod tests {
             apps: vec![],
             data_dirs: vec!["/data".into()],
         }
+    }
+
+    #[test]
+    fn unchecked_is_the_projects_hard_failure() {
+        let f = unchecked(
+            "soa-01",
+            "path:db-01:5432",
+            PauseReason::NetworkPorts,
+            "too many ports",
+        );
+        assert_eq!((f.verdict, f.party), (Verdict::Hard, Party::Project));
+        assert!(f.message.contains("too many ports") && !f.fix.contains("firewall"));
+        assert_eq!(f.to_failure().check, "soa-01:path:db-01:5432");
     }
 
     #[test]
