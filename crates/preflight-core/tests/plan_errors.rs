@@ -505,6 +505,12 @@ fn caps_on_servers_and_ports() {
         "servers[2].apps[0].ports",
         "too many ports on one server (1101): at most 1024",
     );
+    check(
+        "too many ports on a virtual IP",
+        "\n[[vips]]\naddress = \"10.0.0.100\"\nrole = \"soa\"\nports = \"1-65535\" #<\n",
+        "vips[0].ports",
+        "too many ports on one virtual IP (65535): at most 1024",
+    );
 }
 
 #[test]

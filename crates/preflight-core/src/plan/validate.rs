@@ -691,6 +691,23 @@ impl<'e, 'a> Validator<'e, 'a> {
                 Some(p) => self.ports(self.src, p, &format!("{base}.ports")),
                 None => Some(Vec::new()),
             };
+            // A virtual IP fronts services of its members: as many ports as one server may
+            // plan, no more (each is probed when the batch is swept).
+            let ports = match (ports, &v.ports) {
+                (Some(r), Some(p)) if ports::count(&r) > MAX_PORTS_PER_SERVER => {
+                    self.err(
+                        p.span(),
+                        format!("{base}.ports"),
+                        PlanErrorKind::TooMany {
+                            what: "ports on one virtual IP",
+                            found: ports::count(&r),
+                            max: MAX_PORTS_PER_SERVER,
+                        },
+                    );
+                    None
+                }
+                (r, _) => r,
+            };
             if let (Some(address), Some(members), Some(ports)) = (address, members, ports) {
                 out.push(VirtualIp {
                     name,
