@@ -92,6 +92,30 @@ fn debian_root(base: &Path) -> Result<PathBuf> {
     Ok(root)
 }
 
+/// A controller and one agent `id` (on 127.0.0.1) whose catalog root is a fresh copy of the
+/// Debian 12 fixture; the tree and the agent's state live under `base`.
+struct OneHost {
+    ctl: Controller,
+    base: tempfile::TempDir,
+    root: PathBuf,
+    _agent: Agent,
+}
+
+fn one_host(id: &str) -> Result<OneHost> {
+    let ctl = Controller::start(&["--heartbeat-interval", "1s"])?;
+    let base = tempfile::tempdir()?;
+    let root = debian_root(base.path())?;
+    let mut agent = Agent::enroll(&ctl, base.path(), id, "127.0.0.1")?;
+    start_with_root(&mut agent, &root)?;
+    ctl.wait_online(id);
+    Ok(OneHost {
+        ctl,
+        base,
+        root,
+        _agent: agent,
+    })
+}
+
 fn statuses(v: &serde_json::Value) -> BTreeMap<String, String> {
     v["results"][0]["checks"]
         .as_array()
@@ -127,12 +151,13 @@ fn harden_apply_verify_rollback_and_evidence_through_the_cli() -> Result<()> {
         );
         return Ok(());
     }
-    let ctl = Controller::start(&["--heartbeat-interval", "1s"])?;
-    let base = tempfile::tempdir()?;
-    let root = debian_root(base.path())?;
-    let mut agent = Agent::enroll(&ctl, base.path(), "web-01", "127.0.0.1")?;
-    start_with_root(&mut agent, &root)?;
-    ctl.wait_online("web-01");
+    // `_agent` is bound so the agent lives to the end of the test.
+    let OneHost {
+        ctl,
+        base,
+        root,
+        _agent,
+    } = one_host("web-01")?;
     let before = snapshot(&root)?;
 
     // Audit finds the seeded violations and changes nothing.
@@ -431,12 +456,9 @@ fn every_byte_of_a_small_exported_bundle_matters() -> Result<()> {
         eprintln!("SKIP: the fixture's files must be owned by root for the checks to run");
         return Ok(());
     }
-    let ctl = Controller::start(&["--heartbeat-interval", "1s"])?;
-    let base = tempfile::tempdir()?;
-    let root = debian_root(base.path())?;
-    let mut agent = Agent::enroll(&ctl, base.path(), "small-01", "127.0.0.1")?;
-    start_with_root(&mut agent, &root)?;
-    ctl.wait_online("small-01");
+    let OneHost {
+        ctl, base, _agent, ..
+    } = one_host("small-01")?;
     ctl.json(&[
         "harden",
         "audit",
@@ -480,12 +502,9 @@ fn evidence_export_outgrows_one_ordinary_message() -> Result<()> {
         eprintln!("SKIP: the fixture's files must be owned by root for the checks to run");
         return Ok(());
     }
-    let ctl = Controller::start(&["--heartbeat-interval", "1s"])?;
-    let base = tempfile::tempdir()?;
-    let root = debian_root(base.path())?;
-    let mut agent = Agent::enroll(&ctl, base.path(), "big-01", "127.0.0.1")?;
-    start_with_root(&mut agent, &root)?;
-    ctl.wait_online("big-01");
+    let OneHost {
+        ctl, base, _agent, ..
+    } = one_host("big-01")?;
     let p = base.path().join("big.json");
     let mut audits = 0;
     let bytes = loop {
