@@ -154,11 +154,16 @@ impl Controller {
         })
     }
 
+    /// Kills the controller with SIGKILL, as a crash would, and waits for it to be gone.
+    pub fn kill(&mut self) {
+        let _ = self.proc.0.kill();
+        let _ = self.proc.0.wait();
+    }
+
     /// Kills the controller (SIGKILL) and starts it again on the same data directory and
     /// address, as after a crash.
     pub fn restart(&mut self, extra: &[&str]) -> anyhow::Result<()> {
-        let _ = self.proc.0.kill();
-        let _ = self.proc.0.wait();
+        self.kill();
         let mut child = Command::new(bin("preflight"))
             .args(["serve", "--listen", &self.addr.to_string(), "--data"])
             .arg(self.data())

@@ -305,8 +305,7 @@ fn controller_killed_during_sweeps_transitions_and_evidence_appends() {
         ];
         // Kill at a random moment while all three run.
         std::thread::sleep(Duration::from_millis(150 + rng.below(1200)));
-        let _ = ctl.proc.0.kill();
-        let _ = ctl.proc.0.wait();
+        ctl.kill();
         stop.store(true, Ordering::Relaxed);
         for w in workers {
             w.join().expect("worker");

@@ -6,84 +6,12 @@
 //! order.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use preflight_tests::cluster::{bin, Proc, Users as Cli};
+use preflight_tests::cluster::{Controller, Users as Cli};
 use serde_json::Value;
 
 const ITERATIONS: usize = 20;
-
-struct Ctl {
-    proc: Proc,
-    url: String,
-}
-
-/// Starts `preflight serve --dev-clock` on `data`; with `init`, returns the admin token and pin.
-fn start(data: &Path, init: bool) -> (Ctl, Option<(String, String)>) {
-    let mut cmd = Command::new(bin("preflight"));
-    cmd.arg("serve");
-    if init {
-        cmd.arg("--init");
-    }
-    let mut child = cmd
-        .args(["--dev-clock", "--listen", "127.0.0.1:0", "--data"])
-        .arg(data)
-        .env("PREFLIGHT_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn preflight serve");
-    let stdout = child.stdout.take().expect("piped");
-    let stderr = child.stderr.take().expect("piped");
-    let proc = Proc(child);
-    let (tx, rx) = mpsc::channel::<String>();
-    let tx2 = tx.clone();
-    std::thread::spawn(move || {
-        for l in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(l);
-        }
-    });
-    std::thread::spawn(move || {
-        for l in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if std::env::var_os("PREFLIGHT_TEST_VERBOSE").is_some() {
-                eprintln!("[controller] {l}");
-            }
-            let _ = tx2.send(l);
-        }
-    });
-    let (mut token, mut pin, mut addr) = (None, None, None);
-    let mut seen = Vec::new();
-    let deadline = Instant::now() + preflight_tests::cluster::START_TIMEOUT;
-    while addr.is_none() || (init && (token.is_none() || pin.is_none())) {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let Ok(line) = rx.recv_timeout(left) else {
-            panic!(
-                "controller did not start on {} within {:?}:\n{}",
-                data.display(),
-                preflight_tests::cluster::START_TIMEOUT,
-                seen.join("\n")
-            );
-        };
-        if let Some(p) = line.strip_prefix("CA pin (sha256): ") {
-            pin = Some(p.trim().to_string());
-        } else if line.trim_start().starts_with("pfa_") {
-            token = Some(line.trim().to_string());
-        } else if let Some(rest) = line.strip_prefix("controller listening on ") {
-            addr = rest.split_whitespace().next().map(str::to_string);
-        }
-        seen.push(line);
-    }
-    let ctl = Ctl {
-        proc,
-        url: format!("https://{}", addr.expect("set")),
-    };
-    (ctl, token.zip(pin))
-}
 
 /// An acknowledged event: batch, seq, kind.
 type Acked = (String, u64, String);
@@ -153,16 +81,14 @@ fn class_rank(c: &str) -> u8 {
 
 #[test]
 fn killed_controller_restarts_consistent() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let data = dir.path().join("data");
-    let (ctl, creds) = start(&data, true);
-    let (admin, pin) = creds.expect("init prints token and pin");
+    let mut ctl = Controller::start(&["--dev-clock"]).expect("controller");
     let mut cli = Cli {
         url: ctl.url.clone(),
-        pin,
-        tokens: [("admin".to_string(), admin)].into_iter().collect(),
+        pin: ctl.pin.clone(),
+        tokens: [("admin".to_string(), ctl.admin_token.clone())]
+            .into_iter()
+            .collect(),
     };
-    let mut ctl = Some(ctl);
     for (name, role) in [
         ("pat", "project"),
         ("ian", "integrator"),
@@ -194,13 +120,11 @@ fn killed_controller_restarts_consistent() {
             let id = id.clone();
             std::thread::spawn(move || drive(&cli, &id, i))
         };
-        let mut running = ctl.take().expect("controller running");
         if i % 2 == 0 {
             // During transitions: kill while the worker is issuing commands, at a point that
             // moves through the sequence from one iteration to the next.
             std::thread::sleep(Duration::from_millis(100 + (i as u64 * 137) % 600));
-            running.proc.0.kill().expect("SIGKILL");
-            let _ = running.proc.0.wait();
+            ctl.kill();
             let acked = worker.join().expect("worker");
             let last = ["advanced", "resolved", "paused"][i % 3];
             let complete = acked.len() >= 11 && acked.last().is_some_and(|(_, _, k)| k == last);
@@ -216,13 +140,10 @@ fn killed_controller_restarts_consistent() {
                 "iteration {i}: the whole sequence ran: {acked:?}"
             );
             acked_all.extend(acked);
-            running.proc.0.kill().expect("SIGKILL");
-            let _ = running.proc.0.wait();
+            ctl.kill();
         }
         // Restart on the same data directory: the store opens and replays consistently.
-        let (restarted, _) = start(&data, false);
-        cli.url = restarted.url.clone();
-        ctl = Some(restarted);
+        ctl.restart(&["--dev-clock"]).expect("restart");
 
         // The dev clock's offset survived.
         let c = cli.json("admin", &["dev", "clock", "show"]);
@@ -309,14 +230,13 @@ fn killed_controller_restarts_consistent() {
 /// the controller serves anything (not on the 30-second timer).
 #[test]
 fn pause_due_while_down_escalates_at_start_up() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let data = dir.path().join("data");
-    let (ctl, creds) = start(&data, true);
-    let (admin, pin) = creds.expect("init prints token and pin");
+    let mut ctl = Controller::start(&["--dev-clock"]).expect("controller");
     let mut cli = Cli {
         url: ctl.url.clone(),
-        pin,
-        tokens: [("admin".to_string(), admin)].into_iter().collect(),
+        pin: ctl.pin.clone(),
+        tokens: [("admin".to_string(), ctl.admin_token.clone())]
+            .into_iter()
+            .collect(),
     };
     for (name, role) in [("pat", "project"), ("ian", "integrator")] {
         let v = cli.json("admin", &["user", "add", name, "--role", role]);
@@ -360,9 +280,7 @@ fn pause_due_while_down_escalates_at_start_up() {
     let show = cli.json("admin", &["batch", "show", "X"]);
     assert_eq!(show["batch"]["stage"], "problem_handling");
     let due = show["escalates_after"].as_i64().expect("escalation time");
-    let mut ctl = ctl;
-    ctl.proc.0.kill().expect("SIGKILL");
-    let _ = ctl.proc.0.wait();
+    ctl.kill();
     // The dev clock runs on while the controller is down; wait until it is past the boundary.
     let offset_at_kill = v["offset_ms"].as_i64().expect("offset");
     let system_ms = || {
@@ -374,8 +292,7 @@ fn pause_due_while_down_escalates_at_start_up() {
     preflight_tests::cluster::eventually(Duration::from_secs(5), "clock past the boundary", || {
         (system_ms() + offset_at_kill > due + 10).then_some(())
     });
-    let (ctl, _) = start(&data, false);
-    cli.url = ctl.url.clone();
+    ctl.restart(&["--dev-clock"]).expect("restart");
     // The very first read after start-up sees the escalation.
     let show = cli.json("admin", &["batch", "show", "X"]);
     assert_eq!(show["batch"]["stage"], "gd_confirm", "{show}");
