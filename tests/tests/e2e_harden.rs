@@ -3,10 +3,13 @@
 //! verify is compliant, rollback restores every byte; the exported evidence verifies offline,
 //! and any tampering with it is detected.
 
+#[path = "../../crates/preflight-harden/tests/support/tree.rs"]
+mod tree;
+
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -20,52 +23,8 @@ fn fixture_src(name: &str) -> PathBuf {
         .join(name)
 }
 
-fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
-    fs::create_dir_all(dst)?;
-    for e in fs::read_dir(src).with_context(|| format!("reading {}", src.display()))? {
-        let e = e?;
-        let (from, to) = (e.path(), dst.join(e.file_name()));
-        let ft = e.file_type()?;
-        if ft.is_symlink() {
-            std::os::unix::fs::symlink(fs::read_link(&from)?, &to)?;
-        } else if ft.is_dir() {
-            copy_tree(&from, &to)?;
-        } else {
-            fs::copy(&from, &to)?;
-            fs::set_permissions(&to, fs::Permissions::from_mode(0o644))?;
-        }
-    }
-    Ok(())
-}
-
-/// Every entry of a tree: kind, content hash or link target, mode, owner.
 fn snapshot(dir: &Path) -> Result<BTreeMap<String, String>> {
-    fn walk(base: &Path, d: &Path, out: &mut BTreeMap<String, String>) -> Result<()> {
-        for e in fs::read_dir(d)? {
-            let p = e?.path();
-            let rel = p.strip_prefix(base)?.display().to_string();
-            let m = fs::symlink_metadata(&p)?;
-            let v = if m.file_type().is_symlink() {
-                format!("link {}", fs::read_link(&p)?.display())
-            } else if m.is_dir() {
-                walk(base, &p, out)?;
-                format!("dir {:o}", m.mode() & 0o7777)
-            } else {
-                format!(
-                    "file {} {:o} {}:{}",
-                    evidence::sha256_hex(&fs::read(&p)?),
-                    m.mode() & 0o7777,
-                    m.uid(),
-                    m.gid()
-                )
-            };
-            out.insert(rel, v);
-        }
-        Ok(())
-    }
-    let mut out = BTreeMap::new();
-    walk(dir, dir, &mut out)?;
-    Ok(out)
+    tree::snapshot(dir, evidence::sha256_hex)
 }
 
 /// Starts `preflight-agent run --harden-root ROOT` (what only a local admin can set).
@@ -75,20 +34,7 @@ fn start_with_root(agent: &mut Agent, root: &Path) -> Result<()> {
 
 fn debian_root(base: &Path) -> Result<PathBuf> {
     let root = base.join("root");
-    copy_tree(&fixture_src("debian12"), &root)?;
-    for (p, m) in [
-        ("etc/passwd", 0o644),
-        ("etc/group", 0o644),
-        ("etc/shadow", 0o644),
-        ("etc/gshadow", 0o000),
-        ("etc/ssh/sshd_config", 0o644),
-        ("etc/sudoers", 0o440),
-    ] {
-        let path = root.join(p);
-        if path.exists() {
-            fs::set_permissions(&path, fs::Permissions::from_mode(m))?;
-        }
-    }
+    tree::copy_fixture(&fixture_src("debian12"), &root)?;
     Ok(root)
 }
 

@@ -5,9 +5,12 @@
 //! apply fixes them, a second apply changes nothing, verify is compliant (except the report-only
 //! and live-state checks listed per fixture), and rollback restores every file byte for byte.
 
+#[path = "support/tree.rs"]
+mod tree;
+
 use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -20,47 +23,14 @@ struct Fixture {
     backups: PathBuf,
 }
 
-fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
-    fs::create_dir_all(dst)?;
-    for e in fs::read_dir(src).with_context(|| format!("reading {}", src.display()))? {
-        let e = e?;
-        let from = e.path();
-        let to = dst.join(e.file_name());
-        let ft = e.file_type()?;
-        if ft.is_symlink() {
-            std::os::unix::fs::symlink(fs::read_link(&from)?, &to)?;
-        } else if ft.is_dir() {
-            copy_tree(&from, &to)?;
-        } else {
-            fs::copy(&from, &to)?;
-            fs::set_permissions(&to, fs::Permissions::from_mode(0o644))?;
-        }
-    }
-    Ok(())
-}
-
 fn fixture(name: &str) -> Result<Fixture> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
         .join(name);
     let tmp = tempfile::tempdir()?;
     let dir = tmp.path().join("root");
-    copy_tree(&src, &dir)?;
+    tree::copy_fixture(&src, &dir)?;
     let backups = tmp.path().join("backups");
-    // Realistic modes: sshd_config and shadow are seeded too open, as found on customer hosts.
-    for (p, m) in [
-        ("etc/passwd", 0o644),
-        ("etc/group", 0o644),
-        ("etc/shadow", 0o644),
-        ("etc/gshadow", 0o000),
-        ("etc/ssh/sshd_config", 0o644),
-        ("etc/sudoers", 0o440),
-    ] {
-        let path = dir.join(p);
-        if path.exists() {
-            fs::set_permissions(&path, fs::Permissions::from_mode(m))?;
-        }
-    }
     let root = Root::new(&dir)?;
     Ok(Fixture {
         _tmp: tmp,
@@ -70,35 +40,8 @@ fn fixture(name: &str) -> Result<Fixture> {
     })
 }
 
-/// Every entry of a tree: kind, content hash or link target, mode, owner.
 fn snapshot(dir: &Path) -> Result<BTreeMap<String, String>> {
-    fn walk(base: &Path, d: &Path, out: &mut BTreeMap<String, String>) -> Result<()> {
-        for e in fs::read_dir(d)? {
-            let e = e?;
-            let p = e.path();
-            let rel = p.strip_prefix(base)?.display().to_string();
-            let m = fs::symlink_metadata(&p)?;
-            let v = if m.file_type().is_symlink() {
-                format!("link {}", fs::read_link(&p)?.display())
-            } else if m.is_dir() {
-                walk(base, &p, out)?;
-                format!("dir {:o}", m.mode() & 0o7777)
-            } else {
-                format!(
-                    "file {} {:o} {}:{}",
-                    catalog::sha256_hex(&fs::read(&p)?),
-                    m.mode() & 0o7777,
-                    m.uid(),
-                    m.gid()
-                )
-            };
-            out.insert(rel, v);
-        }
-        Ok(())
-    }
-    let mut out = BTreeMap::new();
-    walk(dir, dir, &mut out)?;
-    Ok(out)
+    tree::snapshot(dir, catalog::sha256_hex)
 }
 
 fn status_map(root: &Root) -> BTreeMap<String, (Status, String)> {
