@@ -14,6 +14,9 @@
 //! of the kill times is printed; `PREFLIGHT_CRASH_SEED` replays one.
 //! (`e2e_workflow_restart` covers the workflow alone, with kills placed through a sequence.)
 
+#[path = "../../crates/preflight-harden/tests/support/tree.rs"]
+mod tree;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -35,24 +38,6 @@ fn fixture_src(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../crates/preflight-harden/tests/fixtures")
         .join(name)
-}
-
-fn copy_tree(src: &Path, dst: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::create_dir_all(dst).unwrap();
-    for e in std::fs::read_dir(src).unwrap() {
-        let e = e.unwrap();
-        let (from, to) = (e.path(), dst.join(e.file_name()));
-        let ft = e.file_type().unwrap();
-        if ft.is_symlink() {
-            std::os::unix::fs::symlink(std::fs::read_link(&from).unwrap(), &to).unwrap();
-        } else if ft.is_dir() {
-            copy_tree(&from, &to);
-        } else {
-            std::fs::copy(&from, &to).unwrap();
-            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o644)).unwrap();
-        }
-    }
 }
 
 fn hostname() -> String {
@@ -243,7 +228,7 @@ fn controller_killed_during_sweeps_transitions_and_evidence_appends() {
     for (name, ip) in names.iter().zip(ips) {
         let mut a = Agent::enroll(&ctl, base.path(), name, ip).unwrap();
         let root = base.path().join(format!("{name}-root"));
-        copy_tree(&fixture_src("debian12"), &root);
+        tree::copy_fixture(&fixture_src("debian12"), &root).unwrap();
         a.start_with(&["--harden-root", root.to_str().unwrap()])
             .unwrap();
         agents.push(a);
