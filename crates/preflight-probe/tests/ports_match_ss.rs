@@ -2,85 +2,24 @@
 //! address, port, pid), through netlink and through the /proc/net fallback. The test opens its
 //! own TCP and UDP listeners on 127.0.0.x and ::1 and closes them when it ends.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, Ipv6Addr, SocketAddr, TcpListener, UdpSocket};
-use std::process::Command;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{bail, Context, Result};
 use preflight_probe::ports::{
     list_listening, list_listening_netlink, list_listening_procfs, parse_proc_net, Family,
     ListOptions, Listener, Proto,
 };
 
-/// (proto, address, port) of one socket.
-type Key = (Proto, IpAddr, u16);
+#[path = "support/ss.rs"]
+mod ss_view;
 
-/// What ss says about one socket: the pids of the processes holding it.
-type SsView = BTreeMap<Key, BTreeSet<u32>>;
-
-fn ss(args: &[&str], only: Option<Proto>) -> Result<SsView> {
-    let out = Command::new("ss")
-        .args(args)
-        .env("LC_ALL", "C")
-        .output()
-        .context("running ss")?;
-    ensure!(out.status.success(), "ss {args:?} failed");
-    let text = String::from_utf8(out.stdout)?;
-    let mut view = SsView::new();
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        let cols: Vec<&str> = line.split_whitespace().collect();
-        // With one protocol selected ss leaves the Netid column out.
-        let (proto, cols) = match cols.first().copied() {
-            Some("tcp") => (Proto::Tcp, &cols[1..]),
-            Some("udp") => (Proto::Udp, &cols[1..]),
-            _ => (
-                only.with_context(|| format!("no netid in {line:?}"))?,
-                &cols[..],
-            ),
-        };
-        ensure!(cols.len() >= 5, "short ss line {line:?}");
-        let (address, port) = parse_ss_local(cols[3])?;
-        let pids = cols[5..]
-            .join(" ")
-            .split("pid=")
-            .skip(1)
-            .filter_map(|rest| rest.split(',').next()?.parse::<u32>().ok())
-            .collect();
-        view.insert((proto, address, port), pids);
-    }
-    Ok(view)
-}
-
-/// `127.0.0.1:80`, `[::1]:80`, `*:80`, `127.0.0.53%lo:53`, `[fe80::1]%eth0:546`.
-fn parse_ss_local(field: &str) -> Result<(IpAddr, u16)> {
-    let (addr, port) = field
-        .rsplit_once(':')
-        .with_context(|| format!("no port in {field:?}"))?;
-    let port: u16 = port
-        .parse()
-        .with_context(|| format!("bad port in {field:?}"))?;
-    let addr = addr.split('%').next().unwrap_or(addr);
-    let addr = addr.trim_start_matches('[').trim_end_matches(']');
-    // ss prints a dual-stack IPv6 wildcard socket as `*`.
-    let ip = if addr == "*" {
-        IpAddr::V6(Ipv6Addr::UNSPECIFIED)
-    } else {
-        addr.parse()
-            .with_context(|| format!("bad address in {field:?}"))?
-    };
-    Ok((ip, port))
-}
-
-fn ss_all() -> Result<SsView> {
-    let mut view = ss(&["-H", "-ltnup"], None)?;
-    view.extend(ss(&["-H", "-lunp"], Some(Proto::Udp))?);
-    Ok(view)
-}
+use ss_view::{ss_all, Key};
 
 /// Our view in ss's terms: the pid we report must be the lowest of ss's pids.
 fn ours(list: &[Listener]) -> BTreeMap<Key, Option<u32>> {
     list.iter()
-        .map(|l| ((l.proto, l.address, l.port), l.pid))
+        .map(|l| ((l.proto.as_str().to_string(), l.address, l.port), l.pid))
         .collect()
 }
 
@@ -99,14 +38,14 @@ fn open_own_sockets() -> Result<OwnSockets> {
         let addr: SocketAddr = addr.parse()?;
         let l = TcpListener::bind(addr).with_context(|| format!("binding tcp {addr}"))?;
         let local = l.local_addr()?;
-        keys.push((Proto::Tcp, local.ip(), local.port()));
+        keys.push(("tcp".to_string(), local.ip(), local.port()));
         tcp.push(l);
     }
     for addr in ["127.0.0.4:0", "[::1]:0"] {
         let addr: SocketAddr = addr.parse()?;
         let s = UdpSocket::bind(addr).with_context(|| format!("binding udp {addr}"))?;
         let local = s.local_addr()?;
-        keys.push((Proto::Udp, local.ip(), local.port()));
+        keys.push(("udp".to_string(), local.ip(), local.port()));
         udp.push(s);
     }
     // A connected UDP socket is not listening: neither ss -l nor we show it.
@@ -150,8 +89,9 @@ fn check_against_ss(list_fn: impl Fn() -> Result<Vec<Listener>>, with_pids: bool
             );
         }
         assert!(
-            !got.keys().any(|(p, a, _)| *p == Proto::Udp
-                && *a == "127.0.0.5".parse::<IpAddr>().expect("literal")),
+            !got.keys().any(
+                |(p, a, _)| p == "udp" && *a == "127.0.0.5".parse::<IpAddr>().expect("literal")
+            ),
             "a connected UDP socket was listed as listening"
         );
 
@@ -219,7 +159,7 @@ fn protocol_selection_is_respected() -> Result<()> {
     assert!(tcp.iter().all(|l| l.proto == Proto::Tcp));
     assert!(tcp
         .iter()
-        .any(|l| (l.proto, l.address, l.port) == own.keys[0]));
+        .any(|l| (l.proto.as_str().to_string(), l.address, l.port) == own.keys[0]));
     let udp = list_listening_procfs(&ListOptions {
         tcp: false,
         udp: true,
@@ -228,7 +168,7 @@ fn protocol_selection_is_respected() -> Result<()> {
     assert!(udp.iter().all(|l| l.proto == Proto::Udp));
     assert!(udp
         .iter()
-        .any(|l| (l.proto, l.address, l.port) == own.keys[3]));
+        .any(|l| (l.proto.as_str().to_string(), l.address, l.port) == own.keys[3]));
     let none = list_listening(&ListOptions {
         tcp: false,
         udp: false,
@@ -249,7 +189,7 @@ fn process_name_and_user_are_resolved() -> Result<()> {
         .unwrap_or_else(|| uid.to_string());
     let mine = list
         .iter()
-        .find(|l| (l.proto, l.address, l.port) == own.keys[0])
+        .find(|l| (l.proto.as_str().to_string(), l.address, l.port) == own.keys[0])
         .context("own listener missing")?;
     assert_eq!(mine.process.as_deref(), Some(comm.trim_end()));
     assert_eq!(mine.user.as_deref(), Some(user.as_str()));
