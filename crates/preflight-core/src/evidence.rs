@@ -19,7 +19,18 @@
 //! - Merkle leaf: the canonical [`SignedRecord`] (record and signature), hashed as RFC 6962
 //!   `SHA-256(0x00 || leaf)`; interior nodes `SHA-256(0x01 || left || right)`;
 //! - checkpoint signature (controller key): over `b"preflight evidence checkpoint v1\n"`
-//!   followed by the canonical [`Checkpoint`] (origin, tree size, root hash, time).
+//!   followed by the canonical [`Checkpoint`] (origin, tree size, root hash, time, and on a
+//!   bundle's own checkpoint the SHA-256 of the CA certificate the bundle carries). Checkpoint
+//!   signatures must be in low-S form (s at most half the group order), so each checkpoint has
+//!   exactly one valid encoding; every signature this module makes is low-S.
+//!
+//! # Origins
+//!
+//! The controller signs two kinds of checkpoint with one key, told apart by their origin: its
+//! global log ([`GLOBAL_LOG_ORIGIN`]) and each bundle's own tree of exported records
+//! ([`AGENTS_ORIGIN_PREFIX`] followed by the exported agent ids, comma-separated).
+//! [`verify_bundle`] requires each origin in its place, so one kind cannot stand in for the
+//! other.
 
 use std::collections::BTreeMap;
 
@@ -49,6 +60,18 @@ pub const MAX_ID_BYTES: usize = 512;
 pub const MAX_FILES_READ: usize = 1024;
 /// Most MLPS or CIS references one record may carry.
 pub const MAX_REFS: usize = 64;
+
+/// Origin of the controller's global evidence log checkpoints.
+pub const GLOBAL_LOG_ORIGIN: &str = "preflight/evidence-log";
+/// Origin prefix of a bundle's own checkpoint; the exported agent ids follow, comma-separated.
+pub const AGENTS_ORIGIN_PREFIX: &str = "preflight/agents/";
+/// DNS name suffix an agent certificate names its agent id with.
+const AGENT_DNS_SUFFIX: &str = ".agent.preflight.internal";
+/// The P-256 group order n, big-endian.
+const P256_ORDER: [u8; 32] = [
+    0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+    0xbc, 0xe6, 0xfa, 0xad, 0xa7, 0x17, 0x9e, 0x84, 0xf3, 0xb9, 0xca, 0xc2, 0xfc, 0x63, 0x25, 0x51,
+];
 
 const RECORD_DOMAIN: &[u8] = b"preflight evidence record v1\n";
 const CHECKPOINT_DOMAIN: &[u8] = b"preflight evidence checkpoint v1\n";
@@ -168,6 +191,11 @@ pub struct Checkpoint {
     pub root_hash: String,
     /// UTC time of signing in milliseconds since the Unix epoch.
     pub time_utc_ms: u64,
+    /// On a bundle's own checkpoint: SHA-256 of the CA certificate the bundle carries, which
+    /// binds that CA to the controller's signature. Absent on global log checkpoints and in
+    /// bundles exported before bundles carried the CA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_sha256: Option<String>,
 }
 
 /// A checkpoint and the controller's signature over it.
@@ -206,9 +234,16 @@ pub struct EvidenceBundle {
     pub checkpoint: SignedCheckpoint,
     /// The controller's SubjectPublicKeyInfo (P-256), DER, lowercase hex.
     pub controller_spki_der: String,
-    /// Where the records sit in the controller's global evidence log, when the exporter
-    /// included it: proves the records were appended to that log, not made up at export.
+    /// Where the records sit in the controller's global evidence log: proves the records were
+    /// appended to that log, not made up at export. Required by [`verify_bundle`] (the field
+    /// stays optional in the encoding only so that a bundle without it parses and is refused
+    /// with a clear error).
     pub log_inclusion: Option<LogInclusion>,
+    /// The controller's CA certificate, DER, lowercase hex: every agent certificate of the
+    /// bundle must be issued by it. Its SHA-256 is in the signed checkpoint. Absent in bundles
+    /// exported before bundles carried it (the verifier is then given the CA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_certificate_der: Option<String>,
 }
 
 /// Inclusion of a bundle's records in the controller's global evidence log.
@@ -311,6 +346,9 @@ pub enum SignatureError {
     /// The signature does not match the content and key.
     #[error("signature does not match the content and the public key")]
     Mismatch,
+    /// The signature is valid but in high-S form, the second encoding of the same signature.
+    #[error("signature is in high-S form (a second encoding of a valid signature, which this format refuses); if the bundle was exported by an older controller, export it again")]
+    HighS,
 }
 
 /// A Merkle proof was asked for sizes or indexes that do not exist.
@@ -435,6 +473,37 @@ pub enum BundleError {
         /// What failed.
         what: String,
     },
+    /// The bundle carries no global-log inclusion proofs.
+    #[error("the bundle carries no proof that its records are in the controller's global log (log_inclusion is missing); export it again with `preflight evidence export`")]
+    NoLogInclusion,
+    /// A checkpoint names the wrong origin for its place.
+    #[error("{which} checkpoint has origin {found:?}, expected {expected}: it is not the checkpoint of that log")]
+    Origin {
+        /// Which checkpoint (bundle or global log).
+        which: &'static str,
+        /// The origin found.
+        found: String,
+        /// What was expected.
+        expected: String,
+    },
+    /// No CA to check agent certificates against.
+    #[error("agent certificates cannot be checked: the bundle carries no CA certificate (it was exported by an older controller); pass the controller's CA with --ca FILE (its DATA/ca.pem, or https://CONTROLLER/ca.pem)")]
+    NoCa,
+    /// The CA in the bundle or given is unusable or does not match.
+    #[error("CA certificate: {0}")]
+    Ca(String),
+    /// An agent certificate is not one the CA issued to that agent.
+    #[error("agent certificate {cert_sha256} (agent {agent_id}) is not valid for the CA sha256 {ca_sha256}: {what}")]
+    AgentCertificate {
+        /// Map key.
+        cert_sha256: String,
+        /// Agent named.
+        agent_id: String,
+        /// Fingerprint of the CA used.
+        ca_sha256: String,
+        /// Why.
+        what: String,
+    },
     /// Record signature bad.
     #[error(
         "record {index} (agent {agent_id}, check {check_id}) signature does not verify: {error}"
@@ -464,11 +533,29 @@ pub struct BundleReport {
     pub checkpoint_time_utc_ms: u64,
     /// SHA-256 of the controller's SPKI, lowercase hex: compare it with the key you trust.
     pub controller_key_sha256: String,
-    /// Records per agent id.
+    /// Whether the controller key was checked against a key the verifier trusts (pinned).
+    /// When false, the origin of the bundle is unverified: anyone can make a bundle that
+    /// verifies with a key of their own.
+    pub controller_key_pinned: bool,
+    /// Records per agent id; agents the export named without records count 0.
     pub records_per_agent: BTreeMap<String, u64>,
     /// The global log checkpoint (origin, tree size, root hash) every record was proven to be
-    /// included in, when the bundle carries inclusion proofs.
+    /// included in.
     pub global_log: Option<Checkpoint>,
+    /// SHA-256 of the CA certificate every agent certificate was checked against.
+    pub ca_sha256: String,
+}
+
+/// What the verifier trusts, given by the auditor rather than read from the bundle.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TrustedKeys<'a> {
+    /// The controller's evidence key (SPKI DER) the bundle must be signed with.
+    pub controller_spki_der: Option<&'a [u8]>,
+    /// SHA-256 (hex, any case) of the controller's evidence key the bundle must be signed with.
+    pub controller_key_sha256: Option<&'a str>,
+    /// The controller's CA certificate (DER): agent certificates must chain to it, and a CA
+    /// carried by the bundle must be this one.
+    pub ca_certificate_der: Option<&'a [u8]>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -622,14 +709,111 @@ fn sign_message(message: &[u8], pkcs8: &[u8]) -> Result<String, SignError> {
     let rng = SystemRandom::new();
     let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8, &rng)
         .map_err(|_| SignError::BadKey)?;
-    let sig = pair.sign(&rng, message).map_err(|_| SignError::Signing)?;
-    Ok(hex::encode(sig.as_ref()))
+    // ring draws a fresh nonce each time and does not normalise s: half of its signatures are
+    // high-S. Sign again until the signature is low-S (expected twice; 2^-64 to fail).
+    for _ in 0..64 {
+        let sig = pair.sign(&rng, message).map_err(|_| SignError::Signing)?;
+        if is_low_s(sig.as_ref()) {
+            return Ok(hex::encode(sig.as_ref()));
+        }
+    }
+    Err(SignError::Signing)
+}
+
+/// The `s` integer of a DER ECDSA signature `SEQUENCE { INTEGER r, INTEGER s }` as 32
+/// big-endian bytes, or None when the encoding is not that (short-form lengths only: a P-256
+/// signature is at most 72 bytes).
+fn ecdsa_der_s(sig: &[u8]) -> Option<[u8; 32]> {
+    let (&tag, rest) = sig.split_first()?;
+    let (&len, body) = rest.split_first()?;
+    if tag != 0x30 || len >= 0x80 || body.len() != len as usize {
+        return None;
+    }
+    let int = |b: &[u8]| -> Option<(usize, usize)> {
+        // (start of value, end) of the INTEGER at the front of b
+        if b.len() < 2 || b[0] != 0x02 || b[1] >= 0x80 {
+            return None;
+        }
+        let end = 2 + b[1] as usize;
+        (end <= b.len()).then_some((2, end))
+    };
+    let (_, r_end) = int(body)?;
+    let tail = &body[r_end..];
+    let (s_start, s_end) = int(tail)?;
+    if s_end != tail.len() {
+        return None;
+    }
+    let mut v = &tail[s_start..s_end];
+    while let [0, rest @ ..] = v {
+        v = rest;
+    }
+    if v.len() > 32 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    out[32 - v.len()..].copy_from_slice(v);
+    Some(out)
+}
+
+/// floor(n / 2) of the P-256 order.
+fn p256_half_order() -> [u8; 32] {
+    let mut out = [0u8; 32];
+    let mut carry = 0u8;
+    for (o, b) in out.iter_mut().zip(P256_ORDER) {
+        *o = (b >> 1) | carry;
+        carry = (b & 1) << 7;
+    }
+    out
+}
+
+/// Whether a DER ECDSA P-256 signature is in low-S form (s <= n/2).
+fn is_low_s(sig: &[u8]) -> bool {
+    ecdsa_der_s(sig).is_some_and(|s| s <= p256_half_order())
+}
+
+/// The other valid encoding of an ECDSA P-256 signature (lowercase hex DER): `(r, n - s)`.
+/// Verifiers of checkpoints refuse the high-S one of the two; this exists so that tests and
+/// auditors' tooling can show it. None when `signature_hex` is not a DER signature.
+pub fn ecdsa_other_encoding(signature_hex: &str) -> Option<String> {
+    let sig = hex::decode(signature_hex).ok()?;
+    let s = ecdsa_der_s(&sig)?;
+    // body: r INTEGER as it is, then the new s
+    let r_len = *sig.get(3)? as usize;
+    let r = sig.get(2..4 + r_len)?;
+    let mut neg = [0u8; 32];
+    let mut borrow = 0i16;
+    for i in (0..32).rev() {
+        let mut d = P256_ORDER[i] as i16 - s[i] as i16 - borrow;
+        borrow = 0;
+        if d < 0 {
+            d += 256;
+            borrow = 1;
+        }
+        neg[i] = d as u8;
+    }
+    let mut v: &[u8] = &neg;
+    while let [0, rest @ ..] = v {
+        v = rest;
+    }
+    let mut s_int = vec![0x02];
+    if v.first().is_some_and(|b| b & 0x80 != 0) {
+        s_int.push(v.len() as u8 + 1);
+        s_int.push(0);
+    } else {
+        s_int.push(v.len() as u8);
+    }
+    s_int.extend_from_slice(v);
+    let mut out = vec![0x30, (r.len() + s_int.len()) as u8];
+    out.extend_from_slice(r);
+    out.extend_from_slice(&s_int);
+    Some(hex::encode(out))
 }
 
 fn verify_message(
     message: &[u8],
     signature_hex: &str,
     spki_der: &[u8],
+    require_low_s: bool,
 ) -> Result<(), SignatureError> {
     let point = p256_point(spki_der)?;
     if signature_hex.bytes().any(|b| b.is_ascii_uppercase()) {
@@ -638,7 +822,11 @@ fn verify_message(
     let sig = hex::decode(signature_hex).map_err(|_| SignatureError::BadEncoding)?;
     UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, point)
         .verify(message, &sig)
-        .map_err(|_| SignatureError::Mismatch)
+        .map_err(|_| SignatureError::Mismatch)?;
+    if require_low_s && !is_low_s(&sig) {
+        return Err(SignatureError::HighS);
+    }
+    Ok(())
 }
 
 /// Validates `record` and signs it with the agent's PKCS#8 P-256 key.
@@ -650,10 +838,13 @@ pub fn sign(record: EvidenceRecord, agent_pkcs8: &[u8]) -> Result<SignedRecord, 
 
 /// Verifies a record's signature with the agent certificate's SubjectPublicKeyInfo (DER).
 pub fn verify_signature(signed: &SignedRecord, spki_der: &[u8]) -> Result<(), SignatureError> {
+    // Record signatures are inside the Merkle leaves: a second encoding changes the leaf and
+    // no longer matches the signed root, and records signed by older agents may be high-S.
     verify_message(
         &signed.record.signing_message(),
         &signed.signature,
         spki_der,
+        false,
     )
 }
 
@@ -687,7 +878,8 @@ pub fn sign_checkpoint(
     sign_message(&checkpoint.signing_message(), controller_pkcs8)
 }
 
-/// Verifies a checkpoint's signature with the controller's SubjectPublicKeyInfo (DER).
+/// Verifies a checkpoint's signature with the controller's SubjectPublicKeyInfo (DER); a
+/// high-S signature is refused ([`SignatureError::HighS`]).
 pub fn verify_checkpoint(
     signed: &SignedCheckpoint,
     controller_spki_der: &[u8],
@@ -696,6 +888,7 @@ pub fn verify_checkpoint(
         &signed.checkpoint.signing_message(),
         &signed.signature,
         controller_spki_der,
+        true,
     )
 }
 
@@ -1083,6 +1276,7 @@ impl EvidenceLog {
             tree_size: self.len(),
             root_hash: hex::encode(self.root()),
             time_utc_ms,
+            ca_sha256: None,
         };
         let signature = sign_fn(&checkpoint)?;
         Ok(SignedCheckpoint {
@@ -1097,7 +1291,8 @@ impl EvidenceLog {
 
 impl EvidenceBundle {
     /// Builds a bundle of `records` (in this order) with a checkpoint signed by the controller.
-    /// `agent_certs` holds the DER certificate and SPKI of every agent key used.
+    /// `agent_certs` holds the DER certificate and SPKI of every agent key used. The bundle
+    /// carries no CA certificate: see [`EvidenceBundle::build_with_ca`].
     pub fn build(
         records: Vec<SignedRecord>,
         agent_keys: BTreeMap<String, AgentKey>,
@@ -1105,20 +1300,67 @@ impl EvidenceBundle {
         time_utc_ms: u64,
         controller_pkcs8: &[u8],
     ) -> Result<Self, SignError> {
+        Self::build_inner(
+            records,
+            agent_keys,
+            origin,
+            time_utc_ms,
+            None,
+            controller_pkcs8,
+        )
+    }
+
+    /// [`EvidenceBundle::build`], carrying the CA certificate (DER) that issued the agent
+    /// certificates, its SHA-256 signed in the checkpoint.
+    pub fn build_with_ca(
+        records: Vec<SignedRecord>,
+        agent_keys: BTreeMap<String, AgentKey>,
+        origin: &str,
+        time_utc_ms: u64,
+        ca_certificate_der: &[u8],
+        controller_pkcs8: &[u8],
+    ) -> Result<Self, SignError> {
+        Self::build_inner(
+            records,
+            agent_keys,
+            origin,
+            time_utc_ms,
+            Some(ca_certificate_der),
+            controller_pkcs8,
+        )
+    }
+
+    fn build_inner(
+        records: Vec<SignedRecord>,
+        agent_keys: BTreeMap<String, AgentKey>,
+        origin: &str,
+        time_utc_ms: u64,
+        ca_certificate_der: Option<&[u8]>,
+        controller_pkcs8: &[u8],
+    ) -> Result<Self, SignError> {
         let mut log = EvidenceLog::new();
         for r in &records {
             log.append(r);
         }
-        let checkpoint = log.checkpoint(origin, time_utc_ms, |c| {
-            sign_checkpoint(c, controller_pkcs8)
-        })?;
+        let checkpoint = Checkpoint {
+            origin: origin.to_owned(),
+            tree_size: log.len(),
+            root_hash: hex::encode(log.root()),
+            time_utc_ms,
+            ca_sha256: ca_certificate_der.map(sha256_hex),
+        };
+        let signature = sign_checkpoint(&checkpoint, controller_pkcs8)?;
         Ok(Self {
             format_version: BUNDLE_FORMAT_VERSION,
             records,
             agent_keys,
-            checkpoint,
+            checkpoint: SignedCheckpoint {
+                checkpoint,
+                signature,
+            },
             controller_spki_der: hex::encode(p256_spki_from_pkcs8(controller_pkcs8)?),
             log_inclusion: None,
+            ca_certificate_der: ca_certificate_der.map(hex::encode),
         })
     }
 
@@ -1186,12 +1428,14 @@ fn decode_hex_field(s: &str) -> Option<Vec<u8>> {
 }
 
 /// Verifies an exported bundle offline: canonical bytes, every record's validity and agent
-/// signature, the Merkle root over the records in order, and the controller's checkpoint
-/// signature. Trusts the controller key the bundle carries; compare
-/// [`BundleReport::controller_key_sha256`] with the key you trust, or use
-/// [`verify_bundle_pinned`].
+/// signature, every agent certificate issued by the bundle's CA to that agent, the Merkle root
+/// over the records in order, the controller's checkpoint signature, both checkpoints'
+/// origins, and every record's inclusion in the controller's global log. Trusts the
+/// controller key the bundle carries ([`BundleReport::controller_key_pinned`] is false):
+/// compare [`BundleReport::controller_key_sha256`] with the key you trust, or use
+/// [`verify_bundle_pinned`] / [`verify_bundle_with`].
 pub fn verify_bundle(bytes: &[u8]) -> Result<BundleReport, BundleError> {
-    verify_bundle_inner(bytes, None)
+    verify_bundle_with(bytes, &TrustedKeys::default())
 }
 
 /// [`verify_bundle`], and the controller key must be `trusted_controller_spki_der`.
@@ -1199,10 +1443,22 @@ pub fn verify_bundle_pinned(
     bytes: &[u8],
     trusted_controller_spki_der: &[u8],
 ) -> Result<BundleReport, BundleError> {
-    verify_bundle_inner(bytes, Some(trusted_controller_spki_der))
+    verify_bundle_with(
+        bytes,
+        &TrustedKeys {
+            controller_spki_der: Some(trusted_controller_spki_der),
+            ..TrustedKeys::default()
+        },
+    )
 }
 
-fn verify_bundle_inner(bytes: &[u8], pinned: Option<&[u8]>) -> Result<BundleReport, BundleError> {
+/// [`verify_bundle`] against what the auditor trusts: the controller key (by key or by its
+/// SHA-256) and the CA certificate. A bundle without a CA certificate of its own (exported by
+/// an older controller) verifies only when the CA is given.
+pub fn verify_bundle_with(
+    bytes: &[u8],
+    trusted: &TrustedKeys<'_>,
+) -> Result<BundleReport, BundleError> {
     if bytes.len() > MAX_BUNDLE_BYTES {
         return Err(BundleError::TooLarge { len: bytes.len() });
     }
@@ -1228,7 +1484,7 @@ fn verify_bundle_inner(bytes: &[u8], pinned: Option<&[u8]>) -> Result<BundleRepo
         .ok_or(BundleError::ControllerKey(SignatureError::BadEncoding))?;
     p256_point(&controller_spki).map_err(BundleError::ControllerKey)?;
     let controller_key_sha256 = sha256_hex(&controller_spki);
-    if let Some(trusted) = pinned {
+    if let Some(trusted) = trusted.controller_spki_der {
         if trusted != controller_spki.as_slice() {
             return Err(BundleError::UntrustedController {
                 found: controller_key_sha256,
@@ -1236,10 +1492,26 @@ fn verify_bundle_inner(bytes: &[u8], pinned: Option<&[u8]>) -> Result<BundleRepo
             });
         }
     }
+    if let Some(pin) = trusted.controller_key_sha256 {
+        let pin = pin.trim().to_ascii_lowercase();
+        if pin != controller_key_sha256 {
+            return Err(BundleError::UntrustedController {
+                found: controller_key_sha256,
+                expected: pin,
+            });
+        }
+    }
+    let pinned = trusted.controller_spki_der.is_some() || trusted.controller_key_sha256.is_some();
     verify_checkpoint(&bundle.checkpoint, &controller_spki)
         .map_err(BundleError::CheckpointSignature)?;
+    let cp = &bundle.checkpoint.checkpoint;
+    let exported = exported_agents(&cp.origin)?;
+
+    let ca = bundle_ca(&bundle, trusted.ca_certificate_der)?;
+    let ca_sha256 = sha256_hex(&ca);
 
     let mut keys: BTreeMap<&str, Vec<u8>> = BTreeMap::new();
+    let mut certs: BTreeMap<&str, Vec<u8>> = BTreeMap::new();
     for (cert_sha256, key) in &bundle.agent_keys {
         let bad = |what: &str| BundleError::AgentKey {
             cert_sha256: cert_sha256.clone(),
@@ -1259,10 +1531,14 @@ fn verify_bundle_inner(bytes: &[u8], pinned: Option<&[u8]>) -> Result<BundleRepo
         }
         p256_point(&spki).map_err(|e| bad(&e.to_string()))?;
         keys.insert(cert_sha256.as_str(), spki);
+        certs.insert(cert_sha256.as_str(), cert);
     }
 
     let mut log = EvidenceLog::new();
-    let mut per_agent: BTreeMap<String, u64> = BTreeMap::new();
+    let mut per_agent: BTreeMap<String, u64> =
+        exported.iter().map(|a| ((*a).to_owned(), 0)).collect();
+    // Earliest and latest record time per certificate: the certificate must be valid at both.
+    let mut used: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
     for (index, signed) in bundle.records.iter().enumerate() {
         let rec = &signed.record;
         rec.validate()
@@ -1283,6 +1559,16 @@ fn verify_bundle_inner(bytes: &[u8], pinned: Option<&[u8]>) -> Result<BundleRepo
                 ),
             });
         }
+        if !exported.contains(&rec.agent_id.as_str()) {
+            return Err(BundleError::Origin {
+                which: "bundle",
+                found: cp.origin.clone(),
+                expected: format!(
+                    "{AGENTS_ORIGIN_PREFIX}… naming agent {} of record {index}",
+                    rec.agent_id
+                ),
+            });
+        }
         verify_signature(signed, spki).map_err(|error| BundleError::RecordSignature {
             index,
             agent_id: rec.agent_id.clone(),
@@ -1291,9 +1577,13 @@ fn verify_bundle_inner(bytes: &[u8], pinned: Option<&[u8]>) -> Result<BundleRepo
         })?;
         log.append(signed);
         *per_agent.entry(rec.agent_id.clone()).or_default() += 1;
+        let t = used
+            .entry(rec.agent_cert_sha256.as_str())
+            .or_insert((rec.time_utc_ms, rec.time_utc_ms));
+        t.0 = t.0.min(rec.time_utc_ms);
+        t.1 = t.1.max(rec.time_utc_ms);
     }
 
-    let cp = &bundle.checkpoint.checkpoint;
     if cp.tree_size != log.len() {
         return Err(BundleError::TreeSize {
             checkpoint: cp.tree_size,
@@ -1308,34 +1598,142 @@ fn verify_bundle_inner(bytes: &[u8], pinned: Option<&[u8]>) -> Result<BundleRepo
         });
     }
     // Every key entry must serve a record: an unused entry would be bytes no signature covers.
-    if let Some(unused) = bundle.agent_keys.keys().find(|k| {
-        !bundle
-            .records
-            .iter()
-            .any(|r| &r.record.agent_cert_sha256 == *k)
-    }) {
+    if let Some(unused) = bundle.agent_keys.keys().find(|k| !used.contains_key(k.as_str())) {
         return Err(BundleError::AgentKey {
             cert_sha256: unused.clone(),
             what: "no record was signed with this certificate; remove it from the bundle".into(),
         });
     }
-    let global_log = match &bundle.log_inclusion {
-        None => None,
-        Some(inc) => Some(verify_log_inclusion(
-            &bundle.records,
-            inc,
-            &controller_spki,
-        )?),
-    };
+    for (sha, (first, last)) in &used {
+        let key = &bundle.agent_keys[*sha];
+        for at in [*first, *last] {
+            check_agent_cert(&ca, &certs[sha], &key.agent_id, at).map_err(|what| {
+                BundleError::AgentCertificate {
+                    cert_sha256: (*sha).to_owned(),
+                    agent_id: key.agent_id.clone(),
+                    ca_sha256: ca_sha256.clone(),
+                    what,
+                }
+            })?;
+        }
+    }
+    let inc = bundle
+        .log_inclusion
+        .as_ref()
+        .ok_or(BundleError::NoLogInclusion)?;
+    let global_log = verify_log_inclusion(&bundle.records, inc, &controller_spki)?;
     Ok(BundleReport {
-        global_log,
+        global_log: Some(global_log),
         records: log.len(),
         origin: cp.origin.clone(),
         root_hash: computed,
         checkpoint_time_utc_ms: cp.time_utc_ms,
         controller_key_sha256,
+        controller_key_pinned: pinned,
         records_per_agent: per_agent,
+        ca_sha256,
     })
+}
+
+/// The agent ids a bundle's own checkpoint origin names (`preflight/agents/a,b`).
+fn exported_agents(origin: &str) -> Result<Vec<&str>, BundleError> {
+    let bad = || BundleError::Origin {
+        which: "bundle",
+        found: origin.to_owned(),
+        expected: format!("{AGENTS_ORIGIN_PREFIX}AGENT[,AGENT…]"),
+    };
+    let list = origin.strip_prefix(AGENTS_ORIGIN_PREFIX).ok_or_else(bad)?;
+    let ids: Vec<&str> = list.split(',').collect();
+    let mut seen = std::collections::BTreeSet::new();
+    for id in &ids {
+        if id.is_empty()
+            || id.len() > MAX_ID_BYTES
+            || id.chars().any(|c| c.is_control() || c == '/')
+            || !seen.insert(*id)
+        {
+            return Err(bad());
+        }
+    }
+    Ok(ids)
+}
+
+/// The CA the agent certificates are checked against: the bundle's own (bound by the signed
+/// checkpoint) and/or the one the verifier gives; both must agree.
+fn bundle_ca(bundle: &EvidenceBundle, given: Option<&[u8]>) -> Result<Vec<u8>, BundleError> {
+    let carried = match &bundle.ca_certificate_der {
+        None => None,
+        Some(h) => Some(decode_hex_field(h).ok_or_else(|| {
+            BundleError::Ca("the bundle's ca_certificate_der is not lowercase hex".into())
+        })?),
+    };
+    match (&carried, &bundle.checkpoint.checkpoint.ca_sha256) {
+        (Some(ca), Some(sha)) if sha256_hex(ca) == *sha => {}
+        (None, None) => {}
+        (Some(_), Some(_)) => {
+            return Err(BundleError::Ca(
+                "the CA certificate in the bundle is not the one its checkpoint signs".into(),
+            ))
+        }
+        (Some(_), None) => {
+            return Err(BundleError::Ca(
+                "the bundle carries a CA certificate its checkpoint does not sign".into(),
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(BundleError::Ca(
+                "the checkpoint names a CA certificate the bundle does not carry".into(),
+            ))
+        }
+    }
+    match (carried, given) {
+        (Some(c), Some(g)) if c == g => Ok(c),
+        (Some(c), Some(g)) => Err(BundleError::Ca(format!(
+            "the bundle's CA has sha256 {}, not the given CA's {}",
+            sha256_hex(&c),
+            sha256_hex(g)
+        ))),
+        (Some(c), None) => Ok(c),
+        (None, Some(g)) => Ok(g.to_vec()),
+        (None, None) => Err(BundleError::NoCa),
+    }
+}
+
+/// Checks with webpki that `cert_der` was issued by `ca_der` to agent `agent_id` (its DNS
+/// name) and was valid at `at_ms`.
+fn check_agent_cert(ca_der: &[u8], cert_der: &[u8], agent_id: &str, at_ms: u64) -> Result<(), String> {
+    use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+    let ca = CertificateDer::from(ca_der);
+    let anchor = webpki::anchor_from_trusted_cert(&ca)
+        .map_err(|e| format!("the CA certificate cannot be read: {e}"))?;
+    let cert = CertificateDer::from(cert_der);
+    let ee = webpki::EndEntityCert::try_from(&cert)
+        .map_err(|e| format!("the certificate cannot be read: {e}"))?;
+    let time = UnixTime::since_unix_epoch(std::time::Duration::from_millis(at_ms));
+    ee.verify_for_usage(
+        &[
+            webpki::ring::ECDSA_P256_SHA256,
+            webpki::ring::ECDSA_P256_SHA384,
+            webpki::ring::ECDSA_P384_SHA256,
+            webpki::ring::ECDSA_P384_SHA384,
+            webpki::ring::ED25519,
+        ],
+        &[anchor],
+        &[],
+        time,
+        webpki::KeyUsage::client_auth(),
+        None,
+        None,
+    )
+    .map_err(|e| {
+        format!(
+            "not issued by that CA or not valid at the record time {}: {e:?}",
+            crate::timefmt::utc((at_ms / 1000) as i64)
+        )
+    })?;
+    let name = ServerName::try_from(format!("{agent_id}{AGENT_DNS_SUFFIX}"))
+        .map_err(|_| format!("agent id {agent_id:?} is not a valid certificate name"))?;
+    ee.verify_is_valid_for_subject_name(&name)
+        .map_err(|_| format!("the certificate is not issued to agent {agent_id}"))
 }
 
 fn verify_log_inclusion(
@@ -1347,6 +1745,19 @@ fn verify_log_inclusion(
     verify_checkpoint(&inc.checkpoint, controller_spki)
         .map_err(|e| fail(0, format!("global checkpoint signature: {e}")))?;
     let cp = &inc.checkpoint.checkpoint;
+    if cp.origin != GLOBAL_LOG_ORIGIN {
+        return Err(BundleError::Origin {
+            which: "global log",
+            found: cp.origin.clone(),
+            expected: GLOBAL_LOG_ORIGIN.to_owned(),
+        });
+    }
+    if cp.ca_sha256.is_some() {
+        return Err(fail(
+            0,
+            "the global checkpoint carries a CA field only a bundle's checkpoint has".into(),
+        ));
+    }
     let root: Hash32 = decode_hex_field(&cp.root_hash)
         .and_then(|v| v.try_into().ok())
         .ok_or_else(|| {
@@ -1442,6 +1853,205 @@ mod tests {
             hex::encode(merkle_root(&l)),
             "5dc9da79a70659a9ad559cb701ded9a2ab9d823aad2f4960cfe370eff4604328"
         );
+    }
+
+    /// The eight leaves of the certificate-transparency / RFC 6962 reference test data.
+    fn ct_leaves() -> Vec<Hash32> {
+        let inputs: [&[u8]; 8] = [
+            b"",
+            &[0x00],
+            &[0x10],
+            &[0x20, 0x21],
+            &[0x30, 0x31],
+            &[0x40, 0x41, 0x42, 0x43],
+            &[0x50, 0x51, 0x52, 0x53, 0x54, 0x55, 0x56, 0x57],
+            &[
+                0x60, 0x61, 0x62, 0x63, 0x64, 0x65, 0x66, 0x67, 0x68, 0x69, 0x6a, 0x6b, 0x6c, 0x6d,
+                0x6e, 0x6f,
+            ],
+        ];
+        inputs.iter().map(|d| leaf_hash(d)).collect()
+    }
+
+    fn h(s: &str) -> Hash32 {
+        hex::decode(s)
+            .expect("hex")
+            .try_into()
+            .expect("32 bytes")
+    }
+
+    /// Roots, inclusion proofs and consistency proofs of the reference data (the
+    /// transparency-dev / certificate-transparency test vectors: inclusion of leaf 1 of 1,
+    /// 1 of 8, 6 of 8, 3 of 3, 2 of 5 and consistency 1→1, 1→8, 6→8, 2→5, 6→7, with 1-based
+    /// leaf numbers as there). Both sides: the proofs the log makes equal them, and they verify.
+    #[test]
+    fn rfc6962_reference_vectors() {
+        const ROOTS: [&str; 8] = [
+            "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d",
+            "fac54203e7cc696cf0dfcb42c92a1d9dbaf70ad9e621f4bd8d98662f00e3c125",
+            "aeb6bcfe274b70a14fb067a5e5578264db0fa9b51af5e0ba159158f329e06e77",
+            "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
+            "4e3bbb1f7b478dcfe71fb631631519a3bca12c9aefca1612bfce4c13a86264d4",
+            "76e67dadbcdf1e10e1b74ddc608abd2f98dfb16fbce75277b5232a127f2087ef",
+            "ddb89be403809e325750d3d263cd78929c2942b7942a34b77e122c9594a74c8c",
+            "5dc9da79a70659a9ad559cb701ded9a2ab9d823aad2f4960cfe370eff4604328",
+        ];
+        let inclusion: &[(u64, u64, &[&str])] = &[
+            (1, 1, &[]),
+            (
+                1,
+                8,
+                &[
+                    "96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7",
+                    "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
+                    "6b47aaf29ee3c2af9af889bc1fb9254dabd31177f16232dd6aab035ca39bf6e4",
+                ],
+            ),
+            (
+                6,
+                8,
+                &[
+                    "bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b",
+                    "ca854ea128ed050b41b35ffc1b87b8eb2bde461e9e3b5596ece6b9d5975a0ae0",
+                    "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
+                ],
+            ),
+            (
+                3,
+                3,
+                &["fac54203e7cc696cf0dfcb42c92a1d9dbaf70ad9e621f4bd8d98662f00e3c125"],
+            ),
+            (
+                2,
+                5,
+                &[
+                    "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d",
+                    "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
+                    "bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b",
+                ],
+            ),
+        ];
+        let consistency: &[(u64, u64, &[&str])] = &[
+            (1, 1, &[]),
+            (
+                1,
+                8,
+                &[
+                    "96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7",
+                    "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
+                    "6b47aaf29ee3c2af9af889bc1fb9254dabd31177f16232dd6aab035ca39bf6e4",
+                ],
+            ),
+            (
+                6,
+                8,
+                &[
+                    "0ebc5d3437fbe2db158b9f126a1d118e308181031d0a949f8dededebc558ef6a",
+                    "ca854ea128ed050b41b35ffc1b87b8eb2bde461e9e3b5596ece6b9d5975a0ae0",
+                    "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
+                ],
+            ),
+            (
+                2,
+                5,
+                &[
+                    "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
+                    "bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b",
+                ],
+            ),
+            (
+                6,
+                7,
+                &[
+                    "0ebc5d3437fbe2db158b9f126a1d118e308181031d0a949f8dededebc558ef6a",
+                    "b08693ec2e721597130641e8211e7eedccb4c26413963eee6c1e2ed16ffb1a5f",
+                    "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
+                ],
+            ),
+        ];
+        let leaves = ct_leaves();
+        let log = EvidenceLog::from_leaves(leaves.clone());
+        for (n, want) in ROOTS.iter().enumerate() {
+            let size = n as u64 + 1;
+            assert_eq!(hex::encode(log.root_at(size).expect("size")), *want, "root of {size}");
+            assert_eq!(hex::encode(merkle_root(&leaves[..=n])), *want, "root of {size}");
+        }
+        for (leaf, size, want) in inclusion {
+            let index = leaf - 1;
+            let want: Vec<Hash32> = want.iter().map(|x| h(x)).collect();
+            assert_eq!(
+                log.inclusion_proof(index, *size).expect("proof"),
+                want,
+                "inclusion of leaf {leaf} in {size}"
+            );
+            let root = h(ROOTS[*size as usize - 1]);
+            assert_eq!(
+                verify_inclusion(&leaves[index as usize], index, *size, &want, &root),
+                Ok(()),
+                "inclusion of leaf {leaf} in {size}"
+            );
+            // The reference data's corruptions: wrong index, wrong size, wrong leaf, extra hash.
+            if *size > 1 {
+                assert!(verify_inclusion(&leaves[index as usize], index ^ 1, *size, &want, &root).is_err());
+            }
+            assert!(verify_inclusion(&leaves[index as usize], index, size * 2, &want, &root).is_err());
+            assert!(verify_inclusion(&leaf_hash(b"WrongLeaf"), index, *size, &want, &root).is_err());
+            let mut longer = want.clone();
+            longer.push(root);
+            assert!(verify_inclusion(&leaves[index as usize], index, *size, &longer, &root).is_err());
+        }
+        for (m, n, want) in consistency {
+            let want: Vec<Hash32> = want.iter().map(|x| h(x)).collect();
+            assert_eq!(
+                log.consistency_proof(*m, *n).expect("proof"),
+                want,
+                "consistency {m} -> {n}"
+            );
+            let (old, new) = (h(ROOTS[*m as usize - 1]), h(ROOTS[*n as usize - 1]));
+            assert_eq!(
+                verify_consistency(*m, *n, &old, &new, &want),
+                Ok(()),
+                "consistency {m} -> {n}"
+            );
+            if m != n {
+                assert!(verify_consistency(*m, *n, &new, &old, &want).is_err());
+                assert!(verify_consistency(*m, *n, &old, &new, &want[..want.len() - 1]).is_err());
+            }
+        }
+    }
+
+    #[test]
+    fn checkpoints_are_signed_low_s_and_the_high_s_twin_is_refused() {
+        let rng = SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng)
+            .expect("key")
+            .as_ref()
+            .to_vec();
+        let spki = p256_spki_from_pkcs8(&pkcs8).expect("spki");
+        let half = p256_half_order();
+        assert_eq!(
+            hex::encode(half),
+            "7fffffff800000007fffffffffffffffde737d56d38bcf4279dce5617e3192a8"
+        );
+        let log = EvidenceLog::from_leaves(leaves(3));
+        for t in 0..40 {
+            let cp = log
+                .checkpoint(GLOBAL_LOG_ORIGIN, t, |c| sign_checkpoint(c, &pkcs8))
+                .expect("sign");
+            assert!(is_low_s(&hex::decode(&cp.signature).expect("hex")), "t={t}");
+            assert_eq!(verify_checkpoint(&cp, &spki), Ok(()));
+            let twin = ecdsa_other_encoding(&cp.signature).expect("DER");
+            assert_ne!(twin, cp.signature);
+            // The twin is a valid ECDSA signature (ring accepts it) but not low-S.
+            let raw = hex::decode(&twin).expect("hex");
+            UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, p256_point(&spki).expect("point"))
+                .verify(&cp.checkpoint.signing_message(), &raw)
+                .expect("the other encoding is a valid signature");
+            let mut forged = cp.clone();
+            forged.signature = twin.clone();
+            assert_eq!(verify_checkpoint(&forged, &spki), Err(SignatureError::HighS));
+            assert_eq!(ecdsa_other_encoding(&twin).as_deref(), Some(cp.signature.as_str()));
+        }
     }
 
     #[test]
