@@ -1598,7 +1598,11 @@ pub fn verify_bundle_with(
         });
     }
     // Every key entry must serve a record: an unused entry would be bytes no signature covers.
-    if let Some(unused) = bundle.agent_keys.keys().find(|k| !used.contains_key(k.as_str())) {
+    if let Some(unused) = bundle
+        .agent_keys
+        .keys()
+        .find(|k| !used.contains_key(k.as_str()))
+    {
         return Err(BundleError::AgentKey {
             cert_sha256: unused.clone(),
             what: "no record was signed with this certificate; remove it from the bundle".into(),
@@ -1700,7 +1704,12 @@ fn bundle_ca(bundle: &EvidenceBundle, given: Option<&[u8]>) -> Result<Vec<u8>, B
 
 /// Checks with webpki that `cert_der` was issued by `ca_der` to agent `agent_id` (its DNS
 /// name) and was valid at `at_ms`.
-fn check_agent_cert(ca_der: &[u8], cert_der: &[u8], agent_id: &str, at_ms: u64) -> Result<(), String> {
+fn check_agent_cert(
+    ca_der: &[u8],
+    cert_der: &[u8],
+    agent_id: &str,
+    at_ms: u64,
+) -> Result<(), String> {
     use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
     let ca = CertificateDer::from(ca_der);
     let anchor = webpki::anchor_from_trusted_cert(&ca)
@@ -1874,10 +1883,7 @@ mod tests {
     }
 
     fn h(s: &str) -> Hash32 {
-        hex::decode(s)
-            .expect("hex")
-            .try_into()
-            .expect("32 bytes")
+        hex::decode(s).expect("hex").try_into().expect("32 bytes")
     }
 
     /// Roots, inclusion proofs and consistency proofs of the reference data (the
@@ -1973,8 +1979,16 @@ mod tests {
         let log = EvidenceLog::from_leaves(leaves.clone());
         for (n, want) in ROOTS.iter().enumerate() {
             let size = n as u64 + 1;
-            assert_eq!(hex::encode(log.root_at(size).expect("size")), *want, "root of {size}");
-            assert_eq!(hex::encode(merkle_root(&leaves[..=n])), *want, "root of {size}");
+            assert_eq!(
+                hex::encode(log.root_at(size).expect("size")),
+                *want,
+                "root of {size}"
+            );
+            assert_eq!(
+                hex::encode(merkle_root(&leaves[..=n])),
+                *want,
+                "root of {size}"
+            );
         }
         for (leaf, size, want) in inclusion {
             let index = leaf - 1;
@@ -1992,13 +2006,22 @@ mod tests {
             );
             // The reference data's corruptions: wrong index, wrong size, wrong leaf, extra hash.
             if *size > 1 {
-                assert!(verify_inclusion(&leaves[index as usize], index ^ 1, *size, &want, &root).is_err());
+                assert!(
+                    verify_inclusion(&leaves[index as usize], index ^ 1, *size, &want, &root)
+                        .is_err()
+                );
             }
-            assert!(verify_inclusion(&leaves[index as usize], index, size * 2, &want, &root).is_err());
-            assert!(verify_inclusion(&leaf_hash(b"WrongLeaf"), index, *size, &want, &root).is_err());
+            assert!(
+                verify_inclusion(&leaves[index as usize], index, size * 2, &want, &root).is_err()
+            );
+            assert!(
+                verify_inclusion(&leaf_hash(b"WrongLeaf"), index, *size, &want, &root).is_err()
+            );
             let mut longer = want.clone();
             longer.push(root);
-            assert!(verify_inclusion(&leaves[index as usize], index, *size, &longer, &root).is_err());
+            assert!(
+                verify_inclusion(&leaves[index as usize], index, *size, &longer, &root).is_err()
+            );
         }
         for (m, n, want) in consistency {
             let want: Vec<Hash32> = want.iter().map(|x| h(x)).collect();
@@ -2049,8 +2072,14 @@ mod tests {
                 .expect("the other encoding is a valid signature");
             let mut forged = cp.clone();
             forged.signature = twin.clone();
-            assert_eq!(verify_checkpoint(&forged, &spki), Err(SignatureError::HighS));
-            assert_eq!(ecdsa_other_encoding(&twin).as_deref(), Some(cp.signature.as_str()));
+            assert_eq!(
+                verify_checkpoint(&forged, &spki),
+                Err(SignatureError::HighS)
+            );
+            assert_eq!(
+                ecdsa_other_encoding(&twin).as_deref(),
+                Some(cp.signature.as_str())
+            );
         }
     }
 

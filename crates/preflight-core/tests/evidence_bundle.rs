@@ -1,23 +1,28 @@
 //! Evidence bundles: every single-bit change of an exported bundle, and deleting, reordering,
-//! truncating or re-signing records, is detected by `verify_bundle`.
+//! truncating or re-signing records, is detected by `verify_bundle`; so are a global-log proof
+//! forged from the bundle's own checkpoint, a high-S checkpoint signature, a missing
+//! inclusion proof, and agent certificates the CA did not issue.
 
 use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use preflight_core::evidence::{
-    self, verify_bundle, verify_bundle_pinned, AgentKey, BundleError, EvidenceBundle, EvidenceLog,
-    EvidenceOperation, EvidenceRecord, EvidenceStatus, Operator, SignedRecord,
+    self, verify_bundle, verify_bundle_pinned, verify_bundle_with, AgentKey, BundleError,
+    EvidenceBundle, EvidenceLog, EvidenceOperation, EvidenceRecord, EvidenceStatus, LogEntryProof,
+    LogInclusion, Operator, SignatureError, SignedRecord, TrustedKeys, GLOBAL_LOG_ORIGIN,
     RECORD_FORMAT_VERSION,
 };
 use preflight_core::role::Role;
 use rcgen::PublicKeyData;
 
-/// A real self-signed P-256 certificate and its key, as the PKI issues them to agents.
+/// A P-256 certificate and its key.
 struct Identity {
     pkcs8: Vec<u8>,
     spki: Vec<u8>,
     cert: Vec<u8>,
 }
 
+/// A self-made certificate (not issued by the CA).
 fn identity(name: &str) -> Identity {
     let ck =
         rcgen::generate_simple_self_signed(vec![name.to_owned()]).expect("rcgen P-256 certificate");
@@ -27,6 +32,39 @@ fn identity(name: &str) -> Identity {
         cert: ck.cert.der().to_vec(),
     }
 }
+
+/// An agent certificate issued by `ca` as the controller issues it at enrollment.
+fn issued(ca: &preflight_pki::CertificateAuthority, agent: &str) -> Identity {
+    let (csr, key_pem) = preflight_pki::make_csr(agent).expect("CSR");
+    let chain = ca
+        .sign_agent_csr(&csr, agent, Duration::from_secs(30 * 86400))
+        .expect("issue");
+    let cert = preflight_pki::certs(&chain, "agent certificate").expect("PEM")[0].to_vec();
+    let id = preflight_pki::Identity {
+        cert_pem: chain,
+        key_pem,
+    };
+    let pkcs8 = match id.key().expect("key") {
+        rustls_pki_types::PrivateKeyDer::Pkcs8(k) => k.secret_pkcs8_der().to_vec(),
+        _ => panic!("expected a PKCS#8 key"),
+    };
+    let spki = evidence::p256_spki_from_pkcs8(&pkcs8).expect("spki");
+    Identity { pkcs8, spki, cert }
+}
+
+fn ca_der(ca: &preflight_pki::CertificateAuthority) -> Vec<u8> {
+    preflight_pki::certs(ca.cert_pem(), "CA").expect("PEM")[0].to_vec()
+}
+
+/// Record times: now, so that they fall within the certificates' validity.
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64
+}
+
+const ORIGIN: &str = "preflight/agents/agent-a,agent-b";
 
 fn record(
     agent: &str,
@@ -68,17 +106,21 @@ fn record(
 }
 
 struct Fixture {
+    ca: preflight_pki::CertificateAuthority,
     agent_a: Identity,
     agent_b: Identity,
     controller: Identity,
     records: Vec<SignedRecord>,
+    t0: u64,
 }
 
 impl Fixture {
     fn new() -> Self {
-        let agent_a = identity("agent-a");
-        let agent_b = identity("agent-b");
+        let ca = preflight_pki::CertificateAuthority::generate("test CA").expect("CA");
+        let agent_a = issued(&ca, "agent-a");
+        let agent_b = issued(&ca, "agent-b");
         let controller = identity("controller");
+        let t0 = now_ms();
         let records = vec![
             evidence::sign(
                 record(
@@ -86,7 +128,7 @@ impl Fixture {
                     &agent_a,
                     "ssh.permit_root_login",
                     EvidenceOperation::Audit,
-                    1,
+                    t0 + 1,
                 ),
                 &agent_a.pkcs8,
             )
@@ -97,7 +139,7 @@ impl Fixture {
                     &agent_a,
                     "ssh.permit_root_login",
                     EvidenceOperation::Apply,
-                    2,
+                    t0 + 2,
                 ),
                 &agent_a.pkcs8,
             )
@@ -108,18 +150,24 @@ impl Fixture {
                     &agent_b,
                     "auth.lockout",
                     EvidenceOperation::Verify,
-                    3,
+                    t0 + 3,
                 ),
                 &agent_b.pkcs8,
             )
             .expect("sign"),
         ];
         Self {
+            ca,
             agent_a,
             agent_b,
             controller,
             records,
+            t0,
         }
+    }
+
+    fn ca_der(&self) -> Vec<u8> {
+        ca_der(&self.ca)
     }
 
     fn keys(&self) -> BTreeMap<String, AgentKey> {
@@ -129,15 +177,31 @@ impl Fixture {
             .collect()
     }
 
-    fn bundle_of(&self, records: Vec<SignedRecord>) -> EvidenceBundle {
-        EvidenceBundle::build(
+    /// A bundle as the controller exports it, signed with `controller_pkcs8`: CA carried,
+    /// records at indexes 0.. of a global log holding exactly them.
+    fn bundle_signed(&self, records: Vec<SignedRecord>, controller_pkcs8: &[u8]) -> EvidenceBundle {
+        let mut log = EvidenceLog::new();
+        let indexes: Vec<u64> = records.iter().map(|r| log.append(r).0).collect();
+        let cp = log
+            .checkpoint(GLOBAL_LOG_ORIGIN, self.t0 + 20, |c| {
+                evidence::sign_checkpoint(c, controller_pkcs8)
+            })
+            .expect("sign");
+        EvidenceBundle::build_with_ca(
             records,
             self.keys(),
-            "preflight/batch/B-1",
-            10,
-            &self.controller.pkcs8,
+            ORIGIN,
+            self.t0 + 10,
+            &self.ca_der(),
+            controller_pkcs8,
         )
         .expect("build bundle")
+        .with_log_inclusion(&log, &indexes, cp)
+        .expect("proofs")
+    }
+
+    fn bundle_of(&self, records: Vec<SignedRecord>) -> EvidenceBundle {
+        self.bundle_signed(records, &self.controller.pkcs8)
     }
 
     fn bundle(&self) -> EvidenceBundle {
@@ -153,7 +217,7 @@ impl Fixture {
                 &self.agent_b,
                 "acct.inactive",
                 EvidenceOperation::Audit,
-                0,
+                self.t0,
             ),
             &self.agent_b.pkcs8,
         )
@@ -169,13 +233,17 @@ impl Fixture {
         }
         log.append(&other);
         let cp = log
-            .checkpoint("preflight/log", 20, |c| {
+            .checkpoint(GLOBAL_LOG_ORIGIN, self.t0 + 20, |c| {
                 evidence::sign_checkpoint(c, &self.controller.pkcs8)
             })
             .expect("sign");
-        self.bundle()
-            .with_log_inclusion(&log, &indexes, cp)
-            .expect("proofs")
+        let mut b = self.bundle();
+        b.log_inclusion = None;
+        b.with_log_inclusion(&log, &indexes, cp).expect("proofs")
+    }
+
+    fn pinned(&self, bytes: &[u8]) -> Result<evidence::BundleReport, BundleError> {
+        verify_bundle_pinned(bytes, &self.controller.spki)
     }
 }
 
@@ -184,6 +252,9 @@ fn valid_bundle_verifies_and_reports() {
     let f = Fixture::new();
     let bytes = f.bundle().to_bytes();
     let report = verify_bundle(&bytes).expect("valid bundle");
+    assert!(!report.controller_key_pinned, "no pin given");
+    assert_eq!(report.origin, ORIGIN);
+    assert_eq!(report.ca_sha256, evidence::sha256_hex(&f.ca_der()));
     assert_eq!(report.records, 3);
     assert_eq!(report.records_per_agent.get("agent-a"), Some(&2));
     assert_eq!(report.records_per_agent.get("agent-b"), Some(&1));
@@ -191,7 +262,8 @@ fn valid_bundle_verifies_and_reports() {
         report.controller_key_sha256,
         evidence::sha256_hex(&f.controller.spki)
     );
-    verify_bundle_pinned(&bytes, &f.controller.spki).expect("pinned to the right key");
+    let pinned = verify_bundle_pinned(&bytes, &f.controller.spki).expect("pinned to the right key");
+    assert!(pinned.controller_key_pinned);
     assert_eq!(
         evidence::p256_spki_from_pkcs8(&f.agent_a.pkcs8).expect("spki"),
         f.agent_a.spki
@@ -373,9 +445,7 @@ fn a_whole_bundle_resigned_by_another_controller_fails_the_pin() {
     rec.agent_id = "agent-b".to_owned();
     let mut records = f.records.clone();
     records[1] = evidence::sign(rec, &f.agent_b.pkcs8).expect("sign");
-    let forged =
-        EvidenceBundle::build(records, f.keys(), "preflight/batch/B-1", 10, &mallory.pkcs8)
-            .expect("build");
+    let forged = f.bundle_signed(records, &mallory.pkcs8);
     let bytes = forged.to_bytes();
     let report = verify_bundle(&bytes).expect("self-consistent forgery verifies without a pin");
     assert_ne!(
@@ -450,7 +520,7 @@ fn global_log_inclusion_verifies_and_tampering_fails() {
     let global = report.global_log.expect("inclusion checked");
     assert_eq!(
         (global.origin.as_str(), global.tree_size),
-        ("preflight/log", 6)
+        (GLOBAL_LOG_ORIGIN, 6)
     );
     let inc = |b: &mut EvidenceBundle| b.log_inclusion.as_mut().expect("inclusion").entries.clone();
 
@@ -499,5 +569,294 @@ fn unused_agent_key_is_refused() {
     assert!(matches!(
         verify_bundle(&b.to_bytes()),
         Err(BundleError::AgentKey { .. })
+    ));
+}
+
+/// Issue 20 finding 1: a global-log proof made from the bundle's own per-agent checkpoint and
+/// Merkle proofs computed from the bundle's records needs no key, and must be refused.
+#[test]
+fn a_global_log_proof_forged_from_the_bundles_own_checkpoint_is_refused() {
+    let f = Fixture::new();
+    let genuine = f.bundle_with_inclusion();
+    let mut log = EvidenceLog::new();
+    for r in &genuine.records {
+        log.append(r);
+    }
+    let n = log.len();
+    let mut forged = genuine.clone();
+    forged.log_inclusion = Some(LogInclusion {
+        checkpoint: genuine.checkpoint.clone(),
+        entries: (0..n)
+            .map(|i| LogEntryProof {
+                leaf_index: i,
+                proof: log
+                    .inclusion_proof(i, n)
+                    .expect("proof")
+                    .iter()
+                    .map(hex::encode)
+                    .collect(),
+            })
+            .collect(),
+    });
+    let err = f
+        .pinned(&forged.to_bytes())
+        .expect_err("forged proof must be refused");
+    assert!(
+        matches!(&err, BundleError::Origin { which: "global log", found, .. } if found == ORIGIN),
+        "{err}"
+    );
+    assert!(err.to_string().contains(GLOBAL_LOG_ORIGIN), "{err}");
+    assert!(verify_bundle(&forged.to_bytes()).is_err());
+
+    // The other way round: a bundle whose own checkpoint claims the global origin.
+    let mut log = EvidenceLog::new();
+    let idx: Vec<u64> = f.records.iter().map(|r| log.append(r).0).collect();
+    let global = log
+        .checkpoint(GLOBAL_LOG_ORIGIN, 5, |c| {
+            evidence::sign_checkpoint(c, &f.controller.pkcs8)
+        })
+        .expect("sign");
+    let b = EvidenceBundle::build_with_ca(
+        f.records.clone(),
+        f.keys(),
+        GLOBAL_LOG_ORIGIN,
+        5,
+        &f.ca_der(),
+        &f.controller.pkcs8,
+    )
+    .expect("build")
+    .with_log_inclusion(&log, &idx, global)
+    .expect("proofs");
+    assert!(matches!(
+        f.pinned(&b.to_bytes()),
+        Err(BundleError::Origin {
+            which: "bundle",
+            ..
+        })
+    ));
+
+    // A bundle origin that does not name an agent of its records.
+    let b = EvidenceBundle::build_with_ca(
+        f.records.clone(),
+        f.keys(),
+        "preflight/agents/agent-a",
+        5,
+        &f.ca_der(),
+        &f.controller.pkcs8,
+    )
+    .expect("build");
+    let mut g = f.bundle();
+    g.checkpoint = b.checkpoint;
+    let err = f.pinned(&g.to_bytes()).expect_err("agent-b is not named");
+    assert!(
+        matches!(
+            err,
+            BundleError::Origin {
+                which: "bundle",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("agent-b"), "{err}");
+
+    // Agents the export named without records are reported with 0.
+    let mut records = f.records.clone();
+    records.truncate(2);
+    let mut keys = f.keys();
+    keys.remove(&evidence::sha256_hex(&f.agent_b.cert));
+    let mut log = EvidenceLog::new();
+    let idx: Vec<u64> = records.iter().map(|r| log.append(r).0).collect();
+    let global = log
+        .checkpoint(GLOBAL_LOG_ORIGIN, 5, |c| {
+            evidence::sign_checkpoint(c, &f.controller.pkcs8)
+        })
+        .expect("sign");
+    let b =
+        EvidenceBundle::build_with_ca(records, keys, ORIGIN, 5, &f.ca_der(), &f.controller.pkcs8)
+            .expect("build")
+            .with_log_inclusion(&log, &idx, global)
+            .expect("proofs");
+    let report = f.pinned(&b.to_bytes()).expect("valid");
+    assert_eq!(report.records_per_agent.get("agent-b"), Some(&0));
+}
+
+/// Issue 20 finding 1: a bundle without global-log proofs is a failure, not a line left out.
+#[test]
+fn a_bundle_without_log_inclusion_is_refused() {
+    let f = Fixture::new();
+    let mut b = f.bundle();
+    b.log_inclusion = None;
+    let err = f.pinned(&b.to_bytes()).expect_err("missing inclusion");
+    assert_eq!(err, BundleError::NoLogInclusion);
+    assert!(err.to_string().contains("log_inclusion"), "{err}");
+}
+
+/// Issue 20 finding 1: (r, n - s) is a second valid encoding of a checkpoint signature.
+#[test]
+fn high_s_checkpoint_signatures_are_refused() {
+    let f = Fixture::new();
+    let b = f.bundle_with_inclusion();
+    f.pinned(&b.to_bytes()).expect("genuine");
+
+    let mut t = b.clone();
+    t.checkpoint.signature =
+        evidence::ecdsa_other_encoding(&t.checkpoint.signature).expect("DER signature");
+    assert_eq!(
+        f.pinned(&t.to_bytes()),
+        Err(BundleError::CheckpointSignature(SignatureError::HighS))
+    );
+
+    let mut t = b.clone();
+    let inc = t.log_inclusion.as_mut().expect("inclusion");
+    inc.checkpoint.signature =
+        evidence::ecdsa_other_encoding(&inc.checkpoint.signature).expect("DER signature");
+    let err = f
+        .pinned(&t.to_bytes())
+        .expect_err("high-S global checkpoint");
+    assert!(
+        matches!(&err, BundleError::LogInclusion { what, .. } if what.contains("high-S")),
+        "{err}"
+    );
+}
+
+/// Issue 20 finding 10: agent certificates are chained to the CA offline; a self-made agent
+/// certificate, one from another CA, or one issued to another agent is refused even when the
+/// controller key signed the bundle.
+#[test]
+fn agent_certificates_must_be_issued_by_the_ca_to_that_agent() {
+    let f = Fixture::new();
+    let self_made = identity("agent-a.agent.preflight.internal");
+    let other_ca = preflight_pki::CertificateAuthority::generate("other CA").expect("CA");
+    let foreign = issued(&other_ca, "agent-a");
+    for (what, id) in [
+        ("self-made", &self_made),
+        ("other CA", &foreign),
+        ("agent-b's", &f.agent_b),
+    ] {
+        let rec = record(
+            "agent-a",
+            id,
+            "ssh.permit_root_login",
+            EvidenceOperation::Audit,
+            f.t0 + 5,
+        );
+        let records = vec![evidence::sign(rec, &id.pkcs8).expect("sign")];
+        let keys: BTreeMap<String, AgentKey> = [AgentKey::new("agent-a", &id.cert, &id.spki)]
+            .into_iter()
+            .collect();
+        let mut log = EvidenceLog::new();
+        let idx: Vec<u64> = records.iter().map(|r| log.append(r).0).collect();
+        let global = log
+            .checkpoint(GLOBAL_LOG_ORIGIN, 5, |c| {
+                evidence::sign_checkpoint(c, &f.controller.pkcs8)
+            })
+            .expect("sign");
+        let b = EvidenceBundle::build_with_ca(
+            records,
+            keys,
+            "preflight/agents/agent-a",
+            5,
+            &f.ca_der(),
+            &f.controller.pkcs8,
+        )
+        .expect("build")
+        .with_log_inclusion(&log, &idx, global)
+        .expect("proofs");
+        let err = f.pinned(&b.to_bytes()).expect_err(what);
+        assert!(
+            matches!(&err, BundleError::AgentCertificate { agent_id, .. } if agent_id == "agent-a"),
+            "{what}: {err}"
+        );
+    }
+    // A certificate outside its validity at the record time.
+    let mut late = f.records.clone();
+    let mut rec = late[0].record.clone();
+    rec.time_utc_ms = f.t0 + 400 * 86_400_000;
+    late[0] = evidence::sign(rec, &f.agent_a.pkcs8).expect("sign");
+    let err = f
+        .pinned(&f.bundle_of(late).to_bytes())
+        .expect_err("expired");
+    assert!(matches!(err, BundleError::AgentCertificate { .. }), "{err}");
+}
+
+/// The CA a bundle carries is bound by the signed checkpoint; an older bundle without one
+/// verifies when the auditor gives the CA, and a given CA must match the carried one.
+#[test]
+fn the_ca_is_bound_and_older_bundles_verify_with_the_ca_given() {
+    let f = Fixture::new();
+    let ca = f.ca_der();
+    let other = ca_der(&preflight_pki::CertificateAuthority::generate("other CA").expect("CA"));
+
+    // Swapping the carried CA is tampering.
+    let mut t = f.bundle();
+    t.ca_certificate_der = Some(hex::encode(&other));
+    assert!(matches!(f.pinned(&t.to_bytes()), Err(BundleError::Ca(_))));
+    let mut t = f.bundle();
+    t.ca_certificate_der = None;
+    assert!(matches!(f.pinned(&t.to_bytes()), Err(BundleError::Ca(_))));
+
+    // A bundle as older controllers exported it: no CA field at all in the JSON.
+    let mut log = EvidenceLog::new();
+    let idx: Vec<u64> = f.records.iter().map(|r| log.append(r).0).collect();
+    let global = log
+        .checkpoint(GLOBAL_LOG_ORIGIN, 5, |c| {
+            evidence::sign_checkpoint(c, &f.controller.pkcs8)
+        })
+        .expect("sign");
+    let old = EvidenceBundle::build(f.records.clone(), f.keys(), ORIGIN, 5, &f.controller.pkcs8)
+        .expect("build")
+        .with_log_inclusion(&log, &idx, global)
+        .expect("proofs")
+        .to_bytes();
+    let text = String::from_utf8(old.clone()).expect("utf-8");
+    assert!(!text.contains("ca_certificate_der") && !text.contains("ca_sha256"));
+    assert_eq!(f.pinned(&old), Err(BundleError::NoCa));
+    assert!(BundleError::NoCa.to_string().contains("--ca"));
+    let with = |ca: &[u8]| {
+        verify_bundle_with(
+            &old,
+            &TrustedKeys {
+                controller_spki_der: Some(&f.controller.spki),
+                ca_certificate_der: Some(ca),
+                ..TrustedKeys::default()
+            },
+        )
+    };
+    let report = with(&ca).expect("old bundle with the CA given");
+    assert!(report.controller_key_pinned);
+    assert!(matches!(
+        with(&other),
+        Err(BundleError::AgentCertificate { .. })
+    ));
+
+    // A given CA must be the one the bundle carries.
+    let bytes = f.bundle().to_bytes();
+    assert!(matches!(
+        verify_bundle_with(
+            &bytes,
+            &TrustedKeys {
+                ca_certificate_der: Some(&other),
+                ..TrustedKeys::default()
+            }
+        ),
+        Err(BundleError::Ca(_))
+    ));
+
+    // The pin by SHA-256, in any case.
+    let sha = evidence::sha256_hex(&f.controller.spki).to_ascii_uppercase();
+    let by_sha = |pin: &str| {
+        verify_bundle_with(
+            &bytes,
+            &TrustedKeys {
+                controller_key_sha256: Some(pin),
+                ..TrustedKeys::default()
+            },
+        )
+    };
+    assert!(by_sha(&sha).expect("pinned").controller_key_pinned);
+    assert!(matches!(
+        by_sha(&"0".repeat(64)),
+        Err(BundleError::UntrustedController { .. })
     ));
 }
