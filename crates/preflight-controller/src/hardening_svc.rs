@@ -3,7 +3,9 @@
 //!
 //! Every signed record an agent returns is checked before it is kept: parsed, valid, signed by
 //! the key of the certificate the registry knows for that agent (the certificate is kept in
-//! the evidence store so bundles can carry it), naming that agent and this request. Accepted
+//! the evidence store so bundles can carry it), naming that agent and this request, and
+//! matching what the controller asked for (`Expected`: operator, operation, check ids, time
+//! within the request's window plus [`EVIDENCE_CLOCK_SKEW_MS`]). Accepted
 //! records are appended to the Merkle log in sled with a new checkpoint signed by the
 //! controller's evidence key (`DATA/evidence.key`, PKCS#8 P-256, mode 0600), in one
 //! transaction, flushed before the caller hears of it.
@@ -42,7 +44,9 @@ const MAX_RECORDS_PER_ANSWER: usize = 4096;
 /// How long one agent may take for one hardening operation.
 const AGENT_TIMEOUT: Duration = Duration::from_secs(600);
 /// Origin of the global log's checkpoints.
-const LOG_ORIGIN: &str = "preflight/evidence-log";
+const LOG_ORIGIN: &str = evidence::GLOBAL_LOG_ORIGIN;
+/// How far an agent's record time may lie outside the request's window (agent clocks drift).
+pub(crate) const EVIDENCE_CLOCK_SKEW_MS: u64 = 120_000;
 /// DER prefix of a P-256 SubjectPublicKeyInfo (id-ecPublicKey, prime256v1, 66-byte BIT STRING).
 const P256_SPKI_PREFIX: [u8; 26] = [
     0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a,
@@ -74,6 +78,8 @@ pub(crate) struct EvidenceState {
     spki: Vec<u8>,
     store: EvidenceStore,
     log: Mutex<EvidenceLog>,
+    /// The CA certificate (DER) bundles carry, so auditors chain agent certificates to it.
+    ca_der: Vec<u8>,
     /// TLS for fresh connections to agents (firewall confirmation).
     tls: rustls::ClientConfig,
 }
@@ -101,11 +107,16 @@ impl EvidenceState {
         })?;
         let store = EvidenceStore::open(store)?;
         let log = EvidenceLog::from_leaves(store.leaf_hashes()?);
+        let ca_der = preflight_pki::certs(ca_pem, "CA certificate")?
+            .first()
+            .map(|c| c.to_vec())
+            .context("the CA file holds no certificate")?;
         Ok(Self {
             key_pkcs8,
             spki,
             store,
             log: Mutex::new(log),
+            ca_der,
             tls: preflight_pki::client_config(ca_pem, Some(identity))?,
         })
     }
@@ -164,14 +175,125 @@ fn p256_spki_in_cert(cert: &[u8]) -> Option<Vec<u8>> {
     cert.get(at..end).map(<[u8]>::to_vec)
 }
 
+/// What the controller asked one agent for; the records it returns must match it (they are
+/// signed by the agent, but the controller must not keep a signed claim it never asked for).
+#[derive(Debug, Clone)]
+pub(crate) struct Expected {
+    /// The controller's request id.
+    pub request_id: String,
+    /// The user and role that asked.
+    pub user: String,
+    pub role: String,
+    /// Operations the records may document.
+    pub operations: Vec<EvidenceOperation>,
+    /// Check ids the records may name; None: any check of the catalog.
+    pub check_ids: Option<BTreeSet<String>>,
+    /// Real time (ms) the request was sent; records may not be older (minus the skew).
+    pub sent_ms: u64,
+}
+
+/// Real time in ms (records carry the agents' real clocks, never the dev clock).
+fn real_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Expected {
+    /// For a Harden request (`check_ids` as sent; a firewall change adds its record).
+    fn harden(req: &pb::HardenRequest, op: pb::HardenOperation, caller: &pb::HardenCaller) -> Self {
+        let operations = match op {
+            pb::HardenOperation::Audit => vec![EvidenceOperation::Audit],
+            pb::HardenOperation::Apply => vec![EvidenceOperation::Apply],
+            pb::HardenOperation::Verify => vec![EvidenceOperation::Verify],
+            pb::HardenOperation::Rollback => vec![EvidenceOperation::Rollback],
+            pb::HardenOperation::Plan | pb::HardenOperation::Unspecified => Vec::new(),
+        };
+        // A rollback restores what its backup holds, whatever was named.
+        let check_ids =
+            (!req.check_ids.is_empty() && op != pb::HardenOperation::Rollback).then(|| {
+                let mut ids: BTreeSet<String> = req.check_ids.iter().cloned().collect();
+                if req.firewall.is_some() {
+                    ids.insert("fw.allowlist_ports".into());
+                }
+                ids
+            });
+        Self {
+            request_id: caller.request_id.clone(),
+            user: caller.user.clone(),
+            role: caller.role.clone(),
+            operations,
+            check_ids,
+            sent_ms: real_now_ms(),
+        }
+    }
+
+    /// For the confirmation of a firewall change: one verify of `fw.allowlist_ports`.
+    fn confirm(caller: &pb::HardenCaller) -> Self {
+        Self {
+            request_id: caller.request_id.clone(),
+            user: caller.user.clone(),
+            role: caller.role.clone(),
+            operations: vec![EvidenceOperation::Verify],
+            check_ids: Some(["fw.allowlist_ports".to_string()].into()),
+            sent_ms: real_now_ms(),
+        }
+    }
+
+    /// Why record `i` is not what was asked for, if it is not; `now_ms` is when the answer
+    /// arrived.
+    fn mismatch(&self, i: usize, r: &evidence::EvidenceRecord, now_ms: u64) -> Option<String> {
+        if r.operator.user != self.user || r.operator.role.as_str() != self.role {
+            return Some(format!(
+                "evidence record {i} names operator {} ({}), but the request was made by {} ({})",
+                r.operator.user, r.operator.role, self.user, self.role
+            ));
+        }
+        if !self.operations.contains(&r.operation) {
+            return Some(format!(
+                "evidence record {i} documents operation {:?}, which this request did not ask for",
+                r.operation
+            ));
+        }
+        let known = match &self.check_ids {
+            Some(ids) => ids.contains(&r.check_id),
+            None => preflight_harden::catalog::catalog()
+                .iter()
+                .any(|c| c.id == r.check_id),
+        };
+        if !known {
+            return Some(format!(
+                "evidence record {i} names check {:?}, which was not requested or is not in the catalog",
+                r.check_id
+            ));
+        }
+        let lo = self.sent_ms.saturating_sub(EVIDENCE_CLOCK_SKEW_MS);
+        let hi = now_ms.saturating_add(EVIDENCE_CLOCK_SKEW_MS);
+        if r.time_utc_ms < lo || r.time_utc_ms > hi {
+            return Some(format!(
+                "evidence record {i} is dated {} but the request ran from {} to {} (UTC, {} s allowed either side): check the agent's clock (NTP)",
+                preflight_core::timefmt::utc((r.time_utc_ms / 1000) as i64),
+                preflight_core::timefmt::utc((self.sent_ms / 1000) as i64),
+                preflight_core::timefmt::utc((now_ms / 1000) as i64),
+                EVIDENCE_CLOCK_SKEW_MS / 1000
+            ));
+        }
+        None
+    }
+}
+
 /// Checks an agent's answer: certificate known for this agent, every record valid, signed by
-/// it, naming it and this request. Returns the records and the certificate entry.
+/// it, naming it and this request, and matching what was asked (`expected`, the answer
+/// arriving at `now_ms`). Returns the records and the certificate entry.
 fn check_evidence(
     rec: &AgentRecord,
     cert_der: &[u8],
     evidence_json: &[String],
-    request_id: &str,
+    expected: &Expected,
+    now_ms: u64,
 ) -> Result<(Vec<SignedRecord>, (String, AgentKey)), String> {
+    let request_id = expected.request_id.as_str();
     if evidence_json.len() > MAX_RECORDS_PER_ANSWER {
         return Err(format!(
             "agent sent {} evidence records, more than {MAX_RECORDS_PER_ANSWER}",
@@ -202,6 +324,9 @@ fn check_evidence(
                 "evidence record {i} names agent {} / request {}, not {} / {request_id}",
                 s.record.agent_id, s.record.controller_request_id, rec.id
             ));
+        }
+        if let Some(why) = expected.mismatch(i, &s.record, now_ms) {
+            return Err(format!("{why}; evidence refused"));
         }
         evidence::verify_signature(&s, &spki)
             .map_err(|e| format!("evidence record {i} signature: {e}"))?;
@@ -446,6 +571,9 @@ impl HardeningSvc {
         let rec = agent_record(sh, id)?;
         let mut client = sh.agents.client(&rec)?;
         req.caller = Some(caller.clone());
+        let op = pb::HardenOperation::try_from(req.operation)
+            .unwrap_or(pb::HardenOperation::Unspecified);
+        let expected = Expected::harden(req, op, caller);
         let mut r = Request::new(req.clone());
         r.set_timeout(AGENT_TIMEOUT);
         let resp = client
@@ -458,12 +586,7 @@ impl HardeningSvc {
         out.backup_id = resp.backup_id;
         out.firewall_change = resp.firewall.clone();
         let appended = self
-            .accept(
-                &rec,
-                &resp.agent_cert_der,
-                &resp.evidence,
-                &caller.request_id,
-            )
+            .accept(&rec, &resp.agent_cert_der, &resp.evidence, &expected)
             .await?;
         out.evidence_appended = appended;
         if let Some(fw) = resp.firewall {
@@ -478,13 +601,13 @@ impl HardeningSvc {
         rec: &AgentRecord,
         cert_der: &[u8],
         evidence_json: &[String],
-        request_id: &str,
+        expected: &Expected,
     ) -> Result<u32, Status> {
         if evidence_json.is_empty() {
             return Ok(0);
         }
-        let (records, cert) =
-            check_evidence(rec, cert_der, evidence_json, request_id).map_err(|e| {
+        let (records, cert) = check_evidence(rec, cert_der, evidence_json, expected, real_now_ms())
+            .map_err(|e| {
                 tracing::error!(agent = %rec.id, error = %e, "evidence refused");
                 Status::failed_precondition(format!("agent {}: {e}", rec.id))
             })?;
@@ -539,6 +662,7 @@ impl HardeningSvc {
                 }
             };
             let mut client = pb::agent_client::AgentClient::new(ch);
+            let expected = Expected::confirm(caller);
             let mut r = Request::new(pb::ConfirmFirewallRequest {
                 change_id: fw.change_id.clone(),
                 caller: Some(caller.clone()),
@@ -548,12 +672,7 @@ impl HardeningSvc {
                 Ok(resp) => {
                     let resp = resp.into_inner();
                     if let Err(s) = self
-                        .accept(
-                            rec,
-                            &resp.agent_cert_der,
-                            &resp.evidence,
-                            &caller.request_id,
-                        )
+                        .accept(rec, &resp.agent_cert_der, &resp.evidence, &expected)
                         .await
                     {
                         return format!("confirmed, but its evidence was refused: {}", s.message());
@@ -799,9 +918,10 @@ fn export(sh: &Shared, ids: &[String], now_ms: u64) -> Result<(Vec<u8>, u64, Str
     let indexes: Vec<u64> = all.iter().map(|(i, _)| *i).collect();
     let records: Vec<SignedRecord> = all.into_iter().map(|(_, r)| r).collect();
     let n = records.len() as u64;
-    let origin = format!("preflight/agents/{}", ids.join(","));
-    let bundle = EvidenceBundle::build(records, keys, &origin, now_ms, &ev.key_pkcs8)
-        .map_err(|e| Status::internal(format!("signing the bundle: {e}")))?;
+    let origin = format!("{}{}", evidence::AGENTS_ORIGIN_PREFIX, ids.join(","));
+    let bundle =
+        EvidenceBundle::build_with_ca(records, keys, &origin, now_ms, &ev.ca_der, &ev.key_pkcs8)
+            .map_err(|e| Status::internal(format!("signing the bundle: {e}")))?;
     let log = ev.lock().clone();
     let global = log
         .checkpoint(LOG_ORIGIN, now_ms, |c| {
@@ -865,6 +985,124 @@ mod tests {
                 signature: String::new(),
             },
         )
+    }
+
+    /// Issue 20 finding 10: the agent signs operator, operation, check id and time; the
+    /// controller keeps a record only when they are what it asked for.
+    #[test]
+    fn agent_records_must_match_the_request() {
+        let ca = preflight_pki::CertificateAuthority::generate("test CA").expect("CA");
+        let (csr, key_pem) = preflight_pki::make_csr("web-01").expect("CSR");
+        let chain = ca
+            .sign_agent_csr(&csr, "web-01", Duration::from_secs(86400))
+            .expect("issue");
+        let cert = preflight_pki::certs(&chain, "cert").expect("PEM")[0].to_vec();
+        let id = preflight_pki::Identity {
+            cert_pem: chain,
+            key_pem,
+        };
+        let pkcs8 = match id.key().expect("key") {
+            rustls_pki_types::PrivateKeyDer::Pkcs8(k) => k.secret_pkcs8_der().to_vec(),
+            _ => panic!("PKCS#8"),
+        };
+        let agent = AgentRecord {
+            id: "web-01".into(),
+            hostname: "web-01".into(),
+            addresses: vec![],
+            listen_addr: String::new(),
+            observed_ip: String::new(),
+            version: "0".into(),
+            enrolled_at_ms: 0,
+            last_heartbeat_ms: 0,
+            cert_sha256: evidence::sha256_hex(&cert),
+            cert_not_after_unix: 0,
+            revoked: false,
+        };
+        let caller = pb::HardenCaller {
+            user: "amy".into(),
+            role: "deployer".into(),
+            request_id: "hr-1".into(),
+        };
+        let req = pb::HardenRequest {
+            operation: pb::HardenOperation::Audit as i32,
+            check_ids: vec!["ssh.permit_root_login".into()],
+            ..Default::default()
+        };
+        let expected = Expected::harden(&req, pb::HardenOperation::Audit, &caller);
+        let now = expected.sent_ms + 1_000;
+        let good = || {
+            let mut r = rec(0, "ssh.permit_root_login", Audit, Compliant, false)
+                .1
+                .record;
+            r.agent_cert_sha256 = agent.cert_sha256.clone();
+            r.controller_request_id = "hr-1".into();
+            r.time_utc_ms = expected.sent_ms + 500;
+            r
+        };
+        let check = |r: evidence::EvidenceRecord, exp: &Expected| {
+            let s = evidence::sign(r, &pkcs8).expect("sign");
+            let json = serde_json::to_string(&s).expect("json");
+            check_evidence(&agent, &cert, &[json], exp, now).map(|(v, _)| v.len())
+        };
+        assert_eq!(check(good(), &expected), Ok(1));
+
+        let mut r = good();
+        r.operator.user = "bob".into();
+        let e = check(r, &expected).expect_err("other user");
+        assert!(e.contains("operator bob") && e.contains("amy"), "{e}");
+        let mut r = good();
+        r.operator.role = Role::Admin;
+        assert!(check(r, &expected)
+            .expect_err("other role")
+            .contains("operator"));
+        let mut r = good();
+        r.operation = Apply;
+        assert!(check(r, &expected)
+            .expect_err("apply on an audit request")
+            .contains("operation"));
+        let mut r = good();
+        r.check_id = "auth.lockout".into();
+        assert!(check(r, &expected)
+            .expect_err("check not requested")
+            .contains("auth.lockout"));
+        let mut r = good();
+        r.time_utc_ms = expected.sent_ms - EVIDENCE_CLOCK_SKEW_MS - 1;
+        assert!(check(r, &expected).expect_err("too old").contains("clock"));
+        let mut r = good();
+        r.time_utc_ms = now + EVIDENCE_CLOCK_SKEW_MS + 1;
+        assert!(check(r, &expected)
+            .expect_err("from the future")
+            .contains("clock"));
+        // Within the allowance either side.
+        let mut r = good();
+        r.time_utc_ms = expected.sent_ms - EVIDENCE_CLOCK_SKEW_MS + 1;
+        assert_eq!(check(r, &expected), Ok(1));
+
+        // All checks: any catalog check, but not a made-up one.
+        let all = pb::HardenRequest {
+            operation: pb::HardenOperation::Audit as i32,
+            ..Default::default()
+        };
+        let exp_all = Expected::harden(&all, pb::HardenOperation::Audit, &caller);
+        let mut r = good();
+        r.check_id = "auth.lockout".into();
+        assert_eq!(check(r, &exp_all), Ok(1));
+        let mut r = good();
+        r.check_id = "made.up".into();
+        assert!(check(r, &exp_all)
+            .expect_err("unknown check")
+            .contains("made.up"));
+        // A plan asks for no evidence at all.
+        let plan = Expected::harden(&all, pb::HardenOperation::Plan, &caller);
+        assert!(check(good(), &plan).is_err());
+        // A confirmation yields a verify of the firewall check only.
+        let conf = Expected::confirm(&caller);
+        let mut r = good();
+        r.check_id = "fw.allowlist_ports".into();
+        r.operation = Verify;
+        assert_eq!(check(r.clone(), &conf), Ok(1));
+        r.operation = Apply;
+        assert!(check(r, &conf).is_err());
     }
 
     use EvidenceOperation::{Apply, Audit, Verify};
