@@ -187,8 +187,16 @@ fn evidence_verifies(cli: &Cli, agent: &str, dir: &Path) -> u64 {
         "evidence export {agent}: {}",
         String::from_utf8_lossy(&o.stderr)
     );
+    // Pin the key the controller names over its authenticated connection (unpinned, verify
+    // exits 4).
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let key = stdout
+        .split("controller key sha256 ")
+        .nth(1)
+        .map(str::trim)
+        .unwrap_or_default();
     let o = Command::new(bin("preflight"))
-        .args(["evidence", "verify"])
+        .args(["evidence", "verify", "--controller-key-sha256", key])
         .arg(&bundle)
         .env("PREFLIGHT_CONFIG", "/dev/null")
         .stdin(Stdio::null())

@@ -182,7 +182,7 @@ fn harden_apply_verify_rollback_and_evidence_through_the_cli() -> Result<()> {
     // Evidence: export, verify offline (no controller: a bogus address), tamper.
     let dir = base.path();
     let bundle = dir.join("web-01.json");
-    ctl.run(&[
+    let exported = ctl.run(&[
         "evidence",
         "export",
         "--agent",
@@ -192,6 +192,13 @@ fn harden_apply_verify_rollback_and_evidence_through_the_cli() -> Result<()> {
         "-o",
         bundle.to_str().unwrap(),
     ])?;
+    // The key the controller names over its authenticated connection: what an auditor pins.
+    let key = exported
+        .split("controller key sha256 ")
+        .nth(1)
+        .map(|k| k.trim().to_string())
+        .unwrap_or_default();
+    assert_eq!(key.len(), 64, "{exported}");
     let html = dir.join("web-01.html");
     ctl.run(&[
         "evidence",
@@ -210,9 +217,28 @@ fn harden_apply_verify_rollback_and_evidence_through_the_cli() -> Result<()> {
         "不符合",
         "compliant",
         "L3-CES1",
+        "Origin unverified",
+        "来源未验证",
     ] {
         assert!(page.contains(needle), "{needle} missing from the HTML page");
     }
+    ctl.run(&[
+        "evidence",
+        "export",
+        "--agent",
+        "web-01",
+        "--format",
+        "html",
+        "--controller-key-sha256",
+        &key,
+        "-o",
+        html.to_str().unwrap(),
+    ])?;
+    let page = fs::read_to_string(&html)?;
+    assert!(
+        page.contains("Origin verified") && !page.contains("Origin unverified"),
+        "pinned export page"
+    );
     let offline = |path: &Path, extra: &[&str]| {
         Command::new(bin("preflight"))
             .args(["evidence", "verify"])
@@ -224,16 +250,43 @@ fn harden_apply_verify_rollback_and_evidence_through_the_cli() -> Result<()> {
             .stdin(Stdio::null())
             .output()
     };
+    // Without the pin everything verifies but the origin does not: exit 4, never "OK:".
     let o = offline(&bundle, &[])?;
+    assert_eq!(
+        o.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.starts_with("UNVERIFIED ORIGIN: "), "{out}");
+    assert!(!out.contains("OK:"), "{out}");
+    let o = offline(&bundle, &["--controller-key-sha256", &key])?;
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.starts_with("OK: "), "{out}");
+    assert!(
+        out.contains("included in the controller's log preflight/evidence-log"),
+        "{out}"
+    );
+    let o = offline(
+        &bundle,
+        &["--controller-key-sha256", &key, "--output", "json"],
+    )?;
+    assert!(o.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout)?;
+    assert_eq!(v["controller_key_pinned"], true, "{v}");
     let bytes = fs::read(&bundle)?;
     let report = evidence::verify_bundle(&bytes)?;
-    let key = report.controller_key_sha256.clone();
-    assert!(offline(&bundle, &["--controller-key-sha256", &key])?
-        .status
-        .success());
+    assert_eq!(report.controller_key_sha256, key);
+    // Every tampered case below must fail as tampering (exit 1), with the key pinned.
+    let refused = |path: &Path| -> Result<(Option<i32>, String)> {
+        let o = offline(path, &["--controller-key-sha256", &key])?;
+        Ok((
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        ))
+    };
 
     // A few single-byte flips through the CLI.
     for at in [0, bytes.len() / 3, bytes.len() / 2, bytes.len() - 1] {
@@ -241,16 +294,17 @@ fn harden_apply_verify_rollback_and_evidence_through_the_cli() -> Result<()> {
         t[at] ^= 0x01;
         let p = dir.join(format!("flip-{at}.json"));
         fs::write(&p, &t)?;
-        let o = offline(&p, &[])?;
-        assert!(!o.status.success(), "flip at {at} not detected");
-        let err = String::from_utf8_lossy(&o.stderr);
+        let (code, err) = refused(&p)?;
+        assert_eq!(code, Some(1), "flip at {at} not detected");
         assert!(
             err.starts_with("error: ") && err.lines().count() == 1,
             "{err}"
         );
     }
 
-    // Delete, reorder, truncate a record; re-sign with other keys.
+    // Delete, reorder, truncate a record; re-sign with other keys; forge the global-log proof
+    // from the bundle's own checkpoint; the high-S twin of each checkpoint signature; drop the
+    // inclusion proofs.
     let b: EvidenceBundle = serde_json::from_slice(&bytes)?;
     assert!(b.records.len() >= 3);
     let mut cases: Vec<(&str, Vec<u8>)> = Vec::new();
@@ -270,10 +324,51 @@ fn harden_apply_verify_rollback_and_evidence_through_the_cli() -> Result<()> {
     rec.observed = "all good".into();
     d.records[0] = evidence::sign(rec, &other)?;
     cases.push(("record re-signed with another key", d.to_bytes()));
+    let mut d = b.clone();
+    let mut own = evidence::EvidenceLog::new();
+    for r in &d.records {
+        own.append(r);
+    }
+    let n = own.len();
+    d.log_inclusion = Some(evidence::LogInclusion {
+        checkpoint: d.checkpoint.clone(),
+        entries: (0..n)
+            .map(|i| {
+                Ok(evidence::LogEntryProof {
+                    leaf_index: i,
+                    proof: own
+                        .inclusion_proof(i, n)?
+                        .iter()
+                        .map(|h| h.iter().map(|b| format!("{b:02x}")).collect())
+                        .collect(),
+                })
+            })
+            .collect::<Result<_>>()?,
+    });
+    cases.push((
+        "global-log proof forged from the bundle's own checkpoint",
+        d.to_bytes(),
+    ));
+    let mut d = b.clone();
+    d.checkpoint.signature = evidence::ecdsa_other_encoding(&d.checkpoint.signature)
+        .ok_or_else(|| anyhow::anyhow!("checkpoint signature is not DER"))?;
+    cases.push(("high-S bundle checkpoint signature", d.to_bytes()));
+    let mut d = b.clone();
+    let inc = d.log_inclusion.as_mut().expect("exported with inclusion");
+    inc.checkpoint.signature = evidence::ecdsa_other_encoding(&inc.checkpoint.signature)
+        .ok_or_else(|| anyhow::anyhow!("checkpoint signature is not DER"))?;
+    cases.push(("high-S global checkpoint signature", d.to_bytes()));
+    let mut d = b.clone();
+    d.log_inclusion = None;
+    cases.push(("no global-log inclusion", d.to_bytes()));
     for (what, t) in &cases {
         let p = dir.join("tampered.json");
         fs::write(&p, t)?;
-        assert!(!offline(&p, &[])?.status.success(), "{what} not detected");
+        let (code, err) = refused(&p)?;
+        assert_eq!(code, Some(1), "{what} not detected: {err}");
+        assert!(err.starts_with("error: "), "{what}: {err}");
+        // Unpinned it is refused just the same (never the exit 4 of a genuine bundle).
+        assert_eq!(offline(&p, &[])?.status.code(), Some(1), "{what} unpinned");
     }
     // The whole bundle re-signed by another controller key is self-consistent; the pinned key
     // catches it.

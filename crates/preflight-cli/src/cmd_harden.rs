@@ -217,18 +217,29 @@ pub enum EvidenceCmd {
         /// Write here instead of stdout.
         #[arg(short = 'o', long = "out", value_name = "FILE")]
         out: Option<PathBuf>,
+        /// SHA-256 of the controller's evidence key you trust: the bundle must be signed with
+        /// it, and the HTML page says so (without it, the page says its origin is unverified).
+        #[arg(long, value_name = "HEX")]
+        controller_key_sha256: Option<String>,
     },
     /// Verify an exported JSON bundle offline (no controller): signatures, Merkle root,
-    /// checkpoint and inclusion proofs.
+    /// checkpoints and their origins, inclusion in the controller's global log, and every
+    /// agent certificate issued by the controller's CA.
     #[command(
-        after_help = "Example:\n  preflight evidence verify web-01.evidence.json --controller-key-sha256 3f1c…"
+        after_help = "Exit status:\n  0  everything verifies and the controller key is the one given with --controller-key-sha256\n  1  the bundle does not verify (tampered, incomplete, wrong key or CA): do not trust it\n  4  everything verifies, but no --controller-key-sha256 was given: the origin is unverified\n     (anyone can make a bundle that verifies with a key of their own)\n\nExamples:\n  preflight evidence verify web-01.evidence.json --controller-key-sha256 3f1c…\n  preflight evidence verify old.evidence.json --controller-key-sha256 3f1c… --ca ca.pem"
     )]
     Verify {
         /// The bundle file.
         bundle: PathBuf,
-        /// SHA-256 of the controller's evidence key you trust (printed by export).
+        /// SHA-256 of the controller's evidence key you trust (printed by export; ask the
+        /// controller's operator, not the bundle). Without it the exit status is 4.
         #[arg(long, value_name = "HEX")]
         controller_key_sha256: Option<String>,
+        /// The controller's CA certificate (PEM, the controller's DATA/ca.pem or
+        /// https://CONTROLLER/ca.pem): agent certificates must be issued by it. Needed for
+        /// bundles exported before bundles carried the CA; otherwise it must match theirs.
+        #[arg(long, value_name = "FILE")]
+        ca: Option<PathBuf>,
     },
 }
 
@@ -452,7 +463,9 @@ pub async fn run(c: HardenCmd, conn: &Conn, out: Output) -> anyhow::Result<()> {
             target,
             format,
             out: file,
+            controller_key_sha256,
         }) => {
+            let pin = controller_key_sha256.as_deref().map(key_pin).transpose()?;
             let mut h = hardening(conn).await?;
             let r = h
                 .export_evidence(pb::ExportEvidenceRequest {
@@ -463,7 +476,14 @@ pub async fn run(c: HardenCmd, conn: &Conn, out: Output) -> anyhow::Result<()> {
                 .map_err(status)?
                 .into_inner();
             // Check what arrived before handing it to anyone.
-            let report = evidence::verify_bundle(&r.bundle).map_err(|e| {
+            let report = evidence::verify_bundle_with(
+                &r.bundle,
+                &evidence::TrustedKeys {
+                    controller_key_sha256: pin.as_deref(),
+                    ..Default::default()
+                },
+            )
+            .map_err(|e| {
                 anyhow::anyhow!("the controller sent a bundle that does not verify: {e}")
             })?;
             let bytes = match format {
@@ -497,7 +517,26 @@ pub async fn run(c: HardenCmd, conn: &Conn, out: Output) -> anyhow::Result<()> {
         HardenCmd::Evidence(EvidenceCmd::Verify {
             bundle,
             controller_key_sha256,
+            ca,
         }) => {
+            let pin = controller_key_sha256.as_deref().map(key_pin).transpose()?;
+            let ca_der = match &ca {
+                None => None,
+                Some(p) => {
+                    let pem = std::fs::read_to_string(p)
+                        .with_context(|| format!("--ca: cannot read {}", p.display()))?;
+                    let certs = preflight_pki::certs(&pem, "CA certificate").map_err(|e| {
+                        anyhow::anyhow!("--ca {}: {e}; give the controller's ca.pem", p.display())
+                    })?;
+                    let Some(first) = certs.first() else {
+                        bail!(
+                            "--ca {} holds no certificate; give the controller's ca.pem",
+                            p.display()
+                        );
+                    };
+                    Some(first.to_vec())
+                }
+            };
             let meta = std::fs::metadata(&bundle)
                 .with_context(|| format!("cannot read {}", bundle.display()))?;
             if meta.len() > evidence::MAX_BUNDLE_BYTES as u64 {
@@ -505,25 +544,29 @@ pub async fn run(c: HardenCmd, conn: &Conn, out: Output) -> anyhow::Result<()> {
             }
             let bytes = std::fs::read(&bundle)
                 .with_context(|| format!("cannot read {}", bundle.display()))?;
-            let report = evidence::verify_bundle(&bytes)
-                .map_err(|e| anyhow::anyhow!("{} does not verify: {e}", bundle.display()))?;
-            if let Some(k) = controller_key_sha256 {
-                if !k.trim().eq_ignore_ascii_case(&report.controller_key_sha256) {
-                    bail!(
-                        "{} is signed by controller key {}, not the trusted {}",
-                        bundle.display(),
-                        report.controller_key_sha256,
-                        k.trim()
-                    );
-                }
-            }
+            let report = evidence::verify_bundle_with(
+                &bytes,
+                &evidence::TrustedKeys {
+                    controller_key_sha256: pin.as_deref(),
+                    ca_certificate_der: ca_der.as_deref(),
+                    ..Default::default()
+                },
+            )
+            .map_err(|e| anyhow::anyhow!("{} does not verify: {e}", bundle.display()))?;
             if out == Output::Json {
                 print_json(&report)?;
             } else {
-                println!(
-                    "OK: {} records, signatures, Merkle root {} and checkpoint verify; controller key sha256 {}",
-                    report.records, report.root_hash, report.controller_key_sha256
-                );
+                if report.controller_key_pinned {
+                    println!(
+                        "OK: {} records, signatures, Merkle root {} and checkpoint verify; controller key sha256 {} (the trusted key)",
+                        report.records, report.root_hash, report.controller_key_sha256
+                    );
+                } else {
+                    println!(
+                        "UNVERIFIED ORIGIN: {} records, signatures, Merkle root {} and checkpoint verify, but controller key sha256 {} was not compared with a key you trust: anyone can make a bundle that verifies with a key of their own. Pass --controller-key-sha256 HEX with the key the controller's operator gives you (exit status {EXIT_UNPINNED})",
+                        report.records, report.root_hash, report.controller_key_sha256
+                    );
+                }
                 for (a, n) in &report.records_per_agent {
                     println!("  {a}: {n} records");
                 }
@@ -533,10 +576,35 @@ pub async fn run(c: HardenCmd, conn: &Conn, out: Output) -> anyhow::Result<()> {
                         g.origin, g.tree_size, g.root_hash
                     );
                 }
+                println!(
+                    "  agent certificates issued by the CA sha256 {}{}",
+                    report.ca_sha256,
+                    if ca.is_some() {
+                        " (the CA given)"
+                    } else {
+                        " (carried by the bundle)"
+                    }
+                );
+            }
+            if !report.controller_key_pinned {
+                std::io::stdout().flush()?;
+                std::process::exit(EXIT_UNPINNED);
             }
             Ok(())
         }
     }
+}
+
+/// Exit status of `evidence verify` when everything verifies but no controller key was pinned.
+pub const EXIT_UNPINNED: i32 = 4;
+
+/// A `--controller-key-sha256` value: 64 hex digits (any case, `:` separators allowed).
+fn key_pin(s: &str) -> anyhow::Result<String> {
+    let k: String = s.trim().chars().filter(|c| *c != ':').collect();
+    if k.len() != 64 || !k.bytes().all(|b| b.is_ascii_hexdigit()) {
+        bail!("--controller-key-sha256 must be the 64 hex digits of the controller's evidence key SHA-256 (printed by `preflight evidence export`), not {s:?}");
+    }
+    Ok(k.to_ascii_lowercase())
 }
 
 async fn harden(op: HardenOp, conn: &Conn, out: Output) -> anyhow::Result<()> {
@@ -675,6 +743,21 @@ fn esc(s: &str) -> String {
     o
 }
 
+/// Issue 20 finding 6: one banner saying whether the controller key was pinned at export.
+fn origin_banner(report: &evidence::BundleReport) -> String {
+    if report.controller_key_pinned {
+        format!(
+            "<p class=\"ok\" id=\"origin\">来源已验证：控制器公钥与导出时给定的 --controller-key-sha256 一致。<br>Origin verified: the controller key matches the --controller-key-sha256 given at export ({}).</p>",
+            esc(&report.controller_key_sha256)
+        )
+    } else {
+        format!(
+            "<p class=\"bad\" id=\"origin\"><strong>来源未验证</strong>：导出时未给定可信的控制器公钥，本页不能证明由谁签发。请用 <code>preflight evidence verify BUNDLE --controller-key-sha256 KEY</code> 校验 JSON 证据包。<br><strong>Origin unverified</strong>: no trusted controller key was given at export, so this page does not show who signed the evidence. Verify the JSON bundle with <code>preflight evidence verify BUNDLE --controller-key-sha256 KEY</code> (key {} as the bundle claims it).</p>",
+            esc(&report.controller_key_sha256)
+        )
+    }
+}
+
 fn status_label(s: EvidenceStatus) -> (&'static str, &'static str, &'static str) {
     match s {
         EvidenceStatus::Compliant => ("符合", "compliant", "ok"),
@@ -719,6 +802,7 @@ This page is a readable copy; the JSON bundle exported with it is what proves th
         esc(&preflight_core::timefmt::utc((report.checkpoint_time_utc_ms / 1000) as i64)),
         esc(&report.controller_key_sha256),
     );
+    s.push_str(&origin_banner(report)); // issue 20 finding 6: origin pinned or not (keep this line)
     for ((host, agent), recs) in &hosts {
         let _ = write!(
             s,

@@ -189,6 +189,7 @@ mod tests {
                 tree_size: size,
                 root_hash: "00".repeat(32),
                 time_utc_ms: 1,
+                ca_sha256: None,
             },
             signature: "00".into(),
         }
