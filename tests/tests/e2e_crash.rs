@@ -187,14 +187,9 @@ fn evidence_verifies(cli: &Cli, agent: &str, dir: &Path) -> u64 {
         "evidence export {agent}: {}",
         String::from_utf8_lossy(&o.stderr)
     );
-    // Pin the key the controller names over its authenticated connection (unpinned, verify
-    // exits 4).
-    let stdout = String::from_utf8_lossy(&o.stdout);
-    let key = stdout
-        .split("controller key sha256 ")
-        .nth(1)
-        .map(str::trim)
-        .unwrap_or_default();
+    // Pin the key export reports (unpinned, verify exits 4).
+    let report: Value = serde_json::from_slice(&o.stdout).expect("export report JSON");
+    let key = report["controller_key_sha256"].as_str().unwrap_or_default();
     let o = Command::new(bin("preflight"))
         .args(["evidence", "verify", "--controller-key-sha256", key])
         .arg(&bundle)
