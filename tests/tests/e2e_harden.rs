@@ -370,6 +370,57 @@ fn harden_apply_verify_rollback_and_evidence_through_the_cli() -> Result<()> {
         // Unpinned it is refused just the same (never the exit 4 of a genuine bundle).
         assert_eq!(offline(&p, &[])?.status.code(), Some(1), "{what} unpinned");
     }
+    // Issue 20 finding 10: even with the controller's own evidence key (read from its data
+    // directory), a record signed with an agent certificate the CA did not issue is refused
+    // offline: the bundle chains agent certificates to the controller's CA.
+    let evidence_key = fs::read(ctl.data().join("evidence.key"))?;
+    let ca_der =
+        preflight_pki::certs(&fs::read_to_string(ctl.data().join("ca.pem"))?, "CA")?[0].to_vec();
+    let mallory_ca = preflight_pki::CertificateAuthority::generate("mallory")?;
+    let (csr, mallory_pem) = preflight_pki::make_csr("web-01")?;
+    let mallory_chain =
+        mallory_ca.sign_agent_csr(&csr, "web-01", std::time::Duration::from_secs(86400))?;
+    let mallory_cert = preflight_pki::certs(&mallory_chain, "cert")?[0].to_vec();
+    let mallory_key = match (preflight_pki::Identity {
+        cert_pem: mallory_chain,
+        key_pem: mallory_pem,
+    })
+    .key()?
+    {
+        rustls::pki_types::PrivateKeyDer::Pkcs8(k) => k.secret_pkcs8_der().to_vec(),
+        _ => bail!("expected a PKCS#8 key"),
+    };
+    let mut rec = b.records[0].record.clone();
+    rec.observed = "all good".into();
+    rec.agent_cert_sha256 = evidence::sha256_hex(&mallory_cert);
+    let forged = vec![evidence::sign(rec, &mallory_key)?];
+    let keys: BTreeMap<String, evidence::AgentKey> = [evidence::AgentKey::new(
+        "web-01",
+        &mallory_cert,
+        &evidence::p256_spki_from_pkcs8(&mallory_key)?,
+    )]
+    .into_iter()
+    .collect();
+    let mut glog = evidence::EvidenceLog::new();
+    let idx: Vec<u64> = forged.iter().map(|r| glog.append(r).0).collect();
+    let gcp = glog.checkpoint(evidence::GLOBAL_LOG_ORIGIN, 1, |c| {
+        evidence::sign_checkpoint(c, &evidence_key)
+    })?;
+    let d = EvidenceBundle::build_with_ca(
+        forged,
+        keys,
+        &b.checkpoint.checkpoint.origin,
+        1,
+        &ca_der,
+        &evidence_key,
+    )?
+    .with_log_inclusion(&glog, &idx, gcp)?;
+    let p = dir.join("mallory.json");
+    fs::write(&p, d.to_bytes())?;
+    let (code, err) = refused(&p)?;
+    assert_eq!(code, Some(1), "a self-made agent certificate passed: {err}");
+    assert!(err.contains("is not valid for the CA"), "{err}");
+
     // The whole bundle re-signed by another controller key is self-consistent; the pinned key
     // catches it.
     let resigned = EvidenceBundle::build(
