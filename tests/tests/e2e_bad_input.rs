@@ -159,7 +159,60 @@ fn controller_cases(c: &mut Corpus, known: &str) {
             "Controller/CreateJoinToken",
             format!("ttl_s {ttl}"),
             &["ttl_s"],
-            pb::CreateJoinTokenRequest { ttl_s: ttl },
+            pb::CreateJoinTokenRequest {
+                ttl_s: ttl,
+                uses: 0,
+            },
+        );
+    }
+    for uses in [1001u32, u32::MAX] {
+        c.ctl(
+            "Controller/CreateJoinToken",
+            format!("uses {uses}"),
+            &["uses"],
+            pb::CreateJoinTokenRequest { ttl_s: 600, uses },
+        );
+    }
+    // The user lifecycle: malformed names, and a rotation lifetime past 400 days.
+    for b in bad_ids() {
+        let w = format!("name {}", show(&b));
+        c.ctl(
+            "Workflow/RotateUserToken",
+            &w,
+            &["name"],
+            pb::UserNameRequest {
+                name: b.clone(),
+                ttl_s: 0,
+            },
+        );
+        c.ctl(
+            "Workflow/SetUserDisabled",
+            &w,
+            &["name"],
+            pb::SetUserDisabledRequest {
+                name: b.clone(),
+                disabled: true,
+            },
+        );
+        c.ctl(
+            "Workflow/RemoveUser",
+            &w,
+            &["name"],
+            pb::UserNameRequest {
+                name: b.clone(),
+                ttl_s: 0,
+            },
+        );
+    }
+    for ttl in [400 * 24 * 3600 + 1, u32::MAX] {
+        c.ctl(
+            "Workflow/RotateUserToken",
+            format!("ttl_s {ttl}"),
+            &["ttl_s"],
+            pb::UserNameRequest {
+                name: "admin".into(),
+                ttl_s: ttl,
+            },
         );
     }
     for id in agent_ids() {

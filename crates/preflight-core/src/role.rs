@@ -187,7 +187,12 @@ mod tests {
         for m in ["CreateJoinToken", "RevokeAgent"] {
             exactly("Controller", m, &[Admin]);
         }
-        for m in ["AddUser", "RotateUserToken", "SetUserDisabled", "RemoveUser"] {
+        for m in [
+            "AddUser",
+            "RotateUserToken",
+            "SetUserDisabled",
+            "RemoveUser",
+        ] {
             exactly("Workflow", m, &[Admin]);
         }
         // Loading a host (benchmarks, probes, sweeps): never the read-only or sign-off roles.

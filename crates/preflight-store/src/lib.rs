@@ -272,8 +272,7 @@ impl Store {
                 let raw = users
                     .get(name.as_bytes())?
                     .ok_or_else(|| abort(StoreError::NoUser(name.to_string())))?;
-                let rec: UserRecord =
-                    decode(tree::USERS, name.as_bytes(), &raw).map_err(abort)?;
+                let rec: UserRecord = decode(tree::USERS, name.as_bytes(), &raw).map_err(abort)?;
                 tokens.remove(rec.token_sha256.as_bytes())?;
                 users.remove(name.as_bytes())?;
                 log.insert(&log.generate_id()?.to_be_bytes(), encode(audit))?;
@@ -336,6 +335,37 @@ impl Store {
             Some(raw) => Ok(Some(decode(tree::JOIN, token_sha256.as_bytes(), &raw)?)),
             None => Ok(None),
         }
+    }
+
+    /// Would [`Self::enroll`] with this token and agent id succeed now? A read-only check, so
+    /// a request is authenticated before anything of it is parsed or signed; `enroll` checks
+    /// again atomically.
+    pub fn check_join_token(
+        &self,
+        token_sha256: &str,
+        now_ms: i64,
+        agent_id: &str,
+    ) -> Result<(), StoreError> {
+        let tok = self
+            .join_token(token_sha256)?
+            .ok_or(StoreError::TokenUnknown)?;
+        if tok.use_count() >= tok.max_uses.max(1) as usize {
+            let last = tok.uses.last().map(|u| u.agent.clone());
+            return Err(StoreError::TokenUsed(
+                last.or(tok.used_by).unwrap_or_default(),
+            ));
+        }
+        if now_ms >= tok.expires_at_ms {
+            return Err(StoreError::TokenExpired);
+        }
+        if let Some(old) = self.agent(agent_id)? {
+            return Err(if old.revoked {
+                StoreError::AgentRevoked(agent_id.to_string())
+            } else {
+                StoreError::AgentExists(agent_id.to_string())
+            });
+        }
+        Ok(())
     }
 
     /// Enrollment, atomically: the token must be known, unexpired at `now_ms` with a use left,

@@ -140,7 +140,11 @@ fn a_token_with_uses_enrolls_that_many_and_records_each() {
         Err(StoreError::TokenUsed(by)) if by == "m3"
     ));
     let rec = s.join_token("multi").unwrap().unwrap();
-    let who: Vec<_> = rec.uses.iter().map(|u| (u.agent.as_str(), u.at_ms)).collect();
+    let who: Vec<_> = rec
+        .uses
+        .iter()
+        .map(|u| (u.agent.as_str(), u.at_ms))
+        .collect();
     assert_eq!(who, [("m1", 10), ("m2", 11), ("m3", 12)]);
     assert_eq!(rec.used_by.as_deref(), Some("m1"));
 }
@@ -177,7 +181,10 @@ fn rotate_disable_remove_keep_an_audit_log() {
     })
     .unwrap();
     assert_eq!(s.user_by_token("old").unwrap(), None, "old token gone");
-    assert_eq!(s.user_by_token("new").unwrap().unwrap().expires_at_ms, Some(200));
+    assert_eq!(
+        s.user_by_token("new").unwrap().unwrap().expires_at_ms,
+        Some(200)
+    );
     s.update_user("bob", &audit("disable", "bob"), |r| r.disabled = true)
         .unwrap();
     assert!(s.user("bob").unwrap().unwrap().disabled);
