@@ -1664,7 +1664,9 @@ fn caller() -> pb::HardenCaller {
     }
 }
 
-fn registry_cases(c: &mut Corpus) {
+/// `join`: a valid join token, so that a malformed CSR gets past authentication (the token is
+/// checked first) and is refused for itself.
+fn registry_cases(c: &mut Corpus, join: &str) {
     let enroll = |f: &dyn Fn(&mut pb::EnrollRequest)| {
         let mut r = pb::EnrollRequest {
             join_token: format!("pfj_{}", "0".repeat(64)),
@@ -1697,6 +1699,7 @@ fn registry_cases(c: &mut Corpus) {
             r.csr_pem = "c".repeat(20_000)
         }),
         ("csr_pem", &|r: &mut pb::EnrollRequest| {
+            r.join_token = join.to_string();
             r.csr_pem =
                 "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"
                     .into()
@@ -1881,7 +1884,7 @@ fn a_thousand_bad_requests_get_clear_errors_and_the_servers_keep_serving() {
     let mut corpus = Corpus(Vec::new());
     controller_cases(&mut corpus, "bi-1");
     agent_cases(&mut corpus);
-    registry_cases(&mut corpus);
+    registry_cases(&mut corpus, &ctl.join_token("7d").unwrap());
     wire_cases(&mut corpus);
     let cases = corpus.0;
     assert!(cases.len() >= 1000, "only {} cases", cases.len());

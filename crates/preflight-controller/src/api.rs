@@ -180,8 +180,8 @@ impl pb::controller_server::Controller for ApiSvc {
         &self,
         req: Request<pb::AgentBenchmarkRequest>,
     ) -> Result<Response<Self::RunAgentBenchmarkStream>, Status> {
-        authorize(&self.0, &req, allowed("RunAgentBenchmark"))?;
-        api_bench::run_agent_benchmark(self, req)
+        let (user, _) = authorize(&self.0, &req, allowed("RunAgentBenchmark"))?;
+        api_bench::run_agent_benchmark(self, req, &user.name)
             .await
             .map(Response::new)
     }

@@ -323,3 +323,43 @@ impl pb::registry_server::Registry for RegistrySvc {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(cur: &str, prev: &str, until: i64) -> AgentRecord {
+        AgentRecord {
+            id: "a".into(),
+            cert_sha256: cur.into(),
+            prev_cert_sha256: prev.into(),
+            prev_cert_until_ms: until,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_the_recorded_certificate_is_accepted_with_a_bounded_renewal_overlap() {
+        assert_eq!(check_cert(&rec("new", "", 0), "new", 10), CertCheck::Current);
+        assert_eq!(check_cert(&rec("new", "", 0), "old", 10), CertCheck::Refused);
+        // During a renewal: the new one's first use retires the old one; the old one is
+        // accepted only until the deadline.
+        let r = rec("new", "old", 100);
+        assert_eq!(check_cert(&r, "new", 10), CertCheck::CurrentFirstUse);
+        assert_eq!(check_cert(&r, "old", 99), CertCheck::Previous);
+        assert_eq!(check_cert(&r, "old", 100), CertCheck::Refused);
+        assert_eq!(check_cert(&r, "other", 10), CertCheck::Refused);
+        // A record without a fingerprint takes the first one presented.
+        assert_eq!(check_cert(&rec("", "", 0), "x", 10), CertCheck::Unrecorded);
+        // An empty presented fingerprint never matches an empty previous one.
+        assert_eq!(check_cert(&rec("new", "", 0), "", 10), CertCheck::Refused);
+    }
+
+    #[test]
+    fn an_old_record_without_the_new_fields_still_reads() {
+        let old = r#"{"id":"a","hostname":"h","version":"0.1.0","enrolled_at_ms":1,"cert_sha256":"ab","cert_not_after_unix":5}"#;
+        let r: AgentRecord = serde_json::from_str(old).unwrap();
+        assert_eq!(r.prev_cert_sha256, "");
+        assert_eq!(check_cert(&r, "ab", 0), CertCheck::Current);
+    }
+}
