@@ -329,7 +329,7 @@ fn refusals_name_what_is_allowed_and_auditor_changes_nothing() {
 
 #[test]
 fn assign_says_whom_it_chose_and_an_unknown_deployer_names_the_fix() {
-    let o = Office::new(&[]);
+    let o = Office::new(&["--dev-clock"]);
     o.setup();
     // `user add --role deployer` put amy in the deployer list (setup's `deployer add amy`
     // then had nothing to do); a second deployer through `user add` too.
