@@ -350,8 +350,14 @@ shift\n  done\n  echo 'error: fake agent' >&2; exit 1 ;;\nesac\n",
     let args = std::fs::read_to_string(rec.join("args")).unwrap();
     assert!(!args.contains(&token), "token on the command line: {args}");
     assert!(args.lines().any(|l| l == "--token-file"), "{args}");
-    assert_eq!(std::fs::read_to_string(rec.join("token")).unwrap().trim(), token);
-    assert_eq!(std::fs::read_to_string(rec.join("mode")).unwrap().trim(), "600");
+    assert_eq!(
+        std::fs::read_to_string(rec.join("token")).unwrap().trim(),
+        token
+    );
+    assert_eq!(
+        std::fs::read_to_string(rec.join("mode")).unwrap().trim(),
+        "600"
+    );
     assert!(snapshot(&prefix).is_empty(), "a failed install left files");
 }
 

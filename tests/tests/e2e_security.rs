@@ -199,9 +199,11 @@ fn certificates_are_renewed_before_expiry() {
     assert!(renewed.not_after_unix().unwrap() > first_expiry);
     // Past the first certificate's expiry the agent still serves and heartbeats.
     // Certificate expiry is checked by TLS on the wall clock (the dev clock cannot move it).
-    eventually(Duration::from_secs(20), "the first certificate expired", || {
-        (preflight_pki::unix_now() > first_expiry + 1).then_some(())
-    });
+    eventually(
+        Duration::from_secs(20),
+        "the first certificate expired",
+        || (preflight_pki::unix_now() > first_expiry + 1).then_some(()),
+    );
     ctl.run(&["inventory", "ren-1"])
         .expect("inventory after the first certificate expired");
     ctl.wait_online("ren-1");

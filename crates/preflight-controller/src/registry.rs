@@ -340,8 +340,14 @@ mod tests {
 
     #[test]
     fn only_the_recorded_certificate_is_accepted_with_a_bounded_renewal_overlap() {
-        assert_eq!(check_cert(&rec("new", "", 0), "new", 10), CertCheck::Current);
-        assert_eq!(check_cert(&rec("new", "", 0), "old", 10), CertCheck::Refused);
+        assert_eq!(
+            check_cert(&rec("new", "", 0), "new", 10),
+            CertCheck::Current
+        );
+        assert_eq!(
+            check_cert(&rec("new", "", 0), "old", 10),
+            CertCheck::Refused
+        );
         // During a renewal: the new one's first use retires the old one; the old one is
         // accepted only until the deadline.
         let r = rec("new", "old", 100);
