@@ -277,4 +277,52 @@ fn an_old_certificate_copy_is_refused_after_renewal() {
     heartbeat_as(&ctl, &cur, &listen).expect("the current certificate is accepted");
     ctl.run(&["inventory", "ren-2"])
         .expect("inventory after renewal");
+
+    // An impostor serving the old copy at the agent's address: the controller refuses it.
+    a.proc = None; // killed
+    let imp = base.path().join("impostor");
+    std::fs::create_dir(&imp).unwrap();
+    for f in ["agent.toml", "ca.pem"] {
+        std::fs::copy(a.state.join(f), imp.join(f)).unwrap();
+    }
+    preflight_pki::fsutil::write_atomic(
+        &imp.join("identity.pem"),
+        format!("{}{}", old.cert_pem, old.key_pem).as_bytes(),
+        0o600,
+    )
+    .unwrap();
+    let serving = |state: &Path| {
+        let p = preflight_tests::cluster::Proc(
+            std::process::Command::new(preflight_tests::cluster::bin("preflight-agent"))
+                .args(["run", "--listen", &listen, "--state-dir"])
+                .arg(state)
+                .env("PREFLIGHT_LOG", "warn")
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        eventually(Duration::from_secs(15), "the agent port open", || {
+            std::net::TcpStream::connect(&listen).ok()
+        });
+        p
+    };
+    let impostor = serving(&imp);
+    let o = ctl.cli().args(["inventory", "ren-2"]).output().unwrap();
+    assert!(
+        !o.status.success(),
+        "the impostor was believed: {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("not its current one"), "{e}");
+    drop(impostor);
+    // Positive control: the real agent back on the same address is believed again.
+    let _real = serving(&a.state);
+    eventually(
+        Duration::from_secs(20),
+        "inventory from the real agent",
+        || ctl.run(&["inventory", "ren-2"]).ok(),
+    );
 }

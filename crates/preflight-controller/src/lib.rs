@@ -393,7 +393,6 @@ pub async fn start(cfg: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Ru
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;
     let local_addr = incoming.local_addr;
     let ca_pin = ca.pin();
-    let agents = agents::AgentPool::new(ca.cert_pem(), &identity)?;
     let workflow = workflow_svc::Engine::load(&store)?;
     let (clock, dev_clock) = if cfg.dev_clock {
         let offset = workflow.dev_clock_offset()?;
@@ -406,6 +405,7 @@ pub async fn start(cfg: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Ru
     } else {
         (clock, None)
     };
+    let agents = agents::AgentPool::new(ca.cert_pem(), &identity, store.clone(), clock.clone())?;
     let pubkey_pin = http::pubkey_pin(&identity.cert_pem)?;
     let metrics = Arc::new(metrics::Metrics::new(clock.now_ms()));
     // Data directories made before evidence existed get their key here.

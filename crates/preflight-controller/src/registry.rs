@@ -92,13 +92,15 @@ pub(crate) fn check_cert(rec: &AgentRecord, fp: &str, now: i64) -> CertCheck {
 impl RegistrySvc {
     /// The enrolled, unrevoked agent presenting its certificate on `req`, refusing (and
     /// logging) anything else.
-    fn agent_of<T>(&self, req: &Request<T>) -> Result<AgentRecord, Status> {
+    /// The second value: the agent presented the certificate a renewal replaced (the renewal's
+    /// answer was lost, or it restarted before storing it), so it is asked to renew again.
+    fn agent_of<T>(&self, req: &Request<T>) -> Result<(AgentRecord, bool), Status> {
         self.agent_of_inner(req).inspect_err(|s| {
             tracing::warn!(source = %source(req), code = ?s.code(), reason = %s.message(), "agent request refused");
         })
     }
 
-    fn agent_of_inner<T>(&self, req: &Request<T>) -> Result<AgentRecord, Status> {
+    fn agent_of_inner<T>(&self, req: &Request<T>) -> Result<(AgentRecord, bool), Status> {
         let id = match preflight_pki::transport::peer_identity_of(req) {
             Some(PeerIdentity::Agent(id)) => id,
             Some(PeerIdentity::Controller) => {
@@ -129,7 +131,8 @@ impl RegistrySvc {
         let fp = peer_fp(req);
         let now = self.0.now_ms();
         match check_cert(&rec, &fp, now) {
-            CertCheck::Current | CertCheck::Previous => Ok(rec),
+            CertCheck::Current => Ok((rec, false)),
+            CertCheck::Previous => Ok((rec, true)),
             CertCheck::CurrentFirstUse => self
                 .0
                 .store
@@ -139,6 +142,7 @@ impl RegistrySvc {
                         a.prev_cert_until_ms = 0;
                     }
                 })
+                .map(|r| (r, false))
                 .map_err(store_status),
             // Records written before fingerprints were checked always carry one; a record
             // without any is accepted once and pinned to the certificate it presents.
@@ -150,6 +154,7 @@ impl RegistrySvc {
                         a.cert_sha256 = fp.clone();
                     }
                 })
+                .map(|r| (r, false))
                 .map_err(store_status),
             CertCheck::Refused => Err(Status::permission_denied(format!(
                 "agent {id} presented certificate {fp}, which is not its current one (retired by a renewal, or never issued to it): use the agent's current identity.pem, or enroll the host again under a new --name"
@@ -239,7 +244,7 @@ impl pb::registry_server::Registry for RegistrySvc {
         &self,
         req: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
-        let rec = self.agent_of(&req)?;
+        let (rec, stale) = self.agent_of(&req)?;
         let observed = req
             .remote_addr()
             .map(|a| a.ip().to_string())
@@ -279,7 +284,7 @@ impl pb::registry_server::Registry for RegistrySvc {
             .map_err(store_status)?;
         Ok(Response::new(pb::HeartbeatResponse {
             interval_s: self.0.cfg.heartbeat_interval.as_secs().max(1) as u32,
-            renew: self.renew_due(&rec),
+            renew: stale || self.renew_due(&rec),
         }))
     }
 
@@ -287,7 +292,7 @@ impl pb::registry_server::Registry for RegistrySvc {
         &self,
         req: Request<pb::RenewRequest>,
     ) -> Result<Response<pb::RenewResponse>, Status> {
-        let rec = self.agent_of(&req)?;
+        let (rec, _) = self.agent_of(&req)?;
         let presented = peer_fp(&req);
         let r = req.into_inner();
         field("csr_pem", &r.csr_pem, 16 * 1024)?;
