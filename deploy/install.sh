@@ -3,8 +3,14 @@
 # `preflight token create --install-command` prints fetches it with the controller's public key
 # pinned and runs it:
 #
-#   curl -fsS --proto =https --tlsv1.2 -k --pinnedpubkey sha256//KEY https://ctl:7443/install.sh \
-#     | sudo sh -s -- --controller https://ctl:7443 --token pfj_... --ca-sha256 HEX --pin sha256//KEY
+#   { echo PREFLIGHT_JOIN_TOKEN=pfj_...; curl -fsS --proto =https --tlsv1.2 -k \
+#     --pinnedpubkey sha256//KEY https://ctl:7443/install.sh; } \
+#     | sudo sh -s -- --controller https://ctl:7443 --ca-sha256 HEX --pin sha256//KEY
+#
+# The join token comes first on the script's own standard input (a shell variable, never a
+# command-line argument: those are visible to every user in `ps`), and the script hands it to
+# `preflight-agent enroll` in a 0600 file. --token-file FILE and --token (visible in `ps`) also
+# work.
 #
 # What it does, in order, stopping at the first problem with one line `error: ...`:
 #   1. checks: root, systemd, a known architecture, curl and sha256sum;
@@ -30,14 +36,16 @@ MAX_BYTES=536870912
 
 usage() {
 	cat <<'USAGE'
-usage: install.sh --controller URL --token TOKEN --ca-sha256 HEX --pin sha256//KEY [options]
+usage: install.sh --controller URL --token-file FILE --ca-sha256 HEX --pin sha256//KEY [options]
        install.sh --uninstall [--root PREFIX]
 
 Installs, enrolls and starts the preflight agent as a systemd service. Safe to re-run: an
 existing enrollment is kept and the binary is replaced when it changed.
 
   --controller URL     the controller, https://HOST:PORT
-  --token TOKEN        one-time join token (`preflight token create`)
+  --token-file FILE    file holding the join token (`preflight token create`); or set
+                       PREFLIGHT_JOIN_TOKEN (the printed one-liner does)
+  --token TOKEN        the join token itself (visible to other users in `ps`: avoid)
   --ca-sha256 HEX      SHA-256 of the controller's CA certificate (trusted for enrollment)
   --pin sha256//KEY    the controller's public-key pin (trusted for downloads)
   --name ID            agent id to ask for (default: the host name)
@@ -219,15 +227,16 @@ UNIT
 }
 
 main() {
-	CONTROLLER="" TOKEN="" CA_SHA256="" PIN="" NAME="" LISTEN="" OFFLINE="" OFFLINE_SHA=""
+	CONTROLLER="" TOKEN=${PREFLIGHT_JOIN_TOKEN:-} TOKEN_FILE="" CA_SHA256="" PIN="" NAME="" LISTEN="" OFFLINE="" OFFLINE_SHA=""
 	PREFIX="" UNINSTALL=no CREATED_DIRS=""
 	while [ $# -gt 0 ]; do
 		case $1 in
-		--controller | --token | --ca-sha256 | --pin | --name | --listen | --offline | --sha256 | --root)
+		--controller | --token | --token-file | --ca-sha256 | --pin | --name | --listen | --offline | --sha256 | --root)
 			[ $# -ge 2 ] || die "$1 needs a value (see --help)"
 			case $1 in
 			--controller) CONTROLLER=$2 ;;
 			--token) TOKEN=$2 ;;
+			--token-file) TOKEN_FILE=$2 ;;
 			--ca-sha256) CA_SHA256=$2 ;;
 			--pin) PIN=$2 ;;
 			--name) NAME=$2 ;;
@@ -290,6 +299,10 @@ main() {
 		;;
 	*) die "--controller must start with https:// (got $CONTROLLER)" ;;
 	esac
+	if [ -n "$TOKEN_FILE" ]; then
+		[ -r "$TOKEN_FILE" ] || die "--token-file $TOKEN_FILE cannot be read"
+		TOKEN=$(head -n 1 "$TOKEN_FILE")
+	fi
 	if [ -z "$enrolled" ]; then
 		[ -n "$TOKEN" ] || die "--token is missing: \`preflight token create --install-command\` prints the whole line"
 		echo "$CA_SHA256" | grep -Eq '^[0-9a-fA-F]{64}$' || die "--ca-sha256 must be 64 hex digits (got '$CA_SHA256')"
@@ -304,6 +317,7 @@ main() {
 
 	TMP=$(mktemp -d)
 	trap 'rm -rf "$TMP"' EXIT INT TERM
+	chmod 0700 "$TMP"
 
 	# 2. The binary, verified, still in the temporary directory.
 	if [ -n "$OFFLINE" ]; then
@@ -375,7 +389,9 @@ main() {
 	if [ -n "$enrolled" ]; then
 		done_list="$done_list\n  $state: already enrolled as $enrolled, kept"
 	else
-		set -- enroll --controller "$CONTROLLER" --token "$TOKEN" --ca-sha256 "$CA_SHA256" --state-dir "$state"
+		# The token goes in a file only root can read, never on a command line.
+		(umask 077 && printf '%s\n' "$TOKEN" >"$TMP/token")
+		set -- enroll --controller "$CONTROLLER" --token-file "$TMP/token" --ca-sha256 "$CA_SHA256" --state-dir "$state"
 		[ -z "$NAME" ] || set -- "$@" --name "$NAME"
 		[ -z "$LISTEN" ] || set -- "$@" --listen "$LISTEN"
 		rc=0

@@ -85,6 +85,8 @@ pub struct Controller {
     pub proc: Proc,
     /// The network namespace it runs in (and its CLI commands), if any.
     pub netns: Option<String>,
+    /// Every line the controller wrote on stderr so far (its log), across restarts.
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Controller {
@@ -114,6 +116,8 @@ impl Controller {
         let proc = Proc(child);
         let (tx, rx) = mpsc::channel::<String>();
         let tx2 = tx.clone();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log2 = log.clone();
         std::thread::spawn(move || {
             for l in BufReader::new(stdout).lines().map_while(Result::ok) {
                 let _ = tx.send(l);
@@ -123,6 +127,9 @@ impl Controller {
             for l in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if std::env::var_os("PREFLIGHT_TEST_VERBOSE").is_some() {
                     eprintln!("[controller] {l}");
+                }
+                if let Ok(mut g) = log2.lock() {
+                    g.push(l.clone());
                 }
                 let _ = tx2.send(l);
             }
@@ -151,6 +158,7 @@ impl Controller {
             dir,
             proc,
             netns: netns.map(str::to_string),
+            log,
         })
     }
 
@@ -177,8 +185,12 @@ impl Controller {
         let stderr = child.stderr.take().expect("piped");
         self.proc = Proc(child);
         let (tx, rx) = mpsc::channel::<String>();
+        let log = self.log.clone();
         std::thread::spawn(move || {
             for l in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(mut g) = log.lock() {
+                    g.push(l.clone());
+                }
                 let _ = tx.send(l);
             }
         });
@@ -261,6 +273,16 @@ impl Controller {
             let a = a.iter().find(|a| a["id"] == id && a["online"] == true)?;
             a["listen_addr"].as_str()?.parse().ok()
         })
+    }
+}
+
+impl Controller {
+    /// The controller's log lines so far that contain `needle`.
+    pub fn log_lines_with(&self, needle: &str) -> Vec<String> {
+        self.log
+            .lock()
+            .map(|g| g.iter().filter(|l| l.contains(needle)).cloned().collect())
+            .unwrap_or_default()
     }
 }
 

@@ -159,7 +159,60 @@ fn controller_cases(c: &mut Corpus, known: &str) {
             "Controller/CreateJoinToken",
             format!("ttl_s {ttl}"),
             &["ttl_s"],
-            pb::CreateJoinTokenRequest { ttl_s: ttl },
+            pb::CreateJoinTokenRequest {
+                ttl_s: ttl,
+                uses: 0,
+            },
+        );
+    }
+    for uses in [1001u32, u32::MAX] {
+        c.ctl(
+            "Controller/CreateJoinToken",
+            format!("uses {uses}"),
+            &["uses"],
+            pb::CreateJoinTokenRequest { ttl_s: 600, uses },
+        );
+    }
+    // The user lifecycle: malformed names, and a rotation lifetime past 400 days.
+    for b in bad_ids() {
+        let w = format!("name {}", show(&b));
+        c.ctl(
+            "Workflow/RotateUserToken",
+            &w,
+            &["name"],
+            pb::UserNameRequest {
+                name: b.clone(),
+                ttl_s: 0,
+            },
+        );
+        c.ctl(
+            "Workflow/SetUserDisabled",
+            &w,
+            &["name"],
+            pb::SetUserDisabledRequest {
+                name: b.clone(),
+                disabled: true,
+            },
+        );
+        c.ctl(
+            "Workflow/RemoveUser",
+            &w,
+            &["name"],
+            pb::UserNameRequest {
+                name: b.clone(),
+                ttl_s: 0,
+            },
+        );
+    }
+    for ttl in [400 * 24 * 3600 + 1, u32::MAX] {
+        c.ctl(
+            "Workflow/RotateUserToken",
+            format!("ttl_s {ttl}"),
+            &["ttl_s"],
+            pb::UserNameRequest {
+                name: "admin".into(),
+                ttl_s: ttl,
+            },
         );
     }
     for id in agent_ids() {
@@ -1611,7 +1664,9 @@ fn caller() -> pb::HardenCaller {
     }
 }
 
-fn registry_cases(c: &mut Corpus) {
+/// `join`: a valid join token, so that a malformed CSR gets past authentication (the token is
+/// checked first) and is refused for itself.
+fn registry_cases(c: &mut Corpus, join: &str) {
     let enroll = |f: &dyn Fn(&mut pb::EnrollRequest)| {
         let mut r = pb::EnrollRequest {
             join_token: format!("pfj_{}", "0".repeat(64)),
@@ -1644,6 +1699,7 @@ fn registry_cases(c: &mut Corpus) {
             r.csr_pem = "c".repeat(20_000)
         }),
         ("csr_pem", &|r: &mut pb::EnrollRequest| {
+            r.join_token = join.to_string();
             r.csr_pem =
                 "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"
                     .into()
@@ -1828,7 +1884,7 @@ fn a_thousand_bad_requests_get_clear_errors_and_the_servers_keep_serving() {
     let mut corpus = Corpus(Vec::new());
     controller_cases(&mut corpus, "bi-1");
     agent_cases(&mut corpus);
-    registry_cases(&mut corpus);
+    registry_cases(&mut corpus, &ctl.join_token("7d").unwrap());
     wire_cases(&mut corpus);
     let cases = corpus.0;
     assert!(cases.len() >= 1000, "only {} cases", cases.len());

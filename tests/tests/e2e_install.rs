@@ -97,6 +97,15 @@ fn install_line(ctl: &Controller) -> String {
     v["install_command"].as_str().unwrap().to_string()
 }
 
+/// The join token in a printed install line (given to the script on its standard input).
+fn token_of(line: &str) -> &str {
+    let rest = line
+        .split("PREFLIGHT_JOIN_TOKEN=")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no token in {line}"));
+    rest.split(';').next().unwrap().trim()
+}
+
 /// A pin of the right shape that no key has.
 const WRONG_PIN: &str = "sha256//AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
 
@@ -230,7 +239,7 @@ fn wrong_pin_bad_token_or_unreachable_controller_stop_with_one_line_and_write_no
     let ctl = Controller::start(&[]).unwrap();
     let line = install_line(&ctl);
     let pin = value_of(&line, "--pinnedpubkey").to_string();
-    let token = value_of(&line, "--token").to_string();
+    let token = token_of(&line).to_string();
     let base = tempfile::tempdir().unwrap();
     let prefix = base.path().join("root");
     std::fs::create_dir(&prefix).unwrap();
@@ -301,6 +310,55 @@ fn wrong_pin_bad_token_or_unreachable_controller_stop_with_one_line_and_write_no
     ));
     assert!(o.status.success(), "{}", text(&o));
     assert!(String::from_utf8_lossy(&o.stdout).contains("enrolled as inst-02"));
+}
+
+#[test]
+fn the_join_token_is_never_on_a_command_line() {
+    assert!(have("curl"), "curl is needed (scripts/test installs it)");
+    let ctl = Controller::start(&[]).unwrap();
+    let line = install_line(&ctl);
+    let token = token_of(&line).to_string();
+    assert!(token.starts_with("pfj_"), "{line}");
+    // Neither sh nor anything it starts gets the token as an argument.
+    assert!(!line.contains("--token"), "{line}");
+    let base = tempfile::tempdir().unwrap();
+    let prefix = base.path().join("root");
+    std::fs::create_dir(&prefix).unwrap();
+    // A stand-in agent that records how enroll was called, then fails.
+    let rec = base.path().join("rec");
+    std::fs::create_dir(&rec).unwrap();
+    let fake = base.path().join("fake-agent");
+    std::fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\ncase \"$1\" in\n--version) echo preflight-agent 0.0.0-fake ;;\n\
+enroll)\n  printf '%s\\n' \"$@\" >{r}/args\n  while [ $# -gt 0 ]; do\n    \
+if [ \"$1\" = --token-file ]; then cat \"$2\" >{r}/token; stat -c %a \"$2\" >{r}/mode; fi\n    \
+shift\n  done\n  echo 'error: fake agent' >&2; exit 1 ;;\nesac\n",
+            r = rec.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let o = sh(&runnable(
+        &line,
+        &prefix,
+        &format!("--name fk-1 --offline {}", fake.display()),
+    ));
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(error_line(&o).contains("enrollment failed"), "{}", text(&o));
+    let args = std::fs::read_to_string(rec.join("args")).unwrap();
+    assert!(!args.contains(&token), "token on the command line: {args}");
+    assert!(args.lines().any(|l| l == "--token-file"), "{args}");
+    assert_eq!(
+        std::fs::read_to_string(rec.join("token")).unwrap().trim(),
+        token
+    );
+    assert_eq!(
+        std::fs::read_to_string(rec.join("mode")).unwrap().trim(),
+        "600"
+    );
+    assert!(snapshot(&prefix).is_empty(), "a failed install left files");
 }
 
 #[test]

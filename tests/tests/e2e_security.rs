@@ -85,7 +85,8 @@ fn no_enrollment_written(state: &Path) {
 
 #[test]
 fn join_token_works_once_and_not_after_ttl_and_pin_is_checked() {
-    let ctl = Controller::start(&[]).unwrap();
+    // The dev clock moves time past the token's TTL: no waiting on the wall clock.
+    let ctl = Controller::start(&["--dev-clock"]).unwrap();
     let base = tempfile::tempdir().unwrap();
     let token = ctl.join_token("10m").unwrap();
     let enroll = |name: &str, token: &str, pin: &str| {
@@ -123,8 +124,8 @@ fn join_token_works_once_and_not_after_ttl_and_pin_is_checked() {
     assert!(!o.status.success() && err.contains("already used"), "{err}");
     no_enrollment_written(&state);
 
-    let short = ctl.join_token("1s").unwrap();
-    std::thread::sleep(Duration::from_millis(2500));
+    let short = ctl.join_token("1m").unwrap();
+    ctl.run(&["dev", "clock", "advance", "61s"]).unwrap();
     let (o, state) = enroll("tok-c", &short, &ctl.pin);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("expired"), "{err}");
@@ -197,10 +198,131 @@ fn certificates_are_renewed_before_expiry() {
     });
     assert!(renewed.not_after_unix().unwrap() > first_expiry);
     // Past the first certificate's expiry the agent still serves and heartbeats.
-    while preflight_pki::unix_now() <= first_expiry + 1 {
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    // Certificate expiry is checked by TLS on the wall clock (the dev clock cannot move it).
+    eventually(
+        Duration::from_secs(20),
+        "the first certificate expired",
+        || (preflight_pki::unix_now() > first_expiry + 1).then_some(()),
+    );
     ctl.run(&["inventory", "ren-1"])
         .expect("inventory after the first certificate expired");
     ctl.wait_online("ren-1");
+}
+
+/// Heartbeat as the holder of `id` (the agent's own listen address, so nothing changes).
+fn heartbeat_as(ctl: &Controller, id: &Identity, listen: &str) -> Result<(), tonic::Status> {
+    rt().block_on(async {
+        let ch = controller_channel(ctl, Some(id)).await.unwrap();
+        pb::registry_client::RegistryClient::new(ch)
+            .heartbeat(pb::HeartbeatRequest {
+                agent_version: env!("CARGO_PKG_VERSION").into(),
+                listen_addr: listen.into(),
+                ..Default::default()
+            })
+            .await
+            .map(|_| ())
+    })
+}
+
+#[test]
+fn an_old_certificate_copy_is_refused_after_renewal() {
+    let ctl = Controller::start(&["--heartbeat-interval", "1s", "--agent-cert-ttl", "9s"]).unwrap();
+    let base = tempfile::tempdir().unwrap();
+    let mut a = Agent::enroll(&ctl, base.path(), "ren-2", "127.0.0.24").unwrap();
+    // The copy an attacker took before the renewal: certificate and key.
+    let old = a.identity().unwrap();
+    let old_fp = old.fingerprint().unwrap();
+    a.start().unwrap();
+    let listen = ctl.wait_online("ren-2").to_string();
+    heartbeat_as(&ctl, &old, &listen).expect("the current certificate is accepted");
+    eventually(Duration::from_secs(15), "a renewed certificate", || {
+        let id = a.identity().ok()?;
+        (id.fingerprint().ok()? != old_fp).then_some(())
+    });
+    // Once the agent uses its new certificate (its next heartbeat), the old one is retired.
+    let refusal = eventually(
+        Duration::from_secs(15),
+        "the old certificate refused",
+        || heartbeat_as(&ctl, &old, &listen).err(),
+    );
+    assert_eq!(refusal.code(), tonic::Code::PermissionDenied, "{refusal:?}");
+    assert!(
+        refusal.message().contains("not its current one") && refusal.message().contains(&old_fp),
+        "{}",
+        refusal.message()
+    );
+    // Nor can it renew itself a fresh certificate.
+    let r = rt().block_on(async {
+        let ch = controller_channel(&ctl, Some(&old)).await.unwrap();
+        let (csr_pem, _key) = preflight_pki::make_csr("ren-2").unwrap();
+        pb::registry_client::RegistryClient::new(ch)
+            .renew(pb::RenewRequest { csr_pem })
+            .await
+    });
+    let s = r.unwrap_err();
+    assert_eq!(s.code(), tonic::Code::PermissionDenied, "{s:?}");
+    assert!(
+        s.message().contains("not its current one"),
+        "{}",
+        s.message()
+    );
+    // The refusals are logged with their source.
+    let logged = eventually(Duration::from_secs(5), "the refusal logged", || {
+        let l = ctl.log_lines_with("agent request refused");
+        (!l.is_empty()).then_some(l)
+    });
+    assert!(logged.iter().any(|l| l.contains("127.0.0.1")), "{logged:?}");
+    // The agent itself, on its current certificate, carries on.
+    let cur = a.identity().unwrap();
+    heartbeat_as(&ctl, &cur, &listen).expect("the current certificate is accepted");
+    ctl.run(&["inventory", "ren-2"])
+        .expect("inventory after renewal");
+
+    // An impostor serving the old copy at the agent's address: the controller refuses it.
+    a.proc = None; // killed
+    let imp = base.path().join("impostor");
+    std::fs::create_dir(&imp).unwrap();
+    for f in ["agent.toml", "ca.pem"] {
+        std::fs::copy(a.state.join(f), imp.join(f)).unwrap();
+    }
+    preflight_pki::fsutil::write_atomic(
+        &imp.join("identity.pem"),
+        format!("{}{}", old.cert_pem, old.key_pem).as_bytes(),
+        0o600,
+    )
+    .unwrap();
+    let serving = |state: &Path| {
+        let p = preflight_tests::cluster::Proc(
+            std::process::Command::new(preflight_tests::cluster::bin("preflight-agent"))
+                .args(["run", "--listen", &listen, "--state-dir"])
+                .arg(state)
+                .env("PREFLIGHT_LOG", "warn")
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        eventually(Duration::from_secs(15), "the agent port open", || {
+            std::net::TcpStream::connect(&listen).ok()
+        });
+        p
+    };
+    let impostor = serving(&imp);
+    let o = ctl.cli().args(["inventory", "ren-2"]).output().unwrap();
+    assert!(
+        !o.status.success(),
+        "the impostor was believed: {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("not its current one"), "{e}");
+    drop(impostor);
+    // Positive control: the real agent back on the same address is believed again.
+    let _real = serving(&a.state);
+    eventually(
+        Duration::from_secs(20),
+        "inventory from the real agent",
+        || ctl.run(&["inventory", "ren-2"]).ok(),
+    );
 }

@@ -328,6 +328,32 @@ fn refusals_name_what_is_allowed_and_auditor_changes_nothing() {
 }
 
 #[test]
+fn assign_says_whom_it_chose_and_an_unknown_deployer_names_the_fix() {
+    let o = Office::new(&["--dev-clock"]);
+    o.setup();
+    // `user add --role deployer` put amy in the deployer list (setup's `deployer add amy`
+    // then had nothing to do); a second deployer through `user add` too.
+    let v = o.json("admin", &["user", "add", "zoe", "--role", "deployer"]);
+    assert_eq!(v["deployer_added"], true, "{v}");
+    let again = o.run("admin", &["deployer", "add", "zoe"]);
+    assert!(again.contains("already in the deployer list"), "{again}");
+    o.to_assign("AS1", "P1");
+    let out = o.run("dan", &["assign", "AS1"]);
+    assert!(
+        out.contains("assigned to amy: least loaded of 2 deployers (0 batches deploying or queued; ties go by name)"),
+        "{out}"
+    );
+    o.to_assign("AS2", "P1");
+    o.refused(
+        "dan",
+        &["assign", "AS2", "--deployer", "bob"],
+        &["not found", "`preflight deployer add bob`"],
+    );
+    let out = o.run("dan", &["assign", "AS2"]);
+    assert!(out.contains("assigned to zoe: least loaded"), "{out}");
+}
+
+#[test]
 fn dev_clock_is_refused_without_the_flag() {
     let ctl = Controller::start(&[]).expect("controller starts");
     for args in [

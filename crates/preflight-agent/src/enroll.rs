@@ -16,15 +16,25 @@ use crate::state::{AgentConfig, AgentState, DEFAULT_STATE_DIR};
 #[derive(Debug, clap::Args)]
 #[command(
     after_help = "Example (the controller prints this line with `preflight token create`):\n  \
-preflight-agent enroll --controller https://ctl.example:7443 --token pfj_… --ca-sha256 3f2a…"
+echo pfj_… | preflight-agent enroll --controller https://ctl.example:7443 --ca-sha256 3f2a… --token-file -"
 )]
 pub struct Args {
     /// The controller, as https://HOST:PORT (port 7443 when omitted).
     #[arg(long, env = "PREFLIGHT_CONTROLLER")]
     pub controller: String,
-    /// One-time join token from `preflight token create`.
-    #[arg(long, env = "PREFLIGHT_JOIN_TOKEN")]
-    pub token: String,
+    /// Join token from `preflight token create`. On a shared host prefer --token-file or
+    /// PREFLIGHT_JOIN_TOKEN: a command line is visible to every user in `ps`.
+    #[arg(
+        long,
+        env = "PREFLIGHT_JOIN_TOKEN",
+        hide_env_values = true,
+        required_unless_present = "token_file",
+        conflicts_with = "token_file"
+    )]
+    pub token: Option<String>,
+    /// Read the join token from this file (`-`: standard input), first line.
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
     /// SHA-256 of the controller's CA certificate (64 hex digits), printed with the token.
     #[arg(long = "ca-sha256", env = "PREFLIGHT_CA_SHA256")]
     pub ca_sha256: String,
@@ -64,12 +74,38 @@ pub fn default_name() -> String {
     }
 }
 
+/// The first line of `path` (`-`: standard input), at most 4 KiB read.
+fn read_token_file(path: &std::path::Path) -> anyhow::Result<String> {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    let r: Box<dyn Read> = if path.as_os_str() == "-" {
+        Box::new(std::io::stdin())
+    } else {
+        Box::new(
+            std::fs::File::open(path)
+                .map_err(|e| anyhow::anyhow!("--token-file {}: {e}", path.display()))?,
+        )
+    };
+    r.take(4096)
+        .read_to_end(&mut buf)
+        .map_err(|e| anyhow::anyhow!("--token-file {}: {e}", path.display()))?;
+    let text = String::from_utf8_lossy(&buf);
+    Ok(text.lines().next().unwrap_or("").to_string())
+}
+
 pub async fn run(a: Args) -> anyhow::Result<()> {
     // Everything that can be checked locally is checked before the token is spent.
     let addr = preflight_pki::controller_addr(&a.controller)?;
     let pin =
         preflight_pki::parse_pin(&a.ca_sha256).map_err(|e| anyhow::anyhow!("--ca-sha256: {e}"))?;
-    let token = a.token.trim();
+    let token = match (&a.token, &a.token_file) {
+        (Some(t), _) => t.clone(),
+        (None, Some(f)) => read_token_file(f)?,
+        (None, None) => bail!(
+            "--token or --token-file is missing: `preflight token create` prints the enroll line"
+        ),
+    };
+    let token = token.trim();
     if token.is_empty()
         || token.len() > 256
         || !token

@@ -77,11 +77,22 @@ fn render_status(r: &pb::GetStatusResponse) -> String {
 /// receiving anything when it differs, so the pin is the one trust anchor. `--proto =https`
 /// refuses any downgrade and redirects are not followed. The script then downloads the binary
 /// with the same pin, checks its SHA-256, and enrolls with the CA pin (`--ca-sha256`).
+/// The one-line installer. The join token reaches the script as the first line of its own
+/// standard input (`echo` is a shell builtin, so it is in no process's command line), never as
+/// an argument that `ps` shows to every user.
 pub fn install_command(url: &str, token: &str, ca_sha256: &str, pubkey_pin: &str) -> String {
     let url = url.trim_end_matches('/');
     format!(
-        "curl -fsS --proto =https --tlsv1.2 -k --pinnedpubkey {pubkey_pin} {url}/install.sh \
-| sudo sh -s -- --controller {url} --token {token} --ca-sha256 {ca_sha256} --pin {pubkey_pin}"
+        "{{ echo PREFLIGHT_JOIN_TOKEN={token}; curl -fsS --proto =https --tlsv1.2 -k --pinnedpubkey {pubkey_pin} {url}/install.sh; }} \
+| sudo sh -s -- --controller {url} --ca-sha256 {ca_sha256} --pin {pubkey_pin}"
+    )
+}
+
+/// The enroll line for a server: the token on standard input, not on the command line.
+pub fn enroll_command(url: &str, token: &str, ca_sha256: &str) -> String {
+    let url = url.trim_end_matches('/');
+    format!(
+        "echo {token} | sudo preflight-agent enroll --controller {url} --ca-sha256 {ca_sha256} --token-file -"
     )
 }
 
@@ -94,9 +105,14 @@ mod tests {
         let l = install_command("https://ctl:7443/", "pfj_x", "ab", "sha256//K=");
         assert_eq!(
             l,
-            "curl -fsS --proto =https --tlsv1.2 -k --pinnedpubkey sha256//K= https://ctl:7443/install.sh \
-| sudo sh -s -- --controller https://ctl:7443 --token pfj_x --ca-sha256 ab --pin sha256//K="
+            "{ echo PREFLIGHT_JOIN_TOKEN=pfj_x; curl -fsS --proto =https --tlsv1.2 -k --pinnedpubkey sha256//K= https://ctl:7443/install.sh; } \
+| sudo sh -s -- --controller https://ctl:7443 --ca-sha256 ab --pin sha256//K="
         );
+        // The token is never an argument of sh or of the agent.
+        assert!(!l.contains("--token"), "{l}");
+        let e = enroll_command("https://ctl:7443", "pfj_x", "ab");
+        assert!(e.starts_with("echo pfj_x | "), "{e}");
+        assert!(!e.contains("--token pfj"), "{e}");
     }
 
     #[test]

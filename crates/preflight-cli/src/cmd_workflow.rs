@@ -107,12 +107,80 @@ pub enum UserCmd {
         /// Role.
         #[arg(long)]
         role: String,
-        /// The token expires after this long (e.g. 8h, 30d; at most 400d); default: never.
+        /// The token expires after this long (e.g. 8h, 30d; at most 400d); default: the
+        /// controller's `serve --token-ttl` (90 days unless set).
         #[arg(long, value_parser = preflight_core::timefmt::parse_duration)]
         ttl: Option<u64>,
     },
-    /// List users and roles.
+    /// List users, roles, status and token expiry (warns about tokens expiring within 7 days).
     List,
+    /// A user's token (admin only).
+    #[command(subcommand)]
+    Token(UserTokenCmd),
+    /// Disable a user: their token is refused until `user enable` (admin only).
+    Disable { name: String },
+    /// Enable a disabled user again (admin only).
+    Enable { name: String },
+    /// Remove a user and their token (admin only); the history keeps the name.
+    Remove { name: String },
+    /// Who added, rotated, disabled, enabled or removed which user, and when.
+    History,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum UserTokenCmd {
+    /// A new token for user NAME, printed once; the old one is refused from now on.
+    #[command(after_help = "Example:\n  preflight user token rotate amy --ttl 30d")]
+    Rotate {
+        name: String,
+        /// The new token expires after this long (at most 400d); default: the controller's
+        /// `serve --token-ttl`.
+        #[arg(long, value_parser = preflight_core::timefmt::parse_duration)]
+        ttl: Option<u64>,
+    },
+}
+
+/// Tokens expiring sooner than this are flagged in `user list`.
+const EXPIRY_WARNING_MS: i64 = 7 * preflight_core::workflow::DAY_MS;
+
+/// The EXPIRES column and, for a token close to expiry, the warning printed under the table.
+fn expiry_text(u: &pb::WorkflowUser, now: i64) -> (String, Option<String>) {
+    if u.expires_at_ms == 0 {
+        return (
+            "never".into(),
+            Some(format!(
+                "warning: the token of {} never expires (made before tokens expired by default): `preflight user token rotate {}` gives it an expiry",
+                u.name, u.name
+            )),
+        );
+    }
+    let at = Timestamp(u.expires_at_ms).to_string();
+    let left = u.expires_at_ms - now;
+    if left <= 0 {
+        return (
+            format!("{at} (expired)"),
+            Some(format!(
+                "warning: the token of {} has expired: `preflight user token rotate {}` makes a new one",
+                u.name, u.name
+            )),
+        );
+    }
+    if left < EXPIRY_WARNING_MS {
+        let hours = left / 3_600_000;
+        let when = if hours < 48 {
+            format!("{hours} h")
+        } else {
+            format!("{} days {} h", hours / 24, hours % 24)
+        };
+        return (
+            format!("{at} (in {when})"),
+            Some(format!(
+                "warning: the token of {} expires in {when}: `preflight user token rotate {}` makes a new one",
+                u.name, u.name
+            )),
+        );
+    }
+    (at, None)
 }
 
 #[derive(Debug, clap::Args)]
@@ -604,6 +672,10 @@ fn print_events(r: &pb::WorkflowExecuteReply, out: Output) -> anyhow::Result<()>
             e.seq,
             e.at
         );
+        if let preflight_core::workflow::EventKind::Assigned { .. } = &e.kind {
+            // Whom it went to, and why (the least loaded deployer when none was named).
+            println!("  {}", e.why);
+        }
     }
     Ok(())
 }
@@ -742,9 +814,93 @@ pub async fn run(cmd: WorkflowCmd, conn: &Conn, out: Output) -> anyhow::Result<(
                 return crate::json(&r);
             }
             println!(
-                "user {} ({}) added; token (shown only this once):\n  {}",
-                r.name, r.role, r.token
+                "user {} ({}) added; token (shown only this once, expires {}):\n  {}",
+                r.name,
+                r.role,
+                Timestamp(r.expires_at_ms),
+                r.token
             );
+            if r.deployer_added {
+                println!("{} is also in the deployer list now", r.name);
+            }
+            Ok(())
+        }
+        WorkflowCmd::User(UserCmd::Token(UserTokenCmd::Rotate { name, ttl })) => {
+            let ttl_s = ttl.map_or(0, |t| t.clamp(1, u64::from(u32::MAX)) as u32);
+            let r = c
+                .rotate_user_token(pb::UserNameRequest { name, ttl_s })
+                .await
+                .map_err(status)?
+                .into_inner();
+            if out == Output::Json {
+                return crate::json(&r);
+            }
+            println!(
+                "new token for {} ({}) (shown only this once, expires {}); the old one is refused from now on:\n  {}",
+                r.name,
+                r.role,
+                Timestamp(r.expires_at_ms),
+                r.token
+            );
+            Ok(())
+        }
+        WorkflowCmd::User(cmd @ (UserCmd::Disable { .. } | UserCmd::Enable { .. })) => {
+            let (name, disabled) = match cmd {
+                UserCmd::Disable { name } => (name, true),
+                UserCmd::Enable { name } => (name, false),
+                _ => unreachable!("matched above"),
+            };
+            let u = c
+                .set_user_disabled(pb::SetUserDisabledRequest { name, disabled })
+                .await
+                .map_err(status)?
+                .into_inner();
+            if out == Output::Json {
+                return crate::json(&u);
+            }
+            if u.disabled {
+                println!(
+                    "user {} disabled: their token is refused until `preflight user enable {}`",
+                    u.name, u.name
+                );
+            } else {
+                println!("user {} enabled: their token works again", u.name);
+            }
+            Ok(())
+        }
+        WorkflowCmd::User(UserCmd::Remove { name }) => {
+            c.remove_user(pb::UserNameRequest {
+                name: name.clone(),
+                ttl_s: 0,
+            })
+            .await
+            .map_err(status)?;
+            if out == Output::Json {
+                return crate::json(&serde_json::json!({ "removed": name }));
+            }
+            println!("user {name} removed: their token is refused; the history keeps the name");
+            Ok(())
+        }
+        WorkflowCmd::User(UserCmd::History) => {
+            let r = c
+                .user_history(pb::WorkflowEmpty {})
+                .await
+                .map_err(status)?
+                .into_inner();
+            if out == Output::Json {
+                return crate::json(&r.entries);
+            }
+            let mut t = Table::new(&["AT", "BY", "ACTION", "USER", "DETAIL"]);
+            for e in &r.entries {
+                t.row(vec![
+                    Timestamp(e.at_ms).to_string(),
+                    e.by.clone(),
+                    e.action.clone(),
+                    e.user.clone(),
+                    e.detail.clone(),
+                ]);
+            }
+            print!("{}", t.render());
             Ok(())
         }
         WorkflowCmd::User(UserCmd::List) => {
@@ -756,15 +912,25 @@ pub async fn run(cmd: WorkflowCmd, conn: &Conn, out: Output) -> anyhow::Result<(
             if out == Output::Json {
                 return crate::json(&r.users);
             }
-            let mut t = Table::new(&["NAME", "ROLE", "CREATED"]);
+            let mut t = Table::new(&["NAME", "ROLE", "STATUS", "CREATED", "TOKEN EXPIRES"]);
+            let mut warnings = Vec::new();
             for u in &r.users {
+                let (expires, warning) = expiry_text(u, r.now_ms);
+                if !u.disabled {
+                    warnings.extend(warning);
+                }
                 t.row(vec![
                     u.name.clone(),
                     u.role.clone(),
+                    if u.disabled { "disabled" } else { "active" }.into(),
                     Timestamp(u.created_at_ms).to_string(),
+                    expires,
                 ]);
             }
             print!("{}", t.render());
+            for w in warnings {
+                println!("{w}");
+            }
             Ok(())
         }
         WorkflowCmd::Project(ProjectCmd::Add {
@@ -860,7 +1026,22 @@ pub async fn run(cmd: WorkflowCmd, conn: &Conn, out: Output) -> anyhow::Result<(
             .await
         }
         WorkflowCmd::Deployer(DeployerCmd::Add { name }) => {
-            exec(&mut c, C::AddDeployer(pb::AddDeployerCmd { name }), out).await
+            let r = c
+                .execute(pb::WorkflowCommand {
+                    cmd: Some(C::AddDeployer(pb::AddDeployerCmd { name: name.clone() })),
+                })
+                .await;
+            match r {
+                // Already there (e.g. added with `user add NAME --role deployer`): nothing to do.
+                Err(s) if s.code() == tonic::Code::AlreadyExists => {
+                    if out == Output::Json {
+                        return crate::json(&serde_json::json!([]));
+                    }
+                    println!("deployer {name} is already in the deployer list: nothing to do");
+                    Ok(())
+                }
+                r => print_events(&r.map_err(status)?.into_inner(), out),
+            }
         }
         WorkflowCmd::Queue { deployer, lang } => {
             let r = c

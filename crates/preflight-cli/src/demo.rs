@@ -318,7 +318,10 @@ pub async fn run(a: Args, out: Output) -> anyhow::Result<()> {
     let mut children = Children(Vec::new());
     for (id, ip) in AGENTS {
         let token = api
-            .create_join_token(pb::CreateJoinTokenRequest { ttl_s: 600 })
+            .create_join_token(pb::CreateJoinTokenRequest {
+                ttl_s: 600,
+                uses: 1,
+            })
             .await
             .map_err(status)?
             .into_inner()

@@ -133,6 +133,22 @@ struct ServeArgs {
     /// Requests handled at once before shedding with RESOURCE_EXHAUSTED (tests, benchmarks).
     #[arg(long, hide = true, env = "PREFLIGHT_MAX_INFLIGHT", default_value_t = preflight_controller::MAX_INFLIGHT)]
     max_inflight: usize,
+    /// Lifetime of people's tokens made without --ttl (the first admin token too), e.g. 90d;
+    /// at most 400d. `preflight user token rotate NAME` makes a new one.
+    #[arg(long, default_value = "90d", value_parser = parse_token_ttl, env = "PREFLIGHT_TOKEN_TTL")]
+    token_ttl: Duration,
+    /// Print a new token for user NAME and exit, the controller stopped (the way back in
+    /// when the last admin token expired or was lost; the old token is refused).
+    #[arg(long, value_name = "NAME")]
+    rotate_token: Option<String>,
+}
+
+fn parse_token_ttl(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d.is_zero() || d.as_secs() > u64::from(preflight_controller::MAX_USER_TTL_S) {
+        return Err(format!("{s}: a token lives from 1s to 400d"));
+    }
+    Ok(d)
 }
 
 #[derive(Subcommand)]
@@ -140,7 +156,8 @@ enum TokenCmd {
     /// Create a one-time join token and print the enroll command.
     #[command(after_help = "Examples:\n  \
 preflight token create --ttl 2h\n  \
-preflight token create --install-command\n\n\
+preflight token create --install-command\n  \
+preflight token create --uses 30 --ttl 2h --controller-url https://10.0.0.5:7443 --install-command\n\n\
 --install-command prints one line to paste on the server: curl fetches install.sh from the \
 controller, pinning the controller's public key (curl exits with code 90 and nothing runs when \
 the key differs), and the script downloads the agent with the same pin, checks its SHA-256, \
@@ -149,6 +166,13 @@ enrolls, and starts the systemd unit.")]
         /// How long the token is valid, e.g. 15m, 1h, 2d (at most 7d).
         #[arg(long, default_value = "1h", value_parser = parse_duration)]
         ttl: Duration,
+        /// How many servers it may enroll within --ttl (each use is recorded with the agent id).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        uses: u32,
+        /// The controller address the servers reach, for the printed lines (default: the
+        /// --controller this command uses, which may be 127.0.0.1 or a tunnel).
+        #[arg(long, value_name = "URL")]
+        controller_url: Option<String>,
         /// Print the one-line installer (curl … | sudo sh) instead of the enroll command.
         #[arg(long)]
         install_command: bool,
@@ -179,8 +203,18 @@ fn now_ms() -> i64 {
 }
 
 async fn serve(a: ServeArgs) -> anyhow::Result<()> {
+    // Everything the controller writes (sled files, keys, snapshots) is the owner's alone.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+    if let Some(name) = &a.rotate_token {
+        let (token, expires) = preflight_controller::rotate_offline(&a.data, name, a.token_ttl)?;
+        println!(
+            "new token for user {name} (shown only this once; expires {}; the old one is refused):\n  {token}",
+            preflight_core::timefmt::utc(expires / 1000)
+        );
+        return Ok(());
+    }
     if a.init && !preflight_controller::is_initialized(&a.data) {
-        let out = preflight_controller::init(&a.data, &a.sans)?;
+        let out = preflight_controller::init_with_ttl(&a.data, &a.sans, a.token_ttl)?;
         println!("initialised {}", a.data.display());
         println!("CA pin (sha256): {}", out.ca_pin);
         println!(
@@ -192,6 +226,10 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
             a.listen.port(),
             out.ca_pin
         );
+        println!(
+            "the admin token expires {} (--token-ttl); make a new one before then with:\n  preflight user token rotate admin",
+            preflight_core::timefmt::utc(out.admin_token_expires_at_ms / 1000)
+        );
     } else if a.init {
         tracing::info!(data = %a.data.display(), "already initialised; no new admin token is printed");
     }
@@ -201,6 +239,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     cfg.agent_cert_ttl = a.agent_cert_ttl;
     cfg.dev_clock = a.dev_clock;
     cfg.max_inflight = a.max_inflight.max(1);
+    cfg.user_token_ttl = a.token_ttl;
     if let Some(d) = a.agent_dir {
         cfg.agent_dir = d;
     }
@@ -238,13 +277,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Token(TokenCmd::Create {
             ttl,
             install_command,
+            uses,
+            controller_url,
         }) => {
-            let (url, _, _) = conn.resolve()?;
+            let url = match controller_url {
+                Some(u) => {
+                    preflight_pki::controller_addr(&u)
+                        .map_err(|e| anyhow::anyhow!("--controller-url {u:?}: {e}"))?;
+                    if !u.starts_with("https://") {
+                        anyhow::bail!("--controller-url {u:?}: write it as https://HOST:PORT");
+                    }
+                    u
+                }
+                None => conn.resolve()?.0,
+            };
             let r = conn
                 .api()
                 .await?
                 .create_join_token(pb::CreateJoinTokenRequest {
                     ttl_s: ttl.as_secs().min(u64::from(u32::MAX)) as u32,
+                    uses,
                 })
                 .await
                 .map_err(status)?
@@ -252,28 +304,34 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let line = install_command.then(|| {
                 cmd_ops::install_command(&url, &r.token, &r.ca_sha256, &r.controller_pubkey_sha256)
             });
+            let enroll = cmd_ops::enroll_command(&url, &r.token, &r.ca_sha256);
             if out == Output::Json {
                 let mut v = serde_json::to_value(&r)?;
-                if let (Some(line), Some(m)) = (&line, v.as_object_mut()) {
-                    m.insert("install_command".into(), line.clone().into());
+                if let Some(m) = v.as_object_mut() {
+                    if let Some(line) = &line {
+                        m.insert("install_command".into(), line.clone().into());
+                    }
+                    m.insert("enroll_command".into(), enroll.clone().into());
+                    m.insert("controller_url".into(), url.clone().into());
                 }
                 return json(&v);
             }
+            let how_many = if r.uses <= 1 {
+                "one use".to_string()
+            } else {
+                format!("{} uses, one server each", r.uses)
+            };
+            let expires = preflight_core::timefmt::utc(r.expires_at_unix);
             if let Some(line) = line {
                 println!(
-                    "join token (one use, expires {}); on the server, paste (as root, or a user with sudo):",
-                    preflight_core::timefmt::utc(r.expires_at_unix)
+                    "join token ({how_many}, expires {expires}); on the server, paste (as root, or a user with sudo):"
                 );
                 println!("{line}");
                 return Ok(());
             }
-            println!(
-                "join token (one use, expires {}):\n  {}",
-                preflight_core::timefmt::utc(r.expires_at_unix),
-                r.token
-            );
+            println!("join token ({how_many}, expires {expires}):\n  {}", r.token);
             println!("CA pin (sha256):\n  {}", r.ca_sha256);
-            println!("on the server, as root:\n  preflight-agent enroll --controller {url} --token {} --ca-sha256 {}", r.token, r.ca_sha256);
+            println!("on the server, as root:\n  {enroll}");
             Ok(())
         }
         Cmd::Agents { cmd } => match cmd.unwrap_or(AgentsCmd::List) {

@@ -96,9 +96,36 @@ pub(crate) fn agent_for_host<'a>(
 }
 
 impl AgentPool {
-    pub fn new(ca_pem: &str, identity: &Identity) -> Result<Self, preflight_pki::PkiError> {
+    /// Agents are verified against the CA and by name, and must serve the certificate the
+    /// store records for them (`registry::check_cert`: the current one, or the one a renewal
+    /// replaced while its overlap lasts), so an old certificate and key copied elsewhere
+    /// cannot pass for the agent.
+    pub fn new(
+        ca_pem: &str,
+        identity: &Identity,
+        store: preflight_store::Store,
+        clock: std::sync::Arc<dyn crate::Clock>,
+    ) -> Result<Self, preflight_pki::PkiError> {
+        let check: preflight_pki::ServerCheck = std::sync::Arc::new(move |name, fp| {
+            let rustls::pki_types::ServerName::DnsName(dns) = name else {
+                return Err("an agent is verified by its DNS name".into());
+            };
+            let Some(id) = dns.as_ref().strip_suffix(preflight_pki::AGENT_SUFFIX) else {
+                return Err(format!("{} is not an agent name", dns.as_ref()));
+            };
+            let rec = store
+                .agent(id)
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("agent {id} is not enrolled here"))?;
+            match crate::registry::check_cert(&rec, fp, clock.now_ms()) {
+                crate::registry::CertCheck::Refused => Err(format!(
+                    "agent {id} serves certificate {fp}, which is not its current one: refused"
+                )),
+                _ => Ok(()),
+            }
+        });
         Ok(Self {
-            tls: preflight_pki::client_config(ca_pem, Some(identity))?,
+            tls: preflight_pki::client_config_checked(ca_pem, identity, check)?,
             channels: Mutex::new(HashMap::new()),
         })
     }

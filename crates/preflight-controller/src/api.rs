@@ -34,6 +34,8 @@ fn store_status(e: StoreError) -> Status {
 /// Join tokens live between one minute... and a week; shorter ones are for tests.
 const MIN_TTL_S: u32 = 1;
 const MAX_TTL_S: u32 = 7 * 24 * 3600;
+/// Most enrollments one join token allows (`token create --uses`).
+const MAX_USES: u32 = 1000;
 
 impl ApiSvc {
     /// The record of agent `id`, with INVALID_ARGUMENT / NOT_FOUND naming the problem.
@@ -74,7 +76,14 @@ impl pb::controller_server::Controller for ApiSvc {
         req: Request<pb::CreateJoinTokenRequest>,
     ) -> Result<Response<pb::CreateJoinTokenResponse>, Status> {
         let (user, _) = authorize(&self.0, &req, allowed("CreateJoinToken"))?;
-        let ttl = req.into_inner().ttl_s;
+        let r = req.into_inner();
+        let ttl = r.ttl_s;
+        let uses = r.uses.max(1);
+        if uses > MAX_USES {
+            return Err(Status::invalid_argument(format!(
+                "uses {uses} is out of range: a join token enrolls 1 to {MAX_USES} agents (--uses)"
+            )));
+        }
         if !(MIN_TTL_S..=MAX_TTL_S).contains(&ttl) {
             return Err(Status::invalid_argument(format!(
                 "ttl_s {ttl} is out of range: use 1 s to 7 days (e.g. --ttl 1h)"
@@ -89,13 +98,17 @@ impl pb::controller_server::Controller for ApiSvc {
             created_by: user.name,
             used_by: None,
             used_at_ms: None,
+            max_uses: uses,
+            uses: vec![],
         };
         self.0.store.add_join_token(&rec).map_err(store_status)?;
+        tracing::info!(by = %rec.created_by, uses, ttl_s = ttl, "join token created");
         Ok(Response::new(pb::CreateJoinTokenResponse {
             token,
             expires_at_unix: rec.expires_at_ms / 1000,
             ca_sha256: self.0.ca.pin(),
             controller_pubkey_sha256: self.0.pubkey_pin.clone(),
+            uses,
         }))
     }
 
@@ -167,8 +180,8 @@ impl pb::controller_server::Controller for ApiSvc {
         &self,
         req: Request<pb::AgentBenchmarkRequest>,
     ) -> Result<Response<Self::RunAgentBenchmarkStream>, Status> {
-        authorize(&self.0, &req, allowed("RunAgentBenchmark"))?;
-        api_bench::run_agent_benchmark(self, req)
+        let (user, _) = authorize(&self.0, &req, allowed("RunAgentBenchmark"))?;
+        api_bench::run_agent_benchmark(self, req, &user.name)
             .await
             .map(Response::new)
     }

@@ -47,6 +47,7 @@ fn deadline(req: &pb::BenchmarkRequest) -> Duration {
 pub async fn run_agent_benchmark(
     svc: &ApiSvc,
     req: Request<pb::AgentBenchmarkRequest>,
+    by: &str,
 ) -> Result<EventStream, Status> {
     let r = req.into_inner();
     let id = r.agent_id;
@@ -58,7 +59,7 @@ pub async fn run_agent_benchmark(
     let mut call = Request::new(bench);
     let timeout = deadline(call.get_ref());
     call.set_timeout(timeout);
-    tracing::info!(agent = %id, timeout_s = timeout.as_secs(), "benchmark requested");
+    tracing::info!(agent = %id, timeout_s = timeout.as_secs(), %by, "benchmark requested");
     let stream = client
         .run_benchmark(call)
         .await

@@ -29,8 +29,28 @@ pub fn hash_token(token: &str) -> String {
 const HOW: &str = "pass --token or set PREFLIGHT_TOKEN (the first admin token is printed by \
 `preflight serve --init`; an admin makes more with `preflight user add`)";
 
-/// The user making `req`, if they hold one of `allowed` roles.
+/// The user making `req`, if they hold one of `allowed` roles. Every refusal is logged (warn,
+/// with the source address, the method and the reason; never the token).
 pub(crate) fn authorize<T>(
+    shared: &Shared,
+    req: &Request<T>,
+    allowed: &[Role],
+) -> Result<(UserRecord, Role), Status> {
+    check(shared, req, allowed).inspect_err(|s| {
+        let source = req
+            .remote_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "unknown".into());
+        let method = req
+            .extensions()
+            .get::<tonic::GrpcMethod>()
+            .map(|m| format!("{}/{}", m.service(), m.method()))
+            .unwrap_or_default();
+        tracing::warn!(%source, %method, code = ?s.code(), reason = %s.message(), "request refused");
+    })
+}
+
+fn check<T>(
     shared: &Shared,
     req: &Request<T>,
     allowed: &[Role],
@@ -53,10 +73,16 @@ pub(crate) fn authorize<T>(
     if let Some(exp) = user.expires_at_ms {
         if shared.now_ms() >= exp {
             return Err(Status::unauthenticated(format!(
-                "the token of user {} has expired: ask an admin for a new one",
-                user.name
+                "the token of user {} has expired: an admin makes a new one with `preflight user token rotate {}`",
+                user.name, user.name
             )));
         }
+    }
+    if user.disabled {
+        return Err(Status::unauthenticated(format!(
+            "user {} is disabled: an admin enables it again with `preflight user enable {}`",
+            user.name, user.name
+        )));
     }
     let role: Role = user
         .role

@@ -261,6 +261,7 @@ mod tests {
             cert_sha256: String::new(),
             cert_not_after_unix: 0,
             revoked: false,
+            ..Default::default()
         }
     }
 

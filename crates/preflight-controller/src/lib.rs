@@ -19,6 +19,7 @@ mod http;
 mod metrics;
 mod readiness_svc;
 mod registry;
+mod users;
 mod workflow_svc;
 
 use std::net::SocketAddr;
@@ -32,6 +33,7 @@ use preflight_proto::v1 as pb;
 use preflight_store::{Store, UserRecord};
 
 pub use auth::{hash_token, new_secret};
+pub use users::{rotate_offline, DEFAULT_TOKEN_TTL_S, MAX_USER_TTL_S};
 
 /// The controller's version, reported to people and agents.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -120,6 +122,8 @@ pub struct ServeConfig {
     /// Where the agent binaries served at `/agent/linux-ARCH` are: `preflight-agent-linux-ARCH`,
     /// or `preflight-agent` for the controller's own architecture.
     pub agent_dir: PathBuf,
+    /// Lifetime of people's tokens made without one (`serve --token-ttl`, default 90 days).
+    pub user_token_ttl: Duration,
 }
 
 impl ServeConfig {
@@ -138,6 +142,7 @@ impl ServeConfig {
                 .ok()
                 .and_then(|p| p.parent().map(Path::to_path_buf))
                 .unwrap_or_else(|| PathBuf::from(".")),
+            user_token_ttl: Duration::from_secs(u64::from(users::DEFAULT_TOKEN_TTL_S)),
         }
     }
 }
@@ -147,6 +152,8 @@ impl ServeConfig {
 pub struct InitOutput {
     pub admin_token: String,
     pub ca_pin: String,
+    /// When the admin token expires (Unix ms).
+    pub admin_token_expires_at_ms: i64,
 }
 
 /// Why the controller could not initialise or start.
@@ -177,9 +184,23 @@ pub fn is_initialized(data_dir: &Path) -> bool {
     file(data_dir, "ca.pem").exists()
 }
 
-/// Creates the CA, the controller identity, the database and the first admin user. `ca.pem`
-/// is written last: it marks a finished initialisation, so a crash half-way can be re-run.
+/// [`init_with_ttl`] with the default token lifetime ([`DEFAULT_TOKEN_TTL_S`]).
 pub fn init(data_dir: &Path, extra_names: &[String]) -> Result<InitOutput, InitError> {
+    init_with_ttl(
+        data_dir,
+        extra_names,
+        Duration::from_secs(u64::from(DEFAULT_TOKEN_TTL_S)),
+    )
+}
+
+/// Creates the CA, the controller identity, the database and the first admin user, whose
+/// token expires after `token_ttl` (like every people token). `ca.pem` is written last: it
+/// marks a finished initialisation, so a crash half-way can be re-run.
+pub fn init_with_ttl(
+    data_dir: &Path,
+    extra_names: &[String],
+    token_ttl: Duration,
+) -> Result<InitOutput, InitError> {
     let d = data_dir.display().to_string();
     if is_initialized(data_dir) {
         return Err(InitError::AlreadyInitialized(d));
@@ -197,15 +218,31 @@ pub fn init(data_dir: &Path, extra_names: &[String]) -> Result<InitOutput, InitE
     let ca = CertificateAuthority::generate("preflight internal CA")?;
     let ident = controller_identity(&ca, extra_names)?;
     let token = new_secret("pfa");
+    let now = SystemClock.now_ms();
+    let expires = now.saturating_add(token_ttl.as_millis() as i64);
     {
         let store = Store::open(&db_dir)?;
-        store.add_user(&UserRecord {
-            name: "admin".into(),
-            role: "admin".into(),
-            token_sha256: hash_token(&token),
-            created_at_ms: SystemClock.now_ms(),
-            expires_at_ms: None,
-        })?;
+        store.add_user(
+            &UserRecord {
+                name: "admin".into(),
+                role: "admin".into(),
+                token_sha256: hash_token(&token),
+                created_at_ms: now,
+                expires_at_ms: Some(expires),
+                disabled: false,
+                token_issued_at_ms: now,
+            },
+            &preflight_store::UserAuditRecord {
+                at_ms: now,
+                by: "serve --init".into(),
+                action: "add".into(),
+                user: "admin".into(),
+                detail: format!(
+                    "role admin, token expires {}",
+                    preflight_core::timefmt::utc(expires / 1000)
+                ),
+            },
+        )?;
         store.set_meta("extra_names", &extra_names.join(","))?;
     }
     let w = |name: &str, bytes: &str, mode| {
@@ -219,6 +256,7 @@ pub fn init(data_dir: &Path, extra_names: &[String]) -> Result<InitOutput, InitE
     Ok(InitOutput {
         admin_token: token,
         ca_pin: ca.pin(),
+        admin_token_expires_at_ms: expires,
     })
 }
 
@@ -290,6 +328,40 @@ impl Running {
     }
 }
 
+/// The data directory holds the CA key and every record: it must be the owner's alone. A
+/// directory or key readable by group or others is narrowed (0700, keys 0600) with a loud
+/// warning rather than refused, so an operator who copied it carelessly is never locked out.
+fn secure_data_dir(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let narrow = |p: &Path, mode: u32, what: &str| {
+        let Ok(meta) = std::fs::metadata(p) else {
+            return;
+        };
+        let old = meta.permissions().mode() & 0o777;
+        if old & 0o077 == 0 {
+            return;
+        }
+        match std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)) {
+            Ok(()) => tracing::warn!(
+                path = %p.display(),
+                was = format!("{old:04o}"),
+                now = format!("{mode:04o}"),
+                "{what} was readable by group or others; narrowed it: check who copied or read it"
+            ),
+            Err(e) => tracing::error!(
+                path = %p.display(),
+                was = format!("{old:04o}"),
+                error = %e,
+                "{what} is readable by group or others and cannot be narrowed: fix it with chmod {mode:o}"
+            ),
+        }
+    };
+    narrow(dir, 0o700, "the data directory");
+    for key in ["ca.key", "controller.key", hardening_svc::EVIDENCE_KEY_FILE] {
+        narrow(&file(dir, key), 0o600, "a private key");
+    }
+}
+
 fn read(dir: &Path, name: &str) -> Result<String, InitError> {
     std::fs::read_to_string(file(dir, name)).map_err(|source| InitError::Dir {
         dir: file(dir, name).display().to_string(),
@@ -303,6 +375,7 @@ pub async fn start(cfg: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Ru
     if !is_initialized(&dir) {
         return Err(InitError::NotInitialized(dir.display().to_string()).into());
     }
+    secure_data_dir(&dir);
     let ca = CertificateAuthority::from_pem(&read(&dir, "ca.pem")?, &read(&dir, "ca.key")?)?;
     let identity = Identity {
         cert_pem: read(&dir, "controller.pem")?,
@@ -320,7 +393,6 @@ pub async fn start(cfg: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Ru
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;
     let local_addr = incoming.local_addr;
     let ca_pin = ca.pin();
-    let agents = agents::AgentPool::new(ca.cert_pem(), &identity)?;
     let workflow = workflow_svc::Engine::load(&store)?;
     let (clock, dev_clock) = if cfg.dev_clock {
         let offset = workflow.dev_clock_offset()?;
@@ -333,6 +405,7 @@ pub async fn start(cfg: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Ru
     } else {
         (clock, None)
     };
+    let agents = agents::AgentPool::new(ca.cert_pem(), &identity, store.clone(), clock.clone())?;
     let pubkey_pin = http::pubkey_pin(&identity.cert_pem)?;
     let metrics = Arc::new(metrics::Metrics::new(clock.now_ms()));
     // Data directories made before evidence existed get their key here.

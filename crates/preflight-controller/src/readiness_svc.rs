@@ -1047,7 +1047,7 @@ impl pb::readiness_server::Readiness for ReadinessSvc {
         &self,
         req: Request<pb::RunSweepRequest>,
     ) -> Result<Response<Self::RunSweepStream>, Status> {
-        authorize(&self.0, &req, allowed("RunSweep"))?;
+        let (user, _) = authorize(&self.0, &req, allowed("RunSweep"))?;
         let r = req.into_inner();
         if !valid_label(&r.batch) {
             return Err(Status::invalid_argument(format!(
@@ -1118,7 +1118,7 @@ impl pb::readiness_server::Readiness for ReadinessSvc {
             not_recorded: String::new(),
         };
         s.store.put_sweep(&rec).map_err(store_status)?;
-        tracing::info!(run_id, batch = %rec.batch, servers = plan.servers.len(), "sweep started");
+        tracing::info!(run_id, batch = %rec.batch, servers = plan.servers.len(), by = %user.name, "sweep started");
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         let conc = if r.concurrency == 0 {
             32

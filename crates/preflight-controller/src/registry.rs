@@ -12,12 +12,18 @@ use crate::{hash_token, Shared};
 
 pub(crate) struct RegistrySvc(pub Arc<Shared>);
 
+/// How long the certificate replaced by a renewal stays accepted at most (until then, also
+/// until the agent first uses the new one): covers a renewal whose answer was lost.
+pub(crate) const RENEW_OVERLAP_MS: i64 = 5 * 60 * 1000;
+
 fn store_status(e: StoreError) -> Status {
     match e {
         StoreError::TokenUnknown | StoreError::TokenExpired | StoreError::TokenUsed(_) => {
             Status::permission_denied(e.to_string())
         }
-        StoreError::AgentExists(_) => Status::already_exists(e.to_string()),
+        StoreError::AgentExists(_) | StoreError::AgentRevoked(_) => {
+            Status::already_exists(e.to_string())
+        }
         StoreError::NoAgent(_) => Status::not_found(e.to_string()),
         _ => Status::unavailable(e.to_string()),
     }
@@ -33,9 +39,68 @@ fn field(name: &str, value: &str, max: usize) -> Result<(), Status> {
     Ok(())
 }
 
+fn source<T>(req: &Request<T>) -> String {
+    req.remote_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// SHA-256 of the DER of the client certificate on `req` (empty without one).
+fn peer_fp<T>(req: &Request<T>) -> String {
+    req.peer_certs()
+        .and_then(|c| {
+            c.first()
+                .map(|leaf| preflight_pki::sha256_hex(leaf.as_ref()))
+        })
+        .unwrap_or_default()
+}
+
+/// Which certificates `rec` accepts, judged at `now` for the certificate `fp`.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum CertCheck {
+    /// The current one.
+    Current,
+    /// The current one, used for the first time since a renewal: the previous one is retired.
+    CurrentFirstUse,
+    /// The one replaced by a renewal that is still in its overlap.
+    Previous,
+    /// The record has no fingerprint (never stored): accept this one and record it.
+    Unrecorded,
+    Refused,
+}
+
+pub(crate) fn check_cert(rec: &AgentRecord, fp: &str, now: i64) -> CertCheck {
+    if rec.cert_sha256.is_empty() {
+        return CertCheck::Unrecorded;
+    }
+    if rec.cert_sha256 == fp {
+        return if rec.prev_cert_sha256.is_empty() {
+            CertCheck::Current
+        } else {
+            CertCheck::CurrentFirstUse
+        };
+    }
+    if !rec.prev_cert_sha256.is_empty()
+        && rec.prev_cert_sha256 == fp
+        && now < rec.prev_cert_until_ms
+    {
+        return CertCheck::Previous;
+    }
+    CertCheck::Refused
+}
+
 impl RegistrySvc {
-    /// The enrolled, unrevoked agent presenting its certificate on `req`.
-    fn agent_of<T>(&self, req: &Request<T>) -> Result<AgentRecord, Status> {
+    /// The enrolled, unrevoked agent presenting its certificate on `req`, refusing (and
+    /// logging) anything else.
+    /// The second value: the agent presented the certificate a renewal replaced (the renewal's
+    /// answer was lost, or it restarted before storing it), so it is asked to renew again.
+    fn agent_of<T>(&self, req: &Request<T>) -> Result<(AgentRecord, bool), Status> {
+        self.agent_of_inner(req).inspect_err(|s| {
+            tracing::warn!(source = %source(req), code = ?s.code(), reason = %s.message(), "agent request refused");
+        })
+    }
+
+    fn agent_of_inner<T>(&self, req: &Request<T>) -> Result<(AgentRecord, bool), Status> {
         let id = match preflight_pki::transport::peer_identity_of(req) {
             Some(PeerIdentity::Agent(id)) => id,
             Some(PeerIdentity::Controller) => {
@@ -57,10 +122,44 @@ impl RegistrySvc {
             .ok_or_else(|| Status::permission_denied(format!("agent {id} is not enrolled here")))?;
         if rec.revoked {
             return Err(Status::permission_denied(format!(
-                "agent {id} is revoked: enroll the host again with a new join token"
+                "agent {id} is revoked: enroll the host again with a new join token under a new --name"
             )));
         }
-        Ok(rec)
+        // Only the certificate on record is accepted (the one replaced by a renewal, only
+        // until the new one is first used and at most RENEW_OVERLAP_MS): a copy of an old
+        // certificate and key is refused.
+        let fp = peer_fp(req);
+        let now = self.0.now_ms();
+        match check_cert(&rec, &fp, now) {
+            CertCheck::Current => Ok((rec, false)),
+            CertCheck::Previous => Ok((rec, true)),
+            CertCheck::CurrentFirstUse => self
+                .0
+                .store
+                .update_agent(&id, true, |a| {
+                    if a.cert_sha256 == fp {
+                        a.prev_cert_sha256.clear();
+                        a.prev_cert_until_ms = 0;
+                    }
+                })
+                .map(|r| (r, false))
+                .map_err(store_status),
+            // Records written before fingerprints were checked always carry one; a record
+            // without any is accepted once and pinned to the certificate it presents.
+            CertCheck::Unrecorded => self
+                .0
+                .store
+                .update_agent(&id, true, |a| {
+                    if a.cert_sha256.is_empty() {
+                        a.cert_sha256 = fp.clone();
+                    }
+                })
+                .map(|r| (r, false))
+                .map_err(store_status),
+            CertCheck::Refused => Err(Status::permission_denied(format!(
+                "agent {id} presented certificate {fp}, which is not its current one (retired by a renewal, or never issued to it): use the agent's current identity.pem, or enroll the host again under a new --name"
+            ))),
+        }
     }
 
     fn renew_due(&self, rec: &AgentRecord) -> bool {
@@ -75,6 +174,7 @@ impl pb::registry_server::Registry for RegistrySvc {
         &self,
         req: Request<pb::EnrollRequest>,
     ) -> Result<Response<pb::EnrollResponse>, Status> {
+        let src = source(&req);
         let r = req.into_inner();
         if r.join_token.is_empty() {
             return Err(Status::invalid_argument(
@@ -88,6 +188,14 @@ impl pb::registry_server::Registry for RegistrySvc {
         preflight_pki::validate_agent_id(&r.name)
             .map_err(|e| Status::invalid_argument(format!("name: {e}")))?;
         let s = &self.0;
+        // Authentication first: nothing of the CSR is parsed or signed for a token that could
+        // not enroll now (the store checks it again, atomically, when recording).
+        s.store
+            .check_join_token(&hash_token(&r.join_token), s.now_ms(), &r.name)
+            .map_err(store_status)
+            .inspect_err(|e| {
+                tracing::warn!(source = %src, name = %r.name, reason = %e.message(), "enrollment refused");
+            })?;
         let cert_pem =
             s.ca.sign_agent_csr(&r.csr_pem, &r.name, s.cfg.agent_cert_ttl)
                 .map_err(|e| Status::invalid_argument(format!("csr_pem: {e}")))?;
@@ -113,12 +221,17 @@ impl pb::registry_server::Registry for RegistrySvc {
                 .map_err(|e| Status::internal(e.to_string()))?,
             cert_not_after_unix: not_after,
             revoked: false,
+            prev_cert_sha256: String::new(),
+            prev_cert_until_ms: 0,
         };
         // The certificate is handed out only once the store durably holds the enrollment.
         s.store
             .enroll(&hash_token(&r.join_token), now, &rec)
-            .map_err(store_status)?;
-        tracing::info!(agent = %rec.id, hostname = %rec.hostname, "agent enrolled");
+            .map_err(store_status)
+            .inspect_err(|e| {
+                tracing::warn!(source = %src, name = %rec.id, reason = %e.message(), "enrollment refused");
+            })?;
+        tracing::info!(agent = %rec.id, hostname = %rec.hostname, source = %src, "agent enrolled");
         Ok(Response::new(pb::EnrollResponse {
             agent_id: rec.id,
             cert_pem,
@@ -131,7 +244,7 @@ impl pb::registry_server::Registry for RegistrySvc {
         &self,
         req: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
-        let rec = self.agent_of(&req)?;
+        let (rec, stale) = self.agent_of(&req)?;
         let observed = req
             .remote_addr()
             .map(|a| a.ip().to_string())
@@ -171,7 +284,7 @@ impl pb::registry_server::Registry for RegistrySvc {
             .map_err(store_status)?;
         Ok(Response::new(pb::HeartbeatResponse {
             interval_s: self.0.cfg.heartbeat_interval.as_secs().max(1) as u32,
-            renew: self.renew_due(&rec),
+            renew: stale || self.renew_due(&rec),
         }))
     }
 
@@ -179,7 +292,8 @@ impl pb::registry_server::Registry for RegistrySvc {
         &self,
         req: Request<pb::RenewRequest>,
     ) -> Result<Response<pb::RenewResponse>, Status> {
-        let rec = self.agent_of(&req)?;
+        let (rec, _) = self.agent_of(&req)?;
+        let presented = peer_fp(&req);
         let r = req.into_inner();
         field("csr_pem", &r.csr_pem, 16 * 1024)?;
         let s = &self.0;
@@ -196,9 +310,14 @@ impl pb::registry_server::Registry for RegistrySvc {
         let fp = ident
             .fingerprint()
             .map_err(|e| Status::internal(e.to_string()))?;
+        let now = s.now_ms();
         s.store
             .update_agent(&rec.id, true, |a| {
+                // The certificate this renewal was asked with stays valid only until the new
+                // one is first used (or RENEW_OVERLAP_MS), in case the answer is lost.
+                a.prev_cert_sha256 = presented.clone();
                 a.cert_sha256 = fp.clone();
+                a.prev_cert_until_ms = now + RENEW_OVERLAP_MS;
                 a.cert_not_after_unix = not_after;
             })
             .map_err(store_status)?;
@@ -207,5 +326,51 @@ impl pb::registry_server::Registry for RegistrySvc {
             cert_pem,
             not_after_unix: not_after,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(cur: &str, prev: &str, until: i64) -> AgentRecord {
+        AgentRecord {
+            id: "a".into(),
+            cert_sha256: cur.into(),
+            prev_cert_sha256: prev.into(),
+            prev_cert_until_ms: until,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_the_recorded_certificate_is_accepted_with_a_bounded_renewal_overlap() {
+        assert_eq!(
+            check_cert(&rec("new", "", 0), "new", 10),
+            CertCheck::Current
+        );
+        assert_eq!(
+            check_cert(&rec("new", "", 0), "old", 10),
+            CertCheck::Refused
+        );
+        // During a renewal: the new one's first use retires the old one; the old one is
+        // accepted only until the deadline.
+        let r = rec("new", "old", 100);
+        assert_eq!(check_cert(&r, "new", 10), CertCheck::CurrentFirstUse);
+        assert_eq!(check_cert(&r, "old", 99), CertCheck::Previous);
+        assert_eq!(check_cert(&r, "old", 100), CertCheck::Refused);
+        assert_eq!(check_cert(&r, "other", 10), CertCheck::Refused);
+        // A record without a fingerprint takes the first one presented.
+        assert_eq!(check_cert(&rec("", "", 0), "x", 10), CertCheck::Unrecorded);
+        // An empty presented fingerprint never matches an empty previous one.
+        assert_eq!(check_cert(&rec("new", "", 0), "", 10), CertCheck::Refused);
+    }
+
+    #[test]
+    fn an_old_record_without_the_new_fields_still_reads() {
+        let old = r#"{"id":"a","hostname":"h","version":"0.1.0","enrolled_at_ms":1,"cert_sha256":"ab","cert_not_after_unix":5}"#;
+        let r: AgentRecord = serde_json::from_str(old).unwrap();
+        assert_eq!(r.prev_cert_sha256, "");
+        assert_eq!(check_cert(&r, "ab", 0), CertCheck::Current);
     }
 }

@@ -23,7 +23,7 @@ use preflight_store::{Store, StoreError, UserRecord};
 use tonic::{Request, Response, Status};
 
 use crate::auth::authorize;
-use crate::{hash_token, new_secret, Shared};
+use crate::Shared;
 
 /// Roles allowed to call each RPC of the Workflow service. Commands (`Execute`) are open to
 /// every authenticated user at this level because the core names the roles of each command.
@@ -627,52 +627,10 @@ impl pb::workflow_server::Workflow for WorkflowSvc {
         &self,
         req: Request<pb::AddUserRequest>,
     ) -> Result<Response<pb::AddUserReply>, Status> {
-        authorize(&self.0, &req, allowed("AddUser"))?;
-        let r = req.into_inner();
-        let role: Role = r.role.parse().map_err(|e| invalid("role", e))?;
-        let valid = !r.name.is_empty()
-            && r.name.len() <= preflight_core::workflow::MAX_ID_LEN
-            && r.name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c));
-        if !valid {
-            return Err(invalid(
-                "name",
-                format!(
-                    "{:?}: use 1 to {} letters, digits, '-', '_', '.' or '@'",
-                    r.name,
-                    preflight_core::workflow::MAX_ID_LEN
-                ),
-            ));
-        }
-        const MAX_USER_TTL_S: u32 = 400 * 24 * 3600;
-        if r.ttl_s > MAX_USER_TTL_S {
-            return Err(invalid(
-                "ttl_s",
-                format!("{} s is more than 400 days; 0 means never", r.ttl_s),
-            ));
-        }
-        let token = new_secret("pfu");
-        let now = self.0.now_ms();
-        let rec = UserRecord {
-            name: r.name.clone(),
-            role: role.to_string(),
-            token_sha256: hash_token(&token),
-            created_at_ms: now,
-            expires_at_ms: (r.ttl_s > 0).then(|| now + i64::from(r.ttl_s) * 1000),
-        };
-        self.0.store.add_user(&rec).map_err(|e| match e {
-            StoreError::UserExists(n) => Status::already_exists(format!(
-                "user {n:?} already exists: choose another name (`preflight user list` lists them)"
-            )),
-            other => store_status(other),
-        })?;
-        tracing::info!(user = %r.name, %role, "user added");
-        Ok(Response::new(pb::AddUserReply {
-            name: r.name,
-            role: role.to_string(),
-            token,
-        }))
+        let (user, role) = authorize(&self.0, &req, allowed("AddUser"))?;
+        crate::users::add(&self.0, &user, role, req.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn list_users(
@@ -680,19 +638,7 @@ impl pb::workflow_server::Workflow for WorkflowSvc {
         req: Request<pb::WorkflowEmpty>,
     ) -> Result<Response<pb::ListUsersReply>, Status> {
         authorize(&self.0, &req, allowed("ListUsers"))?;
-        let users = self
-            .0
-            .store
-            .users()
-            .map_err(store_status)?
-            .into_iter()
-            .map(|u| pb::WorkflowUser {
-                name: u.name,
-                role: u.role,
-                created_at_ms: u.created_at_ms,
-            })
-            .collect();
-        Ok(Response::new(pb::ListUsersReply { users }))
+        crate::users::list(&self.0).map(Response::new)
     }
 
     async fn dev_clock(
@@ -830,6 +776,38 @@ impl pb::workflow_server::Workflow for WorkflowSvc {
             }
         };
         Ok(Response::new(self.run(&Actor::System, cmd).await?))
+    }
+
+    async fn rotate_user_token(
+        &self,
+        req: Request<pb::UserNameRequest>,
+    ) -> Result<Response<pb::AddUserReply>, Status> {
+        let (user, _) = authorize(&self.0, &req, allowed("RotateUserToken"))?;
+        crate::users::rotate(&self.0, &user, req.into_inner()).map(Response::new)
+    }
+
+    async fn set_user_disabled(
+        &self,
+        req: Request<pb::SetUserDisabledRequest>,
+    ) -> Result<Response<pb::WorkflowUser>, Status> {
+        let (user, _) = authorize(&self.0, &req, allowed("SetUserDisabled"))?;
+        crate::users::set_disabled(&self.0, &user, req.into_inner()).map(Response::new)
+    }
+
+    async fn remove_user(
+        &self,
+        req: Request<pb::UserNameRequest>,
+    ) -> Result<Response<pb::WorkflowEmpty>, Status> {
+        let (user, _) = authorize(&self.0, &req, allowed("RemoveUser"))?;
+        crate::users::remove(&self.0, &user, req.into_inner()).map(Response::new)
+    }
+
+    async fn user_history(
+        &self,
+        req: Request<pb::WorkflowEmpty>,
+    ) -> Result<Response<pb::UserHistoryReply>, Status> {
+        authorize(&self.0, &req, allowed("UserHistory"))?;
+        crate::users::history(&self.0).map(Response::new)
     }
 }
 

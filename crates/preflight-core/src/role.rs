@@ -125,8 +125,12 @@ pub fn rpc_roles(service: &str, method: &str) -> Option<&'static [Role]> {
             "Execute" | "GetBatch" | "ListBatches" | "GetQueue" | "ListProjects" | "PauseStats"
             | "DevClockShow",
         ) => ANY,
-        ("Workflow", "ListUsers") => USER_READERS,
-        ("Workflow", "AddUser" | "DevClock" | "DevRecord") => ADMIN,
+        ("Workflow", "ListUsers" | "UserHistory") => USER_READERS,
+        (
+            "Workflow",
+            "AddUser" | "DevClock" | "DevRecord" | "RotateUserToken" | "SetUserDisabled"
+            | "RemoveUser",
+        ) => ADMIN,
         _ => return None,
     })
 }
@@ -183,7 +187,14 @@ mod tests {
         for m in ["CreateJoinToken", "RevokeAgent"] {
             exactly("Controller", m, &[Admin]);
         }
-        exactly("Workflow", "AddUser", &[Admin]);
+        for m in [
+            "AddUser",
+            "RotateUserToken",
+            "SetUserDisabled",
+            "RemoveUser",
+        ] {
+            exactly("Workflow", m, &[Admin]);
+        }
         // Loading a host (benchmarks, probes, sweeps): never the read-only or sign-off roles.
         for (svc, m) in [
             ("Controller", "RunAgentBenchmark"),

@@ -28,7 +28,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
-pub use verify::PinnedCaVerifier;
+pub use verify::{CheckedVerifier, PinnedCaVerifier, ServerCheck};
 
 /// The DNS name in the controller's certificate.
 pub const CONTROLLER_NAME: &str = "controller.preflight.internal";
@@ -468,6 +468,23 @@ pub fn client_config(ca_pem: &str, identity: Option<&Identity>) -> Result<Client
         Some(id) => b.with_client_auth_cert(id.chain()?, id.key()?)?,
         None => b.with_no_client_auth(),
     };
+    cfg.alpn_protocols = alpn(false);
+    Ok(cfg)
+}
+
+/// [`client_config`] presenting `identity`, whose servers must also pass `check` (their name
+/// and certificate SHA-256) after the usual verification against `ca_pem`.
+pub fn client_config_checked(
+    ca_pem: &str,
+    identity: &Identity,
+    check: ServerCheck,
+) -> Result<ClientConfig, PkiError> {
+    let verifier = Arc::new(CheckedVerifier::new(roots(ca_pem)?, provider(), check)?);
+    let mut cfg = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_client_auth_cert(identity.chain()?, identity.key()?)?;
     cfg.alpn_protocols = alpn(false);
     Ok(cfg)
 }

@@ -102,3 +102,76 @@ impl ServerCertVerifier for PinnedCaVerifier {
             .supported_schemes()
     }
 }
+
+/// A further check on a server already verified against the CA: its name and the SHA-256 of
+/// its certificate; `Err` names why it is refused.
+pub type ServerCheck = Arc<dyn Fn(&ServerName<'_>, &str) -> Result<(), String> + Send + Sync>;
+
+/// Verifies the server with webpki against the CA, as the default verifier does, then asks a
+/// [`ServerCheck`] (the controller: is this the certificate on record for that agent?).
+pub struct CheckedVerifier {
+    inner: Arc<WebPkiServerVerifier>,
+    check: ServerCheck,
+}
+
+impl std::fmt::Debug for CheckedVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CheckedVerifier").finish_non_exhaustive()
+    }
+}
+
+impl CheckedVerifier {
+    pub(crate) fn new(
+        roots: Arc<RootCertStore>,
+        provider: Arc<CryptoProvider>,
+        check: ServerCheck,
+    ) -> Result<Self, rustls::Error> {
+        let inner = WebPkiServerVerifier::builder_with_provider(roots, provider)
+            .build()
+            .map_err(|e| rustls::Error::General(e.to_string()))?;
+        Ok(Self { inner, check })
+    }
+}
+
+impl ServerCertVerifier for CheckedVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let ok = self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )?;
+        (self.check)(server_name, &sha256_hex(end_entity)).map_err(rustls::Error::General)?;
+        Ok(ok)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}

@@ -45,18 +45,24 @@ pub enum StoreError {
     },
     #[error("join token is unknown: create one with `preflight token create`")]
     TokenUnknown,
-    #[error("join token was already used (by agent {0}): each token enrolls one agent; create a new one with `preflight token create`")]
+    #[error("join token was already used (last by agent {0}): it has no enrollments left; create a new one with `preflight token create` (--uses N for several servers)")]
     TokenUsed(String),
     #[error("join token expired: create a new one with `preflight token create`")]
     TokenExpired,
     #[error(
-        "agent id {0:?} is already enrolled: pass another --name, or revoke the old agent first"
+        "agent id {0:?} is already enrolled: enroll this host under another --name, or revoke the old agent and enroll under a new name"
     )]
     AgentExists(String),
+    #[error(
+        "agent id {0:?} was revoked and stays on record (its evidence names it): enroll this host under a new --name"
+    )]
+    AgentRevoked(String),
     #[error("no agent {0:?}: `preflight agents` lists them")]
     NoAgent(String),
     #[error("user {0:?} already exists")]
     UserExists(String),
+    #[error("no user {0:?}: `preflight user list` lists them")]
+    NoUser(String),
 }
 
 /// Which trees exist; names are part of the on-disk format.
@@ -66,6 +72,7 @@ mod tree {
     pub const TOKENS: &str = "user_tokens";
     pub const JOIN: &str = "join_tokens";
     pub const AGENTS: &str = "agents";
+    pub const USER_AUDIT: &str = "user_audit";
 }
 
 /// The controller's database.
@@ -77,6 +84,7 @@ pub struct Store {
     tokens: sled::Tree,
     join: sled::Tree,
     agents: sled::Tree,
+    user_audit: sled::Tree,
 }
 
 fn encode<T: Serialize>(v: &T) -> Vec<u8> {
@@ -111,6 +119,23 @@ fn decode<T: DeserializeOwned>(
     }
 }
 
+/// Narrows `dir` and everything below it to the owner: directories 0700, files 0600.
+fn restrict_tree(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::symlink_metadata(dir)?;
+    if meta.is_dir() {
+        if meta.permissions().mode() & 0o077 != 0 {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        }
+        for e in std::fs::read_dir(dir)? {
+            restrict_tree(&e?.path())?;
+        }
+    } else if meta.is_file() && meta.permissions().mode() & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(())
+}
+
 fn abort(e: StoreError) -> ConflictableTransactionError<StoreError> {
     ConflictableTransactionError::Abort(e)
 }
@@ -124,8 +149,16 @@ fn tx_err(e: TransactionError<StoreError>) -> StoreError {
 
 impl Store {
     /// Opens (or creates) the database in `dir`.
+    /// The directory is made (or narrowed to) 0700 and sled's files to 0600: sled creates
+    /// them with the process umask, and they hold every user's and agent's record.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         let d = dir.display().to_string();
+        let io_err = |e: std::io::Error| StoreError::Open {
+            dir: d.clone(),
+            detail: e.to_string(),
+        };
+        std::fs::create_dir_all(dir).map_err(io_err)?;
+        restrict_tree(dir).map_err(io_err)?;
         let db = sled::Config::new().path(dir).open().map_err(|e| match e {
             sled::Error::Io(ref io) if io.kind() == std::io::ErrorKind::WouldBlock => {
                 StoreError::Locked { dir: d.clone() }
@@ -138,6 +171,7 @@ impl Store {
                 detail: other.to_string(),
             },
         })?;
+        restrict_tree(dir).map_err(io_err)?;
         Self::from_db(db)
     }
 
@@ -153,6 +187,7 @@ impl Store {
             tokens: db.open_tree(tree::TOKENS)?,
             join: db.open_tree(tree::JOIN)?,
             agents: db.open_tree(tree::AGENTS)?,
+            user_audit: db.open_tree(tree::USER_AUDIT)?,
             db,
         })
     }
@@ -182,19 +217,88 @@ impl Store {
         self.flush()
     }
 
-    /// Adds a user and the hash of their token in one transaction (durable on return).
-    pub fn add_user(&self, user: &UserRecord) -> Result<(), StoreError> {
-        (&self.users, &self.tokens)
-            .transaction(|(users, tokens)| {
+    /// Adds a user and the hash of their token in one transaction with the audit record
+    /// (durable on return).
+    pub fn add_user(&self, user: &UserRecord, audit: &UserAuditRecord) -> Result<(), StoreError> {
+        (&self.users, &self.tokens, &self.user_audit)
+            .transaction(|(users, tokens, log)| {
                 if users.get(user.name.as_bytes())?.is_some() {
                     return Err(abort(StoreError::UserExists(user.name.clone())));
                 }
                 users.insert(user.name.as_bytes(), encode(user))?;
                 tokens.insert(user.token_sha256.as_bytes(), user.name.as_bytes())?;
+                log.insert(&log.generate_id()?.to_be_bytes(), encode(audit))?;
                 Ok(())
             })
             .map_err(tx_err)?;
         self.flush()
+    }
+
+    /// Changes user `name` with `f` and writes `audit`, in one transaction (durable on
+    /// return). When `f` changes the token hash, the old hash stops naming anyone at once.
+    pub fn update_user(
+        &self,
+        name: &str,
+        audit: &UserAuditRecord,
+        f: impl Fn(&mut UserRecord),
+    ) -> Result<UserRecord, StoreError> {
+        let rec = (&self.users, &self.tokens, &self.user_audit)
+            .transaction(|(users, tokens, log)| {
+                let raw = users
+                    .get(name.as_bytes())?
+                    .ok_or_else(|| abort(StoreError::NoUser(name.to_string())))?;
+                let mut rec: UserRecord =
+                    decode(tree::USERS, name.as_bytes(), &raw).map_err(abort)?;
+                let old_hash = rec.token_sha256.clone();
+                f(&mut rec);
+                if rec.token_sha256 != old_hash {
+                    tokens.remove(old_hash.as_bytes())?;
+                    tokens.insert(rec.token_sha256.as_bytes(), name.as_bytes())?;
+                }
+                users.insert(name.as_bytes(), encode(&rec))?;
+                log.insert(&log.generate_id()?.to_be_bytes(), encode(audit))?;
+                Ok(rec)
+            })
+            .map_err(tx_err)?;
+        self.flush()?;
+        Ok(rec)
+    }
+
+    /// Removes user `name` and its token, writing `audit` (the name stays in the audit log
+    /// and in the workflow history); durable on return.
+    pub fn remove_user(&self, name: &str, audit: &UserAuditRecord) -> Result<(), StoreError> {
+        (&self.users, &self.tokens, &self.user_audit)
+            .transaction(|(users, tokens, log)| {
+                let raw = users
+                    .get(name.as_bytes())?
+                    .ok_or_else(|| abort(StoreError::NoUser(name.to_string())))?;
+                let rec: UserRecord = decode(tree::USERS, name.as_bytes(), &raw).map_err(abort)?;
+                tokens.remove(rec.token_sha256.as_bytes())?;
+                users.remove(name.as_bytes())?;
+                log.insert(&log.generate_id()?.to_be_bytes(), encode(audit))?;
+                Ok(())
+            })
+            .map_err(tx_err)?;
+        self.flush()
+    }
+
+    /// One user, by name.
+    pub fn user(&self, name: &str) -> Result<Option<UserRecord>, StoreError> {
+        match self.users.get(name.as_bytes())? {
+            Some(raw) => Ok(Some(decode(tree::USERS, name.as_bytes(), &raw)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The user audit log, oldest first.
+    pub fn user_audit(&self) -> Result<Vec<UserAuditRecord>, StoreError> {
+        self.user_audit
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv?;
+                decode(tree::USER_AUDIT, &k, &v)
+            })
+            .collect()
     }
 
     /// The user a token (by its SHA-256) belongs to.
@@ -225,9 +329,50 @@ impl Store {
         self.flush()
     }
 
-    /// Enrollment, atomically: the token must be known, unused and unexpired at `now_ms`, and
-    /// the agent id free; then the token is marked used and the agent recorded. Durable on
-    /// return, so a certificate is only handed out for an agent the store remembers.
+    /// One join token, by its SHA-256.
+    pub fn join_token(&self, token_sha256: &str) -> Result<Option<JoinTokenRecord>, StoreError> {
+        match self.join.get(token_sha256.as_bytes())? {
+            Some(raw) => Ok(Some(decode(tree::JOIN, token_sha256.as_bytes(), &raw)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Would [`Self::enroll`] with this token and agent id succeed now? A read-only check, so
+    /// a request is authenticated before anything of it is parsed or signed; `enroll` checks
+    /// again atomically.
+    pub fn check_join_token(
+        &self,
+        token_sha256: &str,
+        now_ms: i64,
+        agent_id: &str,
+    ) -> Result<(), StoreError> {
+        let tok = self
+            .join_token(token_sha256)?
+            .ok_or(StoreError::TokenUnknown)?;
+        if tok.use_count() >= tok.max_uses.max(1) as usize {
+            let last = tok.uses.last().map(|u| u.agent.clone());
+            return Err(StoreError::TokenUsed(
+                last.or(tok.used_by).unwrap_or_default(),
+            ));
+        }
+        if now_ms >= tok.expires_at_ms {
+            return Err(StoreError::TokenExpired);
+        }
+        if let Some(old) = self.agent(agent_id)? {
+            return Err(if old.revoked {
+                StoreError::AgentRevoked(agent_id.to_string())
+            } else {
+                StoreError::AgentExists(agent_id.to_string())
+            });
+        }
+        Ok(())
+    }
+
+    /// Enrollment, atomically: the token must be known, unexpired at `now_ms` with a use left,
+    /// and the agent id free; then the use is recorded (agent id and time) and the agent
+    /// recorded. Durable on return, so a certificate is only handed out for an agent the store
+    /// remembers. Concurrent enrollments with one token serialise here: exactly `max_uses`
+    /// succeed.
     pub fn enroll(
         &self,
         token_sha256: &str,
@@ -241,17 +386,35 @@ impl Store {
                     .get(key)?
                     .ok_or_else(|| abort(StoreError::TokenUnknown))?;
                 let mut tok: JoinTokenRecord = decode(tree::JOIN, key, &raw).map_err(abort)?;
-                if let Some(by) = &tok.used_by {
-                    return Err(abort(StoreError::TokenUsed(by.clone())));
+                if tok.use_count() >= tok.max_uses.max(1) as usize {
+                    let last = tok
+                        .uses
+                        .last()
+                        .map(|u| u.agent.clone())
+                        .or_else(|| tok.used_by.clone())
+                        .unwrap_or_default();
+                    return Err(abort(StoreError::TokenUsed(last)));
                 }
                 if now_ms >= tok.expires_at_ms {
                     return Err(abort(StoreError::TokenExpired));
                 }
-                if agents.get(agent.id.as_bytes())?.is_some() {
-                    return Err(abort(StoreError::AgentExists(agent.id.clone())));
+                if let Some(raw) = agents.get(agent.id.as_bytes())? {
+                    let old: AgentRecord =
+                        decode(tree::AGENTS, agent.id.as_bytes(), &raw).map_err(abort)?;
+                    return Err(abort(if old.revoked {
+                        StoreError::AgentRevoked(agent.id.clone())
+                    } else {
+                        StoreError::AgentExists(agent.id.clone())
+                    }));
                 }
-                tok.used_by = Some(agent.id.clone());
-                tok.used_at_ms = Some(now_ms);
+                if tok.used_by.is_none() {
+                    tok.used_by = Some(agent.id.clone());
+                    tok.used_at_ms = Some(now_ms);
+                }
+                tok.uses.push(JoinTokenUse {
+                    agent: agent.id.clone(),
+                    at_ms: now_ms,
+                });
                 join.insert(key, encode(&tok))?;
                 agents.insert(agent.id.as_bytes(), encode(agent))?;
                 Ok(())

@@ -1489,13 +1489,7 @@ impl World {
                 require_stage(b, &cmd, &[Stage::Assign])?;
                 let (deployer, balanced) = match deployer {
                     Some(d) if self.deployers.contains(d) => (d.clone(), false),
-                    Some(d) => {
-                        return Err(Refusal::NotFound {
-                            what: "deployer",
-                            id: d.clone(),
-                            hint: "add deployers with the admin or dispatcher role first",
-                        })
-                    }
+                    Some(d) => return Err(Refusal::NoSuchDeployer { name: d.clone() }),
                     None => match self.least_loaded(Some(id)) {
                         Some(d) => (d, true),
                         None => {
@@ -1517,7 +1511,14 @@ impl World {
                     });
                 }
                 let why = if balanced {
-                    format!("assigned to {deployer} (least loaded)")
+                    let own = b.deployer.as_deref() == Some(deployer.as_str());
+                    let load = self.load(&deployer) - usize::from(own);
+                    let n = self.deployers.len();
+                    format!(
+                        "assigned to {deployer}: least loaded of {n} deployer{} ({load} batch{} deploying or queued; ties go by name)",
+                        if n == 1 { "" } else { "s" },
+                        if load == 1 { "" } else { "es" },
+                    )
                 } else {
                     format!("assigned to {deployer}")
                 };

@@ -121,6 +121,9 @@ pub enum Refusal {
         /// How to find valid ones.
         hint: &'static str,
     },
+    /// `assign --deployer NAME` for a name not in the deployer list.
+    #[error("deployer {name:?} is not in the deployer list: add it with `preflight deployer add {name}` (admin or dispatcher; `preflight user add {name} --role deployer` adds the person and the deployer at once); `preflight deployer list` lists them")]
+    NoSuchDeployer { name: String },
     /// An id is taken.
     #[error("{what} {id:?} already exists: choose another id")]
     AlreadyExists {
@@ -152,7 +155,7 @@ impl Refusal {
             | Refusal::Restricted { .. }
             | Refusal::NotDue { .. }
             | Refusal::State { .. } => RefusalKind::FailedPrecondition,
-            Refusal::NotFound { .. } => RefusalKind::NotFound,
+            Refusal::NotFound { .. } | Refusal::NoSuchDeployer { .. } => RefusalKind::NotFound,
             Refusal::AlreadyExists { .. } => RefusalKind::AlreadyExists,
             Refusal::Invalid { .. } => RefusalKind::InvalidArgument,
         }

@@ -1186,11 +1186,12 @@ fn assignment_balances_load_ties_by_name() {
     let mut w = world(&["bob", "amy", "cat"]);
     let t = june(3, 8, 0);
     let mut got = Vec::new();
+    let mut why = String::new();
     for i in 0..7 {
         let id = format!("L{i}");
         create(&mut w, &id, if i % 2 == 0 { "P1" } else { "P2" }, t);
         drive_to(&mut w, &id, Stage::Assign, t, "amy");
-        ok(
+        why = ok(
             &mut w,
             t.plus_ms(i),
             &user(Role::Dispatcher),
@@ -1198,7 +1199,10 @@ fn assignment_balances_load_ties_by_name() {
                 batch: id.clone(),
                 deployer: None,
             },
-        );
+        )
+        .last()
+        .map(|e| e.why.clone())
+        .unwrap_or_default();
         got.push(
             w.batch(&id)
                 .and_then(|b| b.deployer.clone())
@@ -1206,6 +1210,11 @@ fn assignment_balances_load_ties_by_name() {
         );
     }
     assert_eq!(got, ["amy", "bob", "cat", "amy", "bob", "cat", "amy"]);
+    // The event says whom it chose and why.
+    assert_eq!(
+        why,
+        "assigned to amy: least loaded of 3 deployers (2 batches deploying or queued; ties go by name)"
+    );
     // A paused batch does not count as load: pause one of bob's.
     ok(
         &mut w,
@@ -1230,6 +1239,10 @@ fn assignment_balances_load_ties_by_name() {
         },
     );
     assert_eq!(e.kind(), RefusalKind::NotFound, "{e}");
+    assert!(
+        e.to_string().contains("`preflight deployer add zed`"),
+        "{e}"
+    );
     // Reassignment moves to the end of the other queue; the same deployer is refused.
     let e = refused(
         &w,
