@@ -14,6 +14,7 @@ use futures_util::StreamExt;
 use preflight_core::plan::{PackageKind, Plan, Protocol, Server, MAX_PLAN_BYTES};
 use preflight_core::readiness::{self, Finding};
 use preflight_core::role::Role;
+use preflight_core::workflow::PauseReason;
 use preflight_proto::v1 as pb;
 use preflight_store::sweeps::{FindingRecord, SweepRecord};
 use preflight_store::AgentRecord;
@@ -206,7 +207,7 @@ impl ReadinessSvc {
                 agent: None,
                 held: HashMap::new(),
             }
-            .lost(server, msg)
+            .lost(plan, server, opts, msg)
         };
         let rec = match agent_for_host(&server.hostname, Some(server.address), agents) {
             Ok(rec) => rec,
@@ -234,7 +235,7 @@ impl ReadinessSvc {
         if let Some(d) = dial_addr(rec).and_then(|d| d.parse::<std::net::SocketAddr>().ok()) {
             addrs.push(d.ip().to_string());
         }
-        out.push(readiness::identity(server, &inv.hostname, &rec.id, &addrs));
+        out.push(readiness::identity(server, &inv.hostname, &addrs));
         let cpu = inv.cpu.clone().unwrap_or_default();
         let mem = inv.memory.unwrap_or_default();
         out.extend(readiness::capacity(
@@ -663,7 +664,7 @@ fn paths_unchecked(from: &Server, to: &Server, ports: &[u16], side: Side, error:
     readiness::unchecked(
         &from.hostname,
         check,
-        preflight_core::workflow::PauseReason::NetworkPorts,
+        PauseReason::NetworkPorts,
         &format!(
             "{} tcp port(s) to {}, refused by {who}'s agent: {error}",
             ports.len(),
@@ -674,8 +675,9 @@ fn paths_unchecked(from: &Server, to: &Server, ports: &[u16], side: Side, error:
 
 impl ReadinessSvc {
     /// Runs one network check between the agents that answered in the server phase. A check
-    /// whose agent is gone reports it once as `reachable`; paths of a server that never
-    /// answered are not tried (its `reachable` failure says it all).
+    /// whose agent is gone reports it once as `reachable`; checks of a server that never
+    /// answered (or stopped) are not tried but reported `not checked: SERVER unreachable`, so
+    /// the report lists every planned check.
     async fn net_task(
         &self,
         plan: &Plan,
@@ -691,14 +693,23 @@ impl ReadinessSvc {
         match task {
             NetTask::Paths { to, from } => {
                 let Some(to_rec) = agent(*to) else {
+                    for (f, ports) in from {
+                        out.extend(paths_not_checked(sv(*f), sv(*to), ports, &sv(*to).hostname));
+                    }
                     return out;
                 };
                 let mut lost_from = BTreeSet::new();
+                let mut lost_to = false;
                 for (f, ports) in from {
-                    let Some(from_rec) = agent(*f) else { continue };
-                    if lost_from.contains(f) {
+                    if lost_to {
+                        out.extend(paths_not_checked(sv(*f), sv(*to), ports, &sv(*to).hostname));
                         continue;
                     }
+                    if agent(*f).is_none() || lost_from.contains(f) {
+                        out.extend(paths_not_checked(sv(*f), sv(*to), ports, &sv(*f).hostname));
+                        continue;
+                    }
+                    let Some(from_rec) = agent(*f) else { continue };
                     match probe_between(
                         s,
                         from_rec,
@@ -730,11 +741,18 @@ impl ReadinessSvc {
                         }
                         Err((Side::To, e)) if lost(&e) => {
                             out.push(gone(*to, &e));
-                            return out;
+                            out.extend(paths_not_checked(
+                                sv(*f),
+                                sv(*to),
+                                ports,
+                                &sv(*to).hostname,
+                            ));
+                            lost_to = true;
                         }
                         Err((Side::From, e)) if lost(&e) => {
                             lost_from.insert(*f);
                             out.push(gone(*f, &e));
+                            out.extend(paths_not_checked(sv(*f), sv(*to), ports, &sv(*f).hostname));
                         }
                         // An agent refused the request (not the path): the sweep's own
                         // failure, one finding per request, not "open the firewall".
@@ -747,11 +765,12 @@ impl ReadinessSvc {
             NetTask::Bandwidth { from, to } => {
                 let t = plan.thresholds_for(sv(*from));
                 let (Some(fr), Some(tr)) = (agent(*from), agent(*to)) else {
-                    out.push(readiness::bandwidth(
-                        sv(*from),
-                        sv(*to),
-                        t,
-                        Err("an agent of the pair did not answer"),
+                    let down = if agent(*from).is_none() { *from } else { *to };
+                    out.push(readiness::not_checked(
+                        &sv(*from).hostname,
+                        format!("bandwidth:{}", sv(*to).hostname),
+                        PauseReason::NetworkPorts,
+                        &sv(down).hostname,
                     ));
                     return out;
                 };
@@ -785,10 +804,21 @@ impl ReadinessSvc {
                     })
                     .chain(0..plan.servers.len())
                     .find_map(|i| agent(i).map(|a| (i, a)));
+                let label = v.name.clone().unwrap_or_else(|| v.address.to_string());
                 let Some((pi, rec)) = prober else {
+                    let who = if v.members.is_empty() {
+                        "every server of the plan".to_string()
+                    } else {
+                        v.members.join(", ")
+                    };
+                    out.push(readiness::not_checked(
+                        &label,
+                        format!("vip:{}", v.address),
+                        PauseReason::VipMissing,
+                        &who,
+                    ));
                     return out;
                 };
-                let label = v.name.clone().unwrap_or_else(|| v.address.to_string());
                 let ports: Vec<u16> = v.ports.iter().flat_map(|r| r.ports()).collect();
                 let mut answers: Vec<(u16, String)> = Vec::new();
                 // In requests of VIP_CHUNK ports, so each stays within its timeout.
@@ -797,13 +827,19 @@ impl ReadinessSvc {
                         Ok(a) => answers.extend(a),
                         Err(e) if lost(&e) => {
                             out.push(gone(pi, &e));
+                            out.push(readiness::not_checked(
+                                &label,
+                                format!("vip:{}", v.address),
+                                PauseReason::VipMissing,
+                                &sv(pi).hostname,
+                            ));
                             return out;
                         }
                         Err(e) => {
                             out.push(readiness::unchecked(
                                 &label,
                                 format!("vip:{}", v.address),
-                                preflight_core::workflow::PauseReason::VipMissing,
+                                PauseReason::VipMissing,
                                 &format!(
                                     "could not probe {} from {}: {}",
                                     v.address,
@@ -861,16 +897,103 @@ impl ReadinessSvc {
 
 impl ServerOutcome {
     /// The agent stopped answering: the server's result is a hard `reachable` failure (in
-    /// place of the passed one, when it answered at first), with what was judged before.
-    fn lost(mut self, server: &Server, msg: &str) -> Self {
+    /// place of the passed one, when it answered at first), with what was judged before, and
+    /// every planned check of the server not judged yet as `not checked` (so the report still
+    /// lists the whole plan).
+    fn lost(mut self, plan: &Plan, server: &Server, opts: &Opts, msg: &str) -> Self {
         let f = readiness::reachable(server, Some(msg));
         match self.findings.iter_mut().find(|f| f.check == "reachable") {
             Some(x) => *x = f,
             None => self.findings.insert(0, f),
         }
+        let judged: BTreeSet<String> = self.findings.iter().map(|f| f.check.clone()).collect();
+        for (check, reason) in server_checks(plan, server, opts) {
+            if !judged.contains(&check) {
+                self.findings.push(readiness::not_checked(
+                    &server.hostname,
+                    check,
+                    reason,
+                    &server.hostname,
+                ));
+            }
+        }
         self.agent = None;
         self
     }
+}
+
+/// The checks the per-server phase owes for `server`, in the order it judges them (after
+/// `reachable`): identity, capacity, free disk, clock, package files, planned ports, disk
+/// benchmarks; those `opts` leaves out are not owed.
+fn server_checks(plan: &Plan, server: &Server, opts: &Opts) -> Vec<(String, PauseReason)> {
+    let mut out = vec![
+        ("identity".to_string(), PauseReason::Planning),
+        ("cores".to_string(), PauseReason::Planning),
+        ("memory".to_string(), PauseReason::Planning),
+    ];
+    for dir in &server.data_dirs {
+        out.push((format!("disk_free:{dir}"), PauseReason::DiskPerformance));
+    }
+    out.push(("clock".to_string(), PauseReason::Other));
+    if opts.runs("packages") {
+        for p in plan.packages_for(server) {
+            out.push((format!("package:{}", p.path), PauseReason::Package));
+        }
+    }
+    if opts.runs("ports") {
+        for p in server.planned_ports() {
+            out.push((
+                format!("port:{}/{}", p.port, p.protocol.as_str()),
+                PauseReason::NetworkPorts,
+            ));
+        }
+    }
+    if opts.runs("disk") {
+        for dir in &server.data_dirs {
+            for m in ["disk_randread", "disk_randwrite", "disk_fdatasync"] {
+                out.push((format!("{m}:{dir}"), PauseReason::DiskPerformance));
+            }
+        }
+    }
+    out
+}
+
+/// The paths `from` → `to` on `ports` that could not be probed because the agent of
+/// `unreachable` did not answer.
+fn paths_not_checked(from: &Server, to: &Server, ports: &[u16], unreachable: &str) -> Vec<Finding> {
+    ports
+        .iter()
+        .map(|p| {
+            readiness::not_checked(
+                &from.hostname,
+                format!("path:{}:{p}", to.hostname),
+                PauseReason::NetworkPorts,
+                unreachable,
+            )
+        })
+        .collect()
+}
+
+/// One `reachable` finding per server: a server whose agent was lost in the network phase
+/// has a hard one there, which replaces the passed one of the server phase (so a run lists
+/// each planned check once, whenever its agent went away).
+fn one_reachable_each(all: Vec<Finding>) -> Vec<Finding> {
+    let lost: BTreeSet<String> = all
+        .iter()
+        .filter(|f| f.check == "reachable" && f.verdict != readiness::Verdict::Pass)
+        .map(|f| f.server.clone())
+        .collect();
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::with_capacity(all.len());
+    for f in all {
+        if f.check == "reachable" && lost.contains(&f.server) {
+            if f.verdict == readiness::Verdict::Pass || !seen.insert(f.server.clone()) {
+                continue;
+            }
+        }
+        out.push(f);
+    }
+    out
 }
 
 /// Whether a finished run may be recorded as its batch's readiness: `Ok(true)` when a batch of
@@ -1197,7 +1320,7 @@ impl pb::readiness_server::Readiness for ReadinessSvc {
             let mut per_server: Vec<Vec<Finding>> =
                 outcomes.into_iter().map(|o| o.findings).collect();
             per_server.extend(net);
-            let all: Vec<Finding> = per_server.into_iter().flatten().collect();
+            let all = one_reachable_each(per_server.into_iter().flatten().collect());
             rec.findings = all.iter().map(to_record).collect();
             rec.finished_at_ms = svc.0.now_ms();
             rec.state = "finished".into();
@@ -1421,6 +1544,50 @@ ports = "{ports}"
         }
         .validate()
         .unwrap();
+    }
+
+    /// A server whose agent went away lists every check the plan owes for it: those judged
+    /// before, a hard `reachable`, and the rest `not checked: SERVER unreachable`.
+    #[test]
+    fn a_lost_server_still_lists_every_planned_check() {
+        let p = Plan::from_toml(
+            "plan.toml",
+            "[[servers]]\naddress = \"10.0.0.1\"\nhostname = \"a\"\nrole = \"x\"\napps = [{ name = \"w\", ports = \"80,443\" }]\ndata_dirs = [\"/data\"]\n",
+        )
+        .unwrap();
+        let s = &p.servers[0];
+        let judged = vec![
+            readiness::reachable(s, None),
+            readiness::identity(s, "a", &["10.0.0.1".into()]),
+        ];
+        let o = ServerOutcome {
+            findings: judged,
+            agent: None,
+            held: HashMap::new(),
+        }
+        .lost(&p, s, &opts(), "connection refused");
+        let checks: Vec<&str> = o.findings.iter().map(|f| f.check.as_str()).collect();
+        assert_eq!(checks[0], "reachable");
+        assert_eq!(o.findings[0].verdict, readiness::Verdict::Hard);
+        assert_eq!(o.findings[1].verdict, readiness::Verdict::Pass);
+        let owed = server_checks(&p, s, &opts());
+        assert_eq!(o.findings.len(), owed.len() + 1, "{checks:?}");
+        for (c, _) in &owed {
+            assert!(checks.contains(&c.as_str()), "{c} missing: {checks:?}");
+        }
+        for f in &o.findings[2..] {
+            assert_eq!(f.message, "not checked: a unreachable");
+            assert_eq!(f.verdict, readiness::Verdict::Hard);
+        }
+        assert!(checks.contains(&"port:443/tcp") && checks.contains(&"disk_fdatasync:/data"));
+
+        // A reachable lost in the network phase replaces the passed one.
+        let mut all = vec![readiness::reachable(s, None)];
+        all.push(readiness::reachable(s, Some("gone")));
+        all.push(readiness::reachable(s, Some("gone again")));
+        let one = one_reachable_each(all);
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0].verdict, readiness::Verdict::Hard);
     }
 
     #[test]
