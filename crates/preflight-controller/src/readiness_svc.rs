@@ -1007,10 +1007,11 @@ fn one_reachable_each(all: Vec<Finding>) -> Vec<Finding> {
     let mut seen = BTreeSet::new();
     let mut out = Vec::with_capacity(all.len());
     for f in all {
-        if f.check == "reachable" && lost.contains(&f.server) {
-            if f.verdict == readiness::Verdict::Pass || !seen.insert(f.server.clone()) {
-                continue;
-            }
+        if f.check == "reachable"
+            && lost.contains(&f.server)
+            && (f.verdict == readiness::Verdict::Pass || !seen.insert(f.server.clone()))
+        {
+            continue;
         }
         out.push(f);
     }
