@@ -140,13 +140,14 @@ pub async fn run(c: SweepCmd, conn: &Conn, out: Output) -> anyhow::Result<()> {
             lang,
             ..
         } => {
+            let sigint = interrupts()?;
             let stream = readiness(conn)
                 .await?
                 .attach_sweep(pb::AttachSweepRequest { run_id: run })
                 .await
                 .map_err(status)?
                 .into_inner();
-            let report = follow(stream, out, &lang, "").await?;
+            let report = follow(sigint, stream, out, &lang, "").await?;
             finish(&report, out, &lang)
         }
         SweepCmd::Sweep {
@@ -177,6 +178,7 @@ pub async fn run(c: SweepCmd, conn: &Conn, out: Output) -> anyhow::Result<()> {
                 }
                 None => (String::new(), String::new()),
             };
+            let sigint = interrupts()?;
             let stream = readiness(conn)
                 .await?
                 .run_sweep(pb::RunSweepRequest {
@@ -190,7 +192,7 @@ pub async fn run(c: SweepCmd, conn: &Conn, out: Output) -> anyhow::Result<()> {
                 .await
                 .map_err(status)?
                 .into_inner();
-            let report = follow(stream, out, &lang, &batch).await?;
+            let report = follow(sigint, stream, out, &lang, &batch).await?;
             finish(&report, out, &lang)
         }
         SweepCmd::Sweeps { batch } => {
@@ -249,6 +251,7 @@ pub async fn run(c: SweepCmd, conn: &Conn, out: Output) -> anyhow::Result<()> {
 /// Follows a sweep's events to its report, with a progress bar on a terminal. Ctrl-C stops
 /// following, not the sweep: it says so, and how to attach to the run or cancel it (exit 130).
 async fn follow(
+    mut sigint: tokio::signal::unix::Signal,
     mut stream: tonic::Streaming<pb::SweepEvent>,
     out: Output,
     lang: &str,
@@ -263,13 +266,11 @@ async fn follow(
         b
     });
     let mut run_id = 0;
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
     let mut report = None;
     loop {
         let ev = tokio::select! {
             ev = stream.next() => ev,
-            _ = &mut ctrl_c => {
+            _ = sigint.recv() => {
                 if let Some(b) = &bar {
                     b.finish_and_clear();
                 }
@@ -279,8 +280,21 @@ async fn follow(
         };
         let Some(ev) = ev else { break };
         let ev = ev.map_err(status)?;
-        if ev.run_id != 0 {
+        if ev.run_id != 0 && run_id == 0 {
             run_id = ev.run_id;
+            if out == Output::Text && ev.report.is_none() {
+                if lang == "zh" {
+                    eprintln!(
+                        "运行 {run_id}：共 {} 项（Ctrl-C 只停止跟踪，不停止检查）",
+                        ev.total
+                    );
+                } else {
+                    eprintln!(
+                        "run {run_id}: {} checks (Ctrl-C stops following, not the sweep)",
+                        ev.total
+                    );
+                }
+            }
         }
         if let Some(b) = &bar {
             b.set_length(u64::from(ev.total));
@@ -296,6 +310,13 @@ async fn follow(
         b.finish_and_clear();
     }
     report.context("the controller ended the sweep without a report")
+}
+
+/// SIGINT (Ctrl-C), caught from now on: registered before the sweep starts, so no Ctrl-C
+/// kills the CLI silently.
+fn interrupts() -> anyhow::Result<tokio::signal::unix::Signal> {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .context("cannot catch Ctrl-C")
 }
 
 /// What Ctrl-C on a sweep says: the run goes on, and how to follow or stop it.
@@ -330,6 +351,9 @@ fn state_zh(state: &str) -> &str {
 /// exits 3 when something blocks.
 fn finish(report: &pb::SweepReport, out: Output, lang: &str) -> anyhow::Result<()> {
     print_report(report, out, "text", lang)?;
+    if report.state == "cancelled" {
+        bail!("{}", report.not_recorded);
+    }
     if !report.not_recorded.is_empty() {
         eprintln!("note: {}", report.not_recorded);
     }
