@@ -37,6 +37,8 @@ const METHODS: &[(&str, &str)] = &[
     ("Readiness", "RunSweep"),
     ("Readiness", "ListSweeps"),
     ("Readiness", "GetSweep"),
+    ("Readiness", "AttachSweep"),
+    ("Readiness", "CancelSweep"),
     ("Hardening", "Harden"),
     ("Hardening", "FirewallAllow"),
     ("Hardening", "ExportEvidence"),

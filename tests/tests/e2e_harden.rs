@@ -840,3 +840,60 @@ fn workflow_gates_need_baseline_then_every_host_compliant() -> Result<()> {
     );
     Ok(())
 }
+
+/// `harden status` on fixture agents: the firewall of a host audited on a fixture root was never
+/// judged (`n/a`, not `true`), and an agent never audited shows `never audited`, not `false` in
+/// every column.
+#[test]
+fn harden_status_shows_na_firewall_on_fixtures_and_never_audited_hosts() -> Result<()> {
+    let h = one_host("fx-01")?;
+    let mut other = Agent::enroll(&h.ctl, h.base.path(), "fx-02", "127.0.0.1")?;
+    let root2 = h.base.path().join("root2");
+    tree::copy_fixture(&fixture_src("debian12"), &root2)?;
+    start_with_root(&mut other, &root2)?;
+    h.ctl.wait_online("fx-02");
+    h.ctl.json(&["harden", "audit", "--agent", "fx-01"])?;
+
+    let v = h
+        .ctl
+        .json(&["harden", "status", "--agent", "fx-01", "--agent", "fx-02"])?;
+    let host = |id: &str| {
+        v["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["agent_id"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("{id} missing: {v}"))
+    };
+    let (a, b) = (host("fx-01"), host("fx-02"));
+    assert_eq!(
+        (&a["firewall"], &a["audited"]),
+        (&"n/a".into(), &true.into()),
+        "{a}"
+    );
+    assert_eq!(
+        (&b["firewall"], &b["audited"]),
+        (&"never audited".into(), &false.into()),
+        "{b}"
+    );
+
+    let text = h
+        .ctl
+        .run(&["harden", "status", "--agent", "fx-01", "--agent", "fx-02"])?;
+    let line = |id: &str| {
+        text.lines()
+            .find(|l| l.starts_with(id))
+            .unwrap_or_else(|| panic!("{id} missing: {text}"))
+            .to_string()
+    };
+    let cols: Vec<String> = line("fx-01").split_whitespace().map(String::from).collect();
+    // AGENT BASELINE ALL-COMPLIANT VERIFIED FIREWALL ...
+    assert_eq!(cols.get(4).map(String::as_str), Some("n/a"), "{text}");
+    let never = line("fx-02");
+    assert!(
+        never.contains("never audited") && !never.contains("false"),
+        "{text}"
+    );
+    Ok(())
+}

@@ -663,15 +663,17 @@ fn run_catalog(
     }
 }
 
-pub(crate) fn listeners() -> Vec<firewall::Listener> {
+/// The host's listening sockets for the firewall checks and plans; `Err` with why when they
+/// cannot be listed (never an empty list in place of an unread one).
+pub(crate) fn listeners() -> Result<Vec<firewall::Listener>, String> {
     use preflight_probe::ports;
     let opts = ports::ListOptions {
         tcp: true,
         udp: true,
         processes: true,
     };
-    ports::list_listening(&opts)
-        .unwrap_or_default()
+    Ok(ports::list_listening(&opts)
+        .map_err(|e| e.to_string())?
         .into_iter()
         .map(|l| firewall::Listener {
             proto: match l.proto {
@@ -682,7 +684,7 @@ pub(crate) fn listeners() -> Vec<firewall::Listener> {
             port: l.port,
             process: l.process,
         })
-        .collect()
+        .collect())
 }
 
 fn timeout(s: u32) -> Duration {
@@ -744,9 +746,18 @@ async fn firewall_apply(
             planned,
             current_listeners: Vec::new(),
         };
+        // A plan made without the listeners would not say which of them it blocks.
+        let current = tokio::task::spawn_blocking(listeners)
+            .await
+            .map_err(|e| Status::internal(format!("listener task failed: {e}")))?
+            .map_err(|e| {
+                Status::failed_precondition(format!(
+                    "cannot list the listening sockets, so no firewall change is made (it could not say which listeners it blocks): {e}"
+                ))
+            })?;
         tokio::task::spawn_blocking(move || {
             let mut list = list;
-            list.current_listeners = listeners();
+            list.current_listeners = current;
             let plan = mgr.plan(&list)?;
             let pending = mgr.apply_with_confirm(&plan, t)?;
             Ok::<_, FirewallError>((pending, plan))

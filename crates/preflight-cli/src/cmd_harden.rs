@@ -623,17 +623,28 @@ async fn harden(op: HardenOp, conn: &Conn, out: Output) -> anyhow::Result<()> {
                 return print_json(&r);
             }
             println!(
-                "{:<20} {:<9} {:<14} {:<9} {:<9} NON-COMPLIANT",
+                "{:<20} {:<9} {:<14} {:<9} {:<13} NON-COMPLIANT",
                 "AGENT", "BASELINE", "ALL-COMPLIANT", "VERIFIED", "FIREWALL"
             );
             for f in &r.hosts {
+                if !f.audited && !f.firewall.is_empty() {
+                    // No evidence at all: not `false` facts, none.
+                    println!("{:<20} never audited", f.agent_id);
+                    continue;
+                }
+                let firewall = if f.firewall.is_empty() {
+                    // An older controller: only the boolean.
+                    f.firewall_confirmed.to_string()
+                } else {
+                    f.firewall.clone()
+                };
                 println!(
-                    "{:<20} {:<9} {:<14} {:<9} {:<9} {}",
+                    "{:<20} {:<9} {:<14} {:<9} {:<13} {}",
                     f.agent_id,
                     f.baseline_applied,
                     f.all_compliant,
                     f.verified_after_last_change,
-                    f.firewall_confirmed,
+                    firewall,
                     f.noncompliant.join(", ")
                 );
                 if !f.firewall_missing_ports.is_empty() {

@@ -12,6 +12,19 @@ use preflight_proto::v1 as pb;
 use crate::client::{status, Conn};
 use crate::Output;
 
+/// What `preflight sweep` does besides sweeping.
+#[derive(Debug, clap::Subcommand)]
+pub enum SweepAction {
+    /// Stop a running sweep: the agents' calls are cancelled (benchmarks and probe listeners
+    /// stop), the run ends `cancelled`, nothing of it is recorded as readiness, and the batch
+    /// can be swept again.
+    Cancel {
+        /// The run (`preflight sweeps` lists them).
+        #[arg(value_name = "RUN", value_parser = clap::value_parser!(u64).range(1..))]
+        run: u64,
+    },
+}
+
 /// Readiness subcommands, flattened into the top level.
 #[derive(Debug, clap::Subcommand)]
 pub enum SweepCmd {
@@ -25,16 +38,27 @@ pub enum SweepCmd {
         after_help = "Examples:\n  preflight sweep b-2026-12                   # the plan attached with `preflight plan attach`\n  \
 preflight sweep b1 --skip disk --skip bandwidth   # quick look, not the batch's readiness\n  \
 preflight sweep b1 --plan plan.toml         # ad-hoc: a plan file, recorded only if it is the attached one\n  \
-preflight sweep --batch b1 --output json"
+preflight sweep --batch b1 --output json\n  \
+preflight sweep --attach 12                 # follow run 12 (after Ctrl-C, or from another terminal)\n  \
+preflight sweep cancel 12                   # stop run 12: nothing of it is recorded\n\n\
+Ctrl-C stops following, not the sweep: it goes on at the controller, and the CLI says how to\n\
+attach to it or cancel it.",
+        args_conflicts_with_subcommands = true,
+        subcommand_negates_reqs = true
     )]
     Sweep {
+        #[command(subcommand)]
+        action: Option<SweepAction>,
         /// Batch the run belongs to (or --batch).
         #[arg(
             value_name = "BATCH",
-            required_unless_present = "batch",
-            conflicts_with = "batch"
+            required_unless_present_any = ["batch", "attach"],
+            conflicts_with_all = ["batch", "attach"]
         )]
         batch_arg: Option<String>,
+        /// Follow the running sweep RUN (its progress, then its report) instead of starting one.
+        #[arg(long, value_name = "RUN", conflicts_with_all = ["batch", "plan", "skip"], value_parser = clap::value_parser!(u64).range(1..))]
+        attach: Option<u64>,
         /// A plan file (TOML) instead of the batch's attached plan.
         #[arg(long)]
         plan: Option<PathBuf>,
@@ -84,6 +108,51 @@ async fn readiness(
 pub async fn run(c: SweepCmd, conn: &Conn, out: Output) -> anyhow::Result<()> {
     match c {
         SweepCmd::Sweep {
+            action: Some(SweepAction::Cancel { run }),
+            lang,
+            ..
+        } => {
+            let r = readiness(conn)
+                .await?
+                .cancel_sweep(pb::CancelSweepRequest { run_id: run })
+                .await
+                .map_err(status)?
+                .into_inner();
+            if out == Output::Json {
+                return crate::json(&r);
+            }
+            if lang == "zh" {
+                println!(
+                    "运行 {} 已{}：不记录为就绪检查结果",
+                    r.run_id,
+                    state_zh(&r.state)
+                );
+            } else {
+                println!(
+                    "run {} {}: nothing of it is recorded as readiness",
+                    r.run_id, r.state
+                );
+            }
+            Ok(())
+        }
+        SweepCmd::Sweep {
+            attach: Some(run),
+            lang,
+            ..
+        } => {
+            let sigint = interrupts()?;
+            let stream = readiness(conn)
+                .await?
+                .attach_sweep(pb::AttachSweepRequest { run_id: run })
+                .await
+                .map_err(status)?
+                .into_inner();
+            let report = follow(sigint, stream, out, &lang, "").await?;
+            finish(&report, out, &lang)
+        }
+        SweepCmd::Sweep {
+            action: None,
+            attach: None,
             batch_arg,
             plan,
             batch,
@@ -109,10 +178,11 @@ pub async fn run(c: SweepCmd, conn: &Conn, out: Output) -> anyhow::Result<()> {
                 }
                 None => (String::new(), String::new()),
             };
-            let mut stream = readiness(conn)
+            let sigint = interrupts()?;
+            let stream = readiness(conn)
                 .await?
                 .run_sweep(pb::RunSweepRequest {
-                    batch,
+                    batch: batch.clone(),
                     plan_name,
                     plan_toml: text,
                     concurrency,
@@ -122,42 +192,8 @@ pub async fn run(c: SweepCmd, conn: &Conn, out: Output) -> anyhow::Result<()> {
                 .await
                 .map_err(status)?
                 .into_inner();
-            let bar = (out == Output::Text && std::io::stderr().is_terminal()).then(|| {
-                let b = indicatif::ProgressBar::new(0);
-                b.set_style(
-                    indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} checks {msg}")
-                        .expect("valid template"),
-                );
-                b
-            });
-            let mut report = None;
-            while let Some(ev) = stream.next().await {
-                let ev = ev.map_err(status)?;
-                if let Some(b) = &bar {
-                    b.set_length(u64::from(ev.total));
-                    b.set_position(u64::from(ev.done));
-                    b.set_message(ev.server.clone());
-                }
-                if ev.report.is_some() {
-                    report = ev.report;
-                }
-            }
-            if let Some(b) = bar {
-                b.finish_and_clear();
-            }
-            let report = report.context("the controller ended the sweep without a report")?;
-            print_report(&report, out, "text", &lang)?;
-            if !report.not_recorded.is_empty() {
-                eprintln!("note: {}", report.not_recorded);
-            }
-            if report.hard > 0 {
-                eprintln!(
-                    "error: {} hard failure(s): the batch cannot go on until they are fixed",
-                    report.hard
-                );
-                std::process::exit(3);
-            }
-            Ok(())
+            let report = follow(sigint, stream, out, &lang, &batch).await?;
+            finish(&report, out, &lang)
         }
         SweepCmd::Sweeps { batch } => {
             let r = readiness(conn)
@@ -210,6 +246,125 @@ pub async fn run(c: SweepCmd, conn: &Conn, out: Output) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Follows a sweep's events to its report, with a progress bar on a terminal. Ctrl-C stops
+/// following, not the sweep: it says so, and how to attach to the run or cancel it (exit 130).
+async fn follow(
+    mut sigint: tokio::signal::unix::Signal,
+    mut stream: tonic::Streaming<pb::SweepEvent>,
+    out: Output,
+    lang: &str,
+    batch: &str,
+) -> anyhow::Result<pb::SweepReport> {
+    let bar = (out == Output::Text && std::io::stderr().is_terminal()).then(|| {
+        let b = indicatif::ProgressBar::new(0);
+        b.set_style(
+            indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} checks {msg}")
+                .expect("valid template"),
+        );
+        b
+    });
+    let mut run_id = 0;
+    let mut report = None;
+    loop {
+        let ev = tokio::select! {
+            ev = stream.next() => ev,
+            _ = sigint.recv() => {
+                if let Some(b) = &bar {
+                    b.finish_and_clear();
+                }
+                eprintln!("{}", interrupted_hint(run_id, batch, lang));
+                std::process::exit(130);
+            }
+        };
+        let Some(ev) = ev else { break };
+        let ev = ev.map_err(status)?;
+        if ev.run_id != 0 && run_id == 0 {
+            run_id = ev.run_id;
+            if out == Output::Text && ev.report.is_none() {
+                if lang == "zh" {
+                    eprintln!(
+                        "运行 {run_id}：共 {} 项（Ctrl-C 只停止跟踪，不停止检查）",
+                        ev.total
+                    );
+                } else {
+                    eprintln!(
+                        "run {run_id}: {} checks (Ctrl-C stops following, not the sweep)",
+                        ev.total
+                    );
+                }
+            }
+        }
+        if let Some(b) = &bar {
+            b.set_length(u64::from(ev.total));
+            b.set_position(u64::from(ev.done));
+            b.set_message(ev.server.clone());
+        }
+        if ev.report.is_some() {
+            report = ev.report;
+            break;
+        }
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    report.context("the controller ended the sweep without a report")
+}
+
+/// SIGINT (Ctrl-C), caught from now on: registered before the sweep starts, so no Ctrl-C
+/// kills the CLI silently.
+fn interrupts() -> anyhow::Result<tokio::signal::unix::Signal> {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .context("cannot catch Ctrl-C")
+}
+
+/// What Ctrl-C on a sweep says: the run goes on, and how to follow or stop it.
+fn interrupted_hint(run_id: u64, batch: &str, lang: &str) -> String {
+    match (run_id, lang) {
+        (0, "zh") => format!(
+            "已停止跟踪，检查仍在控制器上继续：`preflight sweeps --batch {batch}` 列出其运行编号 N，用 `preflight sweep --attach N` 继续跟踪，或用 `preflight sweep cancel N` 停止"
+        ),
+        (0, _) => format!(
+            "stopped following; the sweep goes on at the controller: `preflight sweeps --batch {batch}` lists its run N; follow it with `preflight sweep --attach N`, or stop it with `preflight sweep cancel N`"
+        ),
+        (id, "zh") => format!(
+            "已停止跟踪，检查（运行 {id}）仍在控制器上继续：用 `preflight sweep --attach {id}` 继续跟踪并获取报告，或用 `preflight sweep cancel {id}` 停止"
+        ),
+        (id, _) => format!(
+            "stopped following; the sweep (run {id}) goes on at the controller: follow it and get its report with `preflight sweep --attach {id}`, or stop it with `preflight sweep cancel {id}`"
+        ),
+    }
+}
+
+fn state_zh(state: &str) -> &str {
+    match state {
+        "cancelled" => "取消",
+        "finished" => "完成",
+        "interrupted" => "中断",
+        "running" => "运行中",
+        s => s,
+    }
+}
+
+/// Prints a finished sweep's report, the note on why it is not the batch's readiness, and
+/// exits 3 when something blocks.
+fn finish(report: &pb::SweepReport, out: Output, lang: &str) -> anyhow::Result<()> {
+    print_report(report, out, "text", lang)?;
+    if report.state == "cancelled" {
+        bail!("{}", report.not_recorded);
+    }
+    if !report.not_recorded.is_empty() {
+        eprintln!("note: {}", report.not_recorded);
+    }
+    if report.hard > 0 {
+        eprintln!(
+            "error: {} hard failure(s): the batch cannot go on until they are fixed",
+            report.hard
+        );
+        std::process::exit(3);
+    }
+    Ok(())
 }
 
 fn print_report(r: &pb::SweepReport, out: Output, format: &str, lang: &str) -> anyhow::Result<()> {

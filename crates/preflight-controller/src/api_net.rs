@@ -250,6 +250,33 @@ pub(crate) struct Probed {
 /// destination agent, runs the probes on the source agent, then closes the listeners unless
 /// `keep` is set (their TTL closes them in any case). Shared by `preflight probe` and the
 /// readiness sweep. An error names the agent and says which end failed.
+/// Probe listeners opened on an agent, closed (by a task of their own) when dropped while still
+/// set: a caller that goes away between opening and closing them leaves nothing listening
+/// until the TTL.
+struct CloseListenersOnDrop(
+    Option<(
+        pb::agent_client::AgentClient<tonic::transport::Channel>,
+        String,
+    )>,
+);
+
+impl Drop for CloseListenersOnDrop {
+    fn drop(&mut self) {
+        let Some((mut client, listeners_id)) = self.0.take() else {
+            return;
+        };
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let mut q = Request::new(pb::CloseProbeListenersRequest { listeners_id });
+                q.set_timeout(Duration::from_secs(10));
+                if let Err(e) = client.close_probe_listeners(q).await {
+                    tracing::warn!(error = %e.message(), "closing abandoned probe listeners failed; they close at their ttl");
+                }
+            });
+        }
+    }
+}
+
 pub(crate) async fn probe_between(
     shared: &Shared,
     from: &AgentRecord,
@@ -281,6 +308,8 @@ pub(crate) async fn probe_between(
         .map_err(|s| (Side::To, agent_status(&to.id, s)))?
         .into_inner();
     tracing::debug!(to = %to.id, %addr, ports = ports.len(), listeners = %opened.listeners_id, "probe listeners opened");
+    // Closes the listeners also when this future is dropped half-way (a cancelled sweep).
+    let mut guard = CloseListenersOnDrop(Some((to_client.clone(), opened.listeners_id.clone())));
 
     let mut q = Request::new(pb::RunProbesRequest {
         targets: ports
@@ -301,6 +330,7 @@ pub(crate) async fn probe_between(
         .map_err(|s| (Side::From, agent_status(&from.id, s)));
 
     // Close whether the probes worked or not; the TTL is the backstop.
+    guard.0 = None;
     if keep.is_zero() {
         let mut q = Request::new(pb::CloseProbeListenersRequest {
             listeners_id: opened.listeners_id.clone(),

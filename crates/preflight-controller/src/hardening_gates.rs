@@ -14,7 +14,7 @@
 //! Recording: after every hardening request that appended evidence (audit, verify, apply,
 //! rollback, firewall allow), and when a plan is attached to a batch, each unfinished batch whose
 //! plan covers one of the agents concerned gets a new `HardeningSummary` computed from the
-//! evidence log (`hardening_facts`), executed as `Command::RecordHardening` by
+//! evidence log (`hardening_facts_if_any`), executed as `Command::RecordHardening` by
 //! `Actor::System`. Hosts that map to no agent, or whose agent has no evidence yet, are left
 //! out of the summary, so the gate names them ("HOST: no hardening evidence"). Recordings are serialised so a slow one never
 //! overwrites a newer one, and an unchanged summary is not recorded again.

@@ -335,16 +335,6 @@ fn check_evidence(
     Ok((out, AgentKey::new(&rec.id, cert_der, &spki)))
 }
 
-/// Hardening facts of one agent from its evidence, without a plan (the firewall counts as
-/// covering the planned ports when its latest `fw.allowlist_ports` status is compliant).
-pub(crate) fn hardening_facts(
-    ev: &EvidenceStore,
-    agent: &str,
-    planned: Option<&BTreeSet<String>>,
-) -> Result<HostHardening, preflight_store::StoreError> {
-    Ok(facts_of(&ev.records_of(agent)?, planned))
-}
-
 /// Hardening facts of one agent, or `None` when it has no evidence at all. `planned`: the
 /// server's planned ports (`8080/tcp`) from the batch's stored plan, which the confirmed
 /// allow-list must cover (see [`facts_of`]).
@@ -391,6 +381,23 @@ pub(crate) fn allowed_ports(r: &evidence::EvidenceRecord) -> Option<BTreeSet<Str
 /// counts as covering, as it does without `planned`, where the latest status decides
 /// (compliant or not applicable).
 fn facts_of(recs: &[(u64, SignedRecord)], planned: Option<&BTreeSet<String>>) -> HostHardening {
+    facts_and_firewall(recs, planned).0
+}
+
+/// The firewall fact as people read it: `confirmed` (the allow-list holds the planned ports,
+/// or its latest check is compliant), `n/a` (no live firewall was judged: the catalog ran on a
+/// root prefix other than `/`, as for fixture trees; the gate lets it pass), `not confirmed`,
+/// or `never audited` (no evidence of the host at all).
+pub(crate) const FW_CONFIRMED: &str = "confirmed";
+pub(crate) const FW_NOT_APPLICABLE: &str = "n/a";
+pub(crate) const FW_NOT_CONFIRMED: &str = "not confirmed";
+pub(crate) const NEVER_AUDITED: &str = "never audited";
+
+/// [`facts_of`], and the firewall fact shown by `harden status` (see [`FW_CONFIRMED`]).
+fn facts_and_firewall(
+    recs: &[(u64, SignedRecord)],
+    planned: Option<&BTreeSet<String>>,
+) -> (HostHardening, &'static str) {
     let mut last_change: Option<u64> = None;
     let mut last_apply_or_rollback: Option<EvidenceOperation> = None;
     let mut last_verify: Option<u64> = None;
@@ -422,16 +429,26 @@ fn facts_of(recs: &[(u64, SignedRecord)], planned: Option<&BTreeSet<String>>) ->
         latest.insert(r.check_id.clone(), r.status);
     }
     let fw_status = latest.get("fw.allowlist_ports").copied();
-    let (fw_ok, firewall_missing_ports) = match (planned, &last_list, fw_status) {
+    let (fw_ok, firewall_missing_ports, shown) = match (planned, &last_list, fw_status) {
         // The host's real allow-list is known: it decides, whatever the catalog said of a
         // fixture tree.
         (Some(planned), Some(allowed), _) => {
             let missing: Vec<String> = planned.difference(allowed).cloned().collect();
-            (missing.is_empty(), missing)
+            let shown = if missing.is_empty() {
+                FW_CONFIRMED
+            } else {
+                FW_NOT_CONFIRMED
+            };
+            (missing.is_empty(), missing, shown)
         }
-        (_, _, Some(EvidenceStatus::NotApplicable)) => (true, Vec::new()),
-        (None, _, Some(EvidenceStatus::Compliant)) => (true, Vec::new()),
-        _ => (false, Vec::new()),
+        (_, _, Some(EvidenceStatus::NotApplicable)) => (true, Vec::new(), FW_NOT_APPLICABLE),
+        (None, _, Some(EvidenceStatus::Compliant)) => (true, Vec::new(), FW_CONFIRMED),
+        _ => (false, Vec::new(), FW_NOT_CONFIRMED),
+    };
+    let shown = if recs.is_empty() {
+        NEVER_AUDITED
+    } else {
+        shown
     };
     // `unknown` (a file the check cannot parse, a tool that did not answer) is not evidence of
     // compliance: it blocks the gate like a violation, marked so the deployer knows to look.
@@ -443,7 +460,7 @@ fn facts_of(recs: &[(u64, SignedRecord)], planned: Option<&BTreeSet<String>>) ->
             _ => None,
         })
         .collect();
-    HostHardening {
+    let facts = HostHardening {
         baseline_applied: last_apply_or_rollback == Some(EvidenceOperation::Apply),
         all_compliant: !latest.is_empty() && noncompliant.is_empty(),
         verified_after_last_change: match (last_verify, last_change) {
@@ -454,7 +471,8 @@ fn facts_of(recs: &[(u64, SignedRecord)], planned: Option<&BTreeSet<String>>) ->
         firewall_covers_planned_ports: fw_ok,
         noncompliant,
         firewall_missing_ports,
-    }
+    };
+    (facts, shown)
 }
 
 pub(crate) struct HardeningSvc(pub Arc<Shared>);
@@ -866,9 +884,16 @@ impl pb::hardening_server::Hardening for HardeningSvc {
         known_agents(&self.0, &ids)?;
         let mut hosts = Vec::new();
         for (id, planned) in targets {
-            let f = hardening_facts(&self.0.evidence.store, &id, planned.as_ref())
+            let recs = self
+                .0
+                .evidence
+                .store
+                .records_of(&id)
                 .map_err(|e| Status::unavailable(e.to_string()))?;
+            let (f, firewall) = facts_and_firewall(&recs, planned.as_ref());
             hosts.push(pb::HostHardeningFacts {
+                firewall: firewall.to_string(),
+                audited: !recs.is_empty(),
                 agent_id: id,
                 baseline_applied: f.baseline_applied,
                 all_compliant: f.all_compliant,

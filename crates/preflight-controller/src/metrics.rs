@@ -116,7 +116,7 @@ impl Metrics {
             "gauge",
             "Stored readiness sweep runs by state.",
         );
-        for state in ["running", "finished", "interrupted"] {
+        for state in ["running", "finished", "interrupted", "cancelled"] {
             let n = fleet.sweeps.get(state).copied().unwrap_or(0);
             let _ = writeln!(o, "preflight_sweeps{{state=\"{state}\"}} {n}");
         }
@@ -229,7 +229,7 @@ pub(crate) struct Fleet {
     pub revoked: u32,
     /// (agent id, reported version) of agents not on the controller's version.
     pub outdated: Vec<(String, String)>,
-    /// Stored sweep runs by state (`running`, `finished`, `interrupted`).
+    /// Stored sweep runs by state (`running`, `finished`, `interrupted`, `cancelled`).
     pub sweeps: BTreeMap<String, u32>,
 }
 

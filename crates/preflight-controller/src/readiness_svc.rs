@@ -14,6 +14,7 @@ use futures_util::StreamExt;
 use preflight_core::plan::{PackageKind, Plan, Protocol, Server, MAX_PLAN_BYTES};
 use preflight_core::readiness::{self, Finding};
 use preflight_core::role::Role;
+use preflight_core::workflow::PauseReason;
 use preflight_proto::v1 as pb;
 use preflight_store::sweeps::{FindingRecord, SweepRecord};
 use preflight_store::AgentRecord;
@@ -36,33 +37,49 @@ const MAX_CONCURRENCY: u32 = 256;
 /// Most sweeps running at once in one controller.
 pub(crate) const MAX_RUNNING_SWEEPS: usize = 8;
 
+/// A running sweep as others see it: its progress (the latest event; the last one carries the
+/// report) and the switch that cancels it (set to who cancelled).
+#[derive(Clone)]
+pub(crate) struct RunningSweep {
+    run_id: u64,
+    events: tokio::sync::watch::Receiver<pb::SweepEvent>,
+    cancel: Arc<tokio::sync::watch::Sender<Option<String>>>,
+}
+
+type SlotMap = HashMap<String, Option<RunningSweep>>;
+
 /// The sweeps running now, by batch: at most [`MAX_RUNNING_SWEEPS`], one per batch.
 #[derive(Default)]
-pub(crate) struct SweepSlots(Arc<std::sync::Mutex<HashMap<String, u64>>>);
+pub(crate) struct SweepSlots(Arc<std::sync::Mutex<SlotMap>>);
 
 /// A running sweep's place in [`SweepSlots`], given back when dropped (the run ends).
 pub(crate) struct SweepSlot {
-    slots: Arc<std::sync::Mutex<HashMap<String, u64>>>,
+    slots: Arc<std::sync::Mutex<SlotMap>>,
     batch: String,
 }
 
-impl SweepSlots {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
+fn lock_slots(m: &std::sync::Mutex<SlotMap>) -> std::sync::MutexGuard<'_, SlotMap> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
 
+impl SweepSlots {
     /// A place for a sweep of `batch`, or why not: RESOURCE_EXHAUSTED when
-    /// MAX_RUNNING_SWEEPS are running, FAILED_PRECONDITION when the batch is being swept.
+    /// MAX_RUNNING_SWEEPS are running, FAILED_PRECONDITION when the batch is being swept
+    /// (naming the run, and how to follow or cancel it).
     fn take(&self, batch: &str) -> Result<SweepSlot, Status> {
-        let mut m = self.lock();
-        if let Some(id) = m.get(batch) {
-            let run = if *id == 0 {
-                String::new()
-            } else {
-                format!(" (run {id})")
+        let mut m = lock_slots(&self.0);
+        if let Some(r) = m.get(batch) {
+            let how = match r {
+                Some(r) => format!(
+                    " (run {id}): follow it with `preflight sweep --attach {id}`, or stop it with `preflight sweep cancel {id}`",
+                    id = r.run_id
+                ),
+                None => format!(
+                    ": wait for that sweep to finish (`preflight sweeps --batch {batch}`), then sweep again"
+                ),
             };
             return Err(Status::failed_precondition(format!(
-                "batch {batch} is being swept{run}: wait for that sweep to finish (`preflight sweeps --batch {batch}`), then sweep again"
+                "batch {batch} is being swept{how}"
             )));
         }
         if m.len() >= MAX_RUNNING_SWEEPS {
@@ -71,35 +88,40 @@ impl SweepSlots {
                 m.len()
             )));
         }
-        m.insert(batch.to_string(), 0);
+        m.insert(batch.to_string(), None);
         Ok(SweepSlot {
             slots: self.0.clone(),
             batch: batch.to_string(),
         })
     }
+
+    /// The running sweep `run_id`, if it is running in this controller.
+    fn running(&self, run_id: u64) -> Option<RunningSweep> {
+        lock_slots(&self.0)
+            .values()
+            .flatten()
+            .find(|r| r.run_id == run_id)
+            .cloned()
+    }
 }
 
 impl SweepSlot {
-    fn set_run(&self, run_id: u64) {
-        if let Some(id) = self
-            .slots
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get_mut(&self.batch)
-        {
-            *id = run_id;
+    fn set_run(&self, run: RunningSweep) {
+        if let Some(r) = lock_slots(&self.slots).get_mut(&self.batch) {
+            *r = Some(run);
         }
     }
 }
 
 impl Drop for SweepSlot {
     fn drop(&mut self) {
-        self.slots
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.batch);
+        lock_slots(&self.slots).remove(&self.batch);
     }
 }
+
+/// How long CancelSweep waits for the run to end before it answers with the stored run.
+const CANCEL_WAIT: Duration = Duration::from_secs(30);
+
 /// Length of each disk benchmark and bandwidth test when the request names none, and the cap.
 const DEFAULT_MEASURE_MS: u32 = 2_000;
 const MAX_MEASURE_MS: u32 = 30_000;
@@ -206,7 +228,7 @@ impl ReadinessSvc {
                 agent: None,
                 held: HashMap::new(),
             }
-            .lost(server, msg)
+            .lost(plan, server, opts, msg)
         };
         let rec = match agent_for_host(&server.hostname, Some(server.address), agents) {
             Ok(rec) => rec,
@@ -234,7 +256,7 @@ impl ReadinessSvc {
         if let Some(d) = dial_addr(rec).and_then(|d| d.parse::<std::net::SocketAddr>().ok()) {
             addrs.push(d.ip().to_string());
         }
-        out.push(readiness::identity(server, &inv.hostname, &rec.id, &addrs));
+        out.push(readiness::identity(server, &inv.hostname, &addrs));
         let cpu = inv.cpu.clone().unwrap_or_default();
         let mem = inv.memory.unwrap_or_default();
         out.extend(readiness::capacity(
@@ -663,7 +685,7 @@ fn paths_unchecked(from: &Server, to: &Server, ports: &[u16], side: Side, error:
     readiness::unchecked(
         &from.hostname,
         check,
-        preflight_core::workflow::PauseReason::NetworkPorts,
+        PauseReason::NetworkPorts,
         &format!(
             "{} tcp port(s) to {}, refused by {who}'s agent: {error}",
             ports.len(),
@@ -674,8 +696,9 @@ fn paths_unchecked(from: &Server, to: &Server, ports: &[u16], side: Side, error:
 
 impl ReadinessSvc {
     /// Runs one network check between the agents that answered in the server phase. A check
-    /// whose agent is gone reports it once as `reachable`; paths of a server that never
-    /// answered are not tried (its `reachable` failure says it all).
+    /// whose agent is gone reports it once as `reachable`; checks of a server that never
+    /// answered (or stopped) are not tried but reported `not checked: SERVER unreachable`, so
+    /// the report lists every planned check.
     async fn net_task(
         &self,
         plan: &Plan,
@@ -691,14 +714,23 @@ impl ReadinessSvc {
         match task {
             NetTask::Paths { to, from } => {
                 let Some(to_rec) = agent(*to) else {
+                    for (f, ports) in from {
+                        out.extend(paths_not_checked(sv(*f), sv(*to), ports, &sv(*to).hostname));
+                    }
                     return out;
                 };
                 let mut lost_from = BTreeSet::new();
+                let mut lost_to = false;
                 for (f, ports) in from {
-                    let Some(from_rec) = agent(*f) else { continue };
-                    if lost_from.contains(f) {
+                    if lost_to {
+                        out.extend(paths_not_checked(sv(*f), sv(*to), ports, &sv(*to).hostname));
                         continue;
                     }
+                    if agent(*f).is_none() || lost_from.contains(f) {
+                        out.extend(paths_not_checked(sv(*f), sv(*to), ports, &sv(*f).hostname));
+                        continue;
+                    }
+                    let Some(from_rec) = agent(*f) else { continue };
                     match probe_between(
                         s,
                         from_rec,
@@ -730,11 +762,18 @@ impl ReadinessSvc {
                         }
                         Err((Side::To, e)) if lost(&e) => {
                             out.push(gone(*to, &e));
-                            return out;
+                            out.extend(paths_not_checked(
+                                sv(*f),
+                                sv(*to),
+                                ports,
+                                &sv(*to).hostname,
+                            ));
+                            lost_to = true;
                         }
                         Err((Side::From, e)) if lost(&e) => {
                             lost_from.insert(*f);
                             out.push(gone(*f, &e));
+                            out.extend(paths_not_checked(sv(*f), sv(*to), ports, &sv(*f).hostname));
                         }
                         // An agent refused the request (not the path): the sweep's own
                         // failure, one finding per request, not "open the firewall".
@@ -747,11 +786,12 @@ impl ReadinessSvc {
             NetTask::Bandwidth { from, to } => {
                 let t = plan.thresholds_for(sv(*from));
                 let (Some(fr), Some(tr)) = (agent(*from), agent(*to)) else {
-                    out.push(readiness::bandwidth(
-                        sv(*from),
-                        sv(*to),
-                        t,
-                        Err("an agent of the pair did not answer"),
+                    let down = if agent(*from).is_none() { *from } else { *to };
+                    out.push(readiness::not_checked(
+                        &sv(*from).hostname,
+                        format!("bandwidth:{}", sv(*to).hostname),
+                        PauseReason::NetworkPorts,
+                        &sv(down).hostname,
                     ));
                     return out;
                 };
@@ -785,10 +825,21 @@ impl ReadinessSvc {
                     })
                     .chain(0..plan.servers.len())
                     .find_map(|i| agent(i).map(|a| (i, a)));
+                let label = v.name.clone().unwrap_or_else(|| v.address.to_string());
                 let Some((pi, rec)) = prober else {
+                    let who = if v.members.is_empty() {
+                        "every server of the plan".to_string()
+                    } else {
+                        v.members.join(", ")
+                    };
+                    out.push(readiness::not_checked(
+                        &label,
+                        format!("vip:{}", v.address),
+                        PauseReason::VipMissing,
+                        &who,
+                    ));
                     return out;
                 };
-                let label = v.name.clone().unwrap_or_else(|| v.address.to_string());
                 let ports: Vec<u16> = v.ports.iter().flat_map(|r| r.ports()).collect();
                 let mut answers: Vec<(u16, String)> = Vec::new();
                 // In requests of VIP_CHUNK ports, so each stays within its timeout.
@@ -797,13 +848,19 @@ impl ReadinessSvc {
                         Ok(a) => answers.extend(a),
                         Err(e) if lost(&e) => {
                             out.push(gone(pi, &e));
+                            out.push(readiness::not_checked(
+                                &label,
+                                format!("vip:{}", v.address),
+                                PauseReason::VipMissing,
+                                &sv(pi).hostname,
+                            ));
                             return out;
                         }
                         Err(e) => {
                             out.push(readiness::unchecked(
                                 &label,
                                 format!("vip:{}", v.address),
-                                preflight_core::workflow::PauseReason::VipMissing,
+                                PauseReason::VipMissing,
                                 &format!(
                                     "could not probe {} from {}: {}",
                                     v.address,
@@ -861,16 +918,104 @@ impl ReadinessSvc {
 
 impl ServerOutcome {
     /// The agent stopped answering: the server's result is a hard `reachable` failure (in
-    /// place of the passed one, when it answered at first), with what was judged before.
-    fn lost(mut self, server: &Server, msg: &str) -> Self {
+    /// place of the passed one, when it answered at first), with what was judged before, and
+    /// every planned check of the server not judged yet as `not checked` (so the report still
+    /// lists the whole plan).
+    fn lost(mut self, plan: &Plan, server: &Server, opts: &Opts, msg: &str) -> Self {
         let f = readiness::reachable(server, Some(msg));
         match self.findings.iter_mut().find(|f| f.check == "reachable") {
             Some(x) => *x = f,
             None => self.findings.insert(0, f),
         }
+        let judged: BTreeSet<String> = self.findings.iter().map(|f| f.check.clone()).collect();
+        for (check, reason) in server_checks(plan, server, opts) {
+            if !judged.contains(&check) {
+                self.findings.push(readiness::not_checked(
+                    &server.hostname,
+                    check,
+                    reason,
+                    &server.hostname,
+                ));
+            }
+        }
         self.agent = None;
         self
     }
+}
+
+/// The checks the per-server phase owes for `server`, in the order it judges them (after
+/// `reachable`): identity, capacity, free disk, clock, package files, planned ports, disk
+/// benchmarks; those `opts` leaves out are not owed.
+fn server_checks(plan: &Plan, server: &Server, opts: &Opts) -> Vec<(String, PauseReason)> {
+    let mut out = vec![
+        ("identity".to_string(), PauseReason::Planning),
+        ("cores".to_string(), PauseReason::Planning),
+        ("memory".to_string(), PauseReason::Planning),
+    ];
+    for dir in &server.data_dirs {
+        out.push((format!("disk_free:{dir}"), PauseReason::DiskPerformance));
+    }
+    out.push(("clock".to_string(), PauseReason::Other));
+    if opts.runs("packages") {
+        for p in plan.packages_for(server) {
+            out.push((format!("package:{}", p.path), PauseReason::Package));
+        }
+    }
+    if opts.runs("ports") {
+        for p in server.planned_ports() {
+            out.push((
+                format!("port:{}/{}", p.port, p.protocol.as_str()),
+                PauseReason::NetworkPorts,
+            ));
+        }
+    }
+    if opts.runs("disk") {
+        for dir in &server.data_dirs {
+            for m in ["disk_randread", "disk_randwrite", "disk_fdatasync"] {
+                out.push((format!("{m}:{dir}"), PauseReason::DiskPerformance));
+            }
+        }
+    }
+    out
+}
+
+/// The paths `from` → `to` on `ports` that could not be probed because the agent of
+/// `unreachable` did not answer.
+fn paths_not_checked(from: &Server, to: &Server, ports: &[u16], unreachable: &str) -> Vec<Finding> {
+    ports
+        .iter()
+        .map(|p| {
+            readiness::not_checked(
+                &from.hostname,
+                format!("path:{}:{p}", to.hostname),
+                PauseReason::NetworkPorts,
+                unreachable,
+            )
+        })
+        .collect()
+}
+
+/// One `reachable` finding per server: a server whose agent was lost in the network phase
+/// has a hard one there, which replaces the passed one of the server phase (so a run lists
+/// each planned check once, whenever its agent went away).
+fn one_reachable_each(all: Vec<Finding>) -> Vec<Finding> {
+    let lost: BTreeSet<String> = all
+        .iter()
+        .filter(|f| f.check == "reachable" && f.verdict != readiness::Verdict::Pass)
+        .map(|f| f.server.clone())
+        .collect();
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::with_capacity(all.len());
+    for f in all {
+        if f.check == "reachable"
+            && lost.contains(&f.server)
+            && (f.verdict == readiness::Verdict::Pass || !seen.insert(f.server.clone()))
+        {
+            continue;
+        }
+        out.push(f);
+    }
+    out
 }
 
 /// Whether a finished run may be recorded as its batch's readiness: `Ok(true)` when a batch of
@@ -1032,6 +1177,31 @@ pub(crate) fn to_pb(r: &SweepRecord, with_findings: bool) -> pb::SweepReport {
     }
 }
 
+/// A run id as requests give it: 0 is no run.
+fn run_id_of(id: u64) -> Result<u64, Status> {
+    if id == 0 {
+        return Err(Status::invalid_argument(
+            "run_id is missing: give the run's number (`preflight sweeps` lists them)",
+        ));
+    }
+    Ok(id)
+}
+
+impl ReadinessSvc {
+    /// The stored run `run_id`, or NOT_FOUND naming how to list them.
+    fn stored(&self, run_id: u64) -> Result<SweepRecord, Status> {
+        self.0
+            .store
+            .sweep(run_id)
+            .map_err(store_status)?
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "no sweep run {run_id}: `preflight sweeps` lists them"
+                ))
+            })
+    }
+}
+
 fn valid_label(b: &str) -> bool {
     !b.is_empty()
         && b.len() <= 64
@@ -1042,6 +1212,7 @@ fn valid_label(b: &str) -> bool {
 #[tonic::async_trait]
 impl pb::readiness_server::Readiness for ReadinessSvc {
     type RunSweepStream = ReceiverStream<Result<pb::SweepEvent, Status>>;
+    type AttachSweepStream = ReceiverStream<Result<pb::SweepEvent, Status>>;
 
     async fn run_sweep(
         &self,
@@ -1105,7 +1276,6 @@ impl pb::readiness_server::Readiness for ReadinessSvc {
         let slot = s.sweeps.take(&r.batch)?;
         let agents = s.store.agents().map_err(store_status)?;
         let run_id = s.store.next_sweep_id().map_err(store_status)?;
-        slot.set_run(run_id);
         let mut rec = SweepRecord {
             run_id,
             batch: r.batch.clone(),
@@ -1125,6 +1295,24 @@ impl pb::readiness_server::Readiness for ReadinessSvc {
         } else {
             r.concurrency
         } as usize;
+        let (paths, serial) = net_tasks(&plan, &opts);
+        let total = (plan.servers.len() + paths.len() + serial.len()) as u32;
+        let first = pb::SweepEvent {
+            done: 0,
+            total,
+            server: String::new(),
+            report: None,
+            run_id,
+        };
+        let (ev_tx, ev_rx) = tokio::sync::watch::channel(first.clone());
+        let (cancel_tx, mut cancel_rx) = tokio::sync::watch::channel(None::<String>);
+        slot.set_run(RunningSweep {
+            run_id,
+            events: ev_rx,
+            cancel: Arc::new(cancel_tx),
+        });
+        // The caller learns the run id at once (to attach or cancel it later).
+        let _ = tx.try_send(Ok(first));
         let svc = ReadinessSvc(s.clone());
         tokio::spawn(async move {
             // Held until the run ends: given back before the last message, so a caller that
@@ -1132,72 +1320,116 @@ impl pb::readiness_server::Readiness for ReadinessSvc {
             let slot = slot;
             let plan = Arc::new(plan);
             let agents = Arc::new(agents);
-            let (paths, serial) = net_tasks(&plan, &opts);
-            let total = (plan.servers.len() + paths.len() + serial.len()) as u32;
-            let mut done = 0;
-            let progress = |done: u32, what: String| {
+            let done = std::sync::atomic::AtomicU32::new(0);
+            let progress = |what: String| {
                 let tx = tx.clone();
+                let ev = pb::SweepEvent {
+                    done: done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1,
+                    total,
+                    server: what,
+                    report: None,
+                    run_id,
+                };
+                ev_tx.send_replace(ev.clone());
                 async move {
-                    let _ = tx
-                        .send(Ok(pb::SweepEvent {
-                            done,
-                            total,
-                            server: what,
-                            report: None,
-                        }))
-                        .await;
+                    let _ = tx.send(Ok(ev)).await;
                 }
             };
-            // Phase 1: every server by itself, side by side.
-            let mut results = futures_util::stream::iter(0..plan.servers.len())
-                .map(|i| {
-                    let (plan, agents, svc, opts) =
-                        (plan.clone(), agents.clone(), &svc, opts.clone());
-                    async move {
-                        let server = &plan.servers[i];
-                        (i, svc.sweep_server(&plan, server, &agents, &opts).await)
-                    }
-                })
-                .buffer_unordered(conc);
-            let mut outcomes: Vec<Option<ServerOutcome>> =
-                (0..plan.servers.len()).map(|_| None).collect();
-            while let Some((i, o)) = results.next().await {
-                done += 1;
-                outcomes[i] = Some(o);
-                progress(done, plan.servers[i].hostname.clone()).await;
-            }
-            drop(results);
-            let outcomes: Vec<ServerOutcome> = outcomes.into_iter().flatten().collect();
-            // Phase 2: between servers. Paths into different destinations side by side;
-            // bandwidth pairs and virtual IPs one at a time, so tests do not share a link.
-            let mut net: Vec<Vec<Finding>> = Vec::new();
-            {
-                let (plan_r, svc_r, opts_r, out_r, paths_r) =
-                    (&*plan, &svc, &*opts, &outcomes, &paths);
-                let mut results = futures_util::stream::iter(0..paths.len())
-                    .map(move |i| async move {
-                        let t = &paths_r[i];
-                        (
-                            t.label(plan_r),
-                            svc_r.net_task(plan_r, t, out_r, opts_r).await,
-                        )
+            let work = async {
+                // Phase 1: every server by itself, side by side.
+                let mut results = futures_util::stream::iter(0..plan.servers.len())
+                    .map(|i| {
+                        let (plan, agents, svc, opts) =
+                            (plan.clone(), agents.clone(), &svc, opts.clone());
+                        async move {
+                            let server = &plan.servers[i];
+                            (i, svc.sweep_server(&plan, server, &agents, &opts).await)
+                        }
                     })
                     .buffer_unordered(conc);
-                while let Some((label, f)) = results.next().await {
-                    done += 1;
-                    net.push(f);
-                    progress(done, label).await;
+                let mut outcomes: Vec<Option<ServerOutcome>> =
+                    (0..plan.servers.len()).map(|_| None).collect();
+                while let Some((i, o)) = results.next().await {
+                    outcomes[i] = Some(o);
+                    progress(plan.servers[i].hostname.clone()).await;
                 }
-            }
-            for t in &serial {
-                net.push(svc.net_task(&plan, t, &outcomes, &opts).await);
-                done += 1;
-                progress(done, t.label(&plan)).await;
-            }
-            let mut per_server: Vec<Vec<Finding>> =
-                outcomes.into_iter().map(|o| o.findings).collect();
-            per_server.extend(net);
-            let all: Vec<Finding> = per_server.into_iter().flatten().collect();
+                drop(results);
+                let outcomes: Vec<ServerOutcome> = outcomes.into_iter().flatten().collect();
+                // Phase 2: between servers. Paths into different destinations side by side;
+                // bandwidth pairs and virtual IPs one at a time, so tests do not share a link.
+                let mut net: Vec<Vec<Finding>> = Vec::new();
+                {
+                    let (plan_r, svc_r, opts_r, out_r, paths_r) =
+                        (&*plan, &svc, &*opts, &outcomes, &paths);
+                    let mut results = futures_util::stream::iter(0..paths.len())
+                        .map(move |i| async move {
+                            let t = &paths_r[i];
+                            (
+                                t.label(plan_r),
+                                svc_r.net_task(plan_r, t, out_r, opts_r).await,
+                            )
+                        })
+                        .buffer_unordered(conc);
+                    while let Some((label, f)) = results.next().await {
+                        net.push(f);
+                        progress(label).await;
+                    }
+                }
+                for t in &serial {
+                    net.push(svc.net_task(&plan, t, &outcomes, &opts).await);
+                    progress(t.label(&plan)).await;
+                }
+                let mut per_server: Vec<Vec<Finding>> =
+                    outcomes.into_iter().map(|o| o.findings).collect();
+                per_server.extend(net);
+                one_reachable_each(per_server.into_iter().flatten().collect())
+            };
+            // A cancel drops the work: every agent call in flight is cancelled with it (the
+            // agents stop their benchmarks, probe listeners are closed), nothing is judged.
+            let cancelled_by = async {
+                loop {
+                    if let Some(who) = cancel_rx.borrow_and_update().clone() {
+                        return who;
+                    }
+                    if cancel_rx.changed().await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                }
+            };
+            let outcome = tokio::select! {
+                all = work => Ok(all),
+                who = cancelled_by => Err(who),
+            };
+            let done = done.load(std::sync::atomic::Ordering::Relaxed);
+            let finish = |report: pb::SweepReport| {
+                let ev = pb::SweepEvent {
+                    done,
+                    total,
+                    server: String::new(),
+                    report: Some(report),
+                    run_id,
+                };
+                ev_tx.send_replace(ev.clone());
+                ev
+            };
+            let all = match outcome {
+                Ok(all) => all,
+                Err(who) => {
+                    rec.finished_at_ms = svc.0.now_ms();
+                    rec.state = "cancelled".into();
+                    rec.not_recorded = format!(
+                        "the run was cancelled by {who}: nothing of it is recorded as readiness"
+                    );
+                    tracing::info!(run_id, batch = %rec.batch, by = %who, "sweep cancelled");
+                    if let Err(e) = svc.0.store.put_sweep(&rec) {
+                        tracing::error!(run_id, error = %e, "cannot store the cancelled sweep");
+                    }
+                    let ev = finish(to_pb(&rec, true));
+                    drop(slot);
+                    let _ = tx.send(Ok(ev)).await;
+                    return;
+                }
+            };
             rec.findings = all.iter().map(to_record).collect();
             rec.finished_at_ms = svc.0.now_ms();
             rec.state = "finished".into();
@@ -1229,17 +1461,87 @@ impl pb::readiness_server::Readiness for ReadinessSvc {
                     report.not_recorded = why;
                 }
             }
+            let ev = finish(report);
             drop(slot);
-            let _ = tx
-                .send(Ok(pb::SweepEvent {
-                    done,
-                    total,
-                    server: String::new(),
-                    report: Some(report),
-                }))
-                .await;
+            let _ = tx.send(Ok(ev)).await;
         });
         Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn attach_sweep(
+        &self,
+        req: Request<pb::AttachSweepRequest>,
+    ) -> Result<Response<Self::AttachSweepStream>, Status> {
+        authorize(&self.0, &req, allowed("AttachSweep"))?;
+        let run_id = run_id_of(req.get_ref().run_id)?;
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let Some(run) = self.0.sweeps.running(run_id) else {
+            // Ended (or never ran here): its stored report at once.
+            let rec = self.stored(run_id)?;
+            let n = rec.findings.len() as u32;
+            let _ = tx.try_send(Ok(pb::SweepEvent {
+                done: n,
+                total: n,
+                server: String::new(),
+                report: Some(to_pb(&rec, true)),
+                run_id,
+            }));
+            return Ok(Response::new(ReceiverStream::new(rx)));
+        };
+        let s = self.0.clone();
+        tokio::spawn(async move {
+            let mut events = run.events;
+            loop {
+                let ev = events.borrow_and_update().clone();
+                let last = ev.report.is_some();
+                if tx.send(Ok(ev)).await.is_err() || last {
+                    return;
+                }
+                if events.changed().await.is_err() {
+                    // The run's task ended without a report (its store write failed): what
+                    // the store holds, or the error.
+                    let ev = match s.store.sweep(run_id) {
+                        Ok(Some(rec)) if rec.state != "running" => Ok(pb::SweepEvent {
+                            report: Some(to_pb(&rec, true)),
+                            run_id,
+                            ..Default::default()
+                        }),
+                        Ok(_) => Err(Status::unavailable(format!(
+                            "run {run_id} ended without a report: see the controller's log"
+                        ))),
+                        Err(e) => Err(store_status(e)),
+                    };
+                    let _ = tx.send(ev).await;
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn cancel_sweep(
+        &self,
+        req: Request<pb::CancelSweepRequest>,
+    ) -> Result<Response<pb::SweepReport>, Status> {
+        let (user, _) = authorize(&self.0, &req, allowed("CancelSweep"))?;
+        let run_id = run_id_of(req.get_ref().run_id)?;
+        let Some(run) = self.0.sweeps.running(run_id) else {
+            let rec = self.stored(run_id)?;
+            return Err(Status::failed_precondition(format!(
+                "run {run_id} is not running (it is {}): only a running sweep can be cancelled",
+                rec.state
+            )));
+        };
+        run.cancel.send_replace(Some(user.name.clone()));
+        let mut events = run.events;
+        let ended =
+            tokio::time::timeout(CANCEL_WAIT, events.wait_for(|e| e.report.is_some())).await;
+        if let Ok(Ok(ev)) = ended {
+            if let Some(r) = ev.report.clone() {
+                return Ok(Response::new(r));
+            }
+        }
+        Ok(Response::new(to_pb(&self.stored(run_id)?, true)))
     }
 
     async fn list_sweeps(
@@ -1423,14 +1725,73 @@ ports = "{ports}"
         .unwrap();
     }
 
+    /// A server whose agent went away lists every check the plan owes for it: those judged
+    /// before, a hard `reachable`, and the rest `not checked: SERVER unreachable`.
+    #[test]
+    fn a_lost_server_still_lists_every_planned_check() {
+        let p = Plan::from_toml(
+            "plan.toml",
+            "[[servers]]\naddress = \"10.0.0.1\"\nhostname = \"a\"\nrole = \"x\"\napps = [{ name = \"w\", ports = \"80,443\" }]\ndata_dirs = [\"/data\"]\n",
+        )
+        .unwrap();
+        let s = &p.servers[0];
+        let judged = vec![
+            readiness::reachable(s, None),
+            readiness::identity(s, "a", &["10.0.0.1".into()]),
+        ];
+        let o = ServerOutcome {
+            findings: judged,
+            agent: None,
+            held: HashMap::new(),
+        }
+        .lost(&p, s, &opts(), "connection refused");
+        let checks: Vec<&str> = o.findings.iter().map(|f| f.check.as_str()).collect();
+        assert_eq!(checks[0], "reachable");
+        assert_eq!(o.findings[0].verdict, readiness::Verdict::Hard);
+        assert_eq!(o.findings[1].verdict, readiness::Verdict::Pass);
+        let owed = server_checks(&p, s, &opts());
+        assert_eq!(o.findings.len(), owed.len() + 1, "{checks:?}");
+        for (c, _) in &owed {
+            assert!(checks.contains(&c.as_str()), "{c} missing: {checks:?}");
+        }
+        for f in &o.findings[2..] {
+            assert_eq!(f.message, "not checked: a unreachable");
+            assert_eq!(f.verdict, readiness::Verdict::Hard);
+        }
+        assert!(checks.contains(&"port:443/tcp") && checks.contains(&"disk_fdatasync:/data"));
+
+        // A reachable lost in the network phase replaces the passed one.
+        let mut all = vec![readiness::reachable(s, None)];
+        all.push(readiness::reachable(s, Some("gone")));
+        all.push(readiness::reachable(s, Some("gone again")));
+        let one = one_reachable_each(all);
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0].verdict, readiness::Verdict::Hard);
+    }
+
     #[test]
     fn sweeps_are_bounded_and_one_per_batch() {
         let slots = SweepSlots::default();
         let first = slots.take("B1").unwrap();
-        first.set_run(41);
+        let (_ev_tx, events) = tokio::sync::watch::channel(pb::SweepEvent::default());
+        let (cancel, _) = tokio::sync::watch::channel(None);
+        first.set_run(RunningSweep {
+            run_id: 41,
+            events,
+            cancel: Arc::new(cancel),
+        });
         let e = slots.take("B1").err().unwrap();
         assert_eq!(e.code(), tonic::Code::FailedPrecondition);
-        assert!(e.message().contains("run 41"), "{}", e.message());
+        // The refusal names the run and how to follow or stop it.
+        for want in [
+            "run 41",
+            "preflight sweep --attach 41",
+            "preflight sweep cancel 41",
+        ] {
+            assert!(e.message().contains(want), "{}", e.message());
+        }
+        assert_eq!(slots.running(41).map(|r| r.run_id), Some(41));
+        assert!(slots.running(42).is_none());
         let mut held: Vec<SweepSlot> = (1..MAX_RUNNING_SWEEPS)
             .map(|i| slots.take(&format!("C{i}")).unwrap())
             .collect();

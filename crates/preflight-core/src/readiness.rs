@@ -53,7 +53,8 @@ pub struct Finding {
     /// The threshold it was judged against.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threshold: Option<u64>,
-    /// Unit of both: `iops`, `us`, `mbit_per_s`.
+    /// Unit of both: `iops`, `us` (fdatasync p99), `mbit_per_s`, `cores`, `mib` (memory),
+    /// `gib` (free disk), `ms` (clock offset, absolute; the threshold is a maximum).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub unit: String,
 }
@@ -82,6 +83,13 @@ impl Finding {
 
     fn figures(mut self, measured: u64, threshold: u64, unit: &str) -> Self {
         self.measured = Some(measured);
+        self.threshold = Some(threshold);
+        self.unit = unit.into();
+        self
+    }
+
+    /// The threshold alone, when nothing could be measured.
+    fn limit(mut self, threshold: u64, unit: &str) -> Self {
         self.threshold = Some(threshold);
         self.unit = unit.into();
         self
@@ -137,36 +145,45 @@ pub fn reachable(server: &Server, error: Option<&str>) -> Finding {
     }
 }
 
-/// The server is the one the plan means: address, and name — the host's own name or the agent
-/// id it was enrolled under (an operator who enrolls `soa-01` on a host called `localhost`
-/// has mapped it deliberately).
-pub fn identity(server: &Server, hostname: &str, agent_id: &str, addresses: &[String]) -> Finding {
+/// The server is the one the plan means, by what the host itself reports: its hostname (from
+/// the inventory; the short name before the first dot also counts) and the planned address on
+/// one of its interfaces. The agent's enrollment name is the operator's word, not the host's,
+/// and never counts. A mismatch names both values, planned and reported.
+pub fn identity(server: &Server, hostname: &str, addresses: &[String]) -> Finding {
     let f = Finding::new(server, "identity", PauseReason::Planning);
     let addr = server.address.to_string();
     let has_addr = addresses
         .iter()
         .any(|a| a.split('/').next() == Some(addr.as_str()));
-    let same_name = agent_id.eq_ignore_ascii_case(&server.hostname)
-        || hostname.eq_ignore_ascii_case(&server.hostname)
+    let same_name = hostname.eq_ignore_ascii_case(&server.hostname)
         || hostname
             .split('.')
             .next()
             .is_some_and(|h| h.eq_ignore_ascii_case(&server.hostname));
+    let planned = &server.hostname;
     match (has_addr, same_name) {
         (true, true) => f.says(
-            format!("{hostname} holds {addr}, as planned"),
-            format!("{hostname} 持有 {addr}，与规划一致"),
+            format!("{hostname} has {addr}, as planned"),
+            format!("{hostname} 配置了 {addr}，与规划一致"),
         ),
-        (false, _) => f
-            .says(
+        (false, _) => {
+            let name = if same_name {
+                String::new()
+            } else {
+                format!("; planned hostname {planned:?}, the host reports {hostname:?}")
+            };
+            let name_zh = if same_name {
+                String::new()
+            } else {
+                format!("；规划主机名 {planned:?}，主机报告 {hostname:?}")
+            };
+            f.says(
                 format!(
-                    "the server answering for {} does not hold {addr} (it has {})",
-                    server.hostname,
+                    "planned address {addr} is not on the host answering for {planned} (it has {}){name}",
                     addresses.join(", ")
                 ),
                 format!(
-                    "{} 对应的服务器没有地址 {addr}（实际为 {}）",
-                    server.hostname,
+                    "{planned} 对应的主机没有规划地址 {addr}（实际为 {}）{name_zh}",
                     addresses.join(", ")
                 ),
             )
@@ -175,17 +192,12 @@ pub fn identity(server: &Server, hostname: &str, agent_id: &str, addresses: &[St
                 Party::Integrator,
                 "correct the server's address in the plan, or move the address to this server",
                 "修正规划中的服务器地址，或将该地址配置到此服务器",
-            ),
+            )
+        }
         (true, false) => f
             .says(
-                format!(
-                    "{addr} is host {hostname:?}, the plan says {:?}",
-                    server.hostname
-                ),
-                format!(
-                    "{addr} 的主机名为 {hostname:?}，规划为 {:?}",
-                    server.hostname
-                ),
+                format!("planned hostname {planned:?}, the host at {addr} reports {hostname:?}"),
+                format!("规划主机名 {planned:?}，{addr} 上的主机报告 {hostname:?}"),
             )
             .fail(
                 Verdict::Soft,
@@ -200,10 +212,12 @@ pub fn identity(server: &Server, hostname: &str, agent_id: &str, addresses: &[St
 pub fn capacity(server: &Server, t: &Thresholds, cores: u64, memory_bytes: u64) -> Vec<Finding> {
     let mib = memory_bytes / (1024 * 1024);
     let mut out = Vec::new();
-    let f = Finding::new(server, "cores", PauseReason::Planning).says(
-        format!("{cores} cores (minimum {})", t.min_cores),
-        format!("{cores} 核（最低 {}）", t.min_cores),
-    );
+    let f = Finding::new(server, "cores", PauseReason::Planning)
+        .says(
+            format!("{cores} cores (minimum {})", t.min_cores),
+            format!("{cores} 核（最低 {}）", t.min_cores),
+        )
+        .figures(cores, t.min_cores, "cores");
     out.push(if cores < t.min_cores {
         f.fail(
             Verdict::Hard,
@@ -214,10 +228,12 @@ pub fn capacity(server: &Server, t: &Thresholds, cores: u64, memory_bytes: u64) 
     } else {
         f
     });
-    let f = Finding::new(server, "memory", PauseReason::Planning).says(
-        format!("{mib} MiB memory (minimum {})", t.min_memory_mib),
-        format!("内存 {mib} MiB（最低 {}）", t.min_memory_mib),
-    );
+    let f = Finding::new(server, "memory", PauseReason::Planning)
+        .says(
+            format!("{mib} MiB memory (minimum {})", t.min_memory_mib),
+            format!("内存 {mib} MiB（最低 {}）", t.min_memory_mib),
+        )
+        .figures(mib, t.min_memory_mib, "mib");
     out.push(if mib < t.min_memory_mib {
         f.fail(
             Verdict::Hard,
@@ -240,6 +256,7 @@ pub fn disk_free(server: &Server, t: &Thresholds, dir: &str, free_bytes: Option<
     );
     match free_bytes {
         None => f
+            .limit(t.min_free_disk_gib, "gib")
             .says(
                 format!("no filesystem found for {dir}"),
                 format!("未找到 {dir} 所在的文件系统"),
@@ -252,10 +269,12 @@ pub fn disk_free(server: &Server, t: &Thresholds, dir: &str, free_bytes: Option<
             ),
         Some(b) => {
             let gib = b / (1 << 30);
-            let f = f.says(
-                format!("{gib} GiB free on {dir} (minimum {})", t.min_free_disk_gib),
-                format!("{dir} 可用 {gib} GiB（最低 {}）", t.min_free_disk_gib),
-            );
+            let f = f
+                .says(
+                    format!("{gib} GiB free on {dir} (minimum {})", t.min_free_disk_gib),
+                    format!("{dir} 可用 {gib} GiB（最低 {}）", t.min_free_disk_gib),
+                )
+                .figures(gib, t.min_free_disk_gib, "gib");
             if gib < t.min_free_disk_gib {
                 f.fail(
                     Verdict::Hard,
@@ -323,26 +342,28 @@ pub fn package_file(
 
 /// Clock offset of a server against the controller, in milliseconds.
 pub fn clock(server: &Server, t: &Thresholds, offset_ms: i64, synchronized: bool) -> Finding {
-    let f = Finding::new(server, "clock", PauseReason::Other).says(
-        format!(
-            "clock offset {offset_ms} ms (maximum {}), {}",
-            t.max_clock_skew_ms,
-            if synchronized {
-                "synchronised"
-            } else {
-                "not synchronised"
-            }
-        ),
-        format!(
-            "时钟偏差 {offset_ms} ms（最大 {}），{}",
-            t.max_clock_skew_ms,
-            if synchronized {
-                "已同步"
-            } else {
-                "未同步"
-            }
-        ),
-    );
+    let f = Finding::new(server, "clock", PauseReason::Other)
+        .says(
+            format!(
+                "clock offset {offset_ms} ms (maximum {}), {}",
+                t.max_clock_skew_ms,
+                if synchronized {
+                    "synchronised"
+                } else {
+                    "not synchronised"
+                }
+            ),
+            format!(
+                "时钟偏差 {offset_ms} ms（最大 {}），{}",
+                t.max_clock_skew_ms,
+                if synchronized {
+                    "已同步"
+                } else {
+                    "未同步"
+                }
+            ),
+        )
+        .figures(offset_ms.unsigned_abs(), t.max_clock_skew_ms, "ms");
     if offset_ms.unsigned_abs() > t.max_clock_skew_ms {
         f.fail(
             Verdict::Hard,
@@ -477,6 +498,7 @@ pub fn bandwidth(from: &Server, to: &Server, t: &Thresholds, mbit: Result<f64, &
     let min = t.min_bandwidth_mbit;
     match mbit {
         Err(e) => f
+            .limit(min, "mbit_per_s")
             .says(
                 format!("bandwidth to {} could not be measured: {e}", to.hostname),
                 format!("到 {} 的带宽无法测量：{e}", to.hostname),
@@ -559,6 +581,7 @@ pub fn disk_bench(
     let v = match value {
         Err(e) => {
             return f
+                .limit(limit, unit)
                 .says(
                     format!("{en} on {dir} could not be measured: {e}"),
                     format!("{dir} 的{zh}无法测量：{e}"),
@@ -663,6 +686,29 @@ pub fn unchecked(
         )
 }
 
+/// A planned check the sweep could not run because the agent of `unreachable` (a server's
+/// plan hostname) did not answer: it still appears in the report, as a hard failure for the
+/// project team (the agent must be reachable for the check to be owed no more), under the
+/// check's own id and pause reason.
+pub fn not_checked(
+    label: &str,
+    check: impl Into<String>,
+    reason: PauseReason,
+    unreachable: &str,
+) -> Finding {
+    Finding::labelled(label, check, reason)
+        .says(
+            format!("not checked: {unreachable} unreachable"),
+            format!("未检查：{unreachable} 无法访问"),
+        )
+        .fail(
+            Verdict::Hard,
+            Party::Project,
+            "bring the server's agent back (see its reachable check), then sweep again",
+            "恢复该服务器上的代理（见其 reachable 检查），然后重新检查",
+        )
+}
+
 /// Counts of each verdict.
 pub fn tally(findings: &[Finding]) -> (usize, usize, usize) {
     findings
@@ -701,6 +747,92 @@ mod tests {
         assert_eq!(f.to_failure().check, "soa-01:path:db-01:5432");
     }
 
+    /// The host's own name decides, never the agent's enrollment name: a server planned as
+    /// `web-01` on a host called `vm` fails, naming both values.
+    #[test]
+    fn identity_compares_the_plan_with_what_the_host_reports() {
+        let mut s = server();
+        s.hostname = "web-01".into();
+        let f = identity(&s, "vm", &["10.0.0.5/24".into()]);
+        assert_eq!((f.verdict, f.party), (Verdict::Soft, Party::Integrator));
+        for text in [&f.message, &f.message_zh] {
+            assert!(
+                text.contains("\"web-01\"") && text.contains("\"vm\""),
+                "{text}"
+            );
+        }
+        assert!(
+            f.message.contains("planned hostname") && f.message.contains("reports"),
+            "{}",
+            f.message
+        );
+        // Address and name both wrong: both named, hard for the address.
+        let f = identity(&s, "vm", &["10.0.0.6/24".into()]);
+        assert_eq!(f.verdict, Verdict::Hard);
+        assert!(
+            f.message.contains("10.0.0.5")
+                && f.message.contains("10.0.0.6/24")
+                && f.message.contains("\"vm\""),
+            "{}",
+            f.message
+        );
+        // The short name of a fully qualified hostname counts.
+        assert_eq!(
+            identity(&s, "web-01.site.example", &["10.0.0.5/24".into()]).verdict,
+            Verdict::Pass
+        );
+    }
+
+    /// Every numeric check carries its figure, threshold and unit.
+    #[test]
+    fn numeric_checks_carry_measured_threshold_and_unit() {
+        let s = server();
+        let t = Thresholds::default();
+        let cap = capacity(&s, &t, 8, 16 << 30);
+        assert_eq!(
+            (cap[0].measured, cap[0].threshold, cap[0].unit.as_str()),
+            (Some(8), Some(t.min_cores), "cores")
+        );
+        assert_eq!(
+            (cap[1].measured, cap[1].threshold, cap[1].unit.as_str()),
+            (Some(16 * 1024), Some(t.min_memory_mib), "mib")
+        );
+        let d = disk_free(&s, &t, "/data", Some(100 << 30));
+        assert_eq!(
+            (d.measured, d.threshold, d.unit.as_str()),
+            (Some(100), Some(t.min_free_disk_gib), "gib")
+        );
+        let none = disk_free(&s, &t, "/data", None);
+        assert_eq!(
+            (none.measured, none.threshold, none.unit.as_str()),
+            (None, Some(t.min_free_disk_gib), "gib")
+        );
+        let c = clock(&s, &t, -250, true);
+        assert_eq!(
+            (c.measured, c.threshold, c.unit.as_str()),
+            (Some(250), Some(t.max_clock_skew_ms), "ms")
+        );
+        let j = serde_json::to_value(&c).unwrap();
+        assert_eq!(
+            (j["measured"].as_u64(), j["unit"].as_str()),
+            (Some(250), Some("ms"))
+        );
+    }
+
+    #[test]
+    fn a_check_not_run_for_an_unreachable_agent_is_hard_and_says_so() {
+        let f = not_checked(
+            "soa-01",
+            "path:db-01:5432",
+            PauseReason::NetworkPorts,
+            "db-01",
+        );
+        assert_eq!((f.verdict, f.party), (Verdict::Hard, Party::Project));
+        assert_eq!(f.message, "not checked: db-01 unreachable");
+        assert!(!f.message_zh.is_empty() && !f.fix.is_empty());
+        assert_eq!(f.to_failure().check, "soa-01:path:db-01:5432");
+    }
+
     #[test]
     fn verdicts_and_parties() {
         let s = server();
@@ -710,19 +842,17 @@ mod tests {
         assert_eq!((r.verdict, r.party), (Verdict::Hard, Party::Project));
         assert!(r.message.contains("connection refused") && !r.fix_zh.is_empty());
 
-        let ok = identity(&s, "SOA-01.example", "x", &["10.0.0.5/24".into()]);
+        let ok = identity(&s, "SOA-01.example", &["10.0.0.5/24".into()]);
         assert_eq!(ok.verdict, Verdict::Pass);
-        let moved = identity(&s, "soa-01", "soa-01", &["10.0.0.6/24".into()]);
+        let moved = identity(&s, "soa-01", &["10.0.0.6/24".into()]);
         assert_eq!(
             (moved.verdict, moved.party),
             (Verdict::Hard, Party::Integrator)
         );
         assert_eq!(
-            identity(&s, "other", "x", &["10.0.0.5/24".into()]).verdict,
+            identity(&s, "other", &["10.0.0.5/24".into()]).verdict,
             Verdict::Soft
         );
-        let by_id = identity(&s, "localhost", "soa-01", &["10.0.0.5/24".into()]);
-        assert_eq!(by_id.verdict, Verdict::Pass);
 
         let cap = capacity(&s, &t, 2, 64 << 30);
         assert_eq!(cap[0].verdict, Verdict::Hard);

@@ -116,8 +116,8 @@ pub fn rpc_roles(service: &str, method: &str) -> Option<&'static [Role]> {
         ) => ANY,
         ("Controller", "RunAgentBenchmark" | "Probe" | "Bandwidth") => CHECKERS,
         ("Controller", "CreateJoinToken" | "RevokeAgent") => ADMIN,
-        ("Readiness", "RunSweep") => SWEEPERS,
-        ("Readiness", "ListSweeps" | "GetSweep") => ANY,
+        ("Readiness", "RunSweep" | "CancelSweep") => SWEEPERS,
+        ("Readiness", "ListSweeps" | "GetSweep" | "AttachSweep") => ANY,
         ("Hardening", "Harden" | "ExportEvidence" | "Status") => HARDEN_READERS,
         ("Hardening", "HardenChange" | "FirewallAllow") => HARDEN_CHANGERS,
         (
@@ -158,6 +158,7 @@ mod tests {
             ("Hardening", "FirewallAllow"),
             ("Workflow", "AddUser"),
             ("Readiness", "RunSweep"),
+            ("Readiness", "CancelSweep"),
         ] {
             assert!(
                 !rpc_roles(svc, m).unwrap().contains(&Role::Auditor),

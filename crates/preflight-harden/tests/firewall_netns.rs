@@ -881,7 +881,7 @@ fn nft_live_hook_audits_the_ruleset_only_with_root_slash() -> Result<()> {
     assert!(hook::register(LiveFirewall::new(
         p.runner(),
         state.path(),
-        Box::new(|| [SSH, AGENT, PLANNED].map(listener).to_vec()),
+        Box::new(|| Ok([SSH, AGENT, PLANNED].map(listener).to_vec())),
     )));
     let audit = |root: &Root| -> Vec<(String, Status, String)> {
         catalog::audit(root, &Policy::default(), &fw_ids)

@@ -19,8 +19,10 @@ use super::manager::read_confirmed_allow_list;
 use super::{AllowList, Listener};
 use crate::catalog::{self, Root, Status};
 
-/// Where the current listening sockets come from (the probe crate in the agent).
-pub type ListenerSource = Box<dyn Fn() -> Vec<Listener> + Send + Sync>;
+/// Where the current listening sockets come from (the probe crate in the agent); `Err` with
+/// why when they cannot be listed. A failed listing is never "no listeners": the checks that
+/// need them are `unknown`, with the error.
+pub type ListenerSource = Box<dyn Fn() -> Result<Vec<Listener>, String> + Send + Sync>;
 
 /// The `fw.*` checks against the live firewall (see the module documentation).
 pub struct LiveFirewall {
@@ -95,6 +97,23 @@ impl LiveFirewall {
                 ),
             );
         }
+        // Read first: without the listening sockets the allow-list cannot be judged, whatever
+        // the ruleset says.
+        let listeners = if id == "fw.allowlist_ports" {
+            match (self.listeners)() {
+                Ok(l) => l,
+                Err(e) => {
+                    return result(
+                        id,
+                        EvidenceStatus::Unknown,
+                        String::new(),
+                        format!("cannot list the listening sockets: {e}"),
+                    )
+                }
+            }
+        } else {
+            Vec::new()
+        };
         let states = detect_backends(&self.runner);
         if id == "fw.single_backend" {
             return check_single_backend(&states);
@@ -128,7 +147,6 @@ impl LiveFirewall {
                 );
             }
         };
-        let listeners = (self.listeners)();
         audit::audit(&self.runner, backend, &list, &listeners)
             .into_iter()
             .find(|r| r.check_id == id)
@@ -182,7 +200,11 @@ mod tests {
     fn a_root_prefix_other_than_slash_is_not_applicable() {
         let dir = tempfile::tempdir().expect("tempdir");
         let root = Root::new(dir.path()).expect("root");
-        let hook = LiveFirewall::new(CommandRunner::host(), dir.path(), Box::new(Vec::new));
+        let hook = LiveFirewall::new(
+            CommandRunner::host(),
+            dir.path(),
+            Box::new(|| Ok(Vec::new())),
+        );
         for id in CHECK_IDS {
             let r = hook.audit_check(&root, id);
             assert_eq!(r.status, EvidenceStatus::NotApplicable, "{id}: {r:?}");
@@ -197,5 +219,26 @@ mod tests {
         }
         let r = hook.audit_check(&root, "ssh.misc");
         assert_eq!(r.status, EvidenceStatus::Unknown);
+    }
+
+    /// A listing of the listening sockets that fails is `unknown` with its error, never an
+    /// empty list that would let `fw.allowlist_ports` pass without a listener read.
+    #[test]
+    fn a_failed_listener_listing_is_unknown_with_the_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let hook = LiveFirewall::new(
+            CommandRunner::host(),
+            dir.path(),
+            Box::new(|| Err("netlink: permission denied".into())),
+        );
+        let r = hook.audit_check(&Root::host(), "fw.allowlist_ports");
+        assert_eq!(r.status, EvidenceStatus::Unknown, "{r:?}");
+        assert_eq!(r.check_id, "fw.allowlist_ports");
+        let why = r.reason.unwrap_or_default();
+        assert!(
+            why.contains("cannot list the listening sockets")
+                && why.contains("netlink: permission denied"),
+            "{why}"
+        );
     }
 }
