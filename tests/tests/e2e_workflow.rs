@@ -106,10 +106,9 @@ impl Office {
             &["batch", "create", id, "--project", p, "--title", id],
         );
         self.to_plan(id);
-        self.run(
-            "ian",
-            &["batch", "plan", id, "--digest", "d1", "--host", "10.0.0.5"],
-        );
+        let plan = self.ctl.dir.path().join("complete-plan.toml");
+        std::fs::write(&plan, preflight_tests::complete_plan("10.0.0.5")).unwrap();
+        self.run("ian", &["plan", "attach", id, plan.to_str().unwrap()]);
         self.run("ian", &["batch", "advance", id]);
         self.run("pat", &["batch", "confirm-plan", id]);
         self.run("admin", &["dev", "record", "readiness", id]);
@@ -525,7 +524,7 @@ fn attached_plan_and_sweeps_drive_the_confirm_plan_gate() {
         std::fs::write(
             &p,
             format!(
-                "[batch]\nproject = \"P1\"\nbatch = \"{batch}\"\n\n[thresholds]\nmin_cores = 1\nmin_memory_mib = 64\nmin_free_disk_gib = 0\nmax_clock_skew_ms = 60000\n\n[[servers]]\naddress = \"127.0.0.51\"\nhostname = \"gate-1\"\nrole = \"db\"\n\n[[packages]]\npath = \"{}\"\nsize = 4\nsha256 = \"{sha_of_dump}\"\nkind = \"db_backup\"\ndatabase = \"portal\"\non_exists = \"rename\"\n",
+                "[batch]\nproject = \"P1\"\nbatch = \"{batch}\"\n\n[thresholds]\nmin_cores = 1\nmin_memory_mib = 64\nmin_free_disk_gib = 0\nmax_clock_skew_ms = 60000\n\n[[servers]]\naddress = \"127.0.0.51\"\nhostname = \"gate-1\"\nrole = \"db\"\napps = [{{ name = \"pg\", ports = \"28793\" }}]\n\n[jump_host]\naddress = \"10.8.3.25\"\nkind = \"windows\"\n\n[[packages]]\npath = \"{}\"\nsize = 4\nsha256 = \"{sha_of_dump}\"\nkind = \"db_backup\"\ndatabase = \"portal\"\non_exists = \"rename\"\n",
                 backup.display(),
             ),
         )
@@ -626,9 +625,15 @@ fn attached_plan_is_kept_and_swept_by_batch() {
         p.to_str().unwrap().to_string()
     };
     let thresholds = "[thresholds]\nmin_cores = 1\nmin_memory_mib = 64\nmin_free_disk_gib = 0\nmax_clock_skew_ms = 60000\n";
+    // Complete (the `plan` gate): a jump host and the database backup, present on the host.
+    let dump = file("k.dump", "dump");
+    let complete = format!(
+        "\n[jump_host]\naddress = \"10.8.3.25\"\nkind = \"windows\"\n\n[[packages]]\npath = \"{dump}\"\nsize = 4\nsha256 = \"{}\"\nkind = \"db_backup\"\ndatabase = \"portal\"\non_exists = \"rename\"\n",
+        "b6ca0868bca6a2926b70aa1a71592038d9030fe26d4214edcfbd6cf41f2f4654" // printf dump | sha256sum
+    );
     let toml = file(
         "k.toml",
-        &format!("[batch]\nproject = \"P1\"\nbatch = \"K1\"\n\n{thresholds}"),
+        &format!("[batch]\nproject = \"P1\"\nbatch = \"K1\"\n\n{thresholds}{complete}"),
     );
     let csv = file(
         "k.csv",

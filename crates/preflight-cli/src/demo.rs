@@ -568,6 +568,10 @@ ports = "{db}"
 from = "demo-1"
 to = "demo-2"
 
+[jump_host]
+address = "127.0.0.1"
+kind = "linux_desktop"
+
 [[packages]]
 path = "{dir}/soa-services.tar.gz"
 size = {app_len}

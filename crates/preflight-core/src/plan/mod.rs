@@ -10,6 +10,7 @@
 //! (the TOML may then hold no `[[servers]]` at all, or some: both lists are validated together,
 //! so paths and virtual IPs in the TOML can name servers and roles from the CSV).
 
+mod complete;
 mod csv_in;
 mod error;
 mod ports;
@@ -24,6 +25,7 @@ use ipnet::IpNet;
 use ring::digest;
 use serde::{Deserialize, Serialize};
 
+pub use complete::{facts_only_incomplete, DATABASE_NAMES};
 pub use error::{InvalidPlan, Location, PlanError, PlanErrorKind};
 pub use ports::{PortRange, Protocol};
 

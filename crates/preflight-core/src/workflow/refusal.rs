@@ -178,14 +178,19 @@ fn unmet_list(gates: &[GateStatus]) -> String {
             if g.missing.is_empty() {
                 format!("{} needs {}", g.gate.id(), g.needs)
             } else {
+                // One missing item a line, so a long list stays readable.
                 format!(
-                    "{} needs {} (missing: {})",
+                    "{} needs {}; missing:\n{}",
                     g.gate.id(),
                     g.needs,
-                    g.missing.join("; ")
+                    g.missing
+                        .iter()
+                        .map(|m| format!("  - {m}"))
+                        .collect::<Vec<_>>()
+                        .join("\n")
                 )
             }
         })
         .collect::<Vec<_>>()
-        .join("; ")
+        .join("\n")
 }
