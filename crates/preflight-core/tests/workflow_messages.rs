@@ -111,7 +111,7 @@ fn refusal_messages() {
         .expect("pre_plan -> deploy_request");
     assert_eq!(
         msg(&w, &pat, Command::Advance { batch: "B1".into() }),
-        "batch B1 cannot leave deploy_request: project_approved needs the project approved (立项) with a budget, or an exception record (approver and reference); missing:\n  - project P1 has neither approval with budget nor an exception record"
+        "batch B1 cannot leave deploy_request: project_approved needs the project approved (立项) with a budget, or an exception record (approver and reference) (missing: project P1 has neither approval with budget nor an exception record)"
     );
     w.execute(T, &pat, pause()).expect("pause");
     assert_eq!(

@@ -178,19 +178,14 @@ fn unmet_list(gates: &[GateStatus]) -> String {
             if g.missing.is_empty() {
                 format!("{} needs {}", g.gate.id(), g.needs)
             } else {
-                // One missing item a line, so a long list stays readable.
                 format!(
-                    "{} needs {}; missing:\n{}",
+                    "{} needs {} (missing: {})",
                     g.gate.id(),
                     g.needs,
-                    g.missing
-                        .iter()
-                        .map(|m| format!("  - {m}"))
-                        .collect::<Vec<_>>()
-                        .join("\n")
+                    g.missing.join("; ")
                 )
             }
         })
         .collect::<Vec<_>>()
-        .join("\n")
+        .join("; ")
 }
