@@ -811,3 +811,131 @@ fn attached_plan_is_kept_and_swept_by_batch() {
     );
     assert_eq!(plan_of(&o, "K3")["hosts"], serde_json::json!(["keep-1"]));
 }
+
+/// Issue 13 items 1 and 13. The controller judges a plan's completeness itself: a plan of
+/// servers alone, attached by a client that claims nothing is missing (`plan attach` sends an
+/// empty `incomplete`), is refused at the `plan` gate naming each missing part, one a line in
+/// `batch show`; facts without the plan are never complete; a complete plan passes. Risks: a
+/// `--source` naming no finding is refused with the findings that exist; `--all-soft` lists
+/// every soft failure as a risk, and the gate is met.
+#[test]
+fn the_controller_judges_plan_completeness_and_risks_name_findings() {
+    let o = Office::new(&["--dev-clock"]);
+    o.setup();
+    let dir = tempfile::tempdir().unwrap();
+    let servers_only = dir.path().join("servers-only.toml");
+    std::fs::write(
+        &servers_only,
+        "[[servers]]\naddress = \"10.20.0.11\"\nhostname = \"web-01\"\nrole = \"nginx\"\napps = [{ name = \"nginx\", ports = \"80\" }]\n\n[[servers]]\naddress = \"10.20.0.12\"\nhostname = \"web-02\"\nrole = \"nginx\"\n\n[[servers]]\naddress = \"10.20.0.31\"\nhostname = \"db-01\"\nrole = \"db\"\napps = [{ name = \"postgresql\", ports = \"5432\" }]\n",
+    )
+    .unwrap();
+    o.run(
+        "pat",
+        &["batch", "create", "C1", "--project", "P1", "--title", "C1"],
+    );
+    o.to_plan("C1");
+    o.run(
+        "ian",
+        &["plan", "attach", "C1", servers_only.to_str().unwrap()],
+    );
+    let parts = [
+        "web-02 has no app with ports",
+        "required paths: none declared",
+        "role nginx is a cluster of 2 servers without a virtual IP",
+        "jump host: none declared",
+        "package manifest: no package files",
+        "database server db-01 has no database backup",
+    ];
+    let mut needles = vec!["plan_complete"];
+    needles.extend(parts);
+    o.refused("ian", &["batch", "advance", "C1"], &needles);
+    assert_eq!(o.stage("C1"), "plan");
+    let shown = o.run("aud", &["batch", "show", "C1"]);
+    for p in parts {
+        assert!(
+            shown
+                .lines()
+                .any(|l| l.trim_start().starts_with("- ") && l.contains(p)),
+            "{p:?} on a line of its own:\n{shown}"
+        );
+    }
+
+    // Facts without the plan: never complete, and the refusal says how to attach the plan.
+    o.run(
+        "pat",
+        &["batch", "create", "C2", "--project", "P1", "--title", "C2"],
+    );
+    o.to_plan("C2");
+    o.run(
+        "ian",
+        &[
+            "batch", "plan", "C2", "--digest", "d2", "--host", "10.0.0.5",
+        ],
+    );
+    o.refused(
+        "ian",
+        &["batch", "advance", "C2"],
+        &[
+            "holds only its digest",
+            "preflight plan attach C2 PLAN_FILE",
+        ],
+    );
+
+    // A complete plan passes; then risks against a recorded readiness with soft failures.
+    let full = dir.path().join("full.toml");
+    std::fs::write(&full, preflight_tests::complete_plan("10.0.0.5")).unwrap();
+    o.run("ian", &["plan", "attach", "C2", full.to_str().unwrap()]);
+    o.run("ian", &["batch", "advance", "C2"]);
+    assert_eq!(o.stage("C2"), "confirm_plan");
+    o.run("pat", &["batch", "confirm-plan", "C2"]);
+    o.run(
+        "admin",
+        &[
+            "dev",
+            "record",
+            "readiness",
+            "C2",
+            "--soft",
+            "disk:app-1:/data:disk_performance:customer",
+            "--soft",
+            "clock:app-1:other",
+        ],
+    );
+    o.refused(
+        "pat",
+        &[
+            "batch",
+            "risk",
+            "C2",
+            "--text",
+            "slow",
+            "--source",
+            "disk:app-9",
+        ],
+        &[
+            "--source disk:app-9 matches no finding",
+            "disk:app-1:/data",
+            "clock:app-1",
+        ],
+    );
+    o.refused(
+        "pat",
+        &["batch", "advance", "C2"],
+        &["soft_failures_are_risks"],
+    );
+    let events = o.json("pat", &["batch", "risk", "C2", "--all-soft"]);
+    assert_eq!(events.as_array().map(Vec::len), Some(2), "{events}");
+    let risks = o.json("aud", &["batch", "show", "C2"])["batch"]["risks"].clone();
+    let sources: Vec<&str> = risks
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["source"].as_str().unwrap())
+        .collect();
+    assert_eq!(sources, ["disk:app-1:/data", "clock:app-1"], "{risks}");
+    // Again: nothing left to list.
+    let again = o.run("pat", &["batch", "risk", "C2", "--all-soft"]);
+    assert!(again.contains("already listed as a risk"), "{again}");
+    o.run("pat", &["batch", "advance", "C2"]);
+    assert_eq!(o.stage("C2"), "assign");
+}

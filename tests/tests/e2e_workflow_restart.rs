@@ -27,10 +27,7 @@ fn drive(cli: &Cli, id: &str, variant: usize, plan: &str) -> Vec<Acked> {
         ("pat", vec!["batch", "advance", id]),
         ("ian", vec!["batch", "advance", id]),
         ("pat", vec!["batch", "advance", id]),
-        (
-            "ian",
-            vec!["plan", "attach", id, plan],
-        ),
+        ("ian", vec!["plan", "attach", id, plan]),
         ("ian", vec!["batch", "advance", id]),
         ("pat", vec!["batch", "confirm-plan", id]),
         ("admin", vec!["dev", "record", "readiness", id]),

@@ -160,7 +160,10 @@ apps = [{ name = "postgresql", ports = "5432" }]
         assert!(has("role nginx is a cluster"), "{missing:#?}");
         assert!(has("jump host"), "{missing:#?}");
         assert!(has("package manifest: no package files"), "{missing:#?}");
-        assert!(has("database server db-01 has no database backup"), "{missing:#?}");
+        assert!(
+            has("database server db-01 has no database backup"),
+            "{missing:#?}"
+        );
         assert_eq!(missing.len(), 6, "{missing:#?}");
     }
 
