@@ -375,6 +375,7 @@ pub(crate) async fn bandwidth_between(
     from: &AgentRecord,
     to: &AgentRecord,
     ip: IpAddr,
+    port: u16,
     duration_ms: u32,
     streams: u32,
     reverse: bool,
@@ -391,6 +392,7 @@ pub(crate) async fn bandwidth_between(
         reverse,
         ttl_ms: (duration + BW_GRACE).as_millis() as u32,
         bind_ip: ip.to_string(),
+        port: u32::from(port),
     });
     q.set_timeout(Duration::from_secs(30));
     let rx = to_client
@@ -463,11 +465,18 @@ pub async fn bandwidth(
     let from = agent(svc, "from_agent", &r.from_agent)?;
     let to = agent(svc, "to_agent", &r.to_agent)?;
     let ip = target_address(&to, &r.to_addr)?;
+    let port = u16::try_from(r.port).map_err(|_| {
+        Status::invalid_argument(format!(
+            "port {} is out of range: use 1 to 65535 (0: a free port)",
+            r.port
+        ))
+    })?;
     let (addr, report) = bandwidth_between(
         &svc.0,
         &from,
         &to,
         ip,
+        port,
         duration_s * 1000,
         streams,
         r.reverse,

@@ -519,8 +519,8 @@ impl ReadinessSvc {
                         Ok(ev) => {
                             if let Some(f) = ev.file {
                                 let detail = match f.status.as_str() {
-                                    "wrong_size" => f.actual_size.to_string(),
-                                    "wrong_hash" => f.actual_sha256.clone(),
+                                    "wrong_size" => f.size_relation.clone(),
+                                    "wrong_hash" => String::new(),
                                     _ => f.error.clone(),
                                 };
                                 out.push(readiness::package_file(
@@ -569,8 +569,8 @@ enum NetTask {
         to: usize,
         from: Vec<(usize, Vec<u16>)>,
     },
-    /// A declared bandwidth pair.
-    Bandwidth { from: usize, to: usize },
+    /// A declared bandwidth pair, through the plan's port for it.
+    Bandwidth { from: usize, to: usize, port: u16 },
     /// A declared virtual IP.
     Vip(usize),
 }
@@ -579,7 +579,7 @@ impl NetTask {
     fn label(&self, plan: &Plan) -> String {
         match self {
             NetTask::Paths { to, .. } => format!("paths to {}", plan.servers[*to].hostname),
-            NetTask::Bandwidth { from, to } => format!(
+            NetTask::Bandwidth { from, to, .. } => format!(
                 "bandwidth {} -> {}",
                 plan.servers[*from].hostname, plan.servers[*to].hostname
             ),
@@ -635,6 +635,7 @@ fn net_tasks(plan: &Plan, opts: &Opts) -> (Vec<NetTask>, Vec<NetTask>) {
                 serial.push(NetTask::Bandwidth {
                     from: idx(f),
                     to: idx(t),
+                    port: b.port,
                 });
             }
         }
@@ -744,7 +745,7 @@ impl ReadinessSvc {
                     }
                 }
             }
-            NetTask::Bandwidth { from, to } => {
+            NetTask::Bandwidth { from, to, port } => {
                 let t = plan.thresholds_for(sv(*from));
                 let (Some(fr), Some(tr)) = (agent(*from), agent(*to)) else {
                     out.push(readiness::bandwidth(
@@ -756,7 +757,8 @@ impl ReadinessSvc {
                     return out;
                 };
                 let res =
-                    bandwidth_between(s, fr, tr, sv(*to).address, opts.measure_ms, 1, false).await;
+                    bandwidth_between(s, fr, tr, sv(*to).address, *port, opts.measure_ms, 1, false)
+                        .await;
                 let mbit = match &res {
                     Ok((_, Some(r))) => Ok(r.total_mbit_per_s),
                     Ok((_, None)) => Err("no report".to_string()),
@@ -1032,6 +1034,32 @@ pub(crate) fn to_pb(r: &SweepRecord, with_findings: bool) -> pb::SweepReport {
     }
 }
 
+/// A plan file decides what the agents probe: unless it is the batch's attached plan (attached
+/// by an integrator), only the roles of `RunSweepPlanFile` may sweep it.
+async fn plan_file_allowed(s: &Shared, batch: &str, plan: &Plan, role: Role) -> Result<(), Status> {
+    let roles = allowed("RunSweepPlanFile");
+    if roles.contains(&role) {
+        return Ok(());
+    }
+    let digest = plan.digest();
+    let attached = s
+        .workflow
+        .read(|w| {
+            w.batch(batch)
+                .and_then(|b| b.plan.as_ref().map(|p| p.digest == digest))
+        })
+        .await
+        .unwrap_or(false);
+    if attached {
+        return Ok(());
+    }
+    let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+    Err(Status::permission_denied(format!(
+        "role {role} may sweep a batch's attached plan (`preflight sweep {batch}`), not another plan file: a plan file is swept by {}; or an integrator attaches it first with `preflight plan attach {batch} FILE`",
+        names.join(", ")
+    )))
+}
+
 fn valid_label(b: &str) -> bool {
     !b.is_empty()
         && b.len() <= 64
@@ -1047,7 +1075,7 @@ impl pb::readiness_server::Readiness for ReadinessSvc {
         &self,
         req: Request<pb::RunSweepRequest>,
     ) -> Result<Response<Self::RunSweepStream>, Status> {
-        authorize(&self.0, &req, allowed("RunSweep"))?;
+        let (_, role) = authorize(&self.0, &req, allowed("RunSweep"))?;
         let r = req.into_inner();
         if !valid_label(&r.batch) {
             return Err(Status::invalid_argument(format!(
@@ -1096,10 +1124,12 @@ impl pb::readiness_server::Readiness for ReadinessSvc {
             // No plan file: the batch's attached plan, as stored on attachment.
             crate::workflow_svc::batch_plan(&self.0, &r.batch).await?
         } else {
-            Plan::from_toml(name, &r.plan_toml).map_err(|e| {
+            let p = Plan::from_toml(name, &r.plan_toml).map_err(|e| {
                 let lines: Vec<String> = e.to_string().lines().take(20).map(String::from).collect();
                 Status::invalid_argument(format!("plan_toml is invalid:\n{}", lines.join("\n")))
-            })?
+            })?;
+            plan_file_allowed(&self.0, &r.batch, &p, role).await?;
+            p
         };
         let s = self.0.clone();
         let slot = s.sweeps.take(&r.batch)?;
