@@ -939,3 +939,66 @@ fn the_controller_judges_plan_completeness_and_risks_name_findings() {
     o.run("pat", &["batch", "advance", "C2"]);
     assert_eq!(o.stage("C2"), "assign");
 }
+
+/// Issue 20 item 2: a plan decides what the agents probe. The project may sweep its batch's
+/// attached plan, never another plan file (that is for admin, integrator, deployer); and a plan
+/// whose VIP lies outside the servers' networks is refused naming the field and the fix.
+#[test]
+fn plan_files_are_for_operators_and_vips_stay_in_the_batch_networks() {
+    let o = Office::new(&[]);
+    o.setup();
+    let dir = tempfile::tempdir().unwrap();
+    let own = dir.path().join("own.toml");
+    std::fs::write(&own, preflight_tests::complete_plan("127.0.0.57")).unwrap();
+    let own = own.to_str().unwrap();
+    // Not attached to any batch: the project is refused before any agent is asked.
+    let out = o.output("pat", &["sweep", "--batch", "S1", "--plan", own]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("role project may sweep a batch's attached plan")
+            && err.contains("admin, integrator, deployer")
+            && err.contains("preflight plan attach S1 FILE"),
+        "{err}"
+    );
+    // Attached by the integrator, the same file may be swept by the project.
+    o.run(
+        "pat",
+        &["batch", "create", "S1", "--project", "P1", "--title", "S1"],
+    );
+    o.to_plan("S1");
+    o.run("ian", &["plan", "attach", "S1", own]);
+    let out = o.output("pat", &["sweep", "--batch", "S1", "--plan", own]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("may sweep"), "{err}");
+    assert!(
+        err.contains("app-1") || String::from_utf8_lossy(&out.stdout).contains("app-1"),
+        "the sweep ran: {err}"
+    );
+
+    // A VIP outside the servers' /24: refused at plan check and attach, naming the field.
+    let scan = dir.path().join("scan.toml");
+    std::fs::write(
+        &scan,
+        format!(
+            "{}\n[[vips]]\naddress = \"8.8.8.8\"\nservers = [\"app-1\"]\nports = \"22\"\n",
+            preflight_tests::complete_plan("10.20.0.11")
+        ),
+    )
+    .unwrap();
+    let scan = scan.to_str().unwrap();
+    for args in [
+        vec!["plan", "check", scan],
+        vec!["plan", "attach", "S1", scan],
+    ] {
+        let out = o.output("ian", &args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}: {err}");
+        assert!(
+            err.contains("field vips[0].address")
+                && err
+                    .contains("virtual IP 8.8.8.8 is outside the batch's networks (10.20.0.0/24)"),
+            "{args:?}: {err}"
+        );
+    }
+}
