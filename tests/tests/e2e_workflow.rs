@@ -829,6 +829,13 @@ fn the_controller_judges_plan_completeness_and_risks_name_findings() {
         "[[servers]]\naddress = \"10.20.0.11\"\nhostname = \"web-01\"\nrole = \"nginx\"\napps = [{ name = \"nginx\", ports = \"80\" }]\n\n[[servers]]\naddress = \"10.20.0.12\"\nhostname = \"web-02\"\nrole = \"nginx\"\n\n[[servers]]\naddress = \"10.20.0.31\"\nhostname = \"db-01\"\nrole = \"db\"\napps = [{ name = \"postgresql\", ports = \"5432\" }]\n",
     )
     .unwrap();
+    // `plan check` says beforehand what the gate will name.
+    let check = o.run("ian", &["plan", "check", servers_only.to_str().unwrap()]);
+    assert!(
+        check.contains("not complete for the plan stage (plan_complete); missing:")
+            && check.contains("    - jump host: none declared"),
+        "{check}"
+    );
     o.run(
         "pat",
         &["batch", "create", "C1", "--project", "P1", "--title", "C1"],
@@ -1001,4 +1008,67 @@ fn plan_files_are_for_operators_and_vips_stay_in_the_batch_networks() {
             "{args:?}: {err}"
         );
     }
+}
+
+/// Issue 20 item 2, at sweep time: the agents connect only to addresses the destination's host
+/// holds. A server planned at an address its host does not have (here 127.0.1.99 for the agent
+/// at 127.0.0.59) gets no connections; its paths say "not probed" and the identity check names
+/// the mismatch; a VIP in no held network is not probed either.
+#[test]
+fn sweeps_connect_only_to_addresses_the_hosts_hold() {
+    let o = Office::new(&["--heartbeat-interval", "1s"]);
+    o.setup();
+    let base = tempfile::tempdir().unwrap();
+    let mut agents = Vec::new();
+    for (id, ip) in [("held-a", "127.0.0.58"), ("held-b", "127.0.0.59")] {
+        let mut a = preflight_tests::cluster::Agent::enroll(&o.ctl, base.path(), id, ip).unwrap();
+        a.start().unwrap();
+        o.ctl.wait_online(id);
+        agents.push(a);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let plan = dir.path().join("p.toml");
+    std::fs::write(
+        &plan,
+        "[thresholds]\nmin_cores = 1\nmin_memory_mib = 64\nmin_free_disk_gib = 0\nmax_clock_skew_ms = 60000\n\n[[servers]]\naddress = \"127.0.0.58\"\nhostname = \"held-a\"\nrole = \"a\"\napps = [{ name = \"x\", ports = \"28795\" }]\n\n[[servers]]\naddress = \"127.0.1.99\"\nhostname = \"held-b\"\nrole = \"b\"\napps = [{ name = \"y\", ports = \"28796\" }]\n\n[[paths]]\nfrom = { role = \"a\" }\nto = { role = \"b\" }\nports = \"28796\"\n\n[[vips]]\naddress = \"127.0.1.98\"\nservers = [\"held-b\"]\nports = \"28797\"\n",
+    )
+    .unwrap();
+    let out = o.output(
+        "ian",
+        &[
+            "sweep",
+            "--batch",
+            "H1",
+            "--plan",
+            plan.to_str().unwrap(),
+            "--skip",
+            "disk",
+            "--output",
+            "json",
+        ],
+    );
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+    let findings = v["findings"].as_array().expect("findings");
+    let find = |check: &str| {
+        findings
+            .iter()
+            .find(|f| f["check"].as_str().is_some_and(|c| c.starts_with(check)))
+            .unwrap_or_else(|| panic!("no {check} finding: {v}"))
+    };
+    let path = find("path:held-b");
+    assert!(
+        path["message"]
+            .as_str()
+            .unwrap()
+            .contains("not probed: held-b does not hold its planned address 127.0.1.99"),
+        "{path}"
+    );
+    assert_eq!(path["verdict"], "hard", "{path}");
+    let vip = find("vip:127.0.1.98");
+    assert!(
+        vip["message"].as_str().unwrap().contains("not probed"),
+        "{vip}"
+    );
+    drop(agents);
 }

@@ -134,6 +134,9 @@ struct ServerOutcome {
     agent: Option<AgentRecord>,
     /// Planned ports already held: (port, protocol) → who holds it.
     held: HashMap<(u16, Protocol), String>,
+    /// The host holds the server's planned address (its interfaces or where it is dialled):
+    /// only then do other agents connect to that address (paths) or probe from it (VIPs).
+    holds_address: bool,
 }
 
 /// A failed call that means the agent is gone (killed, network down), not that it refused.
@@ -205,6 +208,7 @@ impl ReadinessSvc {
                 findings,
                 agent: None,
                 held: HashMap::new(),
+                holds_address: false,
             }
             .lost(server, msg)
         };
@@ -234,6 +238,9 @@ impl ReadinessSvc {
         if let Some(d) = dial_addr(rec).and_then(|d| d.parse::<std::net::SocketAddr>().ok()) {
             addrs.push(d.ip().to_string());
         }
+        let holds_address = addrs.iter().any(|a| {
+            a.split('/').next().and_then(|a| a.parse::<IpAddr>().ok()) == Some(server.address)
+        });
         out.push(readiness::identity(server, &inv.hostname, &rec.id, &addrs));
         let cpu = inv.cpu.clone().unwrap_or_default();
         let mem = inv.memory.unwrap_or_default();
@@ -279,6 +286,7 @@ impl ReadinessSvc {
             findings: out,
             agent: Some(rec.clone()),
             held,
+            holds_address,
         }
     }
 
@@ -694,6 +702,24 @@ impl ReadinessSvc {
                 let Some(to_rec) = agent(*to) else {
                     return out;
                 };
+                // The sources connect to the planned address: never to one the destination's
+                // host does not hold (the identity check reports the mismatch).
+                if !servers[*to].holds_address {
+                    for (f, ports) in from {
+                        out.push(paths_unchecked(
+                            sv(*f),
+                            sv(*to),
+                            ports,
+                            Side::To,
+                            &format!(
+                                "not probed: {} does not hold its planned address {} (see its identity check)",
+                                sv(*to).hostname,
+                                sv(*to).address
+                            ),
+                        ));
+                    }
+                    return out;
+                }
                 let mut lost_from = BTreeSet::new();
                 for (f, ports) in from {
                     let Some(from_rec) = agent(*f) else { continue };
@@ -776,7 +802,16 @@ impl ReadinessSvc {
                 if v.protocol != Protocol::Tcp {
                     return out;
                 }
-                // From a member's agent (it is on the VIP's network), else any that answered.
+                // From a member's agent (it is on the VIP's network), else any that answered;
+                // only from a host that holds its planned address in the VIP's network (the
+                // plan's bound on what agents probe).
+                let label = v.name.clone().unwrap_or_else(|| v.address.to_string());
+                let in_net = |i: usize| {
+                    servers[i].holds_address
+                        && preflight_core::plan::batch_networks(std::iter::once(sv(i).address))
+                            .iter()
+                            .any(|n| n.contains(&v.address))
+                };
                 let prober = v
                     .members
                     .iter()
@@ -786,11 +821,22 @@ impl ReadinessSvc {
                             .position(|x| x.hostname.eq_ignore_ascii_case(m))
                     })
                     .chain(0..plan.servers.len())
+                    .filter(|&i| in_net(i))
                     .find_map(|i| agent(i).map(|a| (i, a)));
                 let Some((pi, rec)) = prober else {
+                    if (0..plan.servers.len()).any(|i| agent(i).is_some()) {
+                        out.push(readiness::unchecked(
+                            &label,
+                            format!("vip:{}", v.address),
+                            preflight_core::workflow::PauseReason::VipMissing,
+                            &format!(
+                                "not probed: no server of the plan holding its planned address is in the network of {}",
+                                v.address
+                            ),
+                        ));
+                    }
                     return out;
                 };
-                let label = v.name.clone().unwrap_or_else(|| v.address.to_string());
                 let ports: Vec<u16> = v.ports.iter().flat_map(|r| r.ports()).collect();
                 let mut answers: Vec<(u16, String)> = Vec::new();
                 // In requests of VIP_CHUNK ports, so each stays within its timeout.
