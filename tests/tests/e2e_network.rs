@@ -469,7 +469,35 @@ fn bandwidth_through_a_given_port() -> Result<()> {
             "{v}"
         );
         assert!(v["report"]["total_bytes"].as_u64().unwrap_or(0) > 0, "{v}");
+        let per_second = v["report"]["per_second_bytes"]
+            .as_array()
+            .context("per_second_bytes")?;
+        assert!(
+            !per_second.is_empty() && per_second[0].as_u64().unwrap_or(0) > 0,
+            "{v}"
+        );
     }
+    // Text: iperf3-like lines, one per second, before the per-stream table.
+    let port = free_port(b_ip).to_string();
+    let text = ctl.run(&[
+        "bandwidth",
+        "--from",
+        "bwp-a",
+        "--to",
+        "bwp-b",
+        "--duration",
+        "2",
+        "--port",
+        &port,
+    ])?;
+    let seconds: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains(" s  ") && l.ends_with("Mbit/s"))
+        .collect();
+    assert!(
+        seconds.len() >= 2 && seconds[0].trim_start().starts_with("0-1"),
+        "{text}"
+    );
     let own = ctl.wait_online("bwp-b").port().to_string();
     fails_with(
         &ctl,

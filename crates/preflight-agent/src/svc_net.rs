@@ -397,6 +397,7 @@ fn report_to_pb(r: &BandwidthReport) -> pb::BandwidthReport {
         total_mbit_per_s: r.total_mbit_per_s,
         retransmits: r.retransmits,
         rejected_connections: r.rejected_connections,
+        per_second_bytes: r.per_second_bytes.clone(),
     }
 }
 
