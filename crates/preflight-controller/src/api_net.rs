@@ -366,20 +366,20 @@ pub async fn probe(
     })
 }
 
-/// A bandwidth test from `from` to `ip` (an address of `to`): starts the receiver on the
-/// destination agent, runs the sender on the source agent, and returns the receiver's address
+/// A bandwidth test from `from` to `target` (an address of `to`, and the receiver's port there;
+/// port 0: a free one the agent picks): starts the receiver on the destination agent, runs the sender on the source agent, and returns the receiver's address
 /// and the report (the receiver's own in reverse). Shared by `preflight bandwidth` and the
 /// readiness sweep.
 pub(crate) async fn bandwidth_between(
     shared: &Shared,
     from: &AgentRecord,
     to: &AgentRecord,
-    ip: IpAddr,
-    port: u16,
+    target: SocketAddr,
     duration_ms: u32,
     streams: u32,
     reverse: bool,
 ) -> Result<(SocketAddr, Option<pb::BandwidthReport>), (Side, Status)> {
+    let (ip, port) = (target.ip(), target.port());
     let token = secret32().map_err(|e| (Side::From, e))?;
     let duration = Duration::from_millis(u64::from(duration_ms));
     let mut to_client = shared.agents.client(to).map_err(|e| (Side::To, e))?;
@@ -475,8 +475,7 @@ pub async fn bandwidth(
         &svc.0,
         &from,
         &to,
-        ip,
-        port,
+        SocketAddr::new(ip, port),
         duration_s * 1000,
         streams,
         r.reverse,

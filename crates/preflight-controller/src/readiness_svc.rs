@@ -782,9 +782,16 @@ impl ReadinessSvc {
                     ));
                     return out;
                 };
-                let res =
-                    bandwidth_between(s, fr, tr, sv(*to).address, *port, opts.measure_ms, 1, false)
-                        .await;
+                let res = bandwidth_between(
+                    s,
+                    fr,
+                    tr,
+                    std::net::SocketAddr::new(sv(*to).address, *port),
+                    opts.measure_ms,
+                    1,
+                    false,
+                )
+                .await;
                 let mbit = match &res {
                     Ok((_, Some(r))) => Ok(r.total_mbit_per_s),
                     Ok((_, None)) => Err("no report".to_string()),
