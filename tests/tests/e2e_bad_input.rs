@@ -1229,6 +1229,13 @@ fn agent_cases(c: &mut Corpus) {
         "/tmp/a\0b",
         "\0",
         &format!("/{}", "p".repeat(5000)),
+        // Never read (issue 20 item 3): secret files, kernel and device trees.
+        "/etc/shadow",
+        "/etc/ssh/ssh_host_ed25519_key",
+        "/root/.ssh/id_ed25519",
+        "/proc/self/environ",
+        "/sys/kernel/notes",
+        "/dev/sda",
     ] {
         c.0.push(Case {
             target: Target::Agent,
@@ -1439,6 +1446,7 @@ fn agent_cases(c: &mut Corpus) {
             reverse: false,
             ttl_ms: 1000,
             bind_ip: "127.0.0.61".into(),
+            port: 0,
         };
         f(&mut r);
         r
@@ -1473,6 +1481,14 @@ fn agent_cases(c: &mut Corpus) {
             format!("ttl_ms {t}"),
             &["ttl"],
             recv(&|r| r.ttl_ms = t),
+        );
+    }
+    for p in [65_536u32, u32::MAX] {
+        c.agent(
+            "Agent/StartBandwidthReceiver",
+            format!("port {p}"),
+            &["port"],
+            recv(&|r| r.port = p),
         );
     }
     for ip in bad_ips() {

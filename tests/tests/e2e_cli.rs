@@ -266,3 +266,69 @@ fn demo_runs_as_a_non_root_user_and_reports_this_host() {
     );
     assert_eq!(sweeps[1]["hard"], 0, "{}", sweeps[1]);
 }
+
+/// Issue 20 item 3, the agent's local `package verify`: a file that differs is reported as a
+/// mismatch only (never its observed SHA-256 or size, in text or JSON), and a path under the
+/// state directory is refused before anything is read.
+#[test]
+fn package_verify_tells_match_or_mismatch_only_and_refuses_the_state_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::write(state.join("identity.pem"), b"secret").unwrap();
+    let changed = dir.path().join("app.tar.gz");
+    std::fs::write(&changed, b"abd").unwrap();
+    let short = dir.path().join("short.tar.gz");
+    std::fs::write(&short, b"ab").unwrap();
+    let sha = |b: &[u8]| preflight_pki::sha256_hex(b);
+    let plan = |files: &[(&std::path::Path, u64, String)]| {
+        let mut t = String::from(
+            "[[servers]]\naddress = \"10.0.0.1\"\nhostname = \"h1\"\nrole = \"app\"\n",
+        );
+        for (p, size, sha) in files {
+            t.push_str(&format!(
+                "\n[[packages]]\npath = \"{}\"\nsize = {size}\nsha256 = \"{sha}\"\nkind = \"app\"\n",
+                p.display()
+            ));
+        }
+        let f = dir.path().join("plan.toml");
+        std::fs::write(&f, t).unwrap();
+        f
+    };
+    let run = |plan: &std::path::Path, json: bool| {
+        let mut c = Command::new(bin("preflight-agent"));
+        c.args(["package", "verify", "--plan"])
+            .arg(plan)
+            .arg("--state-dir")
+            .arg(&state);
+        if json {
+            c.args(["--output", "json"]);
+        }
+        c.output().unwrap()
+    };
+    let p = plan(&[(&changed, 3, sha(b"abc")), (&short, 3, sha(b"abc"))]);
+    for json in [false, true] {
+        let o = run(&p, json);
+        assert!(!o.status.success());
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(!all.contains(&sha(b"abd")), "observed hash shown: {all}");
+        assert!(
+            !all.contains("2 bytes") && !all.contains("\"actual"),
+            "{all}"
+        );
+        if json {
+            assert!(all.contains("\"status\": \"wrong_hash\""), "{all}");
+            assert!(all.contains("\"larger\": false"), "{all}");
+        } else {
+            assert!(all.contains("does not match the plan"), "{all}");
+            assert!(all.contains("smaller than planned"), "{all}");
+        }
+    }
+    let p = plan(&[(&state.join("identity.pem"), 6, sha(b"secret"))]);
+    let o = run(&p, false);
+    one_line_error(&o, "state directory");
+}

@@ -705,6 +705,9 @@ fn workflow_gates_need_baseline_then_every_host_compliant() -> Result<()> {
             ));
         }
         t.push_str("[management]\nsources = [\"10.8.0.0/16\"]\n");
+        // Complete, so the batch passes the `plan` gate: paths and a VIP for the cluster.
+        t.push_str("\n[[paths]]\nfrom = { role = \"app\" }\nto = { role = \"app\" }\nports = \"8080\"\n\n[[vips]]\naddress = \"10.20.0.100\"\nrole = \"app\"\nports = \"8080\"\n");
+        t.push_str(preflight_tests::PLAN_COMPLETION);
         let p = base.path().join(name);
         fs::write(&p, t)?;
         Ok(p.to_str().context("utf-8 path")?.to_string())

@@ -437,3 +437,82 @@ fn network_bad_input_is_invalid_argument_naming_the_field() -> Result<()> {
     }
     Ok(())
 }
+
+/// Issue 13 item 12: `preflight bandwidth --port N` listens on that port of the target (on a
+/// customer network only planned ports are open), both ways; the agent's own port is refused,
+/// naming the flag's field.
+#[test]
+fn bandwidth_through_a_given_port() -> Result<()> {
+    let base = tempfile::tempdir()?;
+    let (a_ip, b_ip) = ("127.0.0.65", "127.0.0.66");
+    let (ctl, _agents) = cluster(base.path(), &[("bwp-a", a_ip), ("bwp-b", b_ip)])?;
+    for reverse in [false, true] {
+        let port = free_port(b_ip).to_string();
+        let mut args = vec![
+            "bandwidth",
+            "--from",
+            "bwp-a",
+            "--to",
+            "bwp-b",
+            "--duration",
+            "1",
+            "--port",
+            &port,
+        ];
+        if reverse {
+            args.push("--reverse");
+        }
+        let v = ctl.json(&args)?;
+        assert_eq!(
+            v["address"].as_str(),
+            Some(format!("{b_ip}:{port}").as_str()),
+            "{v}"
+        );
+        assert!(v["report"]["total_bytes"].as_u64().unwrap_or(0) > 0, "{v}");
+        let per_second = v["report"]["per_second_bytes"]
+            .as_array()
+            .context("per_second_bytes")?;
+        assert!(
+            !per_second.is_empty() && per_second[0].as_u64().unwrap_or(0) > 0,
+            "{v}"
+        );
+    }
+    // Text: iperf3-like lines, one per second, before the per-stream table.
+    let port = free_port(b_ip).to_string();
+    let text = ctl.run(&[
+        "bandwidth",
+        "--from",
+        "bwp-a",
+        "--to",
+        "bwp-b",
+        "--duration",
+        "2",
+        "--port",
+        &port,
+    ])?;
+    let seconds: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains(" s  ") && l.ends_with("Mbit/s"))
+        .collect();
+    assert!(
+        seconds.len() >= 2 && seconds[0].trim_start().starts_with("0-1"),
+        "{text}"
+    );
+    let own = ctl.wait_online("bwp-b").port().to_string();
+    fails_with(
+        &ctl,
+        &[
+            "bandwidth",
+            "--from",
+            "bwp-a",
+            "--to",
+            "bwp-b",
+            "--duration",
+            "1",
+            "--port",
+            &own,
+        ],
+        &["port", "the agent's own port"],
+    );
+    Ok(())
+}

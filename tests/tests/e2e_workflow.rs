@@ -106,10 +106,9 @@ impl Office {
             &["batch", "create", id, "--project", p, "--title", id],
         );
         self.to_plan(id);
-        self.run(
-            "ian",
-            &["batch", "plan", id, "--digest", "d1", "--host", "10.0.0.5"],
-        );
+        let plan = self.ctl.dir.path().join("complete-plan.toml");
+        std::fs::write(&plan, preflight_tests::complete_plan("10.0.0.5")).unwrap();
+        self.run("ian", &["plan", "attach", id, plan.to_str().unwrap()]);
         self.run("ian", &["batch", "advance", id]);
         self.run("pat", &["batch", "confirm-plan", id]);
         self.run("admin", &["dev", "record", "readiness", id]);
@@ -551,7 +550,7 @@ fn attached_plan_and_sweeps_drive_the_confirm_plan_gate() {
         std::fs::write(
             &p,
             format!(
-                "[batch]\nproject = \"P1\"\nbatch = \"{batch}\"\n\n[thresholds]\nmin_cores = 1\nmin_memory_mib = 64\nmin_free_disk_gib = 0\nmax_clock_skew_ms = 60000\n\n[[servers]]\naddress = \"127.0.0.51\"\nhostname = \"gate-1\"\nrole = \"db\"\n\n[[packages]]\npath = \"{}\"\nsize = 4\nsha256 = \"{sha_of_dump}\"\nkind = \"db_backup\"\ndatabase = \"portal\"\non_exists = \"rename\"\n",
+                "[batch]\nproject = \"P1\"\nbatch = \"{batch}\"\n\n[thresholds]\nmin_cores = 1\nmin_memory_mib = 64\nmin_free_disk_gib = 0\nmax_clock_skew_ms = 60000\n\n[[servers]]\naddress = \"127.0.0.51\"\nhostname = \"gate-1\"\nrole = \"db\"\napps = [{{ name = \"pg\", ports = \"28793\" }}]\n\n[jump_host]\naddress = \"10.8.3.25\"\nkind = \"windows\"\n\n[[packages]]\npath = \"{}\"\nsize = 4\nsha256 = \"{sha_of_dump}\"\nkind = \"db_backup\"\ndatabase = \"portal\"\non_exists = \"rename\"\n",
                 backup.display(),
             ),
         )
@@ -652,9 +651,15 @@ fn attached_plan_is_kept_and_swept_by_batch() {
         p.to_str().unwrap().to_string()
     };
     let thresholds = "[thresholds]\nmin_cores = 1\nmin_memory_mib = 64\nmin_free_disk_gib = 0\nmax_clock_skew_ms = 60000\n";
+    // Complete (the `plan` gate): a jump host and the database backup, present on the host.
+    let dump = file("k.dump", "dump");
+    let complete = format!(
+        "\n[jump_host]\naddress = \"10.8.3.25\"\nkind = \"windows\"\n\n[[packages]]\npath = \"{dump}\"\nsize = 4\nsha256 = \"{}\"\nkind = \"db_backup\"\ndatabase = \"portal\"\non_exists = \"rename\"\n",
+        "b6ca0868bca6a2926b70aa1a71592038d9030fe26d4214edcfbd6cf41f2f4654" // printf dump | sha256sum
+    );
     let toml = file(
         "k.toml",
-        &format!("[batch]\nproject = \"P1\"\nbatch = \"K1\"\n\n{thresholds}"),
+        &format!("[batch]\nproject = \"P1\"\nbatch = \"K1\"\n\n{thresholds}{complete}"),
     );
     let csv = file(
         "k.csv",
@@ -831,4 +836,265 @@ fn attached_plan_is_kept_and_swept_by_batch() {
         ],
     );
     assert_eq!(plan_of(&o, "K3")["hosts"], serde_json::json!(["keep-1"]));
+}
+
+/// Issue 13 items 1 and 13. The controller judges a plan's completeness itself: a plan of
+/// servers alone, attached by a client that claims nothing is missing (`plan attach` sends an
+/// empty `incomplete`), is refused at the `plan` gate naming each missing part, one a line in
+/// `batch show`; facts without the plan are never complete; a complete plan passes. Risks: a
+/// `--source` naming no finding is refused with the findings that exist; `--all-soft` lists
+/// every soft failure as a risk, and the gate is met.
+#[test]
+fn the_controller_judges_plan_completeness_and_risks_name_findings() {
+    let o = Office::new(&["--dev-clock"]);
+    o.setup();
+    let dir = tempfile::tempdir().unwrap();
+    let servers_only = dir.path().join("servers-only.toml");
+    std::fs::write(
+        &servers_only,
+        "[[servers]]\naddress = \"10.20.0.11\"\nhostname = \"web-01\"\nrole = \"nginx\"\napps = [{ name = \"nginx\", ports = \"80\" }]\n\n[[servers]]\naddress = \"10.20.0.12\"\nhostname = \"web-02\"\nrole = \"nginx\"\n\n[[servers]]\naddress = \"10.20.0.31\"\nhostname = \"db-01\"\nrole = \"db\"\napps = [{ name = \"postgresql\", ports = \"5432\" }]\n",
+    )
+    .unwrap();
+    // `plan check` says beforehand what the gate will name.
+    let check = o.run("ian", &["plan", "check", servers_only.to_str().unwrap()]);
+    assert!(
+        check.contains("not complete for the plan stage (plan_complete); missing:")
+            && check.contains("    - jump host: none declared"),
+        "{check}"
+    );
+    o.run(
+        "pat",
+        &["batch", "create", "C1", "--project", "P1", "--title", "C1"],
+    );
+    o.to_plan("C1");
+    o.run(
+        "ian",
+        &["plan", "attach", "C1", servers_only.to_str().unwrap()],
+    );
+    let parts = [
+        "web-02 has no app with ports",
+        "required paths: none declared",
+        "role nginx is a cluster of 2 servers without a virtual IP",
+        "jump host: none declared",
+        "package manifest: no package files",
+        "database server db-01 has no database backup",
+    ];
+    let mut needles = vec!["plan_complete"];
+    needles.extend(parts);
+    o.refused("ian", &["batch", "advance", "C1"], &needles);
+    assert_eq!(o.stage("C1"), "plan");
+    let shown = o.run("aud", &["batch", "show", "C1"]);
+    for p in parts {
+        assert!(
+            shown
+                .lines()
+                .any(|l| l.trim_start().starts_with("- ") && l.contains(p)),
+            "{p:?} on a line of its own:\n{shown}"
+        );
+    }
+
+    // Facts without the plan: never complete, and the refusal says how to attach the plan.
+    o.run(
+        "pat",
+        &["batch", "create", "C2", "--project", "P1", "--title", "C2"],
+    );
+    o.to_plan("C2");
+    o.run(
+        "ian",
+        &[
+            "batch", "plan", "C2", "--digest", "d2", "--host", "10.0.0.5",
+        ],
+    );
+    o.refused(
+        "ian",
+        &["batch", "advance", "C2"],
+        &[
+            "holds only its digest",
+            "preflight plan attach C2 PLAN_FILE",
+        ],
+    );
+
+    // A complete plan passes; then risks against a recorded readiness with soft failures.
+    let full = dir.path().join("full.toml");
+    std::fs::write(&full, preflight_tests::complete_plan("10.0.0.5")).unwrap();
+    o.run("ian", &["plan", "attach", "C2", full.to_str().unwrap()]);
+    o.run("ian", &["batch", "advance", "C2"]);
+    assert_eq!(o.stage("C2"), "confirm_plan");
+    o.run("pat", &["batch", "confirm-plan", "C2"]);
+    o.run(
+        "admin",
+        &[
+            "dev",
+            "record",
+            "readiness",
+            "C2",
+            "--soft",
+            "disk:app-1:/data:disk_performance:customer",
+            "--soft",
+            "clock:app-1:other",
+        ],
+    );
+    o.refused(
+        "pat",
+        &[
+            "batch",
+            "risk",
+            "C2",
+            "--text",
+            "slow",
+            "--source",
+            "disk:app-9",
+        ],
+        &[
+            "--source disk:app-9 matches no finding",
+            "disk:app-1:/data",
+            "clock:app-1",
+        ],
+    );
+    o.refused(
+        "pat",
+        &["batch", "advance", "C2"],
+        &["soft_failures_are_risks"],
+    );
+    let events = o.json("pat", &["batch", "risk", "C2", "--all-soft"]);
+    assert_eq!(events.as_array().map(Vec::len), Some(2), "{events}");
+    let risks = o.json("aud", &["batch", "show", "C2"])["batch"]["risks"].clone();
+    let sources: Vec<&str> = risks
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["source"].as_str().unwrap())
+        .collect();
+    assert_eq!(sources, ["disk:app-1:/data", "clock:app-1"], "{risks}");
+    // Again: nothing left to list.
+    let again = o.run("pat", &["batch", "risk", "C2", "--all-soft"]);
+    assert!(again.contains("already listed as a risk"), "{again}");
+    o.run("pat", &["batch", "advance", "C2"]);
+    assert_eq!(o.stage("C2"), "assign");
+}
+
+/// Issue 20 item 2: a plan decides what the agents probe. The project may sweep its batch's
+/// attached plan, never another plan file (that is for admin, integrator, deployer); and a plan
+/// whose VIP lies outside the servers' networks is refused naming the field and the fix.
+#[test]
+fn plan_files_are_for_operators_and_vips_stay_in_the_batch_networks() {
+    let o = Office::new(&[]);
+    o.setup();
+    let dir = tempfile::tempdir().unwrap();
+    let own = dir.path().join("own.toml");
+    std::fs::write(&own, preflight_tests::complete_plan("127.0.0.57")).unwrap();
+    let own = own.to_str().unwrap();
+    // Not attached to any batch: the project is refused before any agent is asked.
+    let out = o.output("pat", &["sweep", "--batch", "S1", "--plan", own]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("role project may sweep a batch's attached plan")
+            && err.contains("admin, integrator, deployer")
+            && err.contains("preflight plan attach S1 FILE"),
+        "{err}"
+    );
+    // Attached by the integrator, the same file may be swept by the project.
+    o.run(
+        "pat",
+        &["batch", "create", "S1", "--project", "P1", "--title", "S1"],
+    );
+    o.to_plan("S1");
+    o.run("ian", &["plan", "attach", "S1", own]);
+    let out = o.output("pat", &["sweep", "--batch", "S1", "--plan", own]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("may sweep"), "{err}");
+    assert!(
+        err.contains("app-1") || String::from_utf8_lossy(&out.stdout).contains("app-1"),
+        "the sweep ran: {err}"
+    );
+
+    // A VIP outside the servers' /24: refused at plan check and attach, naming the field.
+    let scan = dir.path().join("scan.toml");
+    std::fs::write(
+        &scan,
+        format!(
+            "{}\n[[vips]]\naddress = \"8.8.8.8\"\nservers = [\"app-1\"]\nports = \"22\"\n",
+            preflight_tests::complete_plan("10.20.0.11")
+        ),
+    )
+    .unwrap();
+    let scan = scan.to_str().unwrap();
+    for args in [
+        vec!["plan", "check", scan],
+        vec!["plan", "attach", "S1", scan],
+    ] {
+        let out = o.output("ian", &args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}: {err}");
+        assert!(
+            err.contains("field vips[0].address")
+                && err
+                    .contains("virtual IP 8.8.8.8 is outside the batch's networks (10.20.0.0/24)"),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+/// Issue 20 item 2, at sweep time: the agents connect only to addresses the destination's host
+/// holds. A server planned at an address its host does not have (here 127.0.1.99 for the agent
+/// at 127.0.0.59) gets no connections; its paths say "not probed" and the identity check names
+/// the mismatch; a VIP in no held network is not probed either.
+#[test]
+fn sweeps_connect_only_to_addresses_the_hosts_hold() {
+    let o = Office::new(&["--heartbeat-interval", "1s"]);
+    o.setup();
+    let base = tempfile::tempdir().unwrap();
+    let mut agents = Vec::new();
+    for (id, ip) in [("held-a", "127.0.0.58"), ("held-b", "127.0.0.59")] {
+        let mut a = preflight_tests::cluster::Agent::enroll(&o.ctl, base.path(), id, ip).unwrap();
+        a.start().unwrap();
+        o.ctl.wait_online(id);
+        agents.push(a);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let plan = dir.path().join("p.toml");
+    std::fs::write(
+        &plan,
+        "[thresholds]\nmin_cores = 1\nmin_memory_mib = 64\nmin_free_disk_gib = 0\nmax_clock_skew_ms = 60000\n\n[[servers]]\naddress = \"127.0.0.58\"\nhostname = \"held-a\"\nrole = \"a\"\napps = [{ name = \"x\", ports = \"28795\" }]\n\n[[servers]]\naddress = \"127.0.1.99\"\nhostname = \"held-b\"\nrole = \"b\"\napps = [{ name = \"y\", ports = \"28796\" }]\n\n[[paths]]\nfrom = { role = \"a\" }\nto = { role = \"b\" }\nports = \"28796\"\n\n[[vips]]\naddress = \"127.0.1.98\"\nservers = [\"held-b\"]\nports = \"28797\"\n",
+    )
+    .unwrap();
+    let out = o.output(
+        "ian",
+        &[
+            "sweep",
+            "--batch",
+            "H1",
+            "--plan",
+            plan.to_str().unwrap(),
+            "--skip",
+            "disk",
+            "--output",
+            "json",
+        ],
+    );
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+    let findings = v["findings"].as_array().expect("findings");
+    let find = |check: &str| {
+        findings
+            .iter()
+            .find(|f| f["check"].as_str().is_some_and(|c| c.starts_with(check)))
+            .unwrap_or_else(|| panic!("no {check} finding: {v}"))
+    };
+    let path = find("path:held-b");
+    assert!(
+        path["message"]
+            .as_str()
+            .unwrap()
+            .contains("not probed: held-b does not hold its planned address 127.0.1.99"),
+        "{path}"
+    );
+    assert_eq!(path["verdict"], "hard", "{path}");
+    let vip = find("vip:127.0.1.98");
+    assert!(
+        vip["message"].as_str().unwrap().contains("not probed"),
+        "{vip}"
+    );
+    drop(agents);
 }

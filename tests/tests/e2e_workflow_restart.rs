@@ -18,7 +18,7 @@ type Acked = (String, u64, String);
 
 /// Drives batch `id` forward; returns the events of every acknowledged command, stopping at the
 /// first failure (the controller was killed).
-fn drive(cli: &Cli, id: &str, variant: usize) -> Vec<Acked> {
+fn drive(cli: &Cli, id: &str, variant: usize, plan: &str) -> Vec<Acked> {
     let mut steps: Vec<(&str, Vec<&str>)> = vec![
         (
             "pat",
@@ -27,10 +27,7 @@ fn drive(cli: &Cli, id: &str, variant: usize) -> Vec<Acked> {
         ("pat", vec!["batch", "advance", id]),
         ("ian", vec!["batch", "advance", id]),
         ("pat", vec!["batch", "advance", id]),
-        (
-            "ian",
-            vec!["batch", "plan", id, "--digest", "d1", "--host", "10.0.0.5"],
-        ),
+        ("ian", vec!["plan", "attach", id, plan]),
         ("ian", vec!["batch", "advance", id]),
         ("pat", vec!["batch", "confirm-plan", id]),
         ("admin", vec!["dev", "record", "readiness", id]),
@@ -109,6 +106,11 @@ fn killed_controller_restarts_consistent() {
     let clock = cli.json("admin", &["dev", "clock", "set", "2026-06-01T08:00:00Z"]);
     let offset = clock["offset_ms"].as_i64().expect("offset");
 
+    // A complete plan, so the batches pass the `plan` stage (the controller judges it).
+    let plan_dir = tempfile::tempdir().expect("temp dir");
+    let plan = plan_dir.path().join("plan.toml");
+    std::fs::write(&plan, preflight_tests::complete_plan("10.0.0.5")).expect("plan written");
+    let plan = plan.to_str().expect("utf-8 path").to_string();
     let mut acked_all: Vec<Acked> = Vec::new();
     let mut seen: BTreeMap<String, Vec<(u64, String)>> = BTreeMap::new();
     let started = Instant::now();
@@ -117,8 +119,8 @@ fn killed_controller_restarts_consistent() {
         let id = format!("R{i}");
         let worker = {
             let cli = cli.clone();
-            let id = id.clone();
-            std::thread::spawn(move || drive(&cli, &id, i))
+            let (id, plan) = (id.clone(), plan.clone());
+            std::thread::spawn(move || drive(&cli, &id, i, &plan))
         };
         if i % 2 == 0 {
             // During transitions: kill while the worker is issuing commands, at a point that

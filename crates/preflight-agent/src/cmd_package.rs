@@ -34,6 +34,9 @@ Exit status: 0 every file verified, 1 a file is missing or differs, 2 the plan i
         server: Option<String>,
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
+        /// The agent's state directory, never read by the check.
+        #[arg(long, default_value = crate::state::DEFAULT_STATE_DIR, env = "PREFLIGHT_AGENT_STATE")]
+        state_dir: PathBuf,
     },
 }
 
@@ -42,6 +45,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         plan,
         server,
         output,
+        state_dir,
     } = a.cmd;
     let meta =
         std::fs::metadata(&plan).with_context(|| format!("cannot read {}", plan.display()))?;
@@ -82,7 +86,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         })
         .collect();
     let progress = output == Output::Text && std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let results = package::verify(&files, &AtomicBool::new(false), |c| {
+    // Restricted like the agent's service (the same paths refused, nothing observed shown):
+    // the local admin has sha256sum for anything else.
+    let results = package::verify(&files, Some(&state_dir), &AtomicBool::new(false), |c| {
         if progress {
             eprintln!("checked {}", c.path);
         }
@@ -104,8 +110,17 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                     FileStatus::Ok => ("ok", String::new()),
                     FileStatus::Missing => ("MISSING", String::new()),
                     FileStatus::NotAFile => ("NOT A FILE", String::new()),
-                    FileStatus::WrongSize { actual } => ("WRONG SIZE", format!("{actual} bytes")),
-                    FileStatus::WrongHash { actual } => ("WRONG SHA-256", actual.clone()),
+                    FileStatus::WrongSize { larger } => (
+                        "WRONG SIZE",
+                        if *larger {
+                            "larger than planned"
+                        } else {
+                            "smaller than planned"
+                        }
+                        .to_string(),
+                    ),
+                    FileStatus::WrongHash => ("WRONG SHA-256", "does not match the plan".into()),
+                    FileStatus::Refused { reason } => ("REFUSED", reason.clone()),
                     FileStatus::Unreadable { error } => ("UNREADABLE", error.clone()),
                     FileStatus::Cancelled => ("cancelled", String::new()),
                 };

@@ -44,7 +44,10 @@ pub fn validate_request(kind: u8, bytes: &[u8]) -> Result<Option<()>, Status> {
             decode!(pb::GetInventoryRequest);
         }
         1 => {
-            svc_package::expected_files(decode!(pb::VerifyPackageRequest))?;
+            svc_package::expected_files(
+                decode!(pb::VerifyPackageRequest),
+                std::path::Path::new(crate::state::DEFAULT_STATE_DIR),
+            )?;
         }
         2 => {
             let r = decode!(pb::BenchmarkRequest);

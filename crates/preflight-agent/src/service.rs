@@ -47,7 +47,9 @@ impl pb::agent_server::Agent for AgentSvc {
         &self,
         req: Request<pb::VerifyPackageRequest>,
     ) -> Result<Response<Self::VerifyPackageStream>, Status> {
-        svc_package::verify_package(req).await.map(Response::new)
+        svc_package::verify_package(req, &self.harden.state_dir)
+            .await
+            .map(Response::new)
     }
 
     type RunBenchmarkStream = svc_bench::EventStream;

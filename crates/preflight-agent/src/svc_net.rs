@@ -183,6 +183,22 @@ pub(crate) fn parse_probes(r: &pb::RunProbesRequest) -> Result<([u8; 32], Vec<Ta
 }
 
 /// StartBandwidthReceiver: the token (not all zero) and the address to bind.
+/// The port a bandwidth receiver listens on: 0 (a free one), or 1..65535 other than the
+/// agent's own port.
+pub(crate) fn receiver_port(st: &NetState, port: u32) -> Result<u16, Status> {
+    let p = u16::try_from(port).map_err(|_| {
+        Status::invalid_argument(format!(
+            "port {port} is out of range: use 1 to 65535, or 0 for a free port"
+        ))
+    })?;
+    if p != 0 && p == st.own_port {
+        return Err(Status::invalid_argument(format!(
+            "port {p} is the agent's own port: give another planned port"
+        )));
+    }
+    Ok(p)
+}
+
 pub(crate) fn parse_receiver(
     r: &pb::StartBandwidthReceiverRequest,
 ) -> Result<([u8; 32], IpAddr), Status> {
@@ -381,6 +397,7 @@ fn report_to_pb(r: &BandwidthReport) -> pb::BandwidthReport {
         total_mbit_per_s: r.total_mbit_per_s,
         retransmits: r.retransmits,
         rejected_connections: r.rejected_connections,
+        per_second_bytes: r.per_second_bytes.clone(),
     }
 }
 
@@ -431,7 +448,8 @@ pub async fn start_bandwidth_receiver(
             )));
         }
     }
-    let rx = bandwidth::BandwidthReceiver::start(SocketAddr::new(bind, 0), token, opts)
+    let port = receiver_port(st, r.port)?;
+    let rx = bandwidth::BandwidthReceiver::start(SocketAddr::new(bind, port), token, opts)
         .await
         .map_err(bandwidth_status)?;
     let port = rx.local_addr().port();

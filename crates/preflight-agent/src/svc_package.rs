@@ -1,6 +1,7 @@
 //! Agent.VerifyPackage: streams one result per file while the blocking reader works; a caller
 //! that goes away stops the reading.
 
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -24,13 +25,14 @@ pub fn to_pb(c: &FileCheck) -> pb::PackageFileResult {
         FileStatus::Ok => "ok",
         FileStatus::Missing => "missing",
         FileStatus::NotAFile => "not_a_file",
-        FileStatus::WrongSize { actual } => {
-            r.actual_size = *actual;
+        FileStatus::WrongSize { larger } => {
+            r.size_relation = if *larger { "larger" } else { "smaller" }.to_string();
             "wrong_size"
         }
-        FileStatus::WrongHash { actual } => {
-            r.actual_sha256 = actual.clone();
-            "wrong_hash"
+        FileStatus::WrongHash => "wrong_hash",
+        FileStatus::Refused { reason } => {
+            r.error = reason.clone();
+            "refused"
         }
         FileStatus::Unreadable { error } => {
             r.error = error.clone();
@@ -42,8 +44,13 @@ pub fn to_pb(c: &FileCheck) -> pb::PackageFileResult {
     r
 }
 
-/// The files of a VerifyPackage request, validated (also called by the fuzz targets).
-pub(crate) fn expected_files(r: pb::VerifyPackageRequest) -> Result<Vec<ExpectedFile>, Status> {
+/// The files of a VerifyPackage request, validated (also called by the fuzz targets): no path
+/// under `state_dir` (the agent's key and certificate) or any other place the package check
+/// never reads (`package::forbidden`).
+pub(crate) fn expected_files(
+    r: pb::VerifyPackageRequest,
+    state_dir: &Path,
+) -> Result<Vec<ExpectedFile>, Status> {
     let files: Vec<ExpectedFile> = r
         .files
         .into_iter()
@@ -53,18 +60,23 @@ pub(crate) fn expected_files(r: pb::VerifyPackageRequest) -> Result<Vec<Expected
             sha256: f.sha256.to_ascii_lowercase(),
         })
         .collect();
-    package::validate(&files).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    package::validate_for(&files, Some(state_dir))
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
     Ok(files)
 }
 
-pub async fn verify_package(req: Request<pb::VerifyPackageRequest>) -> Result<EventStream, Status> {
-    let files = expected_files(req.into_inner())?;
+pub async fn verify_package(
+    req: Request<pb::VerifyPackageRequest>,
+    state_dir: &Path,
+) -> Result<EventStream, Status> {
+    let files = expected_files(req.into_inner(), state_dir)?;
+    let state_dir: PathBuf = state_dir.to_path_buf();
     let total = files.len() as u32;
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     let cancel = Arc::new(AtomicBool::new(false));
     tokio::task::spawn_blocking(move || {
         let mut done = 0u32;
-        let r = package::verify(&files, &cancel, |c| {
+        let r = package::verify(&files, Some(&state_dir), &cancel, |c| {
             done += 1;
             let ev = pb::VerifyPackageEvent {
                 file: Some(to_pb(c)),

@@ -71,7 +71,10 @@ preflight probe --from a --to b --ports 9000 --to-addr 10.0.2.7 --keep 5m"
     #[command(after_help = "Examples:\n  \
 preflight bandwidth --from files-01 --to files-02\n  \
 preflight bandwidth --from files-01 --to files-02 --duration 10 --streams 4\n  \
-preflight bandwidth --from files-01 --to files-02 --reverse --output json")]
+preflight bandwidth --from files-01 --to files-02 --port 8080\n  \
+preflight bandwidth --from files-01 --to files-02 --reverse --output json\n\n\
+On a customer network only planned ports are open: give --port, a planned port of the target\n\
+that is free (no service listens on it yet); without it the receiver takes a free port.")]
     Bandwidth {
         /// Source agent (sends, unless --reverse).
         #[arg(long)]
@@ -91,6 +94,9 @@ preflight bandwidth --from files-01 --to files-02 --reverse --output json")]
         /// The target's address to use (default: where its agent listens).
         #[arg(long)]
         to_addr: Option<String>,
+        /// TCP port the receiver listens on, 1 to 65535 (default: a free port it picks).
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+        port: Option<u16>,
     },
 }
 
@@ -169,6 +175,7 @@ pub async fn run(c: NetCmd, conn: &Conn, out: Output) -> anyhow::Result<()> {
             streams,
             reverse,
             to_addr,
+            port,
         } => {
             if duration == 0 || streams == 0 {
                 anyhow::bail!("--duration and --streams must be at least 1");
@@ -181,6 +188,7 @@ pub async fn run(c: NetCmd, conn: &Conn, out: Output) -> anyhow::Result<()> {
                     streams,
                     reverse,
                     to_addr: to_addr.unwrap_or_default(),
+                    port: port.map_or(0, u32::from),
                 })
                 .await
                 .map_err(status)?

@@ -318,6 +318,19 @@ fn summary(name: &str, plan: &Plan) -> String {
             t.min_free_disk_gib
         );
     }
+    // What the `plan` gate will name (the controller judges it again from the attached plan).
+    let missing = plan.incomplete();
+    if missing.is_empty() {
+        let _ = writeln!(s, "  complete for the plan stage (plan_complete)");
+    } else {
+        let _ = writeln!(
+            s,
+            "  not complete for the plan stage (plan_complete); missing:"
+        );
+        for m in &missing {
+            let _ = writeln!(s, "    - {m}");
+        }
+    }
     s
 }
 
@@ -340,6 +353,7 @@ fn json_ok(plan: &Plan) -> serde_json::Value {
         "digest": plan.digest(),
         "plan": plan,
         "expanded_paths": paths,
+        "incomplete": plan.incomplete(),
     })
 }
 

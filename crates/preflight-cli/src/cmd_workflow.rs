@@ -328,7 +328,8 @@ pub enum BatchCmd {
         /// Batch id.
         batch: String,
     },
-    /// Attach the plan facts (integrator).
+    /// Attach only the plan facts (integrator): such a plan is never complete, since the
+    /// controller cannot check it; `preflight plan attach` sends the plan itself.
     #[command(
         after_help = "Example:\n  preflight batch plan B7 --digest sha256:ab12 --host 10.0.0.5 --host 10.0.0.6"
     )]
@@ -341,9 +342,6 @@ pub enum BatchCmd {
         /// Planned host, repeatable.
         #[arg(long = "host")]
         hosts: Vec<String>,
-        /// What the plan still lacks, repeatable.
-        #[arg(long)]
-        incomplete: Vec<String>,
     },
     /// The project confirms the attached plan.
     ConfirmPlan {
@@ -351,15 +349,23 @@ pub enum BatchCmd {
         batch: String,
     },
     /// Record a risk of the batch.
+    #[command(
+        after_help = "Examples:\n  preflight batch risk B7 --text \"disk slower than planned, accepted\" --source disk:db-01:/data\n  preflight batch risk B7 --all-soft"
+    )]
     Risk {
         /// Batch id.
         batch: String,
         /// What the risk is.
-        #[arg(long)]
-        text: String,
-        /// Check id it comes from (a soft failure or perf shortfall).
+        #[arg(long, required_unless_present = "all_soft")]
+        text: Option<String>,
+        /// Check id it comes from (a soft failure or perf shortfall); it must name a recorded
+        /// finding.
         #[arg(long)]
         source: Option<String>,
+        /// List every soft failure of the recorded readiness report that is not a risk yet, one
+        /// risk each (its check as the source).
+        #[arg(long, conflicts_with_all = ["text", "source"])]
+        all_soft: bool,
     },
     /// Upload the risk filing (风险备案) naming every recorded risk (project).
     FileRisks {
@@ -704,7 +710,10 @@ fn gate_line(g: &GateStatus) -> String {
     let mark = if g.met { "[met]    " } else { "[not met]" };
     let mut l = format!("  {mark} {}: {}", g.gate.id(), g.needs);
     if !g.missing.is_empty() {
-        l.push_str(&format!("\n             missing: {}", g.missing.join("; ")));
+        l.push_str("\n             missing:");
+        for m in &g.missing {
+            l.push_str(&format!("\n               - {m}"));
+        }
     }
     l
 }
@@ -792,6 +801,81 @@ async fn exec(c: &mut Client, cmd: pb::workflow_command::Cmd, out: Output) -> an
         .map_err(status)?
         .into_inner();
     print_events(&r, out)
+}
+
+/// `batch risk B --all-soft`: one risk per soft failure of the recorded readiness report that
+/// no risk names yet, with the failure's check as its source.
+async fn all_soft_risks(c: &mut Client, batch: String, out: Output) -> anyhow::Result<()> {
+    let r = c
+        .get_batch(pb::GetBatchRequest {
+            batch: batch.clone(),
+        })
+        .await
+        .map_err(status)?
+        .into_inner();
+    let v: BatchView = serde_json::from_str(&r.json).context("controller reply")?;
+    let Some(readiness) = &v.batch.readiness else {
+        bail!(
+            "batch {batch} has no recorded readiness report, so no soft failure to list: run `preflight sweep {batch}` first"
+        );
+    };
+    let listed: Vec<&str> = v
+        .batch
+        .risks
+        .iter()
+        .filter_map(|r| r.source.as_deref())
+        .collect();
+    let mut events: Vec<serde_json::Value> = Vec::new();
+    let mut added = 0;
+    for f in &readiness.soft_failures {
+        if listed.contains(&f.check.as_str()) {
+            continue;
+        }
+        let mut text = format!("soft failure {}: {}", f.check, f.detail);
+        if text.len() > preflight_core::workflow::MAX_TEXT_LEN {
+            let mut end = preflight_core::workflow::MAX_TEXT_LEN - 3;
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            text.truncate(end);
+            text.push('…');
+        }
+        let reply = c
+            .execute(pb::WorkflowCommand {
+                cmd: Some(pb::workflow_command::Cmd::AddRisk(pb::AddRiskCmd {
+                    batch: batch.clone(),
+                    text,
+                    source: f.check.clone(),
+                })),
+            })
+            .await
+            .map_err(status)?
+            .into_inner();
+        added += 1;
+        if out == Output::Json {
+            let e: Vec<serde_json::Value> =
+                serde_json::from_str(&reply.events_json).context("controller reply")?;
+            events.extend(e);
+        } else {
+            print_events(&reply, out)?;
+        }
+    }
+    if out == Output::Json {
+        return crate::json(&events);
+    }
+    if added == 0 {
+        println!(
+            "batch {batch}: every soft failure of readiness run {} is already listed as a risk ({} in all)",
+            readiness.run_id,
+            readiness.soft_failures.len()
+        );
+    } else {
+        println!(
+            "batch {batch}: {added} soft failure(s) of readiness run {} listed as risks",
+            readiness.run_id
+        );
+    }
+    Ok(())
 }
 
 fn batch_ref(batch: String) -> pb::BatchRefCmd {
@@ -1322,7 +1406,6 @@ async fn batch(c: &mut Client, cmd: BatchCmd, out: Output) -> anyhow::Result<()>
             batch,
             digest,
             hosts,
-            incomplete,
         } => {
             exec(
                 c,
@@ -1330,7 +1413,7 @@ async fn batch(c: &mut Client, cmd: BatchCmd, out: Output) -> anyhow::Result<()>
                     batch,
                     digest,
                     hosts,
-                    incomplete,
+                    incomplete: vec![],
                     plan_toml: String::new(),
                 }),
                 out,
@@ -1342,12 +1425,16 @@ async fn batch(c: &mut Client, cmd: BatchCmd, out: Output) -> anyhow::Result<()>
             batch,
             text,
             source,
+            all_soft,
         } => {
+            if all_soft {
+                return all_soft_risks(c, batch, out).await;
+            }
             exec(
                 c,
                 C::AddRisk(pb::AddRiskCmd {
                     batch,
-                    text,
+                    text: text.unwrap_or_default(),
                     source: source.unwrap_or_default(),
                 }),
                 out,

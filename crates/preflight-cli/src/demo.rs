@@ -570,6 +570,11 @@ ports = "{db}"
 [[bandwidth]]
 from = "demo-1"
 to = "demo-2"
+port = {bw}
+
+[jump_host]
+address = "127.0.0.1"
+kind = "linux_desktop"
 
 [[packages]]
 path = "{dir}/soa-services.tar.gz"
@@ -590,6 +595,8 @@ on = {{ server = "demo-3" }}
         web = HELD_PORT - 1,
         soa = HELD_PORT,
         db = HELD_PORT + 1,
+        // Not the soa port the path would give: the story holds that one on demo-2.
+        bw = HELD_PORT + 2,
         app_len = app.len(),
         app_sha = sha256(app),
         dump_len = dump.len(),

@@ -396,19 +396,20 @@ pub async fn probe(
     })
 }
 
-/// A bandwidth test from `from` to `ip` (an address of `to`): starts the receiver on the
-/// destination agent, runs the sender on the source agent, and returns the receiver's address
+/// A bandwidth test from `from` to `target` (an address of `to`, and the receiver's port there;
+/// port 0: a free one the agent picks): starts the receiver on the destination agent, runs the sender on the source agent, and returns the receiver's address
 /// and the report (the receiver's own in reverse). Shared by `preflight bandwidth` and the
 /// readiness sweep.
 pub(crate) async fn bandwidth_between(
     shared: &Shared,
     from: &AgentRecord,
     to: &AgentRecord,
-    ip: IpAddr,
+    target: SocketAddr,
     duration_ms: u32,
     streams: u32,
     reverse: bool,
 ) -> Result<(SocketAddr, Option<pb::BandwidthReport>), (Side, Status)> {
+    let (ip, port) = (target.ip(), target.port());
     let token = secret32().map_err(|e| (Side::From, e))?;
     let duration = Duration::from_millis(u64::from(duration_ms));
     let mut to_client = shared.agents.client(to).map_err(|e| (Side::To, e))?;
@@ -421,6 +422,7 @@ pub(crate) async fn bandwidth_between(
         reverse,
         ttl_ms: (duration + BW_GRACE).as_millis() as u32,
         bind_ip: ip.to_string(),
+        port: u32::from(port),
     });
     q.set_timeout(Duration::from_secs(30));
     let rx = to_client
@@ -493,11 +495,17 @@ pub async fn bandwidth(
     let from = agent(svc, "from_agent", &r.from_agent)?;
     let to = agent(svc, "to_agent", &r.to_agent)?;
     let ip = target_address(&to, &r.to_addr)?;
+    let port = u16::try_from(r.port).map_err(|_| {
+        Status::invalid_argument(format!(
+            "port {} is out of range: use 1 to 65535 (0: a free port)",
+            r.port
+        ))
+    })?;
     let (addr, report) = bandwidth_between(
         &svc.0,
         &from,
         &to,
-        ip,
+        SocketAddr::new(ip, port),
         duration_s * 1000,
         streams,
         r.reverse,

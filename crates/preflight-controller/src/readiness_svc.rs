@@ -156,6 +156,9 @@ struct ServerOutcome {
     agent: Option<AgentRecord>,
     /// Planned ports already held: (port, protocol) → who holds it.
     held: HashMap<(u16, Protocol), String>,
+    /// The host holds the server's planned address (its interfaces or where it is dialled):
+    /// only then do other agents connect to that address (paths) or probe from it (VIPs).
+    holds_address: bool,
 }
 
 /// A failed call that means the agent is gone (killed, network down), not that it refused.
@@ -227,6 +230,7 @@ impl ReadinessSvc {
                 findings,
                 agent: None,
                 held: HashMap::new(),
+                holds_address: false,
             }
             .lost(plan, server, opts, msg)
         };
@@ -256,6 +260,9 @@ impl ReadinessSvc {
         if let Some(d) = dial_addr(rec).and_then(|d| d.parse::<std::net::SocketAddr>().ok()) {
             addrs.push(d.ip().to_string());
         }
+        let holds_address = addrs.iter().any(|a| {
+            a.split('/').next().and_then(|a| a.parse::<IpAddr>().ok()) == Some(server.address)
+        });
         out.push(readiness::identity(server, &inv.hostname, &addrs));
         let cpu = inv.cpu.clone().unwrap_or_default();
         let mem = inv.memory.unwrap_or_default();
@@ -301,6 +308,7 @@ impl ReadinessSvc {
             findings: out,
             agent: Some(rec.clone()),
             held,
+            holds_address,
         }
     }
 
@@ -541,8 +549,8 @@ impl ReadinessSvc {
                         Ok(ev) => {
                             if let Some(f) = ev.file {
                                 let detail = match f.status.as_str() {
-                                    "wrong_size" => f.actual_size.to_string(),
-                                    "wrong_hash" => f.actual_sha256.clone(),
+                                    "wrong_size" => f.size_relation.clone(),
+                                    "wrong_hash" => String::new(),
                                     _ => f.error.clone(),
                                 };
                                 out.push(readiness::package_file(
@@ -591,8 +599,8 @@ enum NetTask {
         to: usize,
         from: Vec<(usize, Vec<u16>)>,
     },
-    /// A declared bandwidth pair.
-    Bandwidth { from: usize, to: usize },
+    /// A declared bandwidth pair, through the plan's port for it.
+    Bandwidth { from: usize, to: usize, port: u16 },
     /// A declared virtual IP.
     Vip(usize),
 }
@@ -601,7 +609,7 @@ impl NetTask {
     fn label(&self, plan: &Plan) -> String {
         match self {
             NetTask::Paths { to, .. } => format!("paths to {}", plan.servers[*to].hostname),
-            NetTask::Bandwidth { from, to } => format!(
+            NetTask::Bandwidth { from, to, .. } => format!(
                 "bandwidth {} -> {}",
                 plan.servers[*from].hostname, plan.servers[*to].hostname
             ),
@@ -657,6 +665,7 @@ fn net_tasks(plan: &Plan, opts: &Opts) -> (Vec<NetTask>, Vec<NetTask>) {
                 serial.push(NetTask::Bandwidth {
                     from: idx(f),
                     to: idx(t),
+                    port: b.port,
                 });
             }
         }
@@ -719,6 +728,24 @@ impl ReadinessSvc {
                     }
                     return out;
                 };
+                // The sources connect to the planned address: never to one the destination's
+                // host does not hold (the identity check reports the mismatch).
+                if !servers[*to].holds_address {
+                    for (f, ports) in from {
+                        out.push(paths_unchecked(
+                            sv(*f),
+                            sv(*to),
+                            ports,
+                            Side::To,
+                            &format!(
+                                "not probed: {} does not hold its planned address {} (see its identity check)",
+                                sv(*to).hostname,
+                                sv(*to).address
+                            ),
+                        ));
+                    }
+                    return out;
+                }
                 let mut lost_from = BTreeSet::new();
                 let mut lost_to = false;
                 for (f, ports) in from {
@@ -783,7 +810,7 @@ impl ReadinessSvc {
                     }
                 }
             }
-            NetTask::Bandwidth { from, to } => {
+            NetTask::Bandwidth { from, to, port } => {
                 let t = plan.thresholds_for(sv(*from));
                 let (Some(fr), Some(tr)) = (agent(*from), agent(*to)) else {
                     let down = if agent(*from).is_none() { *from } else { *to };
@@ -795,8 +822,16 @@ impl ReadinessSvc {
                     ));
                     return out;
                 };
-                let res =
-                    bandwidth_between(s, fr, tr, sv(*to).address, opts.measure_ms, 1, false).await;
+                let res = bandwidth_between(
+                    s,
+                    fr,
+                    tr,
+                    std::net::SocketAddr::new(sv(*to).address, *port),
+                    opts.measure_ms,
+                    1,
+                    false,
+                )
+                .await;
                 let mbit = match &res {
                     Ok((_, Some(r))) => Ok(r.total_mbit_per_s),
                     Ok((_, None)) => Err("no report".to_string()),
@@ -814,7 +849,16 @@ impl ReadinessSvc {
                 if v.protocol != Protocol::Tcp {
                     return out;
                 }
-                // From a member's agent (it is on the VIP's network), else any that answered.
+                // From a member's agent (it is on the VIP's network), else any that answered;
+                // only from a host that holds its planned address in the VIP's network (the
+                // plan's bound on what agents probe).
+                let label = v.name.clone().unwrap_or_else(|| v.address.to_string());
+                let in_net = |i: usize| {
+                    servers[i].holds_address
+                        && preflight_core::plan::batch_networks(std::iter::once(sv(i).address))
+                            .iter()
+                            .any(|n| n.contains(&v.address))
+                };
                 let prober = v
                     .members
                     .iter()
@@ -824,20 +868,33 @@ impl ReadinessSvc {
                             .position(|x| x.hostname.eq_ignore_ascii_case(m))
                     })
                     .chain(0..plan.servers.len())
+                    .filter(|&i| in_net(i))
                     .find_map(|i| agent(i).map(|a| (i, a)));
                 let label = v.name.clone().unwrap_or_else(|| v.address.to_string());
                 let Some((pi, rec)) = prober else {
-                    let who = if v.members.is_empty() {
-                        "every server of the plan".to_string()
+                    if (0..plan.servers.len()).any(|i| agent(i).is_some()) {
+                        out.push(readiness::unchecked(
+                            &label,
+                            format!("vip:{}", v.address),
+                            PauseReason::VipMissing,
+                            &format!(
+                                "not probed: no server of the plan holding its planned address is in the network of {}",
+                                v.address
+                            ),
+                        ));
                     } else {
-                        v.members.join(", ")
-                    };
-                    out.push(readiness::not_checked(
-                        &label,
-                        format!("vip:{}", v.address),
-                        PauseReason::VipMissing,
-                        &who,
-                    ));
+                        let who = if v.members.is_empty() {
+                            "every server of the plan".to_string()
+                        } else {
+                            v.members.join(", ")
+                        };
+                        out.push(readiness::not_checked(
+                            &label,
+                            format!("vip:{}", v.address),
+                            PauseReason::VipMissing,
+                            &who,
+                        ));
+                    }
                     return out;
                 };
                 let ports: Vec<u16> = v.ports.iter().flat_map(|r| r.ports()).collect();
@@ -1202,6 +1259,32 @@ impl ReadinessSvc {
     }
 }
 
+/// A plan file decides what the agents probe: unless it is the batch's attached plan (attached
+/// by an integrator), only the roles of `RunSweepPlanFile` may sweep it.
+async fn plan_file_allowed(s: &Shared, batch: &str, plan: &Plan, role: Role) -> Result<(), Status> {
+    let roles = allowed("RunSweepPlanFile");
+    if roles.contains(&role) {
+        return Ok(());
+    }
+    let digest = plan.digest();
+    let attached = s
+        .workflow
+        .read(|w| {
+            w.batch(batch)
+                .and_then(|b| b.plan.as_ref().map(|p| p.digest == digest))
+        })
+        .await
+        .unwrap_or(false);
+    if attached {
+        return Ok(());
+    }
+    let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+    Err(Status::permission_denied(format!(
+        "role {role} may sweep a batch's attached plan (`preflight sweep {batch}`), not another plan file: a plan file is swept by {}; or an integrator attaches it first with `preflight plan attach {batch} FILE`",
+        names.join(", ")
+    )))
+}
+
 fn valid_label(b: &str) -> bool {
     !b.is_empty()
         && b.len() <= 64
@@ -1218,7 +1301,7 @@ impl pb::readiness_server::Readiness for ReadinessSvc {
         &self,
         req: Request<pb::RunSweepRequest>,
     ) -> Result<Response<Self::RunSweepStream>, Status> {
-        let (user, _) = authorize(&self.0, &req, allowed("RunSweep"))?;
+        let (user, role) = authorize(&self.0, &req, allowed("RunSweep"))?;
         let r = req.into_inner();
         if !valid_label(&r.batch) {
             return Err(Status::invalid_argument(format!(
@@ -1267,10 +1350,12 @@ impl pb::readiness_server::Readiness for ReadinessSvc {
             // No plan file: the batch's attached plan, as stored on attachment.
             crate::workflow_svc::batch_plan(&self.0, &r.batch).await?
         } else {
-            Plan::from_toml(name, &r.plan_toml).map_err(|e| {
+            let p = Plan::from_toml(name, &r.plan_toml).map_err(|e| {
                 let lines: Vec<String> = e.to_string().lines().take(20).map(String::from).collect();
                 Status::invalid_argument(format!("plan_toml is invalid:\n{}", lines.join("\n")))
-            })?
+            })?;
+            plan_file_allowed(&self.0, &r.batch, &p, role).await?;
+            p
         };
         let s = self.0.clone();
         let slot = s.sweeps.take(&r.batch)?;

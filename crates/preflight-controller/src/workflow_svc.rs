@@ -447,7 +447,9 @@ impl pb::workflow_server::Workflow for WorkflowSvc {
             // Facts only (`batch plan --digest`): when the controller already keeps the plan
             // with that digest, its servers are the batch's, whatever host list came along —
             // a shorter list would shrink the set of servers the hardening gates ask about.
-            if let Command::AttachPlan { plan, .. } = &mut cmd {
+            // Completeness is the controller's judgement of the stored plan; without one the
+            // plan cannot be complete. The client's `incomplete` is never read.
+            if let Command::AttachPlan { batch, plan } = &mut cmd {
                 let known = self
                     .0
                     .workflow
@@ -458,6 +460,9 @@ impl pb::workflow_server::Workflow for WorkflowSvc {
                         |e| Status::internal(format!("stored plan {}: {e}", plan.digest)),
                     )?;
                     plan.hosts = p.servers.iter().map(|s| s.hostname.clone()).collect();
+                    plan.incomplete = p.incomplete();
+                } else {
+                    plan.incomplete = vec![preflight_core::plan::facts_only_incomplete(batch)];
                 }
             }
             None
@@ -468,6 +473,7 @@ impl pb::workflow_server::Workflow for WorkflowSvc {
             let p = attached_plan_from_wire(&plan_toml, &plan.digest)?;
             plan.digest = p.digest();
             plan.hosts = p.servers.iter().map(|s| s.hostname.clone()).collect();
+            plan.incomplete = p.incomplete();
             Some((plan.digest.clone(), plan_toml))
         };
         let now = self.0.now_ms();

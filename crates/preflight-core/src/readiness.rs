@@ -319,13 +319,20 @@ pub fn package_file(
             format!("{what} {path} is missing"),
             format!("{what_zh} {path} 缺失"),
         ),
-        "wrong_size" => (
-            format!("{what} {path} has the wrong size ({detail} bytes): incomplete download"),
-            format!("{what_zh} {path} 大小不符（{detail} 字节）：下载不完整"),
-        ),
+        // The agent tells only smaller/larger, never the observed size or hash.
+        "wrong_size" => {
+            let (en, zh) = match detail {
+                "larger" => ("larger than planned", "比计划的大"),
+                _ => ("smaller than planned", "比计划的小"),
+            };
+            (
+                format!("{what} {path} has the wrong size ({en}): incomplete download"),
+                format!("{what_zh} {path} 大小不符（{zh}）：下载不完整"),
+            )
+        }
         "wrong_hash" => (
-            format!("{what} {path} has the wrong SHA-256 ({detail})"),
-            format!("{what_zh} {path} 的 SHA-256 不符（{detail}）"),
+            format!("{what} {path} has the wrong SHA-256 (does not match the plan)"),
+            format!("{what_zh} {path} 的 SHA-256 与计划不符"),
         ),
         _ => (
             format!("{what} {path}: {status} {detail}"),

@@ -82,7 +82,9 @@ impl FromStr for Role {
 ///
 /// `Hardening`/`HardenChange` is not a wire method: it is `Harden` with a changing operation
 /// (apply, rollback); `Harden` itself is the read-only operations (audit, plan, verify).
-/// `Workflow`/`DevClockShow` likewise is `DevClock` without a change. Workflow commands
+/// `Workflow`/`DevClockShow` likewise is `DevClock` without a change, and
+/// `Readiness`/`RunSweepPlanFile` is `RunSweep` with a plan file other than the batch's attached
+/// plan. Workflow commands
 /// (`Execute`) are open to every role here because the core names the roles of each command.
 pub fn rpc_roles(service: &str, method: &str) -> Option<&'static [Role]> {
     use Role::*;
@@ -98,6 +100,7 @@ pub fn rpc_roles(service: &str, method: &str) -> Option<&'static [Role]> {
         Deployer,
         PerfChecker,
     ];
+    const PLAN_FILE_SWEEPERS: &[Role] = &[Admin, Integrator, Deployer];
     const HARDEN_READERS: &[Role] = &[
         Admin,
         Deployer,
@@ -117,6 +120,9 @@ pub fn rpc_roles(service: &str, method: &str) -> Option<&'static [Role]> {
         ("Controller", "RunAgentBenchmark" | "Probe" | "Bandwidth") => CHECKERS,
         ("Controller", "CreateJoinToken" | "RevokeAgent") => ADMIN,
         ("Readiness", "RunSweep" | "CancelSweep") => SWEEPERS,
+        // `RunSweep` with a plan file that is not the batch's attached plan: the plan decides
+        // what the agents probe, so only the roles that write plans or work on the hosts.
+        ("Readiness", "RunSweepPlanFile") => PLAN_FILE_SWEEPERS,
         ("Readiness", "ListSweeps" | "GetSweep" | "AttachSweep") => ANY,
         ("Hardening", "Harden" | "ExportEvidence" | "Status") => HARDEN_READERS,
         ("Hardening", "HardenChange" | "FirewallAllow") => HARDEN_CHANGERS,
@@ -196,6 +202,12 @@ mod tests {
         ] {
             exactly("Workflow", m, &[Admin]);
         }
+        // A plan file not attached to the batch (issue 20 item 2): operators, not the project.
+        exactly(
+            "Readiness",
+            "RunSweepPlanFile",
+            &[Admin, Integrator, Deployer],
+        );
         // Loading a host (benchmarks, probes, sweeps): never the read-only or sign-off roles.
         for (svc, m) in [
             ("Controller", "RunAgentBenchmark"),

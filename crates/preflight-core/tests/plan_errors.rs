@@ -427,6 +427,20 @@ fn invalid_values() {
         "vips[0].address",
         "virtual IP 10.0.0.2 is also the address of server \"soa-01\"",
     );
+    // Issue 20 item 2: a plan may not make the agents probe addresses outside the batch's
+    // own networks, nor more ports or VIPs than a deployment needs.
+    check(
+        "vip outside the batch's networks",
+        "\n[[vips]]\naddress = \"8.8.8.8\" #<\nrole = \"soa\"\n",
+        "vips[0].address",
+        "virtual IP 8.8.8.8 is outside the batch's networks (10.0.0.0/24)",
+    );
+    check(
+        "vip with a port range",
+        "\n[[vips]]\naddress = \"10.0.0.100\"\nrole = \"soa\"\nports = \"1-1024\" #<\n",
+        "vips[0].ports",
+        "too many ports on one virtual IP (1024): at most 32",
+    );
     check(
         "vip with servers and role",
         "\n[[vips]] #<\naddress = \"10.0.0.100\"\nrole = \"soa\"\nservers = [\"soa-01\"]\n",
@@ -444,6 +458,20 @@ fn invalid_values() {
         "\n[[bandwidth]] #<\nfrom = \"web-01\"\nto = \"10.0.0.1\"\n",
         "bandwidth[0]",
         "\"web-01\" is both source and destination",
+    );
+    // Issue 13 item 12: the bandwidth receiver listens on a planned port, never an ephemeral
+    // one: the pair's `port`, else one a required path opens between the two servers.
+    check(
+        "bandwidth pair with no port and no path",
+        "\n[[bandwidth]] #<\nfrom = \"web-01\"\nto = \"soa-01\"\n",
+        "bandwidth[0]",
+        "no port for the bandwidth test from web-01 to soa-01: no required TCP path opens a port from web-01 to soa-01; add port = N",
+    );
+    check(
+        "bandwidth port out of range",
+        "\n[[bandwidth]]\nfrom = \"web-01\"\nto = \"soa-01\"\nport = 70000 #<\n",
+        "bandwidth[0].port",
+        "70000",
     );
     let long = "x".repeat(300);
     check(
@@ -509,7 +537,7 @@ fn caps_on_servers_and_ports() {
         "too many ports on a virtual IP",
         "\n[[vips]]\naddress = \"10.0.0.100\"\nrole = \"soa\"\nports = \"1-65535\" #<\n",
         "vips[0].ports",
-        "too many ports on one virtual IP (65535): at most 1024",
+        "too many ports on one virtual IP (65535): at most 32",
     );
 }
 
@@ -587,4 +615,18 @@ fn expansion_of_paths_is_capped() {
             .contains("too many expanded (from, to, port) paths (240000): at most 200000"),
         "{err}"
     );
+}
+
+/// Issue 13 item 12: a bandwidth pair without `port` takes the lowest port a required TCP path
+/// opens from its sender to its receiver; an explicit `port` wins. Both survive canonical TOML.
+#[test]
+fn bandwidth_port_defaults_to_a_planned_path_port() {
+    let text = format!(
+        "{BASE}\n[[paths]]\nfrom = {{ role = \"nginx\" }}\nto = {{ role = \"soa\" }}\nports = \"8443,8080\"\n\n[[bandwidth]]\nfrom = \"web-01\"\nto = \"soa-01\"\n\n[[bandwidth]]\nfrom = \"soa-01\"\nto = \"web-01\"\nport = 5201\n"
+    );
+    let plan = Plan::from_toml(FILE, &text).unwrap();
+    assert_eq!(plan.bandwidth[0].port, 8080);
+    assert_eq!(plan.bandwidth[1].port, 5201);
+    let again = Plan::from_toml("canonical", &plan.to_toml()).unwrap();
+    assert_eq!(again, plan);
 }

@@ -116,6 +116,10 @@ pub struct StreamReport {
     /// TCP retransmissions of the sending socket (`tcpi_total_retrans`); only known at the
     /// sending end.
     pub retransmits: Option<u64>,
+    /// Bytes this end moved in each second of the stream (written when it sent, read when it
+    /// received), for iperf3-like per-second lines; the last second may be partial.
+    #[serde(default)]
+    pub per_second_bytes: Vec<u64>,
 }
 
 /// Result of one bandwidth test, as seen by one end.
@@ -139,6 +143,9 @@ pub struct BandwidthReport {
     pub retransmits: Option<u64>,
     /// Connections the receiver closed because they did not authenticate (receiver only).
     pub rejected_connections: u64,
+    /// [`StreamReport::per_second_bytes`] summed over the streams.
+    #[serde(default)]
+    pub per_second_bytes: Vec<u64>,
 }
 
 /// Why a bandwidth test could not start or finish.
@@ -576,7 +583,7 @@ async fn server_hello(
                 index,
                 start: m.start,
                 end: m.end,
-                report: stream_report(index, m.bytes, m.duration_us, m.retransmits),
+                report: stream_report(index, &m),
             }),
         }
     }))
@@ -584,6 +591,8 @@ async fn server_hello(
 
 /// What one end measured on one stream.
 struct Measured {
+    /// Bytes moved in each second from the first one (see [`count_second`]).
+    per_second: Vec<u64>,
     bytes: u64,
     duration_us: u64,
     retransmits: Option<u64>,
@@ -639,6 +648,21 @@ fn past(deadline: Instant) -> io::Result<()> {
 }
 
 /// Reads to EOF, then tells the sending end what arrived.
+/// Most per-second entries kept for one stream (the longest test, plus its grace).
+const MAX_SECONDS: usize = 80;
+
+/// Adds `n` bytes to the entry of the second `since` falls in.
+fn count_second(per_second: &mut Vec<u64>, since: Instant, n: u64) {
+    let i = since.elapsed().as_secs() as usize;
+    if i >= MAX_SECONDS {
+        return;
+    }
+    if per_second.len() <= i {
+        per_second.resize(i + 1, 0);
+    }
+    per_second[i] += n;
+}
+
 fn receive_blocking(
     sock: &mut std::net::TcpStream,
     buf_size: usize,
@@ -648,6 +672,7 @@ fn receive_blocking(
     let mut buf = vec![0u8; buf_size.max(64 * 1024)];
     let mut bytes = 0u64;
     let mut start = None;
+    let mut per_second = Vec::new();
     loop {
         let n = match sock.read(&mut buf) {
             Ok(n) => n,
@@ -657,9 +682,8 @@ fn receive_blocking(
         if n == 0 {
             break;
         }
-        if start.is_none() {
-            start = Some(Instant::now());
-        }
+        let first = *start.get_or_insert_with(Instant::now);
+        count_second(&mut per_second, first, n as u64);
         bytes += n as u64;
         past(deadline)?;
     }
@@ -673,6 +697,7 @@ fn receive_blocking(
     sock.write_all(&summary)?;
     sock.shutdown(std::net::Shutdown::Write)?;
     Ok(Measured {
+        per_second,
         bytes,
         duration_us,
         retransmits: None,
@@ -692,8 +717,10 @@ fn send_blocking(
     use std::io::{Read, Write};
     let buf = vec![0x5au8; write_size];
     let start = Instant::now();
+    let mut per_second = Vec::new();
     while start.elapsed() < duration {
         sock.write_all(&buf)?;
+        count_second(&mut per_second, start, buf.len() as u64);
     }
     sock.shutdown(std::net::Shutdown::Write)?;
     past(deadline)?;
@@ -711,6 +738,7 @@ fn send_blocking(
     let retransmits = tcp_total_retrans(sock).ok();
     let end = Instant::now();
     Ok(Measured {
+        per_second,
         bytes,
         duration_us,
         retransmits,
@@ -748,18 +776,14 @@ fn mbit_per_s(bytes: u64, duration_us: u64) -> f64 {
     bytes as f64 * 8.0 / duration_us as f64
 }
 
-fn stream_report(
-    stream: u32,
-    bytes: u64,
-    duration_us: u64,
-    retransmits: Option<u64>,
-) -> StreamReport {
+fn stream_report(stream: u32, m: &Measured) -> StreamReport {
     StreamReport {
         stream,
-        bytes,
-        duration_us,
-        mbit_per_s: mbit_per_s(bytes, duration_us),
-        retransmits,
+        bytes: m.bytes,
+        duration_us: m.duration_us,
+        mbit_per_s: mbit_per_s(m.bytes, m.duration_us),
+        retransmits: m.retransmits,
+        per_second_bytes: m.per_second.clone(),
     }
 }
 
@@ -779,7 +803,17 @@ fn build_report(
         Role::Sending => streams.iter().map(|s| s.retransmits).sum::<Option<u64>>(),
         Role::Receiving => None,
     };
+    let mut per_second_bytes: Vec<u64> = Vec::new();
+    for s in &streams {
+        if per_second_bytes.len() < s.per_second_bytes.len() {
+            per_second_bytes.resize(s.per_second_bytes.len(), 0);
+        }
+        for (t, b) in per_second_bytes.iter_mut().zip(&s.per_second_bytes) {
+            *t += b;
+        }
+    }
     BandwidthReport {
+        per_second_bytes,
         direction,
         role,
         expected_streams,
@@ -898,7 +932,7 @@ pub async fn send(
     };
     let streams = measured
         .into_iter()
-        .map(|(i, m)| stream_report(i, m.bytes, m.duration_us, m.retransmits))
+        .map(|(i, m)| stream_report(i, &m))
         .collect();
     Ok(build_report(
         opts.direction,

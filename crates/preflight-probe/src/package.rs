@@ -9,7 +9,7 @@
 
 use std::fs::File;
 use std::io::{self, Read};
-use std::path::{Component, Path};
+use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::Serialize;
@@ -41,10 +41,13 @@ pub enum FileStatus {
     Missing,
     /// Present but not a regular file (a directory, a device...).
     NotAFile,
-    /// Size differs (not hashed).
-    WrongSize { actual: u64 },
-    /// Size matches, content differs.
-    WrongHash { actual: String },
+    /// Size differs (not hashed). Only whether it is larger than planned is told, never the
+    /// size itself: the check must not reveal what a file it was pointed at holds.
+    WrongSize { larger: bool },
+    /// Size matches, content differs (the observed hash is never reported).
+    WrongHash,
+    /// The path resolves to a place the package check never reads (see [`forbidden`]).
+    Refused { reason: String },
     /// Could not be read (permissions, I/O error).
     Unreadable { error: String },
     /// Stopped before this file was finished.
@@ -75,6 +78,85 @@ pub enum InvalidManifest {
     Path { index: usize, path: String },
     #[error("files[{index}].sha256 {value:?} must be 64 hex digits")]
     Hash { index: usize, value: String },
+    #[error("files[{index}].path {path:?}: {reason}")]
+    Forbidden {
+        index: usize,
+        path: String,
+        reason: String,
+    },
+}
+
+/// Places the package check never reads, whatever a plan says: kernel and device trees, and
+/// files that hold secrets (password hashes, sudo rules, SSH host keys, TLS private keys).
+/// A deployment package is never there; reading them would let a plan learn about them.
+pub const FORBIDDEN_PREFIXES: &[&str] = &[
+    "/proc",
+    "/sys",
+    "/dev",
+    "/etc/shadow",
+    "/etc/shadow-",
+    "/etc/gshadow",
+    "/etc/gshadow-",
+    "/etc/sudoers",
+    "/etc/sudoers.d",
+    "/etc/ssh",
+    "/etc/ssl/private",
+    "/etc/pki/tls/private",
+    "/etc/security/opasswd",
+];
+/// Path components that mark a private key directory anywhere (`/root/.ssh`, `~/.gnupg`).
+const FORBIDDEN_COMPONENTS: &[&str] = &[".ssh", ".gnupg"];
+
+/// Why the package check refuses `path`, if it does: under one of [`FORBIDDEN_PREFIXES`], in a
+/// private key directory, or under the agent's own state directory `state_dir` (its key,
+/// certificate and configuration). Compared by components, so `/devices` is not `/dev`.
+pub fn forbidden(path: &Path, state_dir: Option<&Path>) -> Option<String> {
+    if let Some(p) = FORBIDDEN_PREFIXES
+        .iter()
+        .find(|p| path.starts_with(Path::new(p)))
+    {
+        return Some(format!(
+            "the package check never reads under {p} (system or secret files): list the package's own files"
+        ));
+    }
+    if let Some(c) = path.components().find_map(|c| match c {
+        Component::Normal(n) => FORBIDDEN_COMPONENTS
+            .iter()
+            .find(|f| n == std::ffi::OsStr::new(f)),
+        _ => None,
+    }) {
+        return Some(format!(
+            "the package check never reads inside a {c} directory (private keys): list the package's own files"
+        ));
+    }
+    if let Some(dir) = state_dir {
+        let real = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+        if path.starts_with(dir) || path.starts_with(&real) {
+            return Some(format!(
+                "{} is the agent's state directory (its key and certificate): the package check never reads it",
+                dir.display()
+            ));
+        }
+    }
+    None
+}
+
+/// [`validate`], and no path the package check refuses (see [`forbidden`]).
+pub fn validate_for(
+    files: &[ExpectedFile],
+    state_dir: Option<&Path>,
+) -> Result<(), InvalidManifest> {
+    validate(files)?;
+    for (index, f) in files.iter().enumerate() {
+        if let Some(reason) = forbidden(Path::new(&f.path), state_dir) {
+            return Err(InvalidManifest::Forbidden {
+                index,
+                path: f.path.chars().take(200).collect(),
+                reason,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Checks the request before any file is touched.
@@ -109,19 +191,23 @@ pub fn validate(files: &[ExpectedFile]) -> Result<(), InvalidManifest> {
 
 /// Verifies every file in order, calling `on_file` after each one. Stops early (marking the
 /// rest cancelled) once `cancel` is set.
+///
+/// Paths the check refuses ([`forbidden`], with the agent's `state_dir`) are refused before
+/// anything is read, and again after symbolic links are resolved.
 pub fn verify(
     files: &[ExpectedFile],
+    state_dir: Option<&Path>,
     cancel: &AtomicBool,
     mut on_file: impl FnMut(&FileCheck),
 ) -> Result<Vec<FileCheck>, InvalidManifest> {
-    validate(files)?;
+    validate_for(files, state_dir)?;
     let mut buf = vec![0u8; CHUNK];
     let mut out = Vec::with_capacity(files.len());
     for f in files {
         let (status, bytes_hashed) = if cancel.load(Ordering::Relaxed) {
             (FileStatus::Cancelled, 0)
         } else {
-            check_one(f, &mut buf, cancel)
+            check_one(f, state_dir, &mut buf, cancel)
         };
         let c = FileCheck {
             path: f.path.clone(),
@@ -136,8 +222,30 @@ pub fn verify(
     Ok(out)
 }
 
-fn check_one(f: &ExpectedFile, buf: &mut [u8], cancel: &AtomicBool) -> (FileStatus, u64) {
-    let meta = match std::fs::metadata(&f.path) {
+fn check_one(
+    f: &ExpectedFile,
+    state_dir: Option<&Path>,
+    buf: &mut [u8],
+    cancel: &AtomicBool,
+) -> (FileStatus, u64) {
+    // A link from an allowed place into a refused one is refused too; the resolved path is
+    // what is opened, so it cannot change in between.
+    let real: PathBuf = match std::fs::canonicalize(&f.path) {
+        Ok(r) => r,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return (FileStatus::Missing, 0),
+        Err(e) => {
+            return (
+                FileStatus::Unreadable {
+                    error: e.to_string(),
+                },
+                0,
+            )
+        }
+    };
+    if let Some(reason) = forbidden(&real, state_dir) {
+        return (FileStatus::Refused { reason }, 0);
+    }
+    let meta = match std::fs::metadata(&real) {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return (FileStatus::Missing, 0),
         Err(e) => {
@@ -153,12 +261,17 @@ fn check_one(f: &ExpectedFile, buf: &mut [u8], cancel: &AtomicBool) -> (FileStat
         return (FileStatus::NotAFile, 0);
     }
     if meta.len() != f.size {
-        return (FileStatus::WrongSize { actual: meta.len() }, 0);
+        return (
+            FileStatus::WrongSize {
+                larger: meta.len() > f.size,
+            },
+            0,
+        );
     }
-    match hash_file(Path::new(&f.path), buf, cancel) {
+    match hash_file(&real, buf, cancel) {
         Ok(None) => (FileStatus::Cancelled, 0),
         Ok(Some((digest, n))) if digest.eq_ignore_ascii_case(&f.sha256) => (FileStatus::Ok, n),
-        Ok(Some((digest, n))) => (FileStatus::WrongHash { actual: digest }, n),
+        Ok(Some((_, n))) => (FileStatus::WrongHash, n),
         Err(e) => (
             FileStatus::Unreadable {
                 error: e.to_string(),
@@ -238,20 +351,20 @@ mod tests {
             },
         ];
         let mut seen = 0;
-        let r = verify(&files, &AtomicBool::new(false), |_| seen += 1).unwrap();
+        let r = verify(&files, None, &AtomicBool::new(false), |_| seen += 1).unwrap();
         assert_eq!(seen, 5);
         assert_eq!(r[0].status, FileStatus::Ok);
         assert_eq!(r[0].bytes_hashed, good.len() as u64);
-        assert_eq!(r[1].status, FileStatus::WrongSize { actual: 3 });
-        assert_eq!(
-            r[2].status,
-            FileStatus::WrongHash {
-                actual: sha(b"abd")
-            }
-        );
+        assert_eq!(r[1].status, FileStatus::WrongSize { larger: false });
+        assert_eq!(r[2].status, FileStatus::WrongHash);
         assert_eq!(r[3].status, FileStatus::Missing);
         assert_eq!(r[4].status, FileStatus::NotAFile);
-        let cancelled = verify(&files, &AtomicBool::new(true), |_| {}).unwrap();
+        // Nothing observed is ever reported: neither the size nor the hash of a file.
+        let json = serde_json::to_string(&r).unwrap();
+        assert!(!json.contains(&sha(b"abd")), "{json}");
+        assert!(!json.contains("actual"), "{json}");
+        assert!(json.contains("\"larger\":false"), "{json}");
+        let cancelled = verify(&files, None, &AtomicBool::new(true), |_| {}).unwrap();
         assert!(cancelled.iter().all(|c| c.status == FileStatus::Cancelled));
     }
 
@@ -298,5 +411,67 @@ mod tests {
         }
         let many = vec![ok; MAX_FILES + 1];
         assert!(validate(&many).unwrap_err().to_string().contains("at most"));
+    }
+
+    #[test]
+    fn secret_and_state_paths_are_refused() {
+        let state = tempfile::tempdir().unwrap();
+        let key = state.path().join("identity.pem");
+        std::fs::write(&key, b"secret").unwrap();
+        let file = |path: &str| ExpectedFile {
+            path: path.into(),
+            size: 6,
+            sha256: sha(b"secret"),
+        };
+        let key_path = key.to_str().unwrap();
+        for path in [
+            key_path,
+            "/etc/shadow",
+            "/etc/gshadow",
+            "/etc/sudoers.d/x",
+            "/etc/ssh/ssh_host_ed25519_key",
+            "/root/.ssh/id_rsa",
+            "/proc/self/environ",
+            "/sys/kernel/x",
+            "/dev/sda",
+        ] {
+            let e = validate_for(&[file(path)], Some(state.path()))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("files[0].path") && e.contains("never reads"),
+                "{e}"
+            );
+            assert!(
+                verify(
+                    &[file(path)],
+                    Some(state.path()),
+                    &AtomicBool::new(false),
+                    |_| {}
+                )
+                .is_err(),
+                "{path}"
+            );
+        }
+        // Component-wise: /devices and /etc/sshd-app are not /dev and /etc/ssh.
+        assert!(forbidden(Path::new("/devices/x"), None).is_none());
+        assert!(forbidden(Path::new("/etc/sshd-app/x"), None).is_none());
+        // A link from an allowed place into the state directory is refused once resolved.
+        let other = tempfile::tempdir().unwrap();
+        let link = other.path().join("pkg.tar.gz");
+        std::os::unix::fs::symlink(&key, &link).unwrap();
+        let r = verify(
+            &[file(link.to_str().unwrap())],
+            Some(state.path()),
+            &AtomicBool::new(false),
+            |_| {},
+        )
+        .unwrap();
+        assert!(
+            matches!(&r[0].status, FileStatus::Refused { reason } if reason.contains("state directory")),
+            "{:?}",
+            r[0].status
+        );
+        assert_eq!(r[0].bytes_hashed, 0);
     }
 }

@@ -335,6 +335,16 @@ pub fn bandwidth(r: &pb::BandwidthResponse) -> String {
         "bandwidth {src} -> {dst} (receiver {}), {} stream(s)\n",
         r.address, rep.expected_streams
     );
+    // iperf3-like: one line per second of the test, all streams together.
+    for (i, b) in rep.per_second_bytes.iter().enumerate() {
+        out.push_str(&format!(
+            "  {:>2}-{:<2} s  {:>10}  {:>8.1} Mbit/s\n",
+            i,
+            i + 1,
+            bytes(*b),
+            *b as f64 * 8.0 / 1e6
+        ));
+    }
     let retr = |x: Option<u64>| x.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
     let mut t = Table::new(&["STREAM", "MBIT/S", "BYTES", "TIME", "RETRANSMITS"]);
     for s in &rep.streams {

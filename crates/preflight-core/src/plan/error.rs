@@ -157,6 +157,22 @@ pub enum PlanErrorKind {
     /// A virtual IP that is also a server's own address.
     #[error("virtual IP {0} is also the address of server {1:?}: a virtual IP must be an address of its own")]
     VipIsServerAddress(String, String),
+    /// A virtual IP outside the batch's own networks.
+    #[error("virtual IP {address} is outside the batch's networks ({networks}): a virtual IP shares the network of its servers; use an address there, or correct the servers' addresses")]
+    VipOutsideNetworks {
+        /// The virtual IP.
+        address: String,
+        /// The batch's networks, comma-separated.
+        networks: String,
+    },
+    /// A bandwidth pair with no port given and no required path between its servers.
+    #[error("no port for the bandwidth test from {from} to {to}: no required TCP path opens a port from {from} to {to}; add port = N (a port open from {from} to {to}) or a [[paths]] entry between them")]
+    NoBandwidthPort {
+        /// Sender.
+        from: String,
+        /// Receiver.
+        to: String,
+    },
     /// A malformed CIDR.
     #[error("invalid CIDR {value:?}: {reason}")]
     InvalidCidr {

@@ -10,6 +10,7 @@
 //! (the TOML may then hold no `[[servers]]` at all, or some: both lists are validated together,
 //! so paths and virtual IPs in the TOML can name servers and roles from the CSV).
 
+mod complete;
 mod csv_in;
 mod error;
 mod ports;
@@ -24,6 +25,7 @@ use ipnet::IpNet;
 use ring::digest;
 use serde::{Deserialize, Serialize};
 
+pub use complete::{facts_only_incomplete, DATABASE_NAMES};
 pub use error::{InvalidPlan, Location, PlanError, PlanErrorKind};
 pub use ports::{PortRange, Protocol};
 
@@ -44,6 +46,18 @@ pub const MAX_DATA_DIRS: usize = 16;
 pub const MAX_ENTRIES: usize = 10_000;
 /// Most (from, to, port) triples once every required path is expanded.
 pub const MAX_EXPANDED_PATHS: usize = 200_000;
+/// Most virtual IPs in one plan: one per cluster of a batch, with room to spare. A sweep
+/// probes every port of every VIP from the servers' agents, so the bound keeps a plan from
+/// making the fleet scan a network.
+pub const MAX_VIPS: usize = 16;
+/// Most ports (after expanding ranges) on one virtual IP: a cluster fronts a few services
+/// (web 80/443, an application's handful), not a range.
+pub const MAX_VIP_PORTS: usize = 32;
+/// Prefix of the network around each server's address that counts as the batch's own (a VIP
+/// must lie in one): a /24 for IPv4, a /64 for IPv6.
+pub const BATCH_NET_PREFIX_V4: u8 = 24;
+/// See [`BATCH_NET_PREFIX_V4`].
+pub const BATCH_NET_PREFIX_V6: u8 = 64;
 /// Most errors reported for one plan.
 pub const MAX_ERRORS: usize = 200;
 /// Longest free-text value (names, notes), in bytes.
@@ -266,6 +280,9 @@ pub struct BandwidthPair {
     pub from: String,
     /// Receiving server's hostname.
     pub to: String,
+    /// The receiver's TCP port: `port` as written, else the lowest port a required path opens
+    /// from `from` to `to` (on a customer network only planned ports are open).
+    pub port: u16,
 }
 
 /// What to do when a backup's database already exists.
@@ -424,6 +441,12 @@ impl Plan {
             .unwrap_or(&self.thresholds)
     }
 
+    /// The batch's own networks: the /24 (IPv4) or /64 (IPv6) around each server's address,
+    /// sorted, without duplicates. Virtual IPs must lie in them.
+    pub fn networks(&self) -> Vec<IpNet> {
+        batch_networks(self.servers.iter().map(|s| s.address))
+    }
+
     /// Distinct roles, sorted.
     pub fn roles(&self) -> BTreeSet<&str> {
         self.servers.iter().map(|s| s.role.as_str()).collect()
@@ -449,4 +472,18 @@ impl Server {
         out.sort();
         out
     }
+}
+
+/// The /24 (IPv4) or /64 (IPv6) around each address, sorted, without duplicates.
+pub fn batch_networks(addresses: impl Iterator<Item = IpAddr>) -> Vec<IpNet> {
+    let nets: BTreeSet<IpNet> = addresses
+        .filter_map(|a| {
+            let prefix = match a {
+                IpAddr::V4(_) => BATCH_NET_PREFIX_V4,
+                IpAddr::V6(_) => BATCH_NET_PREFIX_V6,
+            };
+            IpNet::new(a, prefix).ok().map(|n| n.trunc())
+        })
+        .collect();
+    nets.into_iter().collect()
 }

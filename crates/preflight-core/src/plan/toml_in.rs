@@ -140,6 +140,7 @@ pub(crate) struct RawThresholds {
 pub(crate) struct RawPair {
     pub from: S<String>,
     pub to: S<String>,
+    pub port: Option<S<i64>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -168,6 +168,7 @@ impl Plan {
                 let mut t = Table::new();
                 t.insert("from".into(), s(&b.from));
                 t.insert("to".into(), s(&b.to));
+                t.insert("port".into(), n(b.port.into()));
                 t
             })
             .collect();

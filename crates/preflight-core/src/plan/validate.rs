@@ -194,7 +194,7 @@ impl<'e, 'a> Validator<'e, 'a> {
         });
         let management = self.management(raw.management);
         let (thresholds, role_thresholds) = self.thresholds(&raw.thresholds);
-        let bandwidth = self.bandwidth(raw.bandwidth);
+        let bandwidth = self.bandwidth(raw.bandwidth, &servers, &paths);
         let packages = self.packages(raw.packages);
         Plan {
             batch,
@@ -622,9 +622,19 @@ impl<'e, 'a> Validator<'e, 'a> {
     ) -> Vec<VirtualIp> {
         let mut out = Vec::new();
         let mut first: HashMap<IpAddr, Location> = HashMap::new();
+        let networks = super::batch_networks(servers.iter().map(|s| s.address));
         for (n, (i, v)) in raw.into_iter().enumerate() {
             let base = format!("vips[{i}]");
-            if self.too_many(n, v.span(), &base, "virtual IPs") {
+            if n >= MAX_VIPS {
+                self.err(
+                    v.span(),
+                    &base,
+                    PlanErrorKind::TooMany {
+                        what: "virtual IPs (one per cluster of the batch)",
+                        found: n + 1,
+                        max: MAX_VIPS,
+                    },
+                );
                 break;
             }
             let span = v.span();
@@ -633,6 +643,21 @@ impl<'e, 'a> Validator<'e, 'a> {
             let field = format!("{base}.address");
             let address = self.address(self.src, &v.address, &field);
             if let Some(a) = address {
+                // Only where the servers are (and they parsed): never an address elsewhere.
+                if !self.lenient_refs && !networks.iter().any(|n| n.contains(&a)) {
+                    self.err(
+                        v.address.span(),
+                        &field,
+                        PlanErrorKind::VipOutsideNetworks {
+                            address: a.to_string(),
+                            networks: networks
+                                .iter()
+                                .map(|n| n.to_string())
+                                .collect::<Vec<_>>()
+                                .join(", "),
+                        },
+                    );
+                }
                 if let Some(s) = servers.iter().find(|s| s.address == a) {
                     self.err(
                         v.address.span(),
@@ -691,17 +716,17 @@ impl<'e, 'a> Validator<'e, 'a> {
                 Some(p) => self.ports(self.src, p, &format!("{base}.ports")),
                 None => Some(Vec::new()),
             };
-            // A virtual IP fronts services of its members: as many ports as one server may
-            // plan, no more (each is probed when the batch is swept).
+            // A virtual IP fronts a few services of its members (each port is probed when
+            // the batch is swept): at most MAX_VIP_PORTS.
             let ports = match (ports, &v.ports) {
-                (Some(r), Some(p)) if ports::count(&r) > MAX_PORTS_PER_SERVER => {
+                (Some(r), Some(p)) if ports::count(&r) > MAX_VIP_PORTS => {
                     self.err(
                         p.span(),
                         format!("{base}.ports"),
                         PlanErrorKind::TooMany {
                             what: "ports on one virtual IP",
                             found: ports::count(&r),
-                            max: MAX_PORTS_PER_SERVER,
+                            max: MAX_VIP_PORTS,
                         },
                     );
                     None
@@ -886,7 +911,34 @@ impl<'e, 'a> Validator<'e, 'a> {
         out
     }
 
-    fn bandwidth(&mut self, raw: Vec<(usize, Spanned<toml_in::RawPair>)>) -> Vec<BandwidthPair> {
+    fn bandwidth(
+        &mut self,
+        raw: Vec<(usize, Spanned<toml_in::RawPair>)>,
+        servers: &[Server],
+        paths: &[RequiredPath],
+    ) -> Vec<BandwidthPair> {
+        // Lowest TCP port the required paths open from one server (hostname) to another.
+        let plan_paths = Plan {
+            batch: BatchInfo::default(),
+            servers: servers.to_vec(),
+            paths: paths.to_vec(),
+            vips: Vec::new(),
+            jump_host: None,
+            management: Management::default(),
+            thresholds: Thresholds::default(),
+            role_thresholds: BTreeMap::new(),
+            bandwidth: Vec::new(),
+            packages: Vec::new(),
+        };
+        let mut path_port: HashMap<(String, String), u16> = HashMap::new();
+        for p in plan_paths.expanded_paths() {
+            if p.protocol == Protocol::Tcp {
+                let e = path_port
+                    .entry((p.from.hostname.clone(), p.to.hostname.clone()))
+                    .or_insert(p.port);
+                *e = (*e).min(p.port);
+            }
+        }
         let mut out: Vec<BandwidthPair> = Vec::new();
         let mut first: HashMap<(String, String), Location> = HashMap::new();
         for (n, (i, p)) in raw.into_iter().enumerate() {
@@ -918,7 +970,27 @@ impl<'e, 'a> Validator<'e, 'a> {
                 continue;
             }
             first.insert((from.clone(), to.clone()), here);
-            out.push(BandwidthPair { from, to });
+            let explicit = p.get_ref().port.clone();
+            let port = match explicit {
+                Some(v) => self.port_value(Some(v), &format!("{base}.port"), 0),
+                None => match path_port.get(&(from.clone(), to.clone())) {
+                    Some(&p) => p,
+                    None => {
+                        if !self.lenient_refs {
+                            self.err(
+                                span,
+                                &base,
+                                PlanErrorKind::NoBandwidthPort {
+                                    from: from.clone(),
+                                    to: to.clone(),
+                                },
+                            );
+                        }
+                        continue;
+                    }
+                },
+            };
+            out.push(BandwidthPair { from, to, port });
         }
         out
     }

@@ -1394,6 +1394,16 @@ impl World {
                         ),
                     });
                 }
+                if let Some(src) = source {
+                    let known = finding_ids(b);
+                    if !known.iter().any(|k| k == src) {
+                        return Err(Refusal::State {
+                            batch: id.to_string(),
+                            action: cmd.action(None),
+                            problem: unknown_source(src, &known),
+                        });
+                    }
+                }
                 let risk = Risk {
                     id: b.risks.len() as u32 + 1,
                     text: text.clone(),
@@ -1791,4 +1801,42 @@ impl World {
         }
         Ok(w)
     }
+}
+
+/// The check ids of every finding recorded for a batch that a risk may name as its source: the
+/// readiness report's hard and soft failures and the performance sweep's shortfalls, in that
+/// order, without duplicates.
+pub fn finding_ids(b: &Batch) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let readiness = b
+        .readiness
+        .iter()
+        .flat_map(|r| r.hard_failures.iter().chain(&r.soft_failures));
+    let perf = b.perf.iter().flat_map(|p| p.shortfalls.iter());
+    for f in readiness.chain(perf) {
+        if !out.contains(&f.check) {
+            out.push(f.check.clone());
+        }
+    }
+    out
+}
+
+/// Why a risk's source is refused: it names no recorded finding; lists the ones that exist.
+fn unknown_source(src: &str, known: &[String]) -> String {
+    const SHOWN: usize = 20;
+    if known.is_empty() {
+        return format!(
+            "--source {src} matches no finding: the batch has no recorded readiness failure or performance shortfall; leave --source out for a risk of your own"
+        );
+    }
+    let mut list = known
+        .iter()
+        .take(SHOWN)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if known.len() > SHOWN {
+        list.push_str(&format!(" and {} more", known.len() - SHOWN));
+    }
+    format!("--source {src} matches no finding; the recorded findings are: {list}")
 }

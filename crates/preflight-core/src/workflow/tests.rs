@@ -731,6 +731,23 @@ fn gates_explain_what_is_missing() {
         Command::Advance { batch: "B1".into() },
     );
     assert!(e.to_string().contains("disk.10.0.0.5:/data"), "{e}");
+    // A source that names no recorded finding is refused, naming the ones that exist.
+    let e = refused(
+        &w,
+        t,
+        &user(Role::Integrator),
+        Command::AddRisk {
+            batch: "B1".into(),
+            text: "slow disk".into(),
+            source: Some("disk.10.0.0.9:/data".into()),
+        },
+    );
+    let msg = e.to_string();
+    assert!(
+        msg.contains("--source disk.10.0.0.9:/data matches no finding")
+            && msg.contains("the recorded findings are: disk.10.0.0.5:/data"),
+        "{msg}"
+    );
     ok(
         &mut w,
         t,
