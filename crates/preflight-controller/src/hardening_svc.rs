@@ -1042,6 +1042,7 @@ mod tests {
             cert_sha256: evidence::sha256_hex(&cert),
             cert_not_after_unix: 0,
             revoked: false,
+            ..Default::default()
         };
         let caller = pb::HardenCaller {
             user: "amy".into(),

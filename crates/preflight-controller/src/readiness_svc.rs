@@ -1828,6 +1828,7 @@ ports = "{ports}"
             findings: judged,
             agent: None,
             held: HashMap::new(),
+            holds_address: false,
         }
         .lost(&p, s, &opts(), "connection refused");
         let checks: Vec<&str> = o.findings.iter().map(|f| f.check.as_str()).collect();
