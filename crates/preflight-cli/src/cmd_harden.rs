@@ -13,6 +13,7 @@ use tonic::transport::Channel;
 
 use crate::client::{status, Conn};
 use crate::Output;
+use preflight_render::{Lang, Table};
 
 /// Hardening and evidence subcommands, flattened into the top level.
 #[derive(Debug, clap::Subcommand)]
@@ -41,6 +42,9 @@ pub struct Target {
     /// the enrolled agent with that id, address or hostname.
     #[arg(long, value_name = "B", conflicts_with = "agents")]
     batch: Option<String>,
+    /// Language of the tables and messages: en or zh (中文).
+    #[arg(long, value_enum, default_value_t = Lang::En)]
+    lang: Lang,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -304,74 +308,131 @@ fn cell(s: &str, n: usize) -> String {
     }
 }
 
-fn print_results(r: &pb::HardenAgentsResponse, show_diffs: bool) {
+/// A check status (`non_compliant`) as shown.
+fn status_word(st: &str, lang: Lang) -> String {
+    match (st, lang) {
+        ("compliant", Lang::Zh) => "符合".into(),
+        ("non_compliant", Lang::Zh) => "不符合".into(),
+        ("not_applicable", Lang::Zh) => "不适用".into(),
+        ("unknown", Lang::Zh) => "无法判定".into(),
+        (st, _) => st.into(),
+    }
+}
+
+fn print_results(r: &pb::HardenAgentsResponse, show_diffs: bool, lang: Lang) {
+    let zh = lang == Lang::Zh;
     for a in &r.results {
-        println!("== agent {} ({})", a.agent_id, a.host);
+        if zh {
+            println!("== 代理 {}（主机 {}）", a.agent_id, a.host);
+        } else {
+            println!("== agent {} ({})", a.agent_id, a.host);
+        }
         if !a.error.is_empty() {
-            println!("   error: {}", a.error);
+            println!("   {} {}", lang.pick("error:", "错误："), a.error);
             continue;
         }
-        println!(
-            "{:<26} {:<14} {:<50} EXPECTED",
-            "CHECK", "STATUS", "OBSERVED"
-        );
+        let mut t = Table::new(&[
+            lang.pick("CHECK", "检查项"),
+            lang.pick("STATUS", "状态"),
+            lang.pick("OBSERVED", "实际值"),
+            lang.pick("EXPECTED", "期望值"),
+        ]);
+        let mut errors = Vec::new();
         for c in &a.checks {
             let obs = if c.observed.is_empty() {
                 &c.reason
             } else {
                 &c.observed
             };
-            println!(
-                "{:<26} {:<14} {:<50} {}",
-                c.id,
-                c.status,
+            t.row(vec![
+                c.id.clone(),
+                status_word(&c.status, lang),
                 cell(obs, 50),
-                cell(&c.expected, 50)
-            );
+                cell(&c.expected, 50),
+            ]);
             if !c.error.is_empty() {
-                println!("   error: {}", c.error);
+                errors.push(format!(
+                    "   {} {}: {}",
+                    lang.pick("error:", "错误："),
+                    c.id,
+                    c.error
+                ));
             }
+        }
+        print!("{}", t.render());
+        for e in errors {
+            println!("{e}");
         }
         if show_diffs {
             for c in &a.checks {
                 if !c.diff.is_empty() || !c.actions.is_empty() || !c.blocked.is_empty() {
-                    println!("-- {} ({})", c.id, c.title_en);
+                    let title = if zh && !c.title_zh.is_empty() {
+                        &c.title_zh
+                    } else {
+                        &c.title_en
+                    };
+                    println!("-- {} ({title})", c.id);
                     if !c.blocked.is_empty() {
-                        println!("   not changed: {}", c.blocked);
+                        println!("   {} {}", lang.pick("not changed:", "未修改："), c.blocked);
                     }
                     print!("{}", c.diff);
                     if !c.diff.is_empty() && !c.diff.ends_with('\n') {
                         println!();
                     }
                     for x in &c.actions {
-                        println!("   action: {x}");
+                        println!("   {} {x}", lang.pick("action:", "操作："));
                     }
                 }
             }
         }
         if !a.backup_id.is_empty() {
-            println!(
-                "backup {} (undo: preflight harden rollback --agent {} --backup {})",
-                a.backup_id, a.agent_id, a.backup_id
-            );
+            if zh {
+                println!(
+                    "备份 {}（撤销：preflight harden rollback --agent {} --backup {}）",
+                    a.backup_id, a.agent_id, a.backup_id
+                );
+            } else {
+                println!(
+                    "backup {} (undo: preflight harden rollback --agent {} --backup {})",
+                    a.backup_id, a.agent_id, a.backup_id
+                );
+            }
         }
         if let Some(fw) = &a.firewall_change {
-            println!(
-                "firewall change {} ({}): {}",
-                fw.change_id, fw.backend, a.firewall
-            );
+            if zh {
+                println!(
+                    "防火墙变更 {}（{}）：{}",
+                    fw.change_id, fw.backend, a.firewall
+                );
+            } else {
+                println!(
+                    "firewall change {} ({}): {}",
+                    fw.change_id, fw.backend, a.firewall
+                );
+            }
             for b in &fw.blocked_listeners {
-                println!("   now blocked: {b}");
+                println!("   {} {b}", lang.pick("now blocked:", "现被拦截："));
             }
         }
         if a.evidence_appended > 0 {
-            println!("{} evidence records appended", a.evidence_appended);
+            if zh {
+                println!("已追加 {} 条证据记录", a.evidence_appended);
+            } else {
+                println!("{} evidence records appended", a.evidence_appended);
+            }
         }
     }
-    println!(
-        "request {}; evidence log size {}, root {}",
-        r.request_id, r.log_size, r.log_root
-    );
+    if zh {
+        println!(
+            "请求 {}；证据日志共 {} 条，根哈希 {}",
+            r.request_id, r.log_size, r.log_root
+        );
+    } else {
+        println!(
+            "request {}; evidence log size {}, root {}",
+            r.request_id, r.log_size, r.log_root
+        );
+    }
 }
 
 fn failed(r: &pb::HardenAgentsResponse) -> Vec<String> {
@@ -540,6 +601,12 @@ pub async fn run(c: HardenCmd, conn: &Conn, out: Output) -> anyhow::Result<()> {
 }
 
 async fn harden(op: HardenOp, conn: &Conn, out: Output) -> anyhow::Result<()> {
+    let lang = match &op {
+        HardenOp::Status(t) => t.lang,
+        HardenOp::Audit(c) | HardenOp::Plan(c) | HardenOp::Verify(c) => c.target.lang,
+        HardenOp::Rollback(r) => r.target.lang,
+        HardenOp::Apply(a) => a.checks.target.lang,
+    };
     let mut h = hardening(conn).await?;
     let (req, diffs) = match &op {
         HardenOp::Status(t) => {
@@ -554,27 +621,50 @@ async fn harden(op: HardenOp, conn: &Conn, out: Output) -> anyhow::Result<()> {
             if out == Output::Json {
                 return print_json(&r);
             }
-            println!(
-                "{:<20} {:<9} {:<14} {:<9} {:<9} NON-COMPLIANT",
-                "AGENT", "BASELINE", "ALL-COMPLIANT", "VERIFIED", "FIREWALL"
-            );
-            for f in &r.hosts {
-                println!(
-                    "{:<20} {:<9} {:<14} {:<9} {:<9} {}",
-                    f.agent_id,
-                    f.baseline_applied,
-                    f.all_compliant,
-                    f.verified_after_last_change,
-                    f.firewall_confirmed,
-                    f.noncompliant.join(", ")
-                );
-                if !f.firewall_missing_ports.is_empty() {
-                    println!(
-                        "{:<20} firewall allow-list lacks planned ports {}",
-                        "",
-                        f.firewall_missing_ports.join(", ")
-                    );
+            let lang = t.lang;
+            let yes = |b: bool| -> String {
+                match (b, lang) {
+                    (true, Lang::Zh) => "是".into(),
+                    (false, Lang::Zh) => "否".into(),
+                    (b, Lang::En) => b.to_string(),
                 }
+            };
+            let mut table = Table::new(&[
+                lang.pick("AGENT", "代理"),
+                lang.pick("BASELINE", "基线已加固"),
+                lang.pick("ALL-COMPLIANT", "全部符合"),
+                lang.pick("VERIFIED", "变更后已复核"),
+                lang.pick("FIREWALL", "防火墙已确认"),
+                lang.pick("NON-COMPLIANT", "不符合项"),
+            ]);
+            let mut notes = Vec::new();
+            for f in &r.hosts {
+                table.row(vec![
+                    f.agent_id.clone(),
+                    yes(f.baseline_applied),
+                    yes(f.all_compliant),
+                    yes(f.verified_after_last_change),
+                    yes(f.firewall_confirmed),
+                    f.noncompliant.join(lang.pick(", ", "、")),
+                ]);
+                if !f.firewall_missing_ports.is_empty() {
+                    notes.push(match lang {
+                        Lang::En => format!(
+                            "{}: the firewall allow-list lacks planned ports {}",
+                            f.agent_id,
+                            f.firewall_missing_ports.join(", ")
+                        ),
+                        Lang::Zh => format!(
+                            "{}：防火墙放行列表缺少方案中的端口 {}",
+                            f.agent_id,
+                            f.firewall_missing_ports.join("、")
+                        ),
+                    });
+                }
+            }
+            print!("{}", table.render());
+            for n in notes {
+                println!("{n}");
             }
             return Ok(());
         }
@@ -618,7 +708,7 @@ async fn harden(op: HardenOp, conn: &Conn, out: Output) -> anyhow::Result<()> {
             }
             if !a.yes {
                 let plan = call(&mut h, request(pb::HardenOperation::Plan, &a.checks)?).await?;
-                print_results(&plan, true);
+                print_results(&plan, true, lang);
                 finish(&plan)?;
                 if let Some(fw) = &req.firewall {
                     println!(
@@ -638,9 +728,9 @@ async fn harden(op: HardenOp, conn: &Conn, out: Output) -> anyhow::Result<()> {
             if out == Output::Json {
                 print_json(&serde_json::json!({ "apply": applied, "verify": verified }))?;
             } else {
-                print_results(&applied, true);
-                println!("-- verify after apply");
-                print_results(&verified, false);
+                print_results(&applied, true, lang);
+                println!("{}", lang.pick("-- verify after apply", "-- 加固后复核"));
+                print_results(&verified, false, lang);
             }
             finish(&applied)?;
             for a in &applied.results {
@@ -655,7 +745,7 @@ async fn harden(op: HardenOp, conn: &Conn, out: Output) -> anyhow::Result<()> {
     if out == Output::Json {
         print_json(&r)?;
     } else {
-        print_results(&r, diffs);
+        print_results(&r, diffs, lang);
     }
     finish(&r)
 }

@@ -179,7 +179,7 @@ pub async fn run(c: SweepCmd, conn: &Conn, out: Output) -> anyhow::Result<()> {
                     x.run_id.to_string(),
                     x.batch.clone(),
                     x.state.clone(),
-                    preflight_core::timefmt::utc(x.started_at_ms / 1000),
+                    preflight_render::time(x.started_at_ms),
                     x.passed.to_string(),
                     x.soft.to_string(),
                     x.hard.to_string(),

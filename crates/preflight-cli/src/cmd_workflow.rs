@@ -602,7 +602,7 @@ fn print_events(r: &pb::WorkflowExecuteReply, out: Output) -> anyhow::Result<()>
             "{} {what}{moved} [event {} at {}]",
             e.kind.name(),
             e.seq,
-            e.at
+            at(e.at)
         );
     }
     Ok(())
@@ -628,6 +628,11 @@ fn failure_arg(s: &str) -> anyhow::Result<pb::DevCheckFailure> {
     })
 }
 
+/// A workflow time as shown: in the display zone (`--tz`); JSON keeps UTC.
+fn at(t: Timestamp) -> String {
+    preflight_render::time(t.0)
+}
+
 fn gate_line(g: &GateStatus) -> String {
     let mark = if g.met { "[met]    " } else { "[not met]" };
     let mut l = format!("  {mark} {}: {}", g.gate.id(), g.needs);
@@ -645,7 +650,7 @@ fn show_batch(v: &BatchView, lang: Lang, now: i64) {
         Lang::En => format!("{} ({})", b.stage.id(), b.stage.zh()),
         Lang::Zh => format!("{} ({})", b.stage.zh(), b.stage.id()),
     };
-    println!("stage:     {stage} since {}", b.stage_since);
+    println!("stage:     {stage} since {}", at(b.stage_since));
     println!("held by:   {}", holder(&v.held_by));
     if let Some(d) = &b.deployer {
         match &v.queue {
@@ -653,7 +658,7 @@ fn show_batch(v: &BatchView, lang: Lang, now: i64) {
                 "deployer:  {d}, position {} in the queue ({} since {})",
                 q.position,
                 class_name(q.class, lang),
-                q.since
+                at(q.since)
             ),
             None => println!("deployer:  {d}"),
         }
@@ -667,7 +672,7 @@ fn show_batch(v: &BatchView, lang: Lang, now: i64) {
                 Lang::Zh => p.reason.id(),
             },
             p.by,
-            p.at,
+            at(p.at),
             party_name(p.party, lang),
             p.text
         );
@@ -681,7 +686,11 @@ fn show_batch(v: &BatchView, lang: Lang, now: i64) {
         }
     }
     if let Some(t) = v.escalates_after {
-        println!("escalates: to GD after {t} (now {})", Timestamp(now));
+        println!(
+            "escalates: to GD after {} (now {})",
+            at(t),
+            at(Timestamp(now))
+        );
     }
     if let Some(r) = &v.restricted_by {
         println!(
@@ -702,7 +711,7 @@ fn show_batch(v: &BatchView, lang: Lang, now: i64) {
     for e in &v.history {
         t.row(vec![
             e.seq.to_string(),
-            e.at.to_string(),
+            at(e.at),
             e.by.to_string(),
             e.kind.name().to_string(),
             e.from.map(|s| stage_name(s, lang)).unwrap_or_default(),
@@ -761,7 +770,7 @@ pub async fn run(cmd: WorkflowCmd, conn: &Conn, out: Output) -> anyhow::Result<(
                 t.row(vec![
                     u.name.clone(),
                     u.role.clone(),
-                    Timestamp(u.created_at_ms).to_string(),
+                    at(Timestamp(u.created_at_ms)),
                 ]);
             }
             print!("{}", t.render());
@@ -996,7 +1005,7 @@ pub async fn run(cmd: WorkflowCmd, conn: &Conn, out: Output) -> anyhow::Result<(
             }
             println!(
                 "controller time {} (offset {} s)",
-                Timestamp(r.now_ms),
+                at(Timestamp(r.now_ms)),
                 r.offset_ms / 1000
             );
             if !r.escalated.is_empty() {
@@ -1080,7 +1089,7 @@ async fn batch(c: &mut Client, cmd: BatchCmd, out: Output) -> anyhow::Result<()>
                     stage.map(|s| stage_name(s, lang.lang)).unwrap_or_default(),
                     b["stage_since"]
                         .as_i64()
-                        .map(|t| Timestamp(t).to_string())
+                        .map(|t| at(Timestamp(t)))
                         .unwrap_or_default(),
                     held.as_ref().map(holder).unwrap_or_default(),
                     b["deployer"].as_str().unwrap_or("-").into(),

@@ -40,6 +40,10 @@ struct Cli {
     /// Log format on stderr (for `serve`).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "PREFLIGHT_LOG_FORMAT")]
     log_format: LogFormat,
+    /// Time zone of the times shown in text and HTML (IANA name, e.g. Asia/Shanghai; default
+    /// PREFLIGHT_TZ, then TZ, then UTC). JSON keeps UTC.
+    #[arg(long, global = true, value_name = "ZONE", env = "PREFLIGHT_TZ")]
+    tz: Option<String>,
     #[command(flatten)]
     conn: Conn,
     #[command(subcommand)]
@@ -262,14 +266,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(line) = line {
                 println!(
                     "join token (one use, expires {}); on the server, paste (as root, or a user with sudo):",
-                    preflight_core::timefmt::utc(r.expires_at_unix)
+                    preflight_render::time(r.expires_at_unix.saturating_mul(1000))
                 );
                 println!("{line}");
                 return Ok(());
             }
             println!(
                 "join token (one use, expires {}):\n  {}",
-                preflight_core::timefmt::utc(r.expires_at_unix),
+                preflight_render::time(r.expires_at_unix.saturating_mul(1000)),
                 r.token
             );
             println!("CA pin (sha256):\n  {}", r.ca_sha256);
@@ -380,6 +384,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 fn main() -> ExitCode {
     preflight_pki::install_crypto_provider();
     let cli = Cli::parse();
+    match preflight_render::Zone::choose(cli.tz.as_deref(), std::env::var("TZ").ok().as_deref()) {
+        Ok(z) => preflight_render::tz::set_display_zone(z),
+        Err(e) => {
+            eprintln!("error: --tz: {e}");
+            return ExitCode::from(2);
+        }
+    }
     let filter =
         tracing_subscriber::EnvFilter::try_from_env("PREFLIGHT_LOG").unwrap_or_else(|_| {
             tracing_subscriber::EnvFilter::new(if matches!(cli.cmd, Cmd::Serve(_)) {

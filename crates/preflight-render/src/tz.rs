@@ -84,7 +84,7 @@ impl Zone {
         };
         match jiff::Timestamp::from_millisecond(unix_ms) {
             Ok(ts) => {
-                let z = ts.to_zoned(tz.clone());
+                let z = ts.to_zoned_datetime(tz.clone());
                 format!("{} {}", z.strftime("%Y-%m-%d %H:%M:%S %:z"), self.name)
             }
             Err(_) => preflight_core::timefmt::utc(unix_ms.div_euclid(1000)),
@@ -145,21 +145,34 @@ mod tests {
     #[test]
     fn zones_follow_daylight_saving() {
         let z = Zone::named("Europe/Berlin").unwrap();
-        assert_eq!(z.show(1_781_827_199_000), "2026-06-19 01:59:59 +02:00 Europe/Berlin");
-        assert_eq!(z.show(1_796_348_755_000), "2026-12-04 02:45:55 +01:00 Europe/Berlin");
+        assert_eq!(
+            z.show(1_781_827_199_000),
+            "2026-06-19 01:59:59 +02:00 Europe/Berlin"
+        );
+        assert_eq!(
+            z.show(1_796_348_755_000),
+            "2026-12-04 02:45:55 +01:00 Europe/Berlin"
+        );
     }
 
     #[test]
     fn choice_order_and_errors() {
-        let pick = |f: Option<&str>, e: Option<&str>| Zone::choose(f, e).map(|z| z.name().to_string());
+        let pick =
+            |f: Option<&str>, e: Option<&str>| Zone::choose(f, e).map(|z| z.name().to_string());
         assert_eq!(pick(None, None).unwrap(), "UTC");
-        assert_eq!(pick(Some("Asia/Shanghai"), Some("Europe/Berlin")).unwrap(), "Asia/Shanghai");
+        assert_eq!(
+            pick(Some("Asia/Shanghai"), Some("Europe/Berlin")).unwrap(),
+            "Asia/Shanghai"
+        );
         assert_eq!(pick(None, Some("Europe/Berlin")).unwrap(), "Europe/Berlin");
         assert_eq!(pick(None, Some(":Asia/Tokyo")).unwrap(), "Asia/Tokyo");
         // A TZ that names no zone was not meant for us: UTC.
         assert_eq!(pick(None, Some("CST-8")).unwrap(), "UTC");
         let e = pick(Some("Mars/Olympus"), None).unwrap_err();
-        assert!(e.contains("Mars/Olympus") && e.contains("Asia/Shanghai"), "{e}");
+        assert!(
+            e.contains("Mars/Olympus") && e.contains("Asia/Shanghai"),
+            "{e}"
+        );
         assert!(Zone::named("utc").unwrap().is_utc());
     }
 }
