@@ -531,7 +531,8 @@ pub async fn run(c: HardenCmd, conn: &Conn, out: Output) -> anyhow::Result<()> {
                 Format::Json => r.bundle.clone(),
                 Format::Html => {
                     let b: EvidenceBundle = serde_json::from_slice(&r.bundle)?;
-                    html(&b, &report).into_bytes()
+                    let facts = host_facts(conn, &b).await;
+                    html(&b, &report, &facts, &preflight_render::tz::display_zone()).into_bytes()
                 }
             };
             match &file {
@@ -783,11 +784,84 @@ fn op_label(o: evidence::EvidenceOperation) -> &'static str {
     }
 }
 
-/// A self-contained page for auditors: per host, per check, MLPS item, status, before and
-/// after, in Chinese and English. The JSON bundle stays the thing that is verified.
-fn html(b: &EvidenceBundle, report: &evidence::BundleReport) -> String {
+/// What the controller knows of an agent's host, for the evidence page's host heading.
+#[derive(Debug, Clone, Default)]
+pub struct HostFacts {
+    /// Addresses the host reported (else the address the agent listens on).
+    pub address: String,
+    /// os-release PRETTY_NAME; empty when the agent did not answer.
+    pub os: String,
+}
+
+/// Addresses (from the agent list) and OS (from each agent's inventory, best effort: an agent
+/// that does not answer within 5 s shows no OS) of the agents whose records are in `b`.
+async fn host_facts(
+    conn: &Conn,
+    b: &EvidenceBundle,
+) -> std::collections::BTreeMap<String, HostFacts> {
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(mut api) = conn.api().await else {
+        return out;
+    };
+    let agents = api
+        .list_agents(pb::ListAgentsRequest {})
+        .await
+        .map(|r| r.into_inner().agents)
+        .unwrap_or_default();
+    let mut ids: Vec<&str> = b
+        .records
+        .iter()
+        .map(|r| r.record.agent_id.as_str())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    for id in ids {
+        let mut f = HostFacts::default();
+        if let Some(a) = agents.iter().find(|a| a.id == id) {
+            f.address = if a.addresses.is_empty() {
+                a.listen_addr.clone()
+            } else {
+                a.addresses.join(", ")
+            };
+        }
+        let mut req = tonic::Request::new(pb::GetAgentInventoryRequest {
+            agent_id: id.into(),
+        });
+        req.set_timeout(std::time::Duration::from_secs(5));
+        if let Ok(inv) = api.get_agent_inventory(req).await {
+            f.os = inv
+                .into_inner()
+                .os
+                .map(|o| o.pretty_name)
+                .unwrap_or_default();
+        }
+        out.insert(id.to_string(), f);
+    }
+    out
+}
+
+/// A catalog check's Chinese title (empty for an id the catalog does not know).
+fn title_zh(check: &str) -> &'static str {
+    preflight_harden::catalog::catalog()
+        .iter()
+        .find(|c| c.id == check)
+        .map(|c| c.title_zh)
+        .unwrap_or("")
+}
+
+/// A self-contained page for auditors, in Chinese and English: per host, a heading with its
+/// address and OS, the current compliance (each check's latest status, with its Chinese title
+/// and MLPS/CIS items), then the chronological log (time, check, operation, status, before and
+/// after). Times in the display zone. The JSON bundle stays the thing that is verified.
+fn html(
+    b: &EvidenceBundle,
+    report: &evidence::BundleReport,
+    facts: &std::collections::BTreeMap<String, HostFacts>,
+    zone: &preflight_render::Zone,
+) -> String {
     use std::collections::BTreeMap;
     use std::fmt::Write as _;
+    let when = |ms: u64| esc(&zone.show(ms.min(i64::MAX as u64) as i64));
     let mut hosts: BTreeMap<(String, String), Vec<&evidence::SignedRecord>> = BTreeMap::new();
     for r in &b.records {
         hosts
@@ -796,35 +870,90 @@ fn html(b: &EvidenceBundle, report: &evidence::BundleReport) -> String {
             .push(r);
     }
     let mut s = String::new();
-    s.push_str("<!DOCTYPE html><html lang=\"zh-CN\"><head><meta charset=\"utf-8\"><title>安全加固证据 Hardening evidence</title><style>body{font-family:sans-serif;margin:2em;color:#222}table{border-collapse:collapse;width:100%;margin-bottom:2em}th,td{border:1px solid #bbb;padding:4px 6px;vertical-align:top;font-size:13px}th{background:#eee}.ok{background:#e3f5e1}.bad{background:#fbe3e3}.na{background:#f0f0f0}.unk{background:#fff4d6}pre{white-space:pre-wrap;margin:0;font-size:12px}</style></head><body>");
+    s.push_str("<!DOCTYPE html><html lang=\"zh-CN\"><head><meta charset=\"utf-8\"><title>安全加固证据 Hardening evidence</title><style>body{font-family:sans-serif;margin:2em;color:#222}table{border-collapse:collapse;width:100%;margin-bottom:2em}th,td{border:1px solid #bbb;padding:4px 6px;vertical-align:top;font-size:13px}th{background:#eee}.ok{background:#e3f5e1}.bad{background:#fbe3e3}.na{background:#f0f0f0}.unk{background:#fff4d6}.t{white-space:nowrap}pre{white-space:pre-wrap;margin:0;font-size:12px}</style></head><body>");
     let _ = write!(
         s,
         "<h1>安全加固证据报告<br><small>Hardening evidence report</small></h1>\
-<p>记录数 Records: {}　·　Merkle 根 root: <code>{}</code>　·　签发时间 Signed at (UTC): {}</p>\
+<p>记录数 Records: {}　·　Merkle 根 root: <code>{}</code>　·　签发时间 Signed at: <span class=t>{}</span></p>\
 <p>控制器公钥指纹 Controller key SHA-256: <code>{}</code></p>\
 <p>本页为便于阅读的副本；具有证明力的是同批导出的 JSON 证据包，可用 <code>preflight evidence verify</code> 离线校验。<br>\
 This page is a readable copy; the JSON bundle exported with it is what proves the evidence, verifiable offline with <code>preflight evidence verify</code>.</p>",
         report.records,
         esc(&report.root_hash),
-        esc(&preflight_core::timefmt::utc((report.checkpoint_time_utc_ms / 1000) as i64)),
+        when(report.checkpoint_time_utc_ms),
         esc(&report.controller_key_sha256),
     );
     for ((host, agent), recs) in &hosts {
+        let f = facts.get(agent).cloned().unwrap_or_default();
+        let dash = |v: &str| {
+            if v.is_empty() {
+                "—".to_string()
+            } else {
+                esc(v)
+            }
+        };
         let _ = write!(
             s,
-            "<h2>主机 Host: {} <small>(agent {})</small></h2><table><tr><th>时间 Time (UTC)</th><th>检查项 Check</th><th>等保条款 MLPS</th><th>CIS</th><th>操作 Operation</th><th>状态 Status</th><th>实际值（前/后） Observed (before/after)</th><th>期望值 Expected</th><th>变更 Change</th><th>操作人 Operator</th></tr>",
+            "<h2>主机 Host: {} <small>(agent {})</small></h2>\
+<p>地址 Address: {}　·　操作系统 OS: {}</p>",
             esc(host),
-            esc(agent)
+            esc(agent),
+            dash(&f.address),
+            dash(&f.os),
         );
-        for r in recs {
-            let r = &r.record;
+        // Current compliance: each check's latest record, in catalog order of first sight.
+        let mut latest: Vec<&evidence::EvidenceRecord> = Vec::new();
+        for r in recs.iter().map(|r| &r.record) {
+            match latest.iter_mut().find(|x| x.check_id == r.check_id) {
+                Some(x) if x.time_utc_ms <= r.time_utc_ms => *x = r,
+                Some(_) => {}
+                None => latest.push(r),
+            }
+        }
+        let bad = latest
+            .iter()
+            .filter(|r| {
+                r.status != EvidenceStatus::Compliant && r.status != EvidenceStatus::NotApplicable
+            })
+            .count();
+        let _ = write!(
+            s,
+            "<h3>当前合规状态 Current compliance <small>({} 项检查，{} 项不符合或无法判定 · {} checks, {} not compliant or unknown)</small></h3>\
+<table><tr><th>检查项 Check</th><th>名称</th><th>状态 Status</th><th>等保条款 MLPS</th><th>CIS</th><th>最近记录 Latest</th></tr>",
+            latest.len(),
+            bad,
+            latest.len(),
+            bad
+        );
+        for r in &latest {
+            let (zh, en, class) = status_label(r.status);
+            let _ = write!(
+                s,
+                "<tr class=\"{class}\"><td>{}</td><td>{}</td><td>{zh}<br>{en}</td><td>{}</td><td>{}</td><td class=t>{}<br>{}</td></tr>",
+                esc(&r.check_id),
+                esc(title_zh(&r.check_id)),
+                esc(&r.mlps_refs.join(", ")),
+                esc(&r.cis_refs.join(", ")),
+                when(r.time_utc_ms),
+                op_label(r.operation),
+            );
+        }
+        s.push_str("</table>");
+        let _ = write!(
+            s,
+            "<h3>操作记录 Log <small>(按时间 chronological)</small></h3><table><tr><th>时间 Time</th><th>检查项 Check</th><th>等保条款 MLPS</th><th>CIS</th><th>操作 Operation</th><th>状态 Status</th><th>实际值（前/后） Observed (before/after)</th><th>期望值 Expected</th><th>变更 Change</th><th>操作人 Operator</th></tr>",
+        );
+        let mut log: Vec<&evidence::EvidenceRecord> = recs.iter().map(|r| &r.record).collect();
+        log.sort_by_key(|r| r.time_utc_ms);
+        for r in log {
             let (zh, en, class) = status_label(r.status);
             let change = r.diff_applied.as_deref().unwrap_or("");
             let _ = write!(
                 s,
-                "<tr class=\"{class}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{zh}<br>{en}</td><td><pre>{}</pre>{}</td><td><pre>{}</pre></td><td>{}</td><td>{} ({})</td></tr>",
-                esc(&preflight_core::timefmt::utc((r.time_utc_ms / 1000) as i64)),
+                "<tr class=\"{class}\"><td class=t>{}</td><td>{}<br>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{zh}<br>{en}</td><td><pre>{}</pre>{}</td><td><pre>{}</pre></td><td>{}</td><td>{} ({})</td></tr>",
+                when(r.time_utc_ms),
                 esc(&r.check_id),
+                esc(title_zh(&r.check_id)),
                 esc(&r.mlps_refs.join(", ")),
                 esc(&r.cis_refs.join(", ")),
                 op_label(r.operation),
@@ -847,4 +976,133 @@ This page is a readable copy; the JSON bundle exported with it is what proves th
     }
     s.push_str("</body></html>\n");
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use preflight_core::evidence::{
+        Checkpoint, EvidenceOperation, EvidenceRecord, Operator, SignedCheckpoint, SignedRecord,
+    };
+
+    fn rec(check: &str, op: EvidenceOperation, st: EvidenceStatus, t: u64) -> SignedRecord {
+        SignedRecord {
+            record: EvidenceRecord {
+                format_version: 1,
+                agent_id: "web-01".into(),
+                agent_cert_sha256: "00".repeat(32),
+                host: "web-01".into(),
+                check_id: check.into(),
+                catalog_version: "1".into(),
+                mlps_refs: vec!["L3-CES1-06".into()],
+                cis_refs: vec!["5.2.8".into()],
+                operation: op,
+                observed: "yes".into(),
+                files_read: Default::default(),
+                expected: "no".into(),
+                status: st,
+                reason: None,
+                diff_applied: None,
+                backup_ref: None,
+                operator: Operator {
+                    user: "amy".into(),
+                    role: preflight_core::role::Role::Deployer,
+                },
+                time_utc_ms: t,
+                agent_version: "0".into(),
+                controller_request_id: "hr-1".into(),
+            },
+            signature: String::new(),
+        }
+    }
+
+    #[test]
+    fn evidence_page_opens_each_host_with_its_current_compliance() {
+        let t0 = 1_796_348_755_000;
+        let b = EvidenceBundle {
+            format_version: 1,
+            // Log order need not be time order; the log section sorts by time.
+            records: vec![
+                rec(
+                    "ssh.permit_root_login",
+                    EvidenceOperation::Verify,
+                    EvidenceStatus::Compliant,
+                    t0 + 60_000,
+                ),
+                rec(
+                    "ssh.permit_root_login",
+                    EvidenceOperation::Audit,
+                    EvidenceStatus::NonCompliant,
+                    t0,
+                ),
+                rec(
+                    "acct.pass_max_days",
+                    EvidenceOperation::Audit,
+                    EvidenceStatus::NonCompliant,
+                    t0 + 1000,
+                ),
+            ],
+            agent_keys: Default::default(),
+            checkpoint: SignedCheckpoint {
+                checkpoint: Checkpoint {
+                    origin: "o".into(),
+                    tree_size: 3,
+                    root_hash: "ab".into(),
+                    time_utc_ms: t0 + 120_000,
+                },
+                signature: String::new(),
+            },
+            controller_spki_der: String::new(),
+            log_inclusion: None,
+        };
+        let report = evidence::BundleReport {
+            records: 3,
+            origin: "o".into(),
+            root_hash: "ab".into(),
+            checkpoint_time_utc_ms: t0 + 120_000,
+            controller_key_sha256: "cd".into(),
+            records_per_agent: Default::default(),
+            global_log: None,
+        };
+        let facts = [(
+            "web-01".to_string(),
+            HostFacts {
+                address: "10.0.0.5".into(),
+                os: "Rocky Linux 9.4 (Blue Onyx)".into(),
+            },
+        )]
+        .into_iter()
+        .collect();
+        let zone = preflight_render::Zone::named("Asia/Shanghai").unwrap();
+        let h = html(&b, &report, &facts, &zone);
+        let at = |s: &str| h.find(s).unwrap_or_else(|| panic!("{s} missing: {h}"));
+        // Heading with address and OS, then the summary, then the log.
+        assert!(at("主机 Host: web-01") < at("地址 Address: 10.0.0.5"));
+        assert!(h.contains("操作系统 OS: Rocky Linux 9.4 (Blue Onyx)"));
+        assert!(at("地址 Address") < at("当前合规状态") && at("当前合规状态") < at("操作记录 Log"));
+        let summary = &h[at("当前合规状态")..at("操作记录 Log")];
+        // The latest status per check: root login verified compliant after the audit.
+        assert!(summary.contains("2 项检查，1 项不符合"), "{summary}");
+        assert!(summary.contains("<td>ssh.permit_root_login</td><td>SSH禁止root远程登录</td><td>符合<br>compliant</td><td>L3-CES1-06</td><td>5.2.8</td>"), "{summary}");
+        assert!(
+            summary.contains("密码最长使用期限") && summary.contains("不符合<br>non-compliant")
+        );
+        // The log is chronological, with the time on one line, in the display zone.
+        let log = &h[at("操作记录 Log")..];
+        let first = log.find("09:45:55 +08:00").unwrap();
+        let second = log.find("09:45:56 +08:00").unwrap();
+        let third = log.find("09:46:55 +08:00").unwrap();
+        assert!(first < second && second < third, "{log}");
+        assert!(
+            log.contains("<td class=t>2026-12-04 09:45:55 +08:00 Asia/Shanghai</td>"),
+            "{log}"
+        );
+        assert!(h.contains(".t{white-space:nowrap}"));
+    }
+
+    #[test]
+    fn status_words_in_chinese() {
+        assert_eq!(status_word("non_compliant", Lang::Zh), "不符合");
+        assert_eq!(status_word("non_compliant", Lang::En), "non_compliant");
+    }
 }
