@@ -148,7 +148,7 @@ pub async fn run(c: SweepCmd, conn: &Conn, out: Output) -> anyhow::Result<()> {
             let report = report.context("the controller ended the sweep without a report")?;
             print_report(&report, out, "text", &lang)?;
             if !report.not_recorded.is_empty() {
-                eprintln!("note: {}", report.not_recorded);
+                eprintln!("{}", note(&report, &lang));
             }
             if report.hard > 0 {
                 eprintln!(
@@ -205,10 +205,19 @@ pub async fn run(c: SweepCmd, conn: &Conn, out: Output) -> anyhow::Result<()> {
                 .into_inner();
             print_report(&r, out, &format, &lang)?;
             if out == Output::Text && format == "text" && !r.not_recorded.is_empty() {
-                eprintln!("note: {}", r.not_recorded);
+                eprintln!("{}", note(&r, &lang));
             }
             Ok(())
         }
+    }
+}
+
+/// Why the run is not the batch's readiness, in the report's language.
+fn note(r: &pb::SweepReport, lang: &str) -> String {
+    if lang == "zh" && !r.not_recorded_zh.is_empty() {
+        format!("注意：{}", r.not_recorded_zh)
+    } else {
+        format!("note: {}", r.not_recorded)
     }
 }
 
