@@ -155,7 +155,7 @@ pub fn identity(server: &Server, hostname: &str, agent_id: &str, addresses: &[St
     match (has_addr, same_name) {
         (true, true) => f.says(
             format!("{hostname} holds {addr}, as planned"),
-            format!("{hostname} 持有 {addr}，与规划一致"),
+            format!("{hostname} 已配置地址 {addr}，与规划一致"),
         ),
         (false, _) => f
             .says(
@@ -165,7 +165,7 @@ pub fn identity(server: &Server, hostname: &str, agent_id: &str, addresses: &[St
                     addresses.join(", ")
                 ),
                 format!(
-                    "{} 对应的服务器没有地址 {addr}（实际为 {}）",
+                    "规划为 {} 的服务器未配置地址 {addr}（实际地址：{}）",
                     server.hostname,
                     addresses.join(", ")
                 ),
@@ -183,7 +183,7 @@ pub fn identity(server: &Server, hostname: &str, agent_id: &str, addresses: &[St
                     server.hostname
                 ),
                 format!(
-                    "{addr} 的主机名为 {hostname:?}，规划为 {:?}",
+                    "{addr} 的主机名是“{hostname}”，规划中为“{}”",
                     server.hostname
                 ),
             )
@@ -202,7 +202,7 @@ pub fn capacity(server: &Server, t: &Thresholds, cores: u64, memory_bytes: u64) 
     let mut out = Vec::new();
     let f = Finding::new(server, "cores", PauseReason::Planning).says(
         format!("{cores} cores (minimum {})", t.min_cores),
-        format!("{cores} 核（最低 {}）", t.min_cores),
+        format!("CPU {cores} 核（要求至少 {} 核）", t.min_cores),
     );
     out.push(if cores < t.min_cores {
         f.fail(
@@ -216,7 +216,7 @@ pub fn capacity(server: &Server, t: &Thresholds, cores: u64, memory_bytes: u64) 
     });
     let f = Finding::new(server, "memory", PauseReason::Planning).says(
         format!("{mib} MiB memory (minimum {})", t.min_memory_mib),
-        format!("内存 {mib} MiB（最低 {}）", t.min_memory_mib),
+        format!("内存 {mib} MiB（要求至少 {} MiB）", t.min_memory_mib),
     );
     out.push(if mib < t.min_memory_mib {
         f.fail(
@@ -254,14 +254,14 @@ pub fn disk_free(server: &Server, t: &Thresholds, dir: &str, free_bytes: Option<
             let gib = b / (1 << 30);
             let f = f.says(
                 format!("{gib} GiB free on {dir} (minimum {})", t.min_free_disk_gib),
-                format!("{dir} 可用 {gib} GiB（最低 {}）", t.min_free_disk_gib),
+                format!("{dir} 可用空间 {gib} GiB（要求至少 {} GiB）", t.min_free_disk_gib),
             );
             if gib < t.min_free_disk_gib {
                 f.fail(
                     Verdict::Hard,
                     Party::Customer,
                     "free or add disk space for the data directory",
-                    "为数据目录清理或扩容磁盘",
+                    "清理数据目录所在的磁盘，或为其扩容",
                 )
             } else {
                 f
@@ -334,7 +334,7 @@ pub fn clock(server: &Server, t: &Thresholds, offset_ms: i64, synchronized: bool
             }
         ),
         format!(
-            "时钟偏差 {offset_ms} ms（最大 {}），{}",
+            "时钟偏差 {offset_ms} ms（允许最大 {} ms），{}",
             t.max_clock_skew_ms,
             if synchronized {
                 "已同步"
@@ -422,22 +422,22 @@ pub fn path(
     match (outcome, held_by) {
         ("verified", _) => f.says(
             format!("reaches {dst}"),
-            format!("可以访问 {dst}"),
+            format!("可以连通 {dst}"),
         ),
         ("open", Some(h)) => f.says(
             format!("reaches {dst} (the port is held by {h}: see the port check)"),
-            format!("可以访问 {dst}（端口被 {h} 占用：见端口检查）"),
+            format!("可以连通 {dst}（端口被 {h} 占用，见端口检查）"),
         ),
         ("open", None) => f
             .says(
                 format!("{dst}: something else answered in place of the probe listener ({detail})"),
-                format!("{dst}：应答的不是探测监听（{detail}）"),
+                format!("{dst}：应答方不是探测监听程序（{detail}）"),
             )
             .fail(
                 Verdict::Hard,
                 Party::Customer,
                 "a device or proxy between the servers intercepts the connection: have the site's network team let it through unchanged",
-                "服务器之间的设备或代理截获了连接：请现场网络人员放行且不做改写",
+                "服务器之间的网络设备或代理截获了连接：请现场网络人员直接放行，不要代理或改写该连接",
             ),
         _ => {
             let why = match outcome {
@@ -447,21 +447,22 @@ pub fn path(
                 _ => "the probe failed",
             };
             let why_zh = match outcome {
-                "refused" => "连接被拒绝（防火墙拒绝）",
+                "refused" => "连接被拒绝（被防火墙拒绝）",
                 "filtered" => "无应答（被防火墙或安全组过滤）",
                 "unreachable" => "网络不可达（无路由）",
                 _ => "探测失败",
             };
             let d = if detail.is_empty() { String::new() } else { format!(": {detail}") };
+            let d_zh = if detail.is_empty() { String::new() } else { format!("（{detail}）") };
             f.says(
                 format!("cannot reach {dst}: {why}{d}"),
-                format!("无法访问 {dst}：{why_zh}{d}"),
+                format!("无法连通 {dst}：{why_zh}{d_zh}"),
             )
             .fail(
                 Verdict::Hard,
                 Party::Customer,
                 &format!("open tcp port {port} from {} to {} in every firewall and security group between them", from.address, to.address),
-                &format!("在两者之间的所有防火墙和安全组中放通 {} 到 {} 的 tcp 端口 {port}", from.address, to.address),
+                &format!("在两者之间的所有防火墙和安全组中放通 {} 到 {} 的 TCP 端口 {port}", from.address, to.address),
             )
         }
     }
@@ -485,7 +486,7 @@ pub fn bandwidth(from: &Server, to: &Server, t: &Thresholds, mbit: Result<f64, &
                 Verdict::Soft,
                 Party::Customer,
                 "let the agents' bandwidth test through between the servers, then sweep again",
-                "放通服务器之间代理的带宽测试连接，然后重新检查",
+                "放通两台服务器上代理之间的带宽测试连接，然后重新检查",
             ),
         Ok(m) => {
             let v = m.round().max(0.0) as u64;
@@ -625,13 +626,13 @@ pub fn vip(label: &str, address: &str, answers: &[(u16, String)]) -> Finding {
     } else if refused {
         f.says(
             format!("{address} refuses connections: a host already holds the address"),
-            format!("{address} 拒绝连接：已有主机持有该地址"),
+            format!("{address} 拒绝连接：已有主机配置了该地址"),
         )
         .fail(
             Verdict::Soft,
             Party::Customer,
             "make sure no other host holds the virtual IP before the deployment",
-            "部署前确认没有其他主机持有该虚拟 IP",
+            "部署前确认没有其他主机占用该虚拟 IP",
         )
     } else {
         f.says(
@@ -653,7 +654,7 @@ pub fn unchecked(
     Finding::labelled(label, check, reason)
         .says(
             format!("could not be checked: the agent refused the sweep's request: {error}"),
-            format!("无法检查：代理拒绝了检查请求：{error}"),
+            format!("无法检查：代理拒绝了检查请求（{error}）"),
         )
         .fail(
             Verdict::Hard,
