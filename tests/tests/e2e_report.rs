@@ -18,7 +18,10 @@ fn hostname() -> String {
 }
 
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn stdout_of(c: &mut Command) -> String {
@@ -49,7 +52,9 @@ fn swept() -> (Controller, Agent, tempfile::TempDir, tempfile::TempDir) {
     std::fs::write(&p, plan).unwrap();
     let o = ctl
         .cli()
-        .args(["sweep", "r1", "--skip", "disk", "--output", "json", "--plan"])
+        .args([
+            "sweep", "r1", "--skip", "disk", "--output", "json", "--plan",
+        ])
         .arg(&p)
         .output()
         .unwrap();
@@ -77,28 +82,53 @@ fn report_first_screen_in_chinese_and_the_operators_zone() {
     };
     assert!(field("project").ends_with(" portal"), "{en}");
     assert!(field("run by").ends_with("admin (admin)"), "{en}");
-    assert!(field("time").contains(" UTC") && !field("time").contains("+08:00"), "{en}");
+    assert!(
+        field("time").contains(" UTC") && !field("time").contains("+08:00"),
+        "{en}"
+    );
     // No workflow batch r1: a free-standing check.
-    assert!(field("readiness").contains("no: there is no workflow batch r1"), "{en}");
+    assert!(
+        field("readiness").contains("no: there is no workflow batch r1"),
+        "{en}"
+    );
     let at = |s: &str| en.find(s).unwrap_or_else(|| panic!("{s} missing:\n{en}"));
     assert!(at("readiness") < at("\nServers\n") && at("\nServers\n") < at("\nAll checks\n"));
     let servers = &en[at("\nServers\n")..at("\nAll checks\n")];
-    assert!(servers.contains("127.0.0.151") && servers.contains("threads"), "{servers}");
+    assert!(
+        servers.contains("127.0.0.151") && servers.contains("threads"),
+        "{servers}"
+    );
     // Pass rows name no party.
     let checks = &en[at("\nAll checks\n")..];
     for l in checks.lines().filter(|l| l.contains("  pass  ")) {
         assert!(
-            !["customer", "project", "integrator"].iter().any(|p| l.contains(p)),
+            !["customer", "project", "integrator"]
+                .iter()
+                .any(|p| l.contains(p)),
             "{l}"
         );
     }
 
     // Chinese, in Shanghai time, by flag and by PREFLIGHT_TZ.
-    let zh = stdout_of(ctl.cli().args(["report", "--batch", "r1", "--lang", "zh", "--tz", "Asia/Shanghai"]));
+    let zh = stdout_of(ctl.cli().args([
+        "report",
+        "--batch",
+        "r1",
+        "--lang",
+        "zh",
+        "--tz",
+        "Asia/Shanghai",
+    ]));
     assert!(zh.starts_with("就绪检查报告 — 批次 r1\n"), "{zh}");
     assert!(zh.contains("  执行人    admin（管理员）"), "{zh}");
-    assert!(zh.contains("UTC (") && zh.contains("+08:00 Asia/Shanghai)"), "{zh}");
-    assert!(zh.contains("\n服务器\n") && zh.contains("\n全部检查项\n"), "{zh}");
+    assert!(
+        zh.contains("UTC (") && zh.contains("+08:00 Asia/Shanghai)"),
+        "{zh}"
+    );
+    assert!(
+        zh.contains("\n服务器\n") && zh.contains("\n全部检查项\n"),
+        "{zh}"
+    );
     assert!(zh.contains("通过") && !zh.contains(" pass "), "{zh}");
     let by_env = stdout_of(
         ctl.cli()
@@ -107,14 +137,26 @@ fn report_first_screen_in_chinese_and_the_operators_zone() {
     );
     assert_eq!(by_env, zh);
     // TZ as the last fallback.
-    let by_tz = stdout_of(ctl.cli().args(["sweeps", "--batch", "r1"]).env("TZ", "Asia/Shanghai"));
+    let by_tz = stdout_of(
+        ctl.cli()
+            .args(["sweeps", "--batch", "r1"])
+            .env("TZ", "Asia/Shanghai"),
+    );
     assert!(by_tz.contains("+08:00 Asia/Shanghai"), "{by_tz}");
     // JSON stays UTC milliseconds whatever the zone.
-    let j1 = stdout_of(ctl.cli().args(["report", "--batch", "r1", "--output", "json"]));
-    let j2 = stdout_of(
+    let j1 = stdout_of(
         ctl.cli()
-            .args(["report", "--batch", "r1", "--output", "json", "--tz", "Asia/Shanghai"]),
+            .args(["report", "--batch", "r1", "--output", "json"]),
     );
+    let j2 = stdout_of(ctl.cli().args([
+        "report",
+        "--batch",
+        "r1",
+        "--output",
+        "json",
+        "--tz",
+        "Asia/Shanghai",
+    ]));
     assert_eq!(j1, j2);
     let v: serde_json::Value = serde_json::from_str(&j1).unwrap();
     assert_eq!(v["started_by"], "admin");
@@ -123,13 +165,33 @@ fn report_first_screen_in_chinese_and_the_operators_zone() {
     assert_eq!(v["servers"][0]["address"], "127.0.0.151");
     assert!(v["servers"][0]["memory_bytes"].as_u64().unwrap() > 0, "{v}");
     // HTML: the same first screen, in the zone.
-    let h = stdout_of(ctl.cli().args(["report", "--batch", "r1", "--format", "html", "--tz", "Asia/Shanghai"]));
-    assert!(h.contains("<th>run by 执行人</th><td>admin (admin)<br><span class=zh>admin（管理员）</span></td>"), "{h}");
+    let h = stdout_of(ctl.cli().args([
+        "report",
+        "--batch",
+        "r1",
+        "--format",
+        "html",
+        "--tz",
+        "Asia/Shanghai",
+    ]));
+    assert!(
+        h.contains(
+            "<th>run by 执行人</th><td>admin (admin)<br><span class=zh>admin（管理员）</span></td>"
+        ),
+        "{h}"
+    );
     assert!(h.contains("+08:00 Asia/Shanghai"));
     // An unknown zone is refused naming the value and the form.
-    let o = ctl.cli().args(["sweeps", "--tz", "Mars/Base"]).output().unwrap();
+    let o = ctl
+        .cli()
+        .args(["sweeps", "--tz", "Mars/Base"])
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success() && err.contains("Mars/Base") && err.contains("Asia/Shanghai"), "{err}");
+    assert!(
+        !o.status.success() && err.contains("Mars/Base") && err.contains("Asia/Shanghai"),
+        "{err}"
+    );
 
     // README: the fields it documents for `preflight report --output json` are in a real report.
     let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
@@ -161,7 +223,10 @@ fn harden_status_in_chinese_aligns_by_display_width() {
     let mut a = Agent::enroll(&ctl, base.path(), "rp-2", "127.0.0.152").unwrap();
     a.start().unwrap();
     ctl.wait_online("rp-2");
-    let zh = stdout_of(ctl.cli().args(["harden", "status", "--agent", "rp-2", "--lang", "zh"]));
+    let zh = stdout_of(
+        ctl.cli()
+            .args(["harden", "status", "--agent", "rp-2", "--lang", "zh"]),
+    );
     let lines: Vec<&str> = zh.lines().collect();
     assert!(lines[0].starts_with("代理  基线已加固"), "{zh}");
     assert!(!zh.contains("true") && !zh.contains("false"), "{zh}");
@@ -198,7 +263,10 @@ fn demo_tells_its_story_as_it_happens_and_ends_with_next_steps() {
     out.read_line(&mut first).unwrap();
     // The first story line arrives through a pipe while the demo is still running.
     assert!(first.starts_with("• initialising a controller"), "{first}");
-    assert!(child.try_wait().unwrap().is_none(), "the demo printed only at its end");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the demo printed only at its end"
+    );
     let mut rest = String::new();
     let deadline = Instant::now() + Duration::from_secs(180);
     for l in out.lines() {
@@ -208,7 +276,10 @@ fn demo_tells_its_story_as_it_happens_and_ends_with_next_steps() {
     }
     let st = child.wait().unwrap();
     assert!(st.success(), "demo failed:\n{rest}");
-    let at = |s: &str| rest.find(s).unwrap_or_else(|| panic!("{s} missing:\n{rest}"));
+    let at = |s: &str| {
+        rest.find(s)
+            .unwrap_or_else(|| panic!("{s} missing:\n{rest}"))
+    };
     // In order: agents, one inventory, sweep 1 and its report, the fix, sweep 2 and its report.
     assert!(at("\nAgents\n") < at("Inventory of demo-1"));
     assert_eq!(rest.matches("Inventory of ").count(), 1, "{rest}");
@@ -219,10 +290,24 @@ fn demo_tells_its_story_as_it_happens_and_ends_with_next_steps() {
     assert!(at("• sweep 2") < at("Readiness sweep 2:"));
     assert!(at("Readiness sweep 2:") < at("advanced past confirm_plan"));
     // --keep: the admin token and the commands to look around, then the next steps.
-    let token_line = rest[at("Its admin token")..].lines().nth(1).unwrap().trim().to_string();
-    assert!(token_line.len() >= 20 && !token_line.contains(' '), "{rest}");
-    assert!(rest.contains(&format!("PREFLIGHT_TOKEN={token_line}")), "{rest}");
-    assert!(rest.contains(&format!("serve --data {}/controller --listen 127.0.0.1:", dir.display())));
+    let token_line = rest[at("Its admin token")..]
+        .lines()
+        .nth(1)
+        .unwrap()
+        .trim()
+        .to_string();
+    assert!(
+        token_line.len() >= 20 && !token_line.contains(' '),
+        "{rest}"
+    );
+    assert!(
+        rest.contains(&format!("PREFLIGHT_TOKEN={token_line}")),
+        "{rest}"
+    );
+    assert!(rest.contains(&format!(
+        "serve --data {}/controller --listen 127.0.0.1:",
+        dir.display()
+    )));
     assert!(rest.contains(&format!("run --state-dir {}/demo-3", dir.display())));
     assert!(rest.contains("batch show demo-b1"));
     assert!(at("Its admin token") < at("Next steps"));
@@ -246,12 +331,24 @@ fn readme_links_resolve_to_documents_in_the_repository() {
             continue;
         }
         let path = target.split('#').next().unwrap();
-        assert!(root.join(path).exists(), "README links {target}, which does not exist");
+        assert!(
+            root.join(path).exists(),
+            "README links {target}, which does not exist"
+        );
     }
     // The catalog document names every check the agent implements, with its Chinese title.
     let checks = std::fs::read_to_string(root.join("docs/CHECKS.md")).unwrap();
     for c in preflight_harden::catalog::catalog() {
-        assert!(checks.contains(&format!("`{}`", c.id)), "docs/CHECKS.md lacks {}", c.id);
-        assert!(checks.contains(c.title_zh), "docs/CHECKS.md lacks {}'s title {}", c.id, c.title_zh);
+        assert!(
+            checks.contains(&format!("`{}`", c.id)),
+            "docs/CHECKS.md lacks {}",
+            c.id
+        );
+        assert!(
+            checks.contains(c.title_zh),
+            "docs/CHECKS.md lacks {}'s title {}",
+            c.id,
+            c.title_zh
+        );
     }
 }

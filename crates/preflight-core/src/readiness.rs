@@ -254,7 +254,10 @@ pub fn disk_free(server: &Server, t: &Thresholds, dir: &str, free_bytes: Option<
             let gib = b / (1 << 30);
             let f = f.says(
                 format!("{gib} GiB free on {dir} (minimum {})", t.min_free_disk_gib),
-                format!("{dir} 可用空间 {gib} GiB（要求至少 {} GiB）", t.min_free_disk_gib),
+                format!(
+                    "{dir} 可用空间 {gib} GiB（要求至少 {} GiB）",
+                    t.min_free_disk_gib
+                ),
             );
             if gib < t.min_free_disk_gib {
                 f.fail(
