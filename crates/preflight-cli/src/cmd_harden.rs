@@ -320,15 +320,30 @@ fn status_word(st: &str, lang: Lang) -> String {
 }
 
 fn print_results(r: &pb::HardenAgentsResponse, show_diffs: bool, lang: Lang) {
+    print!("{}", results_text(r, show_diffs, lang));
+}
+
+/// The results of a hardening request as tables, one per agent, in `lang`.
+fn results_text(r: &pb::HardenAgentsResponse, show_diffs: bool, lang: Lang) -> String {
+    use std::fmt::Write as _;
+    let mut o = String::new();
+    macro_rules! line {
+        () => {
+            o.push('\n')
+        };
+        ($($t:tt)*) => {{
+            let _ = writeln!(o, $($t)*);
+        }};
+    }
     let zh = lang == Lang::Zh;
     for a in &r.results {
         if zh {
-            println!("== 代理 {}（主机 {}）", a.agent_id, a.host);
+            line!("== 代理 {}（主机 {}）", a.agent_id, a.host);
         } else {
-            println!("== agent {} ({})", a.agent_id, a.host);
+            line!("== agent {} ({})", a.agent_id, a.host);
         }
         if !a.error.is_empty() {
-            println!("   {} {}", lang.pick("error:", "错误："), a.error);
+            line!("   {} {}", lang.pick("error:", "错误："), a.error);
             continue;
         }
         let mut t = Table::new(&[
@@ -359,9 +374,9 @@ fn print_results(r: &pb::HardenAgentsResponse, show_diffs: bool, lang: Lang) {
                 ));
             }
         }
-        print!("{}", t.render());
+        o.push_str(&t.render());
         for e in errors {
-            println!("{e}");
+            line!("{e}");
         }
         if show_diffs {
             for c in &a.checks {
@@ -371,68 +386,81 @@ fn print_results(r: &pb::HardenAgentsResponse, show_diffs: bool, lang: Lang) {
                     } else {
                         &c.title_en
                     };
-                    println!("-- {} ({title})", c.id);
+                    line!("-- {} ({title})", c.id);
                     if !c.blocked.is_empty() {
-                        println!("   {} {}", lang.pick("not changed:", "未修改："), c.blocked);
+                        line!("   {} {}", lang.pick("not changed:", "未修改："), c.blocked);
                     }
-                    print!("{}", c.diff);
+                    o.push_str(&c.diff);
                     if !c.diff.is_empty() && !c.diff.ends_with('\n') {
-                        println!();
+                        line!();
                     }
                     for x in &c.actions {
-                        println!("   {} {x}", lang.pick("action:", "操作："));
+                        line!("   {} {x}", lang.pick("action:", "操作："));
                     }
                 }
             }
         }
         if !a.backup_id.is_empty() {
             if zh {
-                println!(
+                line!(
                     "备份 {}（撤销：preflight harden rollback --agent {} --backup {}）",
-                    a.backup_id, a.agent_id, a.backup_id
+                    a.backup_id,
+                    a.agent_id,
+                    a.backup_id
                 );
             } else {
-                println!(
+                line!(
                     "backup {} (undo: preflight harden rollback --agent {} --backup {})",
-                    a.backup_id, a.agent_id, a.backup_id
+                    a.backup_id,
+                    a.agent_id,
+                    a.backup_id
                 );
             }
         }
         if let Some(fw) = &a.firewall_change {
             if zh {
-                println!(
+                line!(
                     "防火墙变更 {}（{}）：{}",
-                    fw.change_id, fw.backend, a.firewall
+                    fw.change_id,
+                    fw.backend,
+                    a.firewall
                 );
             } else {
-                println!(
+                line!(
                     "firewall change {} ({}): {}",
-                    fw.change_id, fw.backend, a.firewall
+                    fw.change_id,
+                    fw.backend,
+                    a.firewall
                 );
             }
             for b in &fw.blocked_listeners {
-                println!("   {} {b}", lang.pick("now blocked:", "现被拦截："));
+                line!("   {} {b}", lang.pick("now blocked:", "现被拦截："));
             }
         }
         if a.evidence_appended > 0 {
             if zh {
-                println!("已追加 {} 条证据记录", a.evidence_appended);
+                line!("已追加 {} 条证据记录", a.evidence_appended);
             } else {
-                println!("{} evidence records appended", a.evidence_appended);
+                line!("{} evidence records appended", a.evidence_appended);
             }
         }
     }
     if zh {
-        println!(
+        line!(
             "请求 {}；证据日志共 {} 条，根哈希 {}",
-            r.request_id, r.log_size, r.log_root
+            r.request_id,
+            r.log_size,
+            r.log_root
         );
     } else {
-        println!(
+        line!(
             "request {}; evidence log size {}, root {}",
-            r.request_id, r.log_size, r.log_root
+            r.request_id,
+            r.log_size,
+            r.log_root
         );
     }
+    o
 }
 
 fn failed(r: &pb::HardenAgentsResponse) -> Vec<String> {
@@ -1098,6 +1126,44 @@ mod tests {
             "{log}"
         );
         assert!(h.contains(".t{white-space:nowrap}"));
+    }
+
+    #[test]
+    fn harden_tables_in_chinese_align_by_display_width() {
+        let check = |id: &str, st: &str, obs: &str| pb::CheckOutcome {
+            id: id.into(),
+            status: st.into(),
+            observed: obs.into(),
+            expected: "no".into(),
+            ..Default::default()
+        };
+        let r = pb::HardenAgentsResponse {
+            request_id: "hr-1".into(),
+            log_size: 2,
+            log_root: "ab".into(),
+            results: vec![pb::AgentHardenResult {
+                agent_id: "web-01".into(),
+                host: "web-01".into(),
+                checks: vec![
+                    check("ssh.permit_root_login", "non_compliant", "yes"),
+                    check("ssh.misc", "compliant", "无"),
+                ],
+                evidence_appended: 2,
+                ..Default::default()
+            }],
+        };
+        let zh = results_text(&r, false, Lang::Zh);
+        let lines: Vec<&str> = zh.lines().collect();
+        assert_eq!(lines[0], "== 代理 web-01（主机 web-01）");
+        assert_eq!(lines[1], "检查项                 状态    实际值  期望值");
+        assert_eq!(lines[2], "ssh.permit_root_login  不符合  yes     no");
+        assert_eq!(lines[3], "ssh.misc               符合    无      no");
+        assert!(zh.contains("已追加 2 条证据记录"), "{zh}");
+        let en = results_text(&r, false, Lang::En);
+        assert!(
+            en.contains("CHECK                  STATUS         OBSERVED  EXPECTED"),
+            "{en}"
+        );
     }
 
     #[test]

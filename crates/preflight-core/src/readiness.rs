@@ -422,19 +422,20 @@ pub fn path(
         PauseReason::NetworkPorts,
     );
     let dst = format!("{} ({}:{port})", to.hostname, to.address);
+    let dst_zh = format!("{}（{}:{port}）", to.hostname, to.address);
     match (outcome, held_by) {
         ("verified", _) => f.says(
             format!("reaches {dst}"),
-            format!("可以连通 {dst}"),
+            format!("可以连通 {dst_zh}"),
         ),
         ("open", Some(h)) => f.says(
             format!("reaches {dst} (the port is held by {h}: see the port check)"),
-            format!("可以连通 {dst}（端口被 {h} 占用，见端口检查）"),
+            format!("可以连通 {dst_zh}，端口被 {h} 占用（见端口检查）"),
         ),
         ("open", None) => f
             .says(
                 format!("{dst}: something else answered in place of the probe listener ({detail})"),
-                format!("{dst}：应答方不是探测监听程序（{detail}）"),
+                format!("{dst_zh}：应答方不是探测监听程序（{detail}）"),
             )
             .fail(
                 Verdict::Hard,
@@ -459,7 +460,7 @@ pub fn path(
             let d_zh = if detail.is_empty() { String::new() } else { format!("（{detail}）") };
             f.says(
                 format!("cannot reach {dst}: {why}{d}"),
-                format!("无法连通 {dst}：{why_zh}{d_zh}"),
+                format!("无法连通 {dst_zh}：{why_zh}{d_zh}"),
             )
             .fail(
                 Verdict::Hard,
@@ -690,6 +691,51 @@ mod tests {
             apps: vec![],
             data_dirs: vec!["/data".into()],
         }
+    }
+
+    #[test]
+    fn chinese_findings_read_naturally() {
+        // An address is configured (配置) or taken (占用) on a host, never "held".
+        let source = include_str!("readiness.rs");
+        let held = ['持', '有'].iter().collect::<String>();
+        assert!(
+            !source.contains(&held),
+            "readiness.rs still says an address is held"
+        );
+        let v = vip("portal-vip", "10.0.0.100", &[(443, "refused".into())]);
+        assert!(
+            v.message_zh.contains("已有主机配置了该地址"),
+            "{}",
+            v.message_zh
+        );
+        assert!(v.fix_zh.contains("占用"), "{}", v.fix_zh);
+        let t = Thresholds::default();
+        let c = capacity(&server(), &t, 1, 64 << 20);
+        assert!(
+            c[0].message_zh.starts_with("CPU 1 核（要求至少"),
+            "{}",
+            c[0].message_zh
+        );
+        assert!(
+            c[1].message_zh.contains("MiB（要求至少") && c[1].message_zh.ends_with("MiB）"),
+            "{}",
+            c[1].message_zh
+        );
+        // A detail from the network is set off in Chinese brackets, not after an English colon.
+        let p = path(
+            &server(),
+            &server(),
+            5432,
+            "refused",
+            "connect: ECONNREFUSED",
+            None,
+        );
+        assert!(
+            p.message_zh.contains("（connect: ECONNREFUSED）")
+                && !p.message_zh.contains("拒绝）: "),
+            "{}",
+            p.message_zh
+        );
     }
 
     #[test]
