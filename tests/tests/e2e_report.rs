@@ -352,3 +352,80 @@ fn readme_links_resolve_to_documents_in_the_repository() {
         );
     }
 }
+
+#[test]
+fn batch_show_in_chinese_and_the_operators_zone() {
+    let ctl = Controller::start(&[]).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&stdout_of(ctl.cli().args([
+        "user", "add", "pat", "--role", "project", "--output", "json",
+    ])))
+    .unwrap();
+    let pat = v["token"].as_str().unwrap().to_string();
+    stdout_of(ctl.cli().args([
+        "project",
+        "add",
+        "P1",
+        "--name",
+        "Tax portal",
+        "--line",
+        "gov",
+        "--budget",
+        "B-1",
+    ]));
+    stdout_of(ctl.cli_as(&pat).args([
+        "batch",
+        "create",
+        "B7",
+        "--project",
+        "P1",
+        "--title",
+        "三个 SOA 节点",
+    ]));
+    let zh = stdout_of(ctl.cli().args([
+        "batch",
+        "show",
+        "B7",
+        "--lang",
+        "zh",
+        "--tz",
+        "Asia/Shanghai",
+    ]));
+    assert!(zh.starts_with("批次 B7：三个 SOA 节点\n"), "{zh}");
+    assert!(zh.contains("项目：      P1（业务线 gov）"), "{zh}");
+    let stage = zh.lines().find(|l| l.starts_with("阶段：")).unwrap();
+    assert!(
+        stage.contains("项目组申请（apply）") && stage.ends_with("+08:00 Asia/Shanghai 起"),
+        "{stage}"
+    );
+    assert!(
+        zh.contains("当前处理人：") && zh.contains("历史记录："),
+        "{zh}"
+    );
+    // The history table aligns its Chinese header by display width.
+    let head = zh.lines().find(|l| l.starts_with("序号")).unwrap();
+    assert!(head.starts_with("序号  时间"), "{head}");
+    let row = zh
+        .lines()
+        .skip_while(|l| !l.starts_with("序号"))
+        .nth(1)
+        .unwrap();
+    let time_col = |l: &str| unicode_width_of(&l[..l.find(|c: char| c == '2').unwrap()]);
+    assert_eq!(unicode_width_of("序号  "), time_col(row), "{zh}");
+    // English and UTC by default; JSON unchanged by --tz.
+    let en = stdout_of(ctl.cli().args(["batch", "show", "B7"]).env_remove("TZ"));
+    assert!(
+        en.contains("stage:     apply (项目组申请) since ") && en.contains(" UTC"),
+        "{en}"
+    );
+    let j1 = stdout_of(ctl.cli().args(["batch", "show", "B7", "--output", "json"]));
+    let j2 = stdout_of(ctl.cli().args([
+        "batch",
+        "show",
+        "B7",
+        "--output",
+        "json",
+        "--tz",
+        "Asia/Shanghai",
+    ]));
+    assert_eq!(j1, j2);
+}

@@ -758,7 +758,10 @@ pub fn sweep_html_in(r: &pb::SweepReport, zone: &Zone) -> String {
             ));
         }
     }
-    head.push_str("</table>\n");
+    head.push_str(&format!(
+        "</table>\n<p>{} passed 通过 · {} risks 风险 · {} blocking 阻塞</p>\n",
+        r.passed, r.soft, r.hard
+    ));
     let mut blockers = String::new();
     let failing: Vec<&pb::SweepFinding> =
         r.findings.iter().filter(|f| f.verdict != "pass").collect();
