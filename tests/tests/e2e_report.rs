@@ -275,7 +275,9 @@ fn demo_tells_its_story_as_it_happens_and_ends_with_next_steps() {
         assert!(Instant::now() < deadline, "demo too slow:\n{rest}");
     }
     let st = child.wait().unwrap();
-    assert!(st.success(), "demo failed:\n{rest}");
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(st.success(), "demo failed: {err}\n{rest}");
     let at = |s: &str| {
         rest.find(s)
             .unwrap_or_else(|| panic!("{s} missing:\n{rest}"))
