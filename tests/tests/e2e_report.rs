@@ -411,7 +411,7 @@ fn batch_show_in_chinese_and_the_operators_zone() {
         .skip_while(|l| !l.starts_with("序号"))
         .nth(1)
         .unwrap();
-    let time_col = |l: &str| unicode_width_of(&l[..l.find(|c: char| c == '2').unwrap()]);
+    let time_col = |l: &str| unicode_width_of(&l[..l.find('2').unwrap()]);
     assert_eq!(unicode_width_of("序号  "), time_col(row), "{zh}");
     // English and UTC by default; JSON unchanged by --tz.
     let en = stdout_of(ctl.cli().args(["batch", "show", "B7"]).env_remove("TZ"));
