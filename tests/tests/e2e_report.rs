@@ -431,3 +431,58 @@ fn batch_show_in_chinese_and_the_operators_zone() {
     ]));
     assert_eq!(j1, j2);
 }
+
+#[test]
+fn agent_harden_audit_in_chinese_aligns_by_display_width() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(root.path().join("etc")).unwrap();
+    std::fs::write(root.path().join("etc/login.defs"), "PASS_MAX_DAYS 99999\n").unwrap();
+    let o = Command::new(bin("preflight-agent"))
+        .args([
+            "harden",
+            "audit",
+            "--check",
+            "acct.pass_max_days",
+            "--check",
+            "acct.pass_min_days",
+            "--lang",
+            "zh",
+            "--root",
+        ])
+        .arg(root.path())
+        .output()
+        .unwrap();
+    let zh = String::from_utf8(o.stdout).unwrap();
+    assert!(
+        o.status.success(),
+        "{zh}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let lines: Vec<&str> = zh.lines().collect();
+    assert!(lines[0].starts_with("检查项              状态"), "{zh}");
+    // No /etc/shadow in the tree: the agent cannot decide, and says so in Chinese.
+    assert!(lines[1].starts_with("acct.pass_max_days  无法判定"), "{zh}");
+    // The third column starts at one display column on every row.
+    let third = |l: &str| {
+        let mut seen = 0;
+        let mut gap = false;
+        for (i, c) in l.char_indices() {
+            if c == ' ' {
+                gap = true;
+            } else if gap {
+                seen += 1;
+                gap = false;
+                if seen == 2 {
+                    return unicode_width_of(&l[..i]);
+                }
+            }
+        }
+        panic!("{l}")
+    };
+    assert_eq!(third(lines[0]), third(lines[1]), "{zh}");
+    assert_eq!(third(lines[1]), third(lines[2]), "{zh}");
+    assert!(
+        zh.contains("0 项符合，0 项不符合，0 项不适用，2 项无法判定"),
+        "{zh}"
+    );
+}

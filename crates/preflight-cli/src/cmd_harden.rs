@@ -308,16 +308,7 @@ fn cell(s: &str, n: usize) -> String {
     }
 }
 
-/// A check status (`non_compliant`) as shown.
-fn status_word(st: &str, lang: Lang) -> String {
-    match (st, lang) {
-        ("compliant", Lang::Zh) => "符合".into(),
-        ("non_compliant", Lang::Zh) => "不符合".into(),
-        ("not_applicable", Lang::Zh) => "不适用".into(),
-        ("unknown", Lang::Zh) => "无法判定".into(),
-        (st, _) => st.into(),
-    }
-}
+use preflight_render::status_word;
 
 fn print_results(r: &pb::HardenAgentsResponse, show_diffs: bool, lang: Lang) {
     print!("{}", results_text(r, show_diffs, lang));

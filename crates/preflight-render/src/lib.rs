@@ -122,6 +122,17 @@ pub fn verdict_word(v: &str, lang: Lang) -> String {
     }
 }
 
+/// A hardening status (`non_compliant`) as shown.
+pub fn status_word(st: &str, lang: Lang) -> String {
+    match (st, lang) {
+        ("compliant", Lang::Zh) => "符合".into(),
+        ("non_compliant", Lang::Zh) => "不符合".into(),
+        ("not_applicable", Lang::Zh) => "不适用".into(),
+        ("unknown", Lang::Zh) => "无法判定".into(),
+        (st, _) => st.into(),
+    }
+}
+
 /// A party id (`integrator`) as shown: the id in English, the Chinese name in Chinese.
 pub fn party_word(p: &str, lang: Lang) -> String {
     match (lang, p.parse::<preflight_core::workflow::Party>()) {
