@@ -5,6 +5,7 @@
 //! `--root /` (against the allow-list confirmed in `--state-dir`), else they are not applicable. `apply` shows the plan and asks for confirmation on a
 //! terminal unless `--yes`.
 
+use preflight_render::{Lang, Table};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
@@ -55,6 +56,9 @@ struct Common {
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     output: Output,
+    /// Language of the tables: en or zh (中文).
+    #[arg(long, value_enum, default_value_t = Lang::En)]
+    lang: Lang,
 }
 
 #[derive(Debug, clap::Args)]
@@ -86,6 +90,9 @@ struct RollbackArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     output: Output,
+    /// Language of the tables: en or zh (中文).
+    #[arg(long, value_enum, default_value_t = Lang::En)]
+    lang: Lang,
 }
 
 /// Largest policy file read.
@@ -133,34 +140,35 @@ fn cell(s: &str, n: usize) -> String {
     }
 }
 
-fn table_header(out: &mut impl Write) -> std::io::Result<()> {
-    writeln!(
-        out,
-        "{:<26} {:<14} {:<60} EXPECTED",
-        "CHECK", "STATUS", "OBSERVED"
-    )
+/// The results table (aligned by display width, so Chinese statuses line up).
+fn results_table(lang: Lang) -> Table {
+    Table::new(&[
+        lang.pick("CHECK", "检查项"),
+        lang.pick("STATUS", "状态"),
+        lang.pick("OBSERVED", "实际值"),
+        lang.pick("EXPECTED", "期望值"),
+    ])
 }
 
 fn table_row(
-    out: &mut impl Write,
+    t: &mut Table,
+    lang: Lang,
     id: &str,
     st: Status,
     observed: &str,
     expected: &str,
     reason: Option<&str>,
-) -> std::io::Result<()> {
+) {
     let obs = match (st, reason) {
         (Status::Unknown, Some(r)) if observed.is_empty() => r.to_string(),
         _ => observed.to_string(),
     };
-    writeln!(
-        out,
-        "{:<26} {:<14} {:<60} {}",
-        id,
-        st.as_str(),
+    t.row(vec![
+        id.to_string(),
+        preflight_render::status_word(st.as_str(), lang),
         cell(&obs, 60),
-        cell(expected, 60)
-    )
+        cell(expected, 60),
+    ]);
 }
 
 fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
@@ -181,6 +189,22 @@ fn summary(statuses: impl Iterator<Item = Status>) -> String {
         }
     }
     format!("{c} compliant, {n} non_compliant, {na} not_applicable, {u} unknown")
+}
+
+/// [`summary`] in `lang`.
+fn summary_in(statuses: impl Iterator<Item = Status>, lang: Lang) -> String {
+    let s: Vec<Status> = statuses.collect();
+    if lang == Lang::En {
+        return summary(s.into_iter());
+    }
+    let n = |x: Status| s.iter().filter(|y| **y == x).count();
+    format!(
+        "{} 项符合，{} 项不符合，{} 项不适用，{} 项无法判定",
+        n(Status::Compliant),
+        n(Status::NonCompliant),
+        n(Status::NotApplicable),
+        n(Status::Unknown)
+    )
 }
 
 fn print_plan(out: &mut impl Write, plan: &[catalog::PlanEntry]) -> std::io::Result<usize> {
@@ -262,18 +286,24 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 return print_json(&results);
             }
             let mut out = std::io::stdout().lock();
-            table_header(&mut out)?;
+            let mut t = results_table(c.lang);
             for r in &results {
                 table_row(
-                    &mut out,
+                    &mut t,
+                    c.lang,
                     &r.id,
                     r.status,
                     &r.observed,
                     &r.expected,
                     r.reason.as_deref(),
-                )?;
+                );
             }
-            writeln!(out, "\n{}", summary(results.iter().map(|r| r.status)))?;
+            write!(out, "{}", t.render())?;
+            writeln!(
+                out,
+                "\n{}",
+                summary_in(results.iter().map(|r| r.status), c.lang)
+            )?;
         }
         HardenCmd::Plan(c) => {
             let root = open_root(&c.root)?;
@@ -283,18 +313,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 return print_json(&plan);
             }
             let mut out = std::io::stdout().lock();
-            table_header(&mut out)?;
+            let mut t = results_table(c.lang);
             for e in &plan {
                 let a = &e.audit;
                 table_row(
-                    &mut out,
+                    &mut t,
+                    c.lang,
                     &a.id,
                     a.status,
                     &a.observed,
                     &a.expected,
                     a.reason.as_deref(),
-                )?;
+                );
             }
+            write!(out, "{}", t.render())?;
             writeln!(out)?;
             let n = print_plan(&mut out, &plan)?;
             writeln!(
@@ -344,24 +376,30 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 return print_json(&report);
             }
             let mut out = std::io::stdout().lock();
-            table_header(&mut out)?;
+            let mut t = results_table(c.lang);
+            let mut errors = Vec::new();
             for r in &report.records {
                 table_row(
-                    &mut out,
+                    &mut t,
+                    c.lang,
                     &r.check_id,
                     r.status,
                     &r.observed,
                     &r.expected,
                     r.reason.as_deref(),
-                )?;
+                );
                 if let Some(e) = &r.error {
-                    writeln!(out, "{:<26} error: {}", "", cell(e, 120))?;
+                    errors.push(format!("{}: error: {}", r.check_id, cell(e, 120)));
                 }
+            }
+            write!(out, "{}", t.render())?;
+            for e in errors {
+                writeln!(out, "{e}")?;
             }
             writeln!(
                 out,
                 "\n{}",
-                summary(report.records.iter().map(|r| r.status))
+                summary_in(report.records.iter().map(|r| r.status), c.lang)
             )?;
             match &report.backup {
                 Some(b) => writeln!(out, "backup {} in {} (undo: preflight-agent harden rollback --backup {} --backup-dir {})", b.id, b.dir, b.id, b.dir)?,
@@ -383,17 +421,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             for p in &report.restored {
                 writeln!(out, "restored {p}")?;
             }
-            table_header(&mut out)?;
+            let mut t = results_table(r.lang);
             for rec in &report.records {
                 table_row(
-                    &mut out,
+                    &mut t,
+                    r.lang,
                     &rec.check_id,
                     rec.status,
                     &rec.observed,
                     &rec.expected,
                     rec.reason.as_deref(),
-                )?;
+                );
             }
+            write!(out, "{}", t.render())?;
             writeln!(out, "\nrolled back backup {id}")?;
         }
     }

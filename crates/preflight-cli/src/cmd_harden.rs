@@ -13,6 +13,7 @@ use tonic::transport::Channel;
 
 use crate::client::{status, Conn};
 use crate::Output;
+use preflight_render::{Lang, Table};
 
 /// Hardening and evidence subcommands, flattened into the top level.
 #[derive(Debug, clap::Subcommand)]
@@ -41,6 +42,9 @@ pub struct Target {
     /// the enrolled agent with that id, address or hostname.
     #[arg(long, value_name = "B", conflicts_with = "agents")]
     batch: Option<String>,
+    /// Language of the tables and messages: en or zh (中文).
+    #[arg(long, value_enum, default_value_t = Lang::En)]
+    lang: Lang,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -315,74 +319,150 @@ fn cell(s: &str, n: usize) -> String {
     }
 }
 
-fn print_results(r: &pb::HardenAgentsResponse, show_diffs: bool) {
+use preflight_render::status_word;
+
+fn print_results(r: &pb::HardenAgentsResponse, show_diffs: bool, lang: Lang) {
+    print!("{}", results_text(r, show_diffs, lang));
+}
+
+/// The results of a hardening request as tables, one per agent, in `lang`.
+fn results_text(r: &pb::HardenAgentsResponse, show_diffs: bool, lang: Lang) -> String {
+    use std::fmt::Write as _;
+    let mut o = String::new();
+    macro_rules! line {
+        () => {
+            o.push('\n')
+        };
+        ($($t:tt)*) => {{
+            let _ = writeln!(o, $($t)*);
+        }};
+    }
+    let zh = lang == Lang::Zh;
     for a in &r.results {
-        println!("== agent {} ({})", a.agent_id, a.host);
+        if zh {
+            line!("== 代理 {}（主机 {}）", a.agent_id, a.host);
+        } else {
+            line!("== agent {} ({})", a.agent_id, a.host);
+        }
         if !a.error.is_empty() {
-            println!("   error: {}", a.error);
+            line!("   {} {}", lang.pick("error:", "错误："), a.error);
             continue;
         }
-        println!(
-            "{:<26} {:<14} {:<50} EXPECTED",
-            "CHECK", "STATUS", "OBSERVED"
-        );
+        let mut t = Table::new(&[
+            lang.pick("CHECK", "检查项"),
+            lang.pick("STATUS", "状态"),
+            lang.pick("OBSERVED", "实际值"),
+            lang.pick("EXPECTED", "期望值"),
+        ]);
+        let mut errors = Vec::new();
         for c in &a.checks {
             let obs = if c.observed.is_empty() {
                 &c.reason
             } else {
                 &c.observed
             };
-            println!(
-                "{:<26} {:<14} {:<50} {}",
-                c.id,
-                c.status,
+            t.row(vec![
+                c.id.clone(),
+                status_word(&c.status, lang),
                 cell(obs, 50),
-                cell(&c.expected, 50)
-            );
+                cell(&c.expected, 50),
+            ]);
             if !c.error.is_empty() {
-                println!("   error: {}", c.error);
+                errors.push(format!(
+                    "   {} {}: {}",
+                    lang.pick("error:", "错误："),
+                    c.id,
+                    c.error
+                ));
             }
+        }
+        o.push_str(&t.render());
+        for e in errors {
+            line!("{e}");
         }
         if show_diffs {
             for c in &a.checks {
                 if !c.diff.is_empty() || !c.actions.is_empty() || !c.blocked.is_empty() {
-                    println!("-- {} ({})", c.id, c.title_en);
+                    let title = if zh && !c.title_zh.is_empty() {
+                        &c.title_zh
+                    } else {
+                        &c.title_en
+                    };
+                    line!("-- {} ({title})", c.id);
                     if !c.blocked.is_empty() {
-                        println!("   not changed: {}", c.blocked);
+                        line!("   {} {}", lang.pick("not changed:", "未修改："), c.blocked);
                     }
-                    print!("{}", c.diff);
+                    o.push_str(&c.diff);
                     if !c.diff.is_empty() && !c.diff.ends_with('\n') {
-                        println!();
+                        line!();
                     }
                     for x in &c.actions {
-                        println!("   action: {x}");
+                        line!("   {} {x}", lang.pick("action:", "操作："));
                     }
                 }
             }
         }
         if !a.backup_id.is_empty() {
-            println!(
-                "backup {} (undo: preflight harden rollback --agent {} --backup {})",
-                a.backup_id, a.agent_id, a.backup_id
-            );
+            if zh {
+                line!(
+                    "备份 {}（撤销：preflight harden rollback --agent {} --backup {}）",
+                    a.backup_id,
+                    a.agent_id,
+                    a.backup_id
+                );
+            } else {
+                line!(
+                    "backup {} (undo: preflight harden rollback --agent {} --backup {})",
+                    a.backup_id,
+                    a.agent_id,
+                    a.backup_id
+                );
+            }
         }
         if let Some(fw) = &a.firewall_change {
-            println!(
-                "firewall change {} ({}): {}",
-                fw.change_id, fw.backend, a.firewall
-            );
+            if zh {
+                line!(
+                    "防火墙变更 {}（{}）：{}",
+                    fw.change_id,
+                    fw.backend,
+                    a.firewall
+                );
+            } else {
+                line!(
+                    "firewall change {} ({}): {}",
+                    fw.change_id,
+                    fw.backend,
+                    a.firewall
+                );
+            }
             for b in &fw.blocked_listeners {
-                println!("   now blocked: {b}");
+                line!("   {} {b}", lang.pick("now blocked:", "现被拦截："));
             }
         }
         if a.evidence_appended > 0 {
-            println!("{} evidence records appended", a.evidence_appended);
+            if zh {
+                line!("已追加 {} 条证据记录", a.evidence_appended);
+            } else {
+                line!("{} evidence records appended", a.evidence_appended);
+            }
         }
     }
-    println!(
-        "request {}; evidence log size {}, root {}",
-        r.request_id, r.log_size, r.log_root
-    );
+    if zh {
+        line!(
+            "请求 {}；证据日志共 {} 条，根哈希 {}",
+            r.request_id,
+            r.log_size,
+            r.log_root
+        );
+    } else {
+        line!(
+            "request {}; evidence log size {}, root {}",
+            r.request_id,
+            r.log_size,
+            r.log_root
+        );
+    }
+    o
 }
 
 fn failed(r: &pb::HardenAgentsResponse) -> Vec<String> {
@@ -490,7 +570,8 @@ pub async fn run(c: HardenCmd, conn: &Conn, out: Output) -> anyhow::Result<()> {
                 Format::Json => r.bundle.clone(),
                 Format::Html => {
                     let b: EvidenceBundle = serde_json::from_slice(&r.bundle)?;
-                    html(&b, &report).into_bytes()
+                    let facts = host_facts(conn, &b).await;
+                    html(&b, &report, &facts, &preflight_render::tz::display_zone()).into_bytes()
                 }
             };
             match &file {
@@ -608,6 +689,12 @@ fn key_pin(s: &str) -> anyhow::Result<String> {
 }
 
 async fn harden(op: HardenOp, conn: &Conn, out: Output) -> anyhow::Result<()> {
+    let lang = match &op {
+        HardenOp::Status(t) => t.lang,
+        HardenOp::Audit(c) | HardenOp::Plan(c) | HardenOp::Verify(c) => c.target.lang,
+        HardenOp::Rollback(r) => r.target.lang,
+        HardenOp::Apply(a) => a.checks.target.lang,
+    };
     let mut h = hardening(conn).await?;
     let (req, diffs) = match &op {
         HardenOp::Status(t) => {
@@ -622,38 +709,72 @@ async fn harden(op: HardenOp, conn: &Conn, out: Output) -> anyhow::Result<()> {
             if out == Output::Json {
                 return print_json(&r);
             }
-            println!(
-                "{:<20} {:<9} {:<14} {:<9} {:<13} NON-COMPLIANT",
-                "AGENT", "BASELINE", "ALL-COMPLIANT", "VERIFIED", "FIREWALL"
-            );
+            let lang = t.lang;
+            let yes = |b: bool| -> String {
+                match (b, lang) {
+                    (true, Lang::Zh) => "是".into(),
+                    (false, Lang::Zh) => "否".into(),
+                    (b, Lang::En) => b.to_string(),
+                }
+            };
+            let mut table = Table::new(&[
+                lang.pick("AGENT", "代理"),
+                lang.pick("BASELINE", "基线已加固"),
+                lang.pick("ALL-COMPLIANT", "全部符合"),
+                lang.pick("VERIFIED", "变更后已复核"),
+                lang.pick("FIREWALL", "防火墙已确认"),
+                lang.pick("NON-COMPLIANT", "不符合项"),
+            ]);
+            let mut notes = Vec::new();
             for f in &r.hosts {
                 if !f.audited && !f.firewall.is_empty() {
                     // No evidence at all: not `false` facts, none.
-                    println!("{:<20} never audited", f.agent_id);
+                    let dash = || "-".to_string();
+                    table.row(vec![
+                        f.agent_id.clone(),
+                        lang.pick("never audited", "从未审计").to_string(),
+                        dash(),
+                        dash(),
+                        dash(),
+                        String::new(),
+                    ]);
                     continue;
                 }
-                let firewall = if f.firewall.is_empty() {
+                let firewall = match (f.firewall.as_str(), lang) {
                     // An older controller: only the boolean.
-                    f.firewall_confirmed.to_string()
-                } else {
-                    f.firewall.clone()
+                    ("", _) => yes(f.firewall_confirmed),
+                    ("confirmed", Lang::Zh) => "已确认".into(),
+                    ("n/a", Lang::Zh) => "不适用".into(),
+                    ("not confirmed", Lang::Zh) => "未确认".into(),
+                    ("never audited", Lang::Zh) => "从未审计".into(),
+                    (other, _) => other.to_string(),
                 };
-                println!(
-                    "{:<20} {:<9} {:<14} {:<9} {:<13} {}",
-                    f.agent_id,
-                    f.baseline_applied,
-                    f.all_compliant,
-                    f.verified_after_last_change,
+                table.row(vec![
+                    f.agent_id.clone(),
+                    yes(f.baseline_applied),
+                    yes(f.all_compliant),
+                    yes(f.verified_after_last_change),
                     firewall,
-                    f.noncompliant.join(", ")
-                );
+                    f.noncompliant.join(lang.pick(", ", "、")),
+                ]);
                 if !f.firewall_missing_ports.is_empty() {
-                    println!(
-                        "{:<20} firewall allow-list lacks planned ports {}",
-                        "",
-                        f.firewall_missing_ports.join(", ")
-                    );
+                    notes.push(match lang {
+                        Lang::En => format!(
+                            "{}: the firewall allow-list lacks planned ports {}",
+                            f.agent_id,
+                            f.firewall_missing_ports.join(", ")
+                        ),
+                        Lang::Zh => format!(
+                            "{}：防火墙放行列表缺少方案中的端口 {}",
+                            f.agent_id,
+                            f.firewall_missing_ports.join("、")
+                        ),
+                    });
                 }
+            }
+            print!("{}", table.render());
+            for n in notes {
+                println!("{n}");
             }
             return Ok(());
         }
@@ -697,7 +818,7 @@ async fn harden(op: HardenOp, conn: &Conn, out: Output) -> anyhow::Result<()> {
             }
             if !a.yes {
                 let plan = call(&mut h, request(pb::HardenOperation::Plan, &a.checks)?).await?;
-                print_results(&plan, true);
+                print_results(&plan, true, lang);
                 finish(&plan)?;
                 if let Some(fw) = &req.firewall {
                     println!(
@@ -717,9 +838,9 @@ async fn harden(op: HardenOp, conn: &Conn, out: Output) -> anyhow::Result<()> {
             if out == Output::Json {
                 print_json(&serde_json::json!({ "apply": applied, "verify": verified }))?;
             } else {
-                print_results(&applied, true);
-                println!("-- verify after apply");
-                print_results(&verified, false);
+                print_results(&applied, true, lang);
+                println!("{}", lang.pick("-- verify after apply", "-- 加固后复核"));
+                print_results(&verified, false, lang);
             }
             finish(&applied)?;
             for a in &applied.results {
@@ -734,7 +855,7 @@ async fn harden(op: HardenOp, conn: &Conn, out: Output) -> anyhow::Result<()> {
     if out == Output::Json {
         print_json(&r)?;
     } else {
-        print_results(&r, diffs);
+        print_results(&r, diffs, lang);
     }
     finish(&r)
 }
@@ -787,11 +908,84 @@ fn op_label(o: evidence::EvidenceOperation) -> &'static str {
     }
 }
 
-/// A self-contained page for auditors: per host, per check, MLPS item, status, before and
-/// after, in Chinese and English. The JSON bundle stays the thing that is verified.
-fn html(b: &EvidenceBundle, report: &evidence::BundleReport) -> String {
+/// What the controller knows of an agent's host, for the evidence page's host heading.
+#[derive(Debug, Clone, Default)]
+pub struct HostFacts {
+    /// Addresses the host reported (else the address the agent listens on).
+    pub address: String,
+    /// os-release PRETTY_NAME; empty when the agent did not answer.
+    pub os: String,
+}
+
+/// Addresses (from the agent list) and OS (from each agent's inventory, best effort: an agent
+/// that does not answer within 5 s shows no OS) of the agents whose records are in `b`.
+async fn host_facts(
+    conn: &Conn,
+    b: &EvidenceBundle,
+) -> std::collections::BTreeMap<String, HostFacts> {
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(mut api) = conn.api().await else {
+        return out;
+    };
+    let agents = api
+        .list_agents(pb::ListAgentsRequest {})
+        .await
+        .map(|r| r.into_inner().agents)
+        .unwrap_or_default();
+    let mut ids: Vec<&str> = b
+        .records
+        .iter()
+        .map(|r| r.record.agent_id.as_str())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    for id in ids {
+        let mut f = HostFacts::default();
+        if let Some(a) = agents.iter().find(|a| a.id == id) {
+            f.address = if a.addresses.is_empty() {
+                a.listen_addr.clone()
+            } else {
+                a.addresses.join(", ")
+            };
+        }
+        let mut req = tonic::Request::new(pb::GetAgentInventoryRequest {
+            agent_id: id.into(),
+        });
+        req.set_timeout(std::time::Duration::from_secs(5));
+        if let Ok(inv) = api.get_agent_inventory(req).await {
+            f.os = inv
+                .into_inner()
+                .os
+                .map(|o| o.pretty_name)
+                .unwrap_or_default();
+        }
+        out.insert(id.to_string(), f);
+    }
+    out
+}
+
+/// A catalog check's Chinese title (empty for an id the catalog does not know).
+fn title_zh(check: &str) -> &'static str {
+    preflight_harden::catalog::catalog()
+        .iter()
+        .find(|c| c.id == check)
+        .map(|c| c.title_zh)
+        .unwrap_or("")
+}
+
+/// A self-contained page for auditors, in Chinese and English: per host, a heading with its
+/// address and OS, the current compliance (each check's latest status, with its Chinese title
+/// and MLPS/CIS items), then the chronological log (time, check, operation, status, before and
+/// after). Times in the display zone. The JSON bundle stays the thing that is verified.
+fn html(
+    b: &EvidenceBundle,
+    report: &evidence::BundleReport,
+    facts: &std::collections::BTreeMap<String, HostFacts>,
+    zone: &preflight_render::Zone,
+) -> String {
     use std::collections::BTreeMap;
     use std::fmt::Write as _;
+    let when = |ms: u64| esc(&zone.show(ms.min(i64::MAX as u64) as i64));
     let mut hosts: BTreeMap<(String, String), Vec<&evidence::SignedRecord>> = BTreeMap::new();
     for r in &b.records {
         hosts
@@ -800,36 +994,91 @@ fn html(b: &EvidenceBundle, report: &evidence::BundleReport) -> String {
             .push(r);
     }
     let mut s = String::new();
-    s.push_str("<!DOCTYPE html><html lang=\"zh-CN\"><head><meta charset=\"utf-8\"><title>安全加固证据 Hardening evidence</title><style>body{font-family:sans-serif;margin:2em;color:#222}table{border-collapse:collapse;width:100%;margin-bottom:2em}th,td{border:1px solid #bbb;padding:4px 6px;vertical-align:top;font-size:13px}th{background:#eee}.ok{background:#e3f5e1}.bad{background:#fbe3e3}.na{background:#f0f0f0}.unk{background:#fff4d6}pre{white-space:pre-wrap;margin:0;font-size:12px}</style></head><body>");
+    s.push_str("<!DOCTYPE html><html lang=\"zh-CN\"><head><meta charset=\"utf-8\"><title>安全加固证据 Hardening evidence</title><style>body{font-family:sans-serif;margin:2em;color:#222}table{border-collapse:collapse;width:100%;margin-bottom:2em}th,td{border:1px solid #bbb;padding:4px 6px;vertical-align:top;font-size:13px}th{background:#eee}.ok{background:#e3f5e1}.bad{background:#fbe3e3}.na{background:#f0f0f0}.unk{background:#fff4d6}.t{white-space:nowrap}pre{white-space:pre-wrap;margin:0;font-size:12px}</style></head><body>");
     let _ = write!(
         s,
         "<h1>安全加固证据报告<br><small>Hardening evidence report</small></h1>\
-<p>记录数 Records: {}　·　Merkle 根 root: <code>{}</code>　·　签发时间 Signed at (UTC): {}</p>\
+<p>记录数 Records: {}　·　Merkle 根 root: <code>{}</code>　·　签发时间 Signed at: <span class=t>{}</span></p>\
 <p>控制器公钥指纹 Controller key SHA-256: <code>{}</code></p>\
 <p>本页为便于阅读的副本；具有证明力的是同批导出的 JSON 证据包，可用 <code>preflight evidence verify</code> 离线校验。<br>\
 This page is a readable copy; the JSON bundle exported with it is what proves the evidence, verifiable offline with <code>preflight evidence verify</code>.</p>",
         report.records,
         esc(&report.root_hash),
-        esc(&preflight_core::timefmt::utc((report.checkpoint_time_utc_ms / 1000) as i64)),
+        when(report.checkpoint_time_utc_ms),
         esc(&report.controller_key_sha256),
     );
     s.push_str(&origin_banner(report)); // issue 20 finding 6: origin pinned or not (keep this line)
     for ((host, agent), recs) in &hosts {
+        let f = facts.get(agent).cloned().unwrap_or_default();
+        let dash = |v: &str| {
+            if v.is_empty() {
+                "—".to_string()
+            } else {
+                esc(v)
+            }
+        };
         let _ = write!(
             s,
-            "<h2>主机 Host: {} <small>(agent {})</small></h2><table><tr><th>时间 Time (UTC)</th><th>检查项 Check</th><th>等保条款 MLPS</th><th>CIS</th><th>操作 Operation</th><th>状态 Status</th><th>实际值（前/后） Observed (before/after)</th><th>期望值 Expected</th><th>变更 Change</th><th>操作人 Operator</th></tr>",
+            "<h2>主机 Host: {} <small>(agent {})</small></h2>\
+<p>地址 Address: {}　·　操作系统 OS: {}</p>",
             esc(host),
-            esc(agent)
+            esc(agent),
+            dash(&f.address),
+            dash(&f.os),
         );
-        for r in recs {
-            let r = &r.record;
+        // Current compliance: each check's latest record, in catalog order of first sight.
+        let mut latest: Vec<&evidence::EvidenceRecord> = Vec::new();
+        for r in recs.iter().map(|r| &r.record) {
+            match latest.iter_mut().find(|x| x.check_id == r.check_id) {
+                Some(x) if x.time_utc_ms <= r.time_utc_ms => *x = r,
+                Some(_) => {}
+                None => latest.push(r),
+            }
+        }
+        let bad = latest
+            .iter()
+            .filter(|r| {
+                r.status != EvidenceStatus::Compliant && r.status != EvidenceStatus::NotApplicable
+            })
+            .count();
+        let _ = write!(
+            s,
+            "<h3>当前合规状态 Current compliance <small>({} 项检查，{} 项不符合或无法判定 · {} checks, {} not compliant or unknown)</small></h3>\
+<table><tr><th>检查项 Check</th><th>名称</th><th>状态 Status</th><th>等保条款 MLPS</th><th>CIS</th><th>最近记录 Latest</th></tr>",
+            latest.len(),
+            bad,
+            latest.len(),
+            bad
+        );
+        for r in &latest {
+            let (zh, en, class) = status_label(r.status);
+            let _ = write!(
+                s,
+                "<tr class=\"{class}\"><td>{}</td><td>{}</td><td>{zh}<br>{en}</td><td>{}</td><td>{}</td><td class=t>{}<br>{}</td></tr>",
+                esc(&r.check_id),
+                esc(title_zh(&r.check_id)),
+                esc(&r.mlps_refs.join(", ")),
+                esc(&r.cis_refs.join(", ")),
+                when(r.time_utc_ms),
+                op_label(r.operation),
+            );
+        }
+        s.push_str("</table>");
+        let _ = write!(
+            s,
+            "<h3>操作记录 Log <small>(按时间 chronological)</small></h3><table><tr><th>时间 Time</th><th>检查项 Check</th><th>等保条款 MLPS</th><th>CIS</th><th>操作 Operation</th><th>状态 Status</th><th>实际值（前/后） Observed (before/after)</th><th>期望值 Expected</th><th>变更 Change</th><th>操作人 Operator</th></tr>",
+        );
+        let mut log: Vec<&evidence::EvidenceRecord> = recs.iter().map(|r| &r.record).collect();
+        log.sort_by_key(|r| r.time_utc_ms);
+        for r in log {
             let (zh, en, class) = status_label(r.status);
             let change = r.diff_applied.as_deref().unwrap_or("");
             let _ = write!(
                 s,
-                "<tr class=\"{class}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{zh}<br>{en}</td><td><pre>{}</pre>{}</td><td><pre>{}</pre></td><td>{}</td><td>{} ({})</td></tr>",
-                esc(&preflight_core::timefmt::utc((r.time_utc_ms / 1000) as i64)),
+                "<tr class=\"{class}\"><td class=t>{}</td><td>{}<br>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{zh}<br>{en}</td><td><pre>{}</pre>{}</td><td><pre>{}</pre></td><td>{}</td><td>{} ({})</td></tr>",
+                when(r.time_utc_ms),
                 esc(&r.check_id),
+                esc(title_zh(&r.check_id)),
                 esc(&r.mlps_refs.join(", ")),
                 esc(&r.cis_refs.join(", ")),
                 op_label(r.operation),
@@ -852,4 +1101,175 @@ This page is a readable copy; the JSON bundle exported with it is what proves th
     }
     s.push_str("</body></html>\n");
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use preflight_core::evidence::{
+        Checkpoint, EvidenceOperation, EvidenceRecord, Operator, SignedCheckpoint, SignedRecord,
+    };
+
+    fn rec(check: &str, op: EvidenceOperation, st: EvidenceStatus, t: u64) -> SignedRecord {
+        SignedRecord {
+            record: EvidenceRecord {
+                format_version: 1,
+                agent_id: "web-01".into(),
+                agent_cert_sha256: "00".repeat(32),
+                host: "web-01".into(),
+                check_id: check.into(),
+                catalog_version: "1".into(),
+                mlps_refs: vec!["L3-CES1-06".into()],
+                cis_refs: vec!["5.2.8".into()],
+                operation: op,
+                observed: "yes".into(),
+                files_read: Default::default(),
+                expected: "no".into(),
+                status: st,
+                reason: None,
+                diff_applied: None,
+                backup_ref: None,
+                operator: Operator {
+                    user: "amy".into(),
+                    role: preflight_core::role::Role::Deployer,
+                },
+                time_utc_ms: t,
+                agent_version: "0".into(),
+                controller_request_id: "hr-1".into(),
+            },
+            signature: String::new(),
+        }
+    }
+
+    #[test]
+    fn evidence_page_opens_each_host_with_its_current_compliance() {
+        let t0 = 1_796_348_755_000;
+        let b = EvidenceBundle {
+            format_version: 1,
+            // Log order need not be time order; the log section sorts by time.
+            records: vec![
+                rec(
+                    "ssh.permit_root_login",
+                    EvidenceOperation::Verify,
+                    EvidenceStatus::Compliant,
+                    t0 + 60_000,
+                ),
+                rec(
+                    "ssh.permit_root_login",
+                    EvidenceOperation::Audit,
+                    EvidenceStatus::NonCompliant,
+                    t0,
+                ),
+                rec(
+                    "acct.pass_max_days",
+                    EvidenceOperation::Audit,
+                    EvidenceStatus::NonCompliant,
+                    t0 + 1000,
+                ),
+            ],
+            agent_keys: Default::default(),
+            checkpoint: SignedCheckpoint {
+                checkpoint: Checkpoint {
+                    origin: "o".into(),
+                    tree_size: 3,
+                    root_hash: "ab".into(),
+                    time_utc_ms: t0 + 120_000,
+                    ca_sha256: None,
+                },
+                signature: String::new(),
+            },
+            controller_spki_der: String::new(),
+            log_inclusion: None,
+            ca_certificate_der: None,
+        };
+        let report = evidence::BundleReport {
+            records: 3,
+            origin: "o".into(),
+            root_hash: "ab".into(),
+            checkpoint_time_utc_ms: t0 + 120_000,
+            controller_key_sha256: "cd".into(),
+            records_per_agent: Default::default(),
+            global_log: None,
+            ca_sha256: String::new(),
+            controller_key_pinned: true,
+        };
+        let facts = [(
+            "web-01".to_string(),
+            HostFacts {
+                address: "10.0.0.5".into(),
+                os: "Rocky Linux 9.4 (Blue Onyx)".into(),
+            },
+        )]
+        .into_iter()
+        .collect();
+        let zone = preflight_render::Zone::named("Asia/Shanghai").unwrap();
+        let h = html(&b, &report, &facts, &zone);
+        let at = |s: &str| h.find(s).unwrap_or_else(|| panic!("{s} missing: {h}"));
+        // Heading with address and OS, then the summary, then the log.
+        assert!(at("主机 Host: web-01") < at("地址 Address: 10.0.0.5"));
+        assert!(h.contains("操作系统 OS: Rocky Linux 9.4 (Blue Onyx)"));
+        assert!(at("地址 Address") < at("当前合规状态") && at("当前合规状态") < at("操作记录 Log"));
+        let summary = &h[at("当前合规状态")..at("操作记录 Log")];
+        // The latest status per check: root login verified compliant after the audit.
+        assert!(summary.contains("2 项检查，1 项不符合"), "{summary}");
+        assert!(summary.contains("<td>ssh.permit_root_login</td><td>SSH禁止root远程登录</td><td>符合<br>compliant</td><td>L3-CES1-06</td><td>5.2.8</td>"), "{summary}");
+        assert!(
+            summary.contains("密码最长使用期限") && summary.contains("不符合<br>non-compliant")
+        );
+        // The log is chronological, with the time on one line, in the display zone.
+        let log = &h[at("操作记录 Log")..];
+        let first = log.find("09:45:55 +08:00").unwrap();
+        let second = log.find("09:45:56 +08:00").unwrap();
+        let third = log.find("09:46:55 +08:00").unwrap();
+        assert!(first < second && second < third, "{log}");
+        assert!(
+            log.contains("<td class=t>2026-12-04 09:45:55 +08:00 Asia/Shanghai</td>"),
+            "{log}"
+        );
+        assert!(h.contains(".t{white-space:nowrap}"));
+    }
+
+    #[test]
+    fn harden_tables_in_chinese_align_by_display_width() {
+        let check = |id: &str, st: &str, obs: &str| pb::CheckOutcome {
+            id: id.into(),
+            status: st.into(),
+            observed: obs.into(),
+            expected: "no".into(),
+            ..Default::default()
+        };
+        let r = pb::HardenAgentsResponse {
+            request_id: "hr-1".into(),
+            log_size: 2,
+            log_root: "ab".into(),
+            results: vec![pb::AgentHardenResult {
+                agent_id: "web-01".into(),
+                host: "web-01".into(),
+                checks: vec![
+                    check("ssh.permit_root_login", "non_compliant", "yes"),
+                    check("ssh.misc", "compliant", "无"),
+                ],
+                evidence_appended: 2,
+                ..Default::default()
+            }],
+        };
+        let zh = results_text(&r, false, Lang::Zh);
+        let lines: Vec<&str> = zh.lines().collect();
+        assert_eq!(lines[0], "== 代理 web-01（主机 web-01）");
+        assert_eq!(lines[1], "检查项                 状态    实际值  期望值");
+        assert_eq!(lines[2], "ssh.permit_root_login  不符合  yes     no");
+        assert_eq!(lines[3], "ssh.misc               符合    无      no");
+        assert!(zh.contains("已追加 2 条证据记录"), "{zh}");
+        let en = results_text(&r, false, Lang::En);
+        assert!(
+            en.contains("CHECK                  STATUS         OBSERVED  EXPECTED"),
+            "{en}"
+        );
+    }
+
+    #[test]
+    fn status_words_in_chinese() {
+        assert_eq!(status_word("non_compliant", Lang::Zh), "不符合");
+        assert_eq!(status_word("non_compliant", Lang::En), "non_compliant");
+    }
 }

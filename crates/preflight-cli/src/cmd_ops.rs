@@ -40,7 +40,7 @@ fn render_status(r: &pb::GetStatusResponse) -> String {
         o,
         "uptime      {} (since {})",
         preflight_core::timefmt::ago(r.uptime_s.min(i64::MAX as u64) as i64),
-        preflight_core::timefmt::utc(r.started_at_unix_ms / 1000)
+        preflight_render::time(r.started_at_unix_ms)
     );
     let _ = writeln!(
         o,

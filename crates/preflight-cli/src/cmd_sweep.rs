@@ -215,7 +215,7 @@ pub async fn run(c: SweepCmd, conn: &Conn, out: Output) -> anyhow::Result<()> {
                     x.run_id.to_string(),
                     x.batch.clone(),
                     x.state.clone(),
-                    preflight_core::timefmt::utc(x.started_at_ms / 1000),
+                    preflight_render::time(x.started_at_ms),
                     x.passed.to_string(),
                     x.soft.to_string(),
                     x.hard.to_string(),
@@ -241,7 +241,7 @@ pub async fn run(c: SweepCmd, conn: &Conn, out: Output) -> anyhow::Result<()> {
                 .into_inner();
             print_report(&r, out, &format, &lang)?;
             if out == Output::Text && format == "text" && !r.not_recorded.is_empty() {
-                eprintln!("note: {}", r.not_recorded);
+                eprintln!("{}", note(&r, &lang));
             }
             Ok(())
         }
@@ -355,7 +355,7 @@ fn finish(report: &pb::SweepReport, out: Output, lang: &str) -> anyhow::Result<(
         bail!("{}", report.not_recorded);
     }
     if !report.not_recorded.is_empty() {
-        eprintln!("note: {}", report.not_recorded);
+        eprintln!("{}", note(report, lang));
     }
     if report.hard > 0 {
         eprintln!(
@@ -365,6 +365,15 @@ fn finish(report: &pb::SweepReport, out: Output, lang: &str) -> anyhow::Result<(
         std::process::exit(3);
     }
     Ok(())
+}
+
+/// Why the run is not the batch's readiness, in the report's language.
+fn note(r: &pb::SweepReport, lang: &str) -> String {
+    if lang == "zh" && !r.not_recorded_zh.is_empty() {
+        format!("注意：{}", r.not_recorded_zh)
+    } else {
+        format!("note: {}", r.not_recorded)
+    }
 }
 
 fn print_report(r: &pb::SweepReport, out: Output, format: &str, lang: &str) -> anyhow::Result<()> {

@@ -154,7 +154,7 @@ fn expiry_text(u: &pb::WorkflowUser, now: i64) -> (String, Option<String>) {
             )),
         );
     }
-    let at = Timestamp(u.expires_at_ms).to_string();
+    let at = at(Timestamp(u.expires_at_ms));
     let left = u.expires_at_ms - now;
     if left <= 0 {
         return (
@@ -637,6 +637,21 @@ fn holder(h: &Holder) -> String {
     }
 }
 
+/// Who holds the batch, in the output language.
+fn holder_in(hd: &Holder, lang: Lang) -> String {
+    match (hd, lang) {
+        (Holder::Roles(r), Lang::Zh) => format!(
+            "角色 {}",
+            r.iter()
+                .map(|r| preflight_render::role_word(r.as_str(), preflight_render::Lang::Zh))
+                .collect::<Vec<_>>()
+                .join(" 或 ")
+        ),
+        (Holder::Nobody, Lang::Zh) => "无".into(),
+        _ => holder(hd),
+    }
+}
+
 fn class_name(c: QueueClass, lang: Lang) -> &'static str {
     match (c, lang) {
         (QueueClass::Deploying, Lang::En) => "deploying",
@@ -676,7 +691,7 @@ fn print_events(r: &pb::WorkflowExecuteReply, out: Output) -> anyhow::Result<()>
             "{} {what}{moved} [event {} at {}]",
             e.kind.name(),
             e.seq,
-            e.at
+            at(e.at)
         );
         if let preflight_core::workflow::EventKind::Assigned { .. } = &e.kind {
             // Whom it went to, and why (the least loaded deployer when none was named).
@@ -706,6 +721,19 @@ fn failure_arg(s: &str) -> anyhow::Result<pb::DevCheckFailure> {
     })
 }
 
+/// A header or label in the output language.
+fn h(lang: Lang, en: &'static str, zh: &'static str) -> &'static str {
+    match lang {
+        Lang::En => en,
+        Lang::Zh => zh,
+    }
+}
+
+/// A workflow time as shown: in the display zone (`--tz`); JSON keeps UTC.
+fn at(t: Timestamp) -> String {
+    preflight_render::time(t.0)
+}
+
 fn gate_line(g: &GateStatus) -> String {
     let mark = if g.met { "[met]    " } else { "[not met]" };
     let mut l = format!("  {mark} {}: {}", g.gate.id(), g.needs);
@@ -720,70 +748,144 @@ fn gate_line(g: &GateStatus) -> String {
 
 fn show_batch(v: &BatchView, lang: Lang, now: i64) {
     let b = &v.batch;
-    println!("batch {}: {}", b.id, b.title);
-    println!("project:   {} (line {})", b.project, b.business_line);
+    let zh = lang == Lang::Zh;
+    if zh {
+        println!("批次 {}：{}", b.id, b.title);
+        println!("项目：      {}（业务线 {}）", b.project, b.business_line);
+    } else {
+        println!("batch {}: {}", b.id, b.title);
+        println!("project:   {} (line {})", b.project, b.business_line);
+    }
     let stage = match lang {
         Lang::En => format!("{} ({})", b.stage.id(), b.stage.zh()),
-        Lang::Zh => format!("{} ({})", b.stage.zh(), b.stage.id()),
+        Lang::Zh => format!("{}（{}）", b.stage.zh(), b.stage.id()),
     };
-    println!("stage:     {stage} since {}", b.stage_since);
-    println!("held by:   {}", holder(&v.held_by));
+    if zh {
+        println!("阶段：      {stage}，自 {} 起", at(b.stage_since));
+        println!("当前处理人：{}", holder_in(&v.held_by, lang));
+    } else {
+        println!("stage:     {stage} since {}", at(b.stage_since));
+        println!("held by:   {}", holder(&v.held_by));
+    }
     if let Some(d) = &b.deployer {
-        match &v.queue {
-            Some(q) => println!(
+        match (&v.queue, zh) {
+            (Some(q), false) => println!(
                 "deployer:  {d}, position {} in the queue ({} since {})",
                 q.position,
                 class_name(q.class, lang),
-                q.since
+                at(q.since)
             ),
-            None => println!("deployer:  {d}"),
+            (Some(q), true) => println!(
+                "部署人员：  {d}，队列第 {} 位（{}，自 {} 起）",
+                q.position,
+                class_name(q.class, lang),
+                at(q.since)
+            ),
+            (None, false) => println!("deployer:  {d}"),
+            (None, true) => println!("部署人员：  {d}"),
         }
     }
     if let Some(p) = &b.pause {
-        println!(
-            "pause:     {} ({}) by {} at {}, party {}: {}",
-            reason_name(p.reason, lang),
-            match lang {
-                Lang::En => p.reason.zh(),
-                Lang::Zh => p.reason.id(),
-            },
-            p.by,
-            p.at,
-            party_name(p.party, lang),
-            p.text
-        );
-        for i in &p.items {
+        if zh {
             println!(
-                "           - {}: {} ({})",
-                i.check,
-                i.detail,
-                party_name(i.party, lang)
+                "暂停：      {}（{}），由 {} 于 {} 暂停，责任方 {}：{}",
+                reason_name(p.reason, lang),
+                p.reason.id(),
+                p.by,
+                at(p.at),
+                party_name(p.party, lang),
+                p.text
             );
+        } else {
+            println!(
+                "pause:     {} ({}) by {} at {}, party {}: {}",
+                reason_name(p.reason, lang),
+                p.reason.zh(),
+                p.by,
+                at(p.at),
+                party_name(p.party, lang),
+                p.text
+            );
+        }
+        for i in &p.items {
+            if zh {
+                println!(
+                    "           - {}：{}（{}）",
+                    i.check,
+                    i.detail,
+                    party_name(i.party, lang)
+                );
+            } else {
+                println!(
+                    "           - {}: {} ({})",
+                    i.check,
+                    i.detail,
+                    party_name(i.party, lang)
+                );
+            }
         }
     }
     if let Some(t) = v.escalates_after {
-        println!("escalates: to GD after {t} (now {})", Timestamp(now));
+        if zh {
+            println!(
+                "升级：      {} 后转 GD 确认（现在 {}）",
+                at(t),
+                at(Timestamp(now))
+            );
+        } else {
+            println!(
+                "escalates: to GD after {} (now {})",
+                at(t),
+                at(Timestamp(now))
+            );
+        }
     }
     if let Some(r) = &v.restricted_by {
-        println!(
-            "restricted: project {} may not request deployment while batch {r} awaits GD",
-            b.project
-        );
+        if zh {
+            println!(
+                "受限：      批次 {r} 等待 GD 确认期间，项目 {} 不能提交部署申请",
+                b.project
+            );
+        } else {
+            println!(
+                "restricted: project {} may not request deployment while batch {r} awaits GD",
+                b.project
+            );
+        }
     }
     if v.gates.is_empty() {
-        println!("gates:     none to leave this stage");
+        println!(
+            "{}",
+            h(
+                lang,
+                "gates:     none to leave this stage",
+                "关口：      离开本阶段无需关口"
+            )
+        );
     } else {
-        println!("gates to leave {}:", stage_name(b.stage, lang));
+        if zh {
+            println!("离开{}阶段的关口：", stage_name(b.stage, lang));
+        } else {
+            println!("gates to leave {}:", stage_name(b.stage, lang));
+        }
         for g in &v.gates {
             println!("{}", gate_line(g));
         }
     }
-    println!("history:");
-    let mut t = Table::new(&["SEQ", "AT", "BY", "EVENT", "FROM", "TO", "WHY"]);
+    println!("{}", h(lang, "history:", "历史记录："));
+    let mut t = Table::new(&[
+        h(lang, "SEQ", "序号"),
+        h(lang, "AT", "时间"),
+        h(lang, "BY", "操作人"),
+        h(lang, "EVENT", "事件"),
+        h(lang, "FROM", "原阶段"),
+        h(lang, "TO", "新阶段"),
+        h(lang, "WHY", "原因"),
+    ]);
     for e in &v.history {
         t.row(vec![
             e.seq.to_string(),
-            e.at.to_string(),
+            at(e.at),
             e.by.to_string(),
             e.kind.name().to_string(),
             e.from.map(|s| stage_name(s, lang)).unwrap_or_default(),
@@ -901,7 +1003,7 @@ pub async fn run(cmd: WorkflowCmd, conn: &Conn, out: Output) -> anyhow::Result<(
                 "user {} ({}) added; token (shown only this once, expires {}):\n  {}",
                 r.name,
                 r.role,
-                Timestamp(r.expires_at_ms),
+                at(Timestamp(r.expires_at_ms)),
                 r.token
             );
             if r.deployer_added {
@@ -923,7 +1025,7 @@ pub async fn run(cmd: WorkflowCmd, conn: &Conn, out: Output) -> anyhow::Result<(
                 "new token for {} ({}) (shown only this once, expires {}); the old one is refused from now on:\n  {}",
                 r.name,
                 r.role,
-                Timestamp(r.expires_at_ms),
+                at(Timestamp(r.expires_at_ms)),
                 r.token
             );
             Ok(())
@@ -1007,7 +1109,7 @@ pub async fn run(cmd: WorkflowCmd, conn: &Conn, out: Output) -> anyhow::Result<(
                     u.name.clone(),
                     u.role.clone(),
                     if u.disabled { "disabled" } else { "active" }.into(),
-                    Timestamp(u.created_at_ms).to_string(),
+                    at(Timestamp(u.created_at_ms)),
                     expires,
                 ]);
             }
@@ -1143,9 +1245,10 @@ pub async fn run(cmd: WorkflowCmd, conn: &Conn, out: Output) -> anyhow::Result<(
             for (d, list) in &queues {
                 let order: Vec<&str> = list.iter().map(|e| e.batch.as_str()).collect();
                 println!(
-                    "deployer {d}: {}",
+                    "{} {d}: {}",
+                    h(lang.lang, "deployer", "部署人员"),
                     if order.is_empty() {
-                        "(empty)".to_string()
+                        h(lang.lang, "(empty)", "（空）").to_string()
                     } else {
                         order.join("-")
                     }
@@ -1153,13 +1256,20 @@ pub async fn run(cmd: WorkflowCmd, conn: &Conn, out: Output) -> anyhow::Result<(
                 if list.is_empty() {
                     continue;
                 }
-                let mut t = Table::new(&["POS", "BATCH", "CLASS", "SINCE", "JUMP"]);
+                let l = lang.lang;
+                let mut t = Table::new(&[
+                    h(l, "POS", "位置"),
+                    h(l, "BATCH", "批次"),
+                    h(l, "CLASS", "类别"),
+                    h(l, "SINCE", "起始时间"),
+                    h(l, "JUMP", "插队"),
+                ]);
                 for e in list {
                     t.row(vec![
                         e.position.to_string(),
                         e.batch.clone(),
                         class_name(e.class, lang.lang).into(),
-                        e.since.to_string(),
+                        at(e.since),
                         e.jump
                             .as_ref()
                             .map(|j| {
@@ -1205,7 +1315,18 @@ pub async fn run(cmd: WorkflowCmd, conn: &Conn, out: Output) -> anyhow::Result<(
                 return print_json_str(&r.json);
             }
             let rows: Vec<PauseStatsRow> = serde_json::from_str(&r.json)?;
-            let mut t = Table::new(&[&by.to_uppercase(), "PAUSES", "TOTAL DAYS", "MEDIAN DAYS"]);
+            let l = lang.lang;
+            let by_head = match (by.as_str(), l) {
+                ("reason", Lang::Zh) => "暂停原因".to_string(),
+                ("party", Lang::Zh) => "责任方".to_string(),
+                (b, _) => b.to_uppercase(),
+            };
+            let mut t = Table::new(&[
+                &by_head,
+                h(l, "PAUSES", "暂停次数"),
+                h(l, "TOTAL DAYS", "累计天数"),
+                h(l, "MEDIAN DAYS", "中位天数"),
+            ]);
             for row in &rows {
                 let key = match by.as_str() {
                     "reason" => row
@@ -1261,7 +1382,7 @@ pub async fn run(cmd: WorkflowCmd, conn: &Conn, out: Output) -> anyhow::Result<(
             }
             println!(
                 "controller time {} (offset {} s)",
-                Timestamp(r.now_ms),
+                at(Timestamp(r.now_ms)),
                 r.offset_ms / 1000
             );
             if !r.escalated.is_empty() {
@@ -1333,8 +1454,15 @@ async fn batch(c: &mut Client, cmd: BatchCmd, out: Output) -> anyhow::Result<()>
                 println!("no batches yet: `preflight batch create` makes one");
                 return Ok(());
             }
+            let l = lang.lang;
             let mut t = Table::new(&[
-                "BATCH", "PROJECT", "STAGE", "SINCE", "HELD BY", "DEPLOYER", "TITLE",
+                h(l, "BATCH", "批次"),
+                h(l, "PROJECT", "项目"),
+                h(l, "STAGE", "阶段"),
+                h(l, "SINCE", "进入时间"),
+                h(l, "HELD BY", "当前处理人"),
+                h(l, "DEPLOYER", "部署人员"),
+                h(l, "TITLE", "标题"),
             ]);
             for b in &list {
                 let stage: Option<Stage> = serde_json::from_value(b["stage"].clone()).ok();
@@ -1345,7 +1473,7 @@ async fn batch(c: &mut Client, cmd: BatchCmd, out: Output) -> anyhow::Result<()>
                     stage.map(|s| stage_name(s, lang.lang)).unwrap_or_default(),
                     b["stage_since"]
                         .as_i64()
-                        .map(|t| Timestamp(t).to_string())
+                        .map(|t| at(Timestamp(t)))
                         .unwrap_or_default(),
                     held.as_ref().map(holder).unwrap_or_default(),
                     b["deployer"].as_str().unwrap_or("-").into(),

@@ -264,10 +264,28 @@ fn agent_bin(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     Ok(p)
 }
 
+/// One line of the story, on stdout in order with the results it leads to, flushed at once
+/// so a pipe or a file shows it as it happens (JSON output: nothing but the JSON document).
 fn step(out: Output, msg: &str) {
     if out == Output::Text {
-        eprintln!("• {msg}");
+        say(&format!("• {msg}"));
     }
+}
+
+/// Text on stdout, flushed now.
+fn say(text: &str) {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    let _ = writeln!(o, "{text}");
+    let _ = o.flush();
+}
+
+/// Text (already ending in a newline) on stdout, flushed now.
+fn show(text: &str) {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    let _ = o.write_all(text.as_bytes());
+    let _ = o.flush();
 }
 
 fn agent_cmd(bin: &Path) -> Command {
@@ -382,6 +400,12 @@ pub async fn run(a: Args, out: Output) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
+    if out == Output::Text {
+        show(&format!(
+            "\nAgents\n\n{}\n",
+            preflight_render::agents(&agents, crate::now_ms())
+        ));
+    }
     let mut inventories = Vec::new();
     for (id, _) in AGENTS {
         step(
@@ -395,7 +419,19 @@ pub async fn run(a: Args, out: Output) -> anyhow::Result<()> {
             .await
             .map_err(status)?
             .into_inner();
+        if out == Output::Text && inventories.is_empty() {
+            show(&format!(
+                "\nInventory of {id}\n\n{}\n",
+                preflight_render::inventory(&inv)
+            ));
+        }
         inventories.push((id, inv));
+    }
+    if out == Output::Text {
+        say(&format!(
+            "(the other agents run on this same machine and report the same inventory: `preflight inventory {}` shows one)\n",
+            AGENTS[1].0
+        ));
     }
     // The readiness story: a batch whose plan has a planned port already held on demo-2 and a
     // database backup that was never copied to demo-3.
@@ -438,6 +474,12 @@ pub async fn run(a: Args, out: Output) -> anyhow::Result<()> {
         "sweep 1: identity, capacity, clocks, package, planned ports, paths, bandwidth, disks, VIP",
     );
     let first = demo_sweep(&conn, &plan).await?;
+    if out == Output::Text {
+        show(&format!(
+            "\nReadiness sweep 1: port {HELD_PORT} held on demo-2, database backup never copied\n\n{}\n",
+            preflight_render::sweep(&first, false)
+        ));
+    }
     let paused_at = office.stage().await?;
     step(
         out,
@@ -455,6 +497,12 @@ pub async fn run(a: Args, out: Output) -> anyhow::Result<()> {
     office.resolve().await?;
     step(out, "sweep 2");
     let second = demo_sweep(&conn, &plan).await?;
+    if out == Output::Text {
+        show(&format!(
+            "\nReadiness sweep 2: after freeing the port and copying the backup\n\n{}\n",
+            preflight_render::sweep(&second, false)
+        ));
+    }
     let risks = office.file_soft_failures().await?;
     if risks > 0 {
         step(
@@ -487,30 +535,74 @@ pub async fn run(a: Args, out: Output) -> anyhow::Result<()> {
             }))?;
         }
         Output::Text => {
-            println!("\nAgents\n");
-            print!("{}", preflight_render::agents(&agents, crate::now_ms()));
-            for (id, inv) in &inventories {
-                println!("\nInventory of {id}\n");
-                print!("{}", preflight_render::inventory(inv));
-            }
-            println!(
-                "\nReadiness sweep 1: port {HELD_PORT} held on demo-2, database backup never copied\n"
-            );
-            print!("{}", preflight_render::sweep(&first, false));
-            println!("\nReadiness sweep 2: after freeing the port and copying the backup\n");
-            print!("{}", preflight_render::sweep(&second, false));
-            println!(
+            say(&format!(
                 "\nBatch {DEMO_BATCH}: paused at {paused_at} by sweep 1, resolved, {risks} risk(s) listed; stage now {stage}"
-            );
+            ));
         }
     }
     drop(children);
+    let port = running.local_addr.port();
     running.stop().await?;
-    if a.keep {
-        step(out, &format!("kept the demo data in {}", data.display()));
+    if out == Output::Text {
+        if a.keep {
+            show(&look_around(
+                &data,
+                &bin,
+                port,
+                &init.ca_pin,
+                &init.admin_token,
+            ));
+        }
+        show(NEXT_STEPS);
     }
     Ok(())
 }
+
+/// With `--keep`: where the demo is, its admin token, and how to start it again and look.
+fn look_around(data: &Path, agent_bin: &Path, port: u16, pin: &str, token: &str) -> String {
+    let me = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "preflight".into());
+    let d = data.display();
+    let mut s = format!(
+        "\nKept the demo in {d}.\nIts admin token (shown only here; anyone with it administers this demo controller):\n  {token}\n\n\
+To look around, start the controller and the agents again (each in its own terminal, or with &):\n  \
+{me} serve --data {d}/controller --listen 127.0.0.1:{port}\n"
+    );
+    for (id, _) in AGENTS {
+        s.push_str(&format!(
+            "  {} run --state-dir {d}/{id}\n",
+            agent_bin.display()
+        ));
+    }
+    s.push_str(&format!(
+        "then, in another terminal:\n  \
+export PREFLIGHT_CONTROLLER=https://127.0.0.1:{port} PREFLIGHT_CA_SHA256={pin} PREFLIGHT_TOKEN={token}\n  \
+{me} agents\n  \
+{me} batch show {DEMO_BATCH}\n  \
+{me} sweeps --batch {DEMO_BATCH}\n  \
+{me} report --batch {DEMO_BATCH} --format html > demo-report.html\n  \
+{me} report --batch {DEMO_BATCH} --lang zh --tz Asia/Shanghai\n\
+The plan is {d}/plan.toml. Remove {d} when done.\n"
+    ));
+    s
+}
+
+/// The quick start, printed at the end of the demo.
+const NEXT_STEPS: &str = "
+Next steps, on real servers (README: Quick start):
+  1. On the controller host, once (prints the first admin token once):
+       preflight serve --init --data /var/lib/preflight --san ctl.example.com
+  2. On your workstation, save the controller, its CA pin and your token:
+       preflight login --controller https://ctl.example.com:7443 --ca-sha256 <pin> --token <token>
+  3. For each server, a join token and the line to paste there as root:
+       preflight token create --install-command
+  4. Check the fleet:  preflight agents;  preflight inventory web-01
+  5. Check a plan and sweep it:
+       preflight plan check plan.toml
+       preflight plan attach BATCH plan.toml
+       preflight sweep BATCH;  preflight report --batch BATCH --format html > report.html
+";
 
 fn sha256(b: &[u8]) -> String {
     preflight_pki::sha256_hex(b)

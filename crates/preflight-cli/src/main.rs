@@ -40,6 +40,10 @@ struct Cli {
     /// Log format on stderr (for `serve`).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "PREFLIGHT_LOG_FORMAT")]
     log_format: LogFormat,
+    /// Time zone of the times shown in text and HTML (IANA name, e.g. Asia/Shanghai; default
+    /// PREFLIGHT_TZ, then TZ, then UTC). JSON keeps UTC.
+    #[arg(long, global = true, value_name = "ZONE", env = "PREFLIGHT_TZ")]
+    tz: Option<String>,
     #[command(flatten)]
     conn: Conn,
     #[command(subcommand)]
@@ -321,15 +325,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 format!("{} uses, one server each", r.uses)
             };
-            let expires = preflight_core::timefmt::utc(r.expires_at_unix);
             if let Some(line) = line {
                 println!(
-                    "join token ({how_many}, expires {expires}); on the server, paste (as root, or a user with sudo):"
+                    "join token ({how_many}, expires {}); on the server, paste (as root, or a user with sudo):",
+                    preflight_render::time(r.expires_at_unix.saturating_mul(1000))
                 );
                 println!("{line}");
                 return Ok(());
             }
-            println!("join token ({how_many}, expires {expires}):\n  {}", r.token);
+            println!(
+                "join token ({how_many}, expires {}):\n  {}",
+                preflight_render::time(r.expires_at_unix.saturating_mul(1000)),
+                r.token
+            );
             println!("CA pin (sha256):\n  {}", r.ca_sha256);
             println!("on the server, as root:\n  {enroll}");
             Ok(())
@@ -438,6 +446,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 fn main() -> ExitCode {
     preflight_pki::install_crypto_provider();
     let cli = Cli::parse();
+    match preflight_render::Zone::choose(cli.tz.as_deref(), std::env::var("TZ").ok().as_deref()) {
+        Ok(z) => preflight_render::tz::set_display_zone(z),
+        Err(e) => {
+            eprintln!("error: --tz: {e}");
+            return ExitCode::from(2);
+        }
+    }
     let filter =
         tracing_subscriber::EnvFilter::try_from_env("PREFLIGHT_LOG").unwrap_or_else(|_| {
             tracing_subscriber::EnvFilter::new(if matches!(cli.cmd, Cmd::Serve(_)) {

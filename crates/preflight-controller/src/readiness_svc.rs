@@ -16,7 +16,7 @@ use preflight_core::readiness::{self, Finding};
 use preflight_core::role::Role;
 use preflight_core::workflow::PauseReason;
 use preflight_proto::v1 as pb;
-use preflight_store::sweeps::{FindingRecord, SweepRecord};
+use preflight_store::sweeps::{FindingRecord, ServerRecord, SweepContext, SweepRecord};
 use preflight_store::AgentRecord;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -159,6 +159,8 @@ struct ServerOutcome {
     /// The host holds the server's planned address (its interfaces or where it is dialled):
     /// only then do other agents connect to that address (paths) or probe from it (VIPs).
     holds_address: bool,
+    /// What the inventory showed, when the agent answered it (the report's server summary).
+    seen: Option<ServerRecord>,
 }
 
 /// A failed call that means the agent is gone (killed, network down), not that it refused.
@@ -225,12 +227,14 @@ impl ReadinessSvc {
         opts: &Opts,
     ) -> ServerOutcome {
         let s = &self.0;
+        let seen = std::sync::Mutex::new(None);
         let gone = |findings, msg: &str| {
             ServerOutcome {
                 findings,
                 agent: None,
                 held: HashMap::new(),
                 holds_address: false,
+                seen: seen.lock().ok().and_then(|mut x| x.take()),
             }
             .lost(plan, server, opts, msg)
         };
@@ -250,6 +254,9 @@ impl ReadinessSvc {
             Err(e) => return gone(vec![], e.message()),
         };
         let t1 = s.now_ms();
+        if let Ok(mut x) = seen.lock() {
+            *x = Some(server_seen(server, &rec.id, &inv));
+        }
         let t = plan.thresholds_for(server);
         let mut out = vec![readiness::reachable(server, None)];
         let mut addrs: Vec<String> = inv
@@ -309,6 +316,7 @@ impl ReadinessSvc {
             agent: Some(rec.clone()),
             held,
             holds_address,
+            seen: seen.into_inner().ok().flatten(),
         }
     }
 
@@ -852,7 +860,6 @@ impl ReadinessSvc {
                 // From a member's agent (it is on the VIP's network), else any that answered;
                 // only from a host that holds its planned address in the VIP's network (the
                 // plan's bound on what agents probe).
-                let label = v.name.clone().unwrap_or_else(|| v.address.to_string());
                 let in_net = |i: usize| {
                     servers[i].holds_address
                         && preflight_core::plan::batch_networks(std::iter::once(sv(i).address))
@@ -1075,10 +1082,50 @@ fn one_reachable_each(all: Vec<Finding>) -> Vec<Finding> {
     out
 }
 
+/// Why a run is not the readiness when the workflow refused to record it (the English text
+/// carries the workflow's own reason).
+const NOT_ACCEPTED_ZH: &str =
+    "工作流未接受这次检查的记录，因此不计入批次的就绪结论；具体原因见英文报告（--lang en）";
+
+/// A planned server before any agent answered: the plan's facts only.
+fn server_planned(server: &Server) -> ServerRecord {
+    ServerRecord {
+        server: server.hostname.clone(),
+        address: server.address.to_string(),
+        role: server.role.clone(),
+        ..Default::default()
+    }
+}
+
+/// A planned server and what its agent's inventory showed.
+fn server_seen(server: &Server, agent: &str, inv: &pb::Inventory) -> ServerRecord {
+    let cpu = inv.cpu.clone().unwrap_or_default();
+    ServerRecord {
+        agent: agent.into(),
+        hostname: inv.hostname.clone(),
+        os: inv
+            .os
+            .as_ref()
+            .map(|o| o.pretty_name.clone())
+            .unwrap_or_default(),
+        kernel: inv.kernel.clone(),
+        cpu_model: cpu.model,
+        cpu_threads: cpu.threads,
+        memory_bytes: inv.memory.map(|m| m.total_bytes).unwrap_or_default(),
+        disks: inv
+            .disks
+            .iter()
+            .map(|d| (d.name.clone(), d.size_bytes, d.rotational))
+            .collect(),
+        ..server_planned(server)
+    }
+}
+
 /// Whether a finished run may be recorded as its batch's readiness: `Ok(true)` when a batch of
 /// that id exists with this very plan attached and the run left nothing out, `Ok(false)` when
 /// no batch of that id exists (a free label), else why not (shown with the report).
-async fn workflow_decision(s: &Shared, rec: &SweepRecord) -> Result<bool, String> {
+/// The reason comes in English and Chinese.
+async fn workflow_decision(s: &Shared, rec: &SweepRecord) -> Result<bool, (String, String)> {
     let attached = s
         .workflow
         .read(|w| {
@@ -1088,18 +1135,27 @@ async fn workflow_decision(s: &Shared, rec: &SweepRecord) -> Result<bool, String
         .await;
     match attached {
         None => Ok(false),
-        Some(None) => Err(format!(
+        Some(None) => Err((format!(
             "batch {} has no plan attached, so the run is not recorded as its readiness; attach one with `preflight plan attach {} PLAN_FILE`",
             rec.batch, rec.batch
-        )),
-        Some(Some(d)) if d != rec.plan_digest => Err(format!(
+        ), format!(
+            "批次 {} 尚未挂接部署方案，本次检查不计入其就绪结论；请先用 `preflight plan attach {} 方案文件` 挂接方案",
+            rec.batch, rec.batch
+        ))),
+        Some(Some(d)) if d != rec.plan_digest => Err((format!(
             "the run checked another plan than the one attached to batch {}, so it is not recorded as the batch's readiness; sweep without --plan to check the attached plan",
             rec.batch
-        )),
-        Some(Some(_)) if !rec.skipped.is_empty() => Err(format!(
+        ), format!(
+            "本次检查的方案与批次 {} 已挂接的方案不同，不计入其就绪结论；去掉 --plan 重新检查即可检查已挂接的方案",
+            rec.batch
+        ))),
+        Some(Some(_)) if !rec.skipped.is_empty() => Err((format!(
             "checks were skipped: {}, not recorded as the batch's readiness; sweep again without --skip for the confirm_plan gate",
             rec.skipped.join(", ")
-        )),
+        ), format!(
+            "跳过了检查项 {}，不计入批次的就绪结论；去掉 --skip 重新检查，才能满足方案确认（confirm_plan）关口",
+            rec.skipped.join("、")
+        ))),
         Some(Some(_)) => Ok(true),
     }
 }
@@ -1231,6 +1287,40 @@ pub(crate) fn to_pb(r: &SweepRecord, with_findings: bool) -> pb::SweepReport {
         },
         skipped: r.skipped.clone(),
         not_recorded: r.not_recorded.clone(),
+        project: r.context.project.clone(),
+        started_by: r.context.started_by.clone(),
+        started_by_role: r.context.started_by_role.clone(),
+        recorded: r.context.recorded,
+        not_recorded_zh: r.context.not_recorded_zh.clone(),
+        servers: if with_findings {
+            r.context
+                .servers
+                .iter()
+                .map(|v| pb::SweepServer {
+                    server: v.server.clone(),
+                    address: v.address.clone(),
+                    role: v.role.clone(),
+                    agent: v.agent.clone(),
+                    hostname: v.hostname.clone(),
+                    os: v.os.clone(),
+                    kernel: v.kernel.clone(),
+                    cpu_model: v.cpu_model.clone(),
+                    cpu_threads: v.cpu_threads,
+                    memory_bytes: v.memory_bytes,
+                    disks: v
+                        .disks
+                        .iter()
+                        .map(|(name, size, rot)| pb::SweepDisk {
+                            name: name.clone(),
+                            size_bytes: *size,
+                            rotational: *rot,
+                        })
+                        .collect(),
+                })
+                .collect()
+        } else {
+            vec![]
+        },
     }
 }
 
@@ -1301,7 +1391,7 @@ impl pb::readiness_server::Readiness for ReadinessSvc {
         &self,
         req: Request<pb::RunSweepRequest>,
     ) -> Result<Response<Self::RunSweepStream>, Status> {
-        let (user, role) = authorize(&self.0, &req, allowed("RunSweep"))?;
+        let (caller, caller_role) = authorize(&self.0, &req, allowed("RunSweep"))?;
         let r = req.into_inner();
         if !valid_label(&r.batch) {
             return Err(Status::invalid_argument(format!(
@@ -1354,7 +1444,7 @@ impl pb::readiness_server::Readiness for ReadinessSvc {
                 let lines: Vec<String> = e.to_string().lines().take(20).map(String::from).collect();
                 Status::invalid_argument(format!("plan_toml is invalid:\n{}", lines.join("\n")))
             })?;
-            plan_file_allowed(&self.0, &r.batch, &p, role).await?;
+            plan_file_allowed(&self.0, &r.batch, &p, caller_role).await?;
             p
         };
         let s = self.0.clone();
@@ -1371,9 +1461,22 @@ impl pb::readiness_server::Readiness for ReadinessSvc {
             findings: vec![],
             skipped: opts.skip.iter().cloned().collect(),
             not_recorded: String::new(),
+            context: SweepContext {
+                project: s
+                    .workflow
+                    .read(|w| w.batch(&r.batch).map(|b| b.project.clone()))
+                    .await
+                    .or_else(|| plan.batch.project.clone())
+                    .unwrap_or_default(),
+                started_by: caller.name.clone(),
+                started_by_role: caller_role.as_str().into(),
+                recorded: false,
+                not_recorded_zh: String::new(),
+                servers: plan.servers.iter().map(server_planned).collect(),
+            },
         };
         s.store.put_sweep(&rec).map_err(store_status)?;
-        tracing::info!(run_id, batch = %rec.batch, servers = plan.servers.len(), by = %user.name, "sweep started");
+        tracing::info!(run_id, batch = %rec.batch, servers = plan.servers.len(), by = %caller.name, "sweep started");
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         let conc = if r.concurrency == 0 {
             32
@@ -1439,7 +1542,9 @@ impl pb::readiness_server::Readiness for ReadinessSvc {
                     progress(plan.servers[i].hostname.clone()).await;
                 }
                 drop(results);
-                let outcomes: Vec<ServerOutcome> = outcomes.into_iter().flatten().collect();
+                let mut outcomes: Vec<ServerOutcome> = outcomes.into_iter().flatten().collect();
+                let seen: Vec<Option<ServerRecord>> =
+                    outcomes.iter_mut().map(|o| o.seen.take()).collect();
                 // Phase 2: between servers. Paths into different destinations side by side;
                 // bandwidth pairs and virtual IPs one at a time, so tests do not share a link.
                 let mut net: Vec<Vec<Finding>> = Vec::new();
@@ -1467,7 +1572,10 @@ impl pb::readiness_server::Readiness for ReadinessSvc {
                 let mut per_server: Vec<Vec<Finding>> =
                     outcomes.into_iter().map(|o| o.findings).collect();
                 per_server.extend(net);
-                one_reachable_each(per_server.into_iter().flatten().collect())
+                (
+                    one_reachable_each(per_server.into_iter().flatten().collect()),
+                    seen,
+                )
             };
             // A cancel drops the work: every agent call in flight is cancelled with it (the
             // agents stop their benchmarks, probe listeners are closed), nothing is judged.
@@ -1498,7 +1606,14 @@ impl pb::readiness_server::Readiness for ReadinessSvc {
                 ev
             };
             let all = match outcome {
-                Ok(all) => all,
+                Ok((all, seen)) => {
+                    for (slot, seen) in rec.context.servers.iter_mut().zip(seen) {
+                        if let Some(seen) = seen {
+                            *slot = seen;
+                        }
+                    }
+                    all
+                }
                 Err(who) => {
                     rec.finished_at_ms = svc.0.now_ms();
                     rec.state = "cancelled".into();
@@ -1519,10 +1634,13 @@ impl pb::readiness_server::Readiness for ReadinessSvc {
             rec.finished_at_ms = svc.0.now_ms();
             rec.state = "finished".into();
             let decision = workflow_decision(&svc.0, &rec).await;
-            if let Err(why) = &decision {
+            if let Err((why, why_zh)) = &decision {
                 tracing::info!(batch = %rec.batch, %why, "sweep not recorded in the workflow");
                 rec.not_recorded = why.clone();
+                rec.context.not_recorded_zh = why_zh.clone();
             }
+            // Stored as recorded before the workflow has it; a refusal rewrites both below.
+            rec.context.recorded = decision == Ok(true);
             if let Err(e) = svc.0.store.put_sweep(&rec) {
                 tracing::error!(run_id, error = %e, "cannot store the sweep");
                 drop(slot);
@@ -1538,8 +1656,12 @@ impl pb::readiness_server::Readiness for ReadinessSvc {
             );
             if decision == Ok(true) {
                 if let Some(why) = record_in_workflow(&svc.0, &rec, &all).await {
+                    rec.context.recorded = false;
+                    report.recorded = false;
                     // The stored run must not pass for the batch's readiness either.
                     rec.not_recorded = why.clone();
+                    rec.context.not_recorded_zh = NOT_ACCEPTED_ZH.into();
+                    report.not_recorded_zh = NOT_ACCEPTED_ZH.into();
                     if let Err(e) = svc.0.store.put_sweep(&rec) {
                         tracing::error!(run_id, error = %e, "cannot store why the sweep was not recorded");
                     }
@@ -1668,7 +1790,32 @@ impl pb::readiness_server::Readiness for ReadinessSvc {
         };
         let rec = rec
             .ok_or_else(|| Status::not_found("no such sweep run: `preflight sweeps` lists them"))?;
-        Ok(Response::new(to_pb(&rec, true)))
+        let mut report = to_pb(&rec, true);
+        // Whether it counts now is the workflow's fact: a later run may have replaced it.
+        let current = self
+            .0
+            .workflow
+            .read(|w| {
+                w.batch(&rec.batch)
+                    .and_then(|b| b.readiness.as_ref().map(|x| x.run_id.clone()))
+            })
+            .await;
+        match current {
+            Some(id) if id == rec.run_id.to_string() => report.recorded = true,
+            Some(id) if rec.context.recorded => {
+                report.recorded = false;
+                report.not_recorded = format!(
+                    "run {id} replaced this run as the readiness of batch {}",
+                    rec.batch
+                );
+                report.not_recorded_zh = format!(
+                    "第 {id} 次运行已取代本次，成为批次 {} 的就绪结论",
+                    rec.batch
+                );
+            }
+            _ => report.recorded = false,
+        }
+        Ok(Response::new(report))
     }
 }
 
@@ -1829,6 +1976,7 @@ ports = "{ports}"
             agent: None,
             held: HashMap::new(),
             holds_address: false,
+            seen: None,
         }
         .lost(&p, s, &opts(), "connection refused");
         let checks: Vec<&str> = o.findings.iter().map(|f| f.check.as_str()).collect();

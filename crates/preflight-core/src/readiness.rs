@@ -164,7 +164,7 @@ pub fn identity(server: &Server, hostname: &str, addresses: &[String]) -> Findin
     match (has_addr, same_name) {
         (true, true) => f.says(
             format!("{hostname} has {addr}, as planned"),
-            format!("{hostname} 配置了 {addr}，与规划一致"),
+            format!("{hostname} 已配置地址 {addr}，与规划一致"),
         ),
         (false, _) => {
             let name = if same_name {
@@ -183,7 +183,7 @@ pub fn identity(server: &Server, hostname: &str, addresses: &[String]) -> Findin
                     addresses.join(", ")
                 ),
                 format!(
-                    "{planned} 对应的主机没有规划地址 {addr}（实际为 {}）{name_zh}",
+                    "规划为 {planned} 的服务器未配置地址 {addr}（实际地址：{}）{name_zh}",
                     addresses.join(", ")
                 ),
             )
@@ -197,7 +197,7 @@ pub fn identity(server: &Server, hostname: &str, addresses: &[String]) -> Findin
         (true, false) => f
             .says(
                 format!("planned hostname {planned:?}, the host at {addr} reports {hostname:?}"),
-                format!("规划主机名 {planned:?}，{addr} 上的主机报告 {hostname:?}"),
+                format!("{addr} 的主机名是“{hostname}”，规划中为“{planned}”"),
             )
             .fail(
                 Verdict::Soft,
@@ -215,7 +215,7 @@ pub fn capacity(server: &Server, t: &Thresholds, cores: u64, memory_bytes: u64) 
     let f = Finding::new(server, "cores", PauseReason::Planning)
         .says(
             format!("{cores} cores (minimum {})", t.min_cores),
-            format!("{cores} 核（最低 {}）", t.min_cores),
+            format!("CPU {cores} 核（要求至少 {} 核）", t.min_cores),
         )
         .figures(cores, t.min_cores, "cores");
     out.push(if cores < t.min_cores {
@@ -231,7 +231,7 @@ pub fn capacity(server: &Server, t: &Thresholds, cores: u64, memory_bytes: u64) 
     let f = Finding::new(server, "memory", PauseReason::Planning)
         .says(
             format!("{mib} MiB memory (minimum {})", t.min_memory_mib),
-            format!("内存 {mib} MiB（最低 {}）", t.min_memory_mib),
+            format!("内存 {mib} MiB（要求至少 {} MiB）", t.min_memory_mib),
         )
         .figures(mib, t.min_memory_mib, "mib");
     out.push(if mib < t.min_memory_mib {
@@ -272,7 +272,10 @@ pub fn disk_free(server: &Server, t: &Thresholds, dir: &str, free_bytes: Option<
             let f = f
                 .says(
                     format!("{gib} GiB free on {dir} (minimum {})", t.min_free_disk_gib),
-                    format!("{dir} 可用 {gib} GiB（最低 {}）", t.min_free_disk_gib),
+                    format!(
+                        "{dir} 可用空间 {gib} GiB（要求至少 {} GiB）",
+                        t.min_free_disk_gib
+                    ),
                 )
                 .figures(gib, t.min_free_disk_gib, "gib");
             if gib < t.min_free_disk_gib {
@@ -280,7 +283,7 @@ pub fn disk_free(server: &Server, t: &Thresholds, dir: &str, free_bytes: Option<
                     Verdict::Hard,
                     Party::Customer,
                     "free or add disk space for the data directory",
-                    "为数据目录清理或扩容磁盘",
+                    "清理数据目录所在的磁盘，或为其扩容",
                 )
             } else {
                 f
@@ -361,7 +364,7 @@ pub fn clock(server: &Server, t: &Thresholds, offset_ms: i64, synchronized: bool
                 }
             ),
             format!(
-                "时钟偏差 {offset_ms} ms（最大 {}），{}",
+                "时钟偏差 {offset_ms} ms（允许最大 {} ms），{}",
                 t.max_clock_skew_ms,
                 if synchronized {
                     "已同步"
@@ -447,25 +450,26 @@ pub fn path(
         PauseReason::NetworkPorts,
     );
     let dst = format!("{} ({}:{port})", to.hostname, to.address);
+    let dst_zh = format!("{}（{}:{port}）", to.hostname, to.address);
     match (outcome, held_by) {
         ("verified", _) => f.says(
             format!("reaches {dst}"),
-            format!("可以访问 {dst}"),
+            format!("可以连通 {dst_zh}"),
         ),
         ("open", Some(h)) => f.says(
             format!("reaches {dst} (the port is held by {h}: see the port check)"),
-            format!("可以访问 {dst}（端口被 {h} 占用：见端口检查）"),
+            format!("可以连通 {dst_zh}，端口被 {h} 占用（见端口检查）"),
         ),
         ("open", None) => f
             .says(
                 format!("{dst}: something else answered in place of the probe listener ({detail})"),
-                format!("{dst}：应答的不是探测监听（{detail}）"),
+                format!("{dst_zh}：应答方不是探测监听程序（{detail}）"),
             )
             .fail(
                 Verdict::Hard,
                 Party::Customer,
                 "a device or proxy between the servers intercepts the connection: have the site's network team let it through unchanged",
-                "服务器之间的设备或代理截获了连接：请现场网络人员放行且不做改写",
+                "服务器之间的网络设备或代理截获了连接：请现场网络人员直接放行，不要代理或改写该连接",
             ),
         _ => {
             let why = match outcome {
@@ -475,21 +479,22 @@ pub fn path(
                 _ => "the probe failed",
             };
             let why_zh = match outcome {
-                "refused" => "连接被拒绝（防火墙拒绝）",
+                "refused" => "连接被拒绝（被防火墙拒绝）",
                 "filtered" => "无应答（被防火墙或安全组过滤）",
                 "unreachable" => "网络不可达（无路由）",
                 _ => "探测失败",
             };
             let d = if detail.is_empty() { String::new() } else { format!(": {detail}") };
+            let d_zh = if detail.is_empty() { String::new() } else { format!("（{detail}）") };
             f.says(
                 format!("cannot reach {dst}: {why}{d}"),
-                format!("无法访问 {dst}：{why_zh}{d}"),
+                format!("无法连通 {dst_zh}：{why_zh}{d_zh}"),
             )
             .fail(
                 Verdict::Hard,
                 Party::Customer,
                 &format!("open tcp port {port} from {} to {} in every firewall and security group between them", from.address, to.address),
-                &format!("在两者之间的所有防火墙和安全组中放通 {} 到 {} 的 tcp 端口 {port}", from.address, to.address),
+                &format!("在两者之间的所有防火墙和安全组中放通 {} 到 {} 的 TCP 端口 {port}", from.address, to.address),
             )
         }
     }
@@ -514,7 +519,7 @@ pub fn bandwidth(from: &Server, to: &Server, t: &Thresholds, mbit: Result<f64, &
                 Verdict::Soft,
                 Party::Customer,
                 "let the agents' bandwidth test through between the servers, then sweep again",
-                "放通服务器之间代理的带宽测试连接，然后重新检查",
+                "放通两台服务器上代理之间的带宽测试连接，然后重新检查",
             ),
         Ok(m) => {
             let v = m.round().max(0.0) as u64;
@@ -655,13 +660,13 @@ pub fn vip(label: &str, address: &str, answers: &[(u16, String)]) -> Finding {
     } else if refused {
         f.says(
             format!("{address} refuses connections: a host already holds the address"),
-            format!("{address} 拒绝连接：已有主机持有该地址"),
+            format!("{address} 拒绝连接：已有主机配置了该地址"),
         )
         .fail(
             Verdict::Soft,
             Party::Customer,
             "make sure no other host holds the virtual IP before the deployment",
-            "部署前确认没有其他主机持有该虚拟 IP",
+            "部署前确认没有其他主机占用该虚拟 IP",
         )
     } else {
         f.says(
@@ -683,7 +688,7 @@ pub fn unchecked(
     Finding::labelled(label, check, reason)
         .says(
             format!("could not be checked: the agent refused the sweep's request: {error}"),
-            format!("无法检查：代理拒绝了检查请求：{error}"),
+            format!("无法检查：代理拒绝了检查请求（{error}）"),
         )
         .fail(
             Verdict::Hard,
@@ -739,6 +744,51 @@ mod tests {
             apps: vec![],
             data_dirs: vec!["/data".into()],
         }
+    }
+
+    #[test]
+    fn chinese_findings_read_naturally() {
+        // An address is configured (配置) or taken (占用) on a host, never "held".
+        let source = include_str!("readiness.rs");
+        let held = ['持', '有'].iter().collect::<String>();
+        assert!(
+            !source.contains(&held),
+            "readiness.rs still says an address is held"
+        );
+        let v = vip("portal-vip", "10.0.0.100", &[(443, "refused".into())]);
+        assert!(
+            v.message_zh.contains("已有主机配置了该地址"),
+            "{}",
+            v.message_zh
+        );
+        assert!(v.fix_zh.contains("占用"), "{}", v.fix_zh);
+        let t = Thresholds::default();
+        let c = capacity(&server(), &t, 1, 64 << 20);
+        assert!(
+            c[0].message_zh.starts_with("CPU 1 核（要求至少"),
+            "{}",
+            c[0].message_zh
+        );
+        assert!(
+            c[1].message_zh.contains("MiB（要求至少") && c[1].message_zh.ends_with("MiB）"),
+            "{}",
+            c[1].message_zh
+        );
+        // A detail from the network is set off in Chinese brackets, not after an English colon.
+        let p = path(
+            &server(),
+            &server(),
+            5432,
+            "refused",
+            "connect: ECONNREFUSED",
+            None,
+        );
+        assert!(
+            p.message_zh.contains("（connect: ECONNREFUSED）")
+                && !p.message_zh.contains("拒绝）: "),
+            "{}",
+            p.message_zh
+        );
     }
 
     #[test]

@@ -3,14 +3,29 @@
 //! `preflight inventory AGENT` from the office. Pure: values in, text out.
 
 pub mod bench;
+pub mod tz;
+
+pub use tz::{time, Zone};
 
 use preflight_core::timefmt;
 use preflight_proto::v1 as pb;
 
-/// A left-aligned text table with a header row.
+/// A left-aligned text table with a header row. Columns are aligned by display width, so a
+/// Chinese character (two columns on a terminal) does not push the next column out.
 pub struct Table {
     header: Vec<String>,
     rows: Vec<Vec<String>>,
+}
+
+/// Display width of a cell on a terminal (CJK characters take two columns).
+pub fn width(s: &str) -> usize {
+    unicode_width::UnicodeWidthStr::width(s)
+}
+
+/// A cell as printed: the one place every cell's text passes through before it is measured
+/// and written (so an escape for control characters applies to all tables at once).
+fn shown(c: &str) -> String {
+    c.replace(['\n', '\r', '\t'], " ")
 }
 
 impl Table {
@@ -30,31 +45,122 @@ impl Table {
     /// Renders with two spaces between columns.
     pub fn render(&self) -> String {
         let n = self.header.len();
-        let mut w: Vec<usize> = self.header.iter().map(|h| h.chars().count()).collect();
-        for r in &self.rows {
-            for (i, c) in r.iter().enumerate().take(n) {
-                w[i] = w[i].max(c.chars().count());
+        let cells = |r: &[String]| -> Vec<String> { r.iter().take(n).map(|c| shown(c)).collect() };
+        let header = cells(&self.header);
+        let rows: Vec<Vec<String>> = self.rows.iter().map(|r| cells(r)).collect();
+        let mut w: Vec<usize> = header.iter().map(|h| width(h)).collect();
+        for r in &rows {
+            for (i, c) in r.iter().enumerate() {
+                w[i] = w[i].max(width(c));
             }
         }
         let mut out = String::new();
         let mut line = |cells: &[String]| {
             let mut l = String::new();
-            for (i, width) in w.iter().enumerate() {
+            for (i, wi) in w.iter().enumerate() {
                 let c = cells.get(i).map(String::as_str).unwrap_or("");
                 l.push_str(c);
                 if i + 1 < n {
-                    l.push_str(&" ".repeat(width - c.chars().count() + 2));
+                    l.push_str(&" ".repeat(wi - width(c) + 2));
                 }
             }
             out.push_str(l.trim_end());
             out.push('\n');
         };
-        line(&self.header);
-        for r in &self.rows {
+        line(&header);
+        for r in &rows {
             line(r);
         }
         out
     }
+}
+
+/// `s` padded with spaces to `w` display columns (for fixed-width lines outside a [`Table`]).
+pub fn pad(s: &str, w: usize) -> String {
+    let mut o = s.to_string();
+    o.push_str(&" ".repeat(w.saturating_sub(width(s))));
+    o
+}
+
+/// Language of human output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Lang {
+    /// English.
+    #[default]
+    En,
+    /// Chinese (中文).
+    Zh,
+}
+
+impl Lang {
+    /// `Lang::Zh` for `true`.
+    pub fn from_zh(zh: bool) -> Lang {
+        if zh {
+            Lang::Zh
+        } else {
+            Lang::En
+        }
+    }
+
+    /// The text for this language.
+    pub fn pick<'a>(self, en: &'a str, zh: &'a str) -> &'a str {
+        match self {
+            Lang::En => en,
+            Lang::Zh => zh,
+        }
+    }
+}
+
+/// A verdict (`pass`, `soft`, `hard`) as shown.
+pub fn verdict_word(v: &str, lang: Lang) -> String {
+    match (v, lang) {
+        ("pass", Lang::Zh) => "通过".into(),
+        ("soft", Lang::Zh) => "风险".into(),
+        ("hard", Lang::Zh) => "阻塞".into(),
+        ("not_checked", Lang::Zh) => "未检查".into(),
+        (v, _) => v.into(),
+    }
+}
+
+/// A hardening status (`non_compliant`) as shown.
+pub fn status_word(st: &str, lang: Lang) -> String {
+    match (st, lang) {
+        ("compliant", Lang::Zh) => "符合".into(),
+        ("non_compliant", Lang::Zh) => "不符合".into(),
+        ("not_applicable", Lang::Zh) => "不适用".into(),
+        ("unknown", Lang::Zh) => "无法判定".into(),
+        (st, _) => st.into(),
+    }
+}
+
+/// A party id (`integrator`) as shown: the id in English, the Chinese name in Chinese.
+pub fn party_word(p: &str, lang: Lang) -> String {
+    match (lang, p.parse::<preflight_core::workflow::Party>()) {
+        (Lang::Zh, Ok(party)) => party.zh().into(),
+        _ => p.into(),
+    }
+}
+
+/// A role id (`integrator`) as shown.
+pub fn role_word(r: &str, lang: Lang) -> String {
+    if lang == Lang::En {
+        return r.into();
+    }
+    match r {
+        "admin" => "管理员",
+        "dispatcher" => "调度",
+        "project" => "项目组",
+        "integrator" => "集成开发",
+        "deployer" => "部署人员",
+        "perf_checker" => "性能检测人员",
+        "reviewer" => "评审人员",
+        "delivery_lead" => "交付负责人",
+        "gd" => "GD",
+        "auditor" => "审计人员",
+        "system" => "系统",
+        other => other,
+    }
+    .into()
 }
 
 /// Bytes in binary units: `512 B`, `3.2 GiB`.
@@ -367,59 +473,245 @@ pub fn bandwidth(r: &pb::BandwidthResponse) -> String {
     out
 }
 
-/// A sweep report for people: summary, then failures grouped by who must fix them, then every
-/// check. `zh` picks the Chinese messages.
+/// A sweep report for people (see [`sweep_in`]), times in the display zone.
 pub fn sweep(r: &pb::SweepReport, zh: bool) -> String {
-    let mut s = format!(
-        "sweep run {} of batch {} — {} (plan {})\n{} passed, {} soft failures (risks), {} hard failures\n",
-        r.run_id,
-        r.batch,
-        r.state,
-        &r.plan_digest[..r.plan_digest.len().min(12)],
-        r.passed,
-        r.soft,
-        r.hard
+    sweep_in(r, Lang::from_zh(zh), &tz::display_zone())
+}
+
+/// Whether the run counts as the batch's readiness, and why, as one sentence.
+fn counts(r: &pb::SweepReport, lang: Lang) -> String {
+    if r.recorded {
+        return match lang {
+            Lang::En => format!(
+                "yes: the readiness of batch {} (the attached plan, every check ran)",
+                r.batch
+            ),
+            Lang::Zh => format!(
+                "是：批次 {} 的就绪结论（检查的是已挂接的方案，所有检查项都已执行）",
+                r.batch
+            ),
+        };
+    }
+    if r.state == "running" {
+        return lang
+            .pick("not yet: the run is still going", "尚未：检查仍在进行")
+            .into();
+    }
+    if r.state != "finished" {
+        return match lang {
+            Lang::En => format!("no: the run ended {}", r.state),
+            Lang::Zh => format!("否：检查未正常结束（{}）", state_word(&r.state, lang)),
+        };
+    }
+    match lang {
+        Lang::En if !r.not_recorded.is_empty() => format!("no: {}", r.not_recorded),
+        Lang::Zh if !r.not_recorded_zh.is_empty() => format!("否：{}", r.not_recorded_zh),
+        Lang::Zh if !r.not_recorded.is_empty() => "否：原因见英文报告（--lang en）".into(),
+        Lang::En => format!(
+            "no: there is no workflow batch {}, the run is a free-standing check",
+            r.batch
+        ),
+        Lang::Zh => format!("否：不存在批次 {}，本次为独立检查", r.batch),
+    }
+}
+
+/// A run state as shown.
+fn state_word(s: &str, lang: Lang) -> String {
+    match (s, lang) {
+        ("finished", Lang::Zh) => "已完成".into(),
+        ("running", Lang::Zh) => "进行中".into(),
+        ("interrupted", Lang::Zh) => "已中断".into(),
+        ("cancelled", Lang::Zh) => "已取消".into(),
+        (s, _) => s.into(),
+    }
+}
+
+/// The first screen of a report: what was checked, when, by whom, whether it counts.
+fn first_screen(r: &pb::SweepReport, lang: Lang, zone: &Zone) -> Vec<(String, String)> {
+    let mut kv: Vec<(String, String)> = Vec::new();
+    let mut add = |en: &str, zh: &str, v: String| kv.push((lang.pick(en, zh).into(), v));
+    if !r.project.is_empty() {
+        add("project", "项目", r.project.clone());
+    }
+    add("batch", "批次", r.batch.clone());
+    add(
+        "run",
+        "运行编号",
+        match lang {
+            Lang::En => format!("{} ({})", r.run_id, r.state),
+            Lang::Zh => format!("{}（{}）", r.run_id, state_word(&r.state, lang)),
+        },
+    );
+    add("plan", "部署方案", r.plan_digest.clone());
+    if r.started_at_ms > 0 {
+        let mut t = zone.show_both(r.started_at_ms);
+        if r.finished_at_ms >= r.started_at_ms {
+            let secs = (r.finished_at_ms - r.started_at_ms) / 1000;
+            t.push_str(&match lang {
+                Lang::En => format!(", took {}", timefmt::ago(secs)),
+                Lang::Zh => format!("，耗时 {}", timefmt::ago(secs)),
+            });
+        }
+        add("time", "时间", t);
+    }
+    if !r.started_by.is_empty() {
+        add(
+            "run by",
+            "执行人",
+            match lang {
+                Lang::En => format!("{} ({})", r.started_by, r.started_by_role),
+                Lang::Zh => format!(
+                    "{}（{}）",
+                    r.started_by,
+                    role_word(&r.started_by_role, lang)
+                ),
+            },
+        );
+    }
+    add("readiness", "就绪结论", counts(r, lang));
+    add(
+        "result",
+        "结果",
+        match lang {
+            Lang::En => format!(
+                "{} passed, {} soft failures (risks), {} hard failures",
+                r.passed, r.soft, r.hard
+            ),
+            Lang::Zh => format!(
+                "{} 项通过，{} 项风险（软性不通过），{} 项阻塞（硬性不通过）",
+                r.passed, r.soft, r.hard
+            ),
+        },
     );
     if !r.skipped.is_empty() {
-        s.push_str(&format!("left out: {}\n", r.skipped.join(", ")));
+        add("left out", "未检查", r.skipped.join(lang.pick(", ", "、")));
+    }
+    kv
+}
+
+/// A sweep report for people: the first screen (project, batch, plan, time in UTC and the
+/// display zone, who ran it, whether it counts as the batch's readiness and why), the
+/// failures grouped by the party that must fix them with their fixes, a per-server summary,
+/// then every check (pass rows name no party).
+pub fn sweep_in(r: &pb::SweepReport, lang: Lang, zone: &Zone) -> String {
+    let mut s = String::new();
+    s.push_str(&match lang {
+        Lang::En => format!("Readiness report — batch {}\n", r.batch),
+        Lang::Zh => format!("就绪检查报告 — 批次 {}\n", r.batch),
+    });
+    let kv = first_screen(r, lang, zone);
+    let kw = kv.iter().map(|(k, _)| width(k)).max().unwrap_or(0);
+    for (k, v) in &kv {
+        s.push_str(&format!("  {}  {v}\n", pad(k, kw)));
     }
     let failing: Vec<&pb::SweepFinding> =
         r.findings.iter().filter(|f| f.verdict != "pass").collect();
     if !failing.is_empty() {
+        s.push_str(lang.pick(
+            "\nTo fix, by party (hard failures block the batch; soft ones are risks to list)\n",
+            "\n待处理问题（按责任方；阻塞项必须解决，风险项需登记为风险）\n",
+        ));
         let mut parties: Vec<&str> = failing.iter().map(|f| f.party.as_str()).collect();
         parties.sort();
         parties.dedup();
         for p in parties {
-            s.push_str(&format!("\nto fix by {p}:\n"));
-            for f in failing.iter().filter(|f| f.party == p) {
-                let (m, fix) = if zh {
-                    (&f.message_zh, &f.fix_zh)
-                } else {
-                    (&f.message, &f.fix)
+            s.push_str(&format!("\n  {}:\n", party_word(p, lang)));
+            let mut of: Vec<&&pb::SweepFinding> = failing.iter().filter(|f| f.party == p).collect();
+            // Hard before soft, then as the run found them.
+            of.sort_by_key(|f| f.verdict != "hard");
+            for f in of {
+                let (m, fix) = match lang {
+                    Lang::En => (&f.message, &f.fix),
+                    Lang::Zh => (&f.message_zh, &f.fix_zh),
+                };
+                let tag = match lang {
+                    Lang::En => f.verdict.to_uppercase(),
+                    Lang::Zh => verdict_word(&f.verdict, lang),
                 };
                 s.push_str(&format!(
-                    "  [{}] {} {}: {m}\n        → {fix}\n",
-                    f.verdict.to_uppercase(),
-                    f.server,
-                    f.check
+                    "    [{tag}] {} {}: {m}\n      → {fix}\n",
+                    f.server, f.check
                 ));
             }
         }
     }
-    let mut t = Table::new(&["SERVER", "CHECK", "VERDICT", "DETAIL"]);
+    if !r.servers.is_empty() {
+        s.push_str(lang.pick("\nServers\n", "\n服务器\n"));
+        let mut t = Table::new(&[
+            lang.pick("SERVER", "服务器"),
+            lang.pick("ADDRESS", "地址"),
+            lang.pick("ROLE", "角色"),
+            lang.pick("OS", "操作系统"),
+            lang.pick("CPU", "CPU"),
+            lang.pick("MEMORY", "内存"),
+            lang.pick("DISKS", "磁盘"),
+        ]);
+        for v in &r.servers {
+            let answered = !v.agent.is_empty();
+            let dash = || "-".to_string();
+            t.row(vec![
+                v.server.clone(),
+                v.address.clone(),
+                v.role.clone(),
+                if answered {
+                    v.os.clone()
+                } else {
+                    lang.pick("(agent did not answer)", "（代理未响应）").into()
+                },
+                if answered {
+                    match lang {
+                        Lang::En => format!("{} threads", v.cpu_threads),
+                        Lang::Zh => format!("{} 线程", v.cpu_threads),
+                    }
+                } else {
+                    dash()
+                },
+                if answered {
+                    bytes(v.memory_bytes)
+                } else {
+                    dash()
+                },
+                if answered {
+                    v.disks
+                        .iter()
+                        .map(|d| {
+                            format!(
+                                "{} {} {}",
+                                d.name,
+                                bytes(d.size_bytes),
+                                if d.rotational { "hdd" } else { "ssd" }
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                } else {
+                    dash()
+                },
+            ]);
+        }
+        s.push_str(&t.render());
+    }
+    s.push_str(lang.pick("\nAll checks\n", "\n全部检查项\n"));
+    let mut t = Table::new(&[
+        lang.pick("SERVER", "服务器"),
+        lang.pick("CHECK", "检查项"),
+        lang.pick("VERDICT", "结论"),
+        lang.pick("PARTY", "责任方"),
+        lang.pick("DETAIL", "详情"),
+    ]);
     for f in &r.findings {
         t.row(vec![
             f.server.clone(),
             f.check.clone(),
-            f.verdict.clone(),
-            if zh {
-                f.message_zh.clone()
+            verdict_word(&f.verdict, lang),
+            if f.verdict == "pass" {
+                String::new()
             } else {
-                f.message.clone()
+                party_word(&f.party, lang)
             },
+            lang.pick(&f.message, &f.message_zh).to_string(),
         ]);
     }
-    s.push('\n');
     s.push_str(&t.render());
     s
 }
@@ -431,14 +723,98 @@ fn esc(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// A sweep report as one self-contained HTML page (no external resources), bilingual.
+/// A sweep report as one self-contained HTML page (no external resources), bilingual, times
+/// in UTC and the display zone.
 pub fn sweep_html(r: &pb::SweepReport) -> String {
+    sweep_html_in(r, &tz::display_zone())
+}
+
+/// [`sweep_html`] with the zone given. The page opens with the same first screen as the text
+/// report, then the blockers by party with their fixes, the servers, the matrices and bars,
+/// and every check (pass rows name no party).
+pub fn sweep_html_in(r: &pb::SweepReport, zone: &Zone) -> String {
     let mut rows = String::new();
     for f in &r.findings {
+        let party = if f.verdict == "pass" {
+            String::new()
+        } else {
+            format!(
+                "{}<br><span class=zh>{}</span>",
+                esc(&f.party),
+                esc(&party_word(&f.party, Lang::Zh))
+            )
+        };
+        let fix = if f.verdict == "pass" {
+            String::new()
+        } else {
+            format!(
+                "{}<br><span class=zh>{}</span>",
+                esc(&f.fix),
+                esc(&f.fix_zh)
+            )
+        };
         rows.push_str(&format!(
-            "<tr class=\"{v}\"><td>{}</td><td>{}</td><td>{v}</td><td>{}<br><span class=zh>{}</span></td><td>{}</td><td>{}<br><span class=zh>{}</span></td></tr>\n",
-            esc(&f.server), esc(&f.check), esc(&f.message), esc(&f.message_zh), esc(&f.party), esc(&f.fix), esc(&f.fix_zh), v = esc(&f.verdict)
+            "<tr class=\"{v}\"><td>{}</td><td>{}</td><td>{v} {vz}</td><td>{}<br><span class=zh>{}</span></td><td>{party}</td><td>{fix}</td></tr>\n",
+            esc(&f.server), esc(&f.check), esc(&f.message), esc(&f.message_zh), v = esc(&f.verdict), vz = esc(&verdict_word(&f.verdict, Lang::Zh))
         ));
+    }
+    let en = first_screen(r, Lang::En, zone);
+    let zh = first_screen(r, Lang::Zh, zone);
+    let mut head = String::from("<table class=first>");
+    for ((k, v), (kz, vz)) in en.iter().zip(zh.iter()) {
+        if v == vz {
+            head.push_str(&format!(
+                "<tr><th>{} {}</th><td>{}</td></tr>",
+                esc(k),
+                esc(kz),
+                esc(v)
+            ));
+        } else {
+            head.push_str(&format!(
+                "<tr><th>{} {}</th><td>{}<br><span class=zh>{}</span></td></tr>",
+                esc(k),
+                esc(kz),
+                esc(v),
+                esc(vz)
+            ));
+        }
+    }
+    head.push_str(&format!(
+        "</table>\n<p>{} passed 通过 · {} risks 风险 · {} blocking 阻塞</p>\n",
+        r.passed, r.soft, r.hard
+    ));
+    let mut blockers = String::new();
+    let failing: Vec<&pb::SweepFinding> =
+        r.findings.iter().filter(|f| f.verdict != "pass").collect();
+    if !failing.is_empty() {
+        let mut parties: Vec<&str> = failing.iter().map(|f| f.party.as_str()).collect();
+        parties.sort();
+        parties.dedup();
+        blockers.push_str("<h2>To fix, by party 待处理问题（按责任方）</h2>\n");
+        for p in parties {
+            blockers.push_str(&format!(
+                "<h3>{} {}</h3><ul>\n",
+                esc(p),
+                esc(&party_word(p, Lang::Zh))
+            ));
+            let mut of: Vec<&&pb::SweepFinding> = failing.iter().filter(|f| f.party == p).collect();
+            of.sort_by_key(|f| f.verdict != "hard");
+            for f in of {
+                blockers.push_str(&format!(
+                    "<li class=\"{v}\"><b>{V} {vz}</b> {} {}: {}<br><span class=zh>{}</span><br>→ {}<br><span class=zh>→ {}</span></li>\n",
+                    esc(&f.server),
+                    esc(&f.check),
+                    esc(&f.message),
+                    esc(&f.message_zh),
+                    esc(&f.fix),
+                    esc(&f.fix_zh),
+                    v = esc(&f.verdict),
+                    V = esc(&f.verdict.to_uppercase()),
+                    vz = esc(&verdict_word(&f.verdict, Lang::Zh)),
+                ));
+            }
+            blockers.push_str("</ul>\n");
+        }
     }
     let mut servers: Vec<&str> = r.findings.iter().map(|f| f.server.as_str()).collect();
     servers.sort();
@@ -466,34 +842,66 @@ pub fn sweep_html(r: &pb::SweepReport) -> String {
             esc(sv)
         ));
     }
+    let mut summary = String::new();
+    if !r.servers.is_empty() {
+        summary.push_str("<table><tr><th>Server 服务器</th><th>Address 地址</th><th>Role 角色</th><th>OS 操作系统</th><th>CPU</th><th>Memory 内存</th><th>Disks 磁盘</th></tr>\n");
+        for v in &r.servers {
+            let answered = !v.agent.is_empty();
+            let disks = v
+                .disks
+                .iter()
+                .map(|d| {
+                    format!(
+                        "{} {} {}",
+                        d.name,
+                        bytes(d.size_bytes),
+                        if d.rotational { "hdd" } else { "ssd" }
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            if answered {
+                summary.push_str(&format!(
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}<br><span class=zh>{}</span></td><td>{} threads 线程<br><span class=zh>{}</span></td><td>{}</td><td>{}</td></tr>\n",
+                    esc(&v.server),
+                    esc(&v.address),
+                    esc(&v.role),
+                    esc(&v.os),
+                    esc(&v.kernel),
+                    v.cpu_threads,
+                    esc(&v.cpu_model),
+                    esc(&bytes(v.memory_bytes)),
+                    esc(&disks),
+                ));
+            } else {
+                summary.push_str(&format!(
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td colspan=4>agent did not answer 代理未响应</td></tr>\n",
+                    esc(&v.server),
+                    esc(&v.address),
+                    esc(&v.role),
+                ));
+            }
+        }
+        summary.push_str("</table>\n");
+    }
     let paths = path_matrix(r);
     let bars = measure_bars(r);
-    let skipped = if r.skipped.is_empty() {
-        String::new()
-    } else {
-        format!("<br>Left out 未检查: {}", esc(&r.skipped.join(", ")))
-    };
     format!(
         "<!doctype html><html lang=en><meta charset=utf-8><title>preflight readiness report {id}</title>
 <style>body{{font-family:sans-serif;margin:2em;color:#222}}table{{border-collapse:collapse;width:100%}}td,th{{border:1px solid #ccc;padding:4px 8px;vertical-align:top;text-align:left}}
+table.first{{width:auto}}table.first th{{white-space:nowrap;background:#f4f4f4}}li.hard b{{color:#b00}}li.soft b{{color:#a60}}li{{margin-bottom:.6em}}
 tr.hard td{{background:#fdd}}tr.soft td{{background:#ffe9b3}}tr.pass td{{background:#e6f5e6}}.zh{{color:#555}}
 .cell{{display:inline-block;margin:4px;padding:8px 12px;border-radius:6px}}.cell.pass{{background:#9d9}}.cell.soft{{background:#fc6}}.cell.hard{{background:#f88}}
 table.matrix{{width:auto}}table.matrix td.m{{text-align:center;min-width:3em}}td.m.pass{{background:#9d9}}td.m.soft{{background:#fc6}}td.m.hard{{background:#f88}}td.m.none{{background:#eee;color:#999}}
 .bar{{position:relative;height:18px;background:#eee;width:360px;display:inline-block;vertical-align:middle}}.bar .fill{{position:absolute;left:0;top:0;bottom:0}}.bar .fill.pass{{background:#5b5}}.bar .fill.soft{{background:#e90}}.bar .fill.hard{{background:#d44}}
 .bar .limit{{position:absolute;top:-3px;bottom:-3px;width:2px;background:#000}}</style>
-<h1>Readiness report 就绪检查报告 — batch {batch}</h1>
-<p>Run {id}, state {state}; plan {digest}.<br>{passed} passed 通过 · {soft} risks 风险 · {hard} blocking 阻塞{skipped}</p>
-<h2>Servers 服务器</h2><div>{matrix}</div>
-{paths}{bars}<h2>Checks 检查项</h2>
-<table><tr><th>Server 服务器</th><th>Check 检查</th><th>Verdict 结论</th><th>Finding 发现</th><th>Party 责任方</th><th>Fix 处理</th></tr>
+<h1>Readiness report 就绪检查报告 — batch 批次 {batch}</h1>
+{head}{blockers}<h2>Servers 服务器</h2>{summary}<div>{matrix}</div>
+{paths}{bars}<h2>All checks 全部检查项</h2>
+<table><tr><th>Server 服务器</th><th>Check 检查项</th><th>Verdict 结论</th><th>Finding 发现</th><th>Party 责任方</th><th>Fix 处理办法</th></tr>
 {rows}</table></html>\n",
         id = r.run_id,
         batch = esc(&r.batch),
-        state = esc(&r.state),
-        digest = esc(&r.plan_digest),
-        passed = r.passed,
-        soft = r.soft,
-        hard = r.hard,
     )
 }
 
@@ -634,6 +1042,167 @@ mod tests {
             !h.contains("http://") && !h.contains("https://"),
             "self-contained: {h}"
         );
+    }
+
+    fn report() -> pb::SweepReport {
+        let f = |server: &str, check: &str, verdict: &str, party: &str| pb::SweepFinding {
+            server: server.into(),
+            check: check.into(),
+            verdict: verdict.into(),
+            party: party.into(),
+            message: format!("{check} on {server}"),
+            message_zh: format!("{server} 的{check}"),
+            fix: format!("fix {check}"),
+            fix_zh: format!("处理{check}"),
+            ..Default::default()
+        };
+        pb::SweepReport {
+            run_id: 7,
+            batch: "B1".into(),
+            project: "portal".into(),
+            plan_digest: "3f1c2a9b".into(),
+            started_at_ms: 1_796_348_755_000,
+            finished_at_ms: 1_796_348_797_000,
+            state: "finished".into(),
+            passed: 1,
+            soft: 1,
+            hard: 1,
+            started_by: "ian".into(),
+            started_by_role: "integrator".into(),
+            recorded: true,
+            findings: vec![
+                f("web-1", "identity", "pass", "integrator"),
+                f("db-1", "package", "hard", "integrator"),
+                f("web-1", "clock", "soft", "customer"),
+            ],
+            servers: vec![
+                pb::SweepServer {
+                    server: "web-1".into(),
+                    address: "10.0.0.1".into(),
+                    role: "nginx".into(),
+                    agent: "web-1".into(),
+                    os: "Rocky Linux 9.4".into(),
+                    cpu_threads: 8,
+                    memory_bytes: 16 << 30,
+                    disks: vec![pb::SweepDisk {
+                        name: "vda".into(),
+                        size_bytes: 100 << 30,
+                        rotational: false,
+                    }],
+                    ..Default::default()
+                },
+                pb::SweepServer {
+                    server: "db-1".into(),
+                    address: "10.0.0.3".into(),
+                    role: "db".into(),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_first_screen_says_what_when_who_and_whether_it_counts() {
+        let z = Zone::named("Asia/Shanghai").unwrap();
+        let out = sweep_in(&report(), Lang::En, &z);
+        let first: String = out.lines().take(11).collect::<Vec<_>>().join("\n");
+        assert_eq!(
+            first,
+            "Readiness report — batch B1
+  project    portal
+  batch      B1
+  run        7 (finished)
+  plan       3f1c2a9b
+  time       2026-12-04 01:45:55 UTC (2026-12-04 09:45:55 +08:00 Asia/Shanghai), took 42s
+  run by     ian (integrator)
+  readiness  yes: the readiness of batch B1 (the attached plan, every check ran)
+  result     1 passed, 1 soft failures (risks), 1 hard failures
+
+To fix, by party (hard failures block the batch; soft ones are risks to list)"
+        );
+        // Then the blockers by party, the servers, every check; in that order.
+        let at = |s: &str| out.find(s).unwrap_or_else(|| panic!("{s} missing: {out}"));
+        assert!(at("  customer:") < at("Servers") && at("  integrator:") < at("Servers"));
+        assert!(at("[HARD] db-1 package") < at("Servers"));
+        assert!(at("→ fix package") < at("Servers"));
+        assert!(at("Servers") < at("All checks"));
+        assert!(out.contains("web-1   10.0.0.1  nginx  Rocky Linux 9.4         8 threads  16.0 GiB  vda 100.0 GiB ssd"), "{out}");
+        assert!(out.contains("(agent did not answer)"), "{out}");
+        // A pass row names no party.
+        let pass = out
+            .lines()
+            .find(|l| l.starts_with("web-1   identity"))
+            .unwrap();
+        assert_eq!(
+            pass,
+            "web-1   identity  pass                 identity on web-1"
+        );
+    }
+
+    #[test]
+    fn the_first_screen_in_chinese() {
+        let mut r = report();
+        r.recorded = false;
+        r.not_recorded = "checks were skipped: disk".into();
+        r.not_recorded_zh = "跳过了检查项 disk，不计入批次的就绪结论".into();
+        r.skipped = vec!["disk".into(), "bandwidth".into()];
+        let out = sweep_in(&r, Lang::Zh, &Zone::utc());
+        let first: String = out.lines().take(10).collect::<Vec<_>>().join("\n");
+        assert_eq!(
+            first,
+            "就绪检查报告 — 批次 B1
+  项目      portal
+  批次      B1
+  运行编号  7（已完成）
+  部署方案  3f1c2a9b
+  时间      2026-12-04 01:45:55 UTC，耗时 42s
+  执行人    ian（集成开发）
+  就绪结论  否：跳过了检查项 disk，不计入批次的就绪结论
+  结果      1 项通过，1 项风险（软性不通过），1 项阻塞（硬性不通过）
+  未检查    disk、bandwidth"
+        );
+        assert!(
+            out.contains("  客户/现场:") && out.contains("[阻塞] db-1 package"),
+            "{out}"
+        );
+        assert!(
+            !out.contains("hard") && !out.contains("integrator"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn the_html_report_opens_with_the_first_screen() {
+        let z = Zone::named("Asia/Shanghai").unwrap();
+        let h = sweep_html_in(&report(), &z);
+        let at = |s: &str| h.find(s).unwrap_or_else(|| panic!("{s} missing: {h}"));
+        assert!(at("<th>project 项目</th><td>portal</td>") < at("To fix, by party"));
+        assert!(at("run by 执行人") < at("To fix, by party"));
+        assert!(h.contains("09:45:55 +08:00 Asia/Shanghai"));
+        assert!(at("To fix, by party") < at("<h2>Servers"));
+        assert!(at("<h2>Servers") < at("All checks"));
+        assert!(h.contains("<td>Rocky Linux 9.4<br>"), "{h}");
+        // The pass row: verdict, finding, and empty party and fix cells.
+        assert!(h.contains("<td>pass 通过</td><td>identity on web-1<br><span class=zh>web-1 的identity</span></td><td></td><td></td></tr>"), "{h}");
+    }
+
+    #[test]
+    fn chinese_cells_align_by_display_width() {
+        let mut t = Table::new(&["检查项", "结论", "X"]);
+        t.row(vec!["ssh".into(), "符合".into(), "1".into()]);
+        t.row(vec!["密码策略".into(), "不符合".into(), "2".into()]);
+        let out = t.render();
+        assert_eq!(
+            out,
+            "检查项    结论    X\nssh       符合    1\n密码策略  不符合  2\n"
+        );
+        // Every third column starts at the same terminal column.
+        let cols: Vec<usize> = out
+            .lines()
+            .map(|l| width(&l[..l.rfind(' ').unwrap() + 1]))
+            .collect();
+        assert!(cols.iter().all(|c| *c == cols[0]), "{cols:?}");
     }
 
     #[test]

@@ -49,6 +49,57 @@ pub struct SweepRecord {
     /// batch of that id exists).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub not_recorded: String,
+    /// Who asked, for which project, whether it became the readiness, what each server is.
+    #[serde(default)]
+    pub context: SweepContext,
+}
+
+/// The facts of a run beyond its findings, for the report's first screen.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SweepContext {
+    /// The batch's project (else the plan's).
+    #[serde(default)]
+    pub project: String,
+    /// The user who asked for the run, and their role.
+    #[serde(default)]
+    pub started_by: String,
+    #[serde(default)]
+    pub started_by_role: String,
+    /// Recorded as the batch's readiness.
+    #[serde(default)]
+    pub recorded: bool,
+    /// `not_recorded` in Chinese.
+    #[serde(default)]
+    pub not_recorded_zh: String,
+    /// Per planned server, in plan order.
+    #[serde(default)]
+    pub servers: Vec<ServerRecord>,
+}
+
+/// A planned server and what its inventory showed (empty when its agent never answered).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerRecord {
+    pub server: String,
+    pub address: String,
+    #[serde(default)]
+    pub role: String,
+    #[serde(default)]
+    pub agent: String,
+    #[serde(default)]
+    pub hostname: String,
+    #[serde(default)]
+    pub os: String,
+    #[serde(default)]
+    pub kernel: String,
+    #[serde(default)]
+    pub cpu_model: String,
+    #[serde(default)]
+    pub cpu_threads: u32,
+    #[serde(default)]
+    pub memory_bytes: u64,
+    /// Disks: name, size in bytes, rotational.
+    #[serde(default)]
+    pub disks: Vec<(String, u64, bool)>,
 }
 
 impl Store {
@@ -126,6 +177,7 @@ mod tests {
                 findings: vec![],
                 skipped: vec![],
                 not_recorded: String::new(),
+                context: Default::default(),
             })
             .unwrap();
         }
@@ -137,5 +189,13 @@ mod tests {
         assert_eq!(s.sweeps(Some("b1")).unwrap().len(), 1);
         assert!(s.sweeps(Some("b2")).unwrap().is_empty());
         assert!(s.interrupt_running_sweeps(6).unwrap().is_empty());
+    }
+
+    #[test]
+    fn runs_stored_before_the_context_still_read() {
+        let old =
+            r#"{"run_id":3,"batch":"b1","plan_digest":"d","started_at_ms":1,"state":"finished"}"#;
+        let r: SweepRecord = serde_json::from_str(old).unwrap();
+        assert_eq!(r.context, SweepContext::default());
     }
 }
