@@ -582,6 +582,24 @@ fn identity_names_the_planned_and_the_reported_hostname() {
             .unwrap();
         let v: serde_json::Value = serde_json::from_slice(&o.stdout)
             .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stderr)));
+        // Every numeric check carries its figure, threshold and unit in the JSON.
+        for (check, unit) in [
+            ("cores", "cores"),
+            ("memory", "mib"),
+            ("clock", "ms"),
+            ("disk_free:", "gib"),
+        ] {
+            let f = v["findings"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|f| f["check"].as_str().unwrap().starts_with(check))
+                .unwrap_or_else(|| panic!("{check} missing: {v}"));
+            assert!(
+                f["measured"].is_u64() && f["threshold"].is_u64() && f["unit"] == unit,
+                "{f}"
+            );
+        }
         v["findings"]
             .as_array()
             .unwrap()
