@@ -583,6 +583,24 @@ fn identity_names_the_planned_and_the_reported_hostname() {
             .unwrap();
         let v: serde_json::Value = serde_json::from_slice(&o.stdout)
             .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stderr)));
+        // Every numeric check carries its figure, threshold and unit in the JSON.
+        for (check, unit) in [
+            ("cores", "cores"),
+            ("memory", "mib"),
+            ("clock", "ms"),
+            ("disk_free:", "gib"),
+        ] {
+            let f = v["findings"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|f| f["check"].as_str().unwrap().starts_with(check))
+                .unwrap_or_else(|| panic!("{check} missing: {v}"));
+            assert!(
+                f["measured"].is_u64() && f["threshold"].is_u64() && f["unit"] == unit,
+                "{f}"
+            );
+        }
         v["findings"]
             .as_array()
             .unwrap()
@@ -857,7 +875,8 @@ fn a_running_sweep_can_be_attached_to_and_cancelled() {
     // SAFETY: kill(2) on our own child's pid.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
     let o = child.wait_with_output().unwrap();
-    let hint: Vec<String> = lines.try_iter().collect();
+    // Every line, to the end of its stderr (the CLI has exited).
+    let hint: Vec<String> = lines.iter().collect();
     let hint = hint.join("\n");
     assert_eq!(o.status.code(), Some(130), "{hint}");
     assert!(

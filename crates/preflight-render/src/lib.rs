@@ -981,7 +981,7 @@ fn measure_bars(r: &pb::SweepReport) -> String {
             "mbit_per_s" => "Mbit/s",
             u => u,
         };
-        let limit = if f.unit == "us" {
+        let limit = if f.unit == "us" || f.unit == "ms" {
             "max 最大"
         } else {
             "min 最低"
