@@ -133,6 +133,21 @@ struct ServeArgs {
     /// Requests handled at once before shedding with RESOURCE_EXHAUSTED (tests, benchmarks).
     #[arg(long, hide = true, env = "PREFLIGHT_MAX_INFLIGHT", default_value_t = preflight_controller::MAX_INFLIGHT)]
     max_inflight: usize,
+    /// Close established connections with no request in flight for this many milliseconds.
+    #[arg(long, hide = true, value_name = "MS")]
+    idle_timeout_ms: Option<u64>,
+    /// Close connections that sent nothing within this many milliseconds.
+    #[arg(long, hide = true, value_name = "MS")]
+    first_byte_timeout_ms: Option<u64>,
+    /// TLS handshakes in progress at once.
+    #[arg(long, hide = true)]
+    max_pending_handshakes: Option<usize>,
+    /// Connections open at once.
+    #[arg(long, hide = true)]
+    max_connections: Option<usize>,
+    /// Connections open at once from one address.
+    #[arg(long, hide = true)]
+    max_connections_per_source: Option<usize>,
 }
 
 #[derive(Subcommand)]
@@ -201,6 +216,21 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     cfg.agent_cert_ttl = a.agent_cert_ttl;
     cfg.dev_clock = a.dev_clock;
     cfg.max_inflight = a.max_inflight.max(1);
+    if let Some(ms) = a.idle_timeout_ms {
+        cfg.limits.idle_timeout = Duration::from_millis(ms.max(1));
+    }
+    if let Some(ms) = a.first_byte_timeout_ms {
+        cfg.limits.first_byte_timeout = Duration::from_millis(ms.max(1));
+    }
+    if let Some(n) = a.max_pending_handshakes {
+        cfg.limits.max_pending = n.max(1);
+    }
+    if let Some(n) = a.max_connections {
+        cfg.limits.max_connections = n.max(1);
+    }
+    if let Some(n) = a.max_connections_per_source {
+        cfg.limits.max_connections_per_source = n.max(1);
+    }
     if let Some(d) = a.agent_dir {
         cfg.agent_dir = d;
     }

@@ -120,6 +120,8 @@ pub struct ServeConfig {
     /// Where the agent binaries served at `/agent/linux-ARCH` are: `preflight-agent-linux-ARCH`,
     /// or `preflight-agent` for the controller's own architecture.
     pub agent_dir: PathBuf,
+    /// Connection limits of the listener (hidden `serve` flags change them for tests).
+    pub limits: preflight_pki::transport::Limits,
 }
 
 impl ServeConfig {
@@ -134,6 +136,7 @@ impl ServeConfig {
             agent_cert_ttl: Duration::from_secs(30 * 24 * 3600),
             dev_clock: false,
             max_inflight: MAX_INFLIGHT,
+            limits: preflight_pki::transport::Limits::controller(),
             agent_dir: std::env::current_exe()
                 .ok()
                 .and_then(|p| p.parent().map(Path::to_path_buf))
@@ -315,10 +318,11 @@ pub async fn start(cfg: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Ru
     }
     let resolver = ReloadableCert::new(&identity)?;
     let tls = preflight_pki::controller_server_config(ca.cert_pem(), resolver)?;
-    let incoming = preflight_pki::transport::tls_incoming(cfg.listen, tls)
+    let incoming = preflight_pki::transport::tls_incoming(cfg.listen, tls, cfg.limits.clone())
         .await
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;
     let local_addr = incoming.local_addr;
+    let idle = incoming.idle_layer();
     let ca_pin = ca.pin();
     let agents = agents::AgentPool::new(ca.cert_pem(), &identity)?;
     let workflow = workflow_svc::Engine::load(&store)?;
@@ -399,6 +403,8 @@ pub async fn start(cfg: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Ru
             .concurrency_limit_per_connection(64)
             .max_concurrent_streams(128)
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+            .layer(idle)
             .layer(metrics::MetricsLayer(metrics))
             .layer(preflight_pki::shed::LoadShedLayer::new(shed_limit))
             .add_routes(routes)
