@@ -123,7 +123,7 @@ fn ids(checks: &[String]) -> anyhow::Result<Vec<&str>> {
 
 /// Shortens a cell to `n` characters.
 fn cell(s: &str, n: usize) -> String {
-    let one_line = s.replace('\n', " ");
+    let one_line = preflight_render::term::clean(s.replace('\n', " "));
     if one_line.chars().count() <= n {
         one_line
     } else {
@@ -261,7 +261,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             if c.output == Output::Json {
                 return print_json(&results);
             }
-            let mut out = std::io::stdout().lock();
+            let mut out = preflight_render::term::SafeWriter(std::io::stdout().lock());
             table_header(&mut out)?;
             for r in &results {
                 table_row(
@@ -282,7 +282,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             if c.output == Output::Json {
                 return print_json(&plan);
             }
-            let mut out = std::io::stdout().lock();
+            let mut out = preflight_render::term::SafeWriter(std::io::stdout().lock());
             table_header(&mut out)?;
             for e in &plan {
                 let a = &e.audit;
@@ -320,7 +320,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     bail!("stdin is not a terminal: review `harden plan`, then pass --yes to apply without a prompt");
                 }
                 let plan = catalog::plan(&root, &policy, &ids)?;
-                let n = print_plan(&mut std::io::stderr().lock(), &plan)?;
+                let n = print_plan(
+                    &mut preflight_render::term::SafeWriter(std::io::stderr().lock()),
+                    &plan,
+                )?;
                 if n == 0 {
                     eprintln!("nothing to change");
                     return Ok(());
@@ -343,7 +346,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             if c.output == Output::Json {
                 return print_json(&report);
             }
-            let mut out = std::io::stdout().lock();
+            let mut out = preflight_render::term::SafeWriter(std::io::stdout().lock());
             table_header(&mut out)?;
             for r in &report.records {
                 table_row(

@@ -1,6 +1,28 @@
 //! preflight: the controller daemon (`preflight serve`) and the operator CLI. Every subcommand
 //! but `serve`, `demo` and `plan check` is a gRPC client of the controller.
 
+// Every `print!`/`println!`/`eprint!`/`eprintln!` of this crate goes through
+// `preflight_render::term`: control characters from hosts are escaped in text output (JSON is
+// written exactly), and a reader that went away (`| head`) ends the process quietly.
+#[allow(unused_macros)]
+macro_rules! print {
+    ($($t:tt)*) => { ::preflight_render::term::out(format_args!($($t)*), false) };
+}
+#[allow(unused_macros)]
+macro_rules! println {
+    () => { ::preflight_render::term::out(format_args!(""), true) };
+    ($($t:tt)*) => { ::preflight_render::term::out(format_args!($($t)*), true) };
+}
+#[allow(unused_macros)]
+macro_rules! eprint {
+    ($($t:tt)*) => { ::preflight_render::term::err(format_args!($($t)*), false) };
+}
+#[allow(unused_macros)]
+macro_rules! eprintln {
+    () => { ::preflight_render::term::err(format_args!(""), true) };
+    ($($t:tt)*) => { ::preflight_render::term::err(format_args!($($t)*), true) };
+}
+
 mod client;
 mod cmd_bench;
 mod cmd_harden;
@@ -410,6 +432,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 fn main() -> ExitCode {
     preflight_pki::install_crypto_provider();
     let cli = Cli::parse();
+    preflight_render::term::set_json(cli.output == Output::Json);
+    // Client commands end quietly when their reader goes away (`| head`); the controller
+    // (`serve`, and `demo`, which runs one) keeps SIGPIPE ignored for its sockets and pipes.
+    if !matches!(cli.cmd, Cmd::Serve(_) | Cmd::Demo(_)) {
+        preflight_render::term::default_sigpipe();
+    }
     let filter =
         tracing_subscriber::EnvFilter::try_from_env("PREFLIGHT_LOG").unwrap_or_else(|_| {
             tracing_subscriber::EnvFilter::new(if matches!(cli.cmd, Cmd::Serve(_)) {

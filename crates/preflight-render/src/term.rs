@@ -107,6 +107,32 @@ pub fn default_sigpipe() {
     }
 }
 
+/// A writer for text output that escapes control characters in what is written through it
+/// (for code that writes tables with `writeln!` instead of `print!`).
+pub struct SafeWriter<W>(pub W);
+
+impl<W: std::io::Write> std::io::Write for SafeWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match std::str::from_utf8(buf) {
+            Ok(s) => self.0.write_all(escape_controls(s).as_bytes())?,
+            Err(_) => {
+                // Not whole UTF-8 (a split write): escape the ASCII controls byte by byte.
+                for &b in buf {
+                    if (b < 0x20 && b != b'\n' && b != b'\t') || b == 0x7f {
+                        write!(self.0, "\\x{b:02x}")?;
+                    } else {
+                        self.0.write_all(&[b])?;
+                    }
+                }
+            }
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,5 +146,14 @@ mod tests {
         assert_eq!(escape_controls("a\rb"), "a\\x0db");
         let plain = "数据库 db-01\tok\n";
         assert!(matches!(escape_controls(plain), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn the_safe_writer_escapes_what_goes_through_it() {
+        use std::io::Write;
+        let mut w = SafeWriter(Vec::new());
+        writeln!(w, "{:<8}|", "a\u{1b}[2J").unwrap();
+        w.write_all(&[b'x', 0x1b, 0xc3]).unwrap();
+        assert_eq!(w.0, b"a\\x1b[2J   |\nx\\x1b\xc3");
     }
 }
