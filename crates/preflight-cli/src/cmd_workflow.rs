@@ -477,6 +477,7 @@ pub fn parse_time_arg(what: &str, s: &str) -> anyhow::Result<i64> {
 }
 
 /// [`parse_time_arg`] for an unnamed argument.
+#[allow(dead_code)] // kept for callers without a flag name
 pub fn parse_time(s: &str) -> anyhow::Result<i64> {
     parse_time_arg("time", s)
 }
