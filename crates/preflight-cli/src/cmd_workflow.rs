@@ -869,6 +869,11 @@ pub async fn run(cmd: WorkflowCmd, conn: &Conn, out: Output) -> anyhow::Result<(
             position,
             approval,
         } => {
+            if approval.trim().is_empty() {
+                anyhow::bail!(
+                    "--approval is empty: say who approved the jump and why, e.g. --approval \"customer go-live on Friday, approved by lee\""
+                );
+            }
             exec(
                 &mut c,
                 C::JumpQueue(pb::JumpCmd {

@@ -89,6 +89,10 @@ enum Cmd {
     Token(TokenCmd),
     /// List enrolled agents, or revoke one.
     Agents {
+        /// Also list revoked agents and agents replaced by a later enrollment at the same
+        /// address (hidden in the text list; JSON always lists every agent).
+        #[arg(long)]
+        all: bool,
         #[command(subcommand)]
         cmd: Option<AgentsCmd>,
     },
@@ -200,6 +204,31 @@ enum AgentsCmd {
     Revoke { agent: String },
 }
 
+/// The agents to list, and how many were left out: revoked ones, and ones replaced by a
+/// later enrollment (not revoked) at the same listen address. `all` keeps every agent.
+fn current_agents(agents: Vec<pb::AgentInfo>, all: bool) -> (Vec<pb::AgentInfo>, usize) {
+    if all {
+        return (agents, 0);
+    }
+    let replaced = |a: &pb::AgentInfo| {
+        !a.listen_addr.is_empty()
+            && agents.iter().any(|b| {
+                b.id != a.id
+                    && !b.revoked
+                    && b.listen_addr == a.listen_addr
+                    && b.enrolled_at_unix_ms > a.enrolled_at_unix_ms
+            })
+    };
+    let keep: Vec<bool> = agents.iter().map(|a| !a.revoked && !replaced(a)).collect();
+    let hidden = keep.iter().filter(|k| !**k).count();
+    let shown = agents
+        .into_iter()
+        .zip(keep)
+        .filter_map(|(a, k)| k.then_some(a))
+        .collect();
+    (shown, hidden)
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     preflight_core::timefmt::parse_duration(s).map(Duration::from_secs)
 }
@@ -215,23 +244,15 @@ fn now_ms() -> i64 {
     preflight_controller::Clock::now_ms(&preflight_controller::SystemClock)
 }
 
-async fn serve(a: ServeArgs) -> anyhow::Result<()> {
-    if a.init && !preflight_controller::is_initialized(&a.data) {
-        let out = preflight_controller::init(&a.data, &a.sans)?;
-        println!("initialised {}", a.data.display());
-        println!("CA pin (sha256): {}", out.ca_pin);
-        println!(
-            "admin token (shown only this once, keep it safe):\n  {}",
-            out.admin_token
-        );
-        println!(
-            "use it with:\n  preflight login --controller https://HOST:{} --ca-sha256 {} --token <the token>",
-            a.listen.port(),
-            out.ca_pin
-        );
-    } else if a.init {
-        tracing::info!(data = %a.data.display(), "already initialised; no new admin token is printed");
-    }
+async fn serve(a: ServeArgs, out: Output) -> anyhow::Result<()> {
+    let init = if a.init && !preflight_controller::is_initialized(&a.data) {
+        Some(preflight_controller::init(&a.data, &a.sans)?)
+    } else {
+        if a.init {
+            tracing::info!(data = %a.data.display(), "already initialised; no new admin token is printed");
+        }
+        None
+    };
     let mut cfg = preflight_controller::ServeConfig::new(&a.data);
     cfg.listen = a.listen;
     cfg.heartbeat_interval = a.heartbeat_interval;
@@ -258,6 +279,30 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     }
     let running =
         preflight_controller::start(cfg, Arc::new(preflight_controller::SystemClock)).await?;
+    // Printed once listening, so the port is the real one (also with --listen …:0).
+    if let Some(init) = init {
+        if out == Output::Json {
+            json(&serde_json::json!({
+                "initialised": a.data.display().to_string(),
+                "ca_sha256": init.ca_pin,
+                "admin_token": init.admin_token,
+                "listen": running.local_addr.to_string(),
+                "port": running.local_addr.port(),
+            }))?;
+        } else {
+            println!("initialised {}", a.data.display());
+            println!("CA pin (sha256): {}", init.ca_pin);
+            println!(
+                "admin token (shown only this once, keep it safe):\n  {}",
+                init.admin_token
+            );
+            println!(
+                "use it with:\n  preflight login --controller https://HOST:{} --ca-sha256 {} --token <the token>",
+                running.local_addr.port(),
+                init.ca_pin
+            );
+        }
+    }
     eprintln!(
         "controller listening on {} (CA sha256 {})",
         running.local_addr, running.ca_pin
@@ -278,7 +323,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let out = cli.output;
     let conn = cli.conn;
     match cli.cmd {
-        Cmd::Serve(a) => serve(a).await,
+        Cmd::Serve(a) => serve(a, out).await,
         Cmd::Demo(a) => demo::run(a, out).await,
         Cmd::Plan(a) => cmd_plan::run(a, &conn).await,
         Cmd::Bench(a) => cmd_bench::run(a, &conn, out).await,
@@ -328,7 +373,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("on the server, as root:\n  preflight-agent enroll --controller {url} --token {} --ca-sha256 {}", r.token, r.ca_sha256);
             Ok(())
         }
-        Cmd::Agents { cmd } => match cmd.unwrap_or(AgentsCmd::List) {
+        Cmd::Agents { all, cmd } => match cmd.unwrap_or(AgentsCmd::List) {
             AgentsCmd::List => {
                 let r = conn
                     .api()
@@ -342,8 +387,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 if r.agents.is_empty() {
                     println!("no agents enrolled yet: `preflight token create` prints the enroll command");
-                } else {
-                    print!("{}", preflight_render::agents(&r.agents, now_ms()));
+                    return Ok(());
+                }
+                let (shown, hidden) = current_agents(r.agents, all);
+                if !shown.is_empty() {
+                    print!("{}", preflight_render::agents(&shown, now_ms()));
+                }
+                if hidden > 0 {
+                    println!("{hidden} revoked or replaced agent(s) not shown: `preflight agents --all` lists them");
                 }
                 Ok(())
             }
@@ -448,6 +499,8 @@ fn main() -> ExitCode {
         });
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        // Colours only on a terminal: logs in files and journald stay plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match cli.log_format {
         LogFormat::Text => b.init(),
@@ -469,5 +522,36 @@ fn main() -> ExitCode {
             eprintln!("error: {}", error_chain(e.as_ref()));
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agent(id: &str, addr: &str, enrolled: i64, revoked: bool) -> pb::AgentInfo {
+        pb::AgentInfo {
+            id: id.into(),
+            listen_addr: addr.into(),
+            enrolled_at_unix_ms: enrolled,
+            revoked,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn agents_list_hides_revoked_and_replaced_unless_all() {
+        let list = vec![
+            agent("web-01", "10.0.0.1:7444", 1, false),
+            agent("web-01b", "10.0.0.1:7444", 2, false),
+            agent("db-01", "10.0.0.2:7444", 1, true),
+            agent("app-01", "10.0.0.3:7444", 1, false),
+        ];
+        let (shown, hidden) = current_agents(list.clone(), false);
+        let ids: Vec<&str> = shown.iter().map(|a| a.id.as_str()).collect();
+        assert_eq!(ids, ["web-01b", "app-01"]);
+        assert_eq!(hidden, 2);
+        let (shown, hidden) = current_agents(list, true);
+        assert_eq!((shown.len(), hidden), (4, 0));
     }
 }

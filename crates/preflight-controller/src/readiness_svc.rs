@@ -518,6 +518,16 @@ impl ReadinessSvc {
                     match ev {
                         Ok(ev) => {
                             if let Some(f) = ev.file {
+                                if f.status == "wrong_size" {
+                                    out.push(readiness::package_wrong_size(
+                                        server,
+                                        &f.path,
+                                        is_backup(&f.path),
+                                        f.actual_size,
+                                        f.expected_size,
+                                    ));
+                                    continue;
+                                }
                                 let detail = match f.status.as_str() {
                                     "wrong_size" => f.actual_size.to_string(),
                                     "wrong_hash" => f.actual_sha256.clone(),

@@ -321,6 +321,30 @@ pub fn package_file(
     )
 }
 
+/// A package file of the wrong size, with the size the plan expects (and the one found), so
+/// the person knows which file is the right one.
+pub fn package_wrong_size(
+    server: &Server,
+    path: &str,
+    is_backup: bool,
+    actual: u64,
+    expected: u64,
+) -> Finding {
+    let mut f = package_file(server, path, is_backup, "wrong_size", &actual.to_string());
+    let (what, what_zh) = if is_backup {
+        ("database backup", "数据库备份")
+    } else {
+        ("package file", "部署包文件")
+    };
+    f.message = format!(
+        "{what} {path} has the wrong size: {actual} bytes, the plan expects {expected} bytes (incomplete download?)"
+    );
+    f.message_zh = format!(
+        "{what_zh} {path} 大小不符：实际 {actual} 字节，计划应为 {expected} 字节（下载不完整？）"
+    );
+    f
+}
+
 /// Clock offset of a server against the controller, in milliseconds.
 pub fn clock(server: &Server, t: &Thresholds, offset_ms: i64, synchronized: bool) -> Finding {
     let f = Finding::new(server, "clock", PauseReason::Other).says(
@@ -820,5 +844,21 @@ mod tests {
         let all = vec![reachable(&s, None), moved, p];
         assert_eq!(tally(&all), (1, 0, 2));
         assert_eq!(all[2].to_failure().check, "soa-01:package:/b.dump");
+    }
+
+    #[test]
+    fn a_package_file_of_the_wrong_size_names_the_planned_size() {
+        let p = package_wrong_size(&server(), "/opt/app.tar.gz", false, 3, 5_000);
+        assert_eq!((p.verdict, p.reason), (Verdict::Hard, PauseReason::Package));
+        assert!(
+            p.message.contains("the plan expects 5000 bytes"),
+            "{}",
+            p.message
+        );
+        assert!(
+            p.message_zh.contains("计划应为 5000 字节"),
+            "{}",
+            p.message_zh
+        );
     }
 }

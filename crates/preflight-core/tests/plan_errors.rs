@@ -588,3 +588,19 @@ fn expansion_of_paths_is_capped() {
         "{err}"
     );
 }
+
+#[test]
+fn a_path_end_written_as_a_string_says_how_to_write_it() {
+    let text = format!(
+        "{BASE}\n[[paths]]\nfrom = \"nginx\"\nto = {{ role = \"soa\" }}\nports = \"8080\"\n"
+    );
+    let err = errors_of(&text).to_string();
+    assert!(
+        err.contains(r#"write { role = "nginx" } or { server = "web-01" }"#),
+        "{err}"
+    );
+    assert!(
+        !err.contains("RawEndpoint"),
+        "no internal type names: {err}"
+    );
+}
