@@ -191,7 +191,15 @@ struct Flood {
 }
 
 impl Flood {
-    fn start(rt: &tokio::runtime::Runtime, srcs: &[IpAddr], dst: SocketAddr, n: usize) -> Self {
+    /// With `one_byte`, each connection sends the first byte of a TLS record and stalls (a
+    /// slow handshake, which holds a handshake slot), else nothing at all.
+    fn start(
+        rt: &tokio::runtime::Runtime,
+        srcs: &[IpAddr],
+        dst: SocketAddr,
+        n: usize,
+        one_byte: bool,
+    ) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let connects = Arc::new(AtomicUsize::new(0));
         for i in 0..n {
@@ -201,6 +209,9 @@ impl Flood {
                 while !stop.load(Ordering::Relaxed) {
                     if let Ok(mut s) = tcp_from(src, dst).await {
                         connects.fetch_add(1, Ordering::Relaxed);
+                        if one_byte {
+                            let _ = s.write_all(&[0x16]).await;
+                        }
                         let mut b = [0u8; 64];
                         // Held until the server closes it (or the flood stops).
                         let _ = tokio::time::timeout(Duration::from_secs(30), s.read(&mut b)).await;
@@ -300,8 +311,8 @@ fn idle_flood_from_one_source_does_not_stall_other_clients() {
     a.start().unwrap();
     let agent_addr = ctl.wait_online("flood-1");
     let rt = rt();
-    let f1 = Flood::start(&rt, &[ip("127.0.0.2")], ctl.addr, 300);
-    let f2 = Flood::start(&rt, &[ip("127.0.0.3")], agent_addr, 300);
+    let f1 = Flood::start(&rt, &[ip("127.0.0.2")], ctl.addr, 300, false);
+    let f2 = Flood::start(&rt, &[ip("127.0.0.3")], agent_addr, 300, false);
     f1.wait_started(300);
     f2.wait_started(300);
     for round in 0..3 {
@@ -319,8 +330,8 @@ fn idle_flood_from_one_source_does_not_stall_other_clients() {
     drop((f1, f2));
 }
 
-/// The same number of idle connections spread over many addresses, against an agent with a
-/// small handshake cap: other sources stop at the cap, and the reserve keeps the
+/// 300 slow handshakes (one byte, then nothing) spread over 30 addresses, against an agent with
+/// a small handshake cap: other sources stop at the caps, and the reserve keeps the
 /// controller's address (from agent.toml) getting through.
 #[test]
 fn spread_flood_leaves_the_reserve_to_the_controller() {
@@ -332,7 +343,7 @@ fn spread_flood_leaves_the_reserve_to_the_controller() {
     let agent_addr = ctl.wait_online("flood-2");
     let rt = rt();
     let srcs: Vec<IpAddr> = (1..=30).map(|i| ip(&format!("127.0.1.{i}"))).collect();
-    let flood = Flood::start(&rt, &srcs, agent_addr, 300);
+    let flood = Flood::start(&rt, &srcs, agent_addr, 300, true);
     flood.wait_started(300);
     for round in 0..3 {
         let took = rt.block_on(controller_to_agent(&ctl, "flood-2", agent_addr));

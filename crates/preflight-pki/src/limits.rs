@@ -3,10 +3,11 @@
 //!
 //! - **First byte**: a connection that sends nothing within [`Limits::first_byte_timeout`] is
 //!   closed (a TLS client speaks first), long before the handshake deadline.
-//! - **Pending handshakes** are capped per source address and in total; a connection over a cap
-//!   is closed at once instead of waiting in the kernel's backlog behind the flood (so one
-//!   source cannot starve another).
-//! - **Open connections** (pending and established) are capped in total and per source.
+//! - **Pending handshakes** are capped per source address and in total; a connection over a
+//!   cap waits (within the handshake deadline) for a slot of its own source, so a burst of real
+//!   clients is served in turn while one source cannot starve another.
+//! - **Open connections** (waiting, pending and established) are capped in total and per
+//!   source; a connection over these caps is closed at once.
 //! - **Reserve**: the last [`Limits::reserved`] slots of both totals are only for the
 //!   [`Limits::preferred`] sources (on an agent: its controller's addresses from `agent.toml`),
 //!   which are also exempt from the per-source caps, so the controller's own connection (the
@@ -67,9 +68,10 @@ impl Limits {
             first_byte_timeout: FIRST_BYTE_TIMEOUT,
             handshake_timeout: HANDSHAKE_TIMEOUT,
             max_pending: 512,
-            max_pending_per_source: 16,
+            // Generous for offices behind one NAT address, far below the total.
+            max_pending_per_source: 64,
             max_connections: 4096,
-            max_connections_per_source: 256,
+            max_connections_per_source: 512,
             reserved: 0,
             preferred: Vec::new(),
             idle_timeout: IDLE_TIMEOUT,
@@ -115,6 +117,8 @@ pub struct Gate {
     pub(crate) limits: Limits,
     table: Mutex<Table>,
     refused: AtomicU64,
+    /// Woken when a handshake slot is given back.
+    released: tokio::sync::Notify,
 }
 
 /// Why a connection was closed at accept.
@@ -127,7 +131,7 @@ pub(crate) enum Refusal {
 }
 
 impl Refusal {
-    fn text(self) -> &'static str {
+    pub(crate) fn text(self) -> &'static str {
         match self {
             Refusal::PendingPerSource => "too many handshakes in progress from this address",
             Refusal::Pending => "too many handshakes in progress",
@@ -148,6 +152,7 @@ impl Gate {
             limits,
             table: Mutex::new(Table::default()),
             refused: AtomicU64::new(0),
+            released: tokio::sync::Notify::new(),
         })
     }
 
@@ -155,45 +160,56 @@ impl Gate {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Takes a pending slot for a new connection from `peer`, or says why not.
+    /// Counts a new connection from `peer` against the connection caps, or says why not
+    /// (the caller then closes it at once).
     pub(crate) fn admit(self: &Arc<Self>, peer: SocketAddr) -> Result<Admission, Refusal> {
         let ip = peer.ip().to_canonical();
         let l = &self.limits;
         let preferred = l.is_preferred(ip);
         let mut t = self.lock();
         let src = t.by_source.get(&ip).copied().unwrap_or_default();
-        let (pending_cap, conn_cap) = if preferred {
-            (l.max_pending, l.max_connections)
+        let conn_cap = if preferred {
+            l.max_connections
         } else {
-            (
-                l.max_pending.saturating_sub(l.reserved).max(1),
-                l.max_connections.saturating_sub(l.reserved).max(1),
-            )
+            l.max_connections.saturating_sub(l.reserved).max(1)
         };
-        if !preferred && src.pending >= l.max_pending_per_source {
-            return Err(Refusal::PendingPerSource);
-        }
         if !preferred && src.open >= l.max_connections_per_source {
             return Err(Refusal::ConnectionsPerSource);
-        }
-        if t.total.pending >= pending_cap {
-            return Err(Refusal::Pending);
         }
         if t.total.open >= conn_cap {
             return Err(Refusal::Connections);
         }
-        t.total.pending += 1;
         t.total.open += 1;
-        let e = t.by_source.entry(ip).or_default();
-        e.pending += 1;
-        e.open += 1;
+        t.by_source.entry(ip).or_default().open += 1;
         Ok(Admission {
             gate: self.clone(),
             ip,
             peer,
-            pending: true,
+            preferred,
+            pending: false,
             activity: None,
         })
+    }
+
+    /// Takes a handshake slot for `ip` if one is free under the pending caps.
+    fn try_pending(&self, ip: IpAddr, preferred: bool) -> Result<(), Refusal> {
+        let l = &self.limits;
+        let mut t = self.lock();
+        let src = t.by_source.get(&ip).copied().unwrap_or_default();
+        let cap = if preferred {
+            l.max_pending
+        } else {
+            l.max_pending.saturating_sub(l.reserved).max(1)
+        };
+        if !preferred && src.pending >= l.max_pending_per_source {
+            return Err(Refusal::PendingPerSource);
+        }
+        if t.total.pending >= cap {
+            return Err(Refusal::Pending);
+        }
+        t.total.pending += 1;
+        t.by_source.entry(ip).or_default().pending += 1;
+        Ok(())
     }
 
     /// Logs a refusal (a warning at powers of two, so a flood does not flood the log).
@@ -222,11 +238,33 @@ pub(crate) struct Admission {
     gate: Arc<Gate>,
     ip: IpAddr,
     peer: SocketAddr,
+    preferred: bool,
     pending: bool,
     activity: Option<Arc<Activity>>,
 }
 
 impl Admission {
+    /// Waits (until `deadline`) for a handshake slot under the pending caps: a source over its
+    /// share waits for its own handshakes to end, never for other sources'.
+    pub(crate) async fn begin_handshake(&mut self, deadline: Instant) -> Result<(), Refusal> {
+        loop {
+            let notified = self.gate.released.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            match self.gate.try_pending(self.ip, self.preferred) {
+                Ok(()) => {
+                    self.pending = true;
+                    return Ok(());
+                }
+                Err(why) => {
+                    if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                        return Err(why);
+                    }
+                }
+            }
+        }
+    }
+
     /// The handshake is done: the pending slot is given back, the connection stays counted.
     fn established(&mut self) -> Arc<Activity> {
         let activity = Arc::new(Activity::new());
@@ -239,6 +277,8 @@ impl Admission {
             }
         }
         t.activity.insert(self.peer, activity.clone());
+        drop(t);
+        self.gate.released.notify_waiters();
         self.activity = Some(activity.clone());
         activity
     }
@@ -269,6 +309,10 @@ impl Drop for Admission {
             {
                 t.activity.remove(&self.peer);
             }
+        }
+        drop(t);
+        if pending {
+            self.gate.released.notify_waiters();
         }
     }
 }
@@ -533,54 +577,90 @@ mod tests {
         SocketAddr::from((ip, port))
     }
 
-    #[test]
-    fn per_source_caps_leave_room_for_other_sources() {
+    fn soon() -> Instant {
+        Instant::now() + Duration::from_millis(50)
+    }
+
+    async fn handshaking(gate: &Arc<Gate>, p: SocketAddr) -> Result<Admission, Refusal> {
+        let mut a = gate.admit(p)?;
+        a.begin_handshake(soon()).await?;
+        Ok(a)
+    }
+
+    #[tokio::test]
+    async fn a_source_over_its_handshake_share_waits_for_its_own_slots() {
         let mut l = Limits::controller();
         l.max_pending = 10;
         l.max_pending_per_source = 3;
         let gate = Gate::new(l);
-        let a: Vec<_> = (0..3)
-            .map(|p| gate.admit(peer([127, 0, 0, 2], p)).unwrap())
-            .collect();
+        let mut held = Vec::new();
+        for p in 0..3 {
+            held.push(handshaking(&gate, peer([127, 0, 0, 2], p)).await.unwrap());
+        }
         assert_eq!(
-            gate.admit(peer([127, 0, 0, 2], 9)).err(),
-            Some(Refusal::PendingPerSource)
+            handshaking(&gate, peer([127, 0, 0, 2], 9)).await.err(),
+            Some(Refusal::PendingPerSource),
+            "waits, then gives up at the deadline"
         );
-        let b = gate.admit(peer([127, 0, 0, 3], 1)).expect("another source");
-        drop(a);
-        drop(b);
+        let other = handshaking(&gate, peer([127, 0, 0, 3], 1)).await;
+        assert!(other.is_ok(), "another source is not held up");
+        // A waiter gets the slot a finished handshake gives back.
+        let mut waiter = gate.admit(peer([127, 0, 0, 2], 10)).unwrap();
+        let wait = tokio::spawn(async move {
+            let r = waiter
+                .begin_handshake(Instant::now() + Duration::from_secs(5))
+                .await;
+            (r, waiter)
+        });
+        tokio::task::yield_now().await;
+        held[0].established();
+        let (r, waiter) = wait.await.unwrap();
+        assert!(r.is_ok());
+        drop((held, other, waiter));
         let t = gate.lock();
-        assert_eq!(t.total.pending, 0);
-        assert_eq!(t.total.open, 0);
+        assert_eq!((t.total.pending, t.total.open), (0, 0));
         assert!(t.by_source.is_empty(), "slots are given back");
     }
 
-    #[test]
-    fn the_reserve_is_only_for_preferred_sources() {
+    #[tokio::test]
+    async fn the_reserve_is_only_for_preferred_sources() {
         let mut l = Limits::agent(vec![IpAddr::from([127, 0, 0, 1])]);
         l.max_pending = 6;
         l.reserved = 2;
         l.max_pending_per_source = 100;
         let gate = Gate::new(l);
-        let _held: Vec<_> = (0..4)
-            .map(|p| gate.admit(peer([127, 0, 1, p as u8], p)).unwrap())
-            .collect();
+        let mut held = Vec::new();
+        for p in 0..4u16 {
+            held.push(
+                handshaking(&gate, peer([127, 0, 1, p as u8], p))
+                    .await
+                    .unwrap(),
+            );
+        }
         assert_eq!(
-            gate.admit(peer([127, 0, 2, 1], 1)).err(),
+            handshaking(&gate, peer([127, 0, 2, 1], 1)).await.err(),
             Some(Refusal::Pending),
             "other sources stop before the reserve"
         );
-        let _c1 = gate.admit(peer([127, 0, 0, 1], 1)).expect("controller");
-        let _c2 = gate.admit(peer([127, 0, 0, 1], 2)).expect("controller");
+        held.push(
+            handshaking(&gate, peer([127, 0, 0, 1], 1))
+                .await
+                .expect("controller"),
+        );
+        held.push(
+            handshaking(&gate, peer([127, 0, 0, 1], 2))
+                .await
+                .expect("controller"),
+        );
         assert_eq!(
-            gate.admit(peer([127, 0, 0, 1], 3)).err(),
+            handshaking(&gate, peer([127, 0, 0, 1], 3)).await.err(),
             Some(Refusal::Pending),
             "the total still holds"
         );
     }
 
     #[test]
-    fn established_connections_count_against_the_connection_caps() {
+    fn connections_over_the_caps_are_refused_at_once() {
         let mut l = Limits::controller();
         l.max_connections = 3;
         l.max_connections_per_source = 2;
@@ -606,7 +686,7 @@ mod tests {
     #[test]
     fn mapped_v4_counts_as_the_same_source() {
         let mut l = Limits::agent(vec!["127.0.0.1".parse().unwrap()]);
-        l.max_pending_per_source = 1;
+        l.max_connections_per_source = 1;
         let gate = Gate::new(l);
         let v6: SocketAddr = "[::ffff:127.0.0.9]:1".parse().unwrap();
         let _a = gate.admit(v6).unwrap();

@@ -144,7 +144,7 @@ pub fn tls_incoming_from(
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let (tx, rx) = mpsc::channel(64);
-    let gate = Gate::new(limits);
+    let gate = Gate::new(fit_to_fd_limit(limits));
     let g = gate.clone();
     tokio::spawn(async move {
         let gate = g;
@@ -191,6 +191,11 @@ pub fn tls_incoming_from(
                         return;
                     }
                 }
+                let mut admission = admission;
+                if let Err(why) = admission.begin_handshake(deadline).await {
+                    tracing::debug!(%peer, reason = why.text(), "no handshake slot before the deadline: closed");
+                    return;
+                }
                 let conn = LimitedTcp::new(tcp, admission, limits.idle_timeout);
                 match tokio::time::timeout_at(deadline, acceptor.accept(conn)).await {
                     Ok(Ok(mut tls)) => {
@@ -208,6 +213,43 @@ pub fn tls_incoming_from(
         stream: ReceiverStream::new(rx),
         gate,
     }
+}
+
+/// Raises the soft limit on open files to the hard one, and lowers the connection cap when
+/// even that leaves too few descriptors, so the cap (not EMFILE at accept, which would stall
+/// every client) is what a flood meets.
+fn fit_to_fd_limit(mut limits: Limits) -> Limits {
+    const SPARE: u64 = 128;
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to an rlimit.
+    let soft = unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
+            return limits;
+        }
+        if r.rlim_cur < r.rlim_max {
+            let want = libc::rlimit {
+                rlim_cur: r.rlim_max,
+                rlim_max: r.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
+                r.rlim_cur = r.rlim_max;
+            }
+        }
+        r.rlim_cur
+    };
+    let room = soft.saturating_sub(SPARE).max(16);
+    if (limits.max_connections as u64) > room {
+        tracing::warn!(
+            open_files = soft,
+            max_connections = room,
+            "the open-file limit is low: connections capped to fit (raise LimitNOFILE)"
+        );
+        limits.max_connections = room as usize;
+    }
+    limits
 }
 
 /// The verified client certificate chain of a request, if any.
