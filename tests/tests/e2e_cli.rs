@@ -332,3 +332,201 @@ fn package_verify_tells_match_or_mismatch_only_and_refuses_the_state_dir() {
     let o = run(&p, false);
     one_line_error(&o, "state directory");
 }
+
+// ---- Smaller CLI items (issue 13, item 21) ----
+
+/// `serve --init --listen 127.0.0.1:0 --output json` prints one JSON document with the port
+/// it really listens on, and its log on a pipe has no ANSI escapes.
+#[test]
+fn serve_init_prints_json_with_the_real_port_and_plain_logs() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(bin("preflight"))
+        .args([
+            "serve",
+            "--init",
+            "--listen",
+            "127.0.0.1:0",
+            "--output",
+            "json",
+            "--data",
+        ])
+        .arg(dir.path().join("data"))
+        .env("PREFLIGHT_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let err = child.stderr.take().unwrap();
+    let _kill = preflight_tests::cluster::Proc(child);
+    let (tx, rx) = std::sync::mpsc::channel::<(bool, String)>();
+    let tx2 = tx.clone();
+    std::thread::spawn(move || {
+        for l in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send((true, l));
+        }
+    });
+    std::thread::spawn(move || {
+        for l in BufReader::new(err).lines().map_while(Result::ok) {
+            let _ = tx2.send((false, l));
+        }
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let (mut doc, mut listening, mut logs) = (String::new(), None::<String>, Vec::new());
+    let mut doc_done = false;
+    while !(doc_done && listening.is_some()) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let (is_out, l) = rx
+            .recv_timeout(left)
+            .expect("serve printed its document and address");
+        if is_out {
+            doc.push_str(&l);
+            doc.push('\n');
+            doc_done = l == "}";
+        } else {
+            if let Some(rest) = l.strip_prefix("controller listening on ") {
+                listening = rest.split_whitespace().next().map(str::to_string);
+            }
+            logs.push(l);
+        }
+    }
+    let v: serde_json::Value = serde_json::from_str(&doc).unwrap_or_else(|e| panic!("{e}: {doc}"));
+    let addr: std::net::SocketAddr = listening.unwrap().parse().unwrap();
+    assert_ne!(addr.port(), 0);
+    assert_eq!(v["port"], addr.port(), "{v}");
+    assert_eq!(v["listen"], addr.to_string(), "{v}");
+    assert!(
+        v["admin_token"].as_str().unwrap().starts_with("pfa_"),
+        "{v}"
+    );
+    assert_eq!(v["ca_sha256"].as_str().map(str::len), Some(64), "{v}");
+    assert!(
+        logs.iter().all(|l| !l.contains('\u{1b}')),
+        "no ANSI escapes in logs on a pipe: {logs:?}"
+    );
+}
+
+/// `plan check`: an invalid plan exits 1, a usage error 2; a path end written as a string
+/// is explained in the plan's own words, never with an internal type name.
+#[test]
+fn plan_check_exit_codes_and_errors_in_the_users_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("plan.toml");
+    std::fs::write(
+        &p,
+        "[[servers]]\naddress = \"10.0.0.1\"\nhostname = \"web-01\"\nrole = \"nginx\"\napps = [{ name = \"nginx\", ports = \"80\" }]\n\n[[paths]]\nfrom = \"nginx\"\nto = { role = \"nginx\" }\nports = \"80\"\n",
+    )
+    .unwrap();
+    let o = Command::new(bin("preflight"))
+        .args(["plan", "check"])
+        .arg(&p)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "invalid plan: {err}");
+    assert!(
+        err.contains(r#"write { role = "nginx" } or { server = "web-01" }"#),
+        "{err}"
+    );
+    assert!(!err.contains("RawEndpoint"), "{err}");
+    let o = Command::new(bin("preflight"))
+        .args(["plan", "check", "--no-such-flag"])
+        .arg(&p)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "usage error: {o:?}");
+}
+
+/// Errors that named internal fields now name the flag or say what to do: `--approval ""`,
+/// a readiness record for a batch without a plan; bad times name the flag and the format.
+#[test]
+fn workflow_errors_name_the_flag_and_the_fix() {
+    let ctl = Controller::start(&["--dev-clock"]).unwrap();
+    ctl.run(&["project", "add", "P1", "--name", "n", "--line", "l"])
+        .unwrap();
+    let pat = ctl
+        .json(&["user", "add", "pat", "--role", "project"])
+        .unwrap();
+    let o = ctl
+        .cli_as(pat["token"].as_str().unwrap())
+        .args(["batch", "create", "B1", "--project", "P1", "--title", "t"])
+        .output()
+        .unwrap();
+    preflight_tests::cluster::ok(&o, "batch create").unwrap();
+    let o = ctl
+        .cli()
+        .args(["jump", "B1", "--position", "1", "--approval", " "])
+        .output()
+        .unwrap();
+    one_line_error(&o, "--approval is empty");
+    let o = ctl
+        .cli()
+        .args(["dev", "record", "readiness", "B1"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(
+        err.contains("has no plan attached") && err.contains("preflight plan attach B1"),
+        "{err}"
+    );
+    assert!(!err.contains("summary.plan_digest"), "{err}");
+    for (bad, why) in [
+        ("2026-02-31", "day"),
+        ("2026-06-01T08:30Z", ""),
+        ("２０２６-06-01", ""),
+    ] {
+        let o = ctl
+            .cli()
+            .args(["stats", "pauses", "--since", bad])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{bad}: {err}");
+        assert!(!err.contains("panicked"), "{bad}: {err}");
+        assert!(
+            err.contains("--since") && err.contains("2026-06-18T08:30:00Z") && err.contains(why),
+            "{bad}: {err}"
+        );
+    }
+}
+
+/// `harden audit` exits 3 (as `sweep` with hard failures) when a check is non_compliant, and
+/// names the checks; the fixture tree has some.
+#[test]
+fn harden_audit_exits_3_when_a_check_is_non_compliant() {
+    use preflight_tests::cluster::Agent;
+    let ctl = Controller::start(&["--heartbeat-interval", "1s"]).unwrap();
+    let base = tempfile::tempdir().unwrap();
+    let root = base.path().join("root");
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../crates/preflight-harden/tests/fixtures/debian12"
+    );
+    let cp = Command::new("cp")
+        .arg("-a")
+        .arg(fixture)
+        .arg(&root)
+        .status()
+        .unwrap();
+    assert!(cp.success());
+    let mut a = Agent::enroll(&ctl, base.path(), "aud-1", "127.0.0.63").unwrap();
+    a.start_with(&[std::ffi::OsStr::new("--harden-root"), root.as_os_str()])
+        .unwrap();
+    ctl.wait_online("aud-1");
+    let o = ctl
+        .cli()
+        .args(["harden", "audit", "--agent", "aud-1"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("non_compliant"),
+        "the fixture has non-compliant checks: {out}"
+    );
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(err.contains("non_compliant: aud-1 "), "{err}");
+}

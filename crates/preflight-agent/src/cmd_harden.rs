@@ -130,7 +130,7 @@ fn ids(checks: &[String]) -> anyhow::Result<Vec<&str>> {
 
 /// Shortens a cell to `n` characters.
 fn cell(s: &str, n: usize) -> String {
-    let one_line = s.replace('\n', " ");
+    let one_line = preflight_render::term::clean(s.replace('\n', " "));
     if one_line.chars().count() <= n {
         one_line
     } else {
@@ -285,7 +285,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             if c.output == Output::Json {
                 return print_json(&results);
             }
-            let mut out = std::io::stdout().lock();
+            let mut out = preflight_render::term::SafeWriter(std::io::stdout().lock());
             let mut t = results_table(c.lang);
             for r in &results {
                 table_row(
@@ -312,7 +312,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             if c.output == Output::Json {
                 return print_json(&plan);
             }
-            let mut out = std::io::stdout().lock();
+            let mut out = preflight_render::term::SafeWriter(std::io::stdout().lock());
             let mut t = results_table(c.lang);
             for e in &plan {
                 let a = &e.audit;
@@ -352,7 +352,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     bail!("stdin is not a terminal: review `harden plan`, then pass --yes to apply without a prompt");
                 }
                 let plan = catalog::plan(&root, &policy, &ids)?;
-                let n = print_plan(&mut std::io::stderr().lock(), &plan)?;
+                let n = print_plan(
+                    &mut preflight_render::term::SafeWriter(std::io::stderr().lock()),
+                    &plan,
+                )?;
                 if n == 0 {
                     eprintln!("nothing to change");
                     return Ok(());
@@ -375,7 +378,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             if c.output == Output::Json {
                 return print_json(&report);
             }
-            let mut out = std::io::stdout().lock();
+            let mut out = preflight_render::term::SafeWriter(std::io::stdout().lock());
             let mut t = results_table(c.lang);
             let mut errors = Vec::new();
             for r in &report.records {

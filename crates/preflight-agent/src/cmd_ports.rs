@@ -57,7 +57,10 @@ fn list_and_print(args: Args) -> anyhow::Result<()> {
             serde_json::to_writer(&mut out, &listeners).context("writing JSON")?;
             writeln!(out)?;
         }
-        Output::Text => write_table(&mut out, &listeners)?,
+        Output::Text => write_table(
+            &mut preflight_render::term::SafeWriter(&mut out),
+            &listeners,
+        )?,
     }
     out.flush().context("writing to stdout")?;
     Ok(())
@@ -73,8 +76,15 @@ fn write_table(out: &mut impl Write, listeners: &[Listener]) -> anyhow::Result<(
                 l.address.to_string(),
                 l.port.to_string(),
                 l.pid.map(|p| p.to_string()).unwrap_or_else(dash),
-                l.process.clone().unwrap_or_else(dash),
-                l.user.clone().unwrap_or_else(dash),
+                // Names come from the host (any local user can name a process): escaped.
+                l.process
+                    .clone()
+                    .map(preflight_render::term::clean)
+                    .unwrap_or_else(dash),
+                l.user
+                    .clone()
+                    .map(preflight_render::term::clean)
+                    .unwrap_or_else(dash),
             ]
         })
         .collect();

@@ -1,6 +1,28 @@
 //! The agent as a library: the binary (`main.rs`) is a thin command-line shell over it,
 //! and the fuzz targets (`fuzz/`) reach the request validation through [`fuzzing`].
 
+// Every `print!`/`println!`/`eprint!`/`eprintln!` of this crate goes through
+// `preflight_render::term`: control characters from hosts are escaped in text output (JSON is
+// written exactly), and a reader that went away (`| head`) ends the process quietly.
+#[allow(unused_macros)]
+macro_rules! print {
+    ($($t:tt)*) => { ::preflight_render::term::out(format_args!($($t)*), false) };
+}
+#[allow(unused_macros)]
+macro_rules! println {
+    () => { ::preflight_render::term::out(format_args!(""), true) };
+    ($($t:tt)*) => { ::preflight_render::term::out(format_args!($($t)*), true) };
+}
+#[allow(unused_macros)]
+macro_rules! eprint {
+    ($($t:tt)*) => { ::preflight_render::term::err(format_args!($($t)*), false) };
+}
+#[allow(unused_macros)]
+macro_rules! eprintln {
+    () => { ::preflight_render::term::err(format_args!(""), true) };
+    ($($t:tt)*) => { ::preflight_render::term::err(format_args!($($t)*), true) };
+}
+
 pub mod cmd_bench;
 pub mod cmd_harden;
 pub mod cmd_package;

@@ -2,6 +2,28 @@
 //! subcommands a deployer can use on a server without any controller, like sysbench or ss.
 //! It exposes typed endpoints only: it never runs a command it was sent.
 
+// Every `print!`/`println!`/`eprint!`/`eprintln!` of this crate goes through
+// `preflight_render::term`: control characters from hosts are escaped in text output (JSON is
+// written exactly), and a reader that went away (`| head`) ends the process quietly.
+#[allow(unused_macros)]
+macro_rules! print {
+    ($($t:tt)*) => { ::preflight_render::term::out(format_args!($($t)*), false) };
+}
+#[allow(unused_macros)]
+macro_rules! println {
+    () => { ::preflight_render::term::out(format_args!(""), true) };
+    ($($t:tt)*) => { ::preflight_render::term::out(format_args!($($t)*), true) };
+}
+#[allow(unused_macros)]
+macro_rules! eprint {
+    ($($t:tt)*) => { ::preflight_render::term::err(format_args!($($t)*), false) };
+}
+#[allow(unused_macros)]
+macro_rules! eprintln {
+    () => { ::preflight_render::term::err(format_args!(""), true) };
+    ($($t:tt)*) => { ::preflight_render::term::err(format_args!($($t)*), true) };
+}
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -59,6 +81,8 @@ fn init_tracing(format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        // Colours only on a terminal: logs in files and journald stay plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => b.init(),
@@ -88,6 +112,18 @@ fn local_inventory(output: Output) -> anyhow::Result<()> {
 fn main() -> ExitCode {
     preflight_pki::install_crypto_provider();
     let cli = Cli::parse();
+    // The local subcommands each take `--output`; with JSON, standard output is written exactly.
+    let args: Vec<String> = std::env::args().collect();
+    let json = args.iter().any(|a| a == "--output=json")
+        || args
+            .windows(2)
+            .any(|w| w[0] == "--output" && w[1] == "json");
+    preflight_render::term::set_json(json);
+    // Local commands end quietly when their reader goes away (`| head`); `run` (the daemon)
+    // and `enroll` keep SIGPIPE ignored.
+    if !matches!(cli.cmd, Cmd::Run(_) | Cmd::Enroll(_)) {
+        preflight_render::term::default_sigpipe();
+    }
     init_tracing(cli.log_format);
     let r = match cli.cmd {
         Cmd::Enroll(a) => runtime().and_then(|rt| rt.block_on(enroll::run(a))),

@@ -30,6 +30,76 @@ pub struct Args {
     /// Requests handled at once before shedding with RESOURCE_EXHAUSTED (tests, benchmarks).
     #[arg(long, hide = true, env = "PREFLIGHT_MAX_INFLIGHT", default_value_t = MAX_INFLIGHT)]
     pub max_inflight: usize,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// Connection limits of the agent's listener (hidden; tests and benchmarks).
+#[derive(Debug, clap::Args)]
+pub struct LimitArgs {
+    /// Close established connections with no request in flight for this many milliseconds.
+    #[arg(long, hide = true, value_name = "MS")]
+    pub idle_timeout_ms: Option<u64>,
+    /// Close connections that sent nothing within this many milliseconds.
+    #[arg(long, hide = true, value_name = "MS")]
+    pub first_byte_timeout_ms: Option<u64>,
+    /// TLS handshakes in progress at once.
+    #[arg(long, hide = true)]
+    pub max_pending_handshakes: Option<usize>,
+    /// Connections open at once.
+    #[arg(long, hide = true)]
+    pub max_connections: Option<usize>,
+    /// Connections open at once from one address (the controller's addresses are exempt).
+    #[arg(long, hide = true)]
+    pub max_connections_per_source: Option<usize>,
+}
+
+impl LimitArgs {
+    /// `base` with the flags given applied.
+    pub fn apply(
+        &self,
+        mut base: preflight_pki::transport::Limits,
+    ) -> preflight_pki::transport::Limits {
+        if let Some(ms) = self.idle_timeout_ms {
+            base.idle_timeout = Duration::from_millis(ms.max(1));
+        }
+        if let Some(ms) = self.first_byte_timeout_ms {
+            base.first_byte_timeout = Duration::from_millis(ms.max(1));
+        }
+        if let Some(n) = self.max_pending_handshakes {
+            base.max_pending = n.max(1);
+            base.reserved = base.reserved.min(n / 2);
+        }
+        if let Some(n) = self.max_connections {
+            base.max_connections = n.max(1);
+            base.reserved = base.reserved.min(n / 2);
+        }
+        if let Some(n) = self.max_connections_per_source {
+            base.max_connections_per_source = n.max(1);
+        }
+        base
+    }
+}
+
+/// The controller's addresses from `agent.toml` (HOST:PORT, resolved once at start): the
+/// sources for which the listener keeps its reserve.
+async fn controller_addresses(controller: &str) -> Vec<std::net::IpAddr> {
+    let hostport = controller
+        .trim_start_matches("https://")
+        .trim_start_matches("http://")
+        .trim_end_matches('/');
+    match tokio::net::lookup_host(hostport).await {
+        Ok(addrs) => {
+            let mut ips: Vec<_> = addrs.map(|a| a.ip().to_canonical()).collect();
+            ips.sort();
+            ips.dedup();
+            ips
+        }
+        Err(e) => {
+            tracing::warn!(controller = hostport, error = %e, "cannot resolve the controller's address: no reserved connection slots for it");
+            Vec::new()
+        }
+    }
 }
 
 /// Largest message the agent accepts or sends.
@@ -43,10 +113,15 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     let listen = a.listen.unwrap_or(state.config.listen);
     let cert = ReloadableCert::new(&state.identity)?;
     let tls = preflight_pki::agent_server_config(&state.ca_pem, cert.clone())?;
-    let incoming = preflight_pki::transport::tls_incoming(listen, tls)
+    let limits = a.limits.apply(preflight_pki::transport::Limits::agent(
+        controller_addresses(&state.config.controller).await,
+    ));
+    tracing::debug!(?limits, "connection limits");
+    let incoming = preflight_pki::transport::tls_incoming(listen, tls, limits)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let local = incoming.local_addr;
+    let idle = incoming.idle_layer();
     tracing::info!(agent = %state.config.agent_id, %local, controller = %state.config.controller, version = crate::VERSION, "agent serving");
 
     let svc = tonic::service::interceptor::InterceptedService::new(
@@ -71,6 +146,8 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         .concurrency_limit_per_connection(32)
         .max_concurrent_streams(64)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .layer(idle)
         .layer(preflight_pki::shed::LoadShedLayer::new(a.max_inflight))
         .add_service(svc)
         .serve_with_incoming_shutdown(incoming.stream, shutdown_signal());

@@ -491,6 +491,29 @@ async fn call(
     Ok(h.harden(req).await.map_err(status)?.into_inner())
 }
 
+/// Exit status 3 (as `sweep` with hard failures) when an audit or verify found a check
+/// non_compliant, so a person or a shell script sees it.
+fn exit_if_non_compliant(r: &pb::HardenAgentsResponse) {
+    let bad: Vec<String> = r
+        .results
+        .iter()
+        .flat_map(|a| {
+            a.checks
+                .iter()
+                .filter(|c| c.status == "non_compliant")
+                .map(move |c| format!("{} {}", a.agent_id, c.id))
+        })
+        .collect();
+    if !bad.is_empty() {
+        eprintln!(
+            "error: {} check(s) non_compliant: {}; `preflight harden plan` shows the changes, `preflight harden apply` makes them",
+            bad.len(),
+            bad.join(", ")
+        );
+        std::process::exit(3);
+    }
+}
+
 fn finish(r: &pb::HardenAgentsResponse) -> anyhow::Result<()> {
     let f = failed(r);
     if !f.is_empty() {
@@ -696,6 +719,7 @@ async fn harden(op: HardenOp, conn: &Conn, out: Output) -> anyhow::Result<()> {
         HardenOp::Apply(a) => a.checks.target.lang,
     };
     let mut h = hardening(conn).await?;
+    let mut audit = false;
     let (req, diffs) = match &op {
         HardenOp::Status(t) => {
             let r = h
@@ -778,9 +802,15 @@ async fn harden(op: HardenOp, conn: &Conn, out: Output) -> anyhow::Result<()> {
             }
             return Ok(());
         }
-        HardenOp::Audit(c) => (request(pb::HardenOperation::Audit, c)?, false),
+        HardenOp::Audit(c) => {
+            audit = true;
+            (request(pb::HardenOperation::Audit, c)?, false)
+        }
         HardenOp::Plan(c) => (request(pb::HardenOperation::Plan, c)?, true),
-        HardenOp::Verify(c) => (request(pb::HardenOperation::Verify, c)?, false),
+        HardenOp::Verify(c) => {
+            audit = true;
+            (request(pb::HardenOperation::Verify, c)?, false)
+        }
         HardenOp::Rollback(r) => (
             pb::HardenAgentsRequest {
                 operation: pb::HardenOperation::Rollback as i32,
@@ -857,7 +887,13 @@ async fn harden(op: HardenOp, conn: &Conn, out: Output) -> anyhow::Result<()> {
     } else {
         print_results(&r, diffs, lang);
     }
-    finish(&r)
+    finish(&r)?;
+    // Text only: with --output json the statuses are in the document (scripts read them) and
+    // the exit stays 0, as the existing JSON consumers expect.
+    if audit && out == Output::Text {
+        exit_if_non_compliant(&r);
+    }
+    Ok(())
 }
 
 fn esc(s: &str) -> String {

@@ -164,7 +164,7 @@ fn check(a: CheckArgs) -> anyhow::Result<()> {
                     println!("{}", serde_json::to_string_pretty(&json_err(&invalid))?)
                 }
             }
-            std::process::exit(2)
+            std::process::exit(1)
         }
     }
 }

@@ -526,80 +526,34 @@ pub(crate) async fn attach_plan(
     .await
 }
 
-fn civil_days(y: i64, m: i64, d: i64) -> i64 {
-    // Days since 1970-01-01 (Howard Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+/// Parses a time argument into Unix milliseconds: RFC 3339 with seconds and an offset
+/// (`2026-06-18T08:30:00Z`, `2026-06-18T16:30:00+08:00`, fractions allowed), or a date
+/// `YYYY-MM-DD` (midnight UTC). Parsed by the `time` crate, so impossible dates
+/// (`2026-02-31`) and times without seconds (`08:30Z`) are refused, never adjusted. `what`
+/// names the flag or argument in the error.
+pub fn parse_time_arg(what: &str, s: &str) -> anyhow::Result<i64> {
+    use time::format_description::well_known::Rfc3339;
+    let t = s.trim();
+    let full;
+    let text = if t.len() == 10 && t.is_ascii() {
+        full = format!("{t}T00:00:00Z");
+        full.as_str()
+    } else {
+        t
+    };
+    match time::OffsetDateTime::parse(text, &Rfc3339) {
+        Ok(dt) => i64::try_from(dt.unix_timestamp_nanos() / 1_000_000)
+            .map_err(|_| anyhow::anyhow!("{what}: {s:?} is out of range")),
+        Err(e) => anyhow::bail!(
+            "{what}: {s:?} is not a valid time ({e}); expected RFC 3339 with seconds and an offset, e.g. 2026-06-18T08:30:00Z or 2026-06-18T16:30:00+08:00, or a date, e.g. 2026-06-18"
+        ),
+    }
 }
 
-/// Parses `YYYY-MM-DD` (midnight UTC) or RFC 3339 `YYYY-MM-DDTHH:MM[:SS[.fff]](Z|±HH:MM)` into
-/// Unix milliseconds.
+/// [`parse_time_arg`] for an unnamed argument.
+#[allow(dead_code)] // kept for callers without a flag name
 pub fn parse_time(s: &str) -> anyhow::Result<i64> {
-    let bad = || {
-        anyhow::anyhow!(
-            "invalid time {s:?}: use RFC 3339, e.g. 2026-06-18T08:30:00Z, or a date, e.g. 2026-06-18"
-        )
-    };
-    let t = s.trim();
-    let num = |a: usize, b: usize| -> anyhow::Result<i64> {
-        let part = t.get(a..b).ok_or_else(bad)?;
-        if !part.bytes().all(|c| c.is_ascii_digit()) {
-            return Err(bad());
-        }
-        part.parse::<i64>().map_err(|_| bad())
-    };
-    if t.len() < 10 || &t[4..5] != "-" || &t[7..8] != "-" {
-        return Err(bad());
-    }
-    let (y, mo, d) = (num(0, 4)?, num(5, 7)?, num(8, 10)?);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) {
-        return Err(bad());
-    }
-    let mut ms = civil_days(y, mo, d) * 86_400_000;
-    if t.len() == 10 {
-        return Ok(ms);
-    }
-    if !matches!(&t[10..11], "T" | "t" | " ") || t.len() < 16 || &t[13..14] != ":" {
-        return Err(bad());
-    }
-    let (h, mi) = (num(11, 13)?, num(14, 16)?);
-    let mut rest = &t[16..];
-    let mut sec = 0;
-    let mut frac = 0;
-    if let Some(r) = rest.strip_prefix(':') {
-        let digits = r.get(0..2).ok_or_else(bad)?;
-        sec = digits.parse::<i64>().map_err(|_| bad())?;
-        rest = &r[2..];
-        if let Some(r) = rest.strip_prefix('.') {
-            let n = r.bytes().take_while(u8::is_ascii_digit).count();
-            if n == 0 {
-                return Err(bad());
-            }
-            let f = &r[..n.min(3)];
-            frac = format!("{f:0<3}").parse::<i64>().map_err(|_| bad())?;
-            rest = &r[n..];
-        }
-    }
-    if h > 23 || mi > 59 || sec > 60 {
-        return Err(bad());
-    }
-    let offset_min = match rest {
-        "Z" | "z" => 0,
-        r if r.len() == 6 && (r.starts_with('+') || r.starts_with('-')) && &r[3..4] == ":" => {
-            let oh: i64 = r[1..3].parse().map_err(|_| bad())?;
-            let om: i64 = r[4..6].parse().map_err(|_| bad())?;
-            let sign = if r.starts_with('-') { -1 } else { 1 };
-            sign * (oh * 60 + om)
-        }
-        _ => return Err(bad()),
-    };
-    ms += ((h * 60 + mi - offset_min) * 60 + sec) * 1000 + frac;
-    Ok(ms)
+    parse_time_arg("time", s)
 }
 
 fn stage_name(s: Stage, lang: Lang) -> String {
@@ -1290,6 +1244,11 @@ pub async fn run(cmd: WorkflowCmd, conn: &Conn, out: Output) -> anyhow::Result<(
             position,
             approval,
         } => {
+            if approval.trim().is_empty() {
+                anyhow::bail!(
+                    "--approval is empty: say who approved the jump and why, e.g. --approval \"customer go-live on Friday, approved by lee\""
+                );
+            }
             exec(
                 &mut c,
                 C::JumpQueue(pb::JumpCmd {
@@ -1302,7 +1261,11 @@ pub async fn run(cmd: WorkflowCmd, conn: &Conn, out: Output) -> anyhow::Result<(
             .await
         }
         WorkflowCmd::Stats(StatsCmd::Pauses { by, since, lang }) => {
-            let since_ms = since.as_deref().map(parse_time).transpose()?.unwrap_or(0);
+            let since_ms = since
+                .as_deref()
+                .map(|t| parse_time_arg("--since", t))
+                .transpose()?
+                .unwrap_or(0);
             let r = c
                 .pause_stats(pb::PauseStatsRequest {
                     by: by.clone(),
@@ -1358,7 +1321,7 @@ pub async fn run(cmd: WorkflowCmd, conn: &Conn, out: Output) -> anyhow::Result<(
         WorkflowCmd::Dev(DevCmd::Clock(cc)) => {
             use pb::dev_clock_request::Op;
             let op = match cc {
-                ClockCmd::Set { time } => Op::SetMs(parse_time(&time)?),
+                ClockCmd::Set { time } => Op::SetMs(parse_time_arg("dev clock set TIME", &time)?),
                 ClockCmd::Advance { duration } => {
                     let secs = preflight_core::timefmt::parse_duration(&duration)
                         .map_err(anyhow::Error::msg)?;
@@ -1641,21 +1604,34 @@ mod tests {
             parse_time("2026-06-01T00:00:01.5Z").ok(),
             Some(1_780_272_001_500)
         );
-        assert_eq!(
-            parse_time("2026-06-01T08:30Z").ok(),
-            Some(1_780_272_000_000 + 30_600_000)
-        );
         for bad in [
             "",
             "2026-13-01",
             "2026-06-01T25:00:00Z",
             "June 1",
             "2026-06-01T00:00:00",
+            "2026-06-01T08:30Z",
+            "2026-02-31",
+            "2026-02-31T00:00:00Z",
+            "２０２６-06-01",
+            "2026-06-01T08:30:00Zé",
+            "é",
         ] {
             assert!(parse_time(bad).is_err(), "{bad}");
         }
         let t = 1_780_272_000_000 + 18 * 86_400_000 + 9 * 3_600_000;
         assert_eq!(parse_time(&Timestamp(t).to_string()).ok(), Some(t));
+    }
+
+    #[test]
+    fn bad_times_name_the_flag_and_the_format() {
+        for bad in ["2026-02-31", "2026-06-01T08:30Z", "2026-0６-01", "日期"] {
+            let e = parse_time_arg("--since", bad).unwrap_err().to_string();
+            assert!(e.starts_with("--since: "), "{e}");
+            assert!(e.contains("2026-06-18T08:30:00Z"), "{e}");
+            assert!(e.contains("a date, e.g. 2026-06-18"), "{e}");
+        }
+        assert_eq!(parse_time("2026-02-28").ok(), Some(1_772_236_800_000));
     }
 
     #[test]

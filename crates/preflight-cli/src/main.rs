@@ -1,6 +1,28 @@
 //! preflight: the controller daemon (`preflight serve`) and the operator CLI. Every subcommand
 //! but `serve`, `demo` and `plan check` is a gRPC client of the controller.
 
+// Every `print!`/`println!`/`eprint!`/`eprintln!` of this crate goes through
+// `preflight_render::term`: control characters from hosts are escaped in text output (JSON is
+// written exactly), and a reader that went away (`| head`) ends the process quietly.
+#[allow(unused_macros)]
+macro_rules! print {
+    ($($t:tt)*) => { ::preflight_render::term::out(format_args!($($t)*), false) };
+}
+#[allow(unused_macros)]
+macro_rules! println {
+    () => { ::preflight_render::term::out(format_args!(""), true) };
+    ($($t:tt)*) => { ::preflight_render::term::out(format_args!($($t)*), true) };
+}
+#[allow(unused_macros)]
+macro_rules! eprint {
+    ($($t:tt)*) => { ::preflight_render::term::err(format_args!($($t)*), false) };
+}
+#[allow(unused_macros)]
+macro_rules! eprintln {
+    () => { ::preflight_render::term::err(format_args!(""), true) };
+    ($($t:tt)*) => { ::preflight_render::term::err(format_args!($($t)*), true) };
+}
+
 mod client;
 mod cmd_bench;
 mod cmd_harden;
@@ -71,6 +93,10 @@ enum Cmd {
     Token(TokenCmd),
     /// List enrolled agents, or revoke one.
     Agents {
+        /// Also list revoked agents and agents replaced by a later enrollment at the same
+        /// address (hidden in the text list; JSON always lists every agent).
+        #[arg(long)]
+        all: bool,
         #[command(subcommand)]
         cmd: Option<AgentsCmd>,
     },
@@ -145,6 +171,21 @@ struct ServeArgs {
     /// when the last admin token expired or was lost; the old token is refused).
     #[arg(long, value_name = "NAME")]
     rotate_token: Option<String>,
+    /// Close established connections with no request in flight for this many milliseconds.
+    #[arg(long, hide = true, value_name = "MS")]
+    idle_timeout_ms: Option<u64>,
+    /// Close connections that sent nothing within this many milliseconds.
+    #[arg(long, hide = true, value_name = "MS")]
+    first_byte_timeout_ms: Option<u64>,
+    /// TLS handshakes in progress at once.
+    #[arg(long, hide = true)]
+    max_pending_handshakes: Option<usize>,
+    /// Connections open at once.
+    #[arg(long, hide = true)]
+    max_connections: Option<usize>,
+    /// Connections open at once from one address.
+    #[arg(long, hide = true)]
+    max_connections_per_source: Option<usize>,
 }
 
 fn parse_token_ttl(s: &str) -> Result<Duration, String> {
@@ -191,6 +232,31 @@ enum AgentsCmd {
     Revoke { agent: String },
 }
 
+/// The agents to list, and how many were left out: revoked ones, and ones replaced by a
+/// later enrollment (not revoked) at the same listen address. `all` keeps every agent.
+fn current_agents(agents: Vec<pb::AgentInfo>, all: bool) -> (Vec<pb::AgentInfo>, usize) {
+    if all {
+        return (agents, 0);
+    }
+    let replaced = |a: &pb::AgentInfo| {
+        !a.listen_addr.is_empty()
+            && agents.iter().any(|b| {
+                b.id != a.id
+                    && !b.revoked
+                    && b.listen_addr == a.listen_addr
+                    && b.enrolled_at_unix_ms > a.enrolled_at_unix_ms
+            })
+    };
+    let keep: Vec<bool> = agents.iter().map(|a| !a.revoked && !replaced(a)).collect();
+    let hidden = keep.iter().filter(|k| !**k).count();
+    let shown = agents
+        .into_iter()
+        .zip(keep)
+        .filter_map(|(a, k)| k.then_some(a))
+        .collect();
+    (shown, hidden)
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     preflight_core::timefmt::parse_duration(s).map(Duration::from_secs)
 }
@@ -206,37 +272,36 @@ fn now_ms() -> i64 {
     preflight_controller::Clock::now_ms(&preflight_controller::SystemClock)
 }
 
-async fn serve(a: ServeArgs) -> anyhow::Result<()> {
+async fn serve(a: ServeArgs, out: Output) -> anyhow::Result<()> {
     // Everything the controller writes (sled files, keys, snapshots) is the owner's alone.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     if let Some(name) = &a.rotate_token {
         let (token, expires) = preflight_controller::rotate_offline(&a.data, name, a.token_ttl)?;
+        if out == Output::Json {
+            return json(&serde_json::json!({
+                "user": name,
+                "token": token,
+                "expires_at_ms": expires,
+            }));
+        }
         println!(
             "new token for user {name} (shown only this once; expires {}; the old one is refused):\n  {token}",
-            preflight_core::timefmt::utc(expires / 1000)
+            preflight_render::time(expires)
         );
         return Ok(());
     }
-    if a.init && !preflight_controller::is_initialized(&a.data) {
-        let out = preflight_controller::init_with_ttl(&a.data, &a.sans, a.token_ttl)?;
-        println!("initialised {}", a.data.display());
-        println!("CA pin (sha256): {}", out.ca_pin);
-        println!(
-            "admin token (shown only this once, keep it safe):\n  {}",
-            out.admin_token
-        );
-        println!(
-            "use it with:\n  preflight login --controller https://HOST:{} --ca-sha256 {} --token <the token>",
-            a.listen.port(),
-            out.ca_pin
-        );
-        println!(
-            "the admin token expires {} (--token-ttl); make a new one before then with:\n  preflight user token rotate admin",
-            preflight_core::timefmt::utc(out.admin_token_expires_at_ms / 1000)
-        );
-    } else if a.init {
-        tracing::info!(data = %a.data.display(), "already initialised; no new admin token is printed");
-    }
+    let init = if a.init && !preflight_controller::is_initialized(&a.data) {
+        Some(preflight_controller::init_with_ttl(
+            &a.data,
+            &a.sans,
+            a.token_ttl,
+        )?)
+    } else {
+        if a.init {
+            tracing::info!(data = %a.data.display(), "already initialised; no new admin token is printed");
+        }
+        None
+    };
     let mut cfg = preflight_controller::ServeConfig::new(&a.data);
     cfg.listen = a.listen;
     cfg.heartbeat_interval = a.heartbeat_interval;
@@ -244,11 +309,55 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     cfg.dev_clock = a.dev_clock;
     cfg.max_inflight = a.max_inflight.max(1);
     cfg.user_token_ttl = a.token_ttl;
+    if let Some(ms) = a.idle_timeout_ms {
+        cfg.limits.idle_timeout = Duration::from_millis(ms.max(1));
+    }
+    if let Some(ms) = a.first_byte_timeout_ms {
+        cfg.limits.first_byte_timeout = Duration::from_millis(ms.max(1));
+    }
+    if let Some(n) = a.max_pending_handshakes {
+        cfg.limits.max_pending = n.max(1);
+    }
+    if let Some(n) = a.max_connections {
+        cfg.limits.max_connections = n.max(1);
+    }
+    if let Some(n) = a.max_connections_per_source {
+        cfg.limits.max_connections_per_source = n.max(1);
+    }
     if let Some(d) = a.agent_dir {
         cfg.agent_dir = d;
     }
     let running =
         preflight_controller::start(cfg, Arc::new(preflight_controller::SystemClock)).await?;
+    // Printed once listening, so the port is the real one (also with --listen …:0).
+    if let Some(init) = init {
+        if out == Output::Json {
+            json(&serde_json::json!({
+                "initialised": a.data.display().to_string(),
+                "ca_sha256": init.ca_pin,
+                "admin_token": init.admin_token,
+                "admin_token_expires_at_ms": init.admin_token_expires_at_ms,
+                "listen": running.local_addr.to_string(),
+                "port": running.local_addr.port(),
+            }))?;
+        } else {
+            println!("initialised {}", a.data.display());
+            println!("CA pin (sha256): {}", init.ca_pin);
+            println!(
+                "admin token (shown only this once, keep it safe):\n  {}",
+                init.admin_token
+            );
+            println!(
+                "use it with:\n  preflight login --controller https://HOST:{} --ca-sha256 {} --token <the token>",
+                running.local_addr.port(),
+                init.ca_pin
+            );
+            println!(
+                "the admin token expires {} (--token-ttl); make a new one before then with:\n  preflight user token rotate admin",
+                preflight_render::time(init.admin_token_expires_at_ms)
+            );
+        }
+    }
     eprintln!(
         "controller listening on {} (CA sha256 {})",
         running.local_addr, running.ca_pin
@@ -269,7 +378,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let out = cli.output;
     let conn = cli.conn;
     match cli.cmd {
-        Cmd::Serve(a) => serve(a).await,
+        Cmd::Serve(a) => serve(a, out).await,
         Cmd::Demo(a) => demo::run(a, out).await,
         Cmd::Plan(a) => cmd_plan::run(a, &conn).await,
         Cmd::Bench(a) => cmd_bench::run(a, &conn, out).await,
@@ -342,7 +451,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("on the server, as root:\n  {enroll}");
             Ok(())
         }
-        Cmd::Agents { cmd } => match cmd.unwrap_or(AgentsCmd::List) {
+        Cmd::Agents { all, cmd } => match cmd.unwrap_or(AgentsCmd::List) {
             AgentsCmd::List => {
                 let r = conn
                     .api()
@@ -356,8 +465,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 if r.agents.is_empty() {
                     println!("no agents enrolled yet: `preflight token create` prints the enroll command");
-                } else {
-                    print!("{}", preflight_render::agents(&r.agents, now_ms()));
+                    return Ok(());
+                }
+                let (shown, hidden) = current_agents(r.agents, all);
+                if !shown.is_empty() {
+                    print!("{}", preflight_render::agents(&shown, now_ms()));
+                }
+                if hidden > 0 {
+                    println!("{hidden} revoked or replaced agent(s) not shown: `preflight agents --all` lists them");
                 }
                 Ok(())
             }
@@ -446,6 +561,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 fn main() -> ExitCode {
     preflight_pki::install_crypto_provider();
     let cli = Cli::parse();
+    preflight_render::term::set_json(cli.output == Output::Json);
+    // Client commands end quietly when their reader goes away (`| head`); the controller
+    // (`serve`, and `demo`, which runs one) keeps SIGPIPE ignored for its sockets and pipes.
+    if !matches!(cli.cmd, Cmd::Serve(_) | Cmd::Demo(_)) {
+        preflight_render::term::default_sigpipe();
+    }
     match preflight_render::Zone::choose(cli.tz.as_deref(), std::env::var("TZ").ok().as_deref()) {
         Ok(z) => preflight_render::tz::set_display_zone(z),
         Err(e) => {
@@ -463,6 +584,8 @@ fn main() -> ExitCode {
         });
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        // Colours only on a terminal: logs in files and journald stay plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match cli.log_format {
         LogFormat::Text => b.init(),
@@ -484,5 +607,36 @@ fn main() -> ExitCode {
             eprintln!("error: {}", error_chain(e.as_ref()));
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agent(id: &str, addr: &str, enrolled: i64, revoked: bool) -> pb::AgentInfo {
+        pb::AgentInfo {
+            id: id.into(),
+            listen_addr: addr.into(),
+            enrolled_at_unix_ms: enrolled,
+            revoked,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn agents_list_hides_revoked_and_replaced_unless_all() {
+        let list = vec![
+            agent("web-01", "10.0.0.1:7444", 1, false),
+            agent("web-01b", "10.0.0.1:7444", 2, false),
+            agent("db-01", "10.0.0.2:7444", 1, true),
+            agent("app-01", "10.0.0.3:7444", 1, false),
+        ];
+        let (shown, hidden) = current_agents(list.clone(), false);
+        let ids: Vec<&str> = shown.iter().map(|a| a.id.as_str()).collect();
+        assert_eq!(ids, ["web-01b", "app-01"]);
+        assert_eq!(hidden, 2);
+        let (shown, hidden) = current_agents(list, true);
+        assert_eq!((shown.len(), hidden), (4, 0));
     }
 }

@@ -1114,7 +1114,7 @@ mod tests {
         r.time_utc_ms = expected.sent_ms - EVIDENCE_CLOCK_SKEW_MS + 1;
         assert_eq!(check(r, &expected), Ok(1));
 
-        // All checks: any catalog check, but not a made-up one.
+        // All checks: the agent's catalog decides which; an id of another shape is refused.
         let all = pb::HardenRequest {
             operation: pb::HardenOperation::Audit as i32,
             ..Default::default()
@@ -1124,10 +1124,10 @@ mod tests {
         r.check_id = "auth.lockout".into();
         assert_eq!(check(r, &exp_all), Ok(1));
         let mut r = good();
-        r.check_id = "made.up".into();
+        r.check_id = "made up; rm -rf".into();
         assert!(check(r, &exp_all)
-            .expect_err("unknown check")
-            .contains("made.up"));
+            .expect_err("malformed check id")
+            .contains("made up"));
         // A plan asks for no evidence at all.
         let plan = Expected::harden(&all, pb::HardenOperation::Plan, &caller);
         assert!(check(good(), &plan).is_err());

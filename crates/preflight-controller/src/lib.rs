@@ -124,6 +124,8 @@ pub struct ServeConfig {
     pub agent_dir: PathBuf,
     /// Lifetime of people's tokens made without one (`serve --token-ttl`, default 90 days).
     pub user_token_ttl: Duration,
+    /// Connection limits of the listener (hidden `serve` flags change them for tests).
+    pub limits: preflight_pki::transport::Limits,
 }
 
 impl ServeConfig {
@@ -138,6 +140,7 @@ impl ServeConfig {
             agent_cert_ttl: Duration::from_secs(30 * 24 * 3600),
             dev_clock: false,
             max_inflight: MAX_INFLIGHT,
+            limits: preflight_pki::transport::Limits::controller(),
             agent_dir: std::env::current_exe()
                 .ok()
                 .and_then(|p| p.parent().map(Path::to_path_buf))
@@ -388,10 +391,11 @@ pub async fn start(cfg: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Ru
     }
     let resolver = ReloadableCert::new(&identity)?;
     let tls = preflight_pki::controller_server_config(ca.cert_pem(), resolver)?;
-    let incoming = preflight_pki::transport::tls_incoming(cfg.listen, tls)
+    let incoming = preflight_pki::transport::tls_incoming(cfg.listen, tls, cfg.limits.clone())
         .await
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;
     let local_addr = incoming.local_addr;
+    let idle = incoming.idle_layer();
     let ca_pin = ca.pin();
     let workflow = workflow_svc::Engine::load(&store)?;
     let (clock, dev_clock) = if cfg.dev_clock {
@@ -472,6 +476,8 @@ pub async fn start(cfg: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Ru
             .concurrency_limit_per_connection(64)
             .max_concurrent_streams(128)
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+            .layer(idle)
             .layer(metrics::MetricsLayer(metrics))
             .layer(preflight_pki::shed::LoadShedLayer::new(shed_limit))
             .add_routes(routes)

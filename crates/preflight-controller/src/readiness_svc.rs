@@ -556,8 +556,17 @@ impl ReadinessSvc {
                     match ev {
                         Ok(ev) => {
                             if let Some(f) = ev.file {
+                                if f.status == "wrong_size" {
+                                    out.push(readiness::package_wrong_size(
+                                        server,
+                                        &f.path,
+                                        is_backup(&f.path),
+                                        &f.size_relation,
+                                        f.expected_size,
+                                    ));
+                                    continue;
+                                }
                                 let detail = match f.status.as_str() {
-                                    "wrong_size" => f.size_relation.clone(),
                                     "wrong_hash" => String::new(),
                                     _ => f.error.clone(),
                                 };

@@ -731,6 +731,12 @@ impl pb::workflow_server::Workflow for WorkflowSvc {
                 ))
             })?;
         let run_id = format!("dev-{now}");
+        if r.kind == "readiness" && plan.is_none() {
+            return Err(Status::failed_precondition(format!(
+                "batch {} has no plan attached, and readiness is recorded against a plan: attach one first with `preflight plan attach {} PLAN.toml`",
+                r.batch, r.batch
+            )));
+        }
         let cmd = match r.kind.as_str() {
             "readiness" => Command::RecordReadiness {
                 batch: r.batch,

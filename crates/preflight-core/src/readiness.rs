@@ -350,6 +350,34 @@ pub fn package_file(
     )
 }
 
+/// A package file of the wrong size, with the size the plan expects, so the person knows
+/// which file is the right one. The agent says only whether it is `smaller` or `larger`
+/// (`relation`): a plan must not learn the size of a file it points at.
+pub fn package_wrong_size(
+    server: &Server,
+    path: &str,
+    is_backup: bool,
+    relation: &str,
+    expected: u64,
+) -> Finding {
+    let mut f = package_file(server, path, is_backup, "wrong_size", relation);
+    let (what, what_zh) = if is_backup {
+        ("database backup", "数据库备份")
+    } else {
+        ("package file", "部署包文件")
+    };
+    let (en, zh) = match relation {
+        "larger" => ("larger", "大于"),
+        _ => ("smaller", "小于"),
+    };
+    f.message = format!(
+        "{what} {path} has the wrong size: {en} than the {expected} bytes the plan expects (incomplete download?)"
+    );
+    f.message_zh =
+        format!("{what_zh} {path} 大小不符：{zh}计划中的 {expected} 字节（下载不完整？）");
+    f
+}
+
 /// Clock offset of a server against the controller, in milliseconds.
 pub fn clock(server: &Server, t: &Thresholds, offset_ms: i64, synchronized: bool) -> Finding {
     let f = Finding::new(server, "clock", PauseReason::Other)
@@ -1007,5 +1035,22 @@ mod tests {
         let all = vec![reachable(&s, None), moved, p];
         assert_eq!(tally(&all), (1, 0, 2));
         assert_eq!(all[2].to_failure().check, "soa-01:package:/b.dump");
+    }
+
+    #[test]
+    fn a_package_file_of_the_wrong_size_names_the_planned_size() {
+        let p = package_wrong_size(&server(), "/opt/app.tar.gz", false, "smaller", 5_000);
+        assert_eq!((p.verdict, p.reason), (Verdict::Hard, PauseReason::Package));
+        assert!(
+            p.message
+                .contains("smaller than the 5000 bytes the plan expects"),
+            "{}",
+            p.message
+        );
+        assert!(
+            p.message_zh.contains("小于计划中的 5000 字节"),
+            "{}",
+            p.message_zh
+        );
     }
 }

@@ -630,3 +630,19 @@ fn bandwidth_port_defaults_to_a_planned_path_port() {
     let again = Plan::from_toml("canonical", &plan.to_toml()).unwrap();
     assert_eq!(again, plan);
 }
+
+#[test]
+fn a_path_end_written_as_a_string_says_how_to_write_it() {
+    let text = format!(
+        "{BASE}\n[[paths]]\nfrom = \"nginx\"\nto = {{ role = \"soa\" }}\nports = \"8080\"\n"
+    );
+    let err = errors_of(&text).to_string();
+    assert!(
+        err.contains(r#"write { role = "nginx" } or { server = "web-01" }"#),
+        "{err}"
+    );
+    assert!(
+        !err.contains("RawEndpoint"),
+        "no internal type names: {err}"
+    );
+}

@@ -12,6 +12,7 @@
 //! they are used: an agent's private key never leaves its host.
 
 pub mod fsutil;
+pub mod limits;
 pub mod shed;
 pub mod transport;
 mod verify;

@@ -1,7 +1,8 @@
 //! TLS transport for tonic on both sides, with our own rustls configurations: a client channel
 //! that verifies the peer by identity name (not by the address dialled), and a server accept
-//! loop with a handshake deadline and a cap on concurrent handshakes, so a connection flood
-//! cannot starve the listener.
+//! loop under [`Limits`] (first-byte and handshake deadlines, per-source and total caps, a
+//! reserve for preferred sources, an idle timeout), so a connection flood cannot starve the
+//! listener.
 
 use std::io;
 use std::net::SocketAddr;
@@ -12,15 +13,13 @@ use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ServerConfig};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 
-/// Deadline for one TLS handshake on the server.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Handshakes in progress at once, per listener.
-pub const MAX_PENDING_HANDSHAKES: usize = 256;
+use crate::limits::Gate;
+pub use crate::limits::{IdleLayer, LimitedTcp, Limits, HANDSHAKE_TIMEOUT};
 
 /// Failure to reach a TLS peer.
 #[derive(Debug, thiserror::Error)]
@@ -107,41 +106,49 @@ fn connector(
     })
 }
 
-/// A TLS listener feeding tonic: accepts TCP, runs each handshake in its own task under a
-/// deadline and a concurrency cap (beyond it, connections wait in the kernel's backlog), and
-/// yields finished TLS streams.
+/// A TLS listener feeding tonic: accepts TCP, admits each connection under the listener's
+/// [`Limits`] (closed at once when over a cap, never left waiting behind a flood), runs each
+/// handshake in its own task under a first-byte and a handshake deadline, and yields finished
+/// TLS streams. Add [`TlsIncoming::idle_layer`] to the server for the idle timeout.
 pub struct TlsIncoming {
     pub local_addr: SocketAddr,
-    pub stream: ReceiverStream<Result<TlsStream<TcpStream>, io::Error>>,
+    pub stream: ReceiverStream<Result<TlsStream<LimitedTcp>, io::Error>>,
+    gate: Arc<Gate>,
+}
+
+impl TlsIncoming {
+    /// The server layer that closes connections idle for the idle timeout.
+    pub fn idle_layer(&self) -> IdleLayer {
+        self.gate.idle_layer()
+    }
 }
 
 /// Binds `addr` and starts the accept loop; it ends when the returned stream is dropped.
-pub async fn tls_incoming(addr: SocketAddr, config: ServerConfig) -> io::Result<TlsIncoming> {
+pub async fn tls_incoming(
+    addr: SocketAddr,
+    config: ServerConfig,
+    limits: Limits,
+) -> io::Result<TlsIncoming> {
     let listener = TcpListener::bind(addr).await?;
-    Ok(tls_incoming_from(listener, config))
+    Ok(tls_incoming_from(listener, config, limits))
 }
 
 /// As [`tls_incoming`] on an already bound listener.
-pub fn tls_incoming_from(listener: TcpListener, config: ServerConfig) -> TlsIncoming {
+pub fn tls_incoming_from(
+    listener: TcpListener,
+    config: ServerConfig,
+    limits: Limits,
+) -> TlsIncoming {
     let local_addr = listener
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let (tx, rx) = mpsc::channel(64);
-    let pending = Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES));
+    let gate = Gate::new(fit_to_fd_limit(limits));
+    let g = gate.clone();
     tokio::spawn(async move {
+        let gate = g;
         loop {
-            // Backpressure, not refusal: with every handshake slot taken, stop accepting and
-            // let the kernel's backlog hold new connections until a slot frees (a handshake
-            // ends or times out). A burst of real clients then waits briefly instead of being
-            // reset; a flood of idle connections still holds at most this many slots.
-            let permit = tokio::select! {
-                p = pending.clone().acquire_owned() => match p {
-                    Ok(p) => p,
-                    Err(_) => return,
-                },
-                _ = tx.closed() => return,
-            };
             let (tcp, peer) = tokio::select! {
                 r = listener.accept() => match r {
                     Ok(v) => v,
@@ -154,14 +161,45 @@ pub fn tls_incoming_from(listener: TcpListener, config: ServerConfig) -> TlsInco
                 },
                 _ = tx.closed() => return,
             };
+            // Admission before any work: over a cap, the connection is closed at once, so a
+            // flood from one source (or many) never queues real clients behind it.
+            let admission = match gate.admit(peer) {
+                Ok(a) => a,
+                Err(why) => {
+                    gate.refused(peer, why);
+                    drop(tcp);
+                    continue;
+                }
+            };
             let _ = tcp.set_nodelay(true);
             let acceptor = acceptor.clone();
             let tx = tx.clone();
+            let limits = gate.limits.clone();
             tokio::spawn(async move {
-                let r = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
-                drop(permit);
-                match r {
-                    Ok(Ok(tls)) => {
+                let deadline = tokio::time::Instant::now() + limits.handshake_timeout;
+                // A TLS client speaks first: one that has sent nothing is let go early.
+                let mut first = [0u8; 1];
+                match tokio::time::timeout(limits.first_byte_timeout, tcp.peek(&mut first)).await {
+                    Ok(Ok(n)) if n > 0 => {}
+                    Ok(Ok(_)) => return,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "connection failed before TLS");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "connection sent nothing: closed");
+                        return;
+                    }
+                }
+                let mut admission = admission;
+                if let Err(why) = admission.begin_handshake(deadline).await {
+                    tracing::debug!(%peer, reason = why.text(), "no handshake slot before the deadline: closed");
+                    return;
+                }
+                let conn = LimitedTcp::new(tcp, admission, limits.idle_timeout);
+                match tokio::time::timeout_at(deadline, acceptor.accept(conn)).await {
+                    Ok(Ok(mut tls)) => {
+                        tls.get_mut().0.established();
                         let _ = tx.send(Ok(tls)).await;
                     }
                     Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
@@ -173,7 +211,45 @@ pub fn tls_incoming_from(listener: TcpListener, config: ServerConfig) -> TlsInco
     TlsIncoming {
         local_addr,
         stream: ReceiverStream::new(rx),
+        gate,
     }
+}
+
+/// Raises the soft limit on open files to the hard one, and lowers the connection cap when
+/// even that leaves too few descriptors, so the cap (not EMFILE at accept, which would stall
+/// every client) is what a flood meets.
+fn fit_to_fd_limit(mut limits: Limits) -> Limits {
+    const SPARE: u64 = 128;
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to an rlimit.
+    let soft = unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
+            return limits;
+        }
+        if r.rlim_cur < r.rlim_max {
+            let want = libc::rlimit {
+                rlim_cur: r.rlim_max,
+                rlim_max: r.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
+                r.rlim_cur = r.rlim_max;
+            }
+        }
+        r.rlim_cur
+    };
+    let room = soft.saturating_sub(SPARE).max(16);
+    if (limits.max_connections as u64) > room {
+        tracing::warn!(
+            open_files = soft,
+            max_connections = room,
+            "the open-file limit is low: connections capped to fit (raise LimitNOFILE)"
+        );
+        limits.max_connections = room as usize;
+    }
+    limits
 }
 
 /// The verified client certificate chain of a request, if any.

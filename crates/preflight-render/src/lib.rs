@@ -6,6 +6,9 @@ pub mod bench;
 pub mod tz;
 
 pub use tz::{time, Zone};
+pub mod term;
+
+pub use term::escape_controls;
 
 use preflight_core::timefmt;
 use preflight_proto::v1 as pb;
@@ -37,9 +40,10 @@ impl Table {
         }
     }
 
-    /// Adds a row (missing cells are blank).
+    /// Adds a row (missing cells are blank). Control characters in cells are escaped
+    /// ([`term::escape_controls`]), so a host's strings cannot drive the terminal.
     pub fn row(&mut self, cells: Vec<String>) {
-        self.rows.push(cells);
+        self.rows.push(cells.into_iter().map(term::clean).collect());
     }
 
     /// Renders with two spaces between columns.
@@ -313,7 +317,7 @@ pub fn inventory(inv: &pb::Inventory) -> String {
         ]);
     }
     s.push_str(&n.render());
-    s
+    term::clean(s)
 }
 
 /// The agent list, with heartbeat ages relative to `now_ms`.
@@ -426,7 +430,7 @@ pub fn probe(r: &pb::ProbeResponse) -> String {
             r.listeners_ttl_ms / 1000
         ));
     }
-    out
+    term::clean(out)
 }
 
 /// A bandwidth test between two agents: per stream and in total.
@@ -470,7 +474,7 @@ pub fn bandwidth(r: &pb::BandwidthResponse) -> String {
         retr(rep.retransmits),
     ]);
     out.push_str(&t.render());
-    out
+    term::clean(out)
 }
 
 /// A sweep report for people (see [`sweep_in`]), times in the display zone.
@@ -713,7 +717,7 @@ pub fn sweep_in(r: &pb::SweepReport, lang: Lang, zone: &Zone) -> String {
         ]);
     }
     s.push_str(&t.render());
-    s
+    term::clean(s)
 }
 
 fn esc(s: &str) -> String {
@@ -1213,5 +1217,56 @@ To fix, by party (hard failures block the batch; soft ones are risks to list)"
         assert_eq!(t.render(), "A    LONG\nxyz  1\nq\n");
         assert_eq!(bytes(512), "512 B");
         assert_eq!(bytes(3 << 30), "3.0 GiB");
+    }
+
+    const EVIL: &str = "x\u{1b}]0;x\u{7}\u{1b}[2J";
+
+    fn no_raw_controls(text: &str) {
+        assert!(
+            !text.chars().any(term::is_unsafe),
+            "raw control characters in {text:?}"
+        );
+    }
+
+    #[test]
+    fn ports_escape_control_characters_in_process_names() {
+        let t = ports(&[pb::ListeningSocket {
+            proto: "tcp".into(),
+            family: "ipv4".into(),
+            address: "127.0.0.1".into(),
+            port: 8080,
+            pid: Some(42),
+            process: EVIL.into(),
+            user: "root\u{202e}".into(),
+        }]);
+        no_raw_controls(&t);
+        assert!(t.contains("x\\x1b]0;x\\x07\\x1b[2J"), "{t}");
+        assert!(t.contains("root\\u{202e}"), "{t}");
+    }
+
+    #[test]
+    fn sweep_text_escapes_control_characters() {
+        let r = pb::SweepReport {
+            run_id: 1,
+            batch: "B1".into(),
+            state: "finished".into(),
+            hard: 1,
+            findings: vec![pb::SweepFinding {
+                server: "web-01".into(),
+                check: "ports".into(),
+                verdict: "hard".into(),
+                party: "customer".into(),
+                message: format!("port 80 is held by {EVIL}"),
+                message_zh: format!("端口 80 被 {EVIL} 占用"),
+                fix: "stop it".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        for zh in [false, true] {
+            let t = sweep(&r, zh);
+            no_raw_controls(&t);
+            assert!(t.contains("\\x1b[2J"), "{t}");
+        }
     }
 }

@@ -311,6 +311,12 @@ fn with_fix(msg: &str) -> String {
         format!("{msg}: add {name} = ... to this table (deploy/examples/plan.toml shows every key)")
     } else if msg.starts_with("unknown field `") {
         format!("{msg}: fix the spelling or remove the key")
+    } else if msg.contains("expected struct RawEndpoint") {
+        let what = msg.split(", expected").next().unwrap_or(msg);
+        format!("{what}: write {{ role = \"nginx\" }} or {{ server = \"web-01\" }} (a role of the plan or a server's hostname)")
+    } else if let Some(i) = msg.find("expected struct Raw") {
+        // Never an internal type name: say a table is expected.
+        format!("{}expected a table {{ key = value, ... }}", &msg[..i])
     } else if msg.ends_with("expected u64") {
         format!("{msg}: write a whole number, 0 or more")
     } else {
