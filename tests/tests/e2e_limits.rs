@@ -315,16 +315,21 @@ fn idle_flood_from_one_source_does_not_stall_other_clients() {
     let f2 = Flood::start(&rt, &[ip("127.0.0.3")], agent_addr, 300, false);
     f1.wait_started(300);
     f2.wait_started(300);
-    for round in 0..3 {
-        let took = timed_agents(&ctl);
+    // Before the fix each round took 7-9 s. The median of three rounds must be under 1 s and
+    // none over 3 s, so one slow process start on a loaded CI machine is no failure.
+    let (mut cli, mut confirm) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        cli.push(timed_agents(&ctl));
+        confirm.push(rt.block_on(controller_to_agent(&ctl, "flood-1", agent_addr)));
+    }
+    for (what, mut t) in [
+        ("preflight agents", cli),
+        ("the controller's connection to the agent", confirm),
+    ] {
+        t.sort();
         assert!(
-            took < Duration::from_secs(1),
-            "round {round}: preflight agents took {took:?} under the flood"
-        );
-        let took = rt.block_on(controller_to_agent(&ctl, "flood-1", agent_addr));
-        assert!(
-            took < Duration::from_secs(1),
-            "round {round}: the controller's connection to the agent took {took:?}"
+            t[1] < Duration::from_secs(1) && t[2] < Duration::from_secs(3),
+            "{what} under the flood took {t:?} (median must be under 1 s, every round under 3 s)"
         );
     }
     drop((f1, f2));
@@ -345,13 +350,16 @@ fn spread_flood_leaves_the_reserve_to_the_controller() {
     let srcs: Vec<IpAddr> = (1..=30).map(|i| ip(&format!("127.0.1.{i}"))).collect();
     let flood = Flood::start(&rt, &srcs, agent_addr, 300, true);
     flood.wait_started(300);
-    for round in 0..3 {
-        let took = rt.block_on(controller_to_agent(&ctl, "flood-2", agent_addr));
-        assert!(
-            took < Duration::from_secs(1),
-            "round {round}: the controller's connection to the agent took {took:?}"
-        );
-    }
+    // The median of three rounds under 1 s, none over 3 s (a loaded CI machine may be slow
+    // once; without the reserve the connection waits for the 10 s handshake deadline).
+    let mut t: Vec<Duration> = (0..3)
+        .map(|_| rt.block_on(controller_to_agent(&ctl, "flood-2", agent_addr)))
+        .collect();
+    t.sort();
+    assert!(
+        t[1] < Duration::from_secs(1) && t[2] < Duration::from_secs(3),
+        "the controller's connection to the agent took {t:?} under the flood"
+    );
     drop(flood);
 }
 

@@ -175,7 +175,7 @@ pub fn identity(server: &Server, hostname: &str, addresses: &[String]) -> Findin
             let name_zh = if same_name {
                 String::new()
             } else {
-                format!("；规划主机名 {planned:?}，主机报告 {hostname:?}")
+                format!("；规划主机名为“{planned}”，主机报告的主机名为“{hostname}”")
             };
             f.says(
                 format!(
@@ -840,12 +840,16 @@ mod tests {
         s.hostname = "web-01".into();
         let f = identity(&s, "vm", &["10.0.0.5/24".into()]);
         assert_eq!((f.verdict, f.party), (Verdict::Soft, Party::Integrator));
-        for text in [&f.message, &f.message_zh] {
-            assert!(
-                text.contains("\"web-01\"") && text.contains("\"vm\""),
-                "{text}"
-            );
-        }
+        assert!(
+            f.message.contains("\"web-01\"") && f.message.contains("\"vm\""),
+            "{}",
+            f.message
+        );
+        assert!(
+            f.message_zh.contains("“web-01”") && f.message_zh.contains("“vm”"),
+            "{}",
+            f.message_zh
+        );
         assert!(
             f.message.contains("planned hostname") && f.message.contains("reports"),
             "{}",
