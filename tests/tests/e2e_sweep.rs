@@ -615,13 +615,16 @@ fn identity_names_the_planned_and_the_reported_hostname() {
         (Some("soft"), Some("integrator")),
         "{f}"
     );
-    for key in ["message", "message_zh"] {
-        let m = f[key].as_str().unwrap();
-        assert!(
-            m.contains("\"web-01\"") && m.contains(&format!("{real:?}")),
-            "{key} must name the planned and the reported hostname: {m}"
-        );
-    }
+    let m = f["message"].as_str().unwrap();
+    assert!(
+        m.contains("\"web-01\"") && m.contains(&format!("{real:?}")),
+        "message must name the planned and the reported hostname: {m}"
+    );
+    let m = f["message_zh"].as_str().unwrap();
+    assert!(
+        m.contains("“web-01”") && m.contains(&format!("“{real}”")),
+        "message_zh must name the planned and the reported hostname: {m}"
+    );
     let f = sweep_of(&real);
     assert_eq!(f["verdict"], "pass", "{f}");
 }
