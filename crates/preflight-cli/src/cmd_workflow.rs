@@ -734,7 +734,20 @@ fn at(t: Timestamp) -> String {
     preflight_render::time(t.0)
 }
 
-fn gate_line(g: &GateStatus) -> String {
+fn gate_line(g: &GateStatus, lang: Lang) -> String {
+    // Chinese when the controller sent it (one that predates the Chinese texts sends none).
+    let zh = lang == Lang::Zh && !g.needs_zh.is_empty() && g.missing_zh.len() == g.missing.len();
+    if zh {
+        let mark = if g.met { "[已满足]" } else { "[未满足]" };
+        let mut l = format!("  {mark} {}：{}", g.gate.id(), g.needs_zh);
+        if !g.missing_zh.is_empty() {
+            l.push_str("\n             缺少：");
+            for m in &g.missing_zh {
+                l.push_str(&format!("\n               - {m}"));
+            }
+        }
+        return l;
+    }
     let mark = if g.met { "[met]    " } else { "[not met]" };
     let mut l = format!("  {mark} {}: {}", g.gate.id(), g.needs);
     if !g.missing.is_empty() {
@@ -869,7 +882,7 @@ fn show_batch(v: &BatchView, lang: Lang, now: i64) {
             println!("gates to leave {}:", stage_name(b.stage, lang));
         }
         for g in &v.gates {
-            println!("{}", gate_line(g));
+            println!("{}", gate_line(g, lang));
         }
     }
     println!("{}", h(lang, "history:", "历史记录："));
