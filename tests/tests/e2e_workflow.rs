@@ -1033,6 +1033,23 @@ fn batch_show_in_chinese_names_what_the_plan_gate_misses() {
         preflight_core::workflow::check_zh_text(item).unwrap_or_else(|e| panic!("{e}"));
     }
     assert!(!zh.contains("missing:") && !zh.contains("not met"), "{zh}");
+    // The refusal of `batch advance --lang zh` says the same, on one line.
+    let err = o.refused(
+        "ian",
+        &["batch", "advance", "Z1", "--lang", "zh"],
+        &[
+            "error: 不允许：批次 `Z1` 不能离开集成开发规划阶段：`plan_complete` 未满足，缺少：服务器：`web-02` 没有带端口的应用：",
+            "；跳板机：未声明：请添加 `[jump_host]`",
+            "；安装包清单：数据库服务器 `db-01` 没有数据库备份：",
+        ],
+    );
+    preflight_core::workflow::check_zh_text(&err["error: ".len()..])
+        .unwrap_or_else(|e| panic!("{e}"));
+    o.refused(
+        "ian",
+        &["batch", "advance", "Z1"],
+        &["plan_complete", "jump host: none declared"],
+    );
     // English stays as it was.
     let en = o.run("aud", &["batch", "show", "Z1"]);
     assert!(
