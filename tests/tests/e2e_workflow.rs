@@ -973,6 +973,136 @@ fn the_controller_judges_plan_completeness_and_risks_name_findings() {
     assert_eq!(o.stage("C2"), "assign");
 }
 
+/// Issue 13 item 17: `batch show --lang zh` of a batch stuck at `plan` gives the gate's need and
+/// every missing part in Chinese, one a line, by the rule of `check_zh_text` (no English
+/// outside `backticks` but GD, IP, VPN); English text and JSON's English fields are unchanged,
+/// the Chinese ones come additively.
+#[test]
+fn batch_show_in_chinese_names_what_the_plan_gate_misses() {
+    let o = Office::new(&["--dev-clock"]);
+    o.setup();
+    let dir = tempfile::tempdir().unwrap();
+    let servers_only = dir.path().join("servers-only.toml");
+    std::fs::write(
+        &servers_only,
+        "[[servers]]\naddress = \"10.20.0.11\"\nhostname = \"web-01\"\nrole = \"nginx\"\napps = [{ name = \"nginx\", ports = \"80\" }]\n\n[[servers]]\naddress = \"10.20.0.12\"\nhostname = \"web-02\"\nrole = \"nginx\"\n\n[[servers]]\naddress = \"10.20.0.31\"\nhostname = \"db-01\"\nrole = \"db\"\napps = [{ name = \"postgresql\", ports = \"5432\" }]\n",
+    )
+    .unwrap();
+    o.run(
+        "pat",
+        &["batch", "create", "Z1", "--project", "P1", "--title", "Z1"],
+    );
+    o.to_plan("Z1");
+    o.run(
+        "ian",
+        &["plan", "attach", "Z1", servers_only.to_str().unwrap()],
+    );
+    let zh = o.run("aud", &["batch", "show", "Z1", "--lang", "zh"]);
+    let lines: Vec<&str> = zh.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| *l == "离开集成开发规划阶段的关口：")
+        .unwrap_or_else(|| panic!("gates header:\n{zh}"));
+    assert!(
+        lines[at + 1].starts_with(
+            "  [未满足] plan_complete：已附上完整的规划：服务器（IP、主机名、角色、应用、端口）"
+        ),
+        "{zh}"
+    );
+    assert_eq!(lines[at + 2].trim(), "缺少：", "{zh}");
+    let items: Vec<&str> = lines[at + 3..]
+        .iter()
+        .map(|l| l.trim_start())
+        .take_while(|l| l.starts_with("- "))
+        .map(|l| &l[2..])
+        .collect();
+    let parts = [
+        "服务器：`web-02` 没有带端口的应用",
+        "必需路径：未声明",
+        "虚拟IP：角色 `nginx` 是由 2 台服务器组成的集群，但没有虚拟IP",
+        "跳板机：未声明",
+        "安装包清单：没有安装包文件",
+        "安装包清单：数据库服务器 `db-01` 没有数据库备份",
+    ];
+    assert_eq!(items.len(), parts.len(), "{zh}");
+    for (item, part) in items.iter().zip(parts) {
+        assert!(
+            item.starts_with(part),
+            "{part:?} expected, got {item:?}\n{zh}"
+        );
+        preflight_core::workflow::check_zh_text(item).unwrap_or_else(|e| panic!("{e}"));
+    }
+    assert!(!zh.contains("missing:") && !zh.contains("not met"), "{zh}");
+    // The refusal of `batch advance --lang zh` says the same, on one line.
+    let err = o.refused(
+        "ian",
+        &["batch", "advance", "Z1", "--lang", "zh"],
+        &[
+            "error: 不允许：批次 `Z1` 不能离开集成开发规划阶段：`plan_complete` 未满足，缺少：服务器：`web-02` 没有带端口的应用：",
+            "；跳板机：未声明：请添加 `[jump_host]`",
+            "；安装包清单：数据库服务器 `db-01` 没有数据库备份：",
+        ],
+    );
+    preflight_core::workflow::check_zh_text(&err["error: ".len()..])
+        .unwrap_or_else(|e| panic!("{e}"));
+    o.refused(
+        "ian",
+        &["batch", "advance", "Z1"],
+        &["plan_complete", "jump host: none declared"],
+    );
+    // English stays as it was.
+    let en = o.run("aud", &["batch", "show", "Z1"]);
+    assert!(
+        en.contains("[not met] plan_complete: a complete plan attached")
+            && en.contains("missing:")
+            && en.contains("- jump host: none declared"),
+        "{en}"
+    );
+    // JSON: English fields unchanged, Chinese ones beside them, item for item.
+    let v = o.json("aud", &["batch", "show", "Z1"]);
+    let g = &v["gates"][0];
+    assert_eq!(g["gate"], "plan_complete", "{v}");
+    assert!(
+        g["needs"]
+            .as_str()
+            .unwrap()
+            .starts_with("a complete plan attached"),
+        "{g}"
+    );
+    assert!(
+        g["needs_zh"]
+            .as_str()
+            .unwrap()
+            .starts_with("已附上完整的规划"),
+        "{g}"
+    );
+    assert_eq!(
+        g["missing"].as_array().unwrap().len(),
+        g["missing_zh"].as_array().unwrap().len(),
+        "{g}"
+    );
+
+    // Facts without the plan: the Chinese text says how to attach it.
+    o.run(
+        "pat",
+        &["batch", "create", "Z2", "--project", "P1", "--title", "Z2"],
+    );
+    o.to_plan("Z2");
+    o.run(
+        "ian",
+        &[
+            "batch", "plan", "Z2", "--digest", "d2", "--host", "10.0.0.5",
+        ],
+    );
+    let zh = o.run("aud", &["batch", "show", "Z2", "--lang", "zh"]);
+    assert!(
+        zh.lines()
+            .any(|l| l.trim_start().starts_with("- 规划文件本身：")
+                && l.contains("`preflight plan attach Z2 PLAN_FILE`")),
+        "{zh}"
+    );
+}
+
 /// Issue 20 item 2: a plan decides what the agents probe. The project may sweep its batch's
 /// attached plan, never another plan file (that is for admin, integrator, deployer); and a plan
 /// whose VIP lies outside the servers' networks is refused naming the field and the fix.

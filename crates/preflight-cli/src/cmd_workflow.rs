@@ -286,9 +286,13 @@ pub enum BatchCmd {
         lang: LangArg,
     },
     /// Move to the next stage when its gates pass (role of the stage).
+    #[command(after_help = "Example:\n  preflight batch advance B7 --lang zh")]
     Advance {
         /// Batch id.
         batch: String,
+        /// Language of a refusal for unmet gates: en or zh (中文).
+        #[command(flatten)]
+        lang: LangArg,
     },
     /// Pause (部署暂停) a batch in stages 3-13: to problem_handling.
     #[command(
@@ -688,7 +692,20 @@ fn at(t: Timestamp) -> String {
     preflight_render::time(t.0)
 }
 
-fn gate_line(g: &GateStatus) -> String {
+fn gate_line(g: &GateStatus, lang: Lang) -> String {
+    // Chinese when the controller sent it (one that predates the Chinese texts sends none).
+    let zh = lang == Lang::Zh && !g.needs_zh.is_empty() && g.missing_zh.len() == g.missing.len();
+    if zh {
+        let mark = if g.met { "[已满足]" } else { "[未满足]" };
+        let mut l = format!("  {mark} {}：{}", g.gate.id(), g.needs_zh);
+        if !g.missing_zh.is_empty() {
+            l.push_str("\n             缺少：");
+            for m in &g.missing_zh {
+                l.push_str(&format!("\n               - {m}"));
+            }
+        }
+        return l;
+    }
     let mark = if g.met { "[met]    " } else { "[not met]" };
     let mut l = format!("  {mark} {}: {}", g.gate.id(), g.needs);
     if !g.missing.is_empty() {
@@ -823,7 +840,7 @@ fn show_batch(v: &BatchView, lang: Lang, now: i64) {
             println!("gates to leave {}:", stage_name(b.stage, lang));
         }
         for g in &v.gates {
-            println!("{}", gate_line(g));
+            println!("{}", gate_line(g, lang));
         }
     }
     println!("{}", h(lang, "history:", "历史记录："));
@@ -857,6 +874,47 @@ async fn exec(c: &mut Client, cmd: pb::workflow_command::Cmd, out: Output) -> an
         .map_err(status)?
         .into_inner();
     print_events(&r, out)
+}
+
+/// The refusal of `batch advance --lang zh` for unmet gates, in Chinese, from the gates the
+/// controller evaluates now (`None` when it sends no Chinese texts or every gate is met).
+async fn unmet_gates_zh(c: &mut Client, batch: &str) -> Option<String> {
+    let r = c
+        .get_batch(pb::GetBatchRequest {
+            batch: batch.to_string(),
+        })
+        .await
+        .ok()?
+        .into_inner();
+    let v: BatchView = serde_json::from_str(&r.json).ok()?;
+    let unmet: Vec<&GateStatus> = v.gates.iter().filter(|g| !g.met).collect();
+    if unmet.is_empty()
+        || unmet
+            .iter()
+            .any(|g| g.needs_zh.is_empty() || g.missing_zh.len() != g.missing.len())
+    {
+        return None;
+    }
+    let parts: Vec<String> = unmet
+        .iter()
+        .map(|g| {
+            if g.missing_zh.is_empty() {
+                format!("`{}` 未满足，要求：{}", g.gate.id(), g.needs_zh)
+            } else {
+                format!(
+                    "`{}` 未满足，缺少：{}",
+                    g.gate.id(),
+                    g.missing_zh.join("；")
+                )
+            }
+        })
+        .collect();
+    Some(format!(
+        "批次 `{}` 不能离开{}阶段：{}",
+        v.batch.id,
+        v.batch.stage.zh(),
+        parts.join("；")
+    ))
 }
 
 /// `batch risk B --all-soft`: one risk per soft failure of the recorded readiness report that
@@ -1459,7 +1517,28 @@ async fn batch(c: &mut Client, cmd: BatchCmd, out: Output) -> anyhow::Result<()>
             show_batch(&v, lang.lang, r.now_ms);
             Ok(())
         }
-        BatchCmd::Advance { batch } => exec(c, C::Advance(batch_ref(batch)), out).await,
+        BatchCmd::Advance { batch, lang } => {
+            let id = batch.clone();
+            let r = c
+                .execute(pb::WorkflowCommand {
+                    cmd: Some(C::Advance(batch_ref(batch))),
+                })
+                .await;
+            match r {
+                Ok(r) => print_events(&r.into_inner(), out),
+                Err(s)
+                    if lang.lang == Lang::Zh
+                        && s.code() == tonic::Code::FailedPrecondition
+                        && s.message().contains(" cannot leave ") =>
+                {
+                    match unmet_gates_zh(c, &id).await {
+                        Some(msg) => bail!("不允许：{msg}"),
+                        None => Err(status(s)),
+                    }
+                }
+                Err(s) => Err(status(s)),
+            }
+        }
         BatchCmd::Pause {
             batch,
             reason,

@@ -95,6 +95,38 @@ pub(crate) fn agent_for_host<'a>(
         .ok_or_else(|| format!("{host}: no enrolled agent has this id, address or hostname"))
 }
 
+/// TLS for every connection the controller opens to an agent (the pool's channels and the
+/// fresh connection that confirms a firewall change): the agent is verified against the CA and
+/// by name, and must serve the certificate the store records for it (`registry::check_cert`:
+/// the current one, or the one a renewal replaced while its overlap lasts), so an old
+/// certificate and key copied elsewhere cannot pass for the agent.
+pub(crate) fn checked_agent_tls(
+    ca_pem: &str,
+    identity: &Identity,
+    store: preflight_store::Store,
+    clock: std::sync::Arc<dyn crate::Clock>,
+) -> Result<rustls::ClientConfig, preflight_pki::PkiError> {
+    let check: preflight_pki::ServerCheck = std::sync::Arc::new(move |name, fp| {
+        let rustls::pki_types::ServerName::DnsName(dns) = name else {
+            return Err("an agent is verified by its DNS name".into());
+        };
+        let Some(id) = dns.as_ref().strip_suffix(preflight_pki::AGENT_SUFFIX) else {
+            return Err(format!("{} is not an agent name", dns.as_ref()));
+        };
+        let rec = store
+            .agent(id)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("agent {id} is not enrolled here"))?;
+        match crate::registry::check_cert(&rec, fp, clock.now_ms()) {
+            crate::registry::CertCheck::Refused => Err(format!(
+                "agent {id} serves certificate {fp}, which is not its current one: refused"
+            )),
+            _ => Ok(()),
+        }
+    });
+    preflight_pki::client_config_checked(ca_pem, identity, check)
+}
+
 impl AgentPool {
     /// Agents are verified against the CA and by name, and must serve the certificate the
     /// store records for them (`registry::check_cert`: the current one, or the one a renewal
@@ -106,26 +138,8 @@ impl AgentPool {
         store: preflight_store::Store,
         clock: std::sync::Arc<dyn crate::Clock>,
     ) -> Result<Self, preflight_pki::PkiError> {
-        let check: preflight_pki::ServerCheck = std::sync::Arc::new(move |name, fp| {
-            let rustls::pki_types::ServerName::DnsName(dns) = name else {
-                return Err("an agent is verified by its DNS name".into());
-            };
-            let Some(id) = dns.as_ref().strip_suffix(preflight_pki::AGENT_SUFFIX) else {
-                return Err(format!("{} is not an agent name", dns.as_ref()));
-            };
-            let rec = store
-                .agent(id)
-                .map_err(|e| e.to_string())?
-                .ok_or_else(|| format!("agent {id} is not enrolled here"))?;
-            match crate::registry::check_cert(&rec, fp, clock.now_ms()) {
-                crate::registry::CertCheck::Refused => Err(format!(
-                    "agent {id} serves certificate {fp}, which is not its current one: refused"
-                )),
-                _ => Ok(()),
-            }
-        });
         Ok(Self {
-            tls: preflight_pki::client_config_checked(ca_pem, identity, check)?,
+            tls: checked_agent_tls(ca_pem, identity, store, clock)?,
             channels: Mutex::new(HashMap::new()),
         })
     }
@@ -188,5 +202,122 @@ pub(crate) fn agent_status(id: &str, s: Status) -> Status {
             Status::deadline_exceeded(format!("agent {id} did not answer in time"))
         }
         _ => Status::new(s.code(), format!("agent {id}: {}", s.message())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use preflight_pki::{CertificateAuthority, ReloadableCert};
+    use preflight_store::{JoinTokenRecord, Store};
+
+    fn agent_identity(ca: &CertificateAuthority, id: &str) -> Identity {
+        let (csr, key_pem) = preflight_pki::make_csr(id).expect("CSR");
+        let cert_pem = ca
+            .sign_agent_csr(&csr, id, Duration::from_secs(86400))
+            .expect("issue");
+        Identity { cert_pem, key_pem }
+    }
+
+    /// A real TLS handshake in memory: the client config against an agent server presenting
+    /// `served`; `Err` carries the client's refusal.
+    fn handshake(
+        client: rustls::ClientConfig,
+        ca_pem: &str,
+        served: &Identity,
+        id: &str,
+    ) -> Result<(), String> {
+        let server_cfg = preflight_pki::agent_server_config(
+            ca_pem,
+            ReloadableCert::new(served).expect("server cert"),
+        )
+        .expect("server config");
+        let name = preflight_pki::agent_server_name(id).expect("name");
+        let mut c = rustls::ClientConnection::new(std::sync::Arc::new(client), name)
+            .expect("client connection");
+        let mut s = rustls::ServerConnection::new(std::sync::Arc::new(server_cfg))
+            .expect("server connection");
+        for _ in 0..20 {
+            if !c.is_handshaking() && !s.is_handshaking() {
+                return Ok(());
+            }
+            let mut buf = Vec::new();
+            while c.wants_write() {
+                c.write_tls(&mut buf).expect("client write");
+            }
+            let mut rd = &buf[..];
+            while !rd.is_empty() {
+                s.read_tls(&mut rd).expect("server read");
+            }
+            s.process_new_packets()
+                .map_err(|e| format!("server: {e}"))?;
+            let mut buf = Vec::new();
+            while s.wants_write() {
+                s.write_tls(&mut buf).expect("server write");
+            }
+            let mut rd = &buf[..];
+            while !rd.is_empty() {
+                c.read_tls(&mut rd).expect("client read");
+            }
+            c.process_new_packets().map_err(|e| e.to_string())?;
+        }
+        Err("the handshake did not finish".into())
+    }
+
+    /// Issue 20 item 4: the configuration every controller-to-agent connection uses (the pool
+    /// and, since this change, the fresh firewall-confirmation connection in `hardening_svc`)
+    /// refuses an agent serving a CA-signed certificate for its name that is not the one on
+    /// record (an old copy), and accepts the current one.
+    #[test]
+    fn agent_tls_refuses_a_certificate_not_on_record() {
+        preflight_pki::install_crypto_provider();
+        let ca = CertificateAuthority::generate("test CA").expect("CA");
+        let controller = ca
+            .issue_controller(&[], Duration::from_secs(86400))
+            .expect("controller identity");
+        let old = agent_identity(&ca, "web-01");
+        let current = agent_identity(&ca, "web-01");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("db")).expect("store");
+        store
+            .add_join_token(&JoinTokenRecord {
+                token_sha256: "t".into(),
+                created_at_ms: 0,
+                expires_at_ms: i64::MAX,
+                created_by: "admin".into(),
+                used_by: None,
+                used_at_ms: None,
+                max_uses: 1,
+                uses: vec![],
+            })
+            .expect("token");
+        store
+            .enroll(
+                "t",
+                1,
+                &AgentRecord {
+                    id: "web-01".into(),
+                    hostname: "web-01".into(),
+                    cert_sha256: current.fingerprint().expect("fp"),
+                    ..Default::default()
+                },
+            )
+            .expect("enroll");
+        let clock: std::sync::Arc<dyn crate::Clock> = std::sync::Arc::new(crate::SystemClock);
+        let tls = checked_agent_tls(ca.cert_pem(), &controller, store, clock).expect("tls");
+
+        let e = handshake(tls.clone(), ca.cert_pem(), &old, "web-01")
+            .expect_err("the old certificate must be refused");
+        let old_fp = old.fingerprint().expect("fp");
+        assert!(
+            e.contains("not its current one") && e.contains(&old_fp),
+            "{e}"
+        );
+        handshake(tls.clone(), ca.cert_pem(), &current, "web-01")
+            .expect("the certificate on record is accepted");
+        // The plain CA-only configuration the confirmation used before accepts the old copy:
+        // the check is what refuses it.
+        let plain = preflight_pki::client_config(ca.cert_pem(), Some(&controller)).expect("plain");
+        handshake(plain, ca.cert_pem(), &old, "web-01").expect("CA-only accepts the old copy");
     }
 }

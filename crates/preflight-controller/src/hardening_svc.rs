@@ -24,7 +24,7 @@ use preflight_core::evidence::{
 };
 use preflight_core::role::Role;
 use preflight_core::workflow::HostHardening;
-use preflight_pki::{fsutil, Identity};
+use preflight_pki::fsutil;
 use preflight_proto::v1 as pb;
 use preflight_store::evidence::EvidenceStore;
 use preflight_store::{AgentRecord, Store};
@@ -80,17 +80,20 @@ pub(crate) struct EvidenceState {
     log: Mutex<EvidenceLog>,
     /// The CA certificate (DER) bundles carry, so auditors chain agent certificates to it.
     ca_der: Vec<u8>,
-    /// TLS for fresh connections to agents (firewall confirmation).
+    /// TLS for fresh connections to agents (firewall confirmation): the same check as the
+    /// agent pool's (`agents::checked_agent_tls`), so only the certificate on record passes.
     tls: rustls::ClientConfig,
 }
 
 impl EvidenceState {
-    /// Opens the log in `store`, loading (or making) the key in `data_dir`.
+    /// Opens the log in `store`, loading (or making) the key in `data_dir`. `tls` is the
+    /// configuration for the fresh connection that confirms a firewall change: build it with
+    /// `agents::checked_agent_tls` so the agent must serve the certificate on record.
     pub(crate) fn open(
         data_dir: &Path,
         store: &Store,
         ca_pem: &str,
-        identity: &Identity,
+        tls: rustls::ClientConfig,
     ) -> anyhow::Result<Self> {
         use anyhow::Context;
         let key_pkcs8 = ensure_evidence_key(data_dir).with_context(|| {
@@ -117,7 +120,7 @@ impl EvidenceState {
             store,
             log: Mutex::new(log),
             ca_der,
-            tls: preflight_pki::client_config(ca_pem, Some(identity))?,
+            tls,
         })
     }
 

@@ -413,7 +413,10 @@ pub async fn start(cfg: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Ru
     let pubkey_pin = http::pubkey_pin(&identity.cert_pem)?;
     let metrics = Arc::new(metrics::Metrics::new(clock.now_ms()));
     // Data directories made before evidence existed get their key here.
-    let evidence = hardening_svc::EvidenceState::open(&dir, &store, ca.cert_pem(), &identity)?;
+    // The firewall confirmation's fresh connection checks the agent's certificate as the pool does.
+    let confirm_tls =
+        agents::checked_agent_tls(ca.cert_pem(), &identity, store.clone(), clock.clone())?;
+    let evidence = hardening_svc::EvidenceState::open(&dir, &store, ca.cert_pem(), confirm_tls)?;
     let shared = Arc::new(Shared {
         evidence,
         store,

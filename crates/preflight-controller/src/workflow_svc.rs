@@ -253,6 +253,7 @@ fn command_from_pb(c: pb::WorkflowCommand) -> Result<Command, Status> {
                     digest: x.digest,
                     hosts: x.hosts,
                     incomplete: x.incomplete,
+                    incomplete_zh: vec![],
                 },
             },
             C::ConfirmPlan(x) => Command::ConfirmPlan { batch: x.batch },
@@ -461,8 +462,11 @@ impl pb::workflow_server::Workflow for WorkflowSvc {
                     )?;
                     plan.hosts = p.servers.iter().map(|s| s.hostname.clone()).collect();
                     plan.incomplete = p.incomplete();
+                    plan.incomplete_zh = p.incomplete_zh();
                 } else {
                     plan.incomplete = vec![preflight_core::plan::facts_only_incomplete(batch)];
+                    plan.incomplete_zh =
+                        vec![preflight_core::plan::facts_only_incomplete_zh(batch)];
                 }
             }
             None
@@ -474,6 +478,7 @@ impl pb::workflow_server::Workflow for WorkflowSvc {
             plan.digest = p.digest();
             plan.hosts = p.servers.iter().map(|s| s.hostname.clone()).collect();
             plan.incomplete = p.incomplete();
+            plan.incomplete_zh = p.incomplete_zh();
             Some((plan.digest.clone(), plan_toml))
         };
         let now = self.0.now_ms();

@@ -72,6 +72,7 @@ fn facts(w: &World, id: &str, now: Timestamp, o: &Op) -> Vec<(Actor, Command)> {
                     digest: format!("d{}", o.small % 2),
                     hosts: HOSTS.iter().map(|h| h.to_string()).collect(),
                     incomplete: if good { vec![] } else { vec!["no VIP".into()] },
+                    incomplete_zh: vec![],
                 },
             },
         )],

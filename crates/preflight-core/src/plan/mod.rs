@@ -25,7 +25,7 @@ use ipnet::IpNet;
 use ring::digest;
 use serde::{Deserialize, Serialize};
 
-pub use complete::{facts_only_incomplete, DATABASE_NAMES};
+pub use complete::{facts_only_incomplete, facts_only_incomplete_zh, DATABASE_NAMES};
 pub use error::{InvalidPlan, Location, PlanError, PlanErrorKind};
 pub use ports::{PortRange, Protocol};
 

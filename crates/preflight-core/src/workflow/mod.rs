@@ -47,7 +47,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::role::Role;
 
-pub use gate::{gates_of, GateId, GateStatus};
+pub use gate::{check_zh_text, gates_of, GateId, GateStatus, ZH_ALLOWED_ACRONYMS};
 pub use queue::{queue_class, satisfies_three_class_rule, QueueClass, QueueEntry};
 pub use refusal::{Refusal, RefusalKind};
 pub use stats::{pause_stats, PauseStatsRow, StatsKey, UnknownStatsKey};

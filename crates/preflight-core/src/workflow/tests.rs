@@ -63,6 +63,7 @@ fn plan() -> PlanFacts {
         digest: "plan-d1".into(),
         hosts: vec!["10.0.0.5".into(), "10.0.0.6".into()],
         incomplete: vec![],
+        incomplete_zh: vec![],
     }
 }
 
@@ -1696,4 +1697,150 @@ fn names_ids_and_chinese() {
         .contains("pre_plan"));
     let zh: std::collections::BTreeSet<_> = Stage::ALL.iter().map(|s| s.zh()).collect();
     assert_eq!(zh.len(), Stage::ALL.len());
+}
+
+/// Issue 13 item 17: every gate has a Chinese text, and every missing item (each variant is
+/// produced here) has a Chinese form, item for item, following `check_zh_text`: no ASCII
+/// letters outside `backticks` and 「quotes」 except the acronyms GD, IP and VPN.
+#[test]
+fn every_gate_and_missing_item_has_chinese() {
+    let mut all: Vec<GateId> = Stage::ALL
+        .iter()
+        .flat_map(|s| gates_of(*s).iter().copied())
+        .collect();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 15, "{all:?}");
+    for g in &all {
+        check_zh_text(g.needs_zh()).unwrap_or_else(|e| panic!("{}: {e}", g.id()));
+    }
+    // The rule itself.
+    assert!(check_zh_text("主机 `web-01`：尚未完成基线加固").is_ok());
+    assert!(check_zh_text("GD 尚未处理，缺少虚拟IP").is_ok());
+    assert!(check_zh_text("风险 1（「slow disk」）不在备案中").is_ok());
+    assert!(check_zh_text("尚未 attach 规划").is_err());
+    assert!(check_zh_text("no plan attached").is_err());
+    assert!(check_zh_text("缺少 `端口").is_err());
+    assert!(check_zh_text("GDP 未处理").is_err());
+
+    let t = june(2, 9, 0);
+    let mut w = world(&["amy"]);
+    ok(
+        &mut w,
+        t,
+        &user(Role::Admin),
+        Command::CreateProject {
+            id: "P3".into(),
+            name: "unapproved".into(),
+            business_line: "gov".into(),
+            approval: Approval::Pending,
+        },
+    );
+    create(&mut w, "B1", "P3", t);
+    let bare = w.batch("B1").expect("batch").clone();
+    let mut states = vec![bare.clone()];
+    let mut missing_project = bare.clone();
+    missing_project.project = "P404".into();
+    states.push(missing_project);
+    // A plan with gaps, confirmed at another digest, a stale report on another plan with
+    // hard and soft failures, hardening gaps, an unlisted perf shortfall, a rejected filing.
+    let mut b = bare.clone();
+    let mut p = plan();
+    p.hosts.clear();
+    p.incomplete = vec!["jump host: none declared".into()];
+    p.incomplete_zh = vec!["跳板机：未声明".into()];
+    b.plan = Some(p);
+    b.plan_confirmed = Some("plan-d0".into());
+    let mut r = readiness(
+        t,
+        vec![failure(
+            "ports.a->b:80",
+            PauseReason::NetworkPorts,
+            Party::Customer,
+        )],
+    );
+    r.plan_digest = "plan-d0".into();
+    r.soft_failures = vec![failure(
+        "disk.a:/data",
+        PauseReason::DiskPerformance,
+        Party::Customer,
+    )];
+    b.readiness = Some(r);
+    b.perf = Some(PerfSummary {
+        run_id: "perf-1".into(),
+        finished_at: t,
+        shortfalls: vec![failure(
+            "disk.a:/data",
+            PauseReason::DiskPerformance,
+            Party::Customer,
+        )],
+    });
+    b.filing = Some(RiskFiling {
+        risks: vec![],
+        document: "f.pdf".into(),
+        by: "ivy".into(),
+        at: t,
+        status: FilingStatus::Rejected,
+        review_note: None,
+    });
+    states.push(b.clone());
+    // Plan recorded before the Chinese texts: a Chinese fallback.
+    let mut old = b.clone();
+    if let Some(p) = old.plan.as_mut() {
+        p.incomplete_zh.clear();
+    }
+    states.push(old);
+    // Hardening: one host without evidence, one with every gap.
+    let mut h = b.clone();
+    h.plan = Some(plan());
+    let mut hs = hardening(
+        t,
+        HostHardening {
+            baseline_applied: false,
+            all_compliant: false,
+            verified_after_last_change: false,
+            noncompliant: vec!["ssh.permit_root_login".into()],
+            firewall_missing_ports: vec!["8080/tcp".into()],
+            ..host_ok()
+        },
+    );
+    hs.hosts.remove("10.0.0.6");
+    h.hardening = Some(hs);
+    states.push(h.clone());
+    let mut h2 = h.clone();
+    h2.hardening = Some(hardening(
+        t,
+        HostHardening {
+            all_compliant: false,
+            firewall_covers_planned_ports: false,
+            ..host_ok()
+        },
+    ));
+    // A filing that misses a risk, pending review.
+    h2.risks = vec![Risk {
+        id: 1,
+        text: "slow disk".into(),
+        source: None,
+        by: "ivy".into(),
+        at: t,
+    }];
+    h2.filing = Some(RiskFiling {
+        status: FilingStatus::Pending,
+        ..b.filing.clone().expect("filing")
+    });
+    states.push(h2);
+    let late = t.plus_ms(3 * DAY_MS);
+    let mut seen = 0;
+    for s in &states {
+        for g in &all {
+            let st = w.gate_status(s, *g, late);
+            assert_eq!(st.needs_zh, g.needs_zh());
+            assert_eq!(st.missing_zh.len(), st.missing.len(), "{st:?}");
+            for z in &st.missing_zh {
+                check_zh_text(z).unwrap_or_else(|e| panic!("{}: {e}", g.id()));
+                seen += 1;
+            }
+        }
+    }
+    assert!(seen >= 30, "only {seen} Chinese missing items produced");
 }

@@ -561,6 +561,10 @@ pub struct PlanFacts {
     /// What the plan still lacks (servers, paths, thresholds, VIPs, jump host, package manifest);
     /// empty when complete.
     pub incomplete: Vec<String>,
+    /// `incomplete` in Chinese, entry by entry (`--lang zh`); set by the controller with
+    /// `incomplete`, empty in plans recorded before it existed.
+    #[serde(default)]
+    pub incomplete_zh: Vec<String>,
 }
 
 /// Summary of a readiness sweep (issue 6 fills this in).
