@@ -511,6 +511,8 @@ pub async fn run_bandwidth_sender_live(
         direction: direction(r.reverse),
         ..SendOptions::default()
     };
+    // A bad request fails the call itself, not the stream.
+    opts.check().map_err(bandwidth_status)?;
     tracing::debug!(%addr, streams = r.streams, duration_ms = r.duration_ms, reverse = r.reverse, "bandwidth sender starting (live)");
     let (out, rx) = tokio::sync::mpsc::channel(PROGRESS_BUFFER);
     let (sec_tx, mut sec_rx) = tokio::sync::mpsc::channel(PROGRESS_BUFFER);

@@ -875,6 +875,16 @@ pub struct SendOptions {
     pub direction: Direction,
 }
 
+impl SendOptions {
+    /// Checks the stream count, duration and write size against the caps, as [`send`] does
+    /// before it connects.
+    pub fn check(&self) -> Result<(), BandwidthError> {
+        check_streams(self.streams)?;
+        check_duration(self.duration)?;
+        check_write_size(self.write_size)
+    }
+}
+
 impl Default for SendOptions {
     fn default() -> Self {
         Self {
@@ -907,9 +917,7 @@ pub async fn send_with_progress(
     opts: &SendOptions,
     progress: Option<mpsc::Sender<SecondDone>>,
 ) -> Result<BandwidthReport, BandwidthError> {
-    check_streams(opts.streams)?;
-    check_duration(opts.duration)?;
-    check_write_size(opts.write_size)?;
+    opts.check()?;
     let key = Arc::new(hmac::Key::new(hmac::HMAC_SHA256, &token));
     // Handshake every stream first, so the data phases start together.
     let mut hellos = JoinSet::new();
