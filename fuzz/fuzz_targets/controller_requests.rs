@@ -33,6 +33,7 @@ const METHODS: &[(&str, &str)] = &[
     ("Controller", "ListAgentPorts"),
     ("Controller", "Probe"),
     ("Controller", "Bandwidth"),
+    ("Controller", "BandwidthLive"),
     ("Controller", "GetStatus"),
     ("Readiness", "RunSweep"),
     ("Readiness", "ListSweeps"),

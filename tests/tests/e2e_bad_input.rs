@@ -1900,6 +1900,31 @@ fn a_thousand_bad_requests_get_clear_errors_and_the_servers_keep_serving() {
     let mut corpus = Corpus(Vec::new());
     controller_cases(&mut corpus, "bi-1");
     agent_cases(&mut corpus);
+    // The live bandwidth RPCs take the same requests and refuse the same bad ones up front.
+    let live: Vec<Case> = corpus
+        .0
+        .iter()
+        .filter_map(|c| {
+            let path = match c.path.as_str() {
+                "/preflight.v1.Controller/Bandwidth" => "/preflight.v1.Controller/BandwidthLive",
+                "/preflight.v1.Agent/RunBandwidthSender" => {
+                    "/preflight.v1.Agent/RunBandwidthSenderLive"
+                }
+                _ => return None,
+            };
+            Some(Case {
+                target: c.target,
+                path: path.into(),
+                streaming: true,
+                what: c.what.clone(),
+                fields: c.fields.clone(),
+                may_succeed: c.may_succeed,
+                body: c.body.clone(),
+            })
+        })
+        .collect();
+    assert!(live.len() >= 20, "only {} live bandwidth cases", live.len());
+    corpus.0.extend(live);
     registry_cases(&mut corpus, &ctl.join_token("7d").unwrap());
     wire_cases(&mut corpus);
     let cases = corpus.0;

@@ -516,3 +516,124 @@ fn bandwidth_through_a_given_port() -> Result<()> {
     );
     Ok(())
 }
+
+/// `preflight bandwidth` prints each iperf3-like line as its second completes (issue 13 item
+/// 12): with a 3 s test, the `0-1 s` line is on stdout while the CLI still runs, a second or
+/// more before the summary table, and the lines come in order, then the table's total.
+#[test]
+fn bandwidth_lines_arrive_as_each_second_completes() -> Result<()> {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let base = tempfile::tempdir()?;
+    let (a_ip, b_ip) = ("127.0.0.67", "127.0.0.68");
+    let (ctl, _agents) = cluster(base.path(), &[("bwl-a", a_ip), ("bwl-b", b_ip)])?;
+    for reverse in [false, true] {
+        let port = free_port(b_ip).to_string();
+        let mut args = vec![
+            "bandwidth",
+            "--from",
+            "bwl-a",
+            "--to",
+            "bwl-b",
+            "--duration",
+            "3",
+            "--port",
+            &port,
+        ];
+        if reverse {
+            args.push("--reverse");
+        }
+        let mut child = ctl
+            .cli()
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let stdout = child.stdout.take().context("stdout")?;
+        let (tx, rx) = std::sync::mpsc::channel::<(String, Instant)>();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(|l| l.ok()) {
+                if tx.send((line, Instant::now())).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut lines: Vec<(String, Instant)> = Vec::new();
+        let mut running_at_first_second = None;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok((line, at)) => {
+                    if running_at_first_second.is_none() && line.trim_start().starts_with("0-1 ") {
+                        running_at_first_second = Some(child.try_wait()?.is_none());
+                    }
+                    lines.push((line, at));
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    let _ = child.kill();
+                    anyhow::bail!("no end of output within 60 s: {lines:?}");
+                }
+            }
+        }
+        reader.join().expect("reader thread");
+        let o = child.wait_with_output()?;
+        let text: Vec<&str> = lines.iter().map(|(l, _)| l.as_str()).collect();
+        ensure!(
+            o.status.success(),
+            "reverse={reverse}: {}\n{text:#?}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        ensure!(
+            running_at_first_second == Some(true),
+            "reverse={reverse}: the 0-1 s line came only when the CLI ended: {text:#?}"
+        );
+        let when = |prefix: &str| {
+            lines
+                .iter()
+                .position(|(l, _)| l.trim_start().starts_with(prefix))
+                .map(|i| (i, lines[i].1))
+        };
+        let (i0, t0) = when("0-1 ").context("0-1 s line")?;
+        let (i1, _) = when("1-2 ").context("1-2 s line")?;
+        let (i2, _) = when("2-3 ").context("2-3 s line")?;
+        let (it, tt) = when("total").context("total row")?;
+        ensure!(
+            text[0].starts_with("bandwidth ") && i0 < i1 && i1 < i2 && i2 < it,
+            "reverse={reverse}: {text:#?}"
+        );
+        ensure!(
+            text[i0].ends_with("Mbit/s") && !text[i0].contains(" 0 B "),
+            "reverse={reverse}: {text:#?}"
+        );
+        // Seconds 1 and 2 of the test separate the first line from the summary.
+        ensure!(
+            tt.duration_since(t0) >= Duration::from_millis(1500),
+            "reverse={reverse}: 0-1 s line only {:?} before the total: {text:#?}",
+            tt.duration_since(t0)
+        );
+    }
+    // JSON stays one document at the end, with the per-second bytes.
+    let port = free_port(b_ip).to_string();
+    let v = ctl.json(&[
+        "bandwidth",
+        "--from",
+        "bwl-a",
+        "--to",
+        "bwl-b",
+        "--duration",
+        "2",
+        "--port",
+        &port,
+    ])?;
+    let per_second = v["report"]["per_second_bytes"]
+        .as_array()
+        .context("per_second_bytes")?;
+    ensure!(per_second.len() >= 2, "{v}");
+    ensure!(
+        v["address"].as_str() == Some(format!("{b_ip}:{port}").as_str()),
+        "{v}"
+    );
+    Ok(())
+}

@@ -115,6 +115,17 @@ impl pb::agent_server::Agent for AgentSvc {
             .map(Response::new)
     }
 
+    type RunBandwidthSenderLiveStream = svc_net::SenderProgressStream;
+
+    async fn run_bandwidth_sender_live(
+        &self,
+        req: Request<pb::RunBandwidthSenderRequest>,
+    ) -> Result<Response<Self::RunBandwidthSenderLiveStream>, Status> {
+        svc_net::run_bandwidth_sender_live(&self.net, req)
+            .await
+            .map(Response::new)
+    }
+
     async fn get_bandwidth_result(
         &self,
         req: Request<pb::GetBandwidthResultRequest>,

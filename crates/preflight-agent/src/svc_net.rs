@@ -487,6 +487,76 @@ pub async fn run_bandwidth_sender(
     })
 }
 
+/// RunBandwidthSenderLive's messages: seconds as they complete, then the report.
+pub type SenderProgressStream =
+    tokio_stream::wrappers::ReceiverStream<Result<pb::BandwidthSenderProgress, Status>>;
+
+/// Room for every message of one test: a second each (the duration is capped at 60 s) and the
+/// report.
+const PROGRESS_BUFFER: usize = 64;
+
+/// RunBandwidthSenderLive: RunBandwidthSender, with one message per whole second of the test
+/// as it completes (counted here, at the source), and the report as the last message. The
+/// request is checked before anything is sent; a failed test ends the stream with its error.
+/// When the caller goes away the test is dropped (its sockets close).
+pub async fn run_bandwidth_sender_live(
+    _st: &NetState,
+    r: Request<pb::RunBandwidthSenderRequest>,
+) -> Result<SenderProgressStream, Status> {
+    let r = r.into_inner();
+    let (token, addr) = parse_sender(&r)?;
+    let opts = SendOptions {
+        streams: r.streams,
+        duration: Duration::from_millis(u64::from(r.duration_ms)),
+        direction: direction(r.reverse),
+        ..SendOptions::default()
+    };
+    // A bad request fails the call itself, not the stream.
+    opts.check().map_err(bandwidth_status)?;
+    tracing::debug!(%addr, streams = r.streams, duration_ms = r.duration_ms, reverse = r.reverse, "bandwidth sender starting (live)");
+    let (out, rx) = tokio::sync::mpsc::channel(PROGRESS_BUFFER);
+    let (sec_tx, mut sec_rx) = tokio::sync::mpsc::channel(PROGRESS_BUFFER);
+    tokio::spawn(async move {
+        let test = bandwidth::send_with_progress(addr, token, &opts, Some(sec_tx));
+        tokio::pin!(test);
+        let result = loop {
+            tokio::select! {
+                res = &mut test => break res,
+                Some(s) = sec_rx.recv() => {
+                    let msg = pb::BandwidthSenderProgress {
+                        second: s.second,
+                        bytes: s.bytes,
+                        report: None,
+                    };
+                    if out.send(Ok(msg)).await.is_err() {
+                        return; // the caller went away: drop the test
+                    }
+                }
+                _ = out.closed() => return,
+            }
+        };
+        // Seconds reported just before the end.
+        while let Ok(s) = sec_rx.try_recv() {
+            let msg = pb::BandwidthSenderProgress {
+                second: s.second,
+                bytes: s.bytes,
+                report: None,
+            };
+            if out.send(Ok(msg)).await.is_err() {
+                return;
+            }
+        }
+        let last = result
+            .map_err(bandwidth_status)
+            .map(|report| pb::BandwidthSenderProgress {
+                report: Some(report_to_pb(&report)),
+                ..Default::default()
+            });
+        let _ = out.send(last).await;
+    });
+    Ok(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
+
 pub async fn get_bandwidth_result(
     st: &NetState,
     r: Request<pb::GetBandwidthResultRequest>,

@@ -112,6 +112,14 @@ fn parse_duration_ms(s: &str) -> Result<Duration, String> {
     }
 }
 
+/// Prints `s` and flushes, so a line reaches a pipe or terminal as soon as it is known.
+fn print_now(s: &str) {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    let _ = o.write_all(s.as_bytes());
+    let _ = o.flush();
+}
+
 fn millis(d: Duration) -> u32 {
     u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
 }
@@ -180,8 +188,8 @@ pub async fn run(c: NetCmd, conn: &Conn, out: Output) -> anyhow::Result<()> {
             if duration == 0 || streams == 0 {
                 anyhow::bail!("--duration and --streams must be at least 1");
             }
-            let r = api
-                .bandwidth(pb::BandwidthRequest {
+            let mut live = api
+                .bandwidth_live(pb::BandwidthRequest {
                     from_agent: from,
                     to_agent: to,
                     duration_s: duration,
@@ -193,10 +201,57 @@ pub async fn run(c: NetCmd, conn: &Conn, out: Output) -> anyhow::Result<()> {
                 .await
                 .map_err(status)?
                 .into_inner();
-            if out == Output::Json {
+            // Text: the head once the receiver listens, a line as each second completes (like
+            // iperf3), then the seconds the live messages did not cover and the table. JSON:
+            // one document at the end, as Bandwidth returns it.
+            let text = out != Output::Json;
+            let mut printed = 0u32;
+            let mut headed = false;
+            let r = loop {
+                let Some(m) = live.message().await.map_err(status)? else {
+                    anyhow::bail!(
+                        "the controller ended the bandwidth test without a result: try again"
+                    );
+                };
+                if let Some(done) = m.done {
+                    break done;
+                }
+                if !text {
+                    continue;
+                }
+                if let Some(started) = m.started {
+                    print_now(&preflight_render::bandwidth_head(
+                        &started, reverse, streams,
+                    ));
+                    headed = true;
+                } else if headed && m.second == printed {
+                    print_now(&preflight_render::bandwidth_second(m.second, m.bytes));
+                    printed += 1;
+                }
+            };
+            if !text {
                 return json(&r);
             }
-            print!("{}", preflight_render::bandwidth(&r));
+            if !headed {
+                let rep = r.report.clone().unwrap_or_default();
+                print!(
+                    "{}",
+                    preflight_render::bandwidth_head(
+                        &r,
+                        rep.direction == "reverse",
+                        rep.expected_streams
+                    )
+                );
+            }
+            let rest = r
+                .report
+                .as_ref()
+                .map(|rep| &rep.per_second_bytes[..])
+                .unwrap_or_default();
+            for (i, b) in rest.iter().enumerate().skip(printed as usize) {
+                print!("{}", preflight_render::bandwidth_second(i as u32, *b));
+            }
+            print!("{}", preflight_render::bandwidth_tail(&r));
         }
     }
     Ok(())

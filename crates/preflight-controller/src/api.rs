@@ -212,6 +212,16 @@ impl pb::controller_server::Controller for ApiSvc {
         api_net::bandwidth(self, req).await.map(Response::new)
     }
 
+    type BandwidthLiveStream = api_net::BandwidthProgressStream;
+
+    async fn bandwidth_live(
+        &self,
+        req: Request<pb::BandwidthRequest>,
+    ) -> Result<Response<Self::BandwidthLiveStream>, Status> {
+        authorize(&self.0, &req, allowed("BandwidthLive"))?;
+        api_net::bandwidth_live(self, req).await.map(Response::new)
+    }
+
     async fn get_status(
         &self,
         req: Request<pb::GetStatusRequest>,

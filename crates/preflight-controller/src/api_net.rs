@@ -9,6 +9,7 @@ use std::time::Duration;
 use preflight_proto::v1 as pb;
 use preflight_store::AgentRecord;
 use ring::rand::SecureRandom;
+use tokio::sync::mpsc;
 use tonic::{Request, Status};
 
 use crate::agents::{agent_status, dial_addr};
@@ -399,7 +400,11 @@ pub async fn probe(
 /// A bandwidth test from `from` to `target` (an address of `to`, and the receiver's port there;
 /// port 0: a free one the agent picks): starts the receiver on the destination agent, runs the sender on the source agent, and returns the receiver's address
 /// and the report (the receiver's own in reverse). Shared by `preflight bandwidth` and the
-/// readiness sweep.
+/// readiness sweep. With `progress`, the test runs through the source agent's live sender and
+/// `progress` gets a `started` message once the receiver listens, then one message per whole
+/// second as the source counts it (at most one per second of the duration, in order); a
+/// closed `progress` is ignored (the caller decides whether to drop this future).
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn bandwidth_between(
     shared: &Shared,
     from: &AgentRecord,
@@ -408,6 +413,7 @@ pub(crate) async fn bandwidth_between(
     duration_ms: u32,
     streams: u32,
     reverse: bool,
+    progress: Option<&mpsc::Sender<Result<pb::BandwidthProgress, Status>>>,
 ) -> Result<(SocketAddr, Option<pb::BandwidthReport>), (Side, Status)> {
     let (ip, port) = (target.ip(), target.port());
     let token = secret32().map_err(|e| (Side::From, e))?;
@@ -447,11 +453,63 @@ pub(crate) async fn bandwidth_between(
         reverse,
     });
     q.set_timeout(duration + BW_GRACE + Duration::from_secs(10));
-    let sent = from_client
-        .run_bandwidth_sender(q)
-        .await
-        .map_err(|s| (Side::From, agent_status(&from.id, s)))?
-        .into_inner();
+    let sent = match progress {
+        None => from_client
+            .run_bandwidth_sender(q)
+            .await
+            .map_err(|s| (Side::From, agent_status(&from.id, s)))?
+            .into_inner(),
+        Some(tx) => {
+            let started = pb::BandwidthProgress {
+                started: Some(pb::BandwidthResponse {
+                    from_agent: from.id.clone(),
+                    to_agent: to.id.clone(),
+                    address: addr.to_string(),
+                    report: None,
+                }),
+                ..Default::default()
+            };
+            let _ = tx.send(Ok(started)).await;
+            let mut live = from_client
+                .run_bandwidth_sender_live(q)
+                .await
+                .map_err(|s| (Side::From, agent_status(&from.id, s)))?
+                .into_inner();
+            // The agent sends at most one message per whole second, then the report; anything
+            // past the duration's seconds or out of order is not passed on.
+            let whole = u64::from(duration_ms).div_ceil(1000) as u32;
+            let mut next = 0u32;
+            loop {
+                let msg = live
+                    .message()
+                    .await
+                    .map_err(|s| (Side::From, agent_status(&from.id, s)))?
+                    .ok_or_else(|| {
+                        (
+                            Side::From,
+                            Status::unavailable(format!(
+                                "agent {} ended the bandwidth test without a result: try again",
+                                from.id
+                            )),
+                        )
+                    })?;
+                if let Some(report) = msg.report {
+                    break pb::RunBandwidthSenderResponse {
+                        report: Some(report),
+                    };
+                }
+                if msg.second == next && next < whole {
+                    next += 1;
+                    let sec = pb::BandwidthProgress {
+                        second: msg.second,
+                        bytes: msg.bytes,
+                        ..Default::default()
+                    };
+                    let _ = tx.send(Ok(sec)).await;
+                }
+            }
+        }
+    };
 
     // The receiver's own report: complete in reverse (it sent, so it knows retransmissions);
     // in the forward direction the sender's report already carries the receiver's figures.
@@ -475,11 +533,17 @@ pub(crate) async fn bandwidth_between(
     Ok((addr, report))
 }
 
-pub async fn bandwidth(
-    svc: &ApiSvc,
-    req: Request<pb::BandwidthRequest>,
-) -> Result<pb::BandwidthResponse, Status> {
-    let r = req.into_inner();
+/// A validated bandwidth request.
+struct BandwidthPlan {
+    from: AgentRecord,
+    to: AgentRecord,
+    target: SocketAddr,
+    duration_s: u32,
+    streams: u32,
+    reverse: bool,
+}
+
+fn bandwidth_plan(svc: &ApiSvc, r: &pb::BandwidthRequest) -> Result<BandwidthPlan, Status> {
     let duration_s = if r.duration_s == 0 { 10 } else { r.duration_s };
     if duration_s > MAX_BW_DURATION_S {
         return Err(Status::invalid_argument(format!(
@@ -501,23 +565,89 @@ pub async fn bandwidth(
             r.port
         ))
     })?;
+    Ok(BandwidthPlan {
+        from,
+        to,
+        target: SocketAddr::new(ip, port),
+        duration_s,
+        streams,
+        reverse: r.reverse,
+    })
+}
+
+pub async fn bandwidth(
+    svc: &ApiSvc,
+    req: Request<pb::BandwidthRequest>,
+) -> Result<pb::BandwidthResponse, Status> {
+    let p = bandwidth_plan(svc, req.get_ref())?;
     let (addr, report) = bandwidth_between(
         &svc.0,
-        &from,
-        &to,
-        SocketAddr::new(ip, port),
-        duration_s * 1000,
-        streams,
-        r.reverse,
+        &p.from,
+        &p.to,
+        p.target,
+        p.duration_s * 1000,
+        p.streams,
+        p.reverse,
+        None,
     )
     .await
     .map_err(|(_, s)| s)?;
     Ok(pb::BandwidthResponse {
-        from_agent: from.id,
-        to_agent: to.id,
+        from_agent: p.from.id,
+        to_agent: p.to.id,
         address: addr.to_string(),
         report,
     })
+}
+
+/// BandwidthLive's messages (see [`bandwidth_live`]).
+pub type BandwidthProgressStream =
+    tokio_stream::wrappers::ReceiverStream<Result<pb::BandwidthProgress, Status>>;
+
+/// Messages of one live test: `started`, a second each (the duration is capped at 60 s), and
+/// `done`.
+const BW_PROGRESS_BUFFER: usize = MAX_BW_DURATION_S as usize + 4;
+
+/// BandwidthLive: Bandwidth with progress. The request is checked first (a bad one fails the
+/// call itself); then the stream carries `started`, one message per whole second as it
+/// completes, and `done` with the whole result (or the test's error). When the caller goes
+/// away the test is dropped, which drops the calls to the agents.
+pub async fn bandwidth_live(
+    svc: &ApiSvc,
+    req: Request<pb::BandwidthRequest>,
+) -> Result<BandwidthProgressStream, Status> {
+    let p = bandwidth_plan(svc, req.get_ref())?;
+    let shared = svc.0.clone();
+    let (tx, rx) = mpsc::channel(BW_PROGRESS_BUFFER);
+    tokio::spawn(async move {
+        let test = bandwidth_between(
+            &shared,
+            &p.from,
+            &p.to,
+            p.target,
+            p.duration_s * 1000,
+            p.streams,
+            p.reverse,
+            Some(&tx),
+        );
+        let res = tokio::select! {
+            res = test => res,
+            _ = tx.closed() => return,
+        };
+        let last = res
+            .map(|(addr, report)| pb::BandwidthProgress {
+                done: Some(pb::BandwidthResponse {
+                    from_agent: p.from.id.clone(),
+                    to_agent: p.to.id.clone(),
+                    address: addr.to_string(),
+                    report,
+                }),
+                ..Default::default()
+            })
+            .map_err(|(_, s)| s);
+        let _ = tx.send(last).await;
+    });
+    Ok(tokio_stream::wrappers::ReceiverStream::new(rx))
 }
 
 #[cfg(test)]

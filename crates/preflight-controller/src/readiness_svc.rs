@@ -847,6 +847,7 @@ impl ReadinessSvc {
                     opts.measure_ms,
                     1,
                     false,
+                    None,
                 )
                 .await;
                 let mbit = match &res {

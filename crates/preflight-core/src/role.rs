@@ -117,7 +117,7 @@ pub fn rpc_roles(service: &str, method: &str) -> Option<&'static [Role]> {
             "Controller",
             "WhoAmI" | "ListAgents" | "GetAgentInventory" | "ListAgentPorts" | "GetStatus",
         ) => ANY,
-        ("Controller", "RunAgentBenchmark" | "Probe" | "Bandwidth") => CHECKERS,
+        ("Controller", "RunAgentBenchmark" | "Probe" | "Bandwidth" | "BandwidthLive") => CHECKERS,
         ("Controller", "CreateJoinToken" | "RevokeAgent") => ADMIN,
         ("Readiness", "RunSweep" | "CancelSweep") => SWEEPERS,
         // `RunSweep` with a plan file that is not the batch's attached plan: the plan decides
@@ -213,6 +213,7 @@ mod tests {
             ("Controller", "RunAgentBenchmark"),
             ("Controller", "Probe"),
             ("Controller", "Bandwidth"),
+            ("Controller", "BandwidthLive"),
             ("Readiness", "RunSweep"),
         ] {
             let roles = rpc_roles(svc, m).unwrap();
@@ -220,5 +221,13 @@ mod tests {
                 assert!(!roles.contains(&r), "{svc}/{m} allows {r}");
             }
         }
+    }
+
+    #[test]
+    fn live_bandwidth_has_the_roles_of_bandwidth() {
+        assert_eq!(
+            rpc_roles("Controller", "BandwidthLive"),
+            rpc_roles("Controller", "Bandwidth")
+        );
     }
 }

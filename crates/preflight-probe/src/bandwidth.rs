@@ -22,6 +22,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -562,7 +563,8 @@ async fn server_hello(
             Direction::Reverse => Role::Sending,
         };
         let limit = duration + GRACE + IO_IDLE;
-        let r = tokio::time::timeout(limit, data_phase(sock, role, duration, write_size)).await;
+        let r =
+            tokio::time::timeout(limit, data_phase(sock, role, duration, write_size, None)).await;
         match r {
             Err(_) => Err(BandwidthError::StreamTimeout {
                 addr: peer,
@@ -609,6 +611,7 @@ async fn data_phase(
     role: Role,
     duration: Duration,
     write_size: usize,
+    live: Option<Arc<LiveSeconds>>,
 ) -> io::Result<Measured> {
     let sock = sock.into_std()?;
     sock.set_nonblocking(false)?;
@@ -618,8 +621,8 @@ async fn data_phase(
     tokio::task::spawn_blocking(move || {
         let mut sock = sock;
         match role {
-            Role::Sending => send_blocking(&mut sock, duration, write_size, deadline),
-            Role::Receiving => receive_blocking(&mut sock, write_size, deadline),
+            Role::Sending => send_blocking(&mut sock, duration, write_size, deadline, live),
+            Role::Receiving => receive_blocking(&mut sock, write_size, deadline, live),
         }
     })
     .await
@@ -651,8 +654,9 @@ fn past(deadline: Instant) -> io::Result<()> {
 /// Most per-second entries kept for one stream (the longest test, plus its grace).
 const MAX_SECONDS: usize = 80;
 
-/// Adds `n` bytes to the entry of the second `since` falls in.
-fn count_second(per_second: &mut Vec<u64>, since: Instant, n: u64) {
+/// Adds `n` bytes to the entry of the second `since` falls in (and to the live count of that
+/// second, shared by the streams, when there is one).
+fn count_second(per_second: &mut Vec<u64>, since: Instant, n: u64, live: Option<&LiveSeconds>) {
     let i = since.elapsed().as_secs() as usize;
     if i >= MAX_SECONDS {
         return;
@@ -661,12 +665,43 @@ fn count_second(per_second: &mut Vec<u64>, since: Instant, n: u64) {
         per_second.resize(i + 1, 0);
     }
     per_second[i] += n;
+    if let Some(l) = live {
+        l.0[i].fetch_add(n, Ordering::Relaxed);
+    }
 }
+
+/// Bytes moved in each second so far, all streams together, updated as the data flows so that
+/// [`send_with_progress`] can report each second as it completes.
+#[derive(Debug)]
+pub struct LiveSeconds([AtomicU64; MAX_SECONDS]);
+
+impl LiveSeconds {
+    fn new() -> Self {
+        Self(std::array::from_fn(|_| AtomicU64::new(0)))
+    }
+    fn get(&self, second: usize) -> u64 {
+        self.0.get(second).map_or(0, |a| a.load(Ordering::Relaxed))
+    }
+}
+
+/// A second of a test that completed: its 0-based index and the bytes moved in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SecondDone {
+    /// 0-based second of the test.
+    pub second: u32,
+    /// Bytes this end moved in it, all streams together.
+    pub bytes: u64,
+}
+
+/// Slack after a second's end before it is reported, for streams that started a little later
+/// than the first.
+const SECOND_SLACK: Duration = Duration::from_millis(50);
 
 fn receive_blocking(
     sock: &mut std::net::TcpStream,
     buf_size: usize,
     deadline: Instant,
+    live: Option<Arc<LiveSeconds>>,
 ) -> io::Result<Measured> {
     use std::io::{Read, Write};
     let mut buf = vec![0u8; buf_size.max(64 * 1024)];
@@ -683,7 +718,7 @@ fn receive_blocking(
             break;
         }
         let first = *start.get_or_insert_with(Instant::now);
-        count_second(&mut per_second, first, n as u64);
+        count_second(&mut per_second, first, n as u64, live.as_deref());
         bytes += n as u64;
         past(deadline)?;
     }
@@ -713,6 +748,7 @@ fn send_blocking(
     duration: Duration,
     write_size: usize,
     deadline: Instant,
+    live: Option<Arc<LiveSeconds>>,
 ) -> io::Result<Measured> {
     use std::io::{Read, Write};
     let buf = vec![0x5au8; write_size];
@@ -720,7 +756,7 @@ fn send_blocking(
     let mut per_second = Vec::new();
     while start.elapsed() < duration {
         sock.write_all(&buf)?;
-        count_second(&mut per_second, start, buf.len() as u64);
+        count_second(&mut per_second, start, buf.len() as u64, live.as_deref());
     }
     sock.shutdown(std::net::Shutdown::Write)?;
     past(deadline)?;
@@ -839,6 +875,16 @@ pub struct SendOptions {
     pub direction: Direction,
 }
 
+impl SendOptions {
+    /// Checks the stream count, duration and write size against the caps, as [`send`] does
+    /// before it connects.
+    pub fn check(&self) -> Result<(), BandwidthError> {
+        check_streams(self.streams)?;
+        check_duration(self.duration)?;
+        check_write_size(self.write_size)
+    }
+}
+
 impl Default for SendOptions {
     fn default() -> Self {
         Self {
@@ -858,9 +904,20 @@ pub async fn send(
     token: [u8; 32],
     opts: &SendOptions,
 ) -> Result<BandwidthReport, BandwidthError> {
-    check_streams(opts.streams)?;
-    check_duration(opts.duration)?;
-    check_write_size(opts.write_size)?;
+    send_with_progress(addr, token, opts, None).await
+}
+
+/// [`send`], and while the data flows, one [`SecondDone`] on `progress` as each whole second
+/// of the test completes (counted by this end: written when it sends, read when it receives).
+/// At most one message a second and at most the duration's whole seconds; a full or closed
+/// channel loses the message, never slows the test.
+pub async fn send_with_progress(
+    addr: SocketAddr,
+    token: [u8; 32],
+    opts: &SendOptions,
+    progress: Option<mpsc::Sender<SecondDone>>,
+) -> Result<BandwidthReport, BandwidthError> {
+    opts.check()?;
     let key = Arc::new(hmac::Key::new(hmac::HMAC_SHA256, &token));
     // Handshake every stream first, so the data phases start together.
     let mut hellos = JoinSet::new();
@@ -887,16 +944,29 @@ pub async fn send(
     while let Some(done) = hellos.join_next().await {
         socks.push(done.map_err(|e| BandwidthError::Task(e.to_string()))??);
     }
+    let live = progress.as_ref().map(|_| Arc::new(LiveSeconds::new()));
+    let (ended_tx, ended_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut ticker = match (&progress, &live) {
+        (Some(tx), Some(live)) => Some(AbortOnDrop(Some(tokio::spawn(tick_seconds(
+            tx.clone(),
+            live.clone(),
+            opts.duration,
+            ended_rx,
+        ))))),
+        _ => None,
+    };
     let mut runs = JoinSet::new();
     for (index, sock) in socks {
         let (duration, write_size, direction) = (opts.duration, opts.write_size, opts.direction);
+        let live = live.clone();
         runs.spawn(async move {
             let role = match direction {
                 Direction::Forward => Role::Sending,
                 Direction::Reverse => Role::Receiving,
             };
             let limit = duration + GRACE + IO_IDLE;
-            let r = tokio::time::timeout(limit, data_phase(sock, role, duration, write_size)).await;
+            let r = tokio::time::timeout(limit, data_phase(sock, role, duration, write_size, live))
+                .await;
             match r {
                 Err(_) => Err(BandwidthError::StreamTimeout {
                     addr,
@@ -921,6 +991,11 @@ pub async fn send(
     while let Some(done) = runs.join_next().await {
         measured.push(done.map_err(|e| BandwidthError::Task(e.to_string()))??);
     }
+    // The data is in: the ticker reports the whole seconds it has not reported yet, and ends.
+    let _ = ended_tx.send(());
+    if let Some(handle) = ticker.as_mut().and_then(|t| t.0.take()) {
+        let _ = handle.await;
+    }
     measured.sort_by_key(|(i, _)| *i);
     let (role, span) = match opts.direction {
         Direction::Forward => (Role::Sending, None),
@@ -941,6 +1016,47 @@ pub async fn send(
         streams,
         span,
     ))
+}
+
+/// Aborts the task (if still held) when dropped.
+struct AbortOnDrop(Option<JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(h) = &self.0 {
+            h.abort();
+        }
+    }
+}
+
+/// Reports each whole second of `duration` on `tx` once it has passed (plus a little slack),
+/// from the moment the data phases start; when `ended` fires (every stream is done), the
+/// seconds not reported yet at once.
+async fn tick_seconds(
+    tx: mpsc::Sender<SecondDone>,
+    live: Arc<LiveSeconds>,
+    duration: Duration,
+    mut ended: tokio::sync::oneshot::Receiver<()>,
+) {
+    let t0 = tokio::time::Instant::now();
+    let whole = (duration.as_secs() as usize).min(MAX_SECONDS);
+    let mut done = false;
+    for second in 0..whole {
+        if !done {
+            let end = Duration::from_secs(second as u64 + 1);
+            tokio::select! {
+                _ = tokio::time::sleep_until(t0 + end + SECOND_SLACK) => {}
+                _ = &mut ended => done = true,
+            }
+        }
+        let msg = SecondDone {
+            second: second as u32,
+            bytes: live.get(second),
+        };
+        if let Err(mpsc::error::TrySendError::Closed(_)) = tx.try_send(msg) {
+            return;
+        }
+    }
 }
 
 async fn client_hello(

@@ -213,3 +213,59 @@ async fn caps_are_enforced_before_any_traffic() -> Result<()> {
     );
     Ok(())
 }
+
+/// `send_with_progress` reports each whole second while the data still flows (the first one
+/// long before the test ends), in order, at most one per second, and with the bytes the
+/// report counts for that second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_reports_each_second_while_the_test_runs() -> Result<()> {
+    use preflight_probe::bandwidth::send_with_progress;
+    for direction in [Direction::Forward, Direction::Reverse] {
+        let mut ropts = receiver_opts(2, direction);
+        ropts.max_duration = Duration::from_secs(3);
+        let rx = BandwidthReceiver::start(bind(), TOKEN, ropts).await?;
+        let addr = rx.local_addr();
+        let opts = SendOptions {
+            duration: Duration::from_secs(3),
+            ..send_opts(2, direction)
+        };
+        let (tx, mut seconds) = tokio::sync::mpsc::channel(64);
+        let started = std::time::Instant::now();
+        let test =
+            tokio::spawn(async move { send_with_progress(addr, TOKEN, &opts, Some(tx)).await });
+        let first = tokio::time::timeout(Duration::from_secs(10), seconds.recv())
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("no progress before the channel closed"))?;
+        let at = started.elapsed();
+        ensure!(first.second == 0 && first.bytes > 0, "{first:?}");
+        ensure!(
+            !test.is_finished(),
+            "second 0 arrived only after the test ended ({at:?})"
+        );
+        ensure!(
+            at < Duration::from_millis(2500),
+            "second 0 arrived at {at:?}"
+        );
+        let report = test.await??;
+        rx.wait().await?;
+        let mut got = vec![first];
+        while let Some(s) = seconds.recv().await {
+            got.push(s);
+        }
+        ensure!(
+            got.iter().enumerate().all(|(i, s)| s.second == i as u32),
+            "{got:?}"
+        );
+        ensure!(got.len() == 3, "one message per whole second: {got:?}");
+        for s in &got {
+            let in_report = report.per_second_bytes[s.second as usize];
+            ensure!(
+                s.bytes > 0 && s.bytes <= in_report,
+                "second {}: live {} report {in_report}",
+                s.second,
+                s.bytes
+            );
+        }
+    }
+    Ok(())
+}

@@ -436,25 +436,43 @@ pub fn probe(r: &pb::ProbeResponse) -> String {
 /// A bandwidth test between two agents: per stream and in total.
 pub fn bandwidth(r: &pb::BandwidthResponse) -> String {
     let rep = r.report.clone().unwrap_or_default();
-    let (src, dst) = if rep.direction == "reverse" {
+    let mut out = bandwidth_head(r, rep.direction == "reverse", rep.expected_streams);
+    // iperf3-like: one line per second of the test, all streams together.
+    for (i, b) in rep.per_second_bytes.iter().enumerate() {
+        out.push_str(&bandwidth_second(i as u32, *b));
+    }
+    out.push_str(&bandwidth_tail(r));
+    out
+}
+
+/// The first line of a bandwidth test: who sends to whom, through which receiver address
+/// (`r`'s report is not needed: a live test prints this before it has one).
+pub fn bandwidth_head(r: &pb::BandwidthResponse, reverse: bool, streams: u32) -> String {
+    let (src, dst) = if reverse {
         (&r.to_agent, &r.from_agent)
     } else {
         (&r.from_agent, &r.to_agent)
     };
-    let mut out = format!(
-        "bandwidth {src} -> {dst} (receiver {}), {} stream(s)\n",
-        r.address, rep.expected_streams
-    );
-    // iperf3-like: one line per second of the test, all streams together.
-    for (i, b) in rep.per_second_bytes.iter().enumerate() {
-        out.push_str(&format!(
-            "  {:>2}-{:<2} s  {:>10}  {:>8.1} Mbit/s\n",
-            i,
-            i + 1,
-            bytes(*b),
-            *b as f64 * 8.0 / 1e6
-        ));
-    }
+    term::clean(format!(
+        "bandwidth {src} -> {dst} (receiver {}), {streams} stream(s)\n",
+        r.address
+    ))
+}
+
+/// One iperf3-like line: the bytes moved in second `i` of a test (0-based).
+pub fn bandwidth_second(i: u32, b: u64) -> String {
+    format!(
+        "  {:>2}-{:<2} s  {:>10}  {:>8.1} Mbit/s\n",
+        i,
+        i + 1,
+        bytes(b),
+        b as f64 * 8.0 / 1e6
+    )
+}
+
+/// The per-stream table and the total of a bandwidth test.
+pub fn bandwidth_tail(r: &pb::BandwidthResponse) -> String {
+    let rep = r.report.clone().unwrap_or_default();
     let retr = |x: Option<u64>| x.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
     let mut t = Table::new(&["STREAM", "MBIT/S", "BYTES", "TIME", "RETRANSMITS"]);
     for s in &rep.streams {
@@ -473,8 +491,7 @@ pub fn bandwidth(r: &pb::BandwidthResponse) -> String {
         micros(rep.duration_us),
         retr(rep.retransmits),
     ]);
-    out.push_str(&t.render());
-    term::clean(out)
+    t.render()
 }
 
 /// A sweep report for people (see [`sweep_in`]), times in the display zone.
