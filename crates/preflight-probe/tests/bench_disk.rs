@@ -108,6 +108,34 @@ fn queue_depth_32_mixed_run_uses_io_uring_and_counts_both_directions() {
     assert!(entries(dir.path()).is_empty());
 }
 
+/// The io_uring engine submits in chunks and reaps in batches: every completion still lands
+/// in the latency histogram exactly once, whatever the queue depth.
+#[test]
+fn deep_queues_record_every_completion_exactly_once() {
+    for (rw, iodepth) in [(RwMode::RandWrite, 128), (RwMode::RandRead, 8)] {
+        let dir = tempdir();
+        let spec = DiskSpec {
+            time: Duration::from_secs(1),
+            ..small(dir.path(), rw, iodepth)
+        };
+        let report = run(&spec, &limits(dir.path())).expect("disk run");
+        assert_eq!(report.engine, "io_uring");
+        let s = if rw == RwMode::RandWrite {
+            report.write.as_ref().unwrap()
+        } else {
+            report.read.as_ref().unwrap()
+        };
+        assert!(s.ios > 0, "{report:?}");
+        assert_eq!(s.latency.samples, s.ios, "one latency sample per request");
+        assert_eq!(report.latency.samples, s.ios);
+        assert_eq!(s.bytes, s.ios * 4096);
+        assert!((s.iops - s.ios as f64 / report.elapsed_s).abs() < 1.0);
+        assert!(s.latency.min_us > 0.0 && s.latency.min_us <= s.latency.p50_us);
+        assert!(s.latency.p99_us <= s.latency.max_us);
+        assert!(entries(dir.path()).is_empty());
+    }
+}
+
 #[test]
 fn sequential_write_reports_throughput() {
     let dir = tempdir();
