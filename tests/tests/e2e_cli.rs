@@ -529,4 +529,13 @@ fn harden_audit_exits_3_when_a_check_is_non_compliant() {
     );
     assert_eq!(o.status.code(), Some(3), "{err}");
     assert!(err.contains("non_compliant: aud-1 "), "{err}");
+    // The same with --output json: the whole document on stdout, then exit 3 (as `sweep`).
+    let o = ctl
+        .cli()
+        .args(["harden", "audit", "--agent", "aud-1", "--output", "json"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON document");
+    assert!(v["results"][0]["checks"].is_array(), "{v}");
+    assert_eq!(o.status.code(), Some(3));
 }

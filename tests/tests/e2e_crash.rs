@@ -104,7 +104,7 @@ fn audits(cli: &Cli, agents: &[&str], stop: &AtomicBool, acked: &Mutex<Acked>) {
         }
         // One check per audit: the export and verify after every iteration stay quick after
         // hundreds of audits (a full audit adds about 60-110 KB).
-        let Some(v) = cli.try_json(
+        let Some(v) = cli.try_audit_json(
             "admin",
             &[
                 "harden",

@@ -107,7 +107,7 @@ fn harden_apply_verify_rollback_and_evidence_through_the_cli() -> Result<()> {
     let before = snapshot(&root)?;
 
     // Audit finds the seeded violations and changes nothing.
-    let audit = ctl.json(&["harden", "audit", "--agent", "web-01"])?;
+    let audit = ctl.audit_json(&["harden", "audit", "--agent", "web-01"])?;
     let st = statuses(&audit);
     for id in SEEDED {
         assert_eq!(
@@ -450,7 +450,7 @@ fn harden_apply_verify_rollback_and_evidence_through_the_cli() -> Result<()> {
         before,
         "rollback did not restore the tree"
     );
-    let audit2 = ctl.json(&["harden", "audit", "--agent", "web-01"])?;
+    let audit2 = ctl.audit_json(&["harden", "audit", "--agent", "web-01"])?;
     let st2 = statuses(&audit2);
     for id in SEEDED {
         assert_eq!(
@@ -601,7 +601,7 @@ fn evidence_export_outgrows_one_ordinary_message() -> Result<()> {
     let mut audits = 0;
     let bytes = loop {
         for _ in 0..10 {
-            ctl.run(&["harden", "audit", "--agent", "big-01", "--output", "json"])?;
+            ctl.audit_json(&["harden", "audit", "--agent", "big-01"])?;
         }
         audits += 10;
         ctl.run(&[
@@ -792,7 +792,7 @@ fn workflow_gates_need_baseline_then_every_host_compliant() -> Result<()> {
         db_root.join("etc/passwd"),
         fs::Permissions::from_mode(0o666),
     )?;
-    let v = ctl.json(&["harden", "audit", "--batch", "B1"])?;
+    let v = ctl.audit_json(&["harden", "audit", "--batch", "B1"])?;
     let db_checks = v["results"]
         .as_array()
         .context("results")?
@@ -855,7 +855,7 @@ fn harden_status_shows_na_firewall_on_fixtures_and_never_audited_hosts() -> Resu
     tree::copy_fixture(&fixture_src("debian12"), &root2)?;
     start_with_root(&mut other, &root2)?;
     h.ctl.wait_online("fx-02");
-    h.ctl.json(&["harden", "audit", "--agent", "fx-01"])?;
+    h.ctl.audit_json(&["harden", "audit", "--agent", "fx-01"])?;
 
     let v = h
         .ctl

@@ -76,7 +76,10 @@ impl Lab {
         let mut a = args.to_vec();
         a.extend(["--output", "json"]);
         let o = self.cli_as(token, &a)?;
-        if !o.status.success() {
+        // `harden audit` / `verify` exit 3 after printing their document when a check is
+        // non_compliant: that is an answer here.
+        let audit = args.first() == Some(&"harden") && o.status.code() == Some(3);
+        if !o.status.success() && !audit {
             bail!(
                 "preflight {} failed: {}",
                 args.join(" "),

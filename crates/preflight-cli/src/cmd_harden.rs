@@ -888,9 +888,8 @@ async fn harden(op: HardenOp, conn: &Conn, out: Output) -> anyhow::Result<()> {
         print_results(&r, diffs, lang);
     }
     finish(&r)?;
-    // Text only: with --output json the statuses are in the document (scripts read them) and
-    // the exit stays 0, as the existing JSON consumers expect.
-    if audit && out == Output::Text {
+    // Also with --output json (the document is printed first), as `sweep` does.
+    if audit {
         exit_if_non_compliant(&r);
     }
     Ok(())
