@@ -502,7 +502,7 @@ fn harden_apply_verify_rollback_and_evidence_through_the_cli() -> Result<()> {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("pass_max_days"));
     fs::write(&pol, "ssh_max_auth_tries = 6\n")?;
-    let v = ctl.json(&[
+    let v = ctl.audit_json(&[
         "harden",
         "audit",
         "--agent",
@@ -551,7 +551,7 @@ fn every_byte_of_a_small_exported_bundle_matters() -> Result<()> {
     let OneHost {
         ctl, base, _agent, ..
     } = one_host("small-01")?;
-    ctl.json(&[
+    ctl.audit_json(&[
         "harden",
         "audit",
         "--agent",
