@@ -1091,7 +1091,7 @@ pub async fn run(cmd: WorkflowCmd, conn: &Conn, out: Output) -> anyhow::Result<(
             let mut t = Table::new(&["AT", "BY", "ACTION", "USER", "DETAIL"]);
             for e in &r.entries {
                 t.row(vec![
-                    Timestamp(e.at_ms).to_string(),
+                    at(Timestamp(e.at_ms)),
                     e.by.clone(),
                     e.action.clone(),
                     e.user.clone(),
