@@ -216,6 +216,7 @@ impl Flood {
                         // Held until the server closes it (or the flood stops).
                         let _ = tokio::time::timeout(Duration::from_secs(30), s.read(&mut b)).await;
                     }
+                    // Reconnect pacing of the flood itself (it waits for nothing).
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             });
