@@ -117,8 +117,8 @@ pub(crate) fn checked_agent_tls(
             .agent(id)
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("agent {id} is not enrolled here"))?;
-        match crate::registry::check_cert(&rec, fp, clock.now_ms()) {
-            crate::registry::CertCheck::Refused => Err(format!(
+        match crate::svc::registry::check_cert(&rec, fp, clock.now_ms()) {
+            crate::svc::registry::CertCheck::Refused => Err(format!(
                 "agent {id} serves certificate {fp}, which is not its current one: refused"
             )),
             _ => Ok(()),

@@ -9,18 +9,14 @@
 //! - `evidence.key`: the key signing evidence-log checkpoints (PKCS#8 P-256, mode 0600).
 
 mod agents;
-mod api;
-mod api_bench;
-mod api_net;
 mod auth;
-mod hardening_gates;
-mod hardening_svc;
+mod engine;
+#[allow(dead_code)] // adopted service by service (issue 21)
+mod error;
 mod http;
 mod metrics;
-mod readiness_svc;
-mod registry;
-mod users;
-mod workflow_svc;
+mod state;
+mod svc;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -32,8 +28,10 @@ use preflight_pki::{fsutil, CertificateAuthority, Identity, ReloadableCert};
 use preflight_proto::v1 as pb;
 use preflight_store::{Store, UserRecord};
 
+pub(crate) use state::Shared;
+
 pub use auth::{hash_token, new_secret};
-pub use users::{rotate_offline, DEFAULT_TOKEN_TTL_S, MAX_USER_TTL_S};
+pub use svc::users::{rotate_offline, DEFAULT_TOKEN_TTL_S, MAX_USER_TTL_S};
 
 /// The controller's version, reported to people and agents.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -145,7 +143,7 @@ impl ServeConfig {
                 .ok()
                 .and_then(|p| p.parent().map(Path::to_path_buf))
                 .unwrap_or_else(|| PathBuf::from(".")),
-            user_token_ttl: Duration::from_secs(u64::from(users::DEFAULT_TOKEN_TTL_S)),
+            user_token_ttl: Duration::from_secs(u64::from(svc::users::DEFAULT_TOKEN_TTL_S)),
         }
     }
 }
@@ -253,7 +251,7 @@ pub fn init_with_ttl(
     };
     w("controller.key", &ident.key_pem, 0o600)?;
     w("controller.pem", &ident.cert_pem, 0o644)?;
-    hardening_svc::ensure_evidence_key(data_dir).map_err(dir_err)?;
+    svc::hardening::ensure_evidence_key(data_dir).map_err(dir_err)?;
     w("ca.key", &ca.key_pem(), 0o600)?;
     w("ca.pem", ca.cert_pem(), 0o644)?;
     Ok(InitOutput {
@@ -271,33 +269,6 @@ fn controller_identity(
     names.extend(extra_names.iter().cloned());
     names.dedup();
     ca.issue_controller(&names, Duration::from_secs(825 * 24 * 3600))
-}
-
-/// Shared state of the running controller.
-pub(crate) struct Shared {
-    pub store: Store,
-    pub ca: CertificateAuthority,
-    pub cfg: ServeConfig,
-    pub clock: Arc<dyn Clock>,
-    pub agents: agents::AgentPool,
-    /// The deployment workflow (its state is owned here; commands are serialised by its lock).
-    pub workflow: workflow_svc::Engine,
-    /// The settable clock, when serving with `--dev-clock` (then also `clock`).
-    pub dev_clock: Option<Arc<DevClock>>,
-    pub metrics: Arc<metrics::Metrics>,
-    pub sha_cache: http::ShaCache,
-    /// curl's `--pinnedpubkey` value for the controller certificate.
-    pub pubkey_pin: String,
-    /// The evidence log and the controller's evidence signing key.
-    pub evidence: hardening_svc::EvidenceState,
-    /// Sweeps running now (bounded, one per batch).
-    pub sweeps: readiness_svc::SweepSlots,
-}
-
-impl Shared {
-    pub fn now_ms(&self) -> i64 {
-        self.clock.now_ms()
-    }
 }
 
 /// A controller serving in the background.
@@ -360,7 +331,11 @@ fn secure_data_dir(dir: &Path) {
         }
     };
     narrow(dir, 0o700, "the data directory");
-    for key in ["ca.key", "controller.key", hardening_svc::EVIDENCE_KEY_FILE] {
+    for key in [
+        "ca.key",
+        "controller.key",
+        svc::hardening::EVIDENCE_KEY_FILE,
+    ] {
         narrow(&file(dir, key), 0o600, "a private key");
     }
 }
@@ -397,7 +372,7 @@ pub async fn start(cfg: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Ru
     let local_addr = incoming.local_addr;
     let idle = incoming.idle_layer();
     let ca_pin = ca.pin();
-    let workflow = workflow_svc::Engine::load(&store)?;
+    let workflow = svc::workflow::Engine::load(&store)?;
     let (clock, dev_clock) = if cfg.dev_clock {
         let offset = workflow.dev_clock_offset()?;
         let dev = Arc::new(DevClock::new(clock, offset));
@@ -416,7 +391,7 @@ pub async fn start(cfg: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Ru
     // The firewall confirmation's fresh connection checks the agent's certificate as the pool does.
     let confirm_tls =
         agents::checked_agent_tls(ca.cert_pem(), &identity, store.clone(), clock.clone())?;
-    let evidence = hardening_svc::EvidenceState::open(&dir, &store, ca.cert_pem(), confirm_tls)?;
+    let evidence = svc::hardening::EvidenceState::open(&dir, &store, ca.cert_pem(), confirm_tls)?;
     let shared = Arc::new(Shared {
         evidence,
         store,
@@ -446,27 +421,31 @@ pub async fn start(cfg: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Ru
     };
     let routes = tonic::service::Routes::from(http::router(shared.clone()))
         .add_service(
-            pb::registry_server::RegistryServer::new(registry::RegistrySvc(shared.clone()))
+            pb::registry_server::RegistryServer::new(svc::registry::RegistrySvc(shared.clone()))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(
-            pb::controller_server::ControllerServer::new(api::ApiSvc(shared.clone()))
+            pb::controller_server::ControllerServer::new(svc::api::ApiSvc(shared.clone()))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(
-            pb::readiness_server::ReadinessServer::new(readiness_svc::ReadinessSvc(shared.clone()))
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            pb::readiness_server::ReadinessServer::new(svc::readiness::ReadinessSvc(
+                shared.clone(),
+            ))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(
-            pb::hardening_server::HardeningServer::new(hardening_svc::HardeningSvc(shared.clone()))
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_BUNDLE_BYTES + 4096),
+            pb::hardening_server::HardeningServer::new(svc::hardening::HardeningSvc(
+                shared.clone(),
+            ))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_BUNDLE_BYTES + 4096),
         )
         .add_service(
-            pb::workflow_server::WorkflowServer::new(workflow_svc::WorkflowSvc(shared.clone()))
+            pb::workflow_server::WorkflowServer::new(svc::workflow::WorkflowSvc(shared.clone()))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         );

@@ -11,7 +11,7 @@
 use preflight_core::evidence::{AgentKey, Hash32, SignedCheckpoint, SignedRecord};
 use sled::transaction::Transactional;
 
-use crate::{abort, decode, encode, tx_err, Store, StoreError};
+use crate::{abort, decode, encode, tx_err, Store, StoreError, StoreFault};
 
 mod tree {
     pub const LEAVES: &str = "evidence_leaves";
@@ -76,11 +76,11 @@ impl EvidenceStore {
             let (k, v) = kv?;
             let rec: SignedRecord = self.decode_leaf(&k, &v)?;
             if index_of(&k) != Some(i as u64) {
-                return Err(StoreError::Corrupt {
+                return Err(StoreError::Fault(StoreFault::Corrupt {
                     tree: tree::LEAVES,
                     key: format!("{k:?}"),
                     detail: format!("expected leaf index {i}: the log has a gap"),
-                });
+                }));
             }
             out.push(rec.leaf_hash());
         }
@@ -106,19 +106,19 @@ impl EvidenceStore {
                 let expect = first_index.checked_sub(1);
                 if let Some(last) = expect {
                     if leaves.get(last.to_be_bytes())?.is_none() {
-                        return Err(abort(StoreError::Corrupt {
+                        return Err(abort(StoreError::Fault(StoreFault::Corrupt {
                             tree: tree::LEAVES,
                             key: last.to_string(),
                             detail: "append after a missing leaf".into(),
-                        }));
+                        })));
                     }
                 }
                 if leaves.get(first_index.to_be_bytes())?.is_some() {
-                    return Err(abort(StoreError::Corrupt {
+                    return Err(abort(StoreError::Fault(StoreFault::Corrupt {
                         tree: tree::LEAVES,
                         key: first_index.to_string(),
                         detail: "leaf already exists: concurrent append".into(),
-                    }));
+                    })));
                 }
                 for (i, r) in records.iter().enumerate() {
                     let idx = first_index + i as u64;
@@ -144,14 +144,13 @@ impl EvidenceStore {
         for kv in self.by_agent.scan_prefix(&prefix) {
             let (k, _) = kv?;
             let Some(idx) = index_of(&k) else { continue };
-            let raw = self
-                .leaves
-                .get(idx.to_be_bytes())?
-                .ok_or_else(|| StoreError::Corrupt {
+            let raw = self.leaves.get(idx.to_be_bytes())?.ok_or_else(|| {
+                StoreError::Fault(StoreFault::Corrupt {
                     tree: tree::BY_AGENT,
                     key: String::from_utf8_lossy(&k).into_owned(),
                     detail: format!("leaf {idx} is missing"),
-                })?;
+                })
+            })?;
             out.push((idx, self.decode_leaf(&idx.to_be_bytes(), &raw)?));
             if out.len() >= MAX_QUERY_RECORDS {
                 break;

@@ -22,27 +22,26 @@ pub use records::*;
 /// Version byte of every record written by this build.
 const RECORD_V1: u8 = 1;
 
-/// What went wrong at the store.
+/// What went wrong at the store: a refusal (the request cannot be done as asked, and the
+/// caller can fix it) or a fault (the engine or the data failed; nothing the caller asked for is
+/// wrong). Services map the first to their own codes and the second to UNAVAILABLE.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("data directory {dir} is in use by another preflight controller (sled lock held): stop it or pass another --data")]
-    Locked { dir: String },
-    #[error("cannot open the database in {dir}: {detail}. If the directory is corrupt, move it aside and restore it from a backup; preflight will not guess")]
-    Open { dir: String, detail: String },
-    #[error("database error: {0}")]
-    Sled(#[from] sled::Error),
-    #[error("record {key} in tree {tree} has version {version}, which this build does not read: upgrade preflight")]
-    Version {
-        tree: &'static str,
-        key: String,
-        version: u8,
-    },
-    #[error("record {key} in tree {tree} is corrupt: {detail}")]
-    Corrupt {
-        tree: &'static str,
-        key: String,
-        detail: String,
-    },
+    #[error(transparent)]
+    Refused(#[from] StoreRefusal),
+    #[error(transparent)]
+    Fault(#[from] StoreFault),
+}
+
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> Self {
+        StoreError::Fault(StoreFault::Sled(e))
+    }
+}
+
+/// The store refused what was asked: the record is missing, exists already or is used up.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreRefusal {
     #[error("join token is unknown: create one with `preflight token create`")]
     TokenUnknown,
     #[error("join token was already used (last by agent {0}): it has no enrollments left; create a new one with `preflight token create` (--uses N for several servers)")]
@@ -63,6 +62,29 @@ pub enum StoreError {
     UserExists(String),
     #[error("no user {0:?}: `preflight user list` lists them")]
     NoUser(String),
+}
+
+/// The engine or the data on disk failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreFault {
+    #[error("data directory {dir} is in use by another preflight controller (sled lock held): stop it or pass another --data")]
+    Locked { dir: String },
+    #[error("cannot open the database in {dir}: {detail}. If the directory is corrupt, move it aside and restore it from a backup; preflight will not guess")]
+    Open { dir: String, detail: String },
+    #[error("database error: {0}")]
+    Sled(sled::Error),
+    #[error("record {key} in tree {tree} has version {version}, which this build does not read: upgrade preflight")]
+    Version {
+        tree: &'static str,
+        key: String,
+        version: u8,
+    },
+    #[error("record {key} in tree {tree} is corrupt: {detail}")]
+    Corrupt {
+        tree: &'static str,
+        key: String,
+        detail: String,
+    },
 }
 
 /// Which trees exist; names are part of the on-disk format.
@@ -101,21 +123,23 @@ fn decode<T: DeserializeOwned>(
 ) -> Result<T, StoreError> {
     let key_s = || String::from_utf8_lossy(key).into_owned();
     match raw.split_first() {
-        Some((&RECORD_V1, body)) => serde_json::from_slice(body).map_err(|e| StoreError::Corrupt {
-            tree,
-            key: key_s(),
-            detail: e.to_string(),
+        Some((&RECORD_V1, body)) => serde_json::from_slice(body).map_err(|e| {
+            StoreError::Fault(StoreFault::Corrupt {
+                tree,
+                key: key_s(),
+                detail: e.to_string(),
+            })
         }),
-        Some((&v, _)) => Err(StoreError::Version {
+        Some((&v, _)) => Err(StoreError::Fault(StoreFault::Version {
             tree,
             key: key_s(),
             version: v,
-        }),
-        None => Err(StoreError::Corrupt {
+        })),
+        None => Err(StoreError::Fault(StoreFault::Corrupt {
             tree,
             key: key_s(),
             detail: "empty value".into(),
-        }),
+        })),
     }
 }
 
@@ -143,7 +167,7 @@ fn abort(e: StoreError) -> ConflictableTransactionError<StoreError> {
 fn tx_err(e: TransactionError<StoreError>) -> StoreError {
     match e {
         TransactionError::Abort(e) => e,
-        TransactionError::Storage(e) => StoreError::Sled(e),
+        TransactionError::Storage(e) => StoreError::Fault(StoreFault::Sled(e)),
     }
 }
 
@@ -153,23 +177,25 @@ impl Store {
     /// them with the process umask, and they hold every user's and agent's record.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         let d = dir.display().to_string();
-        let io_err = |e: std::io::Error| StoreError::Open {
-            dir: d.clone(),
-            detail: e.to_string(),
+        let io_err = |e: std::io::Error| {
+            StoreError::Fault(StoreFault::Open {
+                dir: d.clone(),
+                detail: e.to_string(),
+            })
         };
         std::fs::create_dir_all(dir).map_err(io_err)?;
         restrict_tree(dir).map_err(io_err)?;
         let db = sled::Config::new().path(dir).open().map_err(|e| match e {
             sled::Error::Io(ref io) if io.kind() == std::io::ErrorKind::WouldBlock => {
-                StoreError::Locked { dir: d.clone() }
+                StoreError::Fault(StoreFault::Locked { dir: d.clone() })
             }
             sled::Error::Io(ref io) if io.to_string().contains("lock") => {
-                StoreError::Locked { dir: d.clone() }
+                StoreError::Fault(StoreFault::Locked { dir: d.clone() })
             }
-            other => StoreError::Open {
+            other => StoreError::Fault(StoreFault::Open {
                 dir: d.clone(),
                 detail: other.to_string(),
-            },
+            }),
         })?;
         restrict_tree(dir).map_err(io_err)?;
         Self::from_db(db)
@@ -223,7 +249,9 @@ impl Store {
         (&self.users, &self.tokens, &self.user_audit)
             .transaction(|(users, tokens, log)| {
                 if users.get(user.name.as_bytes())?.is_some() {
-                    return Err(abort(StoreError::UserExists(user.name.clone())));
+                    return Err(abort(StoreError::Refused(StoreRefusal::UserExists(
+                        user.name.clone(),
+                    ))));
                 }
                 users.insert(user.name.as_bytes(), encode(user))?;
                 tokens.insert(user.token_sha256.as_bytes(), user.name.as_bytes())?;
@@ -244,9 +272,9 @@ impl Store {
     ) -> Result<UserRecord, StoreError> {
         let rec = (&self.users, &self.tokens, &self.user_audit)
             .transaction(|(users, tokens, log)| {
-                let raw = users
-                    .get(name.as_bytes())?
-                    .ok_or_else(|| abort(StoreError::NoUser(name.to_string())))?;
+                let raw = users.get(name.as_bytes())?.ok_or_else(|| {
+                    abort(StoreError::Refused(StoreRefusal::NoUser(name.to_string())))
+                })?;
                 let mut rec: UserRecord =
                     decode(tree::USERS, name.as_bytes(), &raw).map_err(abort)?;
                 let old_hash = rec.token_sha256.clone();
@@ -269,9 +297,9 @@ impl Store {
     pub fn remove_user(&self, name: &str, audit: &UserAuditRecord) -> Result<(), StoreError> {
         (&self.users, &self.tokens, &self.user_audit)
             .transaction(|(users, tokens, log)| {
-                let raw = users
-                    .get(name.as_bytes())?
-                    .ok_or_else(|| abort(StoreError::NoUser(name.to_string())))?;
+                let raw = users.get(name.as_bytes())?.ok_or_else(|| {
+                    abort(StoreError::Refused(StoreRefusal::NoUser(name.to_string())))
+                })?;
                 let rec: UserRecord = decode(tree::USERS, name.as_bytes(), &raw).map_err(abort)?;
                 tokens.remove(rec.token_sha256.as_bytes())?;
                 users.remove(name.as_bytes())?;
@@ -348,21 +376,21 @@ impl Store {
     ) -> Result<(), StoreError> {
         let tok = self
             .join_token(token_sha256)?
-            .ok_or(StoreError::TokenUnknown)?;
+            .ok_or(StoreError::Refused(StoreRefusal::TokenUnknown))?;
         if tok.use_count() >= tok.max_uses.max(1) as usize {
             let last = tok.uses.last().map(|u| u.agent.clone());
-            return Err(StoreError::TokenUsed(
+            return Err(StoreError::Refused(StoreRefusal::TokenUsed(
                 last.or(tok.used_by).unwrap_or_default(),
-            ));
+            )));
         }
         if now_ms >= tok.expires_at_ms {
-            return Err(StoreError::TokenExpired);
+            return Err(StoreError::Refused(StoreRefusal::TokenExpired));
         }
         if let Some(old) = self.agent(agent_id)? {
             return Err(if old.revoked {
-                StoreError::AgentRevoked(agent_id.to_string())
+                StoreError::Refused(StoreRefusal::AgentRevoked(agent_id.to_string()))
             } else {
-                StoreError::AgentExists(agent_id.to_string())
+                StoreError::Refused(StoreRefusal::AgentExists(agent_id.to_string()))
             });
         }
         Ok(())
@@ -384,7 +412,7 @@ impl Store {
                 let key = token_sha256.as_bytes();
                 let raw = join
                     .get(key)?
-                    .ok_or_else(|| abort(StoreError::TokenUnknown))?;
+                    .ok_or_else(|| abort(StoreError::Refused(StoreRefusal::TokenUnknown)))?;
                 let mut tok: JoinTokenRecord = decode(tree::JOIN, key, &raw).map_err(abort)?;
                 if tok.use_count() >= tok.max_uses.max(1) as usize {
                     let last = tok
@@ -393,18 +421,18 @@ impl Store {
                         .map(|u| u.agent.clone())
                         .or_else(|| tok.used_by.clone())
                         .unwrap_or_default();
-                    return Err(abort(StoreError::TokenUsed(last)));
+                    return Err(abort(StoreError::Refused(StoreRefusal::TokenUsed(last))));
                 }
                 if now_ms >= tok.expires_at_ms {
-                    return Err(abort(StoreError::TokenExpired));
+                    return Err(abort(StoreError::Refused(StoreRefusal::TokenExpired)));
                 }
                 if let Some(raw) = agents.get(agent.id.as_bytes())? {
                     let old: AgentRecord =
                         decode(tree::AGENTS, agent.id.as_bytes(), &raw).map_err(abort)?;
                     return Err(abort(if old.revoked {
-                        StoreError::AgentRevoked(agent.id.clone())
+                        StoreError::Refused(StoreRefusal::AgentRevoked(agent.id.clone()))
                     } else {
-                        StoreError::AgentExists(agent.id.clone())
+                        StoreError::Refused(StoreRefusal::AgentExists(agent.id.clone()))
                     }));
                 }
                 if tok.used_by.is_none() {
@@ -454,7 +482,7 @@ impl Store {
             let old = self
                 .agents
                 .get(id.as_bytes())?
-                .ok_or_else(|| StoreError::NoAgent(id.to_string()))?;
+                .ok_or_else(|| StoreError::Refused(StoreRefusal::NoAgent(id.to_string())))?;
             let mut rec: AgentRecord = decode(tree::AGENTS, id.as_bytes(), &old)?;
             f(&mut rec);
             let new = encode(&rec);

@@ -37,23 +37,23 @@ fn join_token_enrolls_once_and_not_after_expiry() {
     s.enroll("t1", 10, &agent("a")).unwrap();
     assert!(matches!(
         s.enroll("t1", 11, &agent("b")),
-        Err(StoreError::TokenUsed(by)) if by == "a"
+        Err(StoreError::Refused(StoreRefusal::TokenUsed(by))) if by == "a"
     ));
     assert!(s.agent("b").unwrap().is_none(), "nothing half-written");
     s.add_join_token(&token("t2", 1000)).unwrap();
     assert!(matches!(
         s.enroll("t2", 1000, &agent("c")),
-        Err(StoreError::TokenExpired)
+        Err(StoreError::Refused(StoreRefusal::TokenExpired))
     ));
     assert!(matches!(
         s.enroll("t2", 5, &agent("a")),
-        Err(StoreError::AgentExists(_))
+        Err(StoreError::Refused(StoreRefusal::AgentExists(_)))
     ));
     // The failed attempt did not consume the token.
     s.enroll("t2", 5, &agent("d")).unwrap();
     assert!(matches!(
         s.enroll("nope", 5, &agent("e")),
-        Err(StoreError::TokenUnknown)
+        Err(StoreError::Refused(StoreRefusal::TokenUnknown))
     ));
     assert_eq!(s.agents().unwrap().len(), 2);
 }
@@ -73,7 +73,7 @@ fn users_by_token_hash() {
     s.add_user(&u, &audit("add", "alice")).unwrap();
     assert!(matches!(
         s.add_user(&u, &audit("add", "alice")),
-        Err(StoreError::UserExists(_))
+        Err(StoreError::Refused(StoreRefusal::UserExists(_)))
     ));
     assert_eq!(s.user_by_token("abc").unwrap(), Some(u));
     assert_eq!(s.user_by_token("abd").unwrap(), None);
@@ -88,15 +88,18 @@ fn update_and_unknown_versions() {
     assert!(r.revoked && s.agent("a").unwrap().unwrap().revoked);
     assert!(matches!(
         s.update_agent("zz", false, |_| {}),
-        Err(StoreError::NoAgent(_))
+        Err(StoreError::Refused(StoreRefusal::NoAgent(_)))
     ));
     s.agents.insert("v9", vec![9u8, b'{', b'}']).unwrap();
     assert!(matches!(
         s.agent("v9"),
-        Err(StoreError::Version { version: 9, .. })
+        Err(StoreError::Fault(StoreFault::Version { version: 9, .. }))
     ));
     s.agents.insert("bad", vec![1u8, b'x']).unwrap();
-    assert!(matches!(s.agent("bad"), Err(StoreError::Corrupt { .. })));
+    assert!(matches!(
+        s.agent("bad"),
+        Err(StoreError::Fault(StoreFault::Corrupt { .. }))
+    ));
 }
 
 #[test]
@@ -107,7 +110,7 @@ fn reopen_keeps_data_and_second_open_is_refused() {
         s.set_meta("k", "v").unwrap();
         let second = Store::open(dir.path());
         assert!(
-            matches!(second, Err(StoreError::Locked { .. })),
+            matches!(second, Err(StoreError::Fault(StoreFault::Locked { .. }))),
             "{:?}",
             second.err()
         );
@@ -137,7 +140,7 @@ fn a_token_with_uses_enrolls_that_many_and_records_each() {
     }
     assert!(matches!(
         s.enroll("multi", 20, &agent("m4")),
-        Err(StoreError::TokenUsed(by)) if by == "m3"
+        Err(StoreError::Refused(StoreRefusal::TokenUsed(by))) if by == "m3"
     ));
     let rec = s.join_token("multi").unwrap().unwrap();
     let who: Vec<_> = rec
@@ -157,7 +160,10 @@ fn a_revoked_id_is_refused_naming_a_new_name() {
     s.update_agent("a", true, |a| a.revoked = true).unwrap();
     s.add_join_token(&token("r2", 1000)).unwrap();
     let e = s.enroll("r2", 2, &agent("a")).unwrap_err();
-    assert!(matches!(e, StoreError::AgentRevoked(_)), "{e}");
+    assert!(
+        matches!(e, StoreError::Refused(StoreRefusal::AgentRevoked(_))),
+        "{e}"
+    );
     assert!(e.to_string().contains("new --name"), "{e}");
     assert!(!e.to_string().contains("revoke the old agent first"), "{e}");
 }
@@ -192,7 +198,7 @@ fn rotate_disable_remove_keep_an_audit_log() {
     assert_eq!(s.user_by_token("new").unwrap(), None);
     assert!(matches!(
         s.remove_user("bob", &audit("remove", "bob")),
-        Err(StoreError::NoUser(_))
+        Err(StoreError::Refused(StoreRefusal::NoUser(_)))
     ));
     let log: Vec<_> = s
         .user_audit()

@@ -23,7 +23,7 @@
 use preflight_core::workflow::{Batch, Event, Outcome, Project, WorkflowConfig, World};
 use sled::transaction::{ConflictableTransactionError, Transactional};
 
-use super::{decode, encode, tx_err, StoreError};
+use super::{decode, encode, tx_err, StoreError, StoreFault};
 
 mod tree {
     pub const EVENTS: &str = "wf_events";
@@ -49,11 +49,11 @@ pub struct WorkflowStore {
 }
 
 fn corrupt(tree: &'static str, key: impl Into<String>, detail: impl Into<String>) -> StoreError {
-    StoreError::Corrupt {
+    StoreError::Fault(StoreFault::Corrupt {
         tree,
         key: key.into(),
         detail: detail.into(),
-    }
+    })
 }
 
 impl WorkflowStore {

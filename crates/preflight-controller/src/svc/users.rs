@@ -5,9 +5,10 @@
 use preflight_core::role::Role;
 use preflight_core::workflow::{Actor, Command, Refusal};
 use preflight_proto::v1 as pb;
-use preflight_store::{StoreError, UserAuditRecord, UserRecord};
+use preflight_store::{UserAuditRecord, UserRecord};
 use tonic::Status;
 
+use crate::error::store_status;
 use crate::{hash_token, new_secret, Shared};
 
 /// Longest token lifetime accepted (`user add --ttl`, `user token rotate --ttl`, `serve
@@ -18,16 +19,6 @@ pub const DEFAULT_TOKEN_TTL_S: u32 = 90 * 24 * 3600;
 
 fn invalid(field: &str, problem: impl std::fmt::Display) -> Status {
     Status::invalid_argument(format!("invalid {field}: {problem}"))
-}
-
-fn store_status(e: StoreError) -> Status {
-    match e {
-        StoreError::UserExists(n) => Status::already_exists(format!(
-            "user {n:?} already exists: choose another name (`preflight user list` lists them)"
-        )),
-        StoreError::NoUser(_) => Status::not_found(e.to_string()),
-        other => Status::unavailable(other.to_string()),
-    }
 }
 
 fn check_name(name: &str) -> Result<(), Status> {
@@ -121,7 +112,7 @@ pub(crate) async fn add(
         };
         match shared.workflow.execute(now, &actor, cmd).await {
             Ok(_) => deployer_added = true,
-            Err(crate::workflow_svc::EngineError::Refused(Refusal::AlreadyExists { .. })) => {}
+            Err(crate::svc::workflow::EngineError::Refused(Refusal::AlreadyExists { .. })) => {}
             Err(e) => {
                 return Err(Status::from(e).map_message(|m| {
                     format!("user {} added, but not to the deployer list: {m}; add it with `preflight deployer add {}`", r.name, r.name)
@@ -259,7 +250,9 @@ pub(crate) fn remove(
         .store
         .user(&r.name)
         .map_err(store_status)?
-        .ok_or_else(|| store_status(StoreError::NoUser(r.name.clone())))?;
+        .ok_or_else(|| {
+            store_status(preflight_store::StoreRefusal::NoUser(r.name.clone()).into())
+        })?;
     shared
         .store
         .remove_user(

@@ -27,7 +27,7 @@ use preflight_store::AgentRecord;
 use tonic::Status;
 
 use crate::agents::agent_for_host;
-use crate::hardening_svc::hardening_facts_if_any;
+use crate::svc::hardening::hardening_facts_if_any;
 use crate::Shared;
 
 /// Hardening facts per plan host.

@@ -23,6 +23,7 @@ use preflight_store::{Store, StoreError, UserRecord};
 use tonic::{Request, Response, Status};
 
 use crate::auth::authorize;
+use crate::error::store_status;
 use crate::Shared;
 
 /// Roles allowed to call each RPC of the Workflow service. Commands (`Execute`) are open to
@@ -41,13 +42,6 @@ pub(crate) fn refusal_status(r: &Refusal) -> Status {
         RefusalKind::InvalidArgument => Status::invalid_argument(msg),
         RefusalKind::NotFound => Status::not_found(msg),
         RefusalKind::AlreadyExists => Status::already_exists(msg),
-    }
-}
-
-fn store_status(e: StoreError) -> Status {
-    match e {
-        StoreError::UserExists(_) => Status::already_exists(e.to_string()),
-        _ => Status::unavailable(e.to_string()),
     }
 }
 
@@ -498,7 +492,7 @@ impl pb::workflow_server::Workflow for WorkflowSvc {
         };
         if let Some(batch) = attached {
             // Evidence gathered before the plan was attached counts for its gates.
-            crate::hardening_gates::record_hardening(&self.0, None, Some(&batch)).await;
+            crate::engine::hardening::record_hardening(&self.0, None, Some(&batch)).await;
         }
         Ok(Response::new(reply))
     }
@@ -639,7 +633,7 @@ impl pb::workflow_server::Workflow for WorkflowSvc {
         req: Request<pb::AddUserRequest>,
     ) -> Result<Response<pb::AddUserReply>, Status> {
         let (user, role) = authorize(&self.0, &req, allowed("AddUser"))?;
-        crate::users::add(&self.0, &user, role, req.into_inner())
+        crate::svc::users::add(&self.0, &user, role, req.into_inner())
             .await
             .map(Response::new)
     }
@@ -649,7 +643,7 @@ impl pb::workflow_server::Workflow for WorkflowSvc {
         req: Request<pb::WorkflowEmpty>,
     ) -> Result<Response<pb::ListUsersReply>, Status> {
         authorize(&self.0, &req, allowed("ListUsers"))?;
-        crate::users::list(&self.0).map(Response::new)
+        crate::svc::users::list(&self.0).map(Response::new)
     }
 
     async fn dev_clock(
@@ -800,7 +794,7 @@ impl pb::workflow_server::Workflow for WorkflowSvc {
         req: Request<pb::UserNameRequest>,
     ) -> Result<Response<pb::AddUserReply>, Status> {
         let (user, _) = authorize(&self.0, &req, allowed("RotateUserToken"))?;
-        crate::users::rotate(&self.0, &user, req.into_inner()).map(Response::new)
+        crate::svc::users::rotate(&self.0, &user, req.into_inner()).map(Response::new)
     }
 
     async fn set_user_disabled(
@@ -808,7 +802,7 @@ impl pb::workflow_server::Workflow for WorkflowSvc {
         req: Request<pb::SetUserDisabledRequest>,
     ) -> Result<Response<pb::WorkflowUser>, Status> {
         let (user, _) = authorize(&self.0, &req, allowed("SetUserDisabled"))?;
-        crate::users::set_disabled(&self.0, &user, req.into_inner()).map(Response::new)
+        crate::svc::users::set_disabled(&self.0, &user, req.into_inner()).map(Response::new)
     }
 
     async fn remove_user(
@@ -816,7 +810,7 @@ impl pb::workflow_server::Workflow for WorkflowSvc {
         req: Request<pb::UserNameRequest>,
     ) -> Result<Response<pb::WorkflowEmpty>, Status> {
         let (user, _) = authorize(&self.0, &req, allowed("RemoveUser"))?;
-        crate::users::remove(&self.0, &user, req.into_inner()).map(Response::new)
+        crate::svc::users::remove(&self.0, &user, req.into_inner()).map(Response::new)
     }
 
     async fn user_history(
@@ -824,7 +818,7 @@ impl pb::workflow_server::Workflow for WorkflowSvc {
         req: Request<pb::WorkflowEmpty>,
     ) -> Result<Response<pb::UserHistoryReply>, Status> {
         authorize(&self.0, &req, allowed("UserHistory"))?;
-        crate::users::history(&self.0).map(Response::new)
+        crate::svc::users::history(&self.0).map(Response::new)
     }
 }
 

@@ -513,7 +513,7 @@ async fn targets(sh: &Shared, ids: &[String], batch: &str) -> Result<Vec<String>
             "give either agent_ids or batch, not both",
         ));
     }
-    crate::hardening_gates::batch_agents(sh, batch).await
+    crate::engine::hardening::batch_agents(sh, batch).await
 }
 
 fn agent_ids(ids: &[String]) -> Result<Vec<String>, Status> {
@@ -565,7 +565,7 @@ impl HardeningSvc {
             .map(|r| r.agent_id.clone())
             .collect();
         if !touched.is_empty() {
-            crate::hardening_gates::record_hardening(&self.0, Some(&touched), None).await;
+            crate::engine::hardening::record_hardening(&self.0, Some(&touched), None).await;
         }
     }
 
@@ -887,7 +887,7 @@ impl pb::hardening_server::Hardening for HardeningSvc {
                 .map(|id| (id, None))
                 .collect()
         } else if r.agent_ids.is_empty() {
-            crate::hardening_gates::batch_agents_planned(&self.0, &r.batch).await?
+            crate::engine::hardening::batch_agents_planned(&self.0, &r.batch).await?
         } else {
             return Err(Status::invalid_argument(
                 "give either agent_ids or batch, not both",

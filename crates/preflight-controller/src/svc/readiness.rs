@@ -22,8 +22,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::agents::{agent_for_host, agent_status, dial_addr};
-use crate::api_net::{bandwidth_between, probe_between, Side, MAX_PROBE_PORTS};
 use crate::auth::authorize;
+use crate::error::store_status;
+use crate::svc::api_net::{bandwidth_between, probe_between, Side, MAX_PROBE_PORTS};
 use crate::Shared;
 
 pub(crate) struct ReadinessSvc(pub Arc<Shared>);
@@ -200,10 +201,6 @@ fn holder(
             };
             format!("{who} on {}", s.address)
         })
-}
-
-fn store_status(e: preflight_store::StoreError) -> Status {
-    Status::unavailable(e.to_string())
 }
 
 /// Free bytes of the filesystem holding `dir`: the mount with the longest matching prefix.
@@ -1448,7 +1445,7 @@ impl pb::readiness_server::Readiness for ReadinessSvc {
         };
         let plan = if r.plan_toml.is_empty() {
             // No plan file: the batch's attached plan, as stored on attachment.
-            crate::workflow_svc::batch_plan(&self.0, &r.batch).await?
+            crate::svc::workflow::batch_plan(&self.0, &r.batch).await?
         } else {
             let p = Plan::from_toml(name, &r.plan_toml).map_err(|e| {
                 let lines: Vec<String> = e.to_string().lines().take(20).map(String::from).collect();

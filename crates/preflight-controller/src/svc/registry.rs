@@ -5,9 +5,10 @@ use std::sync::Arc;
 
 use preflight_pki::PeerIdentity;
 use preflight_proto::v1 as pb;
-use preflight_store::{AgentRecord, StoreError};
+use preflight_store::AgentRecord;
 use tonic::{Request, Response, Status};
 
+use crate::error::store_status;
 use crate::{hash_token, Shared};
 
 pub(crate) struct RegistrySvc(pub Arc<Shared>);
@@ -15,19 +16,6 @@ pub(crate) struct RegistrySvc(pub Arc<Shared>);
 /// How long the certificate replaced by a renewal stays accepted at most (until then, also
 /// until the agent first uses the new one): covers a renewal whose answer was lost.
 pub(crate) const RENEW_OVERLAP_MS: i64 = 5 * 60 * 1000;
-
-fn store_status(e: StoreError) -> Status {
-    match e {
-        StoreError::TokenUnknown | StoreError::TokenExpired | StoreError::TokenUsed(_) => {
-            Status::permission_denied(e.to_string())
-        }
-        StoreError::AgentExists(_) | StoreError::AgentRevoked(_) => {
-            Status::already_exists(e.to_string())
-        }
-        StoreError::NoAgent(_) => Status::not_found(e.to_string()),
-        _ => Status::unavailable(e.to_string()),
-    }
-}
 
 fn field(name: &str, value: &str, max: usize) -> Result<(), Status> {
     if value.len() > max {

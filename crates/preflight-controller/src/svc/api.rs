@@ -6,29 +6,23 @@ use std::time::Duration;
 
 use preflight_core::role::Role;
 use preflight_proto::v1 as pb;
-use preflight_store::{JoinTokenRecord, StoreError};
+use preflight_store::JoinTokenRecord;
 use tonic::{Request, Response, Status};
 
 use crate::agents::agent_status;
 use crate::auth::authorize;
+use crate::error::store_status;
 use crate::metrics::{is_online, is_outdated};
 use crate::{hash_token, new_secret, Shared};
 
 pub(crate) struct ApiSvc(pub Arc<Shared>);
 
-use crate::{api_bench, api_net};
+use crate::svc::{api_bench, api_net};
 
 /// Roles allowed to call each RPC of the Controller service (the one table,
 /// `preflight_core::role::rpc_roles`; an RPC missing there is refused to everyone).
 pub fn allowed(rpc: &str) -> &'static [Role] {
     preflight_core::role::rpc_roles("Controller", rpc).unwrap_or(&[])
-}
-
-fn store_status(e: StoreError) -> Status {
-    match e {
-        StoreError::NoAgent(_) => Status::not_found(e.to_string()),
-        _ => Status::unavailable(e.to_string()),
-    }
 }
 
 /// Join tokens live between one minute... and a week; shorter ones are for tests.

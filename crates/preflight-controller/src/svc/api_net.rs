@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tonic::{Request, Status};
 
 use crate::agents::{agent_status, dial_addr};
-use crate::api::ApiSvc;
+use crate::svc::api::ApiSvc;
 use crate::Shared;
 
 /// Most ports one probe request may name (the agent's cap on probe listeners).

@@ -1,0 +1,6 @@
+//! The controller's engines: the logic and state behind the services. An engine takes narrow
+//! inputs (the store, the agent pool, a clock, another engine) and returns domain values and
+//! domain errors; it never imports a service module (`crate::svc`) and never builds a tonic
+//! `Status` for a request it did not receive.
+
+pub(crate) mod hardening;
