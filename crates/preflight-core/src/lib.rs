@@ -2,6 +2,7 @@
 //! tokio, tonic, sled or nix; time is a value passed in, so every rule is testable as data.
 
 pub mod evidence;
+pub mod net;
 pub mod plan;
 pub mod readiness;
 pub mod role;

@@ -4,3 +4,4 @@
 //! `Status` for a request it did not receive.
 
 pub(crate) mod hardening;
+pub(crate) mod net;

@@ -23,8 +23,8 @@ use tonic::{Request, Response, Status};
 
 use crate::agents::{agent_for_host, agent_status, dial_addr};
 use crate::auth::authorize;
+use crate::engine::net::{bandwidth_between, probe_between, Side, MAX_PROBE_PORTS};
 use crate::error::store_status;
-use crate::svc::api_net::{bandwidth_between, probe_between, Side, MAX_PROBE_PORTS};
 use crate::Shared;
 
 pub(crate) struct ReadinessSvc(pub Arc<Shared>);

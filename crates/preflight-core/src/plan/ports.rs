@@ -3,74 +3,11 @@
 use std::fmt;
 
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::error::PlanErrorKind;
 
-/// An inclusive range of ports; a single port has `first == last`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct PortRange {
-    /// First port, at least 1.
-    pub first: u16,
-    /// Last port, at least `first`.
-    pub last: u16,
-}
-
-impl PortRange {
-    /// Number of ports in the range.
-    pub fn len(&self) -> usize {
-        usize::from(self.last) - usize::from(self.first) + 1
-    }
-
-    /// Always false: a valid range holds at least one port (kept for clippy's `len` rule).
-    pub fn is_empty(&self) -> bool {
-        false
-    }
-
-    /// Every port of the range.
-    pub fn ports(&self) -> impl Iterator<Item = u16> {
-        self.first..=self.last
-    }
-}
-
-impl fmt::Display for PortRange {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.first == self.last {
-            write!(f, "{}", self.first)
-        } else {
-            write!(f, "{}-{}", self.first, self.last)
-        }
-    }
-}
-
-/// Transport protocol of a port.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Protocol {
-    /// TCP (the default).
-    #[default]
-    Tcp,
-    /// UDP.
-    Udp,
-}
-
-impl Protocol {
-    /// `tcp` or `udp`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Protocol::Tcp => "tcp",
-            Protocol::Udp => "udp",
-        }
-    }
-}
-
-impl fmt::Display for Protocol {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use crate::net::{PortRange, Proto as Protocol};
 
 /// A port list as written, before validation.
 #[derive(Debug, Clone, PartialEq, Eq)]
