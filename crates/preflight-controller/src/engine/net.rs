@@ -38,8 +38,6 @@ pub(crate) fn secret32() -> Result<[u8; 32], Status> {
     Ok(b)
 }
 
-/// Parses a port list such as `80,443,8080-8090` into distinct ports, in the order given.
-
 pub(crate) fn listener_note(p: &pb::ProbeListenerPort) -> String {
     match p.status.as_str() {
         "in_use" => match p.owner_pid {
@@ -188,6 +186,14 @@ pub(crate) async fn probe_between(
     Ok(Probed { ports, ttl })
 }
 
+/// A bandwidth test from `from` to `target` (an address of `to`, and the receiver's port there;
+/// port 0: a free one the agent picks): starts the receiver on the destination agent, runs the sender on the source agent, and returns the receiver's address
+/// and the report (the receiver's own in reverse). Shared by `preflight bandwidth` and the
+/// readiness sweep. With `progress`, the test runs through the source agent's live sender and
+/// `progress` gets a `started` message once the receiver listens, then one message per whole
+/// second as the source counts it (at most one per second of the duration, in order); a
+/// closed `progress` is ignored (the caller decides whether to drop this future).
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn bandwidth_between(
     shared: &Shared,
     from: &AgentRecord,

@@ -18,6 +18,7 @@ use crate::engine::net::{
 };
 use crate::svc::api::ApiSvc;
 
+/// Parses a port list such as `80,443,8080-8090` into distinct ports, in the order given.
 pub fn parse_ports(spec: &str) -> Result<Vec<u16>, String> {
     let spec = spec.trim();
     if spec.is_empty() {
@@ -226,14 +227,6 @@ pub async fn probe(
     })
 }
 
-/// A bandwidth test from `from` to `target` (an address of `to`, and the receiver's port there;
-/// port 0: a free one the agent picks): starts the receiver on the destination agent, runs the sender on the source agent, and returns the receiver's address
-/// and the report (the receiver's own in reverse). Shared by `preflight bandwidth` and the
-/// readiness sweep. With `progress`, the test runs through the source agent's live sender and
-/// `progress` gets a `started` message once the receiver listens, then one message per whole
-/// second as the source counts it (at most one per second of the duration, in order); a
-/// closed `progress` is ignored (the caller decides whether to drop this future).
-#[allow(clippy::too_many_arguments)]
 /// A validated bandwidth request.
 struct BandwidthPlan {
     from: AgentRecord,
