@@ -1,17 +1,23 @@
 //! What `/metrics` and `GetStatus` report: fleet counts read from the store at scrape time, and
 //! per-method RPC counters and latency histograms kept by a tower layer in front of every route.
-//! Small on purpose: a mutex around a bounded map, rendered in the Prometheus text format
-//! (version 0.0.4) by hand.
+//! Encoded by `prometheus-client` in the OpenMetrics text format (which Prometheus scrapes);
+//! the method labels are bounded so that made-up paths cannot grow the families.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use preflight_store::{AgentRecord, StoreError};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 
 use crate::Shared;
 
@@ -20,184 +26,152 @@ const BUCKETS_S: [f64; 12] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 /// At most this many distinct method labels; further ones count as "other" so that a client
-/// sending made-up paths cannot grow the map.
+/// sending made-up paths cannot grow the families.
 const MAX_METHODS: usize = 128;
 
-#[derive(Default, Clone)]
-struct MethodStats {
-    count: u64,
-    errors: u64,
-    buckets: [u64; BUCKETS_S.len()],
-    sum_s: f64,
+/// The one label of the per-request families.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MethodLabel {
+    method: String,
+}
+
+/// The one label of the per-state gauges.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    state: String,
+}
+
+/// The one label of the build-info gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabel {
+    version: String,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(BUCKETS_S)
 }
 
 /// Counters of the running controller.
 pub(crate) struct Metrics {
     /// When the controller started, from its clock.
     pub started_at_ms: i64,
-    methods: Mutex<BTreeMap<String, MethodStats>>,
+    /// The method labels handed out so far (bounded by [`MAX_METHODS`]).
+    methods: Mutex<BTreeSet<String>>,
+    requests: Family<MethodLabel, Counter>,
+    errors: Family<MethodLabel, Counter>,
+    durations: Family<MethodLabel, Histogram, fn() -> Histogram>,
 }
 
 impl Metrics {
     pub fn new(started_at_ms: i64) -> Self {
         Self {
             started_at_ms,
-            methods: Mutex::new(BTreeMap::new()),
+            methods: Mutex::new(BTreeSet::new()),
+            requests: Family::default(),
+            errors: Family::default(),
+            durations: Family::new_with_constructor(latency_histogram),
         }
     }
 
     fn record(&self, method: &str, elapsed: Duration, error: bool) {
-        let mut m = self.methods.lock().unwrap_or_else(|p| p.into_inner());
-        let key = if m.contains_key(method) || m.len() < MAX_METHODS {
-            method
-        } else {
-            "other"
-        };
-        let s = m.entry(key.to_string()).or_default();
-        let secs = elapsed.as_secs_f64();
-        s.count += 1;
-        s.errors += u64::from(error);
-        s.sum_s += secs;
-        for (b, le) in s.buckets.iter_mut().zip(BUCKETS_S) {
-            if secs <= le {
-                *b += 1;
+        let label = {
+            let mut m = self.methods.lock().unwrap_or_else(|p| p.into_inner());
+            if m.contains(method) || m.len() < MAX_METHODS {
+                m.insert(method.to_string());
+                method.to_string()
+            } else {
+                "other".to_string()
             }
+        };
+        let label = MethodLabel { method: label };
+        self.requests.get_or_create(&label).inc();
+        // Every method gets its error series (at 0) as soon as it is seen.
+        let errors = self.errors.get_or_create(&label);
+        if error {
+            errors.inc();
         }
+        self.durations
+            .get_or_create(&label)
+            .observe(elapsed.as_secs_f64());
     }
 
-    /// The Prometheus text exposition of everything.
+    /// The exposition of everything (OpenMetrics text, which Prometheus reads too). The fleet
+    /// gauges are made per scrape from what the store holds; the request families live on.
     pub fn render(&self, fleet: &Fleet, version: &str) -> String {
-        let mut o = String::new();
-        family(
-            &mut o,
+        let mut r = Registry::default();
+        let info = Family::<VersionLabel, Gauge>::default();
+        info.get_or_create(&VersionLabel {
+            version: version.to_string(),
+        })
+        .set(1);
+        r.register(
             "preflight_build_info",
-            "gauge",
-            "Version of the running controller (always 1).",
+            "Version of the running controller (always 1)",
+            info,
         );
-        let _ = writeln!(
-            o,
-            "preflight_build_info{{version=\"{}\"}} 1",
-            escape(version)
-        );
-        family(
-            &mut o,
+        let start = Gauge::<f64, AtomicU64>::default();
+        start.set(self.started_at_ms as f64 / 1000.0);
+        r.register(
             "preflight_start_time_seconds",
-            "gauge",
-            "Unix time at which the controller started.",
+            "Unix time at which the controller started",
+            start,
         );
-        let _ = writeln!(
-            o,
-            "preflight_start_time_seconds {}",
-            self.started_at_ms as f64 / 1000.0
-        );
-        family(
-            &mut o,
-            "preflight_agents",
-            "gauge",
-            "Enrolled agents by state (offline: no heartbeat within three intervals).",
-        );
+        let agents = Family::<StateLabel, Gauge>::default();
         for (state, n) in [
             ("online", fleet.online),
             ("offline", fleet.offline),
             ("revoked", fleet.revoked),
         ] {
-            let _ = writeln!(o, "preflight_agents{{state=\"{state}\"}} {n}");
+            agents.get_or_create(&state_label(state)).set(i64::from(n));
         }
-        family(
-            &mut o,
+        r.register(
+            "preflight_agents",
+            "Enrolled agents by state (offline: no heartbeat within three intervals)",
+            agents,
+        );
+        let outdated = Gauge::<i64>::default();
+        outdated.set(fleet.outdated.len() as i64);
+        r.register(
             "preflight_agents_outdated",
-            "gauge",
-            "Agents (not revoked) whose version differs from the controller's.",
+            "Agents (not revoked) whose version differs from the controller's",
+            outdated,
         );
-        let _ = writeln!(o, "preflight_agents_outdated {}", fleet.outdated.len());
-        family(
-            &mut o,
-            "preflight_sweeps",
-            "gauge",
-            "Stored readiness sweep runs by state.",
-        );
+        let sweeps = Family::<StateLabel, Gauge>::default();
         for state in ["running", "finished", "interrupted", "cancelled"] {
             let n = fleet.sweeps.get(state).copied().unwrap_or(0);
-            let _ = writeln!(o, "preflight_sweeps{{state=\"{state}\"}} {n}");
+            sweeps.get_or_create(&state_label(state)).set(i64::from(n));
         }
-
-        let methods = self
-            .methods
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        family(
-            &mut o,
-            "preflight_rpc_requests_total",
-            "counter",
-            "Requests served, by gRPC method or HTTP route.",
+        r.register(
+            "preflight_sweeps",
+            "Stored readiness sweep runs by state",
+            sweeps,
         );
-        for (m, s) in &methods {
-            let _ = writeln!(
-                o,
-                "preflight_rpc_requests_total{{method=\"{}\"}} {}",
-                escape(m),
-                s.count
-            );
-        }
-        family(
-            &mut o,
-            "preflight_rpc_errors_total",
-            "counter",
-            "Requests answered with an error status (gRPC status in the response headers, or HTTP 5xx).",
+        r.register(
+            "preflight_rpc_requests",
+            "Requests served, by gRPC method or HTTP route",
+            self.requests.clone(),
         );
-        for (m, s) in &methods {
-            let _ = writeln!(
-                o,
-                "preflight_rpc_errors_total{{method=\"{}\"}} {}",
-                escape(m),
-                s.errors
-            );
-        }
-        family(
-            &mut o,
+        r.register(
+            "preflight_rpc_errors",
+            "Requests answered with an error status (gRPC status in the response headers, or HTTP 5xx)",
+            self.errors.clone(),
+        );
+        r.register(
             "preflight_rpc_duration_seconds",
-            "histogram",
-            "Time until the response headers, by gRPC method or HTTP route.",
+            "Time until the response headers, by gRPC method or HTTP route",
+            self.durations.clone(),
         );
-        for (m, s) in &methods {
-            let m = escape(m);
-            for (le, n) in BUCKETS_S.iter().zip(s.buckets) {
-                let _ = writeln!(
-                    o,
-                    "preflight_rpc_duration_seconds_bucket{{method=\"{m}\",le=\"{le}\"}} {n}"
-                );
-            }
-            let _ = writeln!(
-                o,
-                "preflight_rpc_duration_seconds_bucket{{method=\"{m}\",le=\"+Inf\"}} {}",
-                s.count
-            );
-            let _ = writeln!(
-                o,
-                "preflight_rpc_duration_seconds_sum{{method=\"{m}\"}} {}",
-                s.sum_s
-            );
-            let _ = writeln!(
-                o,
-                "preflight_rpc_duration_seconds_count{{method=\"{m}\"}} {}",
-                s.count
-            );
-        }
+        let mut o = String::new();
+        // Writing into a String cannot fail; the families are well-formed by construction.
+        let _ = prometheus_client::encoding::text::encode(&mut o, &r);
         o
     }
 }
 
-/// The HELP and TYPE lines of a metric family.
-fn family(o: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
-}
-
-/// A label value as the text format wants it.
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+fn state_label(state: &str) -> StateLabel {
+    StateLabel {
+        state: state.to_string(),
+    }
 }
 
 /// The label for a request path: `preflight.v1.Service/Method` for gRPC, the route for HTTP.
@@ -349,9 +323,13 @@ mod tests {
         for i in 0..(MAX_METHODS + 10) {
             m.record(&format!("m{i}"), Duration::from_millis(1), false);
         }
-        let map = m.methods.lock().unwrap();
-        assert_eq!(map.len(), MAX_METHODS + 1, "the extra ones share \"other\"");
-        assert_eq!(map["other"].count, 10);
+        let text = m.render(&Fleet::default(), "1");
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("preflight_rpc_requests_total{"))
+            .count();
+        assert_eq!(series, MAX_METHODS + 1, "the extra ones share \"other\"");
+        assert!(text.contains("preflight_rpc_requests_total{method=\"other\"} 10\n"));
     }
 
     #[test]
@@ -361,11 +339,18 @@ mod tests {
         m.record("a", Duration::from_millis(300), true);
         m.record("a", Duration::from_secs(60), false);
         let text = m.render(&Fleet::default(), "1.2.3");
-        assert!(text.contains("preflight_rpc_duration_seconds_bucket{method=\"a\",le=\"0.005\"} 1"));
-        assert!(text.contains("preflight_rpc_duration_seconds_bucket{method=\"a\",le=\"0.5\"} 2"));
-        assert!(text.contains("preflight_rpc_duration_seconds_bucket{method=\"a\",le=\"30\"} 2"));
-        assert!(text.contains("preflight_rpc_duration_seconds_bucket{method=\"a\",le=\"+Inf\"} 3"));
-        assert!(text.contains("preflight_rpc_errors_total{method=\"a\"} 1"));
-        assert!(text.contains("preflight_build_info{version=\"1.2.3\"} 1"));
+        for want in [
+            "preflight_rpc_duration_seconds_bucket{le=\"0.005\",method=\"a\"} 1",
+            "preflight_rpc_duration_seconds_bucket{le=\"0.5\",method=\"a\"} 2",
+            "preflight_rpc_duration_seconds_bucket{le=\"30.0\",method=\"a\"} 2",
+            "preflight_rpc_duration_seconds_bucket{le=\"+Inf\",method=\"a\"} 3",
+            "preflight_rpc_duration_seconds_count{method=\"a\"} 3",
+            "preflight_rpc_errors_total{method=\"a\"} 1",
+            "preflight_build_info{version=\"1.2.3\"} 1",
+            "# TYPE preflight_rpc_duration_seconds histogram",
+        ] {
+            assert!(text.contains(want), "{want} missing from:\n{text}");
+        }
+        assert!(text.ends_with("# EOF\n"));
     }
 }
