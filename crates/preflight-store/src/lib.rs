@@ -501,4 +501,6 @@ impl Store {
 }
 
 #[cfg(test)]
+mod disk_format;
+#[cfg(test)]
 mod tests;
