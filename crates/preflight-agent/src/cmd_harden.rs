@@ -276,12 +276,12 @@ fn newest_backup(dir: &Path) -> anyhow::Result<String> {
 
 /// Runs the subcommand.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    crate::svc_harden::register_firewall_hook(&args.state_dir);
+    let fw_hook = crate::svc_harden::firewall_hook(&args.state_dir);
     match args.cmd {
         HardenCmd::Audit(c) => {
             let root = open_root(&c.root)?;
             let policy = load_policy(c.policy.as_deref())?;
-            let results = catalog::audit(&root, &policy, &ids(&c.checks)?);
+            let results = catalog::audit(&root, &policy, &fw_hook, &ids(&c.checks)?);
             if c.output == Output::Json {
                 return print_json(&results);
             }
@@ -308,7 +308,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         HardenCmd::Plan(c) => {
             let root = open_root(&c.root)?;
             let policy = load_policy(c.policy.as_deref())?;
-            let plan = catalog::plan(&root, &policy, &ids(&c.checks)?)?;
+            let plan = catalog::plan(&root, &policy, &fw_hook, &ids(&c.checks)?)?;
             if c.output == Output::Json {
                 return print_json(&plan);
             }
@@ -351,7 +351,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 if !std::io::stdin().is_terminal() {
                     bail!("stdin is not a terminal: review `harden plan`, then pass --yes to apply without a prompt");
                 }
-                let plan = catalog::plan(&root, &policy, &ids)?;
+                let plan = catalog::plan(&root, &policy, &fw_hook, &ids)?;
                 let n = print_plan(
                     &mut preflight_render::term::SafeWriter(std::io::stderr().lock()),
                     &plan,
@@ -370,6 +370,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             let report = catalog::apply(
                 &root,
                 &policy,
+                &fw_hook,
                 &ids,
                 &ApplyOptions {
                     backup_dir: a.backup_dir.clone(),
@@ -416,7 +417,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 Some(id) => id.clone(),
                 None => newest_backup(&r.backup_dir)?,
             };
-            let report = catalog::rollback(&root, &policy, &r.backup_dir, &id)?;
+            let report = catalog::rollback(&root, &policy, &fw_hook, &r.backup_dir, &id)?;
             if r.output == Output::Json {
                 return print_json(&report);
             }

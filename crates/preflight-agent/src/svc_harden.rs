@@ -42,6 +42,8 @@ pub struct HardenState {
     pub agent_port: u16,
     /// The firewall manager, or why there is none.
     pub firewall: Result<Arc<FirewallManager>, String>,
+    /// The catalog's `fw.*` checks against the live firewall.
+    pub firewall_hook: Arc<firewall::LiveFirewall>,
 }
 
 impl HardenState {
@@ -49,7 +51,7 @@ impl HardenState {
     /// `STATE/firewall`; detects the firewall backend and rolls back a change an earlier run
     /// left unconfirmed.
     pub fn new(state_dir: &Path, root: Option<&Path>, agent_port: u16) -> Self {
-        register_firewall_hook(state_dir);
+        let firewall_hook = Arc::new(firewall_hook(state_dir));
         let firewall = detect_firewall(&state_dir.join("firewall"));
         if let Err(e) = &firewall {
             tracing::info!(reason = %e, "no firewall backend: firewall changes will be refused");
@@ -60,20 +62,20 @@ impl HardenState {
             backup_dir: state_dir.join("backups"),
             agent_port,
             firewall,
+            firewall_hook,
         }
     }
 }
 
 /// Backs the catalog's `fw.*` checks with the live firewall of this host, judged against the
-/// allow-list last confirmed in `STATE/firewall` (once per process). With a root prefix other
-/// than `/` (`--harden-root`, `--root`) they are `not_applicable`: see
-/// `preflight_harden::firewall::hook`.
-pub(crate) fn register_firewall_hook(state_dir: &Path) {
-    firewall::hook::register(firewall::LiveFirewall::new(
+/// allow-list last confirmed in `STATE/firewall`. With a root prefix other than `/`
+/// (`--harden-root`, `--root`) they are `not_applicable`: see `preflight_harden::firewall::hook`.
+pub(crate) fn firewall_hook(state_dir: &Path) -> firewall::LiveFirewall {
+    firewall::LiveFirewall::new(
         CommandRunner::host(),
         &state_dir.join("firewall"),
         Box::new(listeners),
-    ));
+    )
 }
 
 fn detect_firewall(dir: &Path) -> Result<Arc<FirewallManager>, String> {
@@ -557,10 +559,11 @@ pub async fn harden(
     let backup_dir = st.backup_dir.clone();
     let ids = r.check_ids.clone();
     let backup_id = r.backup_id.clone();
+    let fw_hook = st.firewall_hook.clone();
     tracing::info!(operation = ?op, checks = ids.len(), request = %caller.request_id, user = %caller.operator.user, "harden request");
 
     let (checks, raws, backup) = tokio::task::spawn_blocking(move || {
-        run_catalog(op, &root, &policy, &ids, &backup_dir, &backup_id)
+        run_catalog(op, &root, &policy, &*fw_hook, &ids, &backup_dir, &backup_id)
     })
     .await
     .map_err(|e| Status::internal(format!("harden task failed: {e}")))??;
@@ -594,6 +597,7 @@ fn run_catalog(
     op: Op,
     root: &Path,
     policy: &Policy,
+    firewall: &dyn catalog::FirewallHook,
     ids: &[String],
     backup_dir: &Path,
     backup_id: &str,
@@ -603,7 +607,7 @@ fn run_catalog(
     let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
     match op {
         Op::Audit => {
-            let res = catalog::audit(&root, policy, &ids);
+            let res = catalog::audit(&root, policy, firewall, &ids);
             Ok((
                 res.iter().map(outcome_of_audit).collect(),
                 res.iter().map(raw_of_audit).collect(),
@@ -611,7 +615,7 @@ fn run_catalog(
             ))
         }
         Op::Plan => {
-            let plan = catalog::plan(&root, policy, &ids).map_err(harden_status)?;
+            let plan = catalog::plan(&root, policy, firewall, &ids).map_err(harden_status)?;
             let checks = plan
                 .iter()
                 .map(|e| {
@@ -634,6 +638,7 @@ fn run_catalog(
             let rep = catalog::apply(
                 &root,
                 policy,
+                firewall,
                 &ids,
                 &ApplyOptions {
                     backup_dir: backup_dir.to_path_buf(),
@@ -644,7 +649,7 @@ fn run_catalog(
             Ok((checks, raws, rep.backup.map(|b| b.id)))
         }
         Op::Verify => {
-            let recs = catalog::verify(&root, policy, &ids).map_err(harden_status)?;
+            let recs = catalog::verify(&root, policy, firewall, &ids).map_err(harden_status)?;
             let (checks, raws) = recs.iter().map(record_pair).unzip();
             Ok((checks, raws, None))
         }
@@ -656,7 +661,8 @@ fn run_catalog(
             } else {
                 backup_id.to_string()
             };
-            let rep = catalog::rollback(&root, policy, backup_dir, &id).map_err(harden_status)?;
+            let rep = catalog::rollback(&root, policy, firewall, backup_dir, &id)
+                .map_err(harden_status)?;
             let (checks, raws) = rep.records.iter().map(record_pair).unzip();
             Ok((checks, raws, Some(rep.backup.id)))
         }

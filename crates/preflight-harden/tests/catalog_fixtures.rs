@@ -14,7 +14,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use preflight_harden::catalog::{self, ApplyOptions, Policy, Root, Status};
+use preflight_harden::catalog::{self, ApplyOptions, NoFirewall, Policy, Root, Status};
 
 struct Fixture {
     _tmp: tempfile::TempDir,
@@ -45,7 +45,7 @@ fn snapshot(dir: &Path) -> Result<BTreeMap<String, String>> {
 }
 
 fn status_map(root: &Root) -> BTreeMap<String, (Status, String)> {
-    catalog::audit(root, &Policy::default(), &[])
+    catalog::audit(root, &Policy::default(), &NoFirewall, &[])
         .into_iter()
         .map(|r| {
             let s = format!("{} | {:?}", r.observed, r.reason);
@@ -83,7 +83,7 @@ fn cycle(
     }
 
     // Plan shows them, writes nothing.
-    let plan = catalog::plan(&f.root, &policy, &[])?;
+    let plan = catalog::plan(&f.root, &policy, &NoFirewall, &[])?;
     for id in seeded {
         let e = plan
             .iter()
@@ -116,7 +116,7 @@ fn cycle(
     let opts = ApplyOptions {
         backup_dir: f.backups.clone(),
     };
-    let report = catalog::apply(&f.root, &policy, &[], &opts)?;
+    let report = catalog::apply(&f.root, &policy, &NoFirewall, &[], &opts)?;
     let backup = report
         .backup
         .clone()
@@ -129,7 +129,7 @@ fn cycle(
     let after = snapshot(&f.dir)?;
 
     // Verify: all compliant but the listed exceptions.
-    let verify = catalog::verify(&f.root, &policy, &[])?;
+    let verify = catalog::verify(&f.root, &policy, &NoFirewall, &[])?;
     for r in &verify {
         let want = after_exceptions
             .iter()
@@ -158,7 +158,7 @@ fn cycle(
     }
 
     // A second apply changes nothing.
-    let again = catalog::apply(&f.root, &policy, &[], &opts)?;
+    let again = catalog::apply(&f.root, &policy, &NoFirewall, &[], &opts)?;
     if again.backup.is_some() || again.records.iter().any(|r| !r.diff.is_empty()) {
         bail!(
             "{name}: second apply changed something: {:?}",
@@ -177,7 +177,7 @@ fn cycle(
     after_apply(&f)?;
 
     // Rollback restores every file byte for byte, and removes created ones.
-    let rb = catalog::rollback(&f.root, &policy, &f.backups, &backup.id)?;
+    let rb = catalog::rollback(&f.root, &policy, &NoFirewall, &f.backups, &backup.id)?;
     if rb.restored.is_empty() {
         bail!("{name}: rollback restored nothing");
     }
@@ -371,6 +371,7 @@ fn centos7_faillock() -> Result<()> {
     let plan = catalog::plan(
         &f.root,
         &Policy::default(),
+        &NoFirewall,
         &["ssh.permit_root_login", "auth.lockout"],
     )?;
     assert_eq!(plan[0].audit.id, "auth.lockout");
@@ -465,13 +466,19 @@ fn rocky9_authselect_check_failure_stops() -> Result<()> {
     t.push_str("auth        optional      pam_echo.so hand-edit\n");
     fs::write(&p, &t)?;
     let before = snapshot(&f.dir)?;
-    let plan = catalog::plan(&f.root, &Policy::default(), &["auth.lockout"])?;
+    let plan = catalog::plan(&f.root, &Policy::default(), &NoFirewall, &["auth.lockout"])?;
     let blocked = plan[0].blocked.clone().unwrap_or_default();
     assert!(blocked.contains("authselect check failed"), "{blocked}");
     let opts = ApplyOptions {
         backup_dir: f.backups.clone(),
     };
-    let r = catalog::apply(&f.root, &Policy::default(), &["auth.lockout"], &opts)?;
+    let r = catalog::apply(
+        &f.root,
+        &Policy::default(),
+        &NoFirewall,
+        &["auth.lockout"],
+        &opts,
+    )?;
     assert!(r.records[0]
         .error
         .as_deref()
@@ -634,6 +641,7 @@ fn unparseable_file_is_unknown_and_untouched() -> Result<()> {
     for r in catalog::audit(
         &f.root,
         &policy,
+        &NoFirewall,
         &[
             "ssh.permit_root_login",
             "ssh.misc",
@@ -653,7 +661,7 @@ fn unparseable_file_is_unknown_and_untouched() -> Result<()> {
     let opts = ApplyOptions {
         backup_dir: f.backups.clone(),
     };
-    let rep = catalog::apply(&f.root, &policy, &[], &opts)?;
+    let rep = catalog::apply(&f.root, &policy, &NoFirewall, &[], &opts)?;
     assert!(rep
         .records
         .iter()
@@ -688,7 +696,12 @@ fn symlink_outside_prefix_is_refused() -> Result<()> {
         .read("/etc/shadow")
         .expect_err("escape must be refused");
     assert!(err.to_string().contains("outside the root prefix"), "{err}");
-    let r = &catalog::audit(&f.root, &Policy::default(), &["auth.no_empty_pw"])[0];
+    let r = &catalog::audit(
+        &f.root,
+        &Policy::default(),
+        &NoFirewall,
+        &["auth.no_empty_pw"],
+    )[0];
     assert_eq!(r.status, Status::Unknown);
     assert!(
         r.reason
@@ -704,6 +717,7 @@ fn symlink_outside_prefix_is_refused() -> Result<()> {
     catalog::apply(
         &f.root,
         &Policy::default(),
+        &NoFirewall,
         &["auth.no_empty_pw", "acct.pass_max_days"],
         &opts,
     )?;
@@ -733,13 +747,24 @@ fn sshd_earlier_conflicting_directive_is_disabled() -> Result<()> {
     let opts = ApplyOptions {
         backup_dir: f.backups.clone(),
     };
-    catalog::apply(&f.root, &Policy::default(), &["ssh.max_auth_tries"], &opts)?;
+    catalog::apply(
+        &f.root,
+        &Policy::default(),
+        &NoFirewall,
+        &["ssh.max_auth_tries"],
+        &opts,
+    )?;
     let t = fs::read_to_string(&p)?;
     assert!(
         t.contains("#preflight-disabled# MaxAuthTries 8\nInclude"),
         "{t}"
     );
-    let r = &catalog::audit(&f.root, &Policy::default(), &["ssh.max_auth_tries"])[0];
+    let r = &catalog::audit(
+        &f.root,
+        &Policy::default(),
+        &NoFirewall,
+        &["ssh.max_auth_tries"],
+    )[0];
     assert_eq!(r.status, Status::Compliant, "{}", r.observed);
     Ok(())
 }
@@ -750,7 +775,13 @@ fn evidence_records_carry_hashes_diff_and_backup() -> Result<()> {
     let opts = ApplyOptions {
         backup_dir: f.backups.clone(),
     };
-    let rep = catalog::apply(&f.root, &Policy::default(), &["acct.pass_max_days"], &opts)?;
+    let rep = catalog::apply(
+        &f.root,
+        &Policy::default(),
+        &NoFirewall,
+        &["acct.pass_max_days"],
+        &opts,
+    )?;
     let r = &rep.records[0];
     assert_eq!(r.status, Status::Compliant);
     assert!(r
@@ -795,6 +826,7 @@ fn report_only_checks_never_change_anything() -> Result<()> {
     let rep = catalog::apply(
         &f.root,
         &Policy::default(),
+        &NoFirewall,
         &["auth.uid0_only_root", "auth.unique_ids", "mac.status"],
         &opts,
     )?;
@@ -809,10 +841,15 @@ fn report_only_checks_never_change_anything() -> Result<()> {
 fn policy_thresholds_are_configurable() -> Result<()> {
     let f = fixture("openeuler2203")?;
     let strict: Policy = serde_json::from_str(r#"{"pass_max_days": 60}"#)?;
-    let r = &catalog::audit(&f.root, &strict, &["acct.pass_max_days"])[0];
+    let r = &catalog::audit(&f.root, &strict, &NoFirewall, &["acct.pass_max_days"])[0];
     assert_eq!(r.status, Status::NonCompliant, "{}", r.observed);
     assert_eq!(r.expected, "<= 60");
-    let r = &catalog::audit(&f.root, &Policy::default(), &["acct.pass_max_days"])[0];
+    let r = &catalog::audit(
+        &f.root,
+        &Policy::default(),
+        &NoFirewall,
+        &["acct.pass_max_days"],
+    )[0];
     assert_eq!(r.status, Status::Compliant, "{}", r.observed);
     assert!(serde_json::from_str::<Policy>(r#"{"no_such": 1}"#).is_err());
     let p: Policy = serde_json::from_str(r#"{"umask": "077"}"#)?;
@@ -823,7 +860,7 @@ fn policy_thresholds_are_configurable() -> Result<()> {
         lockout_unlock_time: 60,
         ..Policy::default()
     };
-    assert!(catalog::plan(&f.root, &bad, &[]).is_err());
+    assert!(catalog::plan(&f.root, &bad, &NoFirewall, &[]).is_err());
     Ok(())
 }
 
@@ -868,13 +905,18 @@ fn plan_of_a_new_dropin_respects_include_order() -> Result<()> {
     // The managed drop-in does not exist yet: the plan must still place it first, so the
     // customer's later drop-in needs no change.
     let f = fixture("debian12")?;
-    let plan = catalog::plan(&f.root, &Policy::default(), &["ssh.permit_root_login"])?;
+    let plan = catalog::plan(
+        &f.root,
+        &Policy::default(),
+        &NoFirewall,
+        &["ssh.permit_root_login"],
+    )?;
     let paths: Vec<&str> = plan[0].changes.iter().map(|c| c.path.as_str()).collect();
     assert_eq!(
         paths,
         ["/etc/ssh/sshd_config.d/00-preflight-hardening.conf"]
     );
-    let login = catalog::plan(&f.root, &Policy::default(), &["perm.umask"])?;
+    let login = catalog::plan(&f.root, &Policy::default(), &NoFirewall, &["perm.umask"])?;
     // The line keeps its own spacing.
     assert!(
         login[0].changes[0].diff.contains("+UMASK\t\t027\n"),
@@ -891,6 +933,7 @@ fn ssh_checks_are_not_applicable_without_sshd() -> Result<()> {
     for r in catalog::audit(
         &f.root,
         &Policy::default(),
+        &NoFirewall,
         &["ssh.misc", "ssh.permit_root_login"],
     ) {
         assert_eq!(r.status, Status::NotApplicable, "{}", r.id);
@@ -898,7 +941,13 @@ fn ssh_checks_are_not_applicable_without_sshd() -> Result<()> {
     let opts = ApplyOptions {
         backup_dir: f.backups.clone(),
     };
-    let rep = catalog::apply(&f.root, &Policy::default(), &["ssh.misc"], &opts)?;
+    let rep = catalog::apply(
+        &f.root,
+        &Policy::default(),
+        &NoFirewall,
+        &["ssh.misc"],
+        &opts,
+    )?;
     assert!(rep.backup.is_none() && !f.dir.join("etc/ssh/sshd_config").exists());
     Ok(())
 }
@@ -937,7 +986,7 @@ fn applied_sshd_configs_pass_sshd_t() -> Result<()> {
         let opts = ApplyOptions {
             backup_dir: f.backups.clone(),
         };
-        catalog::apply(&f.root, &Policy::default(), &[], &opts)?;
+        catalog::apply(&f.root, &Policy::default(), &NoFirewall, &[], &opts)?;
         // Settings sshd of this build rejects or that need host files are dropped; everything
         // the catalog writes stays.
         let flat: String = catalog::sshd_flattened(&f.root)
@@ -991,10 +1040,23 @@ fn concurrent_apply_is_refused_and_notes_are_recorded() -> Result<()> {
     let opts = ApplyOptions {
         backup_dir: f.backups.clone(),
     };
-    let e = catalog::apply(&f.root, &Policy::default(), &["ssh.misc"], &opts).expect_err("busy");
+    let e = catalog::apply(
+        &f.root,
+        &Policy::default(),
+        &NoFirewall,
+        &["ssh.misc"],
+        &opts,
+    )
+    .expect_err("busy");
     assert!(e.to_string().contains("another harden apply"), "{e}");
     drop(held);
-    let rep = catalog::apply(&f.root, &Policy::default(), &["ssh.misc"], &opts)?;
+    let rep = catalog::apply(
+        &f.root,
+        &Policy::default(),
+        &NoFirewall,
+        &["ssh.misc"],
+        &opts,
+    )?;
     assert!(
         rep.records[0]
             .notes
@@ -1003,5 +1065,38 @@ fn concurrent_apply_is_refused_and_notes_are_recorded() -> Result<()> {
         "{:?}",
         rep.records[0].notes
     );
+    Ok(())
+}
+
+/// The `fw.*` checks are audited by the hook the caller passes in: two hooks in one process
+/// each answer for their own call, and with `NoFirewall` the checks are `unknown`, saying so.
+#[test]
+fn firewall_checks_are_audited_by_the_hook_passed_in() -> Result<()> {
+    struct Fixed(Status);
+    impl catalog::FirewallHook for Fixed {
+        fn audit(&self, _: &Root, id: &str) -> (Status, String, String, Option<String>) {
+            (
+                self.0,
+                format!("{id} seen by the test hook"),
+                "test".into(),
+                None,
+            )
+        }
+    }
+    let dir = tempfile::tempdir()?;
+    let root = Root::new(dir.path())?;
+    let ids = ["fw.single_backend", "fw.mgmt_source"];
+    for want in [Status::Compliant, Status::NonCompliant] {
+        let got = catalog::audit(&root, &Policy::default(), &Fixed(want), &ids);
+        assert_eq!(got.len(), 2);
+        for r in got {
+            assert_eq!(r.status, want, "{r:?}");
+            assert_eq!(r.observed, format!("{} seen by the test hook", r.id));
+        }
+    }
+    for r in catalog::audit(&root, &Policy::default(), &NoFirewall, &ids) {
+        assert_eq!(r.status, Status::Unknown, "{r:?}");
+        assert_eq!(r.reason.as_deref(), Some("firewall backend not wired"));
+    }
     Ok(())
 }

@@ -861,13 +861,13 @@ fn iptables_killed_agent_rolls_back_at_start() -> Result<()> {
     killed_agent_rolls_back_at_start(Backend::Iptables, "iptables")
 }
 
-/// The catalog's `fw.*` checks through the registered live hook: with the root prefix `/`
+/// The catalog's `fw.*` checks through the live hook passed in: with the root prefix `/`
 /// they audit the namespace's ruleset against the confirmed allow-list; with another prefix
 /// they are not applicable.
 #[test]
 fn nft_live_hook_audits_the_ruleset_only_with_root_slash() -> Result<()> {
     use preflight_harden::catalog::{self, Policy, Root, Status};
-    use preflight_harden::firewall::{hook, LiveFirewall};
+    use preflight_harden::firewall::LiveFirewall;
     skip_unless_ready!(Backend::Nftables);
     let p = NetPair::new()?;
     let _l = Listeners::start(&p.b, &[SSH, AGENT, PLANNED])?;
@@ -878,13 +878,13 @@ fn nft_live_hook_audits_the_ruleset_only_with_root_slash() -> Result<()> {
         "fw.allowlist_ports",
         "fw.mgmt_source",
     ];
-    assert!(hook::register(LiveFirewall::new(
+    let hook = LiveFirewall::new(
         p.runner(),
         state.path(),
         Box::new(|| Ok([SSH, AGENT, PLANNED].map(listener).to_vec())),
-    )));
+    );
     let audit = |root: &Root| -> Vec<(String, Status, String)> {
-        catalog::audit(root, &Policy::default(), &fw_ids)
+        catalog::audit(root, &Policy::default(), &hook, &fw_ids)
             .into_iter()
             .map(|r| (r.id, r.status, r.reason.unwrap_or_default()))
             .collect()

@@ -2,9 +2,9 @@
 //! audit, logging and MAC checks, each with audit, plan, apply, verify and rollback against a
 //! root prefix ([`Root`], default `/`).
 //!
-//! Firewall checks (`fw.*`) are listed here with their references; their audit is delegated to a
-//! [`FirewallHook`]: the agent registers `firewall::LiveFirewall` at start. Without one they
-//! report `unknown`.
+//! Firewall checks (`fw.*`) are listed here with their references; their audit is delegated to
+//! the [`FirewallHook`] the caller passes in (the agent passes `firewall::LiveFirewall`; with
+//! [`NoFirewall`] they report `unknown`), and which the checks find in their context.
 //!
 //! Invariants: nothing outside the root prefix is read or written; report-only checks never
 //! change anything; every change is backed up before it is made ([`backup`]); a file a check
@@ -487,17 +487,22 @@ impl Default for ApplyOptions {
     }
 }
 
-/// The firewall module's implementation of the `fw.*` checks.
+/// The implementation of the `fw.*` checks, passed in by the caller of [`audit`], [`plan`],
+/// [`apply`], [`verify`] and [`rollback`] (the firewall module's `LiveFirewall` on an agent).
 pub trait FirewallHook: Send + Sync {
     /// Audits one `fw.*` check: status, observed, expected, reason.
     fn audit(&self, root: &Root, check_id: &str) -> (Status, String, String, Option<String>);
 }
 
-static FIREWALL_HOOK: OnceLock<Box<dyn FirewallHook>> = OnceLock::new();
+/// No firewall backend wired: every `fw.*` check is `unknown`, saying so.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoFirewall;
 
-/// Registers the firewall module's hook (once; later calls are ignored and return false).
-pub fn register_firewall_hook(hook: Box<dyn FirewallHook>) -> bool {
-    FIREWALL_HOOK.set(hook).is_ok()
+impl FirewallHook for NoFirewall {
+    fn audit(&self, _: &Root, _: &str) -> (Status, String, String, Option<String>) {
+        let o = Outcome::unknown("firewall backend not wired", "see CHECKS.md");
+        (o.status, o.observed, o.expected, o.reason)
+    }
 }
 
 /// Hex SHA-256 of bytes.
@@ -631,19 +636,23 @@ impl Fix {
     }
 }
 
-/// Context of one check run: the prefix, the policy, the host, and the files read.
+/// Context of one check run: the prefix, the policy, the firewall hook, the host, and the
+/// files read.
 pub(crate) struct Ctx<'a> {
     pub root: &'a Root,
     pub policy: &'a Policy,
+    /// Audits the `fw.*` checks.
+    pub firewall: &'a dyn FirewallHook,
     pub host: Host,
     reads: RefCell<BTreeMap<String, Option<String>>>,
 }
 
 impl<'a> Ctx<'a> {
-    pub fn new(root: &'a Root, policy: &'a Policy) -> Ctx<'a> {
+    pub fn new(root: &'a Root, policy: &'a Policy, firewall: &'a dyn FirewallHook) -> Ctx<'a> {
         let mut c = Ctx {
             root,
             policy,
+            firewall,
             host: Host::default(),
             reads: RefCell::new(BTreeMap::new()),
         };
@@ -702,20 +711,20 @@ fn result_of(info: &CheckInfo, o: Outcome, files: Vec<FileHash>) -> CheckResult 
     }
 }
 
-fn run_audit(root: &Root, policy: &Policy, c: &checks::Check) -> CheckResult {
-    let ctx = Ctx::new(root, policy);
+fn run_audit(
+    root: &Root,
+    policy: &Policy,
+    firewall: &dyn FirewallHook,
+    c: &checks::Check,
+) -> CheckResult {
+    let ctx = Ctx::new(root, policy, firewall);
     let o = if c.info.firewall {
-        match FIREWALL_HOOK.get() {
-            Some(h) => {
-                let (status, observed, expected, reason) = h.audit(root, c.info.id);
-                Outcome {
-                    status,
-                    observed,
-                    expected,
-                    reason,
-                }
-            }
-            None => Outcome::unknown("firewall backend not wired", "see CHECKS.md"),
+        let (status, observed, expected, reason) = ctx.firewall.audit(root, c.info.id);
+        Outcome {
+            status,
+            observed,
+            expected,
+            reason,
         }
     } else if let Some(missing) = c.requires.iter().find(|p| !root.exists(p)) {
         Outcome {
@@ -745,16 +754,21 @@ fn chosen(ids: &[&str]) -> Result<Vec<&'static checks::Check>, HardenError> {
 }
 
 /// Audits the given checks (all when `ids` is empty). An unknown id yields an `unknown` result.
-pub fn audit(root: &Root, policy: &Policy, ids: &[&str]) -> Vec<CheckResult> {
+pub fn audit(
+    root: &Root,
+    policy: &Policy,
+    firewall: &dyn FirewallHook,
+    ids: &[&str],
+) -> Vec<CheckResult> {
     if ids.is_empty() {
         return checks::all()
             .iter()
-            .map(|c| run_audit(root, policy, c))
+            .map(|c| run_audit(root, policy, firewall, c))
             .collect();
     }
     ids.iter()
         .map(|id| match checks::all().iter().find(|c| c.info.id == *id) {
-            Some(c) => run_audit(root, policy, c),
+            Some(c) => run_audit(root, policy, firewall, c),
             None => CheckResult {
                 id: id.to_string(),
                 title_en: String::new(),
@@ -833,12 +847,17 @@ fn fix_actions(fix: &Fix) -> Vec<String> {
 }
 
 /// Plans the given checks: diffs and actions, nothing written.
-pub fn plan(root: &Root, policy: &Policy, ids: &[&str]) -> Result<Vec<PlanEntry>, HardenError> {
+pub fn plan(
+    root: &Root,
+    policy: &Policy,
+    firewall: &dyn FirewallHook,
+    ids: &[&str],
+) -> Result<Vec<PlanEntry>, HardenError> {
     policy.validate()?;
     let mut out = Vec::new();
     for c in chosen(ids)? {
-        let audit = run_audit(root, policy, c);
-        let ctx = Ctx::new(root, policy);
+        let audit = run_audit(root, policy, firewall, c);
+        let ctx = Ctx::new(root, policy, firewall);
         let mut entry = PlanEntry {
             audit,
             changes: vec![],
@@ -995,10 +1014,11 @@ fn record(
 fn apply_one(
     root: &Root,
     policy: &Policy,
+    firewall: &dyn FirewallHook,
     c: &checks::Check,
     set: &mut backup::BackupSet,
 ) -> Result<(String, Vec<String>, Vec<String>), String> {
-    let ctx = Ctx::new(root, policy);
+    let ctx = Ctx::new(root, policy, firewall);
     let fix = match compute_fix(&ctx, c) {
         Ok(Some(f)) => f,
         Ok(None) => return Ok((String::new(), vec![], vec![])),
@@ -1068,6 +1088,7 @@ fn apply_one(
 pub fn apply(
     root: &Root,
     policy: &Policy,
+    firewall: &dyn FirewallHook,
     ids: &[&str],
     opts: &ApplyOptions,
 ) -> Result<ApplyReport, HardenError> {
@@ -1078,7 +1099,7 @@ pub fn apply(
     let bref = set.reference();
     let mut records = Vec::new();
     for c in checks {
-        let before = run_audit(root, policy, c);
+        let before = run_audit(root, policy, firewall, c);
         let mut rec;
         if before.status != Status::NonCompliant || c.info.report_only || c.info.firewall {
             rec = record(Operation::Apply, &c.info, &before, Some(&before));
@@ -1096,8 +1117,8 @@ pub fn apply(
                 ));
             }
         } else {
-            let r = apply_one(root, policy, c, &mut set);
-            let after = run_audit(root, policy, c);
+            let r = apply_one(root, policy, firewall, c, &mut set);
+            let after = run_audit(root, policy, firewall, c);
             rec = record(Operation::Apply, &c.info, &after, Some(&before));
             match r {
                 Ok((diff, actions, notes)) => {
@@ -1130,6 +1151,7 @@ pub fn apply(
 pub fn verify(
     root: &Root,
     policy: &Policy,
+    firewall: &dyn FirewallHook,
     ids: &[&str],
 ) -> Result<Vec<EvidenceRecord>, HardenError> {
     let checks = chosen(ids)?;
@@ -1139,7 +1161,7 @@ pub fn verify(
             record(
                 Operation::Verify,
                 &c.info,
-                &run_audit(root, policy, c),
+                &run_audit(root, policy, firewall, c),
                 None,
             )
         })
@@ -1151,6 +1173,7 @@ pub fn verify(
 pub fn rollback(
     root: &Root,
     policy: &Policy,
+    firewall: &dyn FirewallHook,
     backup_dir: &Path,
     backup_id: &str,
 ) -> Result<RollbackReport, HardenError> {
@@ -1163,7 +1186,7 @@ pub fn rollback(
     let befores: Vec<(String, CheckResult)> = ids
         .iter()
         .filter_map(|id| checks::all().iter().find(|c| c.info.id == id))
-        .map(|c| (c.info.id.to_string(), run_audit(root, policy, c)))
+        .map(|c| (c.info.id.to_string(), run_audit(root, policy, firewall, c)))
         .collect();
     let restored = backup::restore(root, backup_dir, backup_id)?;
     let bref = BackupRef {
@@ -1174,7 +1197,7 @@ pub fn rollback(
         .iter()
         .filter_map(|(id, b)| {
             let c = checks::all().iter().find(|c| c.info.id == id)?;
-            let after = run_audit(root, policy, c);
+            let after = run_audit(root, policy, firewall, c);
             let mut r = record(Operation::Rollback, &c.info, &after, Some(b));
             r.backup = Some(bref.clone());
             r.actions = manifest
@@ -1197,12 +1220,12 @@ pub fn rollback(
 /// the order sshd reads them (what `sshd -t -f` is given before a change is committed).
 pub fn sshd_flattened(root: &Root) -> Result<String, String> {
     let p = Policy::default();
-    let ctx = Ctx::new(root, &p);
+    let ctx = Ctx::new(root, &p, &NoFirewall);
     sshd::flattened(&ctx, &BTreeMap::new()).map_err(|e| e.to_string())
 }
 
 /// Detects the host behind a root prefix (distribution, PAM layout, modules).
 pub fn detect_host(root: &Root) -> Host {
     let p = Policy::default();
-    Ctx::new(root, &p).host
+    Ctx::new(root, &p, &NoFirewall).host
 }

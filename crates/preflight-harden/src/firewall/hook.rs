@@ -186,12 +186,6 @@ impl catalog::FirewallHook for LiveFirewall {
     }
 }
 
-/// Registers `hook` as the catalog's firewall hook (once per process; false when one was
-/// registered already).
-pub fn register(hook: LiveFirewall) -> bool {
-    catalog::register_firewall_hook(Box::new(hook))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
