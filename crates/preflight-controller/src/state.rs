@@ -27,7 +27,7 @@ pub(crate) struct Shared {
     /// The evidence log and the controller's evidence signing key.
     pub evidence: svc::hardening::EvidenceState,
     /// Sweeps running now (bounded, one per batch).
-    pub sweeps: svc::readiness::SweepSlots,
+    pub sweeps: crate::engine::sweep::SweepSlots,
 }
 
 impl Shared {

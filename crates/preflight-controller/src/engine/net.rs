@@ -11,8 +11,7 @@ use ring::rand::SecureRandom;
 use tokio::sync::mpsc;
 use tonic::{Request, Status};
 
-use crate::agents::agent_status;
-use crate::Shared;
+use crate::agents::{agent_status, AgentPool};
 
 /// Most ports one probe request may name (the agent's cap on probe listeners).
 pub const MAX_PROBE_PORTS: usize = 1024;
@@ -98,7 +97,7 @@ impl Drop for CloseListenersOnDrop {
 }
 
 pub(crate) async fn probe_between(
-    shared: &Shared,
+    agents: &AgentPool,
     from: &AgentRecord,
     to: &AgentRecord,
     addr: IpAddr,
@@ -112,8 +111,8 @@ pub(crate) async fn probe_between(
     let rounds = ports.len().div_ceil(PROBE_CONCURRENCY as usize) as u32;
     let budget = timeout * 2 * rounds + Duration::from_secs(10);
     let ttl = (budget + keep).min(MAX_LISTENER_TTL);
-    let mut to_client = shared.agents.client(to).map_err(|e| (Side::To, e))?;
-    let mut from_client = shared.agents.client(from).map_err(|e| (Side::From, e))?;
+    let mut to_client = agents.client(to).map_err(|e| (Side::To, e))?;
+    let mut from_client = agents.client(from).map_err(|e| (Side::From, e))?;
 
     let mut q = Request::new(pb::OpenProbeListenersRequest {
         ports: ports.iter().map(|&p| u32::from(p)).collect(),
@@ -195,7 +194,7 @@ pub(crate) async fn probe_between(
 /// closed `progress` is ignored (the caller decides whether to drop this future).
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn bandwidth_between(
-    shared: &Shared,
+    agents: &AgentPool,
     from: &AgentRecord,
     to: &AgentRecord,
     target: SocketAddr,
@@ -207,8 +206,8 @@ pub(crate) async fn bandwidth_between(
     let (ip, port) = (target.ip(), target.port());
     let token = secret32().map_err(|e| (Side::From, e))?;
     let duration = Duration::from_millis(u64::from(duration_ms));
-    let mut to_client = shared.agents.client(to).map_err(|e| (Side::To, e))?;
-    let mut from_client = shared.agents.client(from).map_err(|e| (Side::From, e))?;
+    let mut to_client = agents.client(to).map_err(|e| (Side::To, e))?;
+    let mut from_client = agents.client(from).map_err(|e| (Side::From, e))?;
 
     let mut q = Request::new(pb::StartBandwidthReceiverRequest {
         token: token.to_vec(),

@@ -204,7 +204,7 @@ pub async fn probe(
     let r = req.into_inner();
     let plan = probe_plan(svc, &r)?;
     let probed = probe_between(
-        &svc.0,
+        &svc.0.agents,
         &plan.from,
         &plan.to,
         plan.addr,
@@ -275,7 +275,7 @@ pub async fn bandwidth(
 ) -> Result<pb::BandwidthResponse, Status> {
     let p = bandwidth_plan(svc, req.get_ref())?;
     let (addr, report) = bandwidth_between(
-        &svc.0,
+        &svc.0.agents,
         &p.from,
         &p.to,
         p.target,
@@ -315,7 +315,7 @@ pub async fn bandwidth_live(
     let (tx, rx) = mpsc::channel(BW_PROGRESS_BUFFER);
     tokio::spawn(async move {
         let test = bandwidth_between(
-            &shared,
+            &shared.agents,
             &p.from,
             &p.to,
             p.target,

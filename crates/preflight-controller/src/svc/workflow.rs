@@ -351,45 +351,6 @@ fn attached_plan_from_wire(text: &str, digest: &str) -> Result<preflight_core::p
     Ok(plan)
 }
 
-/// The plan attached to `batch`, as stored on attachment; FAILED_PRECONDITION naming the fix
-/// when the batch has none (or only its facts, from an attachment without the plan's text).
-pub(crate) async fn batch_plan(
-    sh: &Shared,
-    batch: &str,
-) -> Result<preflight_core::plan::Plan, Status> {
-    let digest = sh
-        .workflow
-        .read(|w| w.batch(batch).map(|b| b.plan.as_ref().map(|p| p.digest.clone())))
-        .await
-        .ok_or_else(|| {
-            Status::not_found(format!(
-                "no batch {batch:?}: `preflight batch list` lists them; or sweep a plan file with --plan FILE"
-            ))
-        })?
-        .ok_or_else(|| {
-            Status::failed_precondition(format!(
-                "batch {batch} has no plan attached: attach one with `preflight plan attach {batch} PLAN_FILE`, or sweep a plan file with --plan FILE"
-            ))
-        })?;
-    let text = sh
-        .workflow
-        .plan_text(&digest)
-        .map_err(|e| Status::unavailable(e.to_string()))?
-        .ok_or_else(|| {
-            Status::failed_precondition(format!(
-                "batch {batch}: the controller holds only the facts of the attached plan {digest}, not the plan itself; attach it again with `preflight plan attach {batch} PLAN_FILE`, or sweep with --plan FILE"
-            ))
-        })?;
-    preflight_core::plan::Plan::from_toml("stored plan", &text)
-        .ok()
-        .filter(|p| p.digest() == digest)
-        .ok_or_else(|| {
-            Status::internal(format!(
-                "the stored plan {digest} of batch {batch} does not read back to its digest; attach it again with `preflight plan attach {batch} PLAN_FILE`"
-            ))
-        })
-}
-
 fn to_json<T: serde::Serialize>(v: &T) -> Result<String, Status> {
     serde_json::to_string(v).map_err(|e| Status::internal(format!("cannot encode reply: {e}")))
 }
