@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use preflight_core::plan::{PackageKind, Plan, Protocol, Server, MAX_PLAN_BYTES};
+use preflight_core::net::Proto;
+use preflight_core::plan::{PackageKind, Plan, Server, MAX_PLAN_BYTES};
 use preflight_core::readiness::{self, Finding};
 use preflight_core::role::Role;
 use preflight_core::workflow::PauseReason;
@@ -156,7 +157,7 @@ struct ServerOutcome {
     /// The agent, when it answered throughout.
     agent: Option<AgentRecord>,
     /// Planned ports already held: (port, protocol) → who holds it.
-    held: HashMap<(u16, Protocol), String>,
+    held: HashMap<(u16, Proto), String>,
     /// The host holds the server's planned address (its interfaces or where it is dialled):
     /// only then do other agents connect to that address (paths) or probe from it (VIPs).
     holds_address: bool,
@@ -181,7 +182,7 @@ fn holder(
     sockets: &[pb::ListeningSocket],
     addr: IpAddr,
     port: u16,
-    proto: Protocol,
+    proto: Proto,
 ) -> Option<String> {
     sockets
         .iter()
@@ -323,7 +324,7 @@ impl ReadinessSvc {
         &self,
         server: &Server,
         client: &mut pb::agent_client::AgentClient<tonic::transport::Channel>,
-        held: &mut HashMap<(u16, Protocol), String>,
+        held: &mut HashMap<(u16, Proto), String>,
     ) -> Result<Vec<Finding>, String> {
         let planned = server.planned_ports();
         if planned.is_empty() {
@@ -646,7 +647,7 @@ fn net_tasks(plan: &Plan, opts: &Opts) -> (Vec<NetTask>, Vec<NetTask>) {
     if opts.runs("paths") {
         let mut by_to: BTreeMap<usize, BTreeMap<usize, Vec<u16>>> = BTreeMap::new();
         for p in plan.expanded_paths() {
-            if p.protocol == Protocol::Tcp {
+            if p.protocol == Proto::Tcp {
                 by_to
                     .entry(idx(p.to))
                     .or_default()
@@ -786,11 +787,10 @@ impl ReadinessSvc {
                         Ok(probed) => {
                             for r in &probed.ports {
                                 let port = r.port as u16;
-                                let held = servers[*to]
-                                    .held
-                                    .get(&(port, Protocol::Tcp))
-                                    .cloned()
-                                    .or_else(|| (r.listener == "in_use").then(|| r.note.clone()));
+                                let held =
+                                    servers[*to].held.get(&(port, Proto::Tcp)).cloned().or_else(
+                                        || (r.listener == "in_use").then(|| r.note.clone()),
+                                    );
                                 out.push(readiness::path(
                                     sv(*f),
                                     sv(*to),
@@ -861,7 +861,7 @@ impl ReadinessSvc {
             }
             NetTask::Vip(i) => {
                 let v = &plan.vips[*i];
-                if v.protocol != Protocol::Tcp {
+                if v.protocol != Proto::Tcp {
                     return out;
                 }
                 // From a member's agent (it is on the VIP's network), else any that answered;
