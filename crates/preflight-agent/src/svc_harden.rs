@@ -15,11 +15,12 @@ use ipnet::IpNet;
 use preflight_core::evidence::{
     self, EvidenceOperation, EvidenceRecord, EvidenceStatus, Operator, SignedRecord,
 };
+use preflight_core::net::Proto;
 use preflight_core::role::Role;
 use preflight_harden::catalog::{self, ApplyOptions, Policy, Root, Status as CheckStatus};
 use preflight_harden::firewall::{
     self, AllowList, Backend, CommandRunner, FirewallError, FirewallManager, FirewallPlan,
-    PendingChange, PlannedPort, Proto,
+    PendingChange, PlannedPort,
 };
 use preflight_proto::v1 as pb;
 use tonic::{Request, Status};
@@ -939,7 +940,7 @@ mod tests {
             controller_addrs: vec![],
             planned: vec![PlannedPort {
                 port: 8080,
-                proto: preflight_harden::firewall::Proto::Tcp,
+                proto: Proto::Tcp,
                 sources: vec![],
                 reason: "gateway; 9100/tcp from anywhere\n".into(),
             }],

@@ -1,7 +1,8 @@
 //! CSV server lists as exported from the planning spreadsheet: good exports in their usual
 //! variants, and malformed ones with errors naming the file, line, column and column name.
 
-use preflight_core::plan::{InvalidPlan, Plan, PlanErrorKind, Protocol};
+use preflight_core::net::Proto;
+use preflight_core::plan::{InvalidPlan, Plan, PlanErrorKind};
 
 const FILE: &str = "servers.csv";
 
@@ -45,7 +46,7 @@ fn spreadsheet_variants_parse() {
     let dns = &plan.servers[0];
     assert_eq!(dns.hostname, "dns-01");
     assert_eq!(dns.apps[0].name, "unbound");
-    assert_eq!(dns.apps[0].protocol, Protocol::Udp);
+    assert_eq!(dns.apps[0].protocol, Proto::Udp);
     assert_eq!(dns.planned_ports()[0].port, 53);
     let web = &plan.servers[1];
     // No apps cell: the ports belong to one app named after the role.

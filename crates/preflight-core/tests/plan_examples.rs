@@ -3,7 +3,8 @@
 
 use std::path::PathBuf;
 
-use preflight_core::plan::{Endpoint, OnExists, PackageKind, Plan, Protocol, Thresholds};
+use preflight_core::net::Proto;
+use preflight_core::plan::{Endpoint, OnExists, PackageKind, Plan, Thresholds};
 
 fn example(name: &str) -> (String, String) {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -80,7 +81,7 @@ fn expanded_paths_cover_every_pair_without_self_loops() {
     // nginx(2) -> soa(3) :8080 = 6; soa <-> soa 5701-5703 = 3*2*3 = 18; soa(3) -> db :5432 = 3.
     assert_eq!(paths.len(), 27);
     assert!(paths.iter().all(|p| p.from.hostname != p.to.hostname));
-    assert!(paths.iter().all(|p| p.protocol == Protocol::Tcp));
+    assert!(paths.iter().all(|p| p.protocol == Proto::Tcp));
     let web_to_soa: Vec<_> = paths
         .iter()
         .filter(|p| p.from.role == "nginx" && p.port == 8080)

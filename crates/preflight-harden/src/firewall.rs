@@ -24,6 +24,7 @@ use std::fmt;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
+use preflight_core::net::{PortRange, PortSpec, Proto};
 use serde::{Deserialize, Serialize};
 
 pub mod audit;
@@ -73,32 +74,6 @@ impl fmt::Display for Backend {
     }
 }
 
-/// Transport protocol of a port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Proto {
-    /// TCP.
-    Tcp,
-    /// UDP.
-    Udp,
-}
-
-impl Proto {
-    /// `tcp` or `udp`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Proto::Tcp => "tcp",
-            Proto::Udp => "udp",
-        }
-    }
-}
-
-impl fmt::Display for Proto {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 /// A port the plan allows.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlannedPort {
@@ -110,6 +85,24 @@ pub struct PlannedPort {
     pub sources: Vec<IpNet>,
     /// Why it is open (kept in the plan and evidence, not in the ruleset).
     pub reason: String,
+}
+
+impl PlannedPort {
+    /// The port with its protocol.
+    pub fn spec(&self) -> PortSpec {
+        port_spec(self.proto, self.port)
+    }
+}
+
+/// One port of a protocol as a [`PortSpec`].
+pub fn port_spec(proto: Proto, port: u16) -> PortSpec {
+    PortSpec {
+        proto,
+        ports: PortRange {
+            first: port,
+            last: port,
+        },
+    }
 }
 
 /// A listening socket on the host (from the probe crate's port listing).

@@ -16,9 +16,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use preflight_core::evidence::EvidenceStatus;
+use preflight_core::net::Proto;
 use preflight_harden::firewall::{
     AllowList, Backend, ChangeOutcome, CommandRunner, FirewallError, FirewallManager, Listener,
-    PlannedPort, Proto, RollbackReason,
+    PlannedPort, RollbackReason,
 };
 
 const SSH: u16 = 22;

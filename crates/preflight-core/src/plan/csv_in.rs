@@ -11,11 +11,11 @@
 
 use toml::Spanned;
 
-use super::error::PlanErrorKind;
-use super::ports::{PortsInput, Protocol};
+use super::error::{Errs, PlanErrorKind};
+use super::ports::PortsInput;
 use super::toml_in::{Origin, RawApp, RawServer};
-use super::validate::Errs;
 use super::{MAX_PLAN_BYTES, MAX_SERVERS};
+use crate::net::Proto;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Col {
@@ -273,9 +273,9 @@ fn apps(
                 None => (None, None),
                 Some(g) => {
                     let (text, proto) = if let Some(t) = g.strip_suffix("/udp") {
-                        (t, Some(Protocol::Udp))
+                        (t, Some(Proto::Udp))
                     } else if let Some(t) = g.strip_suffix("/tcp") {
-                        (t, Some(Protocol::Tcp))
+                        (t, Some(Proto::Tcp))
                     } else {
                         (g.as_str(), None)
                     };

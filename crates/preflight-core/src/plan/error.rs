@@ -1,6 +1,10 @@
-//! Plan errors: every one names the file, the line and column, the field and the fix.
+//! Plan errors: every one names the file, the line and column, the field and the fix; and the
+//! collector ([`Errs`]) the readers (TOML, CSV) and the validation record them in.
 
 use std::fmt;
+use std::ops::Range;
+
+use super::MAX_ERRORS;
 
 /// Where something sits in a plan source: file, 1-based line and column (in characters).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -295,4 +299,94 @@ impl<'a> LineIndex<'a> {
 
 fn to_u32(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// Error collector over one or two sources (the TOML plan, the CSV server list).
+pub(crate) struct Errs<'a> {
+    sources: Vec<(String, LineIndex<'a>)>,
+    errors: Vec<PlanError>,
+    full: bool,
+}
+
+impl<'a> Errs<'a> {
+    pub(crate) fn new() -> Self {
+        Self {
+            sources: Vec::new(),
+            errors: Vec::new(),
+            full: false,
+        }
+    }
+
+    /// Registers a source and returns its index.
+    pub(crate) fn add_source(&mut self, file: &str, text: &'a str) -> usize {
+        self.sources.push((file.to_string(), LineIndex::new(text)));
+        self.sources.len() - 1
+    }
+
+    pub(crate) fn location(&self, src: usize, offset: usize) -> Location {
+        match self.sources.get(src) {
+            Some((file, index)) => {
+                let (line, column) = index.line_col(offset);
+                Location {
+                    file: file.clone(),
+                    line,
+                    column,
+                }
+            }
+            None => Location {
+                file: String::new(),
+                line: 1,
+                column: 1,
+            },
+        }
+    }
+
+    /// Records an error at the start of `span`; past [`MAX_ERRORS`] records one last error
+    /// saying so and drops the rest.
+    pub(crate) fn push(
+        &mut self,
+        src: usize,
+        span: Range<usize>,
+        field: impl Into<String>,
+        kind: PlanErrorKind,
+    ) {
+        if self.full {
+            return;
+        }
+        let location = self.location(src, span.start);
+        if self.errors.len() >= MAX_ERRORS {
+            self.full = true;
+            self.errors.push(PlanError {
+                location,
+                field: String::new(),
+                kind: PlanErrorKind::TooManyErrors(MAX_ERRORS),
+            });
+            return;
+        }
+        self.errors.push(PlanError {
+            location,
+            field: field.into(),
+            kind,
+        });
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.errors.is_empty()
+    }
+
+    pub(crate) fn finish(mut self) -> InvalidPlan {
+        let overflow = self
+            .errors
+            .last()
+            .filter(|e| matches!(e.kind, PlanErrorKind::TooManyErrors(_)))
+            .cloned();
+        if overflow.is_some() {
+            self.errors.pop();
+        }
+        self.errors.sort_by(|a, b| a.location.cmp(&b.location));
+        self.errors.extend(overflow);
+        InvalidPlan {
+            errors: self.errors,
+        }
+    }
 }

@@ -25,9 +25,11 @@ use ipnet::IpNet;
 use ring::digest;
 use serde::{Deserialize, Serialize};
 
+use crate::net::Proto;
+
 pub use complete::{facts_only_incomplete, facts_only_incomplete_zh, DATABASE_NAMES};
 pub use error::{InvalidPlan, Location, PlanError, PlanErrorKind};
-pub use ports::{PortRange, Protocol};
+pub use ports::PortRange;
 
 /// Largest plan text accepted, in bytes.
 pub const MAX_PLAN_BYTES: usize = 4 * 1024 * 1024;
@@ -127,7 +129,7 @@ pub struct App {
     /// Application name.
     pub name: String,
     /// Transport protocol of its ports.
-    pub protocol: Protocol,
+    pub protocol: Proto,
     /// Normalized (sorted, merged) port ranges.
     pub ports: Vec<PortRange>,
 }
@@ -138,7 +140,7 @@ pub struct PlannedPort<'a> {
     /// Port number.
     pub port: u16,
     /// Protocol.
-    pub protocol: Protocol,
+    pub protocol: Proto,
     /// App that will listen on it.
     pub app: &'a str,
 }
@@ -153,6 +155,16 @@ pub enum Endpoint {
     Server(String),
 }
 
+impl Endpoint {
+    /// Whether `server` is one of the servers this endpoint stands for.
+    pub fn matches(&self, server: &Server) -> bool {
+        match self {
+            Endpoint::Role(r) => &server.role == r,
+            Endpoint::Server(h) => server.hostname.eq_ignore_ascii_case(h),
+        }
+    }
+}
+
 /// A network path the deployment needs, as declared.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RequiredPath {
@@ -163,7 +175,7 @@ pub struct RequiredPath {
     /// Destination ports.
     pub ports: Vec<PortRange>,
     /// Protocol of the ports.
-    pub protocol: Protocol,
+    pub protocol: Proto,
 }
 
 /// One concrete (source, destination, port) of a required path.
@@ -176,7 +188,7 @@ pub struct ExpandedPath<'a> {
     /// Destination port.
     pub port: u16,
     /// Protocol.
-    pub protocol: Protocol,
+    pub protocol: Proto,
 }
 
 /// A cluster virtual IP shared by several servers.
@@ -191,7 +203,7 @@ pub struct VirtualIp {
     /// Ports served on it.
     pub ports: Vec<PortRange>,
     /// Protocol of the ports.
-    pub protocol: Protocol,
+    pub protocol: Proto,
 }
 
 /// Kind of the deployer's jump host.
@@ -369,14 +381,6 @@ impl Plan {
             .find(|s| Some(s.address) == addr || s.hostname.eq_ignore_ascii_case(name_or_address))
     }
 
-    /// Servers an endpoint stands for, in plan order.
-    pub fn endpoint_servers<'a>(&'a self, e: &'a Endpoint) -> impl Iterator<Item = &'a Server> {
-        self.servers.iter().filter(move |s| match e {
-            Endpoint::Role(r) => &s.role == r,
-            Endpoint::Server(h) => s.hostname.eq_ignore_ascii_case(h),
-        })
-    }
-
     /// Every required path expanded to (from server, to server, port) triples, without
     /// duplicates and without a server talking to itself, ordered by source and destination in
     /// plan order, then by protocol and port. At most [`MAX_EXPANDED_PATHS`] for a validated
@@ -387,10 +391,7 @@ impl Plan {
             self.servers
                 .iter()
                 .enumerate()
-                .filter(|(_, s)| match e {
-                    Endpoint::Role(r) => &s.role == r,
-                    Endpoint::Server(h) => s.hostname.eq_ignore_ascii_case(h),
-                })
+                .filter(|(_, s)| e.matches(s))
                 .map(|(i, _)| i)
                 .collect()
         };
@@ -426,11 +427,9 @@ impl Plan {
 
     /// Package files a server must hold.
     pub fn packages_for<'a>(&'a self, server: &'a Server) -> impl Iterator<Item = &'a PackageFile> {
-        self.packages.iter().filter(move |p| match &p.on {
-            None => true,
-            Some(Endpoint::Role(r)) => &server.role == r,
-            Some(Endpoint::Server(h)) => server.hostname.eq_ignore_ascii_case(h),
-        })
+        self.packages
+            .iter()
+            .filter(move |p| p.on.as_ref().is_none_or(|e| e.matches(server)))
     }
 
     /// Thresholds that apply to a server: its role's, if the plan overrides some for the role,

@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use super::error::PlanErrorKind;
 
-pub use crate::net::{PortRange, Proto as Protocol};
+pub use crate::net::PortRange;
 
 /// A port list as written, before validation.
 #[derive(Debug, Clone, PartialEq, Eq)]

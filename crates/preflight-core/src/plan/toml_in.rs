@@ -7,10 +7,10 @@ use serde::Deserialize;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 use toml::Spanned;
 
-use super::error::PlanErrorKind;
-use super::ports::{PortsInput, Protocol};
-use super::validate::Errs;
+use super::error::{Errs, PlanErrorKind};
+use super::ports::PortsInput;
 use super::{JumpHostKind, OnExists, MAX_PLAN_BYTES};
+use crate::net::Proto;
 
 type S<T> = Spanned<T>;
 
@@ -69,7 +69,7 @@ pub(crate) struct RawServer {
 pub(crate) struct RawApp {
     pub name: S<String>,
     #[serde(default)]
-    pub protocol: Option<Protocol>,
+    pub protocol: Option<Proto>,
     #[serde(default)]
     pub ports: Option<S<PortsInput>>,
 }
@@ -88,7 +88,7 @@ pub(crate) struct RawPath {
     pub to: S<RawEndpoint>,
     pub ports: S<PortsInput>,
     #[serde(default)]
-    pub protocol: Option<Protocol>,
+    pub protocol: Option<Proto>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -100,7 +100,7 @@ pub(crate) struct RawVip {
     pub role: Option<S<String>>,
     pub ports: Option<S<PortsInput>>,
     #[serde(default)]
-    pub protocol: Option<Protocol>,
+    pub protocol: Option<Proto>,
 }
 
 #[derive(Debug, Deserialize)]

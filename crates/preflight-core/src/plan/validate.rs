@@ -7,100 +7,11 @@ use std::ops::Range;
 use ipnet::IpNet;
 use toml::Spanned;
 
-use super::error::{LineIndex, Location, PlanError, PlanErrorKind};
-use super::ports::{self, PortsInput, Protocol};
+use super::error::{Errs, PlanErrorKind};
+use super::ports::{self, PortsInput};
 use super::toml_in::{self, RawEndpoint, RawKind, RawPlan, RawServer};
 use super::*;
-
-/// Error collector over one or two sources (the TOML plan, the CSV server list).
-pub(crate) struct Errs<'a> {
-    sources: Vec<(String, LineIndex<'a>)>,
-    errors: Vec<PlanError>,
-    full: bool,
-}
-
-impl<'a> Errs<'a> {
-    pub(crate) fn new() -> Self {
-        Self {
-            sources: Vec::new(),
-            errors: Vec::new(),
-            full: false,
-        }
-    }
-
-    /// Registers a source and returns its index.
-    pub(crate) fn add_source(&mut self, file: &str, text: &'a str) -> usize {
-        self.sources.push((file.to_string(), LineIndex::new(text)));
-        self.sources.len() - 1
-    }
-
-    pub(crate) fn location(&self, src: usize, offset: usize) -> Location {
-        match self.sources.get(src) {
-            Some((file, index)) => {
-                let (line, column) = index.line_col(offset);
-                Location {
-                    file: file.clone(),
-                    line,
-                    column,
-                }
-            }
-            None => Location {
-                file: String::new(),
-                line: 1,
-                column: 1,
-            },
-        }
-    }
-
-    /// Records an error at the start of `span`; past [`MAX_ERRORS`] records one last error
-    /// saying so and drops the rest.
-    pub(crate) fn push(
-        &mut self,
-        src: usize,
-        span: Range<usize>,
-        field: impl Into<String>,
-        kind: PlanErrorKind,
-    ) {
-        if self.full {
-            return;
-        }
-        let location = self.location(src, span.start);
-        if self.errors.len() >= MAX_ERRORS {
-            self.full = true;
-            self.errors.push(PlanError {
-                location,
-                field: String::new(),
-                kind: PlanErrorKind::TooManyErrors(MAX_ERRORS),
-            });
-            return;
-        }
-        self.errors.push(PlanError {
-            location,
-            field: field.into(),
-            kind,
-        });
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.errors.is_empty()
-    }
-
-    fn finish(mut self) -> InvalidPlan {
-        let overflow = self
-            .errors
-            .last()
-            .filter(|e| matches!(e.kind, PlanErrorKind::TooManyErrors(_)))
-            .cloned();
-        if overflow.is_some() {
-            self.errors.pop();
-        }
-        self.errors.sort_by(|a, b| a.location.cmp(&b.location));
-        self.errors.extend(overflow);
-        InvalidPlan {
-            errors: self.errors,
-        }
-    }
-}
+use crate::net::Proto;
 
 /// Plan from a TOML text and optionally a CSV server list.
 pub(crate) fn build(
@@ -359,7 +270,7 @@ impl<'e, 'a> Validator<'e, 'a> {
     fn apps(&mut self, o: &toml_in::Origin, raw: Vec<Spanned<toml_in::RawApp>>) -> Vec<App> {
         let src = o.src;
         let mut out = Vec::new();
-        let mut claimed: BTreeMap<(u16, Protocol), String> = BTreeMap::new();
+        let mut claimed: BTreeMap<(u16, Proto), String> = BTreeMap::new();
         let mut total = 0usize;
         for (i, a) in raw.into_iter().enumerate() {
             let span = a.span();
@@ -932,7 +843,7 @@ impl<'e, 'a> Validator<'e, 'a> {
         };
         let mut path_port: HashMap<(String, String), u16> = HashMap::new();
         for p in plan_paths.expanded_paths() {
-            if p.protocol == Protocol::Tcp {
+            if p.protocol == Proto::Tcp {
                 let e = path_port
                     .entry((p.from.hostname.clone(), p.to.hostname.clone()))
                     .or_insert(p.port);

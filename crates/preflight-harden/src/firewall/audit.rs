@@ -5,12 +5,13 @@ use std::collections::BTreeSet;
 
 use ipnet::IpNet;
 use preflight_core::evidence::EvidenceStatus;
+use preflight_core::net::{PortSpec, Proto};
 use serde::Serialize;
 
 use super::exec::{CommandRunner, Tool};
 use super::render::ipt_sections;
 use super::{
-    AllowList, Backend, FirewallError, Listener, Proto, FORBIDDEN_PORTS, IPT_CHAIN, NFT_TABLE,
+    port_spec, AllowList, Backend, FirewallError, Listener, FORBIDDEN_PORTS, IPT_CHAIN, NFT_TABLE,
 };
 
 /// What was found about one backend on the host.
@@ -60,6 +61,13 @@ pub struct AllowRule {
     pub port: u16,
     /// Sources; empty means from anywhere.
     pub sources: Vec<IpNet>,
+}
+
+impl AllowRule {
+    /// The port with its protocol.
+    pub fn spec(&self) -> PortSpec {
+        port_spec(self.proto, self.port)
+    }
 }
 
 const COMPAT_TABLES: [&str; 5] = ["filter", "nat", "mangle", "raw", "security"];
@@ -568,7 +576,7 @@ fn check_allowlist_ports(
     listeners: &[Listener],
     rules: &[AllowRule],
 ) -> FwCheckResult {
-    let allowed: BTreeSet<(Proto, u16)> = rules.iter().map(|r| (r.proto, r.port)).collect();
+    let allowed: BTreeSet<PortSpec> = rules.iter().map(AllowRule::spec).collect();
     let mut problems = Vec::new();
     let mut seen = BTreeSet::new();
     for l in listeners.iter().filter(|l| !l.addr.is_loopback()) {
@@ -588,14 +596,14 @@ fn check_allowlist_ports(
             problems.push(format!(
                 "listener {name} is not in the plan: plan it or stop it"
             ));
-        } else if !allowed.contains(&(l.proto, l.port)) {
+        } else if !allowed.contains(&port_spec(l.proto, l.port)) {
             problems.push(format!(
                 "planned listener {name} is not allowed by the ruleset: apply the plan"
             ));
         }
     }
     for port in [list.ssh_port, list.agent_port] {
-        if !allowed.contains(&(Proto::Tcp, port)) {
+        if !allowed.contains(&port_spec(Proto::Tcp, port)) {
             problems.push(format!(
                 "{port}/tcp (SSH or agent) is not allowed by the ruleset"
             ));

@@ -16,7 +16,8 @@ use tracing::{debug, error, info, warn};
 use super::audit::{self, FwCheckResult};
 use super::exec::{CommandRunner, Tool};
 use super::render::{self, Family};
-use super::{AllowList, Backend, FirewallError, Listener, PlannedPort, Proto, NFT_TABLE};
+use super::{AllowList, Backend, FirewallError, Listener, PlannedPort, NFT_TABLE};
+use preflight_core::net::Proto;
 
 /// Default confirmation window.
 pub const DEFAULT_CONFIRM_TIMEOUT: Duration = Duration::from_secs(60);
@@ -127,13 +128,15 @@ impl State {
     }
 }
 
+/// The firewalld zone changed.
+const FIREWALLD_ZONE: &str = "public";
+
 struct Shared {
     backend: Backend,
     runner: CommandRunner,
     state_dir: PathBuf,
     persist_v4: Option<PathBuf>,
     persist_v6: Option<PathBuf>,
-    firewalld_zone: String,
     state: Mutex<State>,
     cv: Condvar,
 }
@@ -376,7 +379,6 @@ impl FirewallManager {
                 state_dir: state_dir.to_owned(),
                 persist_v4: None,
                 persist_v6: None,
-                firewalld_zone: "public".to_owned(),
                 state: Mutex::new(State::default()),
                 cv: Condvar::new(),
             }),
@@ -398,25 +400,6 @@ impl FirewallManager {
         })?;
         shared.persist_v4 = v4;
         shared.persist_v6 = v6;
-        Ok(())
-    }
-
-    /// The firewalld zone to change (default `public`). Call before any change.
-    pub fn set_firewalld_zone(&mut self, zone: &str) -> Result<(), FirewallError> {
-        if zone.is_empty()
-            || zone.len() > 64
-            || !zone
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-        {
-            return Err(FirewallError::InvalidInput(format!(
-                "firewalld zone {zone:?} must be 1-64 characters of A-Z a-z 0-9 _ -"
-            )));
-        }
-        let shared = Arc::get_mut(&mut self.shared).ok_or_else(|| {
-            FirewallError::InvalidInput("set the zone before applying any change".into())
-        })?;
-        shared.firewalld_zone = zone.to_owned();
         Ok(())
     }
 
@@ -503,7 +486,7 @@ impl FirewallManager {
                 (rendered, diff)
             }
             Backend::Firewalld => {
-                let cmds = render::render_firewalld(list, &self.shared.firewalld_zone);
+                let cmds = render::render_firewalld(list, FIREWALLD_ZONE);
                 let rendered: String = cmds
                     .iter()
                     .map(|c| format!("firewall-cmd {}\n", c.join(" ")))
@@ -674,7 +657,7 @@ impl FirewallManager {
                     r.run_ok(*tool, &args).map(|_| ())
                 })
             }
-            Backend::Firewalld => render::render_firewalld(&plan.allow_list, &sh.firewalld_zone)
+            Backend::Firewalld => render::render_firewalld(&plan.allow_list, FIREWALLD_ZONE)
                 .iter()
                 .try_for_each(|c| {
                     let args: Vec<&str> = c.iter().map(String::as_str).collect();

@@ -4,7 +4,8 @@ use std::fmt::Write as _;
 
 use ipnet::IpNet;
 
-use super::{AllowList, Proto, IPT_CHAIN, NFT_TABLE};
+use super::{AllowList, IPT_CHAIN, NFT_TABLE};
+use preflight_core::net::Proto;
 
 /// Address family of an iptables / ip6tables ruleset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,7 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::time::Duration;
 
-use preflight_core::plan::{Plan, Protocol, Server};
+use preflight_core::net::Proto;
+use preflight_core::plan::{Plan, Server};
 use preflight_core::readiness::{self, Finding};
 use preflight_core::workflow::PauseReason;
 use preflight_proto::v1 as pb;
@@ -65,7 +66,7 @@ pub(super) fn net_tasks(plan: &Plan, opts: &Opts) -> (Vec<NetTask>, Vec<NetTask>
     if opts.runs("paths") {
         let mut by_to: BTreeMap<usize, BTreeMap<usize, Vec<u16>>> = BTreeMap::new();
         for p in plan.expanded_paths() {
-            if p.protocol == Protocol::Tcp {
+            if p.protocol == Proto::Tcp {
                 by_to
                     .entry(idx(p.to))
                     .or_default()
@@ -221,7 +222,7 @@ pub(super) async fn net_task(
                             let port = r.port as u16;
                             let held = servers[*to]
                                 .held
-                                .get(&(port, Protocol::Tcp))
+                                .get(&(port, Proto::Tcp))
                                 .cloned()
                                 .or_else(|| (r.listener == "in_use").then(|| r.note.clone()));
                             out.push(readiness::path(
@@ -289,7 +290,7 @@ pub(super) async fn net_task(
         }
         NetTask::Vip(i) => {
             let v = &plan.vips[*i];
-            if v.protocol != Protocol::Tcp {
+            if v.protocol != Proto::Tcp {
                 return out;
             }
             // From a member's agent (it is on the VIP's network), else any that answered;

@@ -6,7 +6,8 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use preflight_core::plan::{PackageKind, Plan, Protocol, Server, Thresholds};
+use preflight_core::net::Proto;
+use preflight_core::plan::{PackageKind, Plan, Server, Thresholds};
 use preflight_core::readiness::{self, Finding};
 use preflight_core::workflow::PauseReason;
 use preflight_proto::v1 as pb;
@@ -32,7 +33,7 @@ pub(super) struct ServerOutcome {
     /// The agent, when it answered throughout.
     pub agent: Option<AgentRecord>,
     /// Planned ports already held: (port, protocol) → who holds it.
-    pub held: HashMap<(u16, Protocol), String>,
+    pub held: HashMap<(u16, Proto), String>,
     /// The host holds the server's planned address (its interfaces or where it is dialled):
     /// only then do other agents connect to that address (paths) or probe from it (VIPs).
     pub holds_address: bool,
@@ -46,7 +47,7 @@ fn holder(
     sockets: &[pb::ListeningSocket],
     addr: IpAddr,
     port: u16,
-    proto: Protocol,
+    proto: Proto,
 ) -> Option<String> {
     sockets
         .iter()
@@ -187,7 +188,7 @@ pub(super) async fn sweep_server(
 async fn ports(
     server: &Server,
     client: &mut Client,
-    held: &mut HashMap<(u16, Protocol), String>,
+    held: &mut HashMap<(u16, Proto), String>,
 ) -> Result<Vec<Finding>, String> {
     let planned = server.planned_ports();
     if planned.is_empty() {
