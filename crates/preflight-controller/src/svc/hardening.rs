@@ -20,10 +20,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use preflight_core::evidence::{
-    self, AgentKey, EvidenceBundle, EvidenceLog, EvidenceOperation, EvidenceStatus, SignedRecord,
+    self, AgentKey, EvidenceBundle, EvidenceLog, EvidenceOperation, SignedRecord,
 };
 use preflight_core::role::Role;
-use preflight_core::workflow::HostHardening;
 use preflight_pki::fsutil;
 use preflight_proto::v1 as pb;
 use preflight_store::evidence::EvidenceStore;
@@ -346,146 +345,6 @@ fn check_evidence(
         out.push(s);
     }
     Ok((out, AgentKey::new(&rec.id, cert_der, &spki)))
-}
-
-/// Hardening facts of one agent, or `None` when it has no evidence at all. `planned`: the
-/// server's planned ports (`8080/tcp`) from the batch's stored plan, which the confirmed
-/// allow-list must cover (see [`facts_of`]).
-pub(crate) fn hardening_facts_if_any(
-    ev: &EvidenceStore,
-    agent: &str,
-    planned: Option<&BTreeSet<String>>,
-) -> Result<Option<HostHardening>, preflight_store::StoreError> {
-    let recs = ev.records_of(agent)?;
-    Ok((!recs.is_empty()).then(|| facts_of(&recs, planned)))
-}
-
-/// The ports (`8080/tcp`) a firewall evidence record shows allowed: the ruleset an audit or
-/// verify read (`observed`: "listening: [...]; allowed: 22/tcp from any; ..."), or the
-/// allow-list a confirmation made live (`expected`: "ssh 22/tcp and agent 7444/tcp from ...;
-/// 8080/tcp from anywhere (reason); everything else dropped"). `None` when the record shows no
-/// allow-list (a pending apply, a rollback, an unknown status).
-pub(crate) fn allowed_ports(r: &evidence::EvidenceRecord) -> Option<BTreeSet<String>> {
-    let text = if let Some(i) = r.observed.find("allowed: ") {
-        &r.observed[i + "allowed: ".len()..]
-    } else if r.operation == EvidenceOperation::Verify && r.status == EvidenceStatus::Compliant {
-        r.expected.as_str()
-    } else {
-        return None;
-    };
-    let mut out = BTreeSet::new();
-    for seg in text.split("; ") {
-        for tok in seg.split_whitespace().take_while(|t| *t != "from") {
-            if let Some((port, proto)) = tok.split_once('/') {
-                if port.parse::<u16>().is_ok() && matches!(proto, "tcp" | "udp") {
-                    out.insert(tok.to_string());
-                }
-            }
-        }
-    }
-    Some(out)
-}
-
-/// The facts of one host from its records in log order. With `planned` (the host's planned
-/// ports from the batch's stored plan), the firewall fact is whether the latest known
-/// allow-list ([`allowed_ports`] of the latest `fw.allowlist_ports` record that shows one, not
-/// a pending apply) holds every planned port, and the missing ones are named. With no known
-/// allow-list, a `not_applicable` firewall (catalog root other than `/`, as for fixture trees)
-/// counts as covering, as it does without `planned`, where the latest status decides
-/// (compliant or not applicable).
-fn facts_of(recs: &[(u64, SignedRecord)], planned: Option<&BTreeSet<String>>) -> HostHardening {
-    facts_and_firewall(recs, planned).0
-}
-
-/// The firewall fact as people read it: `confirmed` (the allow-list holds the planned ports,
-/// or its latest check is compliant), `n/a` (no live firewall was judged: the catalog ran on a
-/// root prefix other than `/`, as for fixture trees; the gate lets it pass), `not confirmed`,
-/// or `never audited` (no evidence of the host at all).
-pub(crate) const FW_CONFIRMED: &str = "confirmed";
-pub(crate) const FW_NOT_APPLICABLE: &str = "n/a";
-pub(crate) const FW_NOT_CONFIRMED: &str = "not confirmed";
-pub(crate) const NEVER_AUDITED: &str = "never audited";
-
-/// [`facts_of`], and the firewall fact shown by `harden status` (see [`FW_CONFIRMED`]).
-fn facts_and_firewall(
-    recs: &[(u64, SignedRecord)],
-    planned: Option<&BTreeSet<String>>,
-) -> (HostHardening, &'static str) {
-    let mut last_change: Option<u64> = None;
-    let mut last_apply_or_rollback: Option<EvidenceOperation> = None;
-    let mut last_verify: Option<u64> = None;
-    let mut latest: BTreeMap<String, EvidenceStatus> = BTreeMap::new();
-    let mut last_list: Option<BTreeSet<String>> = None;
-    for (idx, s) in recs {
-        let r = &s.record;
-        match r.operation {
-            EvidenceOperation::Apply | EvidenceOperation::Rollback => {
-                if r.check_id != "fw.allowlist_ports" {
-                    last_apply_or_rollback = Some(r.operation);
-                }
-                if r.diff_applied.is_some() {
-                    last_change = Some(*idx);
-                }
-            }
-            EvidenceOperation::Verify => last_verify = Some(*idx),
-            EvidenceOperation::Audit => {}
-        }
-        if r.check_id == "fw.allowlist_ports" && r.operation == EvidenceOperation::Apply {
-            // A pending change says nothing about compliance yet.
-            continue;
-        }
-        if r.check_id == "fw.allowlist_ports" {
-            if let Some(list) = allowed_ports(r) {
-                last_list = Some(list);
-            }
-        }
-        latest.insert(r.check_id.clone(), r.status);
-    }
-    let fw_status = latest.get("fw.allowlist_ports").copied();
-    let (fw_ok, firewall_missing_ports, shown) = match (planned, &last_list, fw_status) {
-        // The host's real allow-list is known: it decides, whatever the catalog said of a
-        // fixture tree.
-        (Some(planned), Some(allowed), _) => {
-            let missing: Vec<String> = planned.difference(allowed).cloned().collect();
-            let shown = if missing.is_empty() {
-                FW_CONFIRMED
-            } else {
-                FW_NOT_CONFIRMED
-            };
-            (missing.is_empty(), missing, shown)
-        }
-        (_, _, Some(EvidenceStatus::NotApplicable)) => (true, Vec::new(), FW_NOT_APPLICABLE),
-        (None, _, Some(EvidenceStatus::Compliant)) => (true, Vec::new(), FW_CONFIRMED),
-        _ => (false, Vec::new(), FW_NOT_CONFIRMED),
-    };
-    let shown = if recs.is_empty() {
-        NEVER_AUDITED
-    } else {
-        shown
-    };
-    // `unknown` (a file the check cannot parse, a tool that did not answer) is not evidence of
-    // compliance: it blocks the gate like a violation, marked so the deployer knows to look.
-    let noncompliant: Vec<String> = latest
-        .iter()
-        .filter_map(|(id, s)| match s {
-            EvidenceStatus::NonCompliant => Some(id.clone()),
-            EvidenceStatus::Unknown => Some(format!("{id} (unknown)")),
-            _ => None,
-        })
-        .collect();
-    let facts = HostHardening {
-        baseline_applied: last_apply_or_rollback == Some(EvidenceOperation::Apply),
-        all_compliant: !latest.is_empty() && noncompliant.is_empty(),
-        verified_after_last_change: match (last_verify, last_change) {
-            (Some(v), Some(c)) => v > c,
-            (Some(_), None) => true,
-            (None, _) => false,
-        },
-        firewall_covers_planned_ports: fw_ok,
-        noncompliant,
-        firewall_missing_ports,
-    };
-    (facts, shown)
 }
 
 pub(crate) struct HardeningSvc(pub Arc<Shared>);
@@ -880,19 +739,20 @@ impl pb::hardening_server::Hardening for HardeningSvc {
         authorize(&self.0, &req, allowed("Status"))?;
         let r = req.get_ref();
         // With a batch, the facts its gates see: each server's planned ports included.
-        let targets: Vec<(String, Option<BTreeSet<String>>)> = if r.batch.is_empty() {
-            targets(&self.0, &r.agent_ids, "")
-                .await?
-                .into_iter()
-                .map(|id| (id, None))
-                .collect()
-        } else if r.agent_ids.is_empty() {
-            crate::engine::hardening::batch_agents_planned(&self.0, &r.batch).await?
-        } else {
-            return Err(Status::invalid_argument(
-                "give either agent_ids or batch, not both",
-            ));
-        };
+        let targets: Vec<(String, Option<crate::engine::hardening::PlannedPorts>)> =
+            if r.batch.is_empty() {
+                targets(&self.0, &r.agent_ids, "")
+                    .await?
+                    .into_iter()
+                    .map(|id| (id, None))
+                    .collect()
+            } else if r.agent_ids.is_empty() {
+                crate::engine::hardening::batch_agents_planned(&self.0, &r.batch).await?
+            } else {
+                return Err(Status::invalid_argument(
+                    "give either agent_ids or batch, not both",
+                ));
+            };
         let ids: Vec<String> = targets.iter().map(|(id, _)| id.clone()).collect();
         known_agents(&self.0, &ids)?;
         let mut hosts = Vec::new();
@@ -903,7 +763,8 @@ impl pb::hardening_server::Hardening for HardeningSvc {
                 .store
                 .records_of(&id)
                 .map_err(|e| Status::unavailable(e.to_string()))?;
-            let (f, firewall) = facts_and_firewall(&recs, planned.as_ref());
+            let (f, firewall) =
+                crate::engine::hardening::facts_and_firewall(&recs, planned.as_ref());
             hosts.push(pb::HostHardeningFacts {
                 firewall: firewall.to_string(),
                 audited: !recs.is_empty(),
@@ -1015,6 +876,7 @@ mod tests {
             time_utc_ms: idx,
             agent_version: "0".into(),
             controller_request_id: format!("hr-{idx}"),
+            firewall: None,
         };
         (
             idx,
@@ -1144,127 +1006,6 @@ mod tests {
         assert!(check(r, &conf).is_err());
     }
 
+    use preflight_core::evidence::EvidenceStatus::{self, Compliant};
     use EvidenceOperation::{Apply, Audit, Verify};
-    use EvidenceStatus::{Compliant, NonCompliant, NotApplicable, Unknown};
-
-    #[test]
-    fn facts_follow_the_latest_record_of_each_check() {
-        // Audit finds a violation; apply fixes it; the verify after it is compliant.
-        let mut recs = vec![
-            rec(0, "ssh.misc", Audit, NonCompliant, false),
-            rec(1, "ssh.misc", Apply, Compliant, true),
-        ];
-        let f = facts_of(&recs, None);
-        assert!(f.baseline_applied && f.all_compliant && !f.verified_after_last_change);
-        assert!(!f.firewall_covers_planned_ports, "no firewall record yet");
-        recs.push(rec(2, "ssh.misc", Verify, Compliant, false));
-        assert!(facts_of(&recs, None).verified_after_last_change);
-
-        // A pending firewall apply says nothing; the confirmation does.
-        recs.push(rec(3, "fw.allowlist_ports", Apply, Unknown, true));
-        let f = facts_of(&recs, None);
-        assert!(!f.firewall_covers_planned_ports && !f.verified_after_last_change);
-        recs.push(rec(4, "fw.allowlist_ports", Verify, Compliant, false));
-        let f = facts_of(&recs, None);
-        assert!(f.firewall_covers_planned_ports && f.verified_after_last_change);
-        // A later live audit that finds an unplanned listener takes it back; a compliant one
-        // keeps it.
-        recs.push(rec(5, "fw.allowlist_ports", Audit, NonCompliant, false));
-        let f = facts_of(&recs, None);
-        assert!(!f.firewall_covers_planned_ports);
-        assert_eq!(f.noncompliant, ["fw.allowlist_ports"]);
-        recs.push(rec(6, "fw.allowlist_ports", Audit, Compliant, false));
-        assert!(facts_of(&recs, None).firewall_covers_planned_ports);
-        // A catalog root other than / (fixture tree): not applicable counts as covered.
-        recs.push(rec(7, "fw.allowlist_ports", Audit, NotApplicable, false));
-        let f = facts_of(&recs, None);
-        assert!(f.firewall_covers_planned_ports && f.all_compliant, "{f:?}");
-
-        // Drift found by an audit blocks and is named.
-        recs.push(rec(8, "perm.critical_files", Audit, NonCompliant, false));
-        let f = facts_of(&recs, None);
-        assert!(!f.all_compliant);
-        assert_eq!(f.noncompliant, ["perm.critical_files"]);
-
-        // A check that could not be evaluated is no evidence of compliance either.
-        recs.push(rec(9, "perm.critical_files", Verify, Compliant, false));
-        recs.push(rec(10, "auth.lockout", Verify, Unknown, false));
-        let f = facts_of(&recs, None);
-        assert!(!f.all_compliant);
-        assert_eq!(f.noncompliant, ["auth.lockout (unknown)"]);
-    }
-
-    fn with_text(
-        mut r: (u64, SignedRecord),
-        observed: &str,
-        expected: &str,
-    ) -> (u64, SignedRecord) {
-        r.1.record.observed = observed.into();
-        r.1.record.expected = expected.into();
-        r
-    }
-
-    #[test]
-    fn the_confirmed_allow_list_must_cover_every_planned_port() {
-        let planned: BTreeSet<String> = ["8080/tcp", "9100/tcp", "514/udp"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        let mut recs = vec![rec(0, "ssh.misc", Verify, Compliant, false)];
-        // No firewall record: not covered, nothing to name yet.
-        let f = facts_of(&recs, Some(&planned));
-        assert!(!f.firewall_covers_planned_ports && f.firewall_missing_ports.is_empty());
-        // A confirmation (agent's `expected` = the allow-list made live) lacking two ports.
-        recs.push(with_text(
-            rec(1, "fw.allowlist_ports", Verify, Compliant, false),
-            "change fw-1 confirmed by the controller over a new connection; live until reboot",
-            "ssh 22/tcp and agent 7444/tcp from 10.0.0.0/8; 8080/tcp from anywhere (soa); everything else dropped",
-        ));
-        let f = facts_of(&recs, Some(&planned));
-        assert!(!f.firewall_covers_planned_ports, "{f:?}");
-        assert_eq!(f.firewall_missing_ports, ["514/udp", "9100/tcp"]);
-        // Without a plan the status alone decides, as before.
-        assert!(facts_of(&recs, None).firewall_covers_planned_ports);
-        // A live audit (`observed` = the ruleset read) that allows them all covers the plan;
-        // the listening list before "allowed:" is not the allow-list.
-        recs.push(with_text(
-            rec(2, "fw.allowlist_ports", Audit, Compliant, false),
-            "listening: [22/tcp, 8080/tcp, 9100/tcp]; allowed: 22/tcp from 10.0.0.0/8; 514/udp from any; 8080/tcp from any; 9100/tcp from 10.1.0.0/16",
-            "",
-        ));
-        let f = facts_of(&recs, Some(&planned));
-        assert!(
-            f.firewall_covers_planned_ports && f.firewall_missing_ports.is_empty(),
-            "{f:?}"
-        );
-        // A pending apply says nothing; the latest read allow-list still counts.
-        recs.push(rec(3, "fw.allowlist_ports", Apply, Unknown, true));
-        assert!(facts_of(&recs, Some(&planned)).firewall_covers_planned_ports);
-        // An audit that finds nothing allowed names every planned port.
-        recs.push(with_text(
-            rec(4, "fw.allowlist_ports", Audit, NonCompliant, false),
-            "listening: [8080/tcp]; allowed: nothing allowed",
-            "",
-        ));
-        let f = facts_of(&recs, Some(&planned));
-        assert_eq!(
-            f.firewall_missing_ports,
-            ["514/udp", "8080/tcp", "9100/tcp"]
-        );
-        // The catalog's not_applicable on a fixture tree does not hide the host's real
-        // allow-list, once one is known.
-        recs.push(rec(5, "fw.allowlist_ports", Audit, NotApplicable, false));
-        let f = facts_of(&recs, Some(&planned));
-        assert_eq!(
-            f.firewall_missing_ports,
-            ["514/udp", "8080/tcp", "9100/tcp"]
-        );
-        // Fixture trees with no live firewall change: not applicable still passes.
-        let fixture = vec![
-            rec(0, "ssh.misc", Verify, Compliant, false),
-            rec(1, "fw.allowlist_ports", Verify, NotApplicable, false),
-        ];
-        let f = facts_of(&fixture, Some(&planned));
-        assert!(f.firewall_covers_planned_ports && f.firewall_missing_ports.is_empty());
-    }
 }

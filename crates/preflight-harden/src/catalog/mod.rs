@@ -24,6 +24,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use preflight_core::evidence::FirewallFacts;
+
 pub use backup::{BackupError, BackupRef, DEFAULT_BACKUP_DIR};
 pub use host::{Family, Host, PamLayout};
 pub use root::{FileMeta, Root, RootError};
@@ -112,6 +114,8 @@ pub struct CheckResult {
     pub expected: String,
     /// Files read, with hashes.
     pub files: Vec<FileHash>,
+    /// The typed firewall facts a `fw.*` check read (signed in the evidence record).
+    pub firewall: Option<FirewallFacts>,
 }
 
 /// One file change in a plan.
@@ -187,6 +191,8 @@ pub struct EvidenceRecord {
     pub error: Option<String>,
     /// Remarks on the change (validation run or skipped, safety rules applied).
     pub notes: Vec<String>,
+    /// The typed firewall facts a `fw.*` check read (after the operation).
+    pub firewall: Option<FirewallFacts>,
 }
 
 /// Result of [`apply`].
@@ -489,9 +495,18 @@ impl Default for ApplyOptions {
 
 /// The firewall module's implementation of the `fw.*` checks.
 pub trait FirewallHook: Send + Sync {
-    /// Audits one `fw.*` check: status, observed, expected, reason.
-    fn audit(&self, root: &Root, check_id: &str) -> (Status, String, String, Option<String>);
+    /// Audits one `fw.*` check: status, observed, expected, reason, and the typed facts read.
+    fn audit(&self, root: &Root, check_id: &str) -> FirewallAudit;
 }
+
+/// What a [`FirewallHook`] audit found: status, observed, expected, reason, typed facts.
+pub type FirewallAudit = (
+    Status,
+    String,
+    String,
+    Option<String>,
+    Option<FirewallFacts>,
+);
 
 static FIREWALL_HOOK: OnceLock<Box<dyn FirewallHook>> = OnceLock::new();
 
@@ -699,15 +714,18 @@ fn result_of(info: &CheckInfo, o: Outcome, files: Vec<FileHash>) -> CheckResult 
         observed: o.observed,
         expected: o.expected,
         files,
+        firewall: None,
     }
 }
 
 fn run_audit(root: &Root, policy: &Policy, c: &checks::Check) -> CheckResult {
     let ctx = Ctx::new(root, policy);
+    let mut firewall = None;
     let o = if c.info.firewall {
         match FIREWALL_HOOK.get() {
             Some(h) => {
-                let (status, observed, expected, reason) = h.audit(root, c.info.id);
+                let (status, observed, expected, reason, facts) = h.audit(root, c.info.id);
+                firewall = facts;
                 Outcome {
                     status,
                     observed,
@@ -733,7 +751,10 @@ fn run_audit(root: &Root, policy: &Policy, c: &checks::Check) -> CheckResult {
         }
     };
     tracing::debug!(check = c.info.id, status = o.status.as_str(), "audited");
-    result_of(&c.info, o, ctx.take_reads())
+    CheckResult {
+        firewall,
+        ..result_of(&c.info, o, ctx.take_reads())
+    }
 }
 
 fn chosen(ids: &[&str]) -> Result<Vec<&'static checks::Check>, HardenError> {
@@ -767,6 +788,7 @@ pub fn audit(root: &Root, policy: &Policy, ids: &[&str]) -> Vec<CheckResult> {
                 observed: String::new(),
                 expected: String::new(),
                 files: vec![],
+                firewall: None,
             },
         })
         .collect()
@@ -989,6 +1011,7 @@ fn record(
         backup: None,
         error: None,
         notes: vec![],
+        firewall: after.firewall.clone(),
     }
 }
 

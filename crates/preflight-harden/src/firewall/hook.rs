@@ -60,6 +60,7 @@ fn result(
         observed,
         expected: expected_of(id).to_owned(),
         reason: Some(reason),
+        firewall: None,
     }
 }
 
@@ -84,6 +85,7 @@ impl LiveFirewall {
                 observed: String::new(),
                 expected: String::new(),
                 reason: Some(format!("{id} is not a firewall check")),
+                firewall: None,
             };
         };
         if !root.is_host() {
@@ -174,7 +176,7 @@ fn placeholder() -> AllowList {
 }
 
 impl catalog::FirewallHook for LiveFirewall {
-    fn audit(&self, root: &Root, check_id: &str) -> (Status, String, String, Option<String>) {
+    fn audit(&self, root: &Root, check_id: &str) -> catalog::FirewallAudit {
         let r = self.audit_check(root, check_id);
         let status = match r.status {
             EvidenceStatus::Compliant => Status::Compliant,
@@ -182,7 +184,7 @@ impl catalog::FirewallHook for LiveFirewall {
             EvidenceStatus::NotApplicable => Status::NotApplicable,
             EvidenceStatus::Unknown => Status::Unknown,
         };
-        (status, r.observed, r.expected, r.reason)
+        (status, r.observed, r.expected, r.reason, r.firewall)
     }
 }
 
