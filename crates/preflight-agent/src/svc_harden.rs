@@ -16,7 +16,7 @@ use preflight_core::evidence::{
     self, EvidenceOperation, EvidenceRecord, EvidenceStatus, FirewallFacts, Operator, SignedRecord,
 };
 use preflight_core::role::Role;
-use preflight_harden::catalog::{self, ApplyOptions, Policy, Root, Status as CheckStatus};
+use preflight_harden::catalog::{self, ApplyOptions, Policy, Root};
 use preflight_harden::firewall::{
     self, AllowList, Backend, CommandRunner, FirewallError, FirewallManager, FirewallPlan,
     PendingChange, PlannedPort, Proto,
@@ -320,12 +320,7 @@ impl Signer {
                 .map(str::to_owned)
                 .collect()
         };
-        let status = match raw.status {
-            CheckStatus::Compliant => EvidenceStatus::Compliant,
-            CheckStatus::NonCompliant => EvidenceStatus::NonCompliant,
-            CheckStatus::NotApplicable => EvidenceStatus::NotApplicable,
-            CheckStatus::Unknown => EvidenceStatus::Unknown,
-        };
+        let status = raw.status;
         let reason = match (raw.reason, status) {
             (Some(r), _) if !r.is_empty() => Some(r),
             (_, EvidenceStatus::Unknown | EvidenceStatus::NotApplicable) => {
@@ -388,7 +383,7 @@ struct Raw {
     observed: String,
     files: BTreeMap<String, String>,
     expected: String,
-    status: CheckStatus,
+    status: EvidenceStatus,
     reason: Option<String>,
     diff: Option<String>,
     backup: Option<String>,
@@ -786,7 +781,7 @@ async fn firewall_apply(
         ),
         files: BTreeMap::new(),
         expected: allow_summary(&plan.allow_list),
-        status: CheckStatus::Unknown,
+        status: EvidenceStatus::Unknown,
         reason: Some("waiting for the controller's confirmation over a new connection".into()),
         diff: Some(plan.diff_vs_current.clone()),
         backup: Some(format!("firewall-snapshot:{}", pending.id)),
@@ -850,7 +845,7 @@ fn confirmation_raw(
         ),
         files: BTreeMap::new(),
         expected: list.map(allow_summary).unwrap_or_default(),
-        status: CheckStatus::Compliant,
+        status: EvidenceStatus::Compliant,
         reason: None,
         diff: None,
         backup: None,

@@ -46,12 +46,6 @@ const AGENT_TIMEOUT: Duration = Duration::from_secs(600);
 const LOG_ORIGIN: &str = evidence::GLOBAL_LOG_ORIGIN;
 /// How far an agent's record time may lie outside the request's window (agent clocks drift).
 pub(crate) const EVIDENCE_CLOCK_SKEW_MS: u64 = 120_000;
-/// DER prefix of a P-256 SubjectPublicKeyInfo (id-ecPublicKey, prime256v1, 66-byte BIT STRING).
-const P256_SPKI_PREFIX: [u8; 26] = [
-    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a,
-    0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
-];
-
 /// Makes the evidence key in `data_dir` if it is missing; returns its PKCS#8 DER.
 pub(crate) fn ensure_evidence_key(data_dir: &Path) -> std::io::Result<Vec<u8>> {
     let p = data_dir.join(EVIDENCE_KEY_FILE);
@@ -167,14 +161,6 @@ impl EvidenceState {
         let log = self.lock();
         (log.len(), hex::encode(log.root()))
     }
-}
-
-fn p256_spki_in_cert(cert: &[u8]) -> Option<Vec<u8>> {
-    let at = cert
-        .windows(P256_SPKI_PREFIX.len())
-        .position(|w| w == P256_SPKI_PREFIX)?;
-    let end = at + P256_SPKI_PREFIX.len() + 65;
-    cert.get(at..end).map(<[u8]>::to_vec)
 }
 
 /// What the controller asked one agent for; the records it returns must match it (they are
@@ -319,8 +305,8 @@ fn check_evidence(
             rec.cert_sha256
         ));
     }
-    let spki = p256_spki_in_cert(cert_der)
-        .ok_or("agent certificate holds no P-256 public key; evidence refused")?;
+    let spki = preflight_pki::p256_spki(cert_der)
+        .map_err(|e| format!("agent certificate: {e}; evidence refused"))?;
     let mut out = Vec::with_capacity(evidence_json.len());
     for (i, j) in evidence_json.iter().enumerate() {
         let s: SignedRecord = serde_json::from_str(j)

@@ -508,9 +508,8 @@ pub fn verify_bundle_with(
         if sha256_hex(&cert) != *cert_sha256 {
             return Err(bad("certificate SHA-256 differs from its map key"));
         }
-        // The certificate encodes its SubjectPublicKeyInfo verbatim; finding it inside the
-        // certificate binds the key to the fingerprint the agent signed.
-        if spki.is_empty() || !cert.windows(spki.len()).any(|w| w == spki.as_slice()) {
+        // The key must be the certificate's: that binds it to the fingerprint the agent signed.
+        if cert_spki(&cert).as_deref() != Some(spki.as_slice()) {
             return Err(bad("spki_der is not the certificate's public key"));
         }
         p256_point(&spki).map_err(|e| bad(&e.to_string()))?;
@@ -684,6 +683,14 @@ fn bundle_ca(bundle: &EvidenceBundle, given: Option<&[u8]>) -> Result<Vec<u8>, B
         (None, Some(g)) => Ok(g.to_vec()),
         (None, None) => Err(BundleError::NoCa),
     }
+}
+
+/// The SubjectPublicKeyInfo (DER) of a certificate as webpki reads it, or None when it is no
+/// certificate.
+fn cert_spki(cert_der: &[u8]) -> Option<Vec<u8>> {
+    let cert = rustls_pki_types::CertificateDer::from(cert_der);
+    let ee = webpki::EndEntityCert::try_from(&cert).ok()?;
+    Some(ee.subject_public_key_info().as_ref().to_vec())
 }
 
 /// Checks with webpki that `cert_der` was issued by `ca_der` to agent `agent_id` (its DNS

@@ -54,6 +54,18 @@ pub enum EvidenceStatus {
     Unknown,
 }
 
+impl EvidenceStatus {
+    /// The snake_case name (as in the encoding).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EvidenceStatus::Compliant => "compliant",
+            EvidenceStatus::NonCompliant => "non_compliant",
+            EvidenceStatus::NotApplicable => "not_applicable",
+            EvidenceStatus::Unknown => "unknown",
+        }
+    }
+}
+
 /// Who asked for the operation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

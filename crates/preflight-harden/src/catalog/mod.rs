@@ -54,31 +54,8 @@ pub struct CheckInfo {
     pub firewall: bool,
 }
 
-/// Result status of a check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
-    /// Holds.
-    Compliant,
-    /// Does not hold.
-    NonCompliant,
-    /// Does not apply to this host.
-    NotApplicable,
-    /// Could not be decided; `reason` says why.
-    Unknown,
-}
-
-impl Status {
-    /// The snake_case name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Compliant => "compliant",
-            Status::NonCompliant => "non_compliant",
-            Status::NotApplicable => "not_applicable",
-            Status::Unknown => "unknown",
-        }
-    }
-}
+/// Result status of a check: the evidence status of core, one vocabulary from check to record.
+pub use preflight_core::evidence::EvidenceStatus as Status;
 
 /// A file read by a check and its SHA-256 (`None` when the file did not exist).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
