@@ -38,9 +38,6 @@ pub(crate) type PlannedPorts = BTreeSet<PortSpec>;
 /// Hardening facts per plan host.
 type HostFacts = BTreeMap<String, HostHardening>;
 
-/// Serialises recordings (compute + execute), so the last one executed is the newest.
-static RECORDING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 /// The id of the agent serving plan host `host` (see [`agent_for_host`]), or why there is none.
 pub(crate) fn resolve_host(
     host: &str,
@@ -163,7 +160,7 @@ pub(crate) async fn record_hardening(
     touched: Option<&BTreeSet<String>>,
     only: Option<&str>,
 ) {
-    let _serial = RECORDING.lock().await;
+    let _serial = sh.hardening_recording.lock().await;
     let batches: Vec<(String, String, Vec<String>, Option<HostFacts>)> = sh
         .workflow
         .read(|w| {
