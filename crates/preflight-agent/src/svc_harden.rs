@@ -13,11 +13,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ipnet::IpNet;
 use preflight_core::evidence::{
-    self, EvidenceOperation, EvidenceRecord, EvidenceStatus, Operator, SignedRecord,
+    self, EvidenceOperation, EvidenceRecord, EvidenceStatus, FirewallFacts, Operator, SignedRecord,
 };
 use preflight_core::net::Proto;
 use preflight_core::role::Role;
-use preflight_harden::catalog::{self, ApplyOptions, Policy, Root, Status as CheckStatus};
+use preflight_harden::catalog::{self, ApplyOptions, Policy, Root};
 use preflight_harden::firewall::{
     self, AllowList, Backend, CommandRunner, FirewallError, FirewallManager, FirewallPlan,
     PendingChange, PlannedPort,
@@ -323,12 +323,7 @@ impl Signer {
                 .map(str::to_owned)
                 .collect()
         };
-        let status = match raw.status {
-            CheckStatus::Compliant => EvidenceStatus::Compliant,
-            CheckStatus::NonCompliant => EvidenceStatus::NonCompliant,
-            CheckStatus::NotApplicable => EvidenceStatus::NotApplicable,
-            CheckStatus::Unknown => EvidenceStatus::Unknown,
-        };
+        let status = raw.status;
         let reason = match (raw.reason, status) {
             (Some(r), _) if !r.is_empty() => Some(r),
             (_, EvidenceStatus::Unknown | EvidenceStatus::NotApplicable) => {
@@ -359,6 +354,7 @@ impl Signer {
                 .map_or(0, |d| d.as_millis() as u64),
             agent_version: crate::VERSION.into(),
             controller_request_id: caller.request_id.clone(),
+            firewall: raw.firewall,
         };
         let signed: SignedRecord = evidence::sign(rec, &self.pkcs8)
             .map_err(|e| Status::internal(format!("signing evidence: {e}")))?;
@@ -390,10 +386,12 @@ struct Raw {
     observed: String,
     files: BTreeMap<String, String>,
     expected: String,
-    status: CheckStatus,
+    status: EvidenceStatus,
     reason: Option<String>,
     diff: Option<String>,
     backup: Option<String>,
+    /// The typed firewall facts the record signs (format version 2).
+    firewall: Option<FirewallFacts>,
 }
 
 fn files(f: &[catalog::FileHash]) -> BTreeMap<String, String> {
@@ -432,6 +430,7 @@ fn raw_of_audit(a: &catalog::CheckResult) -> Raw {
         reason: a.reason.clone(),
         diff: None,
         backup: None,
+        firewall: a.firewall.clone(),
     }
 }
 
@@ -496,6 +495,7 @@ fn record_pair(r: &catalog::EvidenceRecord) -> (pb::CheckOutcome, Raw) {
         reason,
         diff: Some(diff),
         backup,
+        firewall: r.firewall.clone(),
     };
     (o, raw)
 }
@@ -788,10 +788,12 @@ async fn firewall_apply(
         ),
         files: BTreeMap::new(),
         expected: allow_summary(&plan.allow_list),
-        status: CheckStatus::Unknown,
+        status: EvidenceStatus::Unknown,
         reason: Some("waiting for the controller's confirmation over a new connection".into()),
         diff: Some(plan.diff_vs_current.clone()),
         backup: Some(format!("firewall-snapshot:{}", pending.id)),
+        // A pending change states no firewall yet: its confirmation does.
+        firewall: None,
     };
     Ok((pending, plan, raw))
 }
@@ -825,17 +827,37 @@ fn allow_summary(l: &AllowList) -> String {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        // The reason is free text and the controller reads the ports back from this line
-        // (segments split at "; "): a reason must not be able to add a segment.
-        let reason: String = p
-            .reason
-            .chars()
-            .map(|c| if c == ';' || c.is_control() { ',' } else { c })
-            .collect();
-        parts.push(format!("{}/{} from {from} ({reason})", p.port, p.proto));
+        parts.push(format!("{}/{} from {from} ({})", p.port, p.proto, p.reason));
     }
     parts.push("everything else dropped".into());
     parts.join("; ")
+}
+
+/// The evidence of a confirmed change: the allow-list it made live, as text for people and as
+/// typed facts for the controller's gates.
+fn confirmation_raw(
+    change_id: &str,
+    persisted: &str,
+    backend: Backend,
+    list: Option<&AllowList>,
+) -> Raw {
+    let (mlps, cis) = fw_refs();
+    Raw {
+        operation: EvidenceOperation::Verify,
+        check_id: "fw.allowlist_ports".into(),
+        mlps,
+        cis,
+        observed: format!(
+            "change {change_id} confirmed by the controller over a new connection; {persisted}"
+        ),
+        files: BTreeMap::new(),
+        expected: list.map(allow_summary).unwrap_or_default(),
+        status: EvidenceStatus::Compliant,
+        reason: None,
+        diff: None,
+        backup: None,
+        firewall: list.map(|l| firewall::audit::allow_list_facts(backend, l)),
+    }
 }
 
 fn deadline_ms(p: &PendingChange) -> i64 {
@@ -893,6 +915,7 @@ pub async fn confirm_firewall(
     } else {
         "live until reboot: not persisted by the agent"
     };
+    let backend = mgr.backend();
     let list = tokio::task::spawn_blocking(move || {
         mgr.confirm(&id)?;
         mgr.confirmed_allow_list()
@@ -901,23 +924,7 @@ pub async fn confirm_firewall(
     .map_err(|e| Status::internal(format!("firewall task failed: {e}")))?
     .map_err(fw_status)?;
     tracing::info!(change = %r.change_id, request = %caller.request_id, "firewall change confirmed");
-    let (mlps, cis) = fw_refs();
-    let raw = Raw {
-        operation: EvidenceOperation::Verify,
-        check_id: "fw.allowlist_ports".into(),
-        mlps,
-        cis,
-        observed: format!(
-            "change {} confirmed by the controller over a new connection; {persisted}",
-            r.change_id
-        ),
-        files: BTreeMap::new(),
-        expected: list.as_ref().map(allow_summary).unwrap_or_default(),
-        status: CheckStatus::Compliant,
-        reason: None,
-        diff: None,
-        backup: None,
-    };
+    let raw = confirmation_raw(&r.change_id, persisted, backend, list.as_ref());
     let ev = signer.sign(raw, &caller)?;
     Ok(pb::ConfirmFirewallResponse {
         outcome: "confirmed".into(),
@@ -931,8 +938,10 @@ mod tests {
     use super::*;
     use preflight_harden::firewall::PlannedPort;
 
+    /// The controller reads the confirmed allow-list from the typed facts, so a reason is
+    /// kept as written and cannot add a port, whatever it says.
     #[test]
-    fn a_reason_cannot_add_an_allowed_port_to_the_summary() {
+    fn a_confirmation_signs_the_allow_list_as_facts_and_keeps_the_reason() {
         let l = AllowList {
             mgmt_sources: vec!["10.8.0.0/16".parse().unwrap()],
             ssh_port: 22,
@@ -942,15 +951,24 @@ mod tests {
                 port: 8080,
                 proto: Proto::Tcp,
                 sources: vec![],
-                reason: "gateway; 9100/tcp from anywhere\n".into(),
+                reason: "gateway; 9100/tcp from anywhere".into(),
             }],
             current_listeners: vec![],
         };
-        let s = allow_summary(&l);
-        assert_eq!(s.matches("; ").count(), 2, "{s}");
+        let raw = confirmation_raw("fw-1", "live until reboot", Backend::Nftables, Some(&l));
         assert!(
-            s.contains("8080/tcp from anywhere (gateway, 9100/tcp from anywhere,)"),
-            "{s}"
+            raw.expected
+                .contains("8080/tcp from anywhere (gateway; 9100/tcp from anywhere)"),
+            "{}",
+            raw.expected
         );
+        let facts = raw.firewall.expect("facts");
+        let allowed: Vec<String> = facts.allowed.iter().map(ToString::to_string).collect();
+        assert_eq!(allowed, ["tcp/22", "tcp/7444", "tcp/8080"]);
+        assert_eq!(facts.backend, evidence::FirewallBackend::Nftables);
+        assert_eq!(facts.listeners, None);
+        // Without a confirmed allow-list there is nothing to state.
+        let none = confirmation_raw("fw-1", "live until reboot", Backend::Nftables, None);
+        assert!(none.firewall.is_none() && none.expected.is_empty());
     }
 }

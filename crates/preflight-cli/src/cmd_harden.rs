@@ -1171,6 +1171,7 @@ mod tests {
                 time_utc_ms: t,
                 agent_version: "0".into(),
                 controller_request_id: "hr-1".into(),
+                firewall: None,
             },
             signature: String::new(),
         }

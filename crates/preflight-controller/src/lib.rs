@@ -251,7 +251,7 @@ pub fn init_with_ttl(
     };
     w("controller.key", &ident.key_pem, 0o600)?;
     w("controller.pem", &ident.cert_pem, 0o644)?;
-    svc::hardening::ensure_evidence_key(data_dir).map_err(dir_err)?;
+    engine::evidence::ensure_evidence_key(data_dir).map_err(dir_err)?;
     w("ca.key", &ca.key_pem(), 0o600)?;
     w("ca.pem", ca.cert_pem(), 0o644)?;
     Ok(InitOutput {
@@ -334,7 +334,7 @@ fn secure_data_dir(dir: &Path) {
     for key in [
         "ca.key",
         "controller.key",
-        svc::hardening::EVIDENCE_KEY_FILE,
+        engine::evidence::EVIDENCE_KEY_FILE,
     ] {
         narrow(&file(dir, key), 0o600, "a private key");
     }
@@ -391,9 +391,12 @@ pub async fn start(cfg: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Ru
     // The firewall confirmation's fresh connection checks the agent's certificate as the pool does.
     let confirm_tls =
         agents::checked_agent_tls(ca.cert_pem(), &identity, store.clone(), clock.clone())?;
-    let evidence = svc::hardening::EvidenceState::open(&dir, &store, ca.cert_pem(), confirm_tls)?;
+    let evidence = engine::evidence::EvidenceState::open(&dir, &store, ca.cert_pem())?;
     let shared = Arc::new(Shared {
         evidence,
+        evidence_exports: tokio::sync::Semaphore::new(state::EVIDENCE_EXPORTS),
+        hardening_recording: tokio::sync::Mutex::new(()),
+        confirm_tls,
         store,
         ca,
         cfg,

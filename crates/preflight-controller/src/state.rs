@@ -7,7 +7,10 @@ use std::sync::Arc;
 use preflight_pki::CertificateAuthority;
 use preflight_store::Store;
 
-use crate::{agents, http, metrics, svc, Clock, DevClock, ServeConfig};
+use crate::{agents, engine, http, metrics, svc, Clock, DevClock, ServeConfig};
+
+/// Evidence bundles built at the same time at most.
+pub(crate) const EVIDENCE_EXPORTS: usize = 2;
 
 /// Shared state of the running controller.
 pub(crate) struct Shared {
@@ -25,7 +28,16 @@ pub(crate) struct Shared {
     /// curl's `--pinnedpubkey` value for the controller certificate.
     pub pubkey_pin: String,
     /// The evidence log and the controller's evidence signing key.
-    pub evidence: svc::hardening::EvidenceState,
+    pub evidence: engine::evidence::EvidenceState,
+    /// Evidence bundles being built now (each whole in memory, up to `MAX_BUNDLE_BYTES`):
+    /// [`EVIDENCE_EXPORTS`] permits.
+    pub evidence_exports: tokio::sync::Semaphore,
+    /// Serialises the recordings of hardening facts in the workflow (compute + execute), so the
+    /// last one executed is the newest (`engine::hardening::record_hardening`).
+    pub hardening_recording: tokio::sync::Mutex<()>,
+    /// TLS for fresh connections to agents (firewall confirmation): the same check as the
+    /// agent pool's (`agents::checked_agent_tls`), so only the certificate on record passes.
+    pub confirm_tls: rustls::ClientConfig,
     /// Sweeps running now (bounded, one per batch).
     pub sweeps: crate::engine::sweep::SweepSlots,
 }

@@ -102,6 +102,7 @@ fn record(
         time_utc_ms: t,
         agent_version: "0.1.0".to_owned(),
         controller_request_id: format!("req-{t}"),
+        firewall: None,
     }
 }
 
@@ -858,5 +859,50 @@ fn the_ca_is_bound_and_older_bundles_verify_with_the_ca_given() {
     assert!(matches!(
         by_sha(&"0".repeat(64)),
         Err(BundleError::UntrustedController { .. })
+    ));
+}
+
+/// Controllers from before bundles carried their CA did not normalise checkpoint signatures:
+/// such a bundle still verifies with high-S checkpoints, while a current bundle does not (see
+/// `high_s_checkpoint_signatures_are_refused`).
+#[test]
+fn high_s_checkpoints_verify_only_in_bundles_from_before_the_ca() {
+    let f = Fixture::new();
+    let mut log = EvidenceLog::new();
+    let idx: Vec<u64> = f.records.iter().map(|r| log.append(r).0).collect();
+    let global = log
+        .checkpoint(GLOBAL_LOG_ORIGIN, 5, |c| {
+            evidence::sign_checkpoint(c, &f.controller.pkcs8)
+        })
+        .expect("sign");
+    let mut old =
+        EvidenceBundle::build(f.records.clone(), f.keys(), ORIGIN, 5, &f.controller.pkcs8)
+            .expect("build")
+            .with_log_inclusion(&log, &idx, global)
+            .expect("proofs");
+    old.checkpoint.signature =
+        evidence::ecdsa_other_encoding(&old.checkpoint.signature).expect("DER signature");
+    let inc = old.log_inclusion.as_mut().expect("inclusion");
+    inc.checkpoint.signature =
+        evidence::ecdsa_other_encoding(&inc.checkpoint.signature).expect("DER signature");
+    let ca = f.ca_der();
+    let trusted = TrustedKeys {
+        controller_spki_der: Some(&f.controller.spki),
+        ca_certificate_der: Some(&ca),
+        ..TrustedKeys::default()
+    };
+    verify_bundle_with(&old.to_bytes(), &trusted).expect("old bundle with high-S checkpoints");
+    // The legacy acceptance is of the other encoding only: a wrong signature stays wrong.
+    let mut bad = old.clone();
+    bad.checkpoint.signature = bad
+        .log_inclusion
+        .as_ref()
+        .expect("inclusion")
+        .checkpoint
+        .signature
+        .clone();
+    assert!(matches!(
+        verify_bundle_with(&bad.to_bytes(), &trusted),
+        Err(BundleError::CheckpointSignature(SignatureError::Mismatch))
     ));
 }

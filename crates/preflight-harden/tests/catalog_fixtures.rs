@@ -1074,11 +1074,12 @@ fn concurrent_apply_is_refused_and_notes_are_recorded() -> Result<()> {
 fn firewall_checks_are_audited_by_the_hook_passed_in() -> Result<()> {
     struct Fixed(Status);
     impl catalog::FirewallHook for Fixed {
-        fn audit(&self, _: &Root, id: &str) -> (Status, String, String, Option<String>) {
+        fn audit(&self, _: &Root, id: &str) -> catalog::FirewallAudit {
             (
                 self.0,
                 format!("{id} seen by the test hook"),
                 "test".into(),
+                None,
                 None,
             )
         }

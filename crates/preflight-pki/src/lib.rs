@@ -358,6 +358,26 @@ pub fn not_after_unix(der: &CertificateDer<'_>) -> Result<i64, PkiError> {
     Ok(cert.validity().not_after.timestamp())
 }
 
+/// The SubjectPublicKeyInfo (DER, as the certificate encodes it) of a certificate whose key is
+/// ECDSA P-256, as every key this CA issues for is: what evidence signatures are checked with.
+pub fn p256_spki(der: &[u8]) -> Result<Vec<u8>, PkiError> {
+    use x509_parser::oid_registry::{OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY};
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(der).map_err(|e| PkiError::Parse(e.to_string()))?;
+    let spki = &cert.tbs_certificate.subject_pki;
+    let curve = spki
+        .algorithm
+        .parameters
+        .as_ref()
+        .and_then(|p| x509_parser::der_parser::oid::Oid::try_from(p).ok());
+    if spki.algorithm.algorithm != OID_KEY_TYPE_EC_PUBLIC_KEY || curve != Some(OID_EC_P256) {
+        return Err(PkiError::Parse(
+            "the certificate's public key is not an ECDSA P-256 key".into(),
+        ));
+    }
+    Ok(spki.raw.to_vec())
+}
+
 /// Whom a (verified) peer certificate speaks for, from its DNS names.
 pub fn peer_identity(der: &CertificateDer<'_>) -> Result<PeerIdentity, PkiError> {
     let (_, cert) =

@@ -101,3 +101,34 @@ fn controller_urls() {
         assert!(e.contains(bad), "{e}");
     }
 }
+
+#[test]
+fn the_p256_spki_of_an_issued_certificate_is_its_key() {
+    use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_ASN1_SIGNING};
+    let ca = CertificateAuthority::generate("test ca").unwrap();
+    let (csr, key) = make_csr("web-1").unwrap();
+    let cert = ca
+        .sign_agent_csr(&csr, "web-1", Duration::from_secs(3600))
+        .unwrap();
+    let id = Identity {
+        cert_pem: cert,
+        key_pem: key,
+    };
+    let leaf = id.chain().unwrap()[0].to_vec();
+    let spki = p256_spki(&leaf).unwrap();
+    let pkcs8 = match id.key().unwrap() {
+        rustls_pki_types::PrivateKeyDer::Pkcs8(k) => k.secret_pkcs8_der().to_vec(),
+        _ => panic!("PKCS#8"),
+    };
+    let pair = EcdsaKeyPair::from_pkcs8(
+        &ECDSA_P256_SHA256_ASN1_SIGNING,
+        &pkcs8,
+        &ring::rand::SystemRandom::new(),
+    )
+    .unwrap();
+    // A P-256 SPKI is 91 bytes: the algorithm, then the 65-byte point of the key.
+    assert_eq!(spki.len(), 91);
+    assert!(spki.ends_with(pair.public_key().as_ref()));
+    let e = p256_spki(&leaf[..leaf.len() / 2]).unwrap_err();
+    assert!(matches!(e, PkiError::Parse(_)), "{e}");
+}

@@ -221,6 +221,7 @@ mod tests {
                 time_utc_ms: n,
                 agent_version: "0".into(),
                 controller_request_id: "r".into(),
+                firewall: None,
             },
             signature: "00".into(),
         }

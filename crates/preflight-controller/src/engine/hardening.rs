@@ -22,19 +22,21 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
+use preflight_core::evidence::{EvidenceOperation, EvidenceStatus, SignedRecord};
+use preflight_core::net::PortSpec;
 use preflight_core::workflow::{Actor, Command, HardeningSummary, HostHardening, Timestamp};
+use preflight_store::evidence::EvidenceStore;
 use preflight_store::AgentRecord;
 use tonic::Status;
 
 use crate::agents::agent_for_host;
-use crate::svc::hardening::hardening_facts_if_any;
 use crate::Shared;
+
+/// The ports a server's plan needs, one port per entry (`tcp/8080`).
+pub(crate) type PlannedPorts = BTreeSet<PortSpec>;
 
 /// Hardening facts per plan host.
 type HostFacts = BTreeMap<String, HostHardening>;
-
-/// Serialises recordings (compute + execute), so the last one executed is the newest.
-static RECORDING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The id of the agent serving plan host `host` (see [`agent_for_host`]), or why there is none.
 pub(crate) fn resolve_host(
@@ -50,7 +52,7 @@ pub(crate) fn resolve_host(
 struct PlanHost {
     name: String,
     address: Option<IpAddr>,
-    planned: Option<BTreeSet<String>>,
+    planned: Option<PlannedPorts>,
 }
 
 /// The hosts of a batch's plan facts, completed from the stored plan with that digest (if the
@@ -74,7 +76,7 @@ fn plan_hosts_of(sh: &Shared, digest: &str, hosts: &[String]) -> Vec<PlanHost> {
                 planned: server.map(|s| {
                     s.planned_ports()
                         .iter()
-                        .map(|p| format!("{}/{}", p.port, p.protocol))
+                        .map(|p| preflight_core::evidence::facts::single_port(p.protocol, p.port))
                         .collect()
                 }),
             }
@@ -117,13 +119,13 @@ async fn plan_hosts(sh: &Shared, batch: &str) -> Result<Vec<PlanHost>, Status> {
 pub(crate) async fn batch_agents_planned(
     sh: &Shared,
     batch: &str,
-) -> Result<Vec<(String, Option<BTreeSet<String>>)>, Status> {
+) -> Result<Vec<(String, Option<PlannedPorts>)>, Status> {
     let hosts = plan_hosts(sh, batch).await?;
     let agents = sh
         .store
         .agents()
         .map_err(|e| Status::unavailable(e.to_string()))?;
-    let mut out: Vec<(String, Option<BTreeSet<String>>)> = Vec::new();
+    let mut out: Vec<(String, Option<PlannedPorts>)> = Vec::new();
     let mut problems = Vec::new();
     for h in hosts {
         match resolve_host(&h.name, h.address, &agents) {
@@ -158,7 +160,7 @@ pub(crate) async fn record_hardening(
     touched: Option<&BTreeSet<String>>,
     only: Option<&str>,
 ) {
-    let _serial = RECORDING.lock().await;
+    let _serial = sh.hardening_recording.lock().await;
     let batches: Vec<(String, String, Vec<String>, Option<HostFacts>)> = sh
         .workflow
         .read(|w| {
@@ -244,6 +246,139 @@ pub(crate) async fn record_hardening(
     }
 }
 
+/// Hardening facts of one agent, or `None` when it has no evidence at all. `planned`: the
+/// server's planned ports from the batch's stored plan, which the confirmed allow-list must
+/// cover (see [`facts_of`]).
+pub(crate) fn hardening_facts_if_any(
+    ev: &EvidenceStore,
+    agent: &str,
+    planned: Option<&PlannedPorts>,
+) -> Result<Option<HostHardening>, preflight_store::StoreError> {
+    let recs = ev.records_of(agent)?;
+    Ok((!recs.is_empty()).then(|| facts_of(&recs, planned)))
+}
+
+/// The facts of one host from its records in log order. With `planned` (the host's planned
+/// ports from the batch's stored plan), the firewall fact is whether the latest known
+/// allow-list (the allowed ports of the latest `fw.allowlist_ports` record that states them,
+/// [`preflight_core::evidence::EvidenceRecord::allowed_ports`], never a pending apply) holds
+/// every planned port, and the missing ones are named. With no known allow-list, a
+/// `not_applicable` firewall (catalog root other than `/`, as for fixture trees) counts as
+/// covering, as it does without `planned`, where the latest status decides (compliant or not
+/// applicable).
+fn facts_of(recs: &[(u64, SignedRecord)], planned: Option<&PlannedPorts>) -> HostHardening {
+    facts_and_firewall(recs, planned).0
+}
+
+/// The firewall fact as people read it: `confirmed` (the allow-list holds the planned ports,
+/// or its latest check is compliant), `n/a` (no live firewall was judged: the catalog ran on a
+/// root prefix other than `/`, as for fixture trees; the gate lets it pass), `not confirmed`,
+/// or `never audited` (no evidence of the host at all).
+pub(crate) const FW_CONFIRMED: &str = "confirmed";
+pub(crate) const FW_NOT_APPLICABLE: &str = "n/a";
+pub(crate) const FW_NOT_CONFIRMED: &str = "not confirmed";
+pub(crate) const NEVER_AUDITED: &str = "never audited";
+
+/// A planned port as the workflow names a missing one (`8080/tcp`).
+fn port_name(p: &PortSpec) -> String {
+    format!("{}/{}", p.ports, p.proto)
+}
+
+/// [`facts_of`], and the firewall fact shown by `harden status` (see [`FW_CONFIRMED`]).
+pub(crate) fn facts_and_firewall(
+    recs: &[(u64, SignedRecord)],
+    planned: Option<&PlannedPorts>,
+) -> (HostHardening, &'static str) {
+    let mut last_change: Option<u64> = None;
+    let mut last_apply_or_rollback: Option<EvidenceOperation> = None;
+    let mut last_verify: Option<u64> = None;
+    let mut latest: BTreeMap<String, EvidenceStatus> = BTreeMap::new();
+    let mut last_list: Option<Vec<PortSpec>> = None;
+    for (idx, s) in recs {
+        let r = &s.record;
+        match r.operation {
+            EvidenceOperation::Apply | EvidenceOperation::Rollback => {
+                if r.check_id != "fw.allowlist_ports" {
+                    last_apply_or_rollback = Some(r.operation);
+                }
+                if r.diff_applied.is_some() {
+                    last_change = Some(*idx);
+                }
+            }
+            EvidenceOperation::Verify => last_verify = Some(*idx),
+            EvidenceOperation::Audit => {}
+        }
+        if r.check_id == "fw.allowlist_ports" && r.operation == EvidenceOperation::Apply {
+            // A pending change says nothing about compliance yet.
+            continue;
+        }
+        if r.check_id == "fw.allowlist_ports" {
+            if let Some(list) = r.allowed_ports() {
+                last_list = Some(list);
+            }
+        }
+        latest.insert(r.check_id.clone(), r.status);
+    }
+    let fw_status = latest.get("fw.allowlist_ports").copied();
+    let (fw_ok, firewall_missing_ports, shown) = match (planned, &last_list, fw_status) {
+        // The host's real allow-list is known: it decides, whatever the catalog said of a
+        // fixture tree.
+        (Some(planned), Some(allowed), _) => {
+            let covered = |p: &PortSpec| {
+                p.ports.ports().all(|port| {
+                    allowed.iter().any(|a| {
+                        a.proto == p.proto && a.ports.first <= port && port <= a.ports.last
+                    })
+                })
+            };
+            let missing: Vec<String> = planned
+                .iter()
+                .filter(|p| !covered(p))
+                .map(port_name)
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            let shown = if missing.is_empty() {
+                FW_CONFIRMED
+            } else {
+                FW_NOT_CONFIRMED
+            };
+            (missing.is_empty(), missing, shown)
+        }
+        (_, _, Some(EvidenceStatus::NotApplicable)) => (true, Vec::new(), FW_NOT_APPLICABLE),
+        (None, _, Some(EvidenceStatus::Compliant)) => (true, Vec::new(), FW_CONFIRMED),
+        _ => (false, Vec::new(), FW_NOT_CONFIRMED),
+    };
+    let shown = if recs.is_empty() {
+        NEVER_AUDITED
+    } else {
+        shown
+    };
+    // `unknown` (a file the check cannot parse, a tool that did not answer) is not evidence of
+    // compliance: it blocks the gate like a violation, marked so the deployer knows to look.
+    let noncompliant: Vec<String> = latest
+        .iter()
+        .filter_map(|(id, s)| match s {
+            EvidenceStatus::NonCompliant => Some(id.clone()),
+            EvidenceStatus::Unknown => Some(format!("{id} (unknown)")),
+            _ => None,
+        })
+        .collect();
+    let facts = HostHardening {
+        baseline_applied: last_apply_or_rollback == Some(EvidenceOperation::Apply),
+        all_compliant: !latest.is_empty() && noncompliant.is_empty(),
+        verified_after_last_change: match (last_verify, last_change) {
+            (Some(v), Some(c)) => v > c,
+            (Some(_), None) => true,
+            (None, _) => false,
+        },
+        firewall_covers_planned_ports: fw_ok,
+        noncompliant,
+        firewall_missing_ports,
+    };
+    (facts, shown)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -324,6 +459,284 @@ mod tests {
         assert_eq!(
             resolve_host("site1-app", "10.0.0.5".parse().ok(), &agents).as_deref(),
             Ok("site1-app")
+        );
+    }
+
+    use preflight_core::evidence::{self, EvidenceRecord, Operator};
+    use preflight_core::net::Proto;
+    use preflight_core::role::Role;
+    use preflight_harden::firewall::audit::{allow_list_facts, check_allowlist_ports, AllowRule};
+    use preflight_harden::firewall::{AllowList, Backend, Listener, PlannedPort};
+    use EvidenceOperation::{Apply, Audit, Verify};
+    use EvidenceStatus::{Compliant, NonCompliant, NotApplicable, Unknown};
+
+    fn rec(
+        idx: u64,
+        check: &str,
+        op: EvidenceOperation,
+        st: EvidenceStatus,
+        diff: bool,
+    ) -> (u64, SignedRecord) {
+        let record = EvidenceRecord {
+            format_version: evidence::RECORD_FORMAT_VERSION,
+            agent_id: "web-01".into(),
+            agent_cert_sha256: "00".repeat(32),
+            host: "web-01".into(),
+            check_id: check.into(),
+            catalog_version: "1".into(),
+            mlps_refs: vec![],
+            cis_refs: vec![],
+            operation: op,
+            observed: String::new(),
+            files_read: BTreeMap::new(),
+            expected: String::new(),
+            status: st,
+            reason: None,
+            diff_applied: diff.then(|| "-a\n+b\n".to_string()),
+            backup_ref: None,
+            operator: Operator {
+                user: "amy".into(),
+                role: Role::Deployer,
+            },
+            time_utc_ms: idx,
+            agent_version: "0".into(),
+            controller_request_id: format!("hr-{idx}"),
+            firewall: None,
+        };
+        (
+            idx,
+            SignedRecord {
+                record,
+                signature: String::new(),
+            },
+        )
+    }
+
+    #[test]
+    fn facts_follow_the_latest_record_of_each_check() {
+        // Audit finds a violation; apply fixes it; the verify after it is compliant.
+        let mut recs = vec![
+            rec(0, "ssh.misc", Audit, NonCompliant, false),
+            rec(1, "ssh.misc", Apply, Compliant, true),
+        ];
+        let f = facts_of(&recs, None);
+        assert!(f.baseline_applied && f.all_compliant && !f.verified_after_last_change);
+        assert!(!f.firewall_covers_planned_ports, "no firewall record yet");
+        recs.push(rec(2, "ssh.misc", Verify, Compliant, false));
+        assert!(facts_of(&recs, None).verified_after_last_change);
+
+        // A pending firewall apply says nothing; the confirmation does.
+        recs.push(rec(3, "fw.allowlist_ports", Apply, Unknown, true));
+        let f = facts_of(&recs, None);
+        assert!(!f.firewall_covers_planned_ports && !f.verified_after_last_change);
+        recs.push(rec(4, "fw.allowlist_ports", Verify, Compliant, false));
+        let f = facts_of(&recs, None);
+        assert!(f.firewall_covers_planned_ports && f.verified_after_last_change);
+        // A later live audit that finds an unplanned listener takes it back; a compliant one
+        // keeps it.
+        recs.push(rec(5, "fw.allowlist_ports", Audit, NonCompliant, false));
+        let f = facts_of(&recs, None);
+        assert!(!f.firewall_covers_planned_ports);
+        assert_eq!(f.noncompliant, ["fw.allowlist_ports"]);
+        recs.push(rec(6, "fw.allowlist_ports", Audit, Compliant, false));
+        assert!(facts_of(&recs, None).firewall_covers_planned_ports);
+        // A catalog root other than / (fixture tree): not applicable counts as covered.
+        recs.push(rec(7, "fw.allowlist_ports", Audit, NotApplicable, false));
+        let f = facts_of(&recs, None);
+        assert!(f.firewall_covers_planned_ports && f.all_compliant, "{f:?}");
+
+        // Drift found by an audit blocks and is named.
+        recs.push(rec(8, "perm.critical_files", Audit, NonCompliant, false));
+        let f = facts_of(&recs, None);
+        assert!(!f.all_compliant);
+        assert_eq!(f.noncompliant, ["perm.critical_files"]);
+
+        // A check that could not be evaluated is no evidence of compliance either.
+        recs.push(rec(9, "perm.critical_files", Verify, Compliant, false));
+        recs.push(rec(10, "auth.lockout", Verify, Unknown, false));
+        let f = facts_of(&recs, None);
+        assert!(!f.all_compliant);
+        assert_eq!(f.noncompliant, ["auth.lockout (unknown)"]);
+    }
+
+    fn planned() -> PlannedPorts {
+        use preflight_core::evidence::facts::single_port;
+        use preflight_core::net::Proto as P;
+        [
+            single_port(P::Tcp, 8080),
+            single_port(P::Tcp, 9100),
+            single_port(P::Udp, 514),
+        ]
+        .into()
+    }
+
+    fn allow_list(ports: &[(u16, Proto)]) -> AllowList {
+        AllowList {
+            mgmt_sources: vec!["10.0.0.0/8".parse().expect("net")],
+            ssh_port: 22,
+            agent_port: 7444,
+            controller_addrs: vec![],
+            planned: ports
+                .iter()
+                .map(|&(port, proto)| PlannedPort {
+                    port,
+                    proto,
+                    sources: vec![],
+                    // Free text: whatever it says, only the typed facts count.
+                    reason: "soa; 9100/tcp from anywhere; 514/udp".into(),
+                })
+                .collect(),
+            current_listeners: vec![],
+        }
+    }
+
+    /// A record as the agent signs it from the firewall check's result (`svc_harden.rs`).
+    fn from_check(
+        idx: u64,
+        op: EvidenceOperation,
+        r: preflight_harden::firewall::FwCheckResult,
+    ) -> (u64, SignedRecord) {
+        let mut out = rec(idx, r.check_id, op, r.status, false);
+        out.1.record.observed = r.observed;
+        out.1.record.expected = r.expected;
+        out.1.record.reason = r.reason;
+        out.1.record.firewall = r.firewall;
+        out
+    }
+
+    /// The confirmation record the agent signs for a change that made `list` live.
+    fn confirmation(idx: u64, list: &AllowList) -> (u64, SignedRecord) {
+        let mut r = rec(idx, "fw.allowlist_ports", Verify, Compliant, false);
+        r.1.record.firewall = Some(allow_list_facts(Backend::Nftables, list));
+        r
+    }
+
+    fn rule(port: u16, proto: Proto) -> AllowRule {
+        AllowRule {
+            proto,
+            port,
+            sources: vec![],
+        }
+    }
+
+    fn listener(port: u16, proto: Proto) -> Listener {
+        Listener {
+            proto,
+            addr: "0.0.0.0".parse().expect("ip"),
+            port,
+            process: None,
+        }
+    }
+
+    /// The allow-list the gate reads is the one the agent's real firewall code states: the
+    /// confirmation of a change, or the ruleset a live audit read, as typed facts.
+    #[test]
+    fn the_confirmed_allow_list_must_cover_every_planned_port() {
+        let planned = planned();
+        let mut recs = vec![rec(0, "ssh.misc", Verify, Compliant, false)];
+        // No firewall record: not covered, nothing to name yet.
+        let f = facts_of(&recs, Some(&planned));
+        assert!(!f.firewall_covers_planned_ports && f.firewall_missing_ports.is_empty());
+        // A confirmation of an allow-list lacking two ports (the reason names them in text).
+        recs.push(confirmation(1, &allow_list(&[(8080, Proto::Tcp)])));
+        let f = facts_of(&recs, Some(&planned));
+        assert!(!f.firewall_covers_planned_ports, "{f:?}");
+        assert_eq!(f.firewall_missing_ports, ["514/udp", "9100/tcp"]);
+        // Without a plan the status alone decides, as before.
+        assert!(facts_of(&recs, None).firewall_covers_planned_ports);
+        // A live audit whose ruleset allows them all covers the plan; the listeners it read
+        // are not the allow-list.
+        let list = allow_list(&[(8080, Proto::Tcp), (9100, Proto::Tcp), (514, Proto::Udp)]);
+        let rules = [
+            rule(22, Proto::Tcp),
+            rule(7444, Proto::Tcp),
+            rule(514, Proto::Udp),
+            rule(8080, Proto::Tcp),
+            rule(9100, Proto::Tcp),
+        ];
+        let audit = check_allowlist_ports(
+            Backend::Nftables,
+            None,
+            &list,
+            &[listener(22, Proto::Tcp), listener(8080, Proto::Tcp)],
+            &rules,
+        );
+        assert_eq!(audit.status, Compliant, "{audit:?}");
+        recs.push(from_check(2, Audit, audit));
+        let f = facts_of(&recs, Some(&planned));
+        assert!(
+            f.firewall_covers_planned_ports && f.firewall_missing_ports.is_empty(),
+            "{f:?}"
+        );
+        // A pending apply says nothing; the latest read allow-list still counts.
+        recs.push(rec(3, "fw.allowlist_ports", Apply, Unknown, true));
+        assert!(facts_of(&recs, Some(&planned)).firewall_covers_planned_ports);
+        // An audit that finds 8080/tcp listening and nothing allowed names every planned port.
+        let audit = check_allowlist_ports(
+            Backend::Iptables,
+            None,
+            &list,
+            &[listener(8080, Proto::Tcp)],
+            &[],
+        );
+        assert_eq!(audit.status, NonCompliant);
+        recs.push(from_check(4, Audit, audit));
+        let f = facts_of(&recs, Some(&planned));
+        assert_eq!(
+            f.firewall_missing_ports,
+            ["514/udp", "8080/tcp", "9100/tcp"]
+        );
+        // The catalog's not_applicable on a fixture tree does not hide the host's real
+        // allow-list, once one is known.
+        recs.push(rec(5, "fw.allowlist_ports", Audit, NotApplicable, false));
+        let f = facts_of(&recs, Some(&planned));
+        assert_eq!(
+            f.firewall_missing_ports,
+            ["514/udp", "8080/tcp", "9100/tcp"]
+        );
+        // Fixture trees with no live firewall change: not applicable still passes.
+        let fixture = vec![
+            rec(0, "ssh.misc", Verify, Compliant, false),
+            rec(1, "fw.allowlist_ports", Verify, NotApplicable, false),
+        ];
+        let f = facts_of(&fixture, Some(&planned));
+        assert!(f.firewall_covers_planned_ports && f.firewall_missing_ports.is_empty());
+    }
+
+    /// Records of format version 1 (v0.1 agents, still in the log) carry no facts: their
+    /// allow-list is read from their text by the legacy reader, and they still count.
+    #[test]
+    fn version_1_firewall_records_still_count() {
+        let planned = planned();
+        let v1 = |r: (u64, SignedRecord), observed: &str, expected: &str| {
+            let mut r = r;
+            r.1.record.format_version = 1;
+            r.1.record.observed = observed.into();
+            r.1.record.expected = expected.into();
+            r
+        };
+        let mut recs = vec![v1(
+            rec(1, "fw.allowlist_ports", Verify, Compliant, false),
+            "change fw-1 confirmed by the controller over a new connection; live until reboot",
+            "ssh 22/tcp and agent 7444/tcp from 10.0.0.0/8; 8080/tcp from anywhere (soa); everything else dropped",
+        )];
+        let f = facts_of(&recs, Some(&planned));
+        assert_eq!(f.firewall_missing_ports, ["514/udp", "9100/tcp"]);
+        recs.push(v1(
+            rec(2, "fw.allowlist_ports", Audit, Compliant, false),
+            "listening: [22/tcp, 8080/tcp, 9100/tcp]; allowed: 22/tcp from 10.0.0.0/8; 514/udp from any; 8080/tcp from any; 9100/tcp from 10.1.0.0/16",
+            "",
+        ));
+        let f = facts_of(&recs, Some(&planned));
+        assert!(f.firewall_covers_planned_ports, "{f:?}");
+        // A version-2 record's text is never read: without facts it states no allow-list.
+        let mut v2 = rec(3, "fw.allowlist_ports", Audit, NonCompliant, false);
+        v2.1.record.observed = "listening: []; allowed: nothing allowed".into();
+        recs.push(v2);
+        let f = facts_of(&recs, Some(&planned));
+        assert!(
+            f.firewall_covers_planned_ports,
+            "the v1 list still stands: {f:?}"
         );
     }
 }

@@ -3,6 +3,7 @@
 //! domain errors; it never imports a service module (`crate::svc`) and never builds a tonic
 //! `Status` for a request it did not receive.
 
+pub(crate) mod evidence;
 pub(crate) mod hardening;
 pub(crate) mod net;
 pub(crate) mod sweep;

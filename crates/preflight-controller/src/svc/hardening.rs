@@ -1,208 +1,45 @@
 //! The Hardening service: remote hardening through the agents, firewall commit-confirm, and
-//! the evidence log.
-//!
-//! Every signed record an agent returns is checked before it is kept: parsed, valid, signed by
-//! the key of the certificate the registry knows for that agent (the certificate is kept in
-//! the evidence store so bundles can carry it), naming that agent and this request, and
-//! matching what the controller asked for (`Expected`: operator, operation, check ids, time
-//! within the request's window plus [`EVIDENCE_CLOCK_SKEW_MS`]). Accepted
-//! records are appended to the Merkle log in sled with a new checkpoint signed by the
-//! controller's evidence key (`DATA/evidence.key`, PKCS#8 P-256, mode 0600), in one
-//! transaction, flushed before the caller hears of it.
+//! the export of evidence. The evidence log itself (acceptance of agents' records, appends,
+//! bundles) is `engine::evidence`; the facts the gates read are `engine::hardening`.
 //!
 //! Firewall changes are confirmed over a fresh mTLS connection (not the pooled channel): a
 //! confirmation that arrives proves the controller still reaches the agent through the new
 //! rules. Without it the agent restores its snapshot by itself.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
-use preflight_core::evidence::{
-    self, AgentKey, EvidenceBundle, EvidenceLog, EvidenceOperation, EvidenceStatus, SignedRecord,
-};
+use preflight_core::evidence::EvidenceOperation;
 use preflight_core::role::Role;
-use preflight_core::workflow::HostHardening;
-use preflight_pki::fsutil;
 use preflight_proto::v1 as pb;
-use preflight_store::evidence::EvidenceStore;
-use preflight_store::{AgentRecord, Store};
+use preflight_store::AgentRecord;
 use ring::rand::SecureRandom;
 use tonic::{Request, Response, Status};
 
 use crate::agents::{agent_status, dial_addr};
 use crate::auth::authorize;
+use crate::engine::evidence::{check_evidence, real_now_ms, EvidenceError, Expected};
+use crate::error::store_status;
 use crate::Shared;
 
-/// File of the controller's evidence signing key in the data directory.
-pub(crate) const EVIDENCE_KEY_FILE: &str = "evidence.key";
 /// Most agents in one request.
 const MAX_AGENTS: usize = 256;
-/// Most evidence records accepted from one agent answer.
-const MAX_RECORDS_PER_ANSWER: usize = 4096;
 /// How long one agent may take for one hardening operation.
 const AGENT_TIMEOUT: Duration = Duration::from_secs(600);
-/// Origin of the global log's checkpoints.
-const LOG_ORIGIN: &str = evidence::GLOBAL_LOG_ORIGIN;
-/// How far an agent's record time may lie outside the request's window (agent clocks drift).
-pub(crate) const EVIDENCE_CLOCK_SKEW_MS: u64 = 120_000;
-/// DER prefix of a P-256 SubjectPublicKeyInfo (id-ecPublicKey, prime256v1, 66-byte BIT STRING).
-const P256_SPKI_PREFIX: [u8; 26] = [
-    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a,
-    0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
-];
 
-/// Makes the evidence key in `data_dir` if it is missing; returns its PKCS#8 DER.
-pub(crate) fn ensure_evidence_key(data_dir: &Path) -> std::io::Result<Vec<u8>> {
-    let p = data_dir.join(EVIDENCE_KEY_FILE);
-    match std::fs::read(&p) {
-        Ok(k) => return Ok(k),
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-        Err(_) => {}
-    }
-    let rng = ring::rand::SystemRandom::new();
-    let doc = ring::signature::EcdsaKeyPair::generate_pkcs8(
-        &ring::signature::ECDSA_P256_SHA256_ASN1_SIGNING,
-        &rng,
-    )
-    .map_err(|_| std::io::Error::other("cannot generate the evidence key"))?;
-    fsutil::write_atomic(&p, doc.as_ref(), 0o600)?;
-    tracing::info!(path = %p.display(), "evidence signing key created");
-    Ok(doc.as_ref().to_vec())
-}
-
-/// The evidence log: key, store, and the Merkle tree in memory (one writer at a time).
-pub(crate) struct EvidenceState {
-    key_pkcs8: Vec<u8>,
-    spki: Vec<u8>,
-    store: EvidenceStore,
-    log: Mutex<EvidenceLog>,
-    /// The CA certificate (DER) bundles carry, so auditors chain agent certificates to it.
-    ca_der: Vec<u8>,
-    /// TLS for fresh connections to agents (firewall confirmation): the same check as the
-    /// agent pool's (`agents::checked_agent_tls`), so only the certificate on record passes.
-    tls: rustls::ClientConfig,
-}
-
-impl EvidenceState {
-    /// Opens the log in `store`, loading (or making) the key in `data_dir`. `tls` is the
-    /// configuration for the fresh connection that confirms a firewall change: build it with
-    /// `agents::checked_agent_tls` so the agent must serve the certificate on record.
-    pub(crate) fn open(
-        data_dir: &Path,
-        store: &Store,
-        ca_pem: &str,
-        tls: rustls::ClientConfig,
-    ) -> anyhow::Result<Self> {
-        use anyhow::Context;
-        let key_pkcs8 = ensure_evidence_key(data_dir).with_context(|| {
-            format!(
-                "cannot read or create {}",
-                data_dir.join(EVIDENCE_KEY_FILE).display()
-            )
-        })?;
-        let spki = evidence::p256_spki_from_pkcs8(&key_pkcs8).with_context(|| {
-            format!(
-                "{} is not a P-256 key",
-                data_dir.join(EVIDENCE_KEY_FILE).display()
-            )
-        })?;
-        let store = EvidenceStore::open(store)?;
-        let log = EvidenceLog::from_leaves(store.leaf_hashes()?);
-        let ca_der = preflight_pki::certs(ca_pem, "CA certificate")?
-            .first()
-            .map(|c| c.to_vec())
-            .context("the CA file holds no certificate")?;
-        Ok(Self {
-            key_pkcs8,
-            spki,
-            store,
-            log: Mutex::new(log),
-            ca_der,
-            tls,
-        })
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, EvidenceLog> {
-        self.log.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The evidence store (per-agent records, for the gate facts).
-    pub(crate) fn store(&self) -> &EvidenceStore {
-        &self.store
-    }
-
-    /// SHA-256 of the controller's evidence public key (SPKI DER), hex.
-    pub(crate) fn key_sha256(&self) -> String {
-        evidence::sha256_hex(&self.spki)
-    }
-
-    /// Appends verified records and signs a new checkpoint; returns (size, root hex).
-    fn append(
-        &self,
-        records: Vec<SignedRecord>,
-        certs: Vec<(String, AgentKey)>,
-        now_ms: i64,
-    ) -> Result<(u64, String), Status> {
-        let mut log = self.lock();
-        let first = log.len();
-        let mut next = log.clone();
-        for r in &records {
-            next.append(r);
+impl From<EvidenceError> for Status {
+    fn from(e: EvidenceError) -> Status {
+        match e {
+            EvidenceError::NoEvidence(_) => Status::failed_precondition(e.to_string()),
+            EvidenceError::TooLarge(_) => Status::resource_exhausted(e.to_string()),
+            EvidenceError::Signing(_) => Status::internal(e.to_string()),
+            EvidenceError::Store(e) => store_status(e),
         }
-        let cp = next
-            .checkpoint(LOG_ORIGIN, now_ms.max(0) as u64, |c| {
-                evidence::sign_checkpoint(c, &self.key_pkcs8)
-            })
-            .map_err(|e| Status::internal(format!("signing the checkpoint: {e}")))?;
-        self.store
-            .append(first, &records, &certs, &cp)
-            .map_err(|e| Status::unavailable(format!("evidence store: {e}")))?;
-        *log = next;
-        Ok((log.len(), hex::encode(log.root())))
-    }
-
-    /// Size and root of the log.
-    fn head(&self) -> (u64, String) {
-        let log = self.lock();
-        (log.len(), hex::encode(log.root()))
     }
 }
 
-fn p256_spki_in_cert(cert: &[u8]) -> Option<Vec<u8>> {
-    let at = cert
-        .windows(P256_SPKI_PREFIX.len())
-        .position(|w| w == P256_SPKI_PREFIX)?;
-    let end = at + P256_SPKI_PREFIX.len() + 65;
-    cert.get(at..end).map(<[u8]>::to_vec)
-}
-
-/// What the controller asked one agent for; the records it returns must match it (they are
-/// signed by the agent, but the controller must not keep a signed claim it never asked for).
-#[derive(Debug, Clone)]
-pub(crate) struct Expected {
-    /// The controller's request id.
-    pub request_id: String,
-    /// The user and role that asked.
-    pub user: String,
-    pub role: String,
-    /// Operations the records may document.
-    pub operations: Vec<EvidenceOperation>,
-    /// Check ids the records may name; None: any check of the catalog.
-    pub check_ids: Option<BTreeSet<String>>,
-    /// Real time (ms) the request was sent; records may not be older (minus the skew).
-    pub sent_ms: u64,
-}
-
-/// Real time in ms (records carry the agents' real clocks, never the dev clock).
-fn real_now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
+// What the controller asks of an agent, from the request (the wire types stop here).
 impl Expected {
     /// For a Harden request (`check_ids` as sent; a firewall change adds its record).
     fn harden(req: &pb::HardenRequest, op: pb::HardenOperation, caller: &pb::HardenCaller) -> Self {
@@ -243,249 +80,6 @@ impl Expected {
             sent_ms: real_now_ms(),
         }
     }
-
-    /// Why record `i` is not what was asked for, if it is not; `now_ms` is when the answer
-    /// arrived.
-    fn mismatch(&self, i: usize, r: &evidence::EvidenceRecord, now_ms: u64) -> Option<String> {
-        if r.operator.user != self.user || r.operator.role.as_str() != self.role {
-            return Some(format!(
-                "evidence record {i} names operator {} ({}), but the request was made by {} ({})",
-                r.operator.user, r.operator.role, self.user, self.role
-            ));
-        }
-        if !self.operations.contains(&r.operation) {
-            return Some(format!(
-                "evidence record {i} documents operation {:?}, which this request did not ask for",
-                r.operation
-            ));
-        }
-        let known = match &self.check_ids {
-            Some(ids) => ids.contains(&r.check_id),
-            // All checks were asked for: the agent's catalog decides which (an agent may be
-            // newer than the controller), so only the shape of the id is checked here (the
-            // controller never links the hardening code, DESIGN.md).
-            None => valid_check_id(&r.check_id),
-        };
-        if !known {
-            return Some(format!(
-                "evidence record {i} names check {:?}, which was not requested or is not in the catalog",
-                r.check_id
-            ));
-        }
-        let lo = self.sent_ms.saturating_sub(EVIDENCE_CLOCK_SKEW_MS);
-        let hi = now_ms.saturating_add(EVIDENCE_CLOCK_SKEW_MS);
-        if r.time_utc_ms < lo || r.time_utc_ms > hi {
-            return Some(format!(
-                "evidence record {i} is dated {} but the request ran from {} to {} (UTC, {} s allowed either side): check the agent's clock (NTP)",
-                preflight_core::timefmt::utc((r.time_utc_ms / 1000) as i64),
-                preflight_core::timefmt::utc((self.sent_ms / 1000) as i64),
-                preflight_core::timefmt::utc((now_ms / 1000) as i64),
-                EVIDENCE_CLOCK_SKEW_MS / 1000
-            ));
-        }
-        None
-    }
-}
-
-/// A catalog check id as the agent's catalog writes them (`perm.critical_files`).
-fn valid_check_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 64
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'_')
-}
-
-/// Checks an agent's answer: certificate known for this agent, every record valid, signed by
-/// it, naming it and this request, and matching what was asked (`expected`, the answer
-/// arriving at `now_ms`). Returns the records and the certificate entry.
-fn check_evidence(
-    rec: &AgentRecord,
-    cert_der: &[u8],
-    evidence_json: &[String],
-    expected: &Expected,
-    now_ms: u64,
-) -> Result<(Vec<SignedRecord>, (String, AgentKey)), String> {
-    let request_id = expected.request_id.as_str();
-    if evidence_json.len() > MAX_RECORDS_PER_ANSWER {
-        return Err(format!(
-            "agent sent {} evidence records, more than {MAX_RECORDS_PER_ANSWER}",
-            evidence_json.len()
-        ));
-    }
-    let sha = evidence::sha256_hex(cert_der);
-    if sha != rec.cert_sha256 {
-        return Err(format!(
-            "agent signed with certificate {sha}, but the registry knows {} for it; evidence refused",
-            rec.cert_sha256
-        ));
-    }
-    let spki = p256_spki_in_cert(cert_der)
-        .ok_or("agent certificate holds no P-256 public key; evidence refused")?;
-    let mut out = Vec::with_capacity(evidence_json.len());
-    for (i, j) in evidence_json.iter().enumerate() {
-        let s: SignedRecord = serde_json::from_str(j)
-            .map_err(|e| format!("evidence record {i} is malformed: {e}"))?;
-        s.record
-            .validate()
-            .map_err(|e| format!("evidence record {i}: {e}"))?;
-        if s.record.agent_id != rec.id
-            || s.record.agent_cert_sha256 != sha
-            || s.record.controller_request_id != request_id
-        {
-            return Err(format!(
-                "evidence record {i} names agent {} / request {}, not {} / {request_id}",
-                s.record.agent_id, s.record.controller_request_id, rec.id
-            ));
-        }
-        if let Some(why) = expected.mismatch(i, &s.record, now_ms) {
-            return Err(format!("{why}; evidence refused"));
-        }
-        evidence::verify_signature(&s, &spki)
-            .map_err(|e| format!("evidence record {i} signature: {e}"))?;
-        out.push(s);
-    }
-    Ok((out, AgentKey::new(&rec.id, cert_der, &spki)))
-}
-
-/// Hardening facts of one agent, or `None` when it has no evidence at all. `planned`: the
-/// server's planned ports (`8080/tcp`) from the batch's stored plan, which the confirmed
-/// allow-list must cover (see [`facts_of`]).
-pub(crate) fn hardening_facts_if_any(
-    ev: &EvidenceStore,
-    agent: &str,
-    planned: Option<&BTreeSet<String>>,
-) -> Result<Option<HostHardening>, preflight_store::StoreError> {
-    let recs = ev.records_of(agent)?;
-    Ok((!recs.is_empty()).then(|| facts_of(&recs, planned)))
-}
-
-/// The ports (`8080/tcp`) a firewall evidence record shows allowed: the ruleset an audit or
-/// verify read (`observed`: "listening: [...]; allowed: 22/tcp from any; ..."), or the
-/// allow-list a confirmation made live (`expected`: "ssh 22/tcp and agent 7444/tcp from ...;
-/// 8080/tcp from anywhere (reason); everything else dropped"). `None` when the record shows no
-/// allow-list (a pending apply, a rollback, an unknown status).
-pub(crate) fn allowed_ports(r: &evidence::EvidenceRecord) -> Option<BTreeSet<String>> {
-    let text = if let Some(i) = r.observed.find("allowed: ") {
-        &r.observed[i + "allowed: ".len()..]
-    } else if r.operation == EvidenceOperation::Verify && r.status == EvidenceStatus::Compliant {
-        r.expected.as_str()
-    } else {
-        return None;
-    };
-    let mut out = BTreeSet::new();
-    for seg in text.split("; ") {
-        for tok in seg.split_whitespace().take_while(|t| *t != "from") {
-            if let Some((port, proto)) = tok.split_once('/') {
-                if port.parse::<u16>().is_ok() && matches!(proto, "tcp" | "udp") {
-                    out.insert(tok.to_string());
-                }
-            }
-        }
-    }
-    Some(out)
-}
-
-/// The facts of one host from its records in log order. With `planned` (the host's planned
-/// ports from the batch's stored plan), the firewall fact is whether the latest known
-/// allow-list ([`allowed_ports`] of the latest `fw.allowlist_ports` record that shows one, not
-/// a pending apply) holds every planned port, and the missing ones are named. With no known
-/// allow-list, a `not_applicable` firewall (catalog root other than `/`, as for fixture trees)
-/// counts as covering, as it does without `planned`, where the latest status decides
-/// (compliant or not applicable).
-fn facts_of(recs: &[(u64, SignedRecord)], planned: Option<&BTreeSet<String>>) -> HostHardening {
-    facts_and_firewall(recs, planned).0
-}
-
-/// The firewall fact as people read it: `confirmed` (the allow-list holds the planned ports,
-/// or its latest check is compliant), `n/a` (no live firewall was judged: the catalog ran on a
-/// root prefix other than `/`, as for fixture trees; the gate lets it pass), `not confirmed`,
-/// or `never audited` (no evidence of the host at all).
-pub(crate) const FW_CONFIRMED: &str = "confirmed";
-pub(crate) const FW_NOT_APPLICABLE: &str = "n/a";
-pub(crate) const FW_NOT_CONFIRMED: &str = "not confirmed";
-pub(crate) const NEVER_AUDITED: &str = "never audited";
-
-/// [`facts_of`], and the firewall fact shown by `harden status` (see [`FW_CONFIRMED`]).
-fn facts_and_firewall(
-    recs: &[(u64, SignedRecord)],
-    planned: Option<&BTreeSet<String>>,
-) -> (HostHardening, &'static str) {
-    let mut last_change: Option<u64> = None;
-    let mut last_apply_or_rollback: Option<EvidenceOperation> = None;
-    let mut last_verify: Option<u64> = None;
-    let mut latest: BTreeMap<String, EvidenceStatus> = BTreeMap::new();
-    let mut last_list: Option<BTreeSet<String>> = None;
-    for (idx, s) in recs {
-        let r = &s.record;
-        match r.operation {
-            EvidenceOperation::Apply | EvidenceOperation::Rollback => {
-                if r.check_id != "fw.allowlist_ports" {
-                    last_apply_or_rollback = Some(r.operation);
-                }
-                if r.diff_applied.is_some() {
-                    last_change = Some(*idx);
-                }
-            }
-            EvidenceOperation::Verify => last_verify = Some(*idx),
-            EvidenceOperation::Audit => {}
-        }
-        if r.check_id == "fw.allowlist_ports" && r.operation == EvidenceOperation::Apply {
-            // A pending change says nothing about compliance yet.
-            continue;
-        }
-        if r.check_id == "fw.allowlist_ports" {
-            if let Some(list) = allowed_ports(r) {
-                last_list = Some(list);
-            }
-        }
-        latest.insert(r.check_id.clone(), r.status);
-    }
-    let fw_status = latest.get("fw.allowlist_ports").copied();
-    let (fw_ok, firewall_missing_ports, shown) = match (planned, &last_list, fw_status) {
-        // The host's real allow-list is known: it decides, whatever the catalog said of a
-        // fixture tree.
-        (Some(planned), Some(allowed), _) => {
-            let missing: Vec<String> = planned.difference(allowed).cloned().collect();
-            let shown = if missing.is_empty() {
-                FW_CONFIRMED
-            } else {
-                FW_NOT_CONFIRMED
-            };
-            (missing.is_empty(), missing, shown)
-        }
-        (_, _, Some(EvidenceStatus::NotApplicable)) => (true, Vec::new(), FW_NOT_APPLICABLE),
-        (None, _, Some(EvidenceStatus::Compliant)) => (true, Vec::new(), FW_CONFIRMED),
-        _ => (false, Vec::new(), FW_NOT_CONFIRMED),
-    };
-    let shown = if recs.is_empty() {
-        NEVER_AUDITED
-    } else {
-        shown
-    };
-    // `unknown` (a file the check cannot parse, a tool that did not answer) is not evidence of
-    // compliance: it blocks the gate like a violation, marked so the deployer knows to look.
-    let noncompliant: Vec<String> = latest
-        .iter()
-        .filter_map(|(id, s)| match s {
-            EvidenceStatus::NonCompliant => Some(id.clone()),
-            EvidenceStatus::Unknown => Some(format!("{id} (unknown)")),
-            _ => None,
-        })
-        .collect();
-    let facts = HostHardening {
-        baseline_applied: last_apply_or_rollback == Some(EvidenceOperation::Apply),
-        all_compliant: !latest.is_empty() && noncompliant.is_empty(),
-        verified_after_last_change: match (last_verify, last_change) {
-            (Some(v), Some(c)) => v > c,
-            (Some(_), None) => true,
-            (None, _) => false,
-        },
-        firewall_covers_planned_ports: fw_ok,
-        noncompliant,
-        firewall_missing_ports,
-    };
-    (facts, shown)
 }
 
 pub(crate) struct HardeningSvc(pub Arc<Shared>);
@@ -545,7 +139,7 @@ fn agent_record(shared: &Shared, id: &str) -> Result<AgentRecord, Status> {
     shared
         .store
         .agent(id)
-        .map_err(|e| Status::unavailable(e.to_string()))?
+        .map_err(store_status)?
         .ok_or_else(|| Status::not_found(format!("no agent {id:?}: `preflight agents` lists them")))
 }
 
@@ -679,7 +273,7 @@ impl HardeningSvc {
             }
             let ch = match preflight_pki::transport::connect(
                 &addr,
-                sh.evidence.tls.clone(),
+                sh.confirm_tls.clone(),
                 name.clone(),
                 Duration::from_secs(5),
             )
@@ -853,8 +447,7 @@ impl pb::hardening_server::Hardening for HardeningSvc {
     ) -> Result<Response<pb::ExportEvidenceResponse>, Status> {
         authorize(&self.0, &req, allowed("ExportEvidence"))?;
         // A bundle is built whole in memory (up to MAX_BUNDLE_BYTES): a few at a time.
-        static EXPORTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
-        let _permit = EXPORTS.try_acquire().map_err(|_| {
+        let _permit = self.0.evidence_exports.try_acquire().map_err(|_| {
             Status::resource_exhausted(
                 "2 evidence exports are being built already: retry in a moment",
             )
@@ -863,7 +456,7 @@ impl pb::hardening_server::Hardening for HardeningSvc {
         let ids = targets(&self.0, &r.agent_ids, &r.batch).await?;
         let sh = self.0.clone();
         let now = sh.now_ms().max(0) as u64;
-        let (bytes, n, key) = tokio::task::spawn_blocking(move || export(&sh, &ids, now))
+        let (bytes, n, key) = tokio::task::spawn_blocking(move || sh.evidence.export(&ids, now))
             .await
             .map_err(|e| Status::internal(format!("export task failed: {e}")))??;
         Ok(Response::new(pb::ExportEvidenceResponse {
@@ -880,19 +473,20 @@ impl pb::hardening_server::Hardening for HardeningSvc {
         authorize(&self.0, &req, allowed("Status"))?;
         let r = req.get_ref();
         // With a batch, the facts its gates see: each server's planned ports included.
-        let targets: Vec<(String, Option<BTreeSet<String>>)> = if r.batch.is_empty() {
-            targets(&self.0, &r.agent_ids, "")
-                .await?
-                .into_iter()
-                .map(|id| (id, None))
-                .collect()
-        } else if r.agent_ids.is_empty() {
-            crate::engine::hardening::batch_agents_planned(&self.0, &r.batch).await?
-        } else {
-            return Err(Status::invalid_argument(
-                "give either agent_ids or batch, not both",
-            ));
-        };
+        let targets: Vec<(String, Option<crate::engine::hardening::PlannedPorts>)> =
+            if r.batch.is_empty() {
+                targets(&self.0, &r.agent_ids, "")
+                    .await?
+                    .into_iter()
+                    .map(|id| (id, None))
+                    .collect()
+            } else if r.agent_ids.is_empty() {
+                crate::engine::hardening::batch_agents_planned(&self.0, &r.batch).await?
+            } else {
+                return Err(Status::invalid_argument(
+                    "give either agent_ids or batch, not both",
+                ));
+            };
         let ids: Vec<String> = targets.iter().map(|(id, _)| id.clone()).collect();
         known_agents(&self.0, &ids)?;
         let mut hosts = Vec::new();
@@ -900,10 +494,11 @@ impl pb::hardening_server::Hardening for HardeningSvc {
             let recs = self
                 .0
                 .evidence
-                .store
+                .store()
                 .records_of(&id)
-                .map_err(|e| Status::unavailable(e.to_string()))?;
-            let (f, firewall) = facts_and_firewall(&recs, planned.as_ref());
+                .map_err(store_status)?;
+            let (f, firewall) =
+                crate::engine::hardening::facts_and_firewall(&recs, planned.as_ref());
             hosts.push(pb::HostHardeningFacts {
                 firewall: firewall.to_string(),
                 audited: !recs.is_empty(),
@@ -920,69 +515,13 @@ impl pb::hardening_server::Hardening for HardeningSvc {
     }
 }
 
-/// Builds the bundle of `ids`' records with inclusion proofs in the global log.
-fn export(sh: &Shared, ids: &[String], now_ms: u64) -> Result<(Vec<u8>, u64, String), Status> {
-    let ev = &sh.evidence;
-    let mut all: Vec<(u64, SignedRecord)> = Vec::new();
-    for id in ids {
-        all.extend(
-            ev.store
-                .records_of(id)
-                .map_err(|e| Status::unavailable(e.to_string()))?,
-        );
-    }
-    if all.is_empty() {
-        return Err(Status::failed_precondition(format!(
-            "no evidence for {}: run `preflight harden audit --agent ...` first",
-            ids.join(", ")
-        )));
-    }
-    all.sort_by_key(|(i, _)| *i);
-    let mut keys = BTreeMap::new();
-    for (_, r) in &all {
-        let sha = &r.record.agent_cert_sha256;
-        if keys.contains_key(sha) {
-            continue;
-        }
-        let k = ev
-            .store
-            .cert(sha)
-            .map_err(|e| Status::unavailable(e.to_string()))?
-            .ok_or_else(|| {
-                Status::internal(format!("certificate {sha} of a logged record is missing"))
-            })?;
-        keys.insert(sha.clone(), k);
-    }
-    let indexes: Vec<u64> = all.iter().map(|(i, _)| *i).collect();
-    let records: Vec<SignedRecord> = all.into_iter().map(|(_, r)| r).collect();
-    let n = records.len() as u64;
-    let origin = format!("{}{}", evidence::AGENTS_ORIGIN_PREFIX, ids.join(","));
-    let bundle =
-        EvidenceBundle::build_with_ca(records, keys, &origin, now_ms, &ev.ca_der, &ev.key_pkcs8)
-            .map_err(|e| Status::internal(format!("signing the bundle: {e}")))?;
-    let log = ev.lock().clone();
-    let global = log
-        .checkpoint(LOG_ORIGIN, now_ms, |c| {
-            evidence::sign_checkpoint(c, &ev.key_pkcs8)
-        })
-        .map_err(|e| Status::internal(format!("signing the checkpoint: {e}")))?;
-    let bundle = bundle
-        .with_log_inclusion(&log, &indexes, global)
-        .map_err(|e| Status::internal(format!("inclusion proofs: {e}")))?;
-    let bytes = bundle.to_bytes();
-    if bytes.len() > crate::MAX_BUNDLE_BYTES {
-        return Err(Status::resource_exhausted(format!(
-            "the bundle is {} bytes, more than {} MiB; export fewer agents at a time (--agent)",
-            bytes.len(),
-            crate::MAX_BUNDLE_BYTES >> 20
-        )));
-    }
-    Ok((bytes, n, ev.key_sha256()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
+
+    use crate::engine::evidence::EVIDENCE_CLOCK_SKEW_MS;
+    use preflight_core::evidence::{self, SignedRecord};
 
     fn rec(
         idx: u64,
@@ -1015,6 +554,7 @@ mod tests {
             time_utc_ms: idx,
             agent_version: "0".into(),
             controller_request_id: format!("hr-{idx}"),
+            firewall: None,
         };
         (
             idx,
@@ -1144,127 +684,6 @@ mod tests {
         assert!(check(r, &conf).is_err());
     }
 
+    use preflight_core::evidence::EvidenceStatus::{self, Compliant};
     use EvidenceOperation::{Apply, Audit, Verify};
-    use EvidenceStatus::{Compliant, NonCompliant, NotApplicable, Unknown};
-
-    #[test]
-    fn facts_follow_the_latest_record_of_each_check() {
-        // Audit finds a violation; apply fixes it; the verify after it is compliant.
-        let mut recs = vec![
-            rec(0, "ssh.misc", Audit, NonCompliant, false),
-            rec(1, "ssh.misc", Apply, Compliant, true),
-        ];
-        let f = facts_of(&recs, None);
-        assert!(f.baseline_applied && f.all_compliant && !f.verified_after_last_change);
-        assert!(!f.firewall_covers_planned_ports, "no firewall record yet");
-        recs.push(rec(2, "ssh.misc", Verify, Compliant, false));
-        assert!(facts_of(&recs, None).verified_after_last_change);
-
-        // A pending firewall apply says nothing; the confirmation does.
-        recs.push(rec(3, "fw.allowlist_ports", Apply, Unknown, true));
-        let f = facts_of(&recs, None);
-        assert!(!f.firewall_covers_planned_ports && !f.verified_after_last_change);
-        recs.push(rec(4, "fw.allowlist_ports", Verify, Compliant, false));
-        let f = facts_of(&recs, None);
-        assert!(f.firewall_covers_planned_ports && f.verified_after_last_change);
-        // A later live audit that finds an unplanned listener takes it back; a compliant one
-        // keeps it.
-        recs.push(rec(5, "fw.allowlist_ports", Audit, NonCompliant, false));
-        let f = facts_of(&recs, None);
-        assert!(!f.firewall_covers_planned_ports);
-        assert_eq!(f.noncompliant, ["fw.allowlist_ports"]);
-        recs.push(rec(6, "fw.allowlist_ports", Audit, Compliant, false));
-        assert!(facts_of(&recs, None).firewall_covers_planned_ports);
-        // A catalog root other than / (fixture tree): not applicable counts as covered.
-        recs.push(rec(7, "fw.allowlist_ports", Audit, NotApplicable, false));
-        let f = facts_of(&recs, None);
-        assert!(f.firewall_covers_planned_ports && f.all_compliant, "{f:?}");
-
-        // Drift found by an audit blocks and is named.
-        recs.push(rec(8, "perm.critical_files", Audit, NonCompliant, false));
-        let f = facts_of(&recs, None);
-        assert!(!f.all_compliant);
-        assert_eq!(f.noncompliant, ["perm.critical_files"]);
-
-        // A check that could not be evaluated is no evidence of compliance either.
-        recs.push(rec(9, "perm.critical_files", Verify, Compliant, false));
-        recs.push(rec(10, "auth.lockout", Verify, Unknown, false));
-        let f = facts_of(&recs, None);
-        assert!(!f.all_compliant);
-        assert_eq!(f.noncompliant, ["auth.lockout (unknown)"]);
-    }
-
-    fn with_text(
-        mut r: (u64, SignedRecord),
-        observed: &str,
-        expected: &str,
-    ) -> (u64, SignedRecord) {
-        r.1.record.observed = observed.into();
-        r.1.record.expected = expected.into();
-        r
-    }
-
-    #[test]
-    fn the_confirmed_allow_list_must_cover_every_planned_port() {
-        let planned: BTreeSet<String> = ["8080/tcp", "9100/tcp", "514/udp"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        let mut recs = vec![rec(0, "ssh.misc", Verify, Compliant, false)];
-        // No firewall record: not covered, nothing to name yet.
-        let f = facts_of(&recs, Some(&planned));
-        assert!(!f.firewall_covers_planned_ports && f.firewall_missing_ports.is_empty());
-        // A confirmation (agent's `expected` = the allow-list made live) lacking two ports.
-        recs.push(with_text(
-            rec(1, "fw.allowlist_ports", Verify, Compliant, false),
-            "change fw-1 confirmed by the controller over a new connection; live until reboot",
-            "ssh 22/tcp and agent 7444/tcp from 10.0.0.0/8; 8080/tcp from anywhere (soa); everything else dropped",
-        ));
-        let f = facts_of(&recs, Some(&planned));
-        assert!(!f.firewall_covers_planned_ports, "{f:?}");
-        assert_eq!(f.firewall_missing_ports, ["514/udp", "9100/tcp"]);
-        // Without a plan the status alone decides, as before.
-        assert!(facts_of(&recs, None).firewall_covers_planned_ports);
-        // A live audit (`observed` = the ruleset read) that allows them all covers the plan;
-        // the listening list before "allowed:" is not the allow-list.
-        recs.push(with_text(
-            rec(2, "fw.allowlist_ports", Audit, Compliant, false),
-            "listening: [22/tcp, 8080/tcp, 9100/tcp]; allowed: 22/tcp from 10.0.0.0/8; 514/udp from any; 8080/tcp from any; 9100/tcp from 10.1.0.0/16",
-            "",
-        ));
-        let f = facts_of(&recs, Some(&planned));
-        assert!(
-            f.firewall_covers_planned_ports && f.firewall_missing_ports.is_empty(),
-            "{f:?}"
-        );
-        // A pending apply says nothing; the latest read allow-list still counts.
-        recs.push(rec(3, "fw.allowlist_ports", Apply, Unknown, true));
-        assert!(facts_of(&recs, Some(&planned)).firewall_covers_planned_ports);
-        // An audit that finds nothing allowed names every planned port.
-        recs.push(with_text(
-            rec(4, "fw.allowlist_ports", Audit, NonCompliant, false),
-            "listening: [8080/tcp]; allowed: nothing allowed",
-            "",
-        ));
-        let f = facts_of(&recs, Some(&planned));
-        assert_eq!(
-            f.firewall_missing_ports,
-            ["514/udp", "8080/tcp", "9100/tcp"]
-        );
-        // The catalog's not_applicable on a fixture tree does not hide the host's real
-        // allow-list, once one is known.
-        recs.push(rec(5, "fw.allowlist_ports", Audit, NotApplicable, false));
-        let f = facts_of(&recs, Some(&planned));
-        assert_eq!(
-            f.firewall_missing_ports,
-            ["514/udp", "8080/tcp", "9100/tcp"]
-        );
-        // Fixture trees with no live firewall change: not applicable still passes.
-        let fixture = vec![
-            rec(0, "ssh.misc", Verify, Compliant, false),
-            rec(1, "fw.allowlist_ports", Verify, NotApplicable, false),
-        ];
-        let f = facts_of(&fixture, Some(&planned));
-        assert!(f.firewall_covers_planned_ports && f.firewall_missing_ports.is_empty());
-    }
 }

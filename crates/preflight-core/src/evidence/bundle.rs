@@ -4,7 +4,6 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::canonical;
 use super::merkle::{
     verify_inclusion, Checkpoint, EvidenceLog, Hash32, ProofError, SignedCheckpoint,
 };
@@ -13,6 +12,7 @@ use super::sign::{
     p256_point, p256_spki_from_pkcs8, sha256_hex, sign_checkpoint, verify_checkpoint,
     verify_signature, SignError, SignatureError,
 };
+use super::{canonical, legacy};
 
 /// Version of the [`EvidenceBundle`] encoding written by this code.
 pub const BUNDLE_FORMAT_VERSION: u32 = 1;
@@ -480,8 +480,14 @@ pub fn verify_bundle_with(
         }
     }
     let pinned = trusted.controller_spki_der.is_some() || trusted.controller_key_sha256.is_some();
-    verify_checkpoint(&bundle.checkpoint, &controller_spki)
-        .map_err(BundleError::CheckpointSignature)?;
+    // A bundle from before bundles carried their CA was signed without low-S normalisation.
+    let pre_ca = bundle.checkpoint.checkpoint.ca_sha256.is_none();
+    let check_cp = if pre_ca {
+        legacy::verify_pre_ca_checkpoint
+    } else {
+        verify_checkpoint
+    };
+    check_cp(&bundle.checkpoint, &controller_spki).map_err(BundleError::CheckpointSignature)?;
     let cp = &bundle.checkpoint.checkpoint;
     let exported = exported_agents(&cp.origin)?;
 
@@ -502,9 +508,8 @@ pub fn verify_bundle_with(
         if sha256_hex(&cert) != *cert_sha256 {
             return Err(bad("certificate SHA-256 differs from its map key"));
         }
-        // The certificate encodes its SubjectPublicKeyInfo verbatim; finding it inside the
-        // certificate binds the key to the fingerprint the agent signed.
-        if spki.is_empty() || !cert.windows(spki.len()).any(|w| w == spki.as_slice()) {
+        // The key must be the certificate's: that binds it to the fingerprint the agent signed.
+        if cert_spki(&cert).as_deref() != Some(spki.as_slice()) {
             return Err(bad("spki_der is not the certificate's public key"));
         }
         p256_point(&spki).map_err(|e| bad(&e.to_string()))?;
@@ -603,7 +608,7 @@ pub fn verify_bundle_with(
         .log_inclusion
         .as_ref()
         .ok_or(BundleError::NoLogInclusion)?;
-    let global_log = verify_log_inclusion(&bundle.records, inc, &controller_spki)?;
+    let global_log = verify_log_inclusion(&bundle.records, inc, &controller_spki, check_cp)?;
     Ok(BundleReport {
         global_log: Some(global_log),
         records: log.len(),
@@ -680,6 +685,14 @@ fn bundle_ca(bundle: &EvidenceBundle, given: Option<&[u8]>) -> Result<Vec<u8>, B
     }
 }
 
+/// The SubjectPublicKeyInfo (DER) of a certificate as webpki reads it, or None when it is no
+/// certificate.
+fn cert_spki(cert_der: &[u8]) -> Option<Vec<u8>> {
+    let cert = rustls_pki_types::CertificateDer::from(cert_der);
+    let ee = webpki::EndEntityCert::try_from(&cert).ok()?;
+    Some(ee.subject_public_key_info().as_ref().to_vec())
+}
+
 /// Checks with webpki that `cert_der` was issued by `ca_der` to agent `agent_id` (its DNS
 /// name) and was valid at `at_ms`.
 fn check_agent_cert(
@@ -727,9 +740,10 @@ fn verify_log_inclusion(
     records: &[SignedRecord],
     inc: &LogInclusion,
     controller_spki: &[u8],
+    check_cp: fn(&SignedCheckpoint, &[u8]) -> Result<(), SignatureError>,
 ) -> Result<Checkpoint, BundleError> {
     let fail = |index: usize, what: String| BundleError::LogInclusion { index, what };
-    verify_checkpoint(&inc.checkpoint, controller_spki)
+    check_cp(&inc.checkpoint, controller_spki)
         .map_err(|e| fail(0, format!("global checkpoint signature: {e}")))?;
     let cp = &inc.checkpoint.checkpoint;
     if cp.origin != GLOBAL_LOG_ORIGIN {

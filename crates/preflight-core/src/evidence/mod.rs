@@ -15,14 +15,27 @@
 //! insignificant.
 //!
 //! - record signature (agent key, ECDSA P-256 SHA-256, ASN.1 DER signature): over
-//!   `b"preflight evidence record v1\n"` followed by the canonical [`EvidenceRecord`];
+//!   `b"preflight evidence record v1\n"` followed by the canonical [`EvidenceRecord`] (the
+//!   domain tag names the signature scheme; the record's own `format_version` is inside the
+//!   signed bytes, and with it the typed facts of version 2);
 //! - Merkle leaf: the canonical [`SignedRecord`] (record and signature), hashed as RFC 6962
 //!   `SHA-256(0x00 || leaf)`; interior nodes `SHA-256(0x01 || left || right)`;
 //! - checkpoint signature (controller key): over `b"preflight evidence checkpoint v1\n"`
 //!   followed by the canonical [`Checkpoint`] (origin, tree size, root hash, time, and on a
 //!   bundle's own checkpoint the SHA-256 of the CA certificate the bundle carries). Checkpoint
 //!   signatures must be in low-S form (s at most half the group order), so each checkpoint has
-//!   exactly one valid encoding; every signature this module makes is low-S.
+//!   exactly one valid encoding; every signature this module makes is low-S. The one
+//!   exception is read, never written: a bundle exported before bundles carried their CA (its
+//!   checkpoint has no `ca_sha256`) came from a controller that did not normalise signatures,
+//!   so its two checkpoints are accepted in either form ([`legacy::verify_pre_ca_checkpoint`]).
+//!
+//! # Record formats
+//!
+//! Version 2 (written now) carries typed facts the controller's gates read
+//! ([`facts::FirewallFacts`]: backend, default policy, allowed ports and listeners as
+//! [`crate::net::PortSpec`]s). Version 1 records (written by v0.1 agents and still in
+//! controllers' logs and auditors' bundles) have none; they verify as they were signed, and
+//! [`legacy`] is the one place that reads their facts from their text.
 //!
 //! # Origins
 //!
@@ -33,6 +46,8 @@
 //! other.
 
 mod bundle;
+pub mod facts;
+pub mod legacy;
 mod merkle;
 mod record;
 mod sign;
@@ -42,13 +57,15 @@ pub use bundle::{
     EvidenceBundle, LogEntryProof, LogInclusion, TrustedKeys, AGENTS_ORIGIN_PREFIX,
     BUNDLE_FORMAT_VERSION, GLOBAL_LOG_ORIGIN, MAX_BUNDLE_BYTES, MAX_BUNDLE_RECORDS,
 };
+pub use facts::{DefaultPolicy, FirewallBackend, FirewallFacts};
 pub use merkle::{
     leaf_hash, merkle_root, node_hash, verify_consistency, verify_inclusion, Checkpoint,
     EvidenceLog, Hash32, ProofError, SignedCheckpoint,
 };
 pub use record::{
     EvidenceOperation, EvidenceRecord, EvidenceStatus, InvalidRecord, Operator, SignedRecord,
-    MAX_FILES_READ, MAX_ID_BYTES, MAX_REFS, MAX_TEXT_BYTES, RECORD_FORMAT_VERSION,
+    MAX_FILES_READ, MAX_ID_BYTES, MAX_REFS, MAX_TEXT_BYTES, OLDEST_RECORD_FORMAT_VERSION,
+    RECORD_FORMAT_VERSION,
 };
 pub use sign::{
     ecdsa_other_encoding, p256_spki_from_pkcs8, sha256_hex, sign, sign_checkpoint,

@@ -5,11 +5,16 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::canonical;
+use super::facts::FirewallFacts;
+use super::legacy;
 use super::merkle::{leaf_hash, Hash32};
+use crate::net::PortSpec;
 use crate::role::Role;
 
 /// Version of the [`EvidenceRecord`] encoding written by this code.
-pub const RECORD_FORMAT_VERSION: u32 = 1;
+pub const RECORD_FORMAT_VERSION: u32 = 2;
+/// The oldest record format still read (version 1: no typed facts; see [`super::legacy`]).
+pub const OLDEST_RECORD_FORMAT_VERSION: u32 = 1;
 /// Largest free-text field of a record (observed value, diff).
 pub const MAX_TEXT_BYTES: usize = 1024 * 1024;
 /// Largest identifier-like field of a record (ids, host, versions, paths).
@@ -49,6 +54,18 @@ pub enum EvidenceStatus {
     Unknown,
 }
 
+impl EvidenceStatus {
+    /// The snake_case name (as in the encoding).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EvidenceStatus::Compliant => "compliant",
+            EvidenceStatus::NonCompliant => "non_compliant",
+            EvidenceStatus::NotApplicable => "not_applicable",
+            EvidenceStatus::Unknown => "unknown",
+        }
+    }
+}
+
 /// Who asked for the operation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -63,7 +80,8 @@ pub struct Operator {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EvidenceRecord {
-    /// Always [`RECORD_FORMAT_VERSION`] for records written by this code.
+    /// [`RECORD_FORMAT_VERSION`] for records written by this code; 1 for records written
+    /// before records carried typed facts.
     pub format_version: u32,
     /// The agent that ran the operation.
     pub agent_id: String,
@@ -103,6 +121,11 @@ pub struct EvidenceRecord {
     pub agent_version: String,
     /// The controller's request id, to join with the controller's own logs.
     pub controller_request_id: String,
+    /// Format version 2: the firewall as a `fw.allowlist_ports` record states it (the ruleset
+    /// and listeners a check read, or the allow-list a confirmed change made live). Absent
+    /// from the encoding when `None`, so a version-1 record encodes as it was signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firewall: Option<FirewallFacts>,
 }
 
 /// A record and the agent's signature over it.
@@ -119,8 +142,11 @@ pub struct SignedRecord {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InvalidRecord {
     /// Wrong format version.
-    #[error("record format_version {0} is not supported; expected {RECORD_FORMAT_VERSION}")]
+    #[error("record format_version {0} is not supported; expected {OLDEST_RECORD_FORMAT_VERSION} to {RECORD_FORMAT_VERSION}")]
     FormatVersion(u32),
+    /// Typed facts the record's format version does not have, or that break the rules.
+    #[error("record facts: {0}")]
+    Facts(String),
     /// A mandatory field is empty.
     #[error("record field {0} is empty; fill it in")]
     Empty(&'static str),
@@ -212,8 +238,19 @@ fn check_hash(field: &'static str, s: &str) -> Result<(), InvalidRecord> {
 impl EvidenceRecord {
     /// Checks the record against the evidence rules (mandatory fields, caps, hash formats).
     pub fn validate(&self) -> Result<(), InvalidRecord> {
-        if self.format_version != RECORD_FORMAT_VERSION {
+        if !(OLDEST_RECORD_FORMAT_VERSION..=RECORD_FORMAT_VERSION).contains(&self.format_version) {
             return Err(InvalidRecord::FormatVersion(self.format_version));
+        }
+        if let Some(f) = &self.firewall {
+            if self.format_version < 2 {
+                return Err(InvalidRecord::Facts(format!(
+                    "a record of format_version {} carries no firewall facts",
+                    self.format_version
+                )));
+            }
+            if let Some(p) = f.problem() {
+                return Err(InvalidRecord::Facts(p));
+            }
         }
         check_id("agent_id", &self.agent_id)?;
         check_hash("agent_cert_sha256", &self.agent_cert_sha256)?;
@@ -265,6 +302,17 @@ impl EvidenceRecord {
         check_id("agent_version", &self.agent_version)?;
         check_id("controller_request_id", &self.controller_request_id)?;
         Ok(())
+    }
+
+    /// The ports the record shows the firewall allowing, when it shows an allow-list: the
+    /// typed facts of a current record, or for a version-1 record what
+    /// [`legacy::v1_allowed_ports`] reads from its text. `None` for a record that shows none
+    /// (a pending apply, a rollback, a check that could not read the ruleset).
+    pub fn allowed_ports(&self) -> Option<Vec<PortSpec>> {
+        if self.format_version == 1 {
+            return legacy::v1_allowed_ports(self);
+        }
+        self.firewall.as_ref().map(|f| f.allowed.clone())
     }
 
     /// The canonical encoding (see the module documentation).
@@ -322,6 +370,7 @@ mod tests {
             time_utc_ms: 0,
             agent_version: "0.1.0".into(),
             controller_request_id: "r".into(),
+            firewall: None,
         };
         assert_eq!(r.validate(), Ok(()));
         r.status = EvidenceStatus::Unknown;

@@ -186,7 +186,7 @@ pub fn ecdsa_other_encoding(signature_hex: &str) -> Option<String> {
     Some(hex::encode(out))
 }
 
-fn verify_message(
+pub(super) fn verify_message(
     message: &[u8],
     signature_hex: &str,
     spki_der: &[u8],

@@ -24,6 +24,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use preflight_core::evidence::FirewallFacts;
+
 pub use backup::{BackupError, BackupRef, DEFAULT_BACKUP_DIR};
 pub use host::{Family, Host, PamLayout};
 pub use root::{FileMeta, Root, RootError};
@@ -52,31 +54,8 @@ pub struct CheckInfo {
     pub firewall: bool,
 }
 
-/// Result status of a check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
-    /// Holds.
-    Compliant,
-    /// Does not hold.
-    NonCompliant,
-    /// Does not apply to this host.
-    NotApplicable,
-    /// Could not be decided; `reason` says why.
-    Unknown,
-}
-
-impl Status {
-    /// The snake_case name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Compliant => "compliant",
-            Status::NonCompliant => "non_compliant",
-            Status::NotApplicable => "not_applicable",
-            Status::Unknown => "unknown",
-        }
-    }
-}
+/// Result status of a check: the evidence status of core, one vocabulary from check to record.
+pub use preflight_core::evidence::EvidenceStatus as Status;
 
 /// A file read by a check and its SHA-256 (`None` when the file did not exist).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -112,6 +91,8 @@ pub struct CheckResult {
     pub expected: String,
     /// Files read, with hashes.
     pub files: Vec<FileHash>,
+    /// The typed firewall facts a `fw.*` check read (signed in the evidence record).
+    pub firewall: Option<FirewallFacts>,
 }
 
 /// One file change in a plan.
@@ -187,6 +168,8 @@ pub struct EvidenceRecord {
     pub error: Option<String>,
     /// Remarks on the change (validation run or skipped, safety rules applied).
     pub notes: Vec<String>,
+    /// The typed firewall facts a `fw.*` check read (after the operation).
+    pub firewall: Option<FirewallFacts>,
 }
 
 /// Result of [`apply`].
@@ -490,18 +473,27 @@ impl Default for ApplyOptions {
 /// The implementation of the `fw.*` checks, passed in by the caller of [`audit`], [`plan`],
 /// [`apply`], [`verify`] and [`rollback`] (the firewall module's `LiveFirewall` on an agent).
 pub trait FirewallHook: Send + Sync {
-    /// Audits one `fw.*` check: status, observed, expected, reason.
-    fn audit(&self, root: &Root, check_id: &str) -> (Status, String, String, Option<String>);
+    /// Audits one `fw.*` check: status, observed, expected, reason, and the typed facts read.
+    fn audit(&self, root: &Root, check_id: &str) -> FirewallAudit;
 }
+
+/// What a [`FirewallHook`] audit found: status, observed, expected, reason, typed facts.
+pub type FirewallAudit = (
+    Status,
+    String,
+    String,
+    Option<String>,
+    Option<FirewallFacts>,
+);
 
 /// No firewall backend wired: every `fw.*` check is `unknown`, saying so.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NoFirewall;
 
 impl FirewallHook for NoFirewall {
-    fn audit(&self, _: &Root, _: &str) -> (Status, String, String, Option<String>) {
+    fn audit(&self, _: &Root, _: &str) -> FirewallAudit {
         let o = Outcome::unknown("firewall backend not wired", "see CHECKS.md");
-        (o.status, o.observed, o.expected, o.reason)
+        (o.status, o.observed, o.expected, o.reason, None)
     }
 }
 
@@ -708,6 +700,7 @@ fn result_of(info: &CheckInfo, o: Outcome, files: Vec<FileHash>) -> CheckResult 
         observed: o.observed,
         expected: o.expected,
         files,
+        firewall: None,
     }
 }
 
@@ -718,8 +711,10 @@ fn run_audit(
     c: &checks::Check,
 ) -> CheckResult {
     let ctx = Ctx::new(root, policy, firewall);
+    let mut facts = None;
     let o = if c.info.firewall {
-        let (status, observed, expected, reason) = ctx.firewall.audit(root, c.info.id);
+        let (status, observed, expected, reason, read) = ctx.firewall.audit(root, c.info.id);
+        facts = read;
         Outcome {
             status,
             observed,
@@ -742,7 +737,10 @@ fn run_audit(
         }
     };
     tracing::debug!(check = c.info.id, status = o.status.as_str(), "audited");
-    result_of(&c.info, o, ctx.take_reads())
+    CheckResult {
+        firewall: facts,
+        ..result_of(&c.info, o, ctx.take_reads())
+    }
 }
 
 fn chosen(ids: &[&str]) -> Result<Vec<&'static checks::Check>, HardenError> {
@@ -781,6 +779,7 @@ pub fn audit(
                 observed: String::new(),
                 expected: String::new(),
                 files: vec![],
+                firewall: None,
             },
         })
         .collect()
@@ -1008,6 +1007,7 @@ fn record(
         backup: None,
         error: None,
         notes: vec![],
+        firewall: after.firewall.clone(),
     }
 }
 

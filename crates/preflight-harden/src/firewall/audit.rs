@@ -4,7 +4,8 @@
 use std::collections::BTreeSet;
 
 use ipnet::IpNet;
-use preflight_core::evidence::EvidenceStatus;
+use preflight_core::evidence::facts::{normalised, single_port};
+use preflight_core::evidence::{DefaultPolicy, EvidenceStatus, FirewallBackend, FirewallFacts};
 use preflight_core::net::{PortSpec, Proto};
 use serde::Serialize;
 
@@ -50,6 +51,8 @@ pub struct FwCheckResult {
     pub expected: String,
     /// Why, when not compliant.
     pub reason: Option<String>,
+    /// The typed facts the evidence record signs (`fw.allowlist_ports` with the ruleset read).
+    pub firewall: Option<FirewallFacts>,
 }
 
 /// One accept rule of a managed ruleset: `proto`/`port` from `sources` (empty: anywhere).
@@ -255,6 +258,7 @@ pub fn check_single_backend(states: &[BackendState]) -> FwCheckResult {
         observed,
         expected: "exactly one of firewalld, nftables, iptables active".to_owned(),
         reason,
+        firewall: None,
     }
 }
 
@@ -546,6 +550,7 @@ fn check_default_deny(policy: &InputPolicy) -> FwCheckResult {
         observed: policy.observed.clone(),
         expected: "input policy drop/reject; lo and established,related accepted".to_owned(),
         reason: (!ok).then(|| format!("{}: apply the firewall plan", missing.join(", "))),
+        firewall: None,
     }
 }
 
@@ -571,7 +576,68 @@ fn describe(rules: &[AllowRule]) -> String {
         .join("; ")
 }
 
-fn check_allowlist_ports(
+/// The evidence's name of a backend.
+pub fn backend_fact(b: Backend) -> FirewallBackend {
+    match b {
+        Backend::Nftables => FirewallBackend::Nftables,
+        Backend::Iptables => FirewallBackend::Iptables,
+        Backend::Firewalld => FirewallBackend::Firewalld,
+    }
+}
+
+fn port_fact(proto: Proto, port: u16) -> PortSpec {
+    single_port(proto, port)
+}
+
+/// The facts of a ruleset read on the host: what `fw.allowlist_ports` signs beside its text.
+/// `policy` when the input policy could be read; the non-loopback `listeners` read.
+pub fn ruleset_facts(
+    backend: Backend,
+    policy: Option<&InputPolicy>,
+    rules: &[AllowRule],
+    listeners: &[Listener],
+) -> FirewallFacts {
+    FirewallFacts {
+        backend: backend_fact(backend),
+        default_policy: policy.map(|p| {
+            if p.default_deny {
+                DefaultPolicy::Deny
+            } else {
+                DefaultPolicy::Accept
+            }
+        }),
+        allowed: normalised(rules.iter().map(|r| port_fact(r.proto, r.port)).collect()),
+        listeners: Some(normalised(
+            listeners
+                .iter()
+                .filter(|l| !l.addr.is_loopback())
+                .map(|l| port_fact(l.proto, l.port))
+                .collect(),
+        )),
+    }
+}
+
+/// The facts of an allow-list made live by a confirmed change (what the confirmation signs):
+/// the ports its rules accept, input dropped by default, no listeners read.
+pub fn allow_list_facts(backend: Backend, list: &AllowList) -> FirewallFacts {
+    FirewallFacts {
+        backend: backend_fact(backend),
+        default_policy: Some(DefaultPolicy::Deny),
+        allowed: normalised(
+            super::render::rules(list)
+                .into_iter()
+                .map(|(proto, port, _)| port_fact(proto, port))
+                .collect(),
+        ),
+        listeners: None,
+    }
+}
+
+/// The `fw.allowlist_ports` check of a ruleset read from `backend`, with its typed facts
+/// ([`ruleset_facts`]).
+pub fn check_allowlist_ports(
+    backend: Backend,
+    policy: Option<&InputPolicy>,
     list: &AllowList,
     listeners: &[Listener],
     rules: &[AllowRule],
@@ -640,6 +706,7 @@ fn check_allowlist_ports(
             describe(&expected_rules)
         ),
         reason: (!problems.is_empty()).then(|| problems.join("; ")),
+        firewall: Some(ruleset_facts(backend, policy, rules, listeners)),
     }
 }
 
@@ -686,6 +753,7 @@ fn check_mgmt_source(list: &AllowList, rules: &[AllowRule]) -> FwCheckResult {
                 .join(", ")
         ),
         reason: (!problems.is_empty()).then(|| problems.join("; ")),
+        firewall: None,
     }
 }
 
@@ -696,6 +764,7 @@ fn unknown(check_id: &'static str, expected: &str, reason: String) -> FwCheckRes
         observed: String::new(),
         expected: expected.to_owned(),
         reason: Some(reason),
+        firewall: None,
     }
 }
 
@@ -746,17 +815,23 @@ pub fn audit(
             (Err(why.clone()), Err(why))
         }
     };
-    out.push(match policy {
-        Ok(p) => check_default_deny(&p),
+    out.push(match &policy {
+        Ok(p) => check_default_deny(p),
         Err(e) => unknown(
             "fw.default_deny_in",
             "input policy drop/reject; lo and established accepted",
-            e,
+            e.clone(),
         ),
     });
     match rules {
         Ok(r) => {
-            out.push(check_allowlist_ports(list, listeners, &r));
+            out.push(check_allowlist_ports(
+                backend,
+                policy.as_ref().ok(),
+                list,
+                listeners,
+                &r,
+            ));
             out.push(check_mgmt_source(list, &r));
         }
         Err(e) => {
@@ -813,13 +888,19 @@ mod tests {
         let ipt_rules = parse_ipt_allow_rules(&render_iptables(&l, Family::V4, ""));
         for rules in [&nft_rules, &ipt_rules] {
             assert_eq!(rules.len(), 3, "{rules:?}");
-            let r = check_allowlist_ports(&l, &[listener(22), listener(8080)], rules);
+            let r = check_allowlist_ports(
+                Backend::Nftables,
+                None,
+                &l,
+                &[listener(22), listener(8080)],
+                rules,
+            );
             assert_eq!(r.status, EvidenceStatus::Compliant, "{r:?}");
             assert_eq!(
                 check_mgmt_source(&l, rules).status,
                 EvidenceStatus::Compliant
             );
-            let r = check_allowlist_ports(&l, &[listener(3306)], rules);
+            let r = check_allowlist_ports(Backend::Nftables, None, &l, &[listener(3306)], rules);
             assert_eq!(r.status, EvidenceStatus::NonCompliant);
             assert!(r
                 .reason
@@ -862,10 +943,12 @@ mod tests {
             port: 23,
             sources: vec![],
         }];
-        assert!(check_allowlist_ports(&l, &[], &rules)
-            .reason
-            .expect("reason")
-            .contains("23/tcp is open but must never be"));
+        assert!(
+            check_allowlist_ports(Backend::Nftables, None, &l, &[], &rules)
+                .reason
+                .expect("reason")
+                .contains("23/tcp is open but must never be")
+        );
         let p = nft_input_policy("table inet filter {\n\tchain input {\n\t\ttype filter hook input priority filter; policy accept;\n\t}\n}\n");
         assert_eq!(check_default_deny(&p).status, EvidenceStatus::NonCompliant);
         let p = ipt_input_policy("*filter\n:INPUT ACCEPT [0:0]\nCOMMIT\n");

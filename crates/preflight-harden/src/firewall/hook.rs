@@ -17,7 +17,7 @@ use super::audit::{self, check_single_backend, detect_backends, FwCheckResult};
 use super::exec::CommandRunner;
 use super::manager::read_confirmed_allow_list;
 use super::{AllowList, Listener};
-use crate::catalog::{self, Root, Status};
+use crate::catalog::{self, Root};
 
 /// Where the current listening sockets come from (the probe crate in the agent); `Err` with
 /// why when they cannot be listed. A failed listing is never "no listeners": the checks that
@@ -60,6 +60,7 @@ fn result(
         observed,
         expected: expected_of(id).to_owned(),
         reason: Some(reason),
+        firewall: None,
     }
 }
 
@@ -84,6 +85,7 @@ impl LiveFirewall {
                 observed: String::new(),
                 expected: String::new(),
                 reason: Some(format!("{id} is not a firewall check")),
+                firewall: None,
             };
         };
         if !root.is_host() {
@@ -174,15 +176,9 @@ fn placeholder() -> AllowList {
 }
 
 impl catalog::FirewallHook for LiveFirewall {
-    fn audit(&self, root: &Root, check_id: &str) -> (Status, String, String, Option<String>) {
+    fn audit(&self, root: &Root, check_id: &str) -> catalog::FirewallAudit {
         let r = self.audit_check(root, check_id);
-        let status = match r.status {
-            EvidenceStatus::Compliant => Status::Compliant,
-            EvidenceStatus::NonCompliant => Status::NonCompliant,
-            EvidenceStatus::NotApplicable => Status::NotApplicable,
-            EvidenceStatus::Unknown => Status::Unknown,
-        };
-        (status, r.observed, r.expected, r.reason)
+        (r.status, r.observed, r.expected, r.reason, r.firewall)
     }
 }
 
