@@ -6,9 +6,11 @@
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use preflight_controller::wire::{self, WireEnum};
+use preflight_core::role::Role;
 use preflight_core::workflow::{
-    BatchView, Event, GateStatus, Holder, Party, PauseReason, PauseStatsRow, QueueClass,
-    QueueEntry, Stage, Timestamp,
+    BatchSummary, BatchView, Event, GateStatus, GdDecision, Holder, Party, PauseReason,
+    PauseStatsRow, ProjectsView, QueueClass, QueueEntry, Stage, StatsKey, Timestamp,
 };
 use preflight_proto::v1 as pb;
 use preflight_render::Table;
@@ -200,18 +202,18 @@ impl ApprovalArgs {
     fn to_pb(&self) -> pb::ProjectApproval {
         match (&self.budget, &self.exception_approver, &self.exception_ref) {
             (Some(b), _, _) => pb::ProjectApproval {
-                kind: "approved".into(),
+                kind: pb::ApprovalKind::Approved.into(),
                 budget: b.clone(),
                 ..Default::default()
             },
             (None, Some(a), Some(r)) => pb::ProjectApproval {
-                kind: "exception".into(),
+                kind: pb::ApprovalKind::Exception.into(),
                 approver: a.clone(),
                 reference: r.clone(),
                 ..Default::default()
             },
             _ => pb::ProjectApproval {
-                kind: "pending".into(),
+                kind: pb::ApprovalKind::Pending.into(),
                 ..Default::default()
             },
         }
@@ -621,16 +623,25 @@ fn class_name(c: QueueClass, lang: Lang) -> &'static str {
     }
 }
 
-fn print_json_str(s: &str) -> anyhow::Result<()> {
-    let v: serde_json::Value = serde_json::from_str(s).context("controller reply")?;
-    crate::json(&v)
+/// A value of the controller's reply, in this build's terms.
+fn reply<T>(r: Result<T, wire::WireError>) -> anyhow::Result<T> {
+    r.context("the controller's reply")
 }
 
-fn print_events(r: &pb::WorkflowExecuteReply, out: Output) -> anyhow::Result<()> {
+/// A word of a closed set given on the command line; refused like the controller refuses.
+fn word<T: std::str::FromStr>(s: &str) -> anyhow::Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    s.parse()
+        .map_err(|e| anyhow::anyhow!("invalid argument: {e}"))
+}
+
+fn print_events(r: pb::WorkflowExecuteReply, out: Output) -> anyhow::Result<()> {
+    let events: Vec<Event> = reply(wire::dec_all(r.events))?;
     if out == Output::Json {
-        return print_json_str(&r.events_json);
+        return crate::json(&events);
     }
-    let events: Vec<Event> = serde_json::from_str(&r.events_json).context("controller reply")?;
     for e in &events {
         let what = match (&e.batch, &e.project, &e.kind) {
             (Some(b), _, _) => format!("batch {b}"),
@@ -659,7 +670,7 @@ fn print_events(r: &pb::WorkflowExecuteReply, out: Output) -> anyhow::Result<()>
     Ok(())
 }
 
-fn failure_arg(s: &str) -> anyhow::Result<pb::DevCheckFailure> {
+fn failure_arg(s: &str) -> anyhow::Result<pb::WorkflowCheckFailure> {
     // CHECK may itself contain ':' (addresses); REASON and PARTY are the last parts.
     let parts: Vec<&str> = s.rsplitn(3, ':').collect();
     let known_party = |p: &str| p.parse::<Party>().is_ok();
@@ -671,12 +682,17 @@ fn failure_arg(s: &str) -> anyhow::Result<pb::DevCheckFailure> {
         [r, c] => (*c, *r, "project"),
         _ => bail!("invalid failure {s:?}: use CHECK:REASON[:PARTY], e.g. ports.10.0.0.5:8080:network_ports:customer"),
     };
-    Ok(pb::DevCheckFailure {
+    Ok(pb::WorkflowCheckFailure {
         check: check.into(),
         detail: format!("{check} failed"),
-        reason: reason.into(),
-        party: party.into(),
+        reason: word::<PauseReason>(reason)?.to_i32(),
+        party: word::<Party>(party)?.to_i32(),
     })
+}
+
+/// A role as the controller sent it, in its word.
+fn role_word(v: i32) -> String {
+    preflight_proto::json::name::<pb::UserRole>(v)
 }
 
 /// A header or label in the output language.
@@ -873,7 +889,7 @@ async fn exec(c: &mut Client, cmd: pb::workflow_command::Cmd, out: Output) -> an
         .await
         .map_err(status)?
         .into_inner();
-    print_events(&r, out)
+    print_events(r, out)
 }
 
 /// The refusal of `batch advance --lang zh` for unmet gates, in Chinese, from the gates the
@@ -886,7 +902,7 @@ async fn unmet_gates_zh(c: &mut Client, batch: &str) -> Option<String> {
         .await
         .ok()?
         .into_inner();
-    let v: BatchView = serde_json::from_str(&r.json).ok()?;
+    let v: BatchView = wire::dec_need("view", r.view).ok()?;
     let unmet: Vec<&GateStatus> = v.gates.iter().filter(|g| !g.met).collect();
     if unmet.is_empty()
         || unmet
@@ -927,7 +943,7 @@ async fn all_soft_risks(c: &mut Client, batch: String, out: Output) -> anyhow::R
         .await
         .map_err(status)?
         .into_inner();
-    let v: BatchView = serde_json::from_str(&r.json).context("controller reply")?;
+    let v: BatchView = reply(wire::dec_need("view", r.view))?;
     let Some(readiness) = &v.batch.readiness else {
         bail!(
             "batch {batch} has no recorded readiness report, so no soft failure to list: run `preflight sweep {batch}` first"
@@ -939,7 +955,7 @@ async fn all_soft_risks(c: &mut Client, batch: String, out: Output) -> anyhow::R
         .iter()
         .filter_map(|r| r.source.as_deref())
         .collect();
-    let mut events: Vec<serde_json::Value> = Vec::new();
+    let mut events: Vec<Event> = Vec::new();
     let mut added = 0;
     for f in &readiness.soft_failures {
         if listed.contains(&f.check.as_str()) {
@@ -967,11 +983,9 @@ async fn all_soft_risks(c: &mut Client, batch: String, out: Output) -> anyhow::R
             .into_inner();
         added += 1;
         if out == Output::Json {
-            let e: Vec<serde_json::Value> =
-                serde_json::from_str(&reply.events_json).context("controller reply")?;
-            events.extend(e);
+            events.extend(self::reply(wire::dec_all(reply.events))?);
         } else {
-            print_events(&reply, out)?;
+            print_events(reply, out)?;
         }
     }
     if out == Output::Json {
@@ -1003,6 +1017,7 @@ pub async fn run(cmd: WorkflowCmd, conn: &Conn, out: Output) -> anyhow::Result<(
     match cmd {
         WorkflowCmd::User(UserCmd::Add { name, role, ttl }) => {
             let ttl_s = ttl.map_or(0, |t| t.clamp(1, u64::from(u32::MAX)) as u32);
+            let role = word::<Role>(&role)?.to_i32();
             let r = c
                 .add_user(pb::AddUserRequest { name, role, ttl_s })
                 .await
@@ -1014,7 +1029,7 @@ pub async fn run(cmd: WorkflowCmd, conn: &Conn, out: Output) -> anyhow::Result<(
             println!(
                 "user {} ({}) added; token (shown only this once, expires {}):\n  {}",
                 r.name,
-                r.role,
+                role_word(r.role),
                 at(Timestamp(r.expires_at_ms)),
                 r.token
             );
@@ -1036,7 +1051,7 @@ pub async fn run(cmd: WorkflowCmd, conn: &Conn, out: Output) -> anyhow::Result<(
             println!(
                 "new token for {} ({}) (shown only this once, expires {}); the old one is refused from now on:\n  {}",
                 r.name,
-                r.role,
+                role_word(r.role),
                 at(Timestamp(r.expires_at_ms)),
                 r.token
             );
@@ -1093,7 +1108,7 @@ pub async fn run(cmd: WorkflowCmd, conn: &Conn, out: Output) -> anyhow::Result<(
                 t.row(vec![
                     at(Timestamp(e.at_ms)),
                     e.by.clone(),
-                    e.action.clone(),
+                    preflight_proto::json::name::<pb::UserAuditAction>(e.action),
                     e.user.clone(),
                     e.detail.clone(),
                 ]);
@@ -1119,7 +1134,7 @@ pub async fn run(cmd: WorkflowCmd, conn: &Conn, out: Output) -> anyhow::Result<(
                 }
                 t.row(vec![
                     u.name.clone(),
-                    u.role.clone(),
+                    role_word(u.role),
                     if u.disabled { "disabled" } else { "active" }.into(),
                     at(Timestamp(u.created_at_ms)),
                     expires,
@@ -1169,28 +1184,30 @@ pub async fn run(cmd: WorkflowCmd, conn: &Conn, out: Output) -> anyhow::Result<(
                 .await
                 .map_err(status)?
                 .into_inner();
+            let v: ProjectsView = reply(wire::projects_view(r))?;
             if out == Output::Json {
-                return print_json_str(&r.json);
+                return crate::json(&v);
             }
-            let v: serde_json::Value = serde_json::from_str(&r.json)?;
             let mut t = Table::new(&["PROJECT", "NAME", "LINE", "APPROVAL", "RESTRICTED BY"]);
-            for p in v["projects"].as_array().into_iter().flatten() {
-                let pr = &p["project"];
+            for row in &v.projects {
+                let p = &row.project;
+                let approval = match p.approval {
+                    preflight_core::workflow::Approval::Pending => "pending",
+                    preflight_core::workflow::Approval::Approved { .. } => "approved",
+                    preflight_core::workflow::Approval::Exception { .. } => "exception",
+                };
                 t.row(vec![
-                    pr["id"].as_str().unwrap_or("").into(),
-                    pr["name"].as_str().unwrap_or("").into(),
-                    pr["business_line"].as_str().unwrap_or("").into(),
-                    pr["approval"]["kind"].as_str().unwrap_or("").into(),
-                    p["restricted_by"].as_str().unwrap_or("-").into(),
+                    p.id.clone(),
+                    p.name.clone(),
+                    p.business_line.clone(),
+                    approval.into(),
+                    row.restricted_by.clone().unwrap_or_else(|| "-".into()),
                 ]);
             }
             print!("{}", t.render());
             let mut t = Table::new(&["DEPLOYER", "LOAD"]);
-            for d in v["deployers"].as_array().into_iter().flatten() {
-                t.row(vec![
-                    d["name"].as_str().unwrap_or("").into(),
-                    d["load"].to_string(),
-                ]);
+            for d in &v.deployers {
+                t.row(vec![d.name.clone(), d.load.to_string()]);
             }
             print!("{}", t.render());
             Ok(())
@@ -1205,7 +1222,11 @@ pub async fn run(cmd: WorkflowCmd, conn: &Conn, out: Output) -> anyhow::Result<(
                 &mut c,
                 C::GdConfirm(pb::GdConfirmCmd {
                     batch,
-                    decision,
+                    decision: match decision.as_str() {
+                        "termination" => GdDecision::ConfirmTermination,
+                        _ => GdDecision::ConfirmReason,
+                    }
+                    .to_i32(),
                     note,
                 }),
                 out,
@@ -1238,7 +1259,7 @@ pub async fn run(cmd: WorkflowCmd, conn: &Conn, out: Output) -> anyhow::Result<(
                     println!("deployer {name} is already in the deployer list: nothing to do");
                     Ok(())
                 }
-                r => print_events(&r.map_err(status)?.into_inner(), out),
+                r => print_events(r.map_err(status)?.into_inner(), out),
             }
         }
         WorkflowCmd::Queue { deployer, lang } => {
@@ -1249,11 +1270,11 @@ pub async fn run(cmd: WorkflowCmd, conn: &Conn, out: Output) -> anyhow::Result<(
                 .await
                 .map_err(status)?
                 .into_inner();
-            if out == Output::Json {
-                return print_json_str(&r.json);
-            }
             let queues: std::collections::BTreeMap<String, Vec<QueueEntry>> =
-                serde_json::from_str(&r.json).context("controller reply")?;
+                reply(wire::queues(r))?;
+            if out == Output::Json {
+                return crate::json(&queues);
+            }
             for (d, list) in &queues {
                 let order: Vec<&str> = list.iter().map(|e| e.batch.as_str()).collect();
                 println!(
@@ -1324,18 +1345,19 @@ pub async fn run(cmd: WorkflowCmd, conn: &Conn, out: Output) -> anyhow::Result<(
                 .map(|t| parse_time_arg("--since", t))
                 .transpose()?
                 .unwrap_or(0);
+            let key = word::<StatsKey>(&by)?;
             let r = c
                 .pause_stats(pb::PauseStatsRequest {
-                    by: by.clone(),
+                    by: key.to_i32(),
                     since_ms,
                 })
                 .await
                 .map_err(status)?
                 .into_inner();
+            let rows: Vec<PauseStatsRow> = reply(wire::dec_all(r.rows))?;
             if out == Output::Json {
-                return print_json_str(&r.json);
+                return crate::json(&rows);
             }
-            let rows: Vec<PauseStatsRow> = serde_json::from_str(&r.json)?;
             let l = lang.lang;
             let by_head = match (by.as_str(), l) {
                 ("reason", Lang::Zh) => "暂停原因".to_string(),
@@ -1420,7 +1442,12 @@ pub async fn run(cmd: WorkflowCmd, conn: &Conn, out: Output) -> anyhow::Result<(
             let r = c
                 .dev_record(pb::DevRecordRequest {
                     batch,
-                    kind,
+                    kind: match kind.as_str() {
+                        "readiness" => pb::DevRecordKind::Readiness,
+                        "hardening" => pb::DevRecordKind::Hardening,
+                        _ => pb::DevRecordKind::Perf,
+                    }
+                    .into(),
                     failures: fails
                         .iter()
                         .map(|s| failure_arg(s))
@@ -1433,7 +1460,7 @@ pub async fn run(cmd: WorkflowCmd, conn: &Conn, out: Output) -> anyhow::Result<(
                 .await
                 .map_err(status)?
                 .into_inner();
-            print_events(&r, out)
+            print_events(r, out)
         }
     }
 }
@@ -1467,10 +1494,10 @@ async fn batch(c: &mut Client, cmd: BatchCmd, out: Output) -> anyhow::Result<()>
                 .await
                 .map_err(status)?
                 .into_inner();
+            let list: Vec<BatchSummary> = reply(wire::dec_all(r.batches))?;
             if out == Output::Json {
-                return print_json_str(&r.json);
+                return crate::json(&list);
             }
-            let list: Vec<serde_json::Value> = serde_json::from_str(&r.json)?;
             if list.is_empty() {
                 println!("no batches yet: `preflight batch create` makes one");
                 return Ok(());
@@ -1486,19 +1513,14 @@ async fn batch(c: &mut Client, cmd: BatchCmd, out: Output) -> anyhow::Result<()>
                 h(l, "TITLE", "标题"),
             ]);
             for b in &list {
-                let stage: Option<Stage> = serde_json::from_value(b["stage"].clone()).ok();
-                let held: Option<Holder> = serde_json::from_value(b["held_by"].clone()).ok();
                 t.row(vec![
-                    b["id"].as_str().unwrap_or("").into(),
-                    b["project"].as_str().unwrap_or("").into(),
-                    stage.map(|s| stage_name(s, lang.lang)).unwrap_or_default(),
-                    b["stage_since"]
-                        .as_i64()
-                        .map(|t| at(Timestamp(t)))
-                        .unwrap_or_default(),
-                    held.as_ref().map(holder).unwrap_or_default(),
-                    b["deployer"].as_str().unwrap_or("-").into(),
-                    b["title"].as_str().unwrap_or("").into(),
+                    b.id.clone(),
+                    b.project.clone(),
+                    stage_name(b.stage, lang.lang),
+                    at(b.stage_since),
+                    holder(&b.held_by),
+                    b.deployer.clone().unwrap_or_else(|| "-".into()),
+                    b.title.clone(),
                 ]);
             }
             print!("{}", t.render());
@@ -1510,10 +1532,10 @@ async fn batch(c: &mut Client, cmd: BatchCmd, out: Output) -> anyhow::Result<()>
                 .await
                 .map_err(status)?
                 .into_inner();
+            let v: BatchView = reply(wire::dec_need("view", r.view))?;
             if out == Output::Json {
-                return print_json_str(&r.json);
+                return crate::json(&v);
             }
-            let v: BatchView = serde_json::from_str(&r.json).context("controller reply")?;
             show_batch(&v, lang.lang, r.now_ms);
             Ok(())
         }
@@ -1525,7 +1547,7 @@ async fn batch(c: &mut Client, cmd: BatchCmd, out: Output) -> anyhow::Result<()>
                 })
                 .await;
             match r {
-                Ok(r) => print_events(&r.into_inner(), out),
+                Ok(r) => print_events(r.into_inner(), out),
                 Err(s)
                     if lang.lang == Lang::Zh
                         && s.code() == tonic::Code::FailedPrecondition
@@ -1549,9 +1571,13 @@ async fn batch(c: &mut Client, cmd: BatchCmd, out: Output) -> anyhow::Result<()>
                 c,
                 C::Pause(pb::PauseCmd {
                     batch,
-                    reason,
+                    reason: word::<PauseReason>(&reason)?.to_i32(),
                     text,
-                    party: party.unwrap_or_default(),
+                    party: party
+                        .as_deref()
+                        .map(word::<Party>)
+                        .transpose()?
+                        .map_or(0, Party::to_i32),
                 }),
                 out,
             )
@@ -1717,13 +1743,17 @@ mod tests {
     fn failure_args_split_from_the_right() {
         let f = failure_arg("ports.10.0.0.5:8080:network_ports:customer").expect("parses");
         assert_eq!(
-            (f.check.as_str(), f.reason.as_str(), f.party.as_str()),
-            ("ports.10.0.0.5:8080", "network_ports", "customer")
+            (f.check.as_str(), f.reason, f.party),
+            (
+                "ports.10.0.0.5:8080",
+                pb::WorkflowPauseReason::NetworkPorts as i32,
+                pb::WorkflowParty::Customer as i32
+            )
         );
         let f = failure_arg("disk.data:disk_performance").expect("parses");
         assert_eq!(
-            (f.check.as_str(), f.party.as_str()),
-            ("disk.data", "project")
+            (f.check.as_str(), f.party),
+            ("disk.data", pb::WorkflowParty::Project as i32)
         );
         assert!(failure_arg("nothing").is_err());
     }
