@@ -957,7 +957,7 @@ pub fn queues(r: pb::QueueReply) -> Result<BTreeMap<String, Vec<QueueEntry>>, Wi
 #[cfg(test)]
 mod tests {
     use super::*;
-    use preflight_core::workflow::{Command, World, WorkflowConfig};
+    use preflight_core::workflow::{Command, WorkflowConfig, World};
 
     fn json<T: serde::Serialize>(v: &T) -> serde_json::Value {
         serde_json::to_value(v).expect("serialises")
@@ -985,7 +985,11 @@ mod tests {
             FilingStatus::Approved,
             FilingStatus::Rejected,
         ]);
-        all(&[QueueClass::Deploying, QueueClass::Queued, QueueClass::Paused]);
+        all(&[
+            QueueClass::Deploying,
+            QueueClass::Queued,
+            QueueClass::Paused,
+        ]);
         all(&[
             StatsKey::Reason,
             StatsKey::Party,
@@ -1244,8 +1248,18 @@ mod tests {
         let run = |w: &mut World, h, who: &Actor, cmd| {
             w.execute(t(h), who, cmd).expect("applies");
         };
-        run(&mut w, 0, &admin, Command::AddDeployer { name: "amy".into() });
-        run(&mut w, 0, &admin, Command::AddDeployer { name: "bob".into() });
+        run(
+            &mut w,
+            0,
+            &admin,
+            Command::AddDeployer { name: "amy".into() },
+        );
+        run(
+            &mut w,
+            0,
+            &admin,
+            Command::AddDeployer { name: "bob".into() },
+        );
         run(
             &mut w,
             0,
