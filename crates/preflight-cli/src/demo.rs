@@ -53,7 +53,7 @@ type Wf = pb::workflow_client::WorkflowClient<crate::client::Authed>;
 impl Office {
     async fn new(admin: &Conn) -> anyhow::Result<Office> {
         let mut c = wf(admin).await?;
-        let mut add = async |name: &str, role: &str| -> anyhow::Result<Conn> {
+        let mut add = async |name: &str, role: pb::UserRole| -> anyhow::Result<Conn> {
             let token = c
                 .add_user(pb::AddUserRequest {
                     name: name.into(),
@@ -69,8 +69,8 @@ impl Office {
                 ..admin.clone()
             })
         };
-        let project = add("pat", "project").await?;
-        let integrator = add("ian", "integrator").await?;
+        let project = add("pat", pb::UserRole::Project).await?;
+        let integrator = add("ian", pb::UserRole::Integrator).await?;
         Ok(Office {
             admin: admin.clone(),
             project,
@@ -103,7 +103,7 @@ impl Office {
                 name: "Demo citizen portal".into(),
                 business_line: "gov".into(),
                 approval: Some(pb::ProjectApproval {
-                    kind: "approved".into(),
+                    kind: pb::ApprovalKind::Approved.into(),
                     budget: "DEMO-2026".into(),
                     ..Default::default()
                 }),
@@ -164,7 +164,7 @@ impl Office {
         .await
     }
 
-    async fn show(&self) -> anyhow::Result<serde_json::Value> {
+    async fn show(&self) -> anyhow::Result<preflight_core::workflow::BatchView> {
         let r = wf(&self.admin)
             .await?
             .get_batch(pb::GetBatchRequest {
@@ -173,29 +173,25 @@ impl Office {
             .await
             .map_err(status)?
             .into_inner();
-        Ok(serde_json::from_str(&r.json)?)
+        Ok(preflight_controller::wire::dec_need("view", r.view)?)
     }
 
     async fn stage(&self) -> anyhow::Result<String> {
         let v = self.show().await?;
-        Ok(v["batch"]["stage"].as_str().unwrap_or("?").to_string())
+        Ok(v.batch.stage.id().to_string())
     }
 
     /// Lists every soft failure of the recorded readiness as a risk (the gate of
     /// `confirm_plan` wants each one named); returns how many.
     async fn file_soft_failures(&self) -> anyhow::Result<usize> {
         let v = self.show().await?;
-        let soft: Vec<(String, String)> = v["batch"]["readiness"]["soft_failures"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .map(|f| {
-                        let s = |k: &str| f[k].as_str().unwrap_or_default().to_string();
-                        (s("check"), s("detail"))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let soft: Vec<(String, String)> = v
+            .batch
+            .readiness
+            .iter()
+            .flat_map(|r| &r.soft_failures)
+            .map(|f| (f.check.clone(), f.detail.clone()))
+            .collect();
         for (check, detail) in &soft {
             Self::exec(
                 &self.project,

@@ -17,6 +17,7 @@ mod http;
 mod metrics;
 mod state;
 mod svc;
+pub mod wire;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -1,30 +1,12 @@
 //! Formatting of Unix times as UTC, without a clock: callers pass the time in.
 
-/// `YYYY-MM-DD HH:MM:SS UTC` for a Unix time in seconds.
+/// `YYYY-MM-DD HH:MM:SS UTC` for a Unix time in seconds; a time outside the years -9999 to
+/// 9999 as its number of seconds.
 pub fn utc(unix_s: i64) -> String {
-    let days = unix_s.div_euclid(86_400);
-    let secs = unix_s.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
-}
-
-/// Proleptic Gregorian date of a day count since 1970-01-01 (H. Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
+    match jiff::Timestamp::from_second(unix_s) {
+        Ok(t) => t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string(),
+        Err(_) => format!("{unix_s} s after 1970-01-01 UTC"),
+    }
 }
 
 /// A duration in seconds as a short human string: `42s`, `5m`, `3h`, `2d`.
@@ -47,6 +29,10 @@ mod tests {
         assert_eq!(utc(951_782_400), "2000-02-29 00:00:00 UTC");
         assert_eq!(utc(1_781_827_199), "2026-06-18 23:59:59 UTC");
         assert_eq!(utc(-1), "1969-12-31 23:59:59 UTC");
+        assert_eq!(
+            utc(i64::MAX),
+            format!("{} s after 1970-01-01 UTC", i64::MAX)
+        );
         assert_eq!(ago(59), "59s");
         assert_eq!(ago(3 * 86_400), "3d");
     }

@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod tz;
+pub mod workflow;
 
 pub use tz::{time, Zone};
 pub mod term;

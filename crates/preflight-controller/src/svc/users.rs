@@ -8,7 +8,8 @@ use preflight_proto::v1 as pb;
 use preflight_store::{UserAuditRecord, UserRecord};
 use tonic::Status;
 
-use crate::error::store_status;
+use crate::error::{enum_field, store_status, InvalidRequest};
+use crate::wire::WireEnum;
 use crate::{hash_token, new_secret, Shared};
 
 /// Longest token lifetime accepted (`user add --ttl`, `user token rotate --ttl`, `serve
@@ -17,18 +18,14 @@ pub const MAX_USER_TTL_S: u32 = 400 * 24 * 3600;
 /// Default lifetime of people's tokens (`serve --token-ttl`).
 pub const DEFAULT_TOKEN_TTL_S: u32 = 90 * 24 * 3600;
 
-fn invalid(field: &str, problem: impl std::fmt::Display) -> Status {
-    Status::invalid_argument(format!("invalid {field}: {problem}"))
-}
-
-fn check_name(name: &str) -> Result<(), Status> {
+fn check_name(name: String) -> Result<String, InvalidRequest> {
     let valid = !name.is_empty()
         && name.len() <= preflight_core::workflow::MAX_ID_LEN
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c));
     if !valid {
-        return Err(invalid(
+        return Err(InvalidRequest::new(
             "name",
             format!(
                 "{name:?}: use 1 to {} letters, digits, '-', '_', '.' or '@'",
@@ -36,20 +33,110 @@ fn check_name(name: &str) -> Result<(), Status> {
             ),
         ));
     }
-    Ok(())
+    Ok(name)
+}
+
+fn check_ttl(ttl_s: u32) -> Result<u32, InvalidRequest> {
+    if ttl_s > MAX_USER_TTL_S {
+        return Err(InvalidRequest::new(
+            "ttl_s (--ttl)",
+            format!("{ttl_s} s is more than 400 days"),
+        ));
+    }
+    Ok(ttl_s)
+}
+
+/// `AddUser`, checked.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct AddUser {
+    pub name: String,
+    pub role: Role,
+    /// 0: the controller's `--token-ttl`.
+    pub ttl_s: u32,
+}
+
+impl TryFrom<pb::AddUserRequest> for AddUser {
+    type Error = InvalidRequest;
+    fn try_from(r: pb::AddUserRequest) -> Result<AddUser, InvalidRequest> {
+        let role = Role::from_pb(enum_field::<pb::UserRole>("role", r.role)?).ok_or_else(|| {
+            InvalidRequest::new(
+                "role",
+                format!(
+                    "not given: use one of {}",
+                    Role::ALL.map(|r| r.as_str()).join(", ")
+                ),
+            )
+        })?;
+        Ok(AddUser {
+            name: check_name(r.name)?,
+            role,
+            ttl_s: check_ttl(r.ttl_s)?,
+        })
+    }
+}
+
+/// `RotateUserToken` and `RemoveUser`, checked.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct UserName {
+    pub name: String,
+    /// Rotation: the new token's lifetime; 0: the controller's `--token-ttl`.
+    pub ttl_s: u32,
+}
+
+impl TryFrom<pb::UserNameRequest> for UserName {
+    type Error = InvalidRequest;
+    fn try_from(r: pb::UserNameRequest) -> Result<UserName, InvalidRequest> {
+        Ok(UserName {
+            name: check_name(r.name)?,
+            ttl_s: check_ttl(r.ttl_s)?,
+        })
+    }
+}
+
+/// `SetUserDisabled`, checked.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct SetDisabled {
+    pub name: String,
+    pub disabled: bool,
+}
+
+impl TryFrom<pb::SetUserDisabledRequest> for SetDisabled {
+    type Error = InvalidRequest;
+    fn try_from(r: pb::SetUserDisabledRequest) -> Result<SetDisabled, InvalidRequest> {
+        Ok(SetDisabled {
+            name: check_name(r.name)?,
+            disabled: r.disabled,
+        })
+    }
 }
 
 /// The expiry of a token issued at `now` for `ttl_s` (0: the controller's default).
-fn expiry(shared: &Shared, now: i64, ttl_s: u32, flag: &str) -> Result<i64, Status> {
-    if ttl_s > MAX_USER_TTL_S {
-        return Err(invalid(flag, format!("{ttl_s} s is more than 400 days")));
-    }
+fn expiry(shared: &Shared, now: i64, ttl_s: u32) -> i64 {
     let ttl_ms = if ttl_s == 0 {
         shared.cfg.user_token_ttl.as_millis() as i64
     } else {
         i64::from(ttl_s) * 1000
     };
-    Ok(now.saturating_add(ttl_ms))
+    now.saturating_add(ttl_ms)
+}
+
+/// A stored role as sent (unset when the store holds a word this build does not know).
+fn role_pb(stored: &str) -> i32 {
+    stored.parse::<Role>().map_or(0, Role::to_i32)
+}
+
+/// A stored audit action as sent.
+fn action_pb(stored: &str) -> i32 {
+    use pb::UserAuditAction as A;
+    match stored {
+        "add" => A::Add,
+        "rotate" => A::Rotate,
+        "disable" => A::Disable,
+        "enable" => A::Enable,
+        "remove" => A::Remove,
+        _ => A::Unspecified,
+    }
+    .into()
 }
 
 fn audit(now: i64, by: &str, action: &str, user: &str, detail: String) -> UserAuditRecord {
@@ -69,7 +156,7 @@ fn utc(ms: i64) -> String {
 pub(crate) fn to_pb(u: UserRecord) -> pb::WorkflowUser {
     pb::WorkflowUser {
         name: u.name,
-        role: u.role,
+        role: role_pb(&u.role),
         created_at_ms: u.created_at_ms,
         expires_at_ms: u.expires_at_ms.unwrap_or(0),
         disabled: u.disabled,
@@ -81,12 +168,11 @@ pub(crate) async fn add(
     shared: &Shared,
     by: &UserRecord,
     by_role: Role,
-    r: pb::AddUserRequest,
+    r: AddUser,
 ) -> Result<pb::AddUserReply, Status> {
-    let role: Role = r.role.parse().map_err(|e| invalid("role", e))?;
-    check_name(&r.name)?;
+    let role = r.role;
     let now = shared.now_ms();
-    let expires = expiry(shared, now, r.ttl_s, "ttl_s (--ttl)")?;
+    let expires = expiry(shared, now, r.ttl_s);
     let token = new_secret("pfu");
     let rec = UserRecord {
         name: r.name.clone(),
@@ -122,7 +208,7 @@ pub(crate) async fn add(
     }
     Ok(pb::AddUserReply {
         name: r.name,
-        role: role.to_string(),
+        role: role.to_i32(),
         token,
         expires_at_ms: expires,
         deployer_added,
@@ -177,11 +263,10 @@ fn keep_an_admin(shared: &Shared, name: &str, now: i64) -> Result<(), Status> {
 pub(crate) fn rotate(
     shared: &Shared,
     by: &UserRecord,
-    r: pb::UserNameRequest,
+    r: UserName,
 ) -> Result<pb::AddUserReply, Status> {
-    check_name(&r.name)?;
     let now = shared.now_ms();
-    let expires = expiry(shared, now, r.ttl_s, "ttl_s (--ttl)")?;
+    let expires = expiry(shared, now, r.ttl_s);
     let token = new_secret("pfu");
     let hash = hash_token(&token);
     let rec = shared
@@ -207,8 +292,8 @@ pub(crate) fn rotate(
         .map_err(store_status)?;
     tracing::warn!(user = %r.name, by = %by.name, "user token rotated; the old token is refused");
     Ok(pb::AddUserReply {
+        role: role_pb(&rec.role),
         name: rec.name,
-        role: rec.role,
         token,
         expires_at_ms: expires,
         deployer_added: false,
@@ -218,9 +303,8 @@ pub(crate) fn rotate(
 pub(crate) fn set_disabled(
     shared: &Shared,
     by: &UserRecord,
-    r: pb::SetUserDisabledRequest,
+    r: SetDisabled,
 ) -> Result<pb::WorkflowUser, Status> {
-    check_name(&r.name)?;
     let now = shared.now_ms();
     if r.disabled {
         keep_an_admin(shared, &r.name, now)?;
@@ -241,9 +325,8 @@ pub(crate) fn set_disabled(
 pub(crate) fn remove(
     shared: &Shared,
     by: &UserRecord,
-    r: pb::UserNameRequest,
+    r: UserName,
 ) -> Result<pb::WorkflowEmpty, Status> {
-    check_name(&r.name)?;
     let now = shared.now_ms();
     keep_an_admin(shared, &r.name, now)?;
     let old = shared
@@ -279,7 +362,7 @@ pub(crate) fn history(shared: &Shared) -> Result<pb::UserHistoryReply, Status> {
         .map(|a| pb::UserAuditEntry {
             at_ms: a.at_ms,
             by: a.by,
-            action: a.action,
+            action: action_pb(&a.action),
             user: a.user,
             detail: a.detail,
         })

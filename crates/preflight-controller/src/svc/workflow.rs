@@ -11,6 +11,8 @@
 
 use std::sync::Arc;
 
+use crate::error::{enum_field, InvalidRequest};
+use crate::wire::{self, Wire, WireEnum};
 use preflight_core::role::Role;
 use preflight_core::workflow::{
     Actor, Approval, CheckFailure, Command, Event, GdDecision, HardeningSummary, HostHardening,
@@ -164,50 +166,58 @@ impl Engine {
 pub(crate) struct WorkflowSvc(pub Arc<Shared>);
 
 fn invalid(field: &str, problem: impl std::fmt::Display) -> Status {
-    Status::invalid_argument(format!("invalid {field}: {problem}"))
-}
-
-fn reason(s: &str) -> Result<PauseReason, Status> {
-    s.parse().map_err(|e| invalid("reason", e))
-}
-
-fn party(field: &str, s: &str) -> Result<Party, Status> {
-    s.parse().map_err(|e| invalid(field, e))
+    InvalidRequest::new(field, problem).into()
 }
 
 fn opt(s: String) -> Option<String> {
     (!s.is_empty()).then_some(s)
 }
 
-fn approval(a: Option<pb::ProjectApproval>) -> Result<Approval, Status> {
+/// A required enum field: unknown values and the unset zero value are refused, naming the
+/// field and the values it takes.
+fn required<E: WireEnum + std::fmt::Display>(
+    field: &str,
+    v: i32,
+    all: &[E],
+) -> Result<E, InvalidRequest> {
+    E::from_pb(enum_field::<E::Pb>(field, v)?).ok_or_else(|| {
+        let words: Vec<String> = all.iter().map(E::to_string).collect();
+        InvalidRequest::new(field, format!("not given: use one of {}", words.join(", ")))
+    })
+}
+
+/// An enum field whose unset zero value means `default`.
+fn or_default<E: WireEnum>(field: &str, v: i32, default: E) -> Result<E, InvalidRequest> {
+    Ok(E::from_pb(enum_field::<E::Pb>(field, v)?).unwrap_or(default))
+}
+
+fn approval(a: Option<pb::ProjectApproval>) -> Result<Approval, InvalidRequest> {
     let a = a.unwrap_or_default();
-    match a.kind.as_str() {
-        "" | "pending" => Ok(Approval::Pending),
-        "approved" => Ok(Approval::Approved { budget: a.budget }),
-        "exception" => Ok(Approval::Exception {
+    match enum_field::<pb::ApprovalKind>("approval.kind", a.kind)? {
+        pb::ApprovalKind::Unspecified | pb::ApprovalKind::Pending => Ok(Approval::Pending),
+        pb::ApprovalKind::Approved => Ok(Approval::Approved { budget: a.budget }),
+        pb::ApprovalKind::Exception => Ok(Approval::Exception {
             approver: a.approver,
             reference: a.reference,
         }),
-        other => Err(invalid(
-            "approval.kind",
-            format!("{other:?}: use pending, approved (with a budget) or exception (with approver and reference)"),
-        )),
     }
 }
 
-fn failures(field: &str, list: Vec<pb::DevCheckFailure>) -> Result<Vec<CheckFailure>, Status> {
+fn failures(
+    field: &str,
+    list: Vec<pb::WorkflowCheckFailure>,
+) -> Result<Vec<CheckFailure>, InvalidRequest> {
     if list.len() > MAX_LIST_LEN {
-        return Err(invalid(field, format!("at most {MAX_LIST_LEN} entries")));
+        return Err(InvalidRequest::new(
+            field,
+            format!("at most {MAX_LIST_LEN} entries"),
+        ));
     }
     list.into_iter()
         .map(|f| {
             Ok(CheckFailure {
-                reason: reason(&f.reason)?,
-                party: if f.party.is_empty() {
-                    Party::Project
-                } else {
-                    party(&format!("{field}.party"), &f.party)?
-                },
+                reason: required(&format!("{field}.reason"), f.reason, &PauseReason::ALL)?,
+                party: or_default(&format!("{field}.party"), f.party, Party::Project)?,
                 check: f.check,
                 detail: f.detail,
             })
@@ -215,14 +225,23 @@ fn failures(field: &str, list: Vec<pb::DevCheckFailure>) -> Result<Vec<CheckFail
         .collect()
 }
 
-/// The wire command as a core command; INVALID_ARGUMENT names the bad field.
-fn command_from_pb(c: pb::WorkflowCommand) -> Result<Command, Status> {
-    {
+/// `Execute`, checked: the core command, and the plan's text sent with an attachment.
+#[derive(Debug)]
+pub(crate) struct ExecuteRequest {
+    pub cmd: Command,
+    /// Empty unless an `attach_plan` sent the plan itself.
+    pub plan_toml: String,
+}
+
+impl TryFrom<pb::WorkflowCommand> for ExecuteRequest {
+    type Error = InvalidRequest;
+    fn try_from(c: pb::WorkflowCommand) -> Result<ExecuteRequest, InvalidRequest> {
         use pb::workflow_command::Cmd as C;
         let Some(cmd) = c.cmd else {
-            return Err(invalid("cmd", "no command given"));
+            return Err(InvalidRequest::new("cmd", "no command given"));
         };
-        Ok(match cmd {
+        let mut plan_toml = String::new();
+        let cmd = match cmd {
             C::AddDeployer(x) => Command::AddDeployer { name: x.name },
             C::CreateProject(x) => Command::CreateProject {
                 id: x.id,
@@ -241,15 +260,18 @@ fn command_from_pb(c: pb::WorkflowCommand) -> Result<Command, Status> {
                 title: x.title,
             },
             C::Advance(x) => Command::Advance { batch: x.batch },
-            C::AttachPlan(x) => Command::AttachPlan {
-                batch: x.batch,
-                plan: PlanFacts {
-                    digest: x.digest,
-                    hosts: x.hosts,
-                    incomplete: x.incomplete,
-                    incomplete_zh: vec![],
-                },
-            },
+            C::AttachPlan(x) => {
+                plan_toml = x.plan_toml;
+                Command::AttachPlan {
+                    batch: x.batch,
+                    plan: PlanFacts {
+                        digest: x.digest,
+                        hosts: x.hosts,
+                        incomplete: x.incomplete,
+                        incomplete_zh: vec![],
+                    },
+                }
+            }
             C::ConfirmPlan(x) => Command::ConfirmPlan { batch: x.batch },
             C::AddRisk(x) => Command::AddRisk {
                 batch: x.batch,
@@ -269,7 +291,7 @@ fn command_from_pb(c: pb::WorkflowCommand) -> Result<Command, Status> {
             C::RecordAcceptance(x) => Command::RecordAcceptance {
                 batch: x.batch,
                 rating: u8::try_from(x.rating)
-                    .map_err(|_| invalid("rating", "use a whole number from 1 to 5"))?,
+                    .map_err(|_| InvalidRequest::new("rating", "use a whole number from 1 to 5"))?,
                 comment: x.comment,
             },
             C::Assign(x) => Command::Assign {
@@ -284,13 +306,9 @@ fn command_from_pb(c: pb::WorkflowCommand) -> Result<Command, Status> {
             },
             C::Pause(x) => Command::Pause {
                 batch: x.batch,
-                reason: reason(&x.reason)?,
+                reason: required("reason", x.reason, &PauseReason::ALL)?,
                 text: x.text,
-                party: if x.party.is_empty() {
-                    None
-                } else {
-                    Some(party("party", &x.party)?)
-                },
+                party: Party::from_pb(enum_field::<pb::WorkflowParty>("party", x.party)?),
             },
             C::Resolve(x) => Command::Resolve {
                 batch: x.batch,
@@ -302,18 +320,78 @@ fn command_from_pb(c: pb::WorkflowCommand) -> Result<Command, Status> {
             },
             C::GdConfirm(x) => Command::GdConfirm {
                 batch: x.batch,
-                decision: match x.decision.as_str() {
-                    "reason" => GdDecision::ConfirmReason,
-                    "termination" => GdDecision::ConfirmTermination,
-                    other => {
-                        return Err(invalid(
-                            "decision",
-                            format!("{other:?}: use reason or termination"),
-                        ))
-                    }
-                },
+                decision: GdDecision::from_pb(enum_field::<pb::GdDecision>(
+                    "decision", x.decision,
+                )?)
+                .ok_or_else(|| {
+                    InvalidRequest::new("decision", "not given: use reason or termination")
+                })?,
                 note: x.note,
             },
+        };
+        Ok(ExecuteRequest { cmd, plan_toml })
+    }
+}
+
+/// `PauseStats`, checked.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct PauseStatsQuery {
+    pub by: StatsKey,
+    pub since: Option<Timestamp>,
+}
+
+impl TryFrom<pb::PauseStatsRequest> for PauseStatsQuery {
+    type Error = InvalidRequest;
+    fn try_from(r: pb::PauseStatsRequest) -> Result<PauseStatsQuery, InvalidRequest> {
+        Ok(PauseStatsQuery {
+            by: or_default("by", r.by, StatsKey::Reason)?,
+            since: (r.since_ms != 0).then_some(Timestamp(r.since_ms)),
+        })
+    }
+}
+
+/// What `DevRecord` records.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum DevRecordKind {
+    Readiness {
+        failures: Vec<CheckFailure>,
+        soft_failures: Vec<CheckFailure>,
+    },
+    Hardening,
+    Perf {
+        shortfalls: Vec<CheckFailure>,
+    },
+}
+
+/// `DevRecord`, checked.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct DevRecord {
+    pub batch: String,
+    pub kind: DevRecordKind,
+}
+
+impl TryFrom<pb::DevRecordRequest> for DevRecord {
+    type Error = InvalidRequest;
+    fn try_from(r: pb::DevRecordRequest) -> Result<DevRecord, InvalidRequest> {
+        let kind = match enum_field::<pb::DevRecordKind>("kind", r.kind)? {
+            pb::DevRecordKind::Readiness => DevRecordKind::Readiness {
+                failures: failures("failures", r.failures)?,
+                soft_failures: failures("soft_failures", r.soft_failures)?,
+            },
+            pb::DevRecordKind::Hardening => DevRecordKind::Hardening,
+            pb::DevRecordKind::Perf => DevRecordKind::Perf {
+                shortfalls: failures("failures", r.failures)?,
+            },
+            pb::DevRecordKind::Unspecified => {
+                return Err(InvalidRequest::new(
+                    "kind",
+                    "not given: use readiness, hardening or perf",
+                ))
+            }
+        };
+        Ok(DevRecord {
+            batch: r.batch,
+            kind,
         })
     }
 }
@@ -351,24 +429,16 @@ fn attached_plan_from_wire(text: &str, digest: &str) -> Result<preflight_core::p
     Ok(plan)
 }
 
-fn to_json<T: serde::Serialize>(v: &T) -> Result<String, Status> {
-    serde_json::to_string(v).map_err(|e| Status::internal(format!("cannot encode reply: {e}")))
-}
-
 fn actor(user: UserRecord, role: Role) -> Actor {
     Actor::user(user.name, role)
 }
 
 impl WorkflowSvc {
-    fn json_reply(&self, json: String, now: i64) -> Response<pb::WorkflowJsonReply> {
-        Response::new(pb::WorkflowJsonReply { json, now_ms: now })
-    }
-
     async fn run(&self, actor: &Actor, cmd: Command) -> Result<pb::WorkflowExecuteReply, Status> {
         let now = self.0.now_ms();
         let events = self.0.workflow.execute(now, actor, cmd).await?;
         Ok(pb::WorkflowExecuteReply {
-            events_json: to_json(&events)?,
+            events: wire::enc_all(&events),
             now_ms: now,
         })
     }
@@ -389,12 +459,7 @@ impl pb::workflow_server::Workflow for WorkflowSvc {
         req: Request<pb::WorkflowCommand>,
     ) -> Result<Response<pb::WorkflowExecuteReply>, Status> {
         let (user, role) = authorize(&self.0, &req, allowed("Execute"))?;
-        let mut wire = req.into_inner();
-        let plan_toml = match &mut wire.cmd {
-            Some(pb::workflow_command::Cmd::AttachPlan(x)) => std::mem::take(&mut x.plan_toml),
-            _ => String::new(),
-        };
-        let mut cmd = command_from_pb(wire)?;
+        let ExecuteRequest { mut cmd, plan_toml } = req.into_inner().try_into()?;
         let attached = match &cmd {
             Command::AttachPlan { batch, .. } => Some(batch.clone()),
             _ => None,
@@ -448,7 +513,7 @@ impl pb::workflow_server::Workflow for WorkflowSvc {
             )
             .await?;
         let reply = pb::WorkflowExecuteReply {
-            events_json: to_json(&events)?,
+            events: wire::enc_all(&events),
             now_ms: now,
         };
         if let Some(batch) = attached {
@@ -461,7 +526,7 @@ impl pb::workflow_server::Workflow for WorkflowSvc {
     async fn get_batch(
         &self,
         req: Request<pb::GetBatchRequest>,
-    ) -> Result<Response<pb::WorkflowJsonReply>, Status> {
+    ) -> Result<Response<pb::BatchViewReply>, Status> {
         authorize(&self.0, &req, allowed("GetBatch"))?;
         let id = req.into_inner().batch;
         let now = self.0.now_ms();
@@ -475,47 +540,34 @@ impl pb::workflow_server::Workflow for WorkflowSvc {
                     "batch {id:?} not found: `preflight batch list` lists them"
                 ))
             })?;
-        Ok(self.json_reply(to_json(&view)?, now))
+        Ok(Response::new(pb::BatchViewReply {
+            view: Some(view.encode()),
+            now_ms: now,
+        }))
     }
 
     async fn list_batches(
         &self,
         req: Request<pb::ListBatchesRequest>,
-    ) -> Result<Response<pb::WorkflowJsonReply>, Status> {
+    ) -> Result<Response<pb::BatchListReply>, Status> {
         authorize(&self.0, &req, allowed("ListBatches"))?;
         let project = req.into_inner().project;
         let now = self.0.now_ms();
-        let list = self
+        let batches = self
             .0
             .workflow
-            .read(|w| {
-                w.batches
-                    .values()
-                    .filter(|b| project.is_empty() || b.project == project)
-                    .map(|b| {
-                        serde_json::json!({
-                            "id": b.id,
-                            "project": b.project,
-                            "business_line": b.business_line,
-                            "title": b.title,
-                            "stage": b.stage,
-                            "stage_zh": b.stage.zh(),
-                            "stage_since": b.stage_since,
-                            "held_by": b.held_by(),
-                            "deployer": b.deployer,
-                            "pause_reason": b.pause.as_ref().map(|p| p.reason),
-                        })
-                    })
-                    .collect::<Vec<_>>()
-            })
+            .read(|w| w.batch_summaries((!project.is_empty()).then_some(project.as_str())))
             .await;
-        Ok(self.json_reply(to_json(&list)?, now))
+        Ok(Response::new(pb::BatchListReply {
+            batches: wire::enc_all(&batches),
+            now_ms: now,
+        }))
     }
 
     async fn get_queue(
         &self,
         req: Request<pb::GetQueueRequest>,
-    ) -> Result<Response<pb::WorkflowJsonReply>, Status> {
+    ) -> Result<Response<pb::QueueReply>, Status> {
         authorize(&self.0, &req, allowed("GetQueue"))?;
         let deployer = req.into_inner().deployer;
         let now = self.0.now_ms();
@@ -540,53 +592,39 @@ impl pb::workflow_server::Workflow for WorkflowSvc {
                 }
             })
             .await?;
-        Ok(self.json_reply(to_json(&queues)?, now))
+        Ok(Response::new(wire::queue_reply(&queues, now)))
     }
 
     async fn list_projects(
         &self,
         req: Request<pb::WorkflowEmpty>,
-    ) -> Result<Response<pb::WorkflowJsonReply>, Status> {
+    ) -> Result<Response<pb::ProjectsReply>, Status> {
         authorize(&self.0, &req, allowed("ListProjects"))?;
         let now = self.0.now_ms();
         let v = self
             .0
             .workflow
-            .read(|w| {
-                serde_json::json!({
-                    "projects": w.projects.values().map(|p| serde_json::json!({
-                        "project": p,
-                        "restricted_by": w.restriction(&p.id, Timestamp(now)),
-                    })).collect::<Vec<_>>(),
-                    "deployers": w.deployers.iter().map(|d| serde_json::json!({
-                        "name": d,
-                        "load": w.load(d),
-                    })).collect::<Vec<_>>(),
-                })
-            })
+            .read(|w| w.projects_view(Timestamp(now)))
             .await;
-        Ok(self.json_reply(to_json(&v)?, now))
+        Ok(Response::new(wire::projects_reply(&v, now)))
     }
 
     async fn pause_stats(
         &self,
         req: Request<pb::PauseStatsRequest>,
-    ) -> Result<Response<pb::WorkflowJsonReply>, Status> {
+    ) -> Result<Response<pb::PauseStatsReply>, Status> {
         authorize(&self.0, &req, allowed("PauseStats"))?;
-        let r = req.into_inner();
-        let by: StatsKey = if r.by.is_empty() {
-            StatsKey::Reason
-        } else {
-            r.by.parse().map_err(|e| invalid("by", e))?
-        };
-        let since = (r.since_ms != 0).then_some(Timestamp(r.since_ms));
+        let PauseStatsQuery { by, since } = req.into_inner().try_into()?;
         let now = self.0.now_ms();
         let rows = self
             .0
             .workflow
             .read(|w| w.pause_stats(by, since, Timestamp(now)))
             .await;
-        Ok(self.json_reply(to_json(&rows)?, now))
+        Ok(Response::new(pb::PauseStatsReply {
+            rows: wire::enc_all(&rows),
+            now_ms: now,
+        }))
     }
 
     async fn add_user(
@@ -594,7 +632,7 @@ impl pb::workflow_server::Workflow for WorkflowSvc {
         req: Request<pb::AddUserRequest>,
     ) -> Result<Response<pb::AddUserReply>, Status> {
         let (user, role) = authorize(&self.0, &req, allowed("AddUser"))?;
-        crate::svc::users::add(&self.0, &user, role, req.into_inner())
+        crate::svc::users::add(&self.0, &user, role, req.into_inner().try_into()?)
             .await
             .map(Response::new)
     }
@@ -677,7 +715,7 @@ impl pb::workflow_server::Workflow for WorkflowSvc {
     ) -> Result<Response<pb::WorkflowExecuteReply>, Status> {
         authorize(&self.0, &req, allowed("DevRecord"))?;
         self.dev_clock()?;
-        let r = req.into_inner();
+        let r: DevRecord = req.into_inner().try_into()?;
         let now = self.0.now_ms();
         let plan = self
             .0
@@ -691,24 +729,29 @@ impl pb::workflow_server::Workflow for WorkflowSvc {
                 ))
             })?;
         let run_id = format!("dev-{now}");
-        if r.kind == "readiness" && plan.is_none() {
-            return Err(Status::failed_precondition(format!(
-                "batch {} has no plan attached, and readiness is recorded against a plan: attach one first with `preflight plan attach {} PLAN.toml`",
-                r.batch, r.batch
-            )));
-        }
-        let cmd = match r.kind.as_str() {
-            "readiness" => Command::RecordReadiness {
-                batch: r.batch,
-                summary: ReadinessSummary {
-                    run_id,
-                    finished_at: Timestamp(now),
-                    plan_digest: plan.map(|p| p.digest).unwrap_or_default(),
-                    hard_failures: failures("failures", r.failures)?,
-                    soft_failures: failures("soft_failures", r.soft_failures)?,
-                },
-            },
-            "hardening" => Command::RecordHardening {
+        let cmd = match r.kind {
+            DevRecordKind::Readiness {
+                failures,
+                soft_failures,
+            } => {
+                let Some(plan) = plan else {
+                    return Err(Status::failed_precondition(format!(
+                        "batch {} has no plan attached, and readiness is recorded against a plan: attach one first with `preflight plan attach {} PLAN.toml`",
+                        r.batch, r.batch
+                    )));
+                };
+                Command::RecordReadiness {
+                    batch: r.batch,
+                    summary: ReadinessSummary {
+                        run_id,
+                        finished_at: Timestamp(now),
+                        plan_digest: plan.digest,
+                        hard_failures: failures,
+                        soft_failures,
+                    },
+                }
+            }
+            DevRecordKind::Hardening => Command::RecordHardening {
                 batch: r.batch,
                 summary: HardeningSummary {
                     recorded_at: Timestamp(now),
@@ -732,20 +775,14 @@ impl pb::workflow_server::Workflow for WorkflowSvc {
                         .collect(),
                 },
             },
-            "perf" => Command::RecordPerf {
+            DevRecordKind::Perf { shortfalls } => Command::RecordPerf {
                 batch: r.batch,
                 summary: PerfSummary {
                     run_id,
                     finished_at: Timestamp(now),
-                    shortfalls: failures("failures", r.failures)?,
+                    shortfalls,
                 },
             },
-            other => {
-                return Err(invalid(
-                    "kind",
-                    format!("{other:?}: use readiness, hardening or perf"),
-                ))
-            }
         };
         Ok(Response::new(self.run(&Actor::System, cmd).await?))
     }
@@ -755,7 +792,7 @@ impl pb::workflow_server::Workflow for WorkflowSvc {
         req: Request<pb::UserNameRequest>,
     ) -> Result<Response<pb::AddUserReply>, Status> {
         let (user, _) = authorize(&self.0, &req, allowed("RotateUserToken"))?;
-        crate::svc::users::rotate(&self.0, &user, req.into_inner()).map(Response::new)
+        crate::svc::users::rotate(&self.0, &user, req.into_inner().try_into()?).map(Response::new)
     }
 
     async fn set_user_disabled(
@@ -763,7 +800,8 @@ impl pb::workflow_server::Workflow for WorkflowSvc {
         req: Request<pb::SetUserDisabledRequest>,
     ) -> Result<Response<pb::WorkflowUser>, Status> {
         let (user, _) = authorize(&self.0, &req, allowed("SetUserDisabled"))?;
-        crate::svc::users::set_disabled(&self.0, &user, req.into_inner()).map(Response::new)
+        crate::svc::users::set_disabled(&self.0, &user, req.into_inner().try_into()?)
+            .map(Response::new)
     }
 
     async fn remove_user(
@@ -771,7 +809,7 @@ impl pb::workflow_server::Workflow for WorkflowSvc {
         req: Request<pb::UserNameRequest>,
     ) -> Result<Response<pb::WorkflowEmpty>, Status> {
         let (user, _) = authorize(&self.0, &req, allowed("RemoveUser"))?;
-        crate::svc::users::remove(&self.0, &user, req.into_inner()).map(Response::new)
+        crate::svc::users::remove(&self.0, &user, req.into_inner().try_into()?).map(Response::new)
     }
 
     async fn user_history(
@@ -811,20 +849,140 @@ mod tests {
         assert_eq!(refusal_status(&r).code(), tonic::Code::InvalidArgument);
     }
 
-    #[test]
-    fn bad_commands_name_the_field() {
-        let c = pb::WorkflowCommand {
+    fn pause(reason: i32, party: i32) -> pb::WorkflowCommand {
+        pb::WorkflowCommand {
             cmd: Some(pb::workflow_command::Cmd::Pause(pb::PauseCmd {
                 batch: "B".into(),
-                reason: "weather".into(),
+                reason,
                 text: "t".into(),
-                party: String::new(),
+                party,
+            })),
+        }
+    }
+
+    fn refusal<T: std::fmt::Debug>(r: Result<T, InvalidRequest>) -> (String, String) {
+        let e = r.expect_err("refused");
+        let s = Status::from(e.clone());
+        assert_eq!(s.code(), tonic::Code::InvalidArgument);
+        assert!(
+            s.message().starts_with(&format!("{}: ", e.field)),
+            "{}",
+            s.message()
+        );
+        (e.field, e.problem)
+    }
+
+    #[test]
+    fn bad_commands_name_the_field() {
+        let package = pb::WorkflowPauseReason::Package as i32;
+        let (field, problem) = refusal(ExecuteRequest::try_from(pause(99, 0)));
+        assert_eq!(field, "reason");
+        assert!(problem.contains("99"), "{problem}");
+        let (field, problem) = refusal(ExecuteRequest::try_from(pause(0, 0)));
+        assert_eq!(field, "reason");
+        assert!(problem.contains("network_ports"), "{problem}");
+        let (field, _) = refusal(ExecuteRequest::try_from(pause(package, -3)));
+        assert_eq!(field, "party");
+        let (field, _) = refusal(ExecuteRequest::try_from(pb::WorkflowCommand { cmd: None }));
+        assert_eq!(field, "cmd");
+        let gd = |decision| pb::WorkflowCommand {
+            cmd: Some(pb::workflow_command::Cmd::GdConfirm(pb::GdConfirmCmd {
+                batch: "B".into(),
+                decision,
+                note: String::new(),
             })),
         };
-        let e = command_from_pb(c).expect_err("bad reason");
-        assert_eq!(e.code(), tonic::Code::InvalidArgument);
-        assert!(e.message().contains("reason"), "{}", e.message());
-        let e = command_from_pb(pb::WorkflowCommand { cmd: None }).expect_err("empty");
-        assert!(e.message().contains("cmd"));
+        assert_eq!(refusal(ExecuteRequest::try_from(gd(0))).0, "decision");
+        assert_eq!(refusal(ExecuteRequest::try_from(gd(7))).0, "decision");
+        let approve = pb::WorkflowCommand {
+            cmd: Some(pb::workflow_command::Cmd::SetApproval(pb::SetApprovalCmd {
+                project: "P".into(),
+                approval: Some(pb::ProjectApproval {
+                    kind: 12,
+                    ..Default::default()
+                }),
+            })),
+        };
+        assert_eq!(
+            refusal(ExecuteRequest::try_from(approve)).0,
+            "approval.kind"
+        );
+    }
+
+    #[test]
+    fn good_commands_become_core_commands() {
+        let r = ExecuteRequest::try_from(pause(pb::WorkflowPauseReason::NetworkPorts as i32, 0))
+            .expect("valid");
+        assert_eq!(
+            r.cmd,
+            Command::Pause {
+                batch: "B".into(),
+                reason: PauseReason::NetworkPorts,
+                text: "t".into(),
+                party: None,
+            }
+        );
+        let r = ExecuteRequest::try_from(pause(
+            pb::WorkflowPauseReason::Other as i32,
+            pb::WorkflowParty::Customer as i32,
+        ))
+        .expect("valid");
+        assert!(matches!(
+            r.cmd,
+            Command::Pause {
+                party: Some(Party::Customer),
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn other_requests_refuse_unknown_values_naming_the_field() {
+        let q = PauseStatsQuery::try_from(pb::PauseStatsRequest { by: 0, since_ms: 0 })
+            .expect("unset is by reason");
+        assert_eq!(q.by, StatsKey::Reason);
+        let (field, _) = refusal(PauseStatsQuery::try_from(pb::PauseStatsRequest {
+            by: 40,
+            since_ms: 0,
+        }));
+        assert_eq!(field, "by");
+        let dev = |kind, failures| pb::DevRecordRequest {
+            batch: "B".into(),
+            kind,
+            failures,
+            soft_failures: vec![],
+        };
+        assert_eq!(refusal(DevRecord::try_from(dev(0, vec![]))).0, "kind");
+        assert_eq!(refusal(DevRecord::try_from(dev(9, vec![]))).0, "kind");
+        let bad_failure = pb::WorkflowCheckFailure {
+            check: "c".into(),
+            detail: "d".into(),
+            reason: 0,
+            party: 0,
+        };
+        let (field, _) = refusal(DevRecord::try_from(dev(
+            pb::DevRecordKind::Perf as i32,
+            vec![bad_failure],
+        )));
+        assert_eq!(field, "failures.reason");
+        let user = |role| pb::AddUserRequest {
+            name: "amy".into(),
+            role,
+            ttl_s: 0,
+        };
+        let (field, problem) = refusal(crate::svc::users::AddUser::try_from(user(0)));
+        assert_eq!(field, "role");
+        assert!(problem.contains("delivery_lead"), "{problem}");
+        assert_eq!(
+            refusal(crate::svc::users::AddUser::try_from(user(55))).0,
+            "role"
+        );
+        let ok = crate::svc::users::AddUser::try_from(user(pb::UserRole::Gd as i32)).expect("ok");
+        assert_eq!(ok.role, Role::Gd);
+        let (field, _) = refusal(crate::svc::users::UserName::try_from(pb::UserNameRequest {
+            name: "a b".into(),
+            ttl_s: 0,
+        }));
+        assert_eq!(field, "name");
     }
 }

@@ -389,3 +389,106 @@ pub fn finding_ids(b: &Batch) -> Vec<String> {
     }
     out
 }
+
+/// One line of `batch list`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchSummary {
+    /// Id.
+    pub id: BatchId,
+    /// Project.
+    pub project: ProjectId,
+    /// Business line.
+    pub business_line: String,
+    /// Title.
+    pub title: String,
+    /// Stage.
+    pub stage: Stage,
+    /// Chinese name of the stage.
+    pub stage_zh: String,
+    /// When it entered the stage.
+    pub stage_since: Timestamp,
+    /// Who holds it.
+    pub held_by: Holder,
+    /// Assigned deployer.
+    pub deployer: Option<String>,
+    /// Reason of its pause, while paused.
+    pub pause_reason: Option<PauseReason>,
+}
+
+impl BatchSummary {
+    /// The summary of one batch.
+    pub fn of(b: &Batch) -> BatchSummary {
+        BatchSummary {
+            id: b.id.clone(),
+            project: b.project.clone(),
+            business_line: b.business_line.clone(),
+            title: b.title.clone(),
+            stage: b.stage,
+            stage_zh: b.stage.zh().to_string(),
+            stage_since: b.stage_since,
+            held_by: b.held_by(),
+            deployer: b.deployer.clone(),
+            pause_reason: b.pause.as_ref().map(|p| p.reason),
+        }
+    }
+}
+
+/// A project and the batch restricting its deploy requests, if any.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProjectRow {
+    /// The project.
+    pub project: Project,
+    /// The batch restricting it (see [`World::restriction`]).
+    pub restricted_by: Option<BatchId>,
+}
+
+/// A deployer and their load (see [`World::load`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeployerLoad {
+    /// Name.
+    pub name: String,
+    /// Batches being deployed plus queued.
+    pub load: usize,
+}
+
+/// Everything `project list` and `deployer list` print.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProjectsView {
+    /// Projects by id.
+    pub projects: Vec<ProjectRow>,
+    /// Deployers by name.
+    pub deployers: Vec<DeployerLoad>,
+}
+
+impl World {
+    /// Summaries of every batch, or of one project's, by id.
+    pub fn batch_summaries(&self, project: Option<&str>) -> Vec<BatchSummary> {
+        self.batches
+            .values()
+            .filter(|b| project.is_none_or(|p| b.project == p))
+            .map(BatchSummary::of)
+            .collect()
+    }
+
+    /// Projects with their restriction at `now`, and deployers with their load.
+    pub fn projects_view(&self, now: Timestamp) -> ProjectsView {
+        ProjectsView {
+            projects: self
+                .projects
+                .values()
+                .map(|p| ProjectRow {
+                    project: p.clone(),
+                    restricted_by: self.restriction(&p.id, now),
+                })
+                .collect(),
+            deployers: self
+                .deployers
+                .iter()
+                .map(|d| DeployerLoad {
+                    name: d.clone(),
+                    load: self.load(d),
+                })
+                .collect(),
+        }
+    }
+}

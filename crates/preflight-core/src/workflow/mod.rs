@@ -50,7 +50,9 @@ use serde::{Deserialize, Serialize};
 
 pub use apply::{Outcome, StaleOutcome};
 pub use command::{Command, GdDecision};
-pub use fold::{finding_ids, BatchView, ReplayError};
+pub use fold::{
+    finding_ids, BatchSummary, BatchView, DeployerLoad, ProjectRow, ProjectsView, ReplayError,
+};
 pub use gate::{check_zh_text, gates_of, GateId, GateStatus, ZH_ALLOWED_ACRONYMS};
 pub use queue::{queue_class, satisfies_three_class_rule, QueueClass, QueueEntry};
 pub use refusal::{Refusal, RefusalKind};

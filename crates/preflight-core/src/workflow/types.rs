@@ -34,25 +34,12 @@ impl Timestamp {
 impl fmt::Display for Timestamp {
     /// RFC 3339 in UTC with millisecond precision when needed, e.g. `2026-06-19T09:00:00Z`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let days = self.0.div_euclid(DAY_MS);
-        let ms_of_day = self.0.rem_euclid(DAY_MS);
-        // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-        let z = days + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z.rem_euclid(146_097);
-        let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let day = doy - (153 * mp + 2) / 5 + 1;
-        let month = if mp < 10 { mp + 3 } else { mp - 9 };
-        let year = yoe + era * 400 + i64::from(month <= 2);
-        let (h, m, sec, ms) = (
-            ms_of_day / 3_600_000,
-            ms_of_day / 60_000 % 60,
-            ms_of_day / 1_000 % 60,
-            ms_of_day % 1_000,
-        );
-        write!(f, "{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{sec:02}")?;
+        let Ok(t) = jiff::Timestamp::from_millisecond(self.0) else {
+            // Outside the years -9999 to 9999: the number itself.
+            return write!(f, "{} ms", self.0);
+        };
+        write!(f, "{}", t.strftime("%Y-%m-%dT%H:%M:%S"))?;
+        let ms = self.0.rem_euclid(1_000);
         if ms != 0 {
             write!(f, ".{ms:03}")?;
         }
