@@ -87,7 +87,7 @@ pub fn pad(s: &str, w: usize) -> String {
 }
 
 /// Language of human output.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Lang {
     /// English.
     #[default]
