@@ -1,7 +1,6 @@
 //! The Controller service for people (the `preflight` CLI). Every RPC names the roles allowed
 //! to call it in one place, [`allowed`], which the security tests walk.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use preflight_core::role::Role;
@@ -13,11 +12,8 @@ use crate::agents::agent_status;
 use crate::auth::authorize;
 use crate::error::{store_status, InvalidRequest};
 use crate::metrics::{is_online, is_outdated};
-use crate::{hash_token, new_secret, Shared};
-
-pub(crate) struct ApiSvc(pub Arc<Shared>);
-
-use crate::svc::{api_bench, api_net};
+use crate::svc::{api_bench, api_net, ApiSvc};
+use crate::{hash_token, new_secret};
 
 /// Roles allowed to call each RPC of the Controller service (the one table,
 /// `preflight_core::role::rpc_roles`; an RPC missing there is refused to everyone).
