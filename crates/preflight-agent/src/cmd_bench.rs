@@ -7,10 +7,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::Context;
 use clap::ValueEnum;
 use indicatif::{ProgressBar, ProgressStyle};
+use preflight_args::bench::BenchKind;
 use preflight_probe::bench::disk::DiskLimits;
 use preflight_probe::bench::{BenchError, Phase, Progress};
 use preflight_proto::v1 as pb;
-use preflight_render::bench::{self, BenchKind};
+use preflight_render::bench;
 
 use crate::svc_bench::{self, Caller};
 

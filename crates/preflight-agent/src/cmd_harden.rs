@@ -5,6 +5,7 @@
 //! `--root /` (against the allow-list confirmed in `--state-dir`), else they are not applicable. `apply` shows the plan and asks for confirmation on a
 //! terminal unless `--yes`.
 
+use preflight_args::LangArg;
 use preflight_render::{Lang, Table};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -57,8 +58,8 @@ struct Common {
     #[arg(long, value_enum, default_value = "text")]
     output: Output,
     /// Language of the tables: en or zh (中文).
-    #[arg(long, value_enum, default_value_t = Lang::En)]
-    lang: Lang,
+    #[arg(long, value_enum, default_value_t = LangArg::En)]
+    lang: LangArg,
 }
 
 #[derive(Debug, clap::Args)]
@@ -91,8 +92,8 @@ struct RollbackArgs {
     #[arg(long, value_enum, default_value = "text")]
     output: Output,
     /// Language of the tables: en or zh (中文).
-    #[arg(long, value_enum, default_value_t = Lang::En)]
-    lang: Lang,
+    #[arg(long, value_enum, default_value_t = LangArg::En)]
+    lang: LangArg,
 }
 
 /// Largest policy file read.
@@ -286,11 +287,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 return print_json(&results);
             }
             let mut out = preflight_render::term::SafeWriter(std::io::stdout().lock());
-            let mut t = results_table(c.lang);
+            let mut t = results_table(c.lang.into());
             for r in &results {
                 table_row(
                     &mut t,
-                    c.lang,
+                    c.lang.into(),
                     &r.id,
                     r.status,
                     &r.observed,
@@ -302,7 +303,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             writeln!(
                 out,
                 "\n{}",
-                summary_in(results.iter().map(|r| r.status), c.lang)
+                summary_in(results.iter().map(|r| r.status), c.lang.into())
             )?;
         }
         HardenCmd::Plan(c) => {
@@ -313,12 +314,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 return print_json(&plan);
             }
             let mut out = preflight_render::term::SafeWriter(std::io::stdout().lock());
-            let mut t = results_table(c.lang);
+            let mut t = results_table(c.lang.into());
             for e in &plan {
                 let a = &e.audit;
                 table_row(
                     &mut t,
-                    c.lang,
+                    c.lang.into(),
                     &a.id,
                     a.status,
                     &a.observed,
@@ -380,12 +381,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 return print_json(&report);
             }
             let mut out = preflight_render::term::SafeWriter(std::io::stdout().lock());
-            let mut t = results_table(c.lang);
+            let mut t = results_table(c.lang.into());
             let mut errors = Vec::new();
             for r in &report.records {
                 table_row(
                     &mut t,
-                    c.lang,
+                    c.lang.into(),
                     &r.check_id,
                     r.status,
                     &r.observed,
@@ -403,7 +404,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             writeln!(
                 out,
                 "\n{}",
-                summary_in(report.records.iter().map(|r| r.status), c.lang)
+                summary_in(report.records.iter().map(|r| r.status), c.lang.into())
             )?;
             match &report.backup {
                 Some(b) => writeln!(out, "backup {} in {} (undo: preflight-agent harden rollback --backup {} --backup-dir {})", b.id, b.dir, b.id, b.dir)?,
@@ -425,11 +426,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             for p in &report.restored {
                 writeln!(out, "restored {p}")?;
             }
-            let mut t = results_table(r.lang);
+            let mut t = results_table(r.lang.into());
             for rec in &report.records {
                 table_row(
                     &mut t,
-                    r.lang,
+                    r.lang.into(),
                     &rec.check_id,
                     rec.status,
                     &rec.observed,

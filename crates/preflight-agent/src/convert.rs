@@ -74,7 +74,7 @@ pub fn inventory(i: inv::Inventory) -> pb::Inventory {
             source: i.clock.source,
             max_error_us: i.clock.max_error_us,
         }),
-        selinux: i.selinux,
+        selinux: selinux_mode(&i.selinux).into(),
         uptime_s: i.uptime_s,
         open_files: Some(pb::OpenFilesLimit {
             soft: i.open_files.soft,
@@ -82,5 +82,43 @@ pub fn inventory(i: inv::Inventory) -> pb::Inventory {
         }),
         agent_version: crate::VERSION.to_string(),
         collected_at_unix_ms: i.collected_at_unix_ms,
+    }
+}
+
+/// The probe's SELinux word (`inventory::read_selinux`) as the wire enum.
+fn selinux_mode(word: &str) -> pb::SelinuxMode {
+    match word {
+        "enforcing" => pb::SelinuxMode::Enforcing,
+        "permissive" => pb::SelinuxMode::Permissive,
+        "disabled" => pb::SelinuxMode::Disabled,
+        "absent" => pb::SelinuxMode::Absent,
+        _ => pb::SelinuxMode::Unspecified,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every word the probe reports keeps its word in `--output json`, through the enum.
+    #[test]
+    fn selinux_words_survive_the_enum() {
+        for word in ["enforcing", "permissive", "disabled", "absent"] {
+            let mode = selinux_mode(word);
+            assert_ne!(mode, pb::SelinuxMode::Unspecified, "{word}");
+            assert_eq!(
+                preflight_proto::json::name::<pb::SelinuxMode>(mode.into()),
+                word
+            );
+        }
+        assert_eq!(selinux_mode("strange"), pb::SelinuxMode::Unspecified);
+    }
+
+    /// The probe reads a tree with no selinuxfs and no config as `absent`, which the enum knows.
+    #[test]
+    fn the_probe_word_for_no_selinux_is_known() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let word = inv::read_selinux(&dir.path().join("fs"), &dir.path().join("config"));
+        assert_eq!(selinux_mode(&word), pb::SelinuxMode::Absent);
     }
 }

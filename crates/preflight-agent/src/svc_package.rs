@@ -21,26 +21,31 @@ pub fn to_pb(c: &FileCheck) -> pb::PackageFileResult {
         bytes_hashed: c.bytes_hashed,
         ..Default::default()
     };
-    r.status = match &c.status {
-        FileStatus::Ok => "ok",
-        FileStatus::Missing => "missing",
-        FileStatus::NotAFile => "not_a_file",
+    use pb::PackageFileStatus as S;
+    let status = match &c.status {
+        FileStatus::Ok => S::Ok,
+        FileStatus::Missing => S::Missing,
+        FileStatus::NotAFile => S::NotAFile,
         FileStatus::WrongSize { larger } => {
-            r.size_relation = if *larger { "larger" } else { "smaller" }.to_string();
-            "wrong_size"
+            r.set_size_relation(if *larger {
+                pb::SizeRelation::Larger
+            } else {
+                pb::SizeRelation::Smaller
+            });
+            S::WrongSize
         }
-        FileStatus::WrongHash => "wrong_hash",
+        FileStatus::WrongHash => S::WrongHash,
         FileStatus::Refused { reason } => {
             r.error = reason.clone();
-            "refused"
+            S::Refused
         }
         FileStatus::Unreadable { error } => {
             r.error = error.clone();
-            "unreadable"
+            S::Unreadable
         }
-        FileStatus::Cancelled => "cancelled",
-    }
-    .to_string();
+        FileStatus::Cancelled => S::Cancelled,
+    };
+    r.set_status(status);
     r
 }
 
@@ -93,4 +98,49 @@ pub async fn verify_package(
         }
     });
     Ok(ReceiverStream::new(rx))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each status keeps the word it had as a string, in `--output json` and in the sweep's
+    /// findings; a wrong size says only smaller or larger.
+    #[test]
+    fn statuses_keep_their_words() {
+        let cases = [
+            (FileStatus::Ok, "ok", ""),
+            (FileStatus::Missing, "missing", ""),
+            (FileStatus::NotAFile, "not_a_file", ""),
+            (
+                FileStatus::WrongSize { larger: true },
+                "wrong_size",
+                "larger",
+            ),
+            (
+                FileStatus::WrongSize { larger: false },
+                "wrong_size",
+                "smaller",
+            ),
+            (FileStatus::WrongHash, "wrong_hash", ""),
+            (FileStatus::Refused { reason: "r".into() }, "refused", ""),
+            (
+                FileStatus::Unreadable { error: "e".into() },
+                "unreadable",
+                "",
+            ),
+            (FileStatus::Cancelled, "cancelled", ""),
+        ];
+        for (status, word, relation) in cases {
+            let r = to_pb(&FileCheck {
+                path: "/opt/app.tar".into(),
+                expected_size: 1,
+                status,
+                bytes_hashed: 0,
+            });
+            let v = serde_json::to_value(&r).expect("json");
+            assert_eq!(v["status"], word);
+            assert_eq!(v["size_relation"], relation, "{word}");
+        }
+    }
 }

@@ -4,8 +4,9 @@
 use std::io::IsTerminal;
 
 use indicatif::{ProgressBar, ProgressStyle};
+use preflight_args::bench::BenchKind;
 use preflight_proto::v1 as pb;
-use preflight_render::bench::{self, BenchKind};
+use preflight_render::bench;
 
 use crate::client::{status, Conn};
 use crate::Output;

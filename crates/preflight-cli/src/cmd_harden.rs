@@ -13,6 +13,7 @@ use tonic::transport::Channel;
 
 use crate::client::{status, Conn};
 use crate::Output;
+use preflight_args::LangArg;
 use preflight_render::{Lang, Table};
 
 /// Hardening and evidence subcommands, flattened into the top level.
@@ -43,8 +44,8 @@ pub struct Target {
     #[arg(long, value_name = "B", conflicts_with = "agents")]
     batch: Option<String>,
     /// Language of the tables and messages: en or zh (中文).
-    #[arg(long, value_enum, default_value_t = Lang::En)]
-    lang: Lang,
+    #[arg(long, value_enum, default_value_t = LangArg::En)]
+    lang: LangArg,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -712,12 +713,13 @@ fn key_pin(s: &str) -> anyhow::Result<String> {
 }
 
 async fn harden(op: HardenOp, conn: &Conn, out: Output) -> anyhow::Result<()> {
-    let lang = match &op {
+    let lang: Lang = match &op {
         HardenOp::Status(t) => t.lang,
         HardenOp::Audit(c) | HardenOp::Plan(c) | HardenOp::Verify(c) => c.target.lang,
         HardenOp::Rollback(r) => r.target.lang,
         HardenOp::Apply(a) => a.checks.target.lang,
-    };
+    }
+    .into();
     let mut h = hardening(conn).await?;
     let mut audit = false;
     let (req, diffs) = match &op {
@@ -733,7 +735,6 @@ async fn harden(op: HardenOp, conn: &Conn, out: Output) -> anyhow::Result<()> {
             if out == Output::Json {
                 return print_json(&r);
             }
-            let lang = t.lang;
             let yes = |b: bool| -> String {
                 match (b, lang) {
                     (true, Lang::Zh) => "是".into(),

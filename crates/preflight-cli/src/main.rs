@@ -518,7 +518,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             println!(
                 "{} ({}) on controller {}",
-                r.user, r.role, r.controller_version
+                r.user,
+                preflight_proto::json::name::<pb::Role>(r.role),
+                r.controller_version
             );
             Ok(())
         }
@@ -550,7 +552,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!(
                 "logged in as {} ({}); saved to {}",
                 r.user,
-                r.role,
+                preflight_proto::json::name::<pb::Role>(r.role),
                 path.display()
             );
             Ok(())

@@ -430,7 +430,7 @@ pub async fn start(cfg: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Ru
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(
-            pb::controller_server::ControllerServer::new(svc::api::ApiSvc(shared.clone()))
+            pb::controller_server::ControllerServer::new(svc::ApiSvc(shared.clone()))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )

@@ -88,7 +88,7 @@ pub fn pad(s: &str, w: usize) -> String {
 }
 
 /// Language of human output.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Lang {
     /// English.
     #[default]
@@ -241,7 +241,10 @@ pub fn inventory(inv: &pb::Inventory) -> String {
             clock.max_error_us
         ),
     ]);
-    kv.row(vec!["selinux".into(), inv.selinux.clone()]);
+    kv.row(vec![
+        "selinux".into(),
+        preflight_proto::json::name::<pb::SelinuxMode>(inv.selinux),
+    ]);
     kv.row(vec!["uptime".into(), timefmt::ago(inv.uptime_s as i64)]);
     kv.row(vec![
         "open files".into(),

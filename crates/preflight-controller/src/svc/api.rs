@@ -1,7 +1,6 @@
 //! The Controller service for people (the `preflight` CLI). Every RPC names the roles allowed
 //! to call it in one place, [`allowed`], which the security tests walk.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use preflight_core::role::Role;
@@ -11,13 +10,10 @@ use tonic::{Request, Response, Status};
 
 use crate::agents::agent_status;
 use crate::auth::authorize;
-use crate::error::store_status;
+use crate::error::{store_status, InvalidRequest};
 use crate::metrics::{is_online, is_outdated};
-use crate::{hash_token, new_secret, Shared};
-
-pub(crate) struct ApiSvc(pub Arc<Shared>);
-
-use crate::svc::{api_bench, api_net};
+use crate::svc::{api_bench, api_net, ApiSvc};
+use crate::{hash_token, new_secret};
 
 /// Roles allowed to call each RPC of the Controller service (the one table,
 /// `preflight_core::role::rpc_roles`; an RPC missing there is refused to everyone).
@@ -31,16 +27,94 @@ const MAX_TTL_S: u32 = 7 * 24 * 3600;
 /// Most enrollments one join token allows (`token create --uses`).
 const MAX_USES: u32 = 1000;
 
+/// A new join token as asked for: how long it lives and how many agents it may enroll.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct NewJoinToken {
+    pub ttl_s: u32,
+    pub uses: u32,
+}
+
+impl TryFrom<pb::CreateJoinTokenRequest> for NewJoinToken {
+    type Error = InvalidRequest;
+
+    fn try_from(r: pb::CreateJoinTokenRequest) -> Result<Self, InvalidRequest> {
+        let uses = r.uses.max(1);
+        if uses > MAX_USES {
+            return Err(InvalidRequest::new(
+                "uses",
+                format!(
+                    "{uses} is out of range: a join token enrolls 1 to {MAX_USES} agents (--uses)"
+                ),
+            ));
+        }
+        if !(MIN_TTL_S..=MAX_TTL_S).contains(&r.ttl_s) {
+            return Err(InvalidRequest::new(
+                "ttl_s",
+                format!(
+                    "{} is out of range: use 1 s to 7 days (e.g. --ttl 1h)",
+                    r.ttl_s
+                ),
+            ));
+        }
+        Ok(NewJoinToken {
+            ttl_s: r.ttl_s,
+            uses,
+        })
+    }
+}
+
+/// An agent named by a request (`agent_id`), well-formed; whether it exists is the store's.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct AgentRef(pub String);
+
+fn agent_id(id: &str) -> Result<(), InvalidRequest> {
+    if id.is_empty() {
+        return Err(InvalidRequest::new(
+            "agent_id",
+            "empty: `preflight agents` lists them",
+        ));
+    }
+    preflight_pki::validate_agent_id(id).map_err(|e| InvalidRequest::new("agent_id", e))
+}
+
+impl TryFrom<pb::RevokeAgentRequest> for AgentRef {
+    type Error = InvalidRequest;
+
+    fn try_from(r: pb::RevokeAgentRequest) -> Result<Self, InvalidRequest> {
+        agent_id(&r.agent_id)?;
+        Ok(AgentRef(r.agent_id))
+    }
+}
+
+impl TryFrom<pb::GetAgentInventoryRequest> for AgentRef {
+    type Error = InvalidRequest;
+
+    fn try_from(r: pb::GetAgentInventoryRequest) -> Result<Self, InvalidRequest> {
+        agent_id(&r.agent_id)?;
+        Ok(AgentRef(r.agent_id))
+    }
+}
+
+/// A role on the wire.
+pub(crate) fn role_pb(r: Role) -> pb::Role {
+    match r {
+        Role::Admin => pb::Role::Admin,
+        Role::Dispatcher => pb::Role::Dispatcher,
+        Role::Project => pb::Role::Project,
+        Role::Integrator => pb::Role::Integrator,
+        Role::Deployer => pb::Role::Deployer,
+        Role::PerfChecker => pb::Role::PerfChecker,
+        Role::Reviewer => pb::Role::Reviewer,
+        Role::DeliveryLead => pb::Role::DeliveryLead,
+        Role::Gd => pb::Role::Gd,
+        Role::Auditor => pb::Role::Auditor,
+    }
+}
+
 impl ApiSvc {
     /// The record of agent `id`, with INVALID_ARGUMENT / NOT_FOUND naming the problem.
     pub(crate) fn agent_record(&self, id: &str) -> Result<preflight_store::AgentRecord, Status> {
-        if id.is_empty() {
-            return Err(Status::invalid_argument(
-                "agent_id is empty: `preflight agents` lists them",
-            ));
-        }
-        preflight_pki::validate_agent_id(id)
-            .map_err(|e| Status::invalid_argument(format!("agent_id: {e}")))?;
+        agent_id(id)?;
         self.0
             .store
             .agent(id)
@@ -60,7 +134,7 @@ impl pb::controller_server::Controller for ApiSvc {
         let (user, role) = authorize(&self.0, &req, allowed("WhoAmI"))?;
         Ok(Response::new(pb::WhoAmIResponse {
             user: user.name,
-            role: role.to_string(),
+            role: role_pb(role).into(),
             controller_version: crate::VERSION.into(),
         }))
     }
@@ -70,19 +144,7 @@ impl pb::controller_server::Controller for ApiSvc {
         req: Request<pb::CreateJoinTokenRequest>,
     ) -> Result<Response<pb::CreateJoinTokenResponse>, Status> {
         let (user, _) = authorize(&self.0, &req, allowed("CreateJoinToken"))?;
-        let r = req.into_inner();
-        let ttl = r.ttl_s;
-        let uses = r.uses.max(1);
-        if uses > MAX_USES {
-            return Err(Status::invalid_argument(format!(
-                "uses {uses} is out of range: a join token enrolls 1 to {MAX_USES} agents (--uses)"
-            )));
-        }
-        if !(MIN_TTL_S..=MAX_TTL_S).contains(&ttl) {
-            return Err(Status::invalid_argument(format!(
-                "ttl_s {ttl} is out of range: use 1 s to 7 days (e.g. --ttl 1h)"
-            )));
-        }
+        let NewJoinToken { ttl_s: ttl, uses } = req.into_inner().try_into()?;
         let token = new_secret("pfj");
         let now = self.0.now_ms();
         let rec = JoinTokenRecord {
@@ -140,7 +202,7 @@ impl pb::controller_server::Controller for ApiSvc {
         req: Request<pb::RevokeAgentRequest>,
     ) -> Result<Response<pb::RevokeAgentResponse>, Status> {
         let (user, _) = authorize(&self.0, &req, allowed("RevokeAgent"))?;
-        let id = req.into_inner().agent_id;
+        let AgentRef(id) = req.into_inner().try_into()?;
         self.agent_record(&id)?;
         self.0
             .store
@@ -156,7 +218,7 @@ impl pb::controller_server::Controller for ApiSvc {
         req: Request<pb::GetAgentInventoryRequest>,
     ) -> Result<Response<pb::Inventory>, Status> {
         authorize(&self.0, &req, allowed("GetAgentInventory"))?;
-        let id = req.into_inner().agent_id;
+        let AgentRef(id) = req.into_inner().try_into()?;
         let rec = self.agent_record(&id)?;
         let mut client = self.0.agents.client(&rec)?;
         let mut r = Request::new(pb::GetInventoryRequest {});
@@ -237,5 +299,60 @@ impl pb::controller_server::Controller for ApiSvc {
                 .map(|(id, version)| pb::OutdatedAgent { id, version })
                 .collect(),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn join_token_requests_are_refused_naming_the_field() {
+        let ask = |ttl_s, uses| NewJoinToken::try_from(pb::CreateJoinTokenRequest { ttl_s, uses });
+        assert_eq!(
+            ask(600, 0),
+            Ok(NewJoinToken {
+                ttl_s: 600,
+                uses: 1
+            })
+        );
+        assert_eq!(ask(600, MAX_USES + 1).unwrap_err().field, "uses");
+        assert_eq!(ask(0, 1).unwrap_err().field, "ttl_s");
+        assert_eq!(ask(MAX_TTL_S + 1, 1).unwrap_err().field, "ttl_s");
+        let s = Status::from(ask(0, 1).unwrap_err());
+        assert_eq!(s.code(), tonic::Code::InvalidArgument);
+        assert!(
+            s.message().starts_with("ttl_s: 0 is out of range"),
+            "{}",
+            s.message()
+        );
+    }
+
+    #[test]
+    fn agent_ids_are_refused_naming_the_field() {
+        let revoke = |id: &str| {
+            AgentRef::try_from(pb::RevokeAgentRequest {
+                agent_id: id.into(),
+            })
+        };
+        assert_eq!(revoke("web-1"), Ok(AgentRef("web-1".into())));
+        for bad in ["", "../etc", "a b"] {
+            assert_eq!(revoke(bad).unwrap_err().field, "agent_id", "{bad:?}");
+        }
+        let inv = AgentRef::try_from(pb::GetAgentInventoryRequest {
+            agent_id: String::new(),
+        });
+        assert_eq!(inv.unwrap_err().field, "agent_id");
+    }
+
+    /// Every role keeps its word in `--output json` and in `whoami`.
+    #[test]
+    fn roles_on_the_wire_keep_their_words() {
+        for r in Role::ALL {
+            assert_eq!(
+                preflight_proto::json::name::<pb::Role>(role_pb(r).into()),
+                r.as_str()
+            );
+        }
     }
 }

@@ -11,7 +11,7 @@ use tokio_stream::StreamExt;
 use tonic::{Request, Status};
 
 use crate::agents::agent_status;
-use crate::svc::api::ApiSvc;
+use crate::svc::ApiSvc;
 
 /// Benchmark events streamed through from the agent.
 pub type EventStream =

@@ -16,7 +16,7 @@ use crate::engine::net::{
     bandwidth_between, probe_between, DEFAULT_PROBE_TIMEOUT, MAX_BW_DURATION_S, MAX_BW_STREAMS,
     MAX_LISTENER_TTL, MAX_PROBE_PORTS, MAX_PROBE_TIMEOUT,
 };
-use crate::svc::api::ApiSvc;
+use crate::svc::ApiSvc;
 
 /// Parses a port list such as `80,443,8080-8090` into distinct ports, in the order given.
 pub fn parse_ports(spec: &str) -> Result<Vec<u16>, String> {

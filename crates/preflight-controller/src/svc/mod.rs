@@ -10,3 +10,7 @@ pub(crate) mod readiness;
 pub(crate) mod registry;
 pub(crate) mod users;
 pub(crate) mod workflow;
+
+/// The Controller service: its RPCs are in `api`, the benchmark and network ones in `api_bench`
+/// and `api_net`; defined here so that those modules and `api` do not import each other.
+pub(crate) struct ApiSvc(pub std::sync::Arc<crate::Shared>);

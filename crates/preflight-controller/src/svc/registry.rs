@@ -8,7 +8,7 @@ use preflight_proto::v1 as pb;
 use preflight_store::AgentRecord;
 use tonic::{Request, Response, Status};
 
-use crate::error::store_status;
+use crate::error::{store_status, InvalidRequest};
 use crate::{hash_token, Shared};
 
 pub(crate) struct RegistrySvc(pub Arc<Shared>);
@@ -17,14 +17,98 @@ pub(crate) struct RegistrySvc(pub Arc<Shared>);
 /// until the agent first uses the new one): covers a renewal whose answer was lost.
 pub(crate) const RENEW_OVERLAP_MS: i64 = 5 * 60 * 1000;
 
-fn field(name: &str, value: &str, max: usize) -> Result<(), Status> {
+fn field(name: &str, value: &str, max: usize) -> Result<(), InvalidRequest> {
     if value.len() > max {
-        return Err(Status::invalid_argument(format!(
-            "{name} is {} bytes; at most {max} are accepted",
-            value.len()
-        )));
+        return Err(InvalidRequest::new(
+            name,
+            format!("{} bytes; at most {max} are accepted", value.len()),
+        ));
     }
     Ok(())
+}
+
+/// An enrollment as the registry accepts it: a join token, the agent id asked for, the CSR.
+#[derive(Debug)]
+pub(crate) struct Enrollment {
+    pub join_token: String,
+    pub name: String,
+    pub csr_pem: String,
+    pub agent_version: String,
+    pub hostname: String,
+}
+
+impl TryFrom<pb::EnrollRequest> for Enrollment {
+    type Error = InvalidRequest;
+
+    fn try_from(r: pb::EnrollRequest) -> Result<Self, InvalidRequest> {
+        if r.join_token.is_empty() {
+            return Err(InvalidRequest::new("join_token", "empty: pass --token"));
+        }
+        field("join_token", &r.join_token, 256)?;
+        field("csr_pem", &r.csr_pem, 16 * 1024)?;
+        field("agent_version", &r.agent_version, 64)?;
+        field("hostname", &r.hostname, 253)?;
+        preflight_pki::validate_agent_id(&r.name).map_err(|e| InvalidRequest::new("name", e))?;
+        Ok(Enrollment {
+            join_token: r.join_token,
+            name: r.name,
+            csr_pem: r.csr_pem,
+            agent_version: r.agent_version,
+            hostname: r.hostname,
+        })
+    }
+}
+
+/// What a heartbeat reports about the agent's host.
+#[derive(Debug)]
+pub(crate) struct Heartbeat {
+    pub agent_version: String,
+    pub hostname: String,
+    pub addresses: Vec<String>,
+    /// `IP:PORT`, or empty when the agent did not say.
+    pub listen_addr: String,
+}
+
+impl TryFrom<pb::HeartbeatRequest> for Heartbeat {
+    type Error = InvalidRequest;
+
+    fn try_from(r: pb::HeartbeatRequest) -> Result<Self, InvalidRequest> {
+        field("agent_version", &r.agent_version, 64)?;
+        field("hostname", &r.hostname, 253)?;
+        if r.addresses.len() > 256 {
+            return Err(InvalidRequest::new("addresses", "at most 256 are accepted"));
+        }
+        for a in &r.addresses {
+            field("addresses[]", a, 64)?;
+        }
+        if !r.listen_addr.is_empty() && r.listen_addr.parse::<std::net::SocketAddr>().is_err() {
+            return Err(InvalidRequest::new(
+                "listen_addr",
+                format!("{:?} is not IP:PORT", r.listen_addr),
+            ));
+        }
+        Ok(Heartbeat {
+            agent_version: r.agent_version,
+            hostname: r.hostname,
+            addresses: r.addresses,
+            listen_addr: r.listen_addr,
+        })
+    }
+}
+
+/// A certificate renewal: the CSR made on the host.
+#[derive(Debug)]
+pub(crate) struct Renewal {
+    pub csr_pem: String,
+}
+
+impl TryFrom<pb::RenewRequest> for Renewal {
+    type Error = InvalidRequest;
+
+    fn try_from(r: pb::RenewRequest) -> Result<Self, InvalidRequest> {
+        field("csr_pem", &r.csr_pem, 16 * 1024)?;
+        Ok(Renewal { csr_pem: r.csr_pem })
+    }
 }
 
 fn source<T>(req: &Request<T>) -> String {
@@ -163,18 +247,7 @@ impl pb::registry_server::Registry for RegistrySvc {
         req: Request<pb::EnrollRequest>,
     ) -> Result<Response<pb::EnrollResponse>, Status> {
         let src = source(&req);
-        let r = req.into_inner();
-        if r.join_token.is_empty() {
-            return Err(Status::invalid_argument(
-                "join_token is empty: pass --token",
-            ));
-        }
-        field("join_token", &r.join_token, 256)?;
-        field("csr_pem", &r.csr_pem, 16 * 1024)?;
-        field("agent_version", &r.agent_version, 64)?;
-        field("hostname", &r.hostname, 253)?;
-        preflight_pki::validate_agent_id(&r.name)
-            .map_err(|e| Status::invalid_argument(format!("name: {e}")))?;
+        let r = Enrollment::try_from(req.into_inner())?;
         let s = &self.0;
         // Authentication first: nothing of the CSR is parsed or signed for a token that could
         // not enroll now (the store checks it again, atomically, when recording).
@@ -186,7 +259,7 @@ impl pb::registry_server::Registry for RegistrySvc {
             })?;
         let cert_pem =
             s.ca.sign_agent_csr(&r.csr_pem, &r.name, s.cfg.agent_cert_ttl)
-                .map_err(|e| Status::invalid_argument(format!("csr_pem: {e}")))?;
+                .map_err(|e| InvalidRequest::new("csr_pem", e))?;
         let ident = preflight_pki::Identity {
             cert_pem: cert_pem.clone(),
             key_pem: String::new(),
@@ -237,23 +310,7 @@ impl pb::registry_server::Registry for RegistrySvc {
             .remote_addr()
             .map(|a| a.ip().to_string())
             .unwrap_or_default();
-        let r = req.into_inner();
-        field("agent_version", &r.agent_version, 64)?;
-        field("hostname", &r.hostname, 253)?;
-        if r.addresses.len() > 256 {
-            return Err(Status::invalid_argument(
-                "addresses: at most 256 are accepted",
-            ));
-        }
-        for a in &r.addresses {
-            field("addresses[]", a, 64)?;
-        }
-        if !r.listen_addr.is_empty() && r.listen_addr.parse::<std::net::SocketAddr>().is_err() {
-            return Err(Status::invalid_argument(format!(
-                "listen_addr {:?} is not IP:PORT",
-                r.listen_addr
-            )));
-        }
+        let r = Heartbeat::try_from(req.into_inner())?;
         let now = self.0.now_ms();
         if rec.listen_addr != r.listen_addr || rec.observed_ip != observed {
             self.0.agents.forget(&rec.id);
@@ -282,12 +339,11 @@ impl pb::registry_server::Registry for RegistrySvc {
     ) -> Result<Response<pb::RenewResponse>, Status> {
         let (rec, _) = self.agent_of(&req)?;
         let presented = peer_fp(&req);
-        let r = req.into_inner();
-        field("csr_pem", &r.csr_pem, 16 * 1024)?;
+        let r = Renewal::try_from(req.into_inner())?;
         let s = &self.0;
         let cert_pem =
             s.ca.sign_agent_csr(&r.csr_pem, &rec.id, s.cfg.agent_cert_ttl)
-                .map_err(|e| Status::invalid_argument(format!("csr_pem: {e}")))?;
+                .map_err(|e| InvalidRequest::new("csr_pem", e))?;
         let ident = preflight_pki::Identity {
             cert_pem: cert_pem.clone(),
             key_pem: String::new(),
@@ -352,6 +408,82 @@ mod tests {
         assert_eq!(check_cert(&rec("", "", 0), "x", 10), CertCheck::Unrecorded);
         // An empty presented fingerprint never matches an empty previous one.
         assert_eq!(check_cert(&rec("new", "", 0), "", 10), CertCheck::Refused);
+    }
+
+    #[test]
+    fn registry_requests_are_refused_naming_the_field() {
+        let enroll = |f: &dyn Fn(&mut pb::EnrollRequest)| {
+            let mut r = pb::EnrollRequest {
+                join_token: "pfj_x".into(),
+                name: "web-1".into(),
+                csr_pem: "csr".into(),
+                agent_version: "0.1.0".into(),
+                hostname: "web-1".into(),
+            };
+            f(&mut r);
+            Enrollment::try_from(r).map(|e| e.name).map_err(|e| e.field)
+        };
+        assert_eq!(enroll(&|_| {}), Ok("web-1".to_string()));
+        assert_eq!(enroll(&|r| r.join_token.clear()), Err("join_token".into()));
+        assert_eq!(
+            enroll(&|r| r.join_token = "t".repeat(257)),
+            Err("join_token".into())
+        );
+        assert_eq!(
+            enroll(&|r| r.csr_pem = "c".repeat(16 * 1024 + 1)),
+            Err("csr_pem".into())
+        );
+        assert_eq!(
+            enroll(&|r| r.agent_version = "v".repeat(65)),
+            Err("agent_version".into())
+        );
+        assert_eq!(
+            enroll(&|r| r.hostname = "h".repeat(254)),
+            Err("hostname".into())
+        );
+        assert_eq!(enroll(&|r| r.name = "Web 1".into()), Err("name".into()));
+
+        let beat = |f: &dyn Fn(&mut pb::HeartbeatRequest)| {
+            let mut r = pb::HeartbeatRequest {
+                agent_version: "0.1.0".into(),
+                hostname: "web-1".into(),
+                addresses: vec!["10.0.0.5/24".into()],
+                listen_addr: "0.0.0.0:7444".into(),
+            };
+            f(&mut r);
+            Heartbeat::try_from(r)
+                .map(|h| h.listen_addr)
+                .map_err(|e| e.field)
+        };
+        assert_eq!(beat(&|_| {}), Ok("0.0.0.0:7444".to_string()));
+        assert_eq!(beat(&|r| r.listen_addr.clear()), Ok(String::new()));
+        assert_eq!(
+            beat(&|r| r.listen_addr = "somewhere".into()),
+            Err("listen_addr".into())
+        );
+        assert_eq!(
+            beat(&|r| r.addresses = vec!["a".into(); 257]),
+            Err("addresses".into())
+        );
+        assert_eq!(
+            beat(&|r| r.addresses = vec!["a".repeat(65)]),
+            Err("addresses[]".into())
+        );
+        assert_eq!(
+            beat(&|r| r.hostname = "h".repeat(254)),
+            Err("hostname".into())
+        );
+
+        let renew = Renewal::try_from(pb::RenewRequest {
+            csr_pem: "c".repeat(16 * 1024 + 1),
+        });
+        let s = Status::from(renew.unwrap_err());
+        assert_eq!(s.code(), tonic::Code::InvalidArgument);
+        assert!(
+            s.message().starts_with("csr_pem: 16385 bytes"),
+            "{}",
+            s.message()
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ use preflight_core::net::Proto;
 use preflight_core::plan::{PackageKind, Plan, Server, Thresholds};
 use preflight_core::readiness::{self, Finding};
 use preflight_core::workflow::PauseReason;
+use preflight_proto::json;
 use preflight_proto::v1 as pb;
 use preflight_store::sweeps::ServerRecord;
 use preflight_store::AgentRecord;
@@ -415,25 +416,26 @@ async fn packages(
                 match ev {
                     Ok(ev) => {
                         if let Some(f) = ev.file {
-                            if f.status == "wrong_size" {
+                            use pb::PackageFileStatus as S;
+                            if f.status() == S::WrongSize {
                                 out.push(readiness::package_wrong_size(
                                     server,
                                     &f.path,
                                     is_backup(&f.path),
-                                    &f.size_relation,
+                                    &json::name::<pb::SizeRelation>(f.size_relation),
                                     f.expected_size,
                                 ));
                                 continue;
                             }
-                            let detail = match f.status.as_str() {
-                                "wrong_hash" => String::new(),
+                            let detail = match f.status() {
+                                S::WrongHash => String::new(),
                                 _ => f.error.clone(),
                             };
                             out.push(readiness::package_file(
                                 server,
                                 &f.path,
                                 is_backup(&f.path),
-                                &f.status,
+                                &json::name::<S>(f.status),
                                 &detail,
                             ));
                         }
