@@ -117,8 +117,8 @@ pub(crate) fn checked_agent_tls(
             .agent(id)
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("agent {id} is not enrolled here"))?;
-        match crate::svc::registry::check_cert(&rec, fp, clock.now_ms()) {
-            crate::svc::registry::CertCheck::Refused => Err(format!(
+        match check_cert(&rec, fp, clock.now_ms()) {
+            CertCheck::Refused => Err(format!(
                 "agent {id} serves certificate {fp}, which is not its current one: refused"
             )),
             _ => Ok(()),
@@ -205,9 +205,76 @@ pub(crate) fn agent_status(id: &str, s: Status) -> Status {
     }
 }
 
+/// Which certificates `rec` accepts, judged at `now` for the certificate `fp`.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum CertCheck {
+    /// The current one.
+    Current,
+    /// The current one, used for the first time since a renewal: the previous one is retired.
+    CurrentFirstUse,
+    /// The one replaced by a renewal that is still in its overlap.
+    Previous,
+    /// The record has no fingerprint (never stored): accept this one and record it.
+    Unrecorded,
+    Refused,
+}
+
+pub(crate) fn check_cert(rec: &AgentRecord, fp: &str, now: i64) -> CertCheck {
+    if rec.cert_sha256.is_empty() {
+        return CertCheck::Unrecorded;
+    }
+    if rec.cert_sha256 == fp {
+        return if rec.prev_cert_sha256.is_empty() {
+            CertCheck::Current
+        } else {
+            CertCheck::CurrentFirstUse
+        };
+    }
+    if !rec.prev_cert_sha256.is_empty()
+        && rec.prev_cert_sha256 == fp
+        && now < rec.prev_cert_until_ms
+    {
+        return CertCheck::Previous;
+    }
+    CertCheck::Refused
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn rec(cur: &str, prev: &str, until: i64) -> AgentRecord {
+        AgentRecord {
+            id: "a".into(),
+            cert_sha256: cur.into(),
+            prev_cert_sha256: prev.into(),
+            prev_cert_until_ms: until,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_the_recorded_certificate_is_accepted_with_a_bounded_renewal_overlap() {
+        assert_eq!(
+            check_cert(&rec("new", "", 0), "new", 10),
+            CertCheck::Current
+        );
+        assert_eq!(
+            check_cert(&rec("new", "", 0), "old", 10),
+            CertCheck::Refused
+        );
+        // During a renewal: the new one's first use retires the old one; the old one is
+        // accepted only until the deadline.
+        let r = rec("new", "old", 100);
+        assert_eq!(check_cert(&r, "new", 10), CertCheck::CurrentFirstUse);
+        assert_eq!(check_cert(&r, "old", 99), CertCheck::Previous);
+        assert_eq!(check_cert(&r, "old", 100), CertCheck::Refused);
+        assert_eq!(check_cert(&r, "other", 10), CertCheck::Refused);
+        // A record without a fingerprint takes the first one presented.
+        assert_eq!(check_cert(&rec("", "", 0), "x", 10), CertCheck::Unrecorded);
+        // An empty presented fingerprint never matches an empty previous one.
+        assert_eq!(check_cert(&rec("new", "", 0), "", 10), CertCheck::Refused);
+    }
     use preflight_pki::{CertificateAuthority, ReloadableCert};
     use preflight_store::{JoinTokenRecord, Store};
 
