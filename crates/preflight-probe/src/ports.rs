@@ -24,25 +24,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 use thiserror::Error;
 use tracing::{debug, warn};
 
-/// Transport protocol of a listener.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Proto {
-    /// TCP, in state LISTEN.
-    Tcp,
-    /// UDP, bound and not connected.
-    Udp,
-}
-
-impl Proto {
-    /// `tcp` or `udp`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Proto::Tcp => "tcp",
-            Proto::Udp => "udp",
-        }
-    }
-}
+/// Transport protocol of a listener: TCP in state LISTEN, or UDP bound and not connected.
+pub use preflight_core::net::Proto;
 
 /// Address family of a listener's socket. An IPv6 socket bound to `::` may also accept IPv4
 /// unless it is v6-only; it is still reported as `V6`.
