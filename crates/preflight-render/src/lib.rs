@@ -933,23 +933,23 @@ fn path_matrix(r: &pb::SweepReport) -> String {
     let mut targets: Vec<(String, u32)> = Vec::new();
     let mut cells = std::collections::HashMap::new();
     for f in &r.findings {
-        let Some(rest) = f.check.strip_prefix("path:") else {
+        // Paths of one port (a refused request over a range of ports has no cell).
+        let Some((path, port)) = f.target.as_ref().and_then(|t| {
+            (t.kind == pb::TargetKind::Path as i32)
+                .then_some(t.port)
+                .flatten()
+                .map(|p| (t, p))
+        }) else {
             continue;
         };
-        let Some((dst, port)) = rest.rsplit_once(':') else {
-            continue;
-        };
-        let Ok(port) = port.parse::<u32>() else {
-            continue;
-        };
-        if !sources.contains(&f.server.as_str()) {
-            sources.push(&f.server);
+        if !sources.contains(&path.server.as_str()) {
+            sources.push(&path.server);
         }
-        let t = (dst.to_string(), port);
+        let t = (path.dest.clone(), port);
         if !targets.contains(&t) {
             targets.push(t.clone());
         }
-        cells.insert((f.server.as_str(), t), f);
+        cells.insert((path.server.as_str(), t), f);
     }
     if sources.is_empty() {
         return String::new();
@@ -1032,6 +1032,17 @@ mod tests {
             server: server.into(),
             check: check.into(),
             verdict: verdict.into(),
+            // The matrix reads the target, never the check id.
+            target: check.strip_prefix("path:").map(|rest| {
+                let (dest, port) = rest.split_once(':').unwrap();
+                pb::FindingTarget {
+                    kind: pb::TargetKind::Path as i32,
+                    server: server.into(),
+                    dest: dest.into(),
+                    port: Some(port.parse().unwrap()),
+                    proto: pb::Protocol::Tcp as i32,
+                }
+            }),
             measured: m,
             threshold: m.map(|_| 5000),
             unit: if m.is_some() {
@@ -1059,6 +1070,15 @@ mod tests {
             "{h}"
         );
         assert!(h.contains("width:25.0%") && h.contains("left:50.0%"), "{h}");
+        // A path finding without a target (or over a range of ports) has no cell.
+        let r = pb::SweepReport {
+            findings: vec![pb::SweepFinding {
+                target: None,
+                ..f("web-1", "path:soa-1:8080", "pass", None)
+            }],
+            ..Default::default()
+        };
+        assert!(!sweep_html(&r).contains("Required paths"));
         assert!(
             !h.contains("http://") && !h.contains("https://"),
             "self-contained: {h}"

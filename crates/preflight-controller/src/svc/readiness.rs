@@ -12,7 +12,7 @@ use preflight_core::readiness;
 use preflight_core::role::Role;
 use preflight_core::workflow::{Actor, Command, ReadinessSummary};
 use preflight_proto::v1 as pb;
-use preflight_store::sweeps::SweepRecord;
+use preflight_store::sweeps::{SweepRecord, TargetRecord};
 use preflight_store::{Store, StoreError};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -298,6 +298,7 @@ pub(crate) fn to_pb(r: &SweepRecord, with_findings: bool) -> pb::SweepReport {
                     measured: f.measured,
                     threshold: f.threshold,
                     unit: f.unit.clone(),
+                    target: sweep::target_of(f).as_ref().map(target_pb),
                 })
                 .collect()
         } else {
@@ -339,6 +340,29 @@ pub(crate) fn to_pb(r: &SweepRecord, with_findings: bool) -> pb::SweepReport {
         } else {
             vec![]
         },
+    }
+}
+
+/// A stored finding's target on the wire (a word this build does not know: unspecified).
+fn target_pb(t: &TargetRecord) -> pb::FindingTarget {
+    let kind = match t.kind.as_str() {
+        "path" => pb::TargetKind::Path,
+        "port" => pb::TargetKind::Port,
+        "bandwidth" => pb::TargetKind::Bandwidth,
+        "vip" => pb::TargetKind::Vip,
+        _ => pb::TargetKind::Unspecified,
+    };
+    let proto = match t.proto.as_str() {
+        "tcp" => pb::Protocol::Tcp,
+        "udp" => pb::Protocol::Udp,
+        _ => pb::Protocol::Unspecified,
+    };
+    pb::FindingTarget {
+        kind: kind as i32,
+        server: t.server.clone(),
+        dest: t.dest.clone(),
+        port: t.port.map(u32::from),
+        proto: proto as i32,
     }
 }
 
