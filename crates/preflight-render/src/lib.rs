@@ -115,6 +115,27 @@ impl Lang {
     }
 }
 
+/// A finding's verdict as its word (`pass`, `soft`, `hard`; empty when unset).
+fn verdict_of(f: &pb::SweepFinding) -> &'static str {
+    match f.verdict() {
+        pb::Verdict::Pass => "pass",
+        pb::Verdict::Soft => "soft",
+        pb::Verdict::Hard => "hard",
+        pb::Verdict::Unspecified => "",
+    }
+}
+
+/// A run's state as its word (`running`, `finished`, `interrupted`, `cancelled`).
+pub fn state_of(r: &pb::SweepReport) -> &'static str {
+    match r.state() {
+        pb::SweepState::Running => "running",
+        pb::SweepState::Finished => "finished",
+        pb::SweepState::Interrupted => "interrupted",
+        pb::SweepState::Cancelled => "cancelled",
+        pb::SweepState::Unspecified => "",
+    }
+}
+
 /// A verdict (`pass`, `soft`, `hard`) as shown.
 pub fn verdict_word(v: &str, lang: Lang) -> String {
     match (v, lang) {
@@ -513,15 +534,15 @@ fn counts(r: &pb::SweepReport, lang: Lang) -> String {
             ),
         };
     }
-    if r.state == "running" {
+    if state_of(r) == "running" {
         return lang
             .pick("not yet: the run is still going", "尚未：检查仍在进行")
             .into();
     }
-    if r.state != "finished" {
+    if state_of(r) != "finished" {
         return match lang {
-            Lang::En => format!("no: the run ended {}", r.state),
-            Lang::Zh => format!("否：检查未正常结束（{}）", state_word(&r.state, lang)),
+            Lang::En => format!("no: the run ended {}", state_of(r)),
+            Lang::Zh => format!("否：检查未正常结束（{}）", state_word(state_of(r), lang)),
         };
     }
     match lang {
@@ -559,8 +580,8 @@ fn first_screen(r: &pb::SweepReport, lang: Lang, zone: &Zone) -> Vec<(String, St
         "run",
         "运行编号",
         match lang {
-            Lang::En => format!("{} ({})", r.run_id, r.state),
-            Lang::Zh => format!("{}（{}）", r.run_id, state_word(&r.state, lang)),
+            Lang::En => format!("{} ({})", r.run_id, state_of(r)),
+            Lang::Zh => format!("{}（{}）", r.run_id, state_word(state_of(r), lang)),
         },
     );
     add("plan", "部署方案", r.plan_digest.clone());
@@ -625,8 +646,11 @@ pub fn sweep_in(r: &pb::SweepReport, lang: Lang, zone: &Zone) -> String {
     for (k, v) in &kv {
         s.push_str(&format!("  {}  {v}\n", pad(k, kw)));
     }
-    let failing: Vec<&pb::SweepFinding> =
-        r.findings.iter().filter(|f| f.verdict != "pass").collect();
+    let failing: Vec<&pb::SweepFinding> = r
+        .findings
+        .iter()
+        .filter(|f| verdict_of(f) != "pass")
+        .collect();
     if !failing.is_empty() {
         s.push_str(lang.pick(
             "\nTo fix, by party (hard failures block the batch; soft ones are risks to list)\n",
@@ -639,15 +663,15 @@ pub fn sweep_in(r: &pb::SweepReport, lang: Lang, zone: &Zone) -> String {
             s.push_str(&format!("\n  {}:\n", party_word(p, lang)));
             let mut of: Vec<&&pb::SweepFinding> = failing.iter().filter(|f| f.party == p).collect();
             // Hard before soft, then as the run found them.
-            of.sort_by_key(|f| f.verdict != "hard");
+            of.sort_by_key(|f| verdict_of(f) != "hard");
             for f in of {
                 let (m, fix) = match lang {
                     Lang::En => (&f.message, &f.fix),
                     Lang::Zh => (&f.message_zh, &f.fix_zh),
                 };
                 let tag = match lang {
-                    Lang::En => f.verdict.to_uppercase(),
-                    Lang::Zh => verdict_word(&f.verdict, lang),
+                    Lang::En => verdict_of(f).to_uppercase(),
+                    Lang::Zh => verdict_word(verdict_of(f), lang),
                 };
                 s.push_str(&format!(
                     "    [{tag}] {} {}: {m}\n      → {fix}\n",
@@ -724,8 +748,8 @@ pub fn sweep_in(r: &pb::SweepReport, lang: Lang, zone: &Zone) -> String {
         t.row(vec![
             f.server.clone(),
             f.check.clone(),
-            verdict_word(&f.verdict, lang),
-            if f.verdict == "pass" {
+            verdict_word(verdict_of(f), lang),
+            if verdict_of(f) == "pass" {
                 String::new()
             } else {
                 party_word(&f.party, lang)
@@ -756,7 +780,7 @@ pub fn sweep_html(r: &pb::SweepReport) -> String {
 pub fn sweep_html_in(r: &pb::SweepReport, zone: &Zone) -> String {
     let mut rows = String::new();
     for f in &r.findings {
-        let party = if f.verdict == "pass" {
+        let party = if verdict_of(f) == "pass" {
             String::new()
         } else {
             format!(
@@ -765,7 +789,7 @@ pub fn sweep_html_in(r: &pb::SweepReport, zone: &Zone) -> String {
                 esc(&party_word(&f.party, Lang::Zh))
             )
         };
-        let fix = if f.verdict == "pass" {
+        let fix = if verdict_of(f) == "pass" {
             String::new()
         } else {
             format!(
@@ -776,7 +800,7 @@ pub fn sweep_html_in(r: &pb::SweepReport, zone: &Zone) -> String {
         };
         rows.push_str(&format!(
             "<tr class=\"{v}\"><td>{}</td><td>{}</td><td>{v} {vz}</td><td>{}<br><span class=zh>{}</span></td><td>{party}</td><td>{fix}</td></tr>\n",
-            esc(&f.server), esc(&f.check), esc(&f.message), esc(&f.message_zh), v = esc(&f.verdict), vz = esc(&verdict_word(&f.verdict, Lang::Zh))
+            esc(&f.server), esc(&f.check), esc(&f.message), esc(&f.message_zh), v = esc(verdict_of(f)), vz = esc(&verdict_word(verdict_of(f), Lang::Zh))
         ));
     }
     let en = first_screen(r, Lang::En, zone);
@@ -805,8 +829,11 @@ pub fn sweep_html_in(r: &pb::SweepReport, zone: &Zone) -> String {
         r.passed, r.soft, r.hard
     ));
     let mut blockers = String::new();
-    let failing: Vec<&pb::SweepFinding> =
-        r.findings.iter().filter(|f| f.verdict != "pass").collect();
+    let failing: Vec<&pb::SweepFinding> = r
+        .findings
+        .iter()
+        .filter(|f| verdict_of(f) != "pass")
+        .collect();
     if !failing.is_empty() {
         let mut parties: Vec<&str> = failing.iter().map(|f| f.party.as_str()).collect();
         parties.sort();
@@ -819,7 +846,7 @@ pub fn sweep_html_in(r: &pb::SweepReport, zone: &Zone) -> String {
                 esc(&party_word(p, Lang::Zh))
             ));
             let mut of: Vec<&&pb::SweepFinding> = failing.iter().filter(|f| f.party == p).collect();
-            of.sort_by_key(|f| f.verdict != "hard");
+            of.sort_by_key(|f| verdict_of(f) != "hard");
             for f in of {
                 blockers.push_str(&format!(
                     "<li class=\"{v}\"><b>{V} {vz}</b> {} {}: {}<br><span class=zh>{}</span><br>→ {}<br><span class=zh>→ {}</span></li>\n",
@@ -829,9 +856,9 @@ pub fn sweep_html_in(r: &pb::SweepReport, zone: &Zone) -> String {
                     esc(&f.message_zh),
                     esc(&f.fix),
                     esc(&f.fix_zh),
-                    v = esc(&f.verdict),
-                    V = esc(&f.verdict.to_uppercase()),
-                    vz = esc(&verdict_word(&f.verdict, Lang::Zh)),
+                    v = esc(verdict_of(f)),
+                    V = esc(&verdict_of(f).to_uppercase()),
+                    vz = esc(&verdict_word(verdict_of(f), Lang::Zh)),
                 ));
             }
             blockers.push_str("</ul>\n");
@@ -846,7 +873,7 @@ pub fn sweep_html_in(r: &pb::SweepReport, zone: &Zone) -> String {
             .findings
             .iter()
             .filter(|f| f.server == *sv)
-            .map(|f| match f.verdict.as_str() {
+            .map(|f| match verdict_of(f) {
                 "hard" => 2,
                 "soft" => 1,
                 _ => 0,
@@ -967,14 +994,14 @@ fn path_matrix(r: &pb::SweepReport) -> String {
         for t in &targets {
             match cells.get(&(*src, t.clone())) {
                 Some(f) => {
-                    let word = match f.verdict.as_str() {
+                    let word = match verdict_of(f) {
                         "pass" => "open 通",
                         "soft" => "risk 风险",
                         _ => "blocked 不通",
                     };
                     h.push_str(&format!(
                         "<td class=\"m {}\" title=\"{}\">{word}</td>",
-                        esc(&f.verdict),
+                        esc(verdict_of(f)),
                         esc(&f.message)
                     ));
                 }
@@ -1011,7 +1038,7 @@ fn measure_bars(r: &pb::SweepReport) -> String {
             "<tr><td>{}</td><td>{}</td><td><span class=bar><span class=\"fill {}\" style=\"width:{:.1}%\"></span><span class=limit style=\"left:{:.1}%\"></span></span></td><td>{m} {unit} ({limit} {t})</td></tr>\n",
             esc(&f.server),
             esc(&f.check),
-            esc(&f.verdict),
+            esc(verdict_of(f)),
             m as f64 * 100.0 / scale,
             t as f64 * 100.0 / scale,
         ));
@@ -1026,12 +1053,18 @@ fn measure_bars(r: &pb::SweepReport) -> String {
 mod tests {
     use super::*;
 
+    /// A verdict by its word, as tests write it.
+    fn v(word: &str) -> i32 {
+        pb::Verdict::from_str_name(&format!("VERDICT_{}", word.to_uppercase()))
+            .expect("a verdict word") as i32
+    }
+
     #[test]
     fn sweep_html_draws_the_path_matrix_and_bars() {
         let f = |server: &str, check: &str, verdict: &str, m: Option<u64>| pb::SweepFinding {
             server: server.into(),
             check: check.into(),
-            verdict: verdict.into(),
+            verdict: v(verdict),
             // The matrix reads the target, never the check id.
             target: check.strip_prefix("path:").map(|rest| {
                 let (dest, port) = rest.split_once(':').unwrap();
@@ -1089,7 +1122,7 @@ mod tests {
         let f = |server: &str, check: &str, verdict: &str, party: &str| pb::SweepFinding {
             server: server.into(),
             check: check.into(),
-            verdict: verdict.into(),
+            verdict: v(verdict),
             party: party.into(),
             message: format!("{check} on {server}"),
             message_zh: format!("{server} 的{check}"),
@@ -1104,7 +1137,7 @@ mod tests {
             plan_digest: "3f1c2a9b".into(),
             started_at_ms: 1_796_348_755_000,
             finished_at_ms: 1_796_348_797_000,
-            state: "finished".into(),
+            state: pb::SweepState::Finished as i32,
             passed: 1,
             soft: 1,
             hard: 1,
@@ -1286,12 +1319,12 @@ To fix, by party (hard failures block the batch; soft ones are risks to list)"
         let r = pb::SweepReport {
             run_id: 1,
             batch: "B1".into(),
-            state: "finished".into(),
+            state: pb::SweepState::Finished as i32,
             hard: 1,
             findings: vec![pb::SweepFinding {
                 server: "web-01".into(),
                 check: "ports".into(),
-                verdict: "hard".into(),
+                verdict: v("hard"),
                 party: "customer".into(),
                 message: format!("port 80 is held by {EVIL}"),
                 message_zh: format!("端口 80 被 {EVIL} 占用"),

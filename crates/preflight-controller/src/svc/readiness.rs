@@ -278,7 +278,7 @@ pub(crate) fn to_pb(r: &SweepRecord, with_findings: bool) -> pb::SweepReport {
         plan_digest: r.plan_digest.clone(),
         started_at_ms: r.started_at_ms,
         finished_at_ms: r.finished_at_ms,
-        state: r.state.clone(),
+        state: state_pb(&r.state) as i32,
         passed: count("pass"),
         soft: count("soft"),
         hard: count("hard"),
@@ -288,7 +288,7 @@ pub(crate) fn to_pb(r: &SweepRecord, with_findings: bool) -> pb::SweepReport {
                 .map(|f| pb::SweepFinding {
                     server: f.server.clone(),
                     check: f.check.clone(),
-                    verdict: f.verdict.clone(),
+                    verdict: verdict_pb(&f.verdict) as i32,
                     party: f.party.clone(),
                     reason: f.reason.clone(),
                     message: f.message.clone(),
@@ -340,6 +340,27 @@ pub(crate) fn to_pb(r: &SweepRecord, with_findings: bool) -> pb::SweepReport {
         } else {
             vec![]
         },
+    }
+}
+
+/// A stored verdict on the wire (a word this build does not know: unspecified).
+fn verdict_pb(v: &str) -> pb::Verdict {
+    match v {
+        "pass" => pb::Verdict::Pass,
+        "soft" => pb::Verdict::Soft,
+        "hard" => pb::Verdict::Hard,
+        _ => pb::Verdict::Unspecified,
+    }
+}
+
+/// A stored run state on the wire.
+fn state_pb(v: &str) -> pb::SweepState {
+    match v {
+        "running" => pb::SweepState::Running,
+        "finished" => pb::SweepState::Finished,
+        "interrupted" => pb::SweepState::Interrupted,
+        "cancelled" => pb::SweepState::Cancelled,
+        _ => pb::SweepState::Unspecified,
     }
 }
 
@@ -582,5 +603,45 @@ mod tests {
             let s = Status::from(e);
             assert_eq!((s.code(), s.message()), (code, shown.as_str()));
         }
+    }
+
+    #[test]
+    fn a_stored_run_keeps_its_words_in_json() {
+        let f = |check: &str, verdict: &str| preflight_store::sweeps::FindingRecord {
+            server: "a".into(),
+            check: check.into(),
+            verdict: verdict.into(),
+            party: "customer".into(),
+            reason: "network_ports".into(),
+            message: String::new(),
+            message_zh: String::new(),
+            fix: String::new(),
+            fix_zh: String::new(),
+            measured: None,
+            threshold: None,
+            unit: String::new(),
+            target: None,
+        };
+        let rec = SweepRecord {
+            run_id: 2,
+            batch: "B1".into(),
+            plan_digest: "d".into(),
+            started_at_ms: 1,
+            finished_at_ms: 2,
+            state: "cancelled".into(),
+            findings: vec![f("path:b:80", "hard"), f("reachable", "pass")],
+            skipped: vec![],
+            not_recorded: String::new(),
+            context: Default::default(),
+        };
+        let pb = to_pb(&rec, true);
+        assert_eq!((pb.hard, pb.passed), (1, 1));
+        let j = serde_json::to_value(&pb).unwrap();
+        assert_eq!(j["state"], "cancelled");
+        assert_eq!(j["findings"][0]["verdict"], "hard");
+        assert_eq!(j["findings"][0]["target"]["kind"], "path");
+        assert_eq!(j["findings"][0]["target"]["port"], 80);
+        assert_eq!(j["findings"][1]["verdict"], "pass");
+        assert!(j["findings"][1]["target"].is_null());
     }
 }
