@@ -10,6 +10,7 @@ pub mod term;
 
 pub use term::escape_controls;
 
+use maud::{html, Markup, PreEscaped, DOCTYPE};
 use preflight_core::timefmt;
 use preflight_proto::v1 as pb;
 
@@ -761,11 +762,35 @@ pub fn sweep_in(r: &pb::SweepReport, lang: Lang, zone: &Zone) -> String {
     term::clean(s)
 }
 
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+/// The report's style sheet (the page is self-contained: no external resources).
+const SWEEP_CSS: &str = "body{font-family:sans-serif;margin:2em;color:#222}table{border-collapse:collapse;width:100%}td,th{border:1px solid #ccc;padding:4px 8px;vertical-align:top;text-align:left}
+table.first{width:auto}table.first th{white-space:nowrap;background:#f4f4f4}li.hard b{color:#b00}li.soft b{color:#a60}li{margin-bottom:.6em}
+tr.hard td{background:#fdd}tr.soft td{background:#ffe9b3}tr.pass td{background:#e6f5e6}.zh{color:#555}
+.cell{display:inline-block;margin:4px;padding:8px 12px;border-radius:6px}.cell.pass{background:#9d9}.cell.soft{background:#fc6}.cell.hard{background:#f88}
+table.matrix{width:auto}table.matrix td.m{text-align:center;min-width:3em}td.m.pass{background:#9d9}td.m.soft{background:#fc6}td.m.hard{background:#f88}td.m.none{background:#eee;color:#999}
+.bar{position:relative;height:18px;background:#eee;width:360px;display:inline-block;vertical-align:middle}.bar .fill{position:absolute;left:0;top:0;bottom:0}.bar .fill.pass{background:#5b5}.bar .fill.soft{background:#e90}.bar .fill.hard{background:#d44}
+.bar .limit{position:absolute;top:-3px;bottom:-3px;width:2px;background:#000}";
+
+/// English, then the Chinese below it.
+fn bilingual(en: &str, zh: &str) -> Markup {
+    html! { (en) br; span.zh { (zh) } }
+}
+
+/// The parties of `failing`, each once, in order; and a party's findings, hard before soft,
+/// then as the run found them.
+fn by_party<'a>(failing: &[&'a pb::SweepFinding]) -> Vec<(&'a str, Vec<&'a pb::SweepFinding>)> {
+    let mut parties: Vec<&str> = failing.iter().map(|f| f.party.as_str()).collect();
+    parties.sort();
+    parties.dedup();
+    parties
+        .into_iter()
+        .map(|p| {
+            let mut of: Vec<&pb::SweepFinding> =
+                failing.iter().copied().filter(|f| f.party == p).collect();
+            of.sort_by_key(|f| verdict_of(f) != "hard");
+            (p, of)
+        })
+        .collect()
 }
 
 /// A sweep report as one self-contained HTML page (no external resources), bilingual, times
@@ -776,186 +801,148 @@ pub fn sweep_html(r: &pb::SweepReport) -> String {
 
 /// [`sweep_html`] with the zone given. The page opens with the same first screen as the text
 /// report, then the blockers by party with their fixes, the servers, the matrices and bars,
-/// and every check (pass rows name no party).
+/// and every check (pass rows name no party). maud escapes every value.
 pub fn sweep_html_in(r: &pb::SweepReport, zone: &Zone) -> String {
-    let mut rows = String::new();
-    for f in &r.findings {
-        let party = if verdict_of(f) == "pass" {
-            String::new()
-        } else {
-            format!(
-                "{}<br><span class=zh>{}</span>",
-                esc(&f.party),
-                esc(&party_word(&f.party, Lang::Zh))
-            )
-        };
-        let fix = if verdict_of(f) == "pass" {
-            String::new()
-        } else {
-            format!(
-                "{}<br><span class=zh>{}</span>",
-                esc(&f.fix),
-                esc(&f.fix_zh)
-            )
-        };
-        rows.push_str(&format!(
-            "<tr class=\"{v}\"><td>{}</td><td>{}</td><td>{v} {vz}</td><td>{}<br><span class=zh>{}</span></td><td>{party}</td><td>{fix}</td></tr>\n",
-            esc(&f.server), esc(&f.check), esc(&f.message), esc(&f.message_zh), v = esc(verdict_of(f)), vz = esc(&verdict_word(verdict_of(f), Lang::Zh))
-        ));
-    }
     let en = first_screen(r, Lang::En, zone);
     let zh = first_screen(r, Lang::Zh, zone);
-    let mut head = String::from("<table class=first>");
-    for ((k, v), (kz, vz)) in en.iter().zip(zh.iter()) {
-        if v == vz {
-            head.push_str(&format!(
-                "<tr><th>{} {}</th><td>{}</td></tr>",
-                esc(k),
-                esc(kz),
-                esc(v)
-            ));
-        } else {
-            head.push_str(&format!(
-                "<tr><th>{} {}</th><td>{}<br><span class=zh>{}</span></td></tr>",
-                esc(k),
-                esc(kz),
-                esc(v),
-                esc(vz)
-            ));
-        }
-    }
-    head.push_str(&format!(
-        "</table>\n<p>{} passed 通过 · {} risks 风险 · {} blocking 阻塞</p>\n",
-        r.passed, r.soft, r.hard
-    ));
-    let mut blockers = String::new();
     let failing: Vec<&pb::SweepFinding> = r
         .findings
         .iter()
         .filter(|f| verdict_of(f) != "pass")
         .collect();
-    if !failing.is_empty() {
-        let mut parties: Vec<&str> = failing.iter().map(|f| f.party.as_str()).collect();
-        parties.sort();
-        parties.dedup();
-        blockers.push_str("<h2>To fix, by party 待处理问题（按责任方）</h2>\n");
-        for p in parties {
-            blockers.push_str(&format!(
-                "<h3>{} {}</h3><ul>\n",
-                esc(p),
-                esc(&party_word(p, Lang::Zh))
-            ));
-            let mut of: Vec<&&pb::SweepFinding> = failing.iter().filter(|f| f.party == p).collect();
-            of.sort_by_key(|f| verdict_of(f) != "hard");
-            for f in of {
-                blockers.push_str(&format!(
-                    "<li class=\"{v}\"><b>{V} {vz}</b> {} {}: {}<br><span class=zh>{}</span><br>→ {}<br><span class=zh>→ {}</span></li>\n",
-                    esc(&f.server),
-                    esc(&f.check),
-                    esc(&f.message),
-                    esc(&f.message_zh),
-                    esc(&f.fix),
-                    esc(&f.fix_zh),
-                    v = esc(verdict_of(f)),
-                    V = esc(&verdict_of(f).to_uppercase()),
-                    vz = esc(&verdict_word(verdict_of(f), Lang::Zh)),
-                ));
+    let page = html! {
+        (DOCTYPE)
+        html lang="en" {
+            meta charset="utf-8";
+            title { "preflight readiness report " (r.run_id) }
+            style { (PreEscaped(SWEEP_CSS)) }
+            h1 { "Readiness report 就绪检查报告 — batch 批次 " (r.batch) }
+            table.first {
+                @for ((k, v), (kz, vz)) in en.iter().zip(zh.iter()) {
+                    tr {
+                        th { (k) " " (kz) }
+                        td { @if v == vz { (v) } @else { (bilingual(v, vz)) } }
+                    }
+                }
             }
-            blockers.push_str("</ul>\n");
+            p { (r.passed) " passed 通过 · " (r.soft) " risks 风险 · " (r.hard) " blocking 阻塞" }
+            @if !failing.is_empty() {
+                h2 { "To fix, by party 待处理问题（按责任方）" }
+                @for (p, of) in by_party(&failing) {
+                    h3 { (p) " " (party_word(p, Lang::Zh)) }
+                    ul {
+                        @for f in of {
+                            li class=(verdict_of(f)) {
+                                b { (verdict_of(f).to_uppercase()) " " (verdict_word(verdict_of(f), Lang::Zh)) }
+                                " " (f.server) " " (f.check) ": " (bilingual(&f.message, &f.message_zh))
+                                br; "→ " (f.fix) br; span.zh { "→ " (f.fix_zh) }
+                            }
+                        }
+                    }
+                }
+            }
+            h2 { "Servers 服务器" }
+            (server_summary(r))
+            div { (server_cells(r)) }
+            (path_matrix(r))
+            (measure_bars(r))
+            h2 { "All checks 全部检查项" }
+            table {
+                tr {
+                    th { "Server 服务器" } th { "Check 检查项" } th { "Verdict 结论" }
+                    th { "Finding 发现" } th { "Party 责任方" } th { "Fix 处理办法" }
+                }
+                @for f in &r.findings {
+                    @let passed = verdict_of(f) == "pass";
+                    tr class=(verdict_of(f)) {
+                        td { (f.server) }
+                        td { (f.check) }
+                        td { (verdict_of(f)) " " (verdict_word(verdict_of(f), Lang::Zh)) }
+                        td { (bilingual(&f.message, &f.message_zh)) }
+                        td { @if !passed { (bilingual(&f.party, &party_word(&f.party, Lang::Zh))) } }
+                        td { @if !passed { (bilingual(&f.fix, &f.fix_zh)) } }
+                    }
+                }
+            }
         }
-    }
+    };
+    let mut out = page.into_string();
+    out.push('\n');
+    out
+}
+
+/// One cell per server, colored by its worst verdict.
+fn server_cells(r: &pb::SweepReport) -> Markup {
     let mut servers: Vec<&str> = r.findings.iter().map(|f| f.server.as_str()).collect();
     servers.sort();
     servers.dedup();
-    let mut matrix = String::new();
-    for sv in &servers {
-        let worst = r
-            .findings
-            .iter()
-            .filter(|f| f.server == *sv)
-            .map(|f| match verdict_of(f) {
-                "hard" => 2,
-                "soft" => 1,
-                _ => 0,
-            })
-            .max()
-            .unwrap_or(0);
-        let (class, word) = [
-            ("pass", "ready 就绪"),
-            ("soft", "risks 有风险"),
-            ("hard", "blocked 阻塞"),
-        ][worst];
-        matrix.push_str(&format!(
-            "<div class=\"cell {class}\"><b>{}</b><br>{word}</div>",
-            esc(sv)
-        ));
-    }
-    let mut summary = String::new();
-    if !r.servers.is_empty() {
-        summary.push_str("<table><tr><th>Server 服务器</th><th>Address 地址</th><th>Role 角色</th><th>OS 操作系统</th><th>CPU</th><th>Memory 内存</th><th>Disks 磁盘</th></tr>\n");
-        for v in &r.servers {
-            let answered = !v.agent.is_empty();
-            let disks = v
-                .disks
+    html! {
+        @for sv in servers {
+            @let worst = r
+                .findings
                 .iter()
-                .map(|d| {
-                    format!(
-                        "{} {} {}",
-                        d.name,
-                        bytes(d.size_bytes),
-                        if d.rotational { "hdd" } else { "ssd" }
-                    )
+                .filter(|f| f.server == sv)
+                .map(|f| match verdict_of(f) {
+                    "hard" => 2,
+                    "soft" => 1,
+                    _ => 0,
                 })
-                .collect::<Vec<_>>()
-                .join(", ");
-            if answered {
-                summary.push_str(&format!(
-                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}<br><span class=zh>{}</span></td><td>{} threads 线程<br><span class=zh>{}</span></td><td>{}</td><td>{}</td></tr>\n",
-                    esc(&v.server),
-                    esc(&v.address),
-                    esc(&v.role),
-                    esc(&v.os),
-                    esc(&v.kernel),
-                    v.cpu_threads,
-                    esc(&v.cpu_model),
-                    esc(&bytes(v.memory_bytes)),
-                    esc(&disks),
-                ));
-            } else {
-                summary.push_str(&format!(
-                    "<tr><td>{}</td><td>{}</td><td>{}</td><td colspan=4>agent did not answer 代理未响应</td></tr>\n",
-                    esc(&v.server),
-                    esc(&v.address),
-                    esc(&v.role),
-                ));
+                .max()
+                .unwrap_or(0);
+            @let (class, word) = [
+                ("pass", "ready 就绪"),
+                ("soft", "risks 有风险"),
+                ("hard", "blocked 阻塞"),
+            ][worst];
+            div class={ "cell " (class) } { b { (sv) } br; (word) }
+        }
+    }
+}
+
+/// What each planned server's inventory showed.
+fn server_summary(r: &pb::SweepReport) -> Markup {
+    if r.servers.is_empty() {
+        return html! {};
+    }
+    html! {
+        table {
+            tr {
+                th { "Server 服务器" } th { "Address 地址" } th { "Role 角色" } th { "OS 操作系统" }
+                th { "CPU" } th { "Memory 内存" } th { "Disks 磁盘" }
+            }
+            @for v in &r.servers {
+                tr {
+                    td { (v.server) } td { (v.address) } td { (v.role) }
+                    @if v.agent.is_empty() {
+                        td colspan="4" { "agent did not answer 代理未响应" }
+                    } @else {
+                        td { (bilingual(&v.os, &v.kernel)) }
+                        td { (v.cpu_threads) " threads 线程" br; span.zh { (v.cpu_model) } }
+                        td { (bytes(v.memory_bytes)) }
+                        td {
+                            (v.disks
+                                .iter()
+                                .map(|d| {
+                                    format!(
+                                        "{} {} {}",
+                                        d.name,
+                                        bytes(d.size_bytes),
+                                        if d.rotational { "hdd" } else { "ssd" }
+                                    )
+                                })
+                                .collect::<Vec<_>>()
+                                .join(", "))
+                        }
+                    }
+                }
             }
         }
-        summary.push_str("</table>\n");
     }
-    let paths = path_matrix(r);
-    let bars = measure_bars(r);
-    format!(
-        "<!doctype html><html lang=en><meta charset=utf-8><title>preflight readiness report {id}</title>
-<style>body{{font-family:sans-serif;margin:2em;color:#222}}table{{border-collapse:collapse;width:100%}}td,th{{border:1px solid #ccc;padding:4px 8px;vertical-align:top;text-align:left}}
-table.first{{width:auto}}table.first th{{white-space:nowrap;background:#f4f4f4}}li.hard b{{color:#b00}}li.soft b{{color:#a60}}li{{margin-bottom:.6em}}
-tr.hard td{{background:#fdd}}tr.soft td{{background:#ffe9b3}}tr.pass td{{background:#e6f5e6}}.zh{{color:#555}}
-.cell{{display:inline-block;margin:4px;padding:8px 12px;border-radius:6px}}.cell.pass{{background:#9d9}}.cell.soft{{background:#fc6}}.cell.hard{{background:#f88}}
-table.matrix{{width:auto}}table.matrix td.m{{text-align:center;min-width:3em}}td.m.pass{{background:#9d9}}td.m.soft{{background:#fc6}}td.m.hard{{background:#f88}}td.m.none{{background:#eee;color:#999}}
-.bar{{position:relative;height:18px;background:#eee;width:360px;display:inline-block;vertical-align:middle}}.bar .fill{{position:absolute;left:0;top:0;bottom:0}}.bar .fill.pass{{background:#5b5}}.bar .fill.soft{{background:#e90}}.bar .fill.hard{{background:#d44}}
-.bar .limit{{position:absolute;top:-3px;bottom:-3px;width:2px;background:#000}}</style>
-<h1>Readiness report 就绪检查报告 — batch 批次 {batch}</h1>
-{head}{blockers}<h2>Servers 服务器</h2>{summary}<div>{matrix}</div>
-{paths}{bars}<h2>All checks 全部检查项</h2>
-<table><tr><th>Server 服务器</th><th>Check 检查项</th><th>Verdict 结论</th><th>Finding 发现</th><th>Party 责任方</th><th>Fix 处理办法</th></tr>
-{rows}</table></html>\n",
-        id = r.run_id,
-        batch = esc(&r.batch),
-    )
 }
 
 /// The required paths as a matrix: sources down, destination:port across, each cell colored by
 /// the verdict (grey: not tested).
-fn path_matrix(r: &pb::SweepReport) -> String {
+fn path_matrix(r: &pb::SweepReport) -> Markup {
     let mut sources: Vec<&str> = Vec::new();
     let mut targets: Vec<(String, u32)> = Vec::new();
     let mut cells = std::collections::HashMap::new();
@@ -979,74 +966,76 @@ fn path_matrix(r: &pb::SweepReport) -> String {
         cells.insert((path.server.as_str(), t), f);
     }
     if sources.is_empty() {
-        return String::new();
+        return html! {};
     }
     targets.sort();
-    let mut h = String::from(
-        "<h2>Required paths 网络通路</h2><table class=matrix><tr><th>from 源 \\ to 目标</th>",
-    );
-    for (d, p) in &targets {
-        h.push_str(&format!("<th>{}:{p}</th>", esc(d)));
-    }
-    h.push_str("</tr>\n");
-    for src in &sources {
-        h.push_str(&format!("<tr><th>{}</th>", esc(src)));
-        for t in &targets {
-            match cells.get(&(*src, t.clone())) {
-                Some(f) => {
-                    let word = match verdict_of(f) {
-                        "pass" => "open 通",
-                        "soft" => "risk 风险",
-                        _ => "blocked 不通",
-                    };
-                    h.push_str(&format!(
-                        "<td class=\"m {}\" title=\"{}\">{word}</td>",
-                        esc(verdict_of(f)),
-                        esc(&f.message)
-                    ));
+    html! {
+        h2 { "Required paths 网络通路" }
+        table.matrix {
+            tr {
+                th { "from 源 \\ to 目标" }
+                @for (d, p) in &targets { th { (d) ":" (p) } }
+            }
+            @for src in &sources {
+                tr {
+                    th { (src) }
+                    @for t in &targets {
+                        @match cells.get(&(*src, t.clone())) {
+                            Some(f) => {
+                                @let word = match verdict_of(f) {
+                                    "pass" => "open 通",
+                                    "soft" => "risk 风险",
+                                    _ => "blocked 不通",
+                                };
+                                td class={ "m " (verdict_of(f)) } title=(f.message) { (word) }
+                            }
+                            None => { td class="m none" { "—" } }
+                        }
+                    }
                 }
-                None => h.push_str("<td class=\"m none\">—</td>"),
             }
         }
-        h.push_str("</tr>\n");
     }
-    h.push_str("</table>\n");
-    h
 }
 
 /// Measured IOPS, fdatasync latency and bandwidth as bars against their thresholds (the black
 /// mark); the scale is twice the threshold or the measured value, whichever is larger.
-fn measure_bars(r: &pb::SweepReport) -> String {
-    let mut h = String::new();
-    for f in &r.findings {
-        let (Some(m), Some(t)) = (f.measured, f.threshold) else {
-            continue;
-        };
-        let scale = (t.saturating_mul(2)).max(m).max(1) as f64;
-        let unit = match f.unit.as_str() {
-            "iops" => "IOPS",
-            "us" => "µs",
-            "mbit_per_s" => "Mbit/s",
-            u => u,
-        };
-        let limit = if f.unit == "us" || f.unit == "ms" {
-            "max 最大"
-        } else {
-            "min 最低"
-        };
-        h.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td><span class=bar><span class=\"fill {}\" style=\"width:{:.1}%\"></span><span class=limit style=\"left:{:.1}%\"></span></span></td><td>{m} {unit} ({limit} {t})</td></tr>\n",
-            esc(&f.server),
-            esc(&f.check),
-            esc(verdict_of(f)),
-            m as f64 * 100.0 / scale,
-            t as f64 * 100.0 / scale,
-        ));
+fn measure_bars(r: &pb::SweepReport) -> Markup {
+    let measured: Vec<(&pb::SweepFinding, u64, u64)> = r
+        .findings
+        .iter()
+        .filter_map(|f| Some((f, f.measured?, f.threshold?)))
+        .collect();
+    if measured.is_empty() {
+        return html! {};
     }
-    if h.is_empty() {
-        return h;
+    html! {
+        h2 { "Measurements 测量值" }
+        table.matrix {
+            tr { th { "Server 服务器" } th { "Check 检查" } th { "against the threshold 对照阈值" } th { "Value 数值" } }
+            @for (f, m, t) in measured {
+                @let scale = (t.saturating_mul(2)).max(m).max(1) as f64;
+                @let unit = match f.unit.as_str() {
+                    "iops" => "IOPS",
+                    "us" => "µs",
+                    "mbit_per_s" => "Mbit/s",
+                    u => u,
+                };
+                @let limit = if f.unit == "us" || f.unit == "ms" { "max 最大" } else { "min 最低" };
+                tr {
+                    td { (f.server) }
+                    td { (f.check) }
+                    td {
+                        span.bar {
+                            span class={ "fill " (verdict_of(f)) } style=(format!("width:{:.1}%", m as f64 * 100.0 / scale)) {}
+                            span.limit style=(format!("left:{:.1}%", t as f64 * 100.0 / scale)) {}
+                        }
+                    }
+                    td { (m) " " (unit) " (" (limit) " " (t) ")" }
+                }
+            }
+        }
     }
-    format!("<h2>Measurements 测量值</h2><table class=matrix><tr><th>Server 服务器</th><th>Check 检查</th><th>against the threshold 对照阈值</th><th>Value 数值</th></tr>\n{h}</table>\n")
 }
 
 #[cfg(test)]
@@ -1258,7 +1247,7 @@ To fix, by party (hard failures block the batch; soft ones are risks to list)"
         assert!(at("<h2>Servers") < at("All checks"));
         assert!(h.contains("<td>Rocky Linux 9.4<br>"), "{h}");
         // The pass row: verdict, finding, and empty party and fix cells.
-        assert!(h.contains("<td>pass 通过</td><td>identity on web-1<br><span class=zh>web-1 的identity</span></td><td></td><td></td></tr>"), "{h}");
+        assert!(h.contains("<td>pass 通过</td><td>identity on web-1<br><span class=\"zh\">web-1 的identity</span></td><td></td><td></td></tr>"), "{h}");
     }
 
     #[test]
@@ -1338,5 +1327,27 @@ To fix, by party (hard failures block the batch; soft ones are risks to list)"
             no_raw_controls(&t);
             assert!(t.contains("\\x1b[2J"), "{t}");
         }
+    }
+
+    #[test]
+    fn the_html_report_escapes_what_agents_and_plans_say() {
+        let mut r = report();
+        r.batch = "B<1>".into();
+        r.findings[1].message = "<script>alert(1)</script> & \"quoted\"".into();
+        r.findings[1].server = "db<1>".into();
+        r.servers[0].os = "<b>os</b>".into();
+        let h = sweep_html_in(&r, &Zone::utc());
+        assert!(!h.contains("<script>") && !h.contains("<b>os</b>"), "{h}");
+        assert!(
+            h.contains("&lt;script&gt;alert(1)&lt;/script&gt; &amp; &quot;quoted&quot;"),
+            "{h}"
+        );
+        assert!(h.contains("batch 批次 B&lt;1&gt;</h1>"), "{h}");
+        assert!(h.contains("<b>db&lt;1&gt;</b>"), "{h}");
+        assert!(
+            h.starts_with("<!DOCTYPE html><html lang=\"en\"><meta charset=\"utf-8\">"),
+            "{h}"
+        );
+        assert!(h.ends_with("</table></html>\n"), "{h}");
     }
 }
