@@ -303,6 +303,28 @@ fn v0_1_data_directory_is_read_by_the_current_controller() -> Result<()> {
             .all(|f| f["server"].is_string() && f["check"].is_string() && f["verdict"].is_string()),
         "{report}"
     );
+    // Stored before targets were data: a path finding still has its target (read from its id
+    // once, at the controller), so the report's path matrix keeps its cells.
+    let path = findings
+        .iter()
+        .find(|f| f["check"].as_str().is_some_and(|c| c.starts_with("path:")))
+        .context("the fixture's plan has paths")?;
+    let check = path["check"].as_str().unwrap_or_default();
+    let t = &path["target"];
+    assert_eq!(
+        (
+            t["kind"].as_str(),
+            t["server"].as_str(),
+            t["proto"].as_str()
+        ),
+        (Some("path"), path["server"].as_str(), Some("tcp")),
+        "{path}"
+    );
+    assert_eq!(
+        format!("path:{}:{}", t["dest"].as_str().unwrap_or("?"), t["port"]),
+        check,
+        "{path}"
+    );
 
     // The workflow: B1's stage and whole history, B2 still paused.
     let b1 = ctl.json(&["batch", "show", "B1"])?;

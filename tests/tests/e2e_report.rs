@@ -176,7 +176,7 @@ fn report_first_screen_in_chinese_and_the_operators_zone() {
     ]));
     assert!(
         h.contains(
-            "<th>run by 执行人</th><td>admin (admin)<br><span class=zh>admin（管理员）</span></td>"
+            "<th>run by 执行人</th><td>admin (admin)<br><span class=\"zh\">admin（管理员）</span></td>"
         ),
         "{h}"
     );

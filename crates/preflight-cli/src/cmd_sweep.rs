@@ -125,12 +125,13 @@ pub async fn run(c: SweepCmd, conn: &Conn, out: Output) -> anyhow::Result<()> {
                 println!(
                     "运行 {} 已{}：不记录为就绪检查结果",
                     r.run_id,
-                    state_zh(&r.state)
+                    state_zh(preflight_render::state_of(&r))
                 );
             } else {
                 println!(
                     "run {} {}: nothing of it is recorded as readiness",
-                    r.run_id, r.state
+                    r.run_id,
+                    preflight_render::state_of(&r)
                 );
             }
             Ok(())
@@ -214,7 +215,7 @@ pub async fn run(c: SweepCmd, conn: &Conn, out: Output) -> anyhow::Result<()> {
                 t.row(vec![
                     x.run_id.to_string(),
                     x.batch.clone(),
-                    x.state.clone(),
+                    preflight_render::state_of(x).to_string(),
                     preflight_render::time(x.started_at_ms),
                     x.passed.to_string(),
                     x.soft.to_string(),
@@ -351,7 +352,7 @@ fn state_zh(state: &str) -> &str {
 /// exits 3 when something blocks.
 fn finish(report: &pb::SweepReport, out: Output, lang: &str) -> anyhow::Result<()> {
     print_report(report, out, "text", lang)?;
-    if report.state == "cancelled" {
+    if report.state() == pb::SweepState::Cancelled {
         bail!("{}", report.not_recorded);
     }
     if !report.not_recorded.is_empty() {

@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::net::Proto;
 use crate::plan::{Server, Thresholds};
 use crate::workflow::{CheckFailure, Party, PauseReason};
 
@@ -57,9 +58,103 @@ pub struct Finding {
     /// `gib` (free disk), `ms` (clock offset, absolute; the threshold is a maximum).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub unit: String,
+    /// What a network check is about, as data (the check id names it too, for people and
+    /// the workflow); `None` for the checks of a server by itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<Target>,
+}
+
+/// Which kind of network check a [`Target`] belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetKind {
+    /// A required path: from `server` to the planned server `dest`, on `port`.
+    Path,
+    /// A planned port of `server` itself (`dest` is the server).
+    Port,
+    /// A declared bandwidth pair, from `server` to `dest` through `port`.
+    Bandwidth,
+    /// A virtual IP (`server` is its label, `dest` its address).
+    Vip,
+}
+
+impl TargetKind {
+    /// Stable id.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetKind::Path => "path",
+            TargetKind::Port => "port",
+            TargetKind::Bandwidth => "bandwidth",
+            TargetKind::Vip => "vip",
+        }
+    }
+}
+
+/// The target of a network finding: from `server` to `dest`, on `port` over `proto` when the
+/// check concerns one port (a refused probe request over a range of ports has none).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Target {
+    pub kind: TargetKind,
+    pub server: String,
+    pub dest: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    pub proto: Proto,
+}
+
+impl Target {
+    /// The required path `from` → `to`:`port` (TCP); `port` `None` for a range of ports.
+    pub fn path(from: &str, to: &str, port: Option<u16>) -> Target {
+        Target {
+            kind: TargetKind::Path,
+            server: from.into(),
+            dest: to.into(),
+            port,
+            proto: Proto::Tcp,
+        }
+    }
+
+    /// The planned port `port`/`proto` of `server`.
+    pub fn port(server: &str, port: u16, proto: Proto) -> Target {
+        Target {
+            kind: TargetKind::Port,
+            server: server.into(),
+            dest: server.into(),
+            port: Some(port),
+            proto,
+        }
+    }
+
+    /// The bandwidth pair `from` → `to` through `port`.
+    pub fn bandwidth(from: &str, to: &str, port: u16) -> Target {
+        Target {
+            kind: TargetKind::Bandwidth,
+            server: from.into(),
+            dest: to.into(),
+            port: Some(port),
+            proto: Proto::Tcp,
+        }
+    }
+
+    /// The virtual IP `address`, labelled `label`.
+    pub fn vip(label: &str, address: &str) -> Target {
+        Target {
+            kind: TargetKind::Vip,
+            server: label.into(),
+            dest: address.into(),
+            port: None,
+            proto: Proto::Tcp,
+        }
+    }
 }
 
 impl Finding {
+    /// The finding with its target as data.
+    pub fn about(mut self, target: Target) -> Self {
+        self.target = Some(target);
+        self
+    }
+
     fn new(server: &Server, check: impl Into<String>, reason: PauseReason) -> Self {
         Self::labelled(&server.hostname, check, reason)
     }
@@ -78,6 +173,7 @@ impl Finding {
             measured: None,
             threshold: None,
             unit: String::new(),
+            target: None,
         }
     }
 
@@ -430,7 +526,7 @@ pub const SKIPPABLE: [&str; 6] = ["packages", "ports", "paths", "bandwidth", "di
 pub fn port_free(
     server: &Server,
     port: u16,
-    proto: &str,
+    proto: Proto,
     app: &str,
     holder: Option<&str>,
 ) -> Finding {
@@ -438,7 +534,8 @@ pub fn port_free(
         server,
         format!("port:{port}/{proto}"),
         PauseReason::NetworkPorts,
-    );
+    )
+    .about(Target::port(&server.hostname, port, proto));
     let addr = server.address;
     match holder {
         None => f.says(
@@ -476,7 +573,8 @@ pub fn path(
         from,
         format!("path:{}:{port}", to.hostname),
         PauseReason::NetworkPorts,
-    );
+    )
+    .about(Target::path(&from.hostname, &to.hostname, Some(port)));
     let dst = format!("{} ({}:{port})", to.hostname, to.address);
     let dst_zh = format!("{}（{}:{port}）", to.hostname, to.address);
     match (outcome, held_by) {
@@ -528,13 +626,21 @@ pub fn path(
     }
 }
 
-/// Bandwidth measured from one server to another; `mbit` `None` when the test failed.
-pub fn bandwidth(from: &Server, to: &Server, t: &Thresholds, mbit: Result<f64, &str>) -> Finding {
+/// Bandwidth measured from one server to another through `port`; `mbit` `Err` when the test
+/// failed.
+pub fn bandwidth(
+    from: &Server,
+    to: &Server,
+    port: u16,
+    t: &Thresholds,
+    mbit: Result<f64, &str>,
+) -> Finding {
     let f = Finding::new(
         from,
         format!("bandwidth:{}", to.hostname),
         PauseReason::NetworkPorts,
-    );
+    )
+    .about(Target::bandwidth(&from.hostname, &to.hostname, port));
     let min = t.min_bandwidth_mbit;
     match mbit {
         Err(e) => f
@@ -667,7 +773,8 @@ pub fn disk_bench(
 /// `answers` lists `(port, outcome)`. `open` = something serves there (hard); `refused` = some
 /// host holds the address (a risk); no answer = free.
 pub fn vip(label: &str, address: &str, answers: &[(u16, String)]) -> Finding {
-    let f = Finding::labelled(label, format!("vip:{address}"), PauseReason::VipMissing);
+    let f = Finding::labelled(label, format!("vip:{address}"), PauseReason::VipMissing)
+        .about(Target::vip(label, address));
     let open: Vec<String> = answers
         .iter()
         .filter(|(_, o)| o == "open" || o == "verified")
@@ -970,11 +1077,11 @@ mod tests {
             clock(&s, &t, -(t.max_clock_skew_ms as i64) - 1, true).verdict,
             Verdict::Hard
         );
-        let held = port_free(&s, 8080, "tcp", "gw", Some("nginx (pid 9) on 0.0.0.0"));
+        let held = port_free(&s, 8080, Proto::Tcp, "gw", Some("nginx (pid 9) on 0.0.0.0"));
         assert_eq!((held.verdict, held.party), (Verdict::Hard, Party::Customer));
         assert!(held.message.contains("8080") && held.message.contains("nginx (pid 9)"));
         assert_eq!(
-            port_free(&s, 8080, "tcp", "gw", None).verdict,
+            port_free(&s, 8080, Proto::Tcp, "gw", None).verdict,
             Verdict::Pass
         );
         let mut d = server();
@@ -999,13 +1106,16 @@ mod tests {
             assert!(f.fix.contains("10.0.0.5 to 10.0.0.9"), "{}", f.fix);
         }
         assert_eq!(path(&s, &d, 5432, "open", "", None).verdict, Verdict::Hard);
-        let bw = bandwidth(&s, &d, &t, Ok(940.4));
+        let bw = bandwidth(&s, &d, 5201, &t, Ok(940.4));
         assert_eq!(
             (bw.verdict, bw.measured, bw.threshold),
             (Verdict::Soft, Some(940), Some(1000))
         );
-        assert_eq!(bandwidth(&s, &d, &t, Ok(9400.0)).verdict, Verdict::Pass);
-        assert_eq!(bandwidth(&s, &d, &t, Err("x")).verdict, Verdict::Soft);
+        assert_eq!(
+            bandwidth(&s, &d, 5201, &t, Ok(9400.0)).verdict,
+            Verdict::Pass
+        );
+        assert_eq!(bandwidth(&s, &d, 5201, &t, Err("x")).verdict, Verdict::Soft);
         use DiskMeasure as M;
         assert_eq!(
             disk_bench(&s, &t, "/d", M::RandRead, Ok(4999.0)).verdict,
@@ -1056,5 +1166,59 @@ mod tests {
             "{}",
             p.message_zh
         );
+    }
+
+    #[test]
+    fn network_findings_carry_their_target_as_data() {
+        let s = server();
+        let mut d = server();
+        d.hostname = "db-01".into();
+        let t = Thresholds::default();
+        let p = path(&s, &d, 5432, "refused", "", None);
+        assert_eq!(
+            p.target,
+            Some(Target {
+                kind: TargetKind::Path,
+                server: "soa-01".into(),
+                dest: "db-01".into(),
+                port: Some(5432),
+                proto: Proto::Tcp,
+            })
+        );
+        let u = port_free(&s, 53, Proto::Udp, "dns", None).target.unwrap();
+        assert_eq!(
+            (u.kind, u.dest.as_str(), u.port, u.proto),
+            (TargetKind::Port, "soa-01", Some(53), Proto::Udp)
+        );
+        let b = bandwidth(&s, &d, 5201, &t, Err("x")).target.unwrap();
+        assert_eq!(
+            (b.kind, b.dest.as_str(), b.port),
+            (TargetKind::Bandwidth, "db-01", Some(5201))
+        );
+        let v = vip("web-vip", "10.0.0.100", &[]).target.unwrap();
+        assert_eq!(
+            (v.kind, v.server.as_str(), v.dest.as_str(), v.port),
+            (TargetKind::Vip, "web-vip", "10.0.0.100", None)
+        );
+        // A server's own checks have none.
+        assert_eq!(reachable(&s, None).target, None);
+    }
+
+    #[test]
+    fn a_target_round_trips_and_an_old_finding_reads_without_one() {
+        let s = server();
+        let mut d = server();
+        d.hostname = "db-01".into();
+        let f = path(&s, &d, 5432, "verified", "", None);
+        let j = serde_json::to_value(&f).unwrap();
+        assert_eq!(j["target"]["kind"], "path");
+        assert_eq!(j["target"]["proto"], "tcp");
+        let back: Finding = serde_json::from_value(j.clone()).unwrap();
+        assert_eq!(back, f);
+        let mut old = j;
+        old.as_object_mut().unwrap().remove("target");
+        let back: Finding = serde_json::from_value(old).unwrap();
+        assert_eq!(back.target, None);
+        assert_eq!(back.check, "path:db-01:5432");
     }
 }

@@ -11,6 +11,7 @@ pub mod term;
 
 pub use term::escape_controls;
 
+use maud::{html, Markup, PreEscaped, DOCTYPE};
 use preflight_core::timefmt;
 use preflight_proto::v1 as pb;
 
@@ -113,6 +114,27 @@ impl Lang {
             Lang::En => en,
             Lang::Zh => zh,
         }
+    }
+}
+
+/// A finding's verdict as its word (`pass`, `soft`, `hard`; empty when unset).
+fn verdict_of(f: &pb::SweepFinding) -> &'static str {
+    match f.verdict() {
+        pb::Verdict::Pass => "pass",
+        pb::Verdict::Soft => "soft",
+        pb::Verdict::Hard => "hard",
+        pb::Verdict::Unspecified => "",
+    }
+}
+
+/// A run's state as its word (`running`, `finished`, `interrupted`, `cancelled`).
+pub fn state_of(r: &pb::SweepReport) -> &'static str {
+    match r.state() {
+        pb::SweepState::Running => "running",
+        pb::SweepState::Finished => "finished",
+        pb::SweepState::Interrupted => "interrupted",
+        pb::SweepState::Cancelled => "cancelled",
+        pb::SweepState::Unspecified => "",
     }
 }
 
@@ -517,15 +539,15 @@ fn counts(r: &pb::SweepReport, lang: Lang) -> String {
             ),
         };
     }
-    if r.state == "running" {
+    if state_of(r) == "running" {
         return lang
             .pick("not yet: the run is still going", "尚未：检查仍在进行")
             .into();
     }
-    if r.state != "finished" {
+    if state_of(r) != "finished" {
         return match lang {
-            Lang::En => format!("no: the run ended {}", r.state),
-            Lang::Zh => format!("否：检查未正常结束（{}）", state_word(&r.state, lang)),
+            Lang::En => format!("no: the run ended {}", state_of(r)),
+            Lang::Zh => format!("否：检查未正常结束（{}）", state_word(state_of(r), lang)),
         };
     }
     match lang {
@@ -563,8 +585,8 @@ fn first_screen(r: &pb::SweepReport, lang: Lang, zone: &Zone) -> Vec<(String, St
         "run",
         "运行编号",
         match lang {
-            Lang::En => format!("{} ({})", r.run_id, r.state),
-            Lang::Zh => format!("{}（{}）", r.run_id, state_word(&r.state, lang)),
+            Lang::En => format!("{} ({})", r.run_id, state_of(r)),
+            Lang::Zh => format!("{}（{}）", r.run_id, state_word(state_of(r), lang)),
         },
     );
     add("plan", "部署方案", r.plan_digest.clone());
@@ -629,8 +651,11 @@ pub fn sweep_in(r: &pb::SweepReport, lang: Lang, zone: &Zone) -> String {
     for (k, v) in &kv {
         s.push_str(&format!("  {}  {v}\n", pad(k, kw)));
     }
-    let failing: Vec<&pb::SweepFinding> =
-        r.findings.iter().filter(|f| f.verdict != "pass").collect();
+    let failing: Vec<&pb::SweepFinding> = r
+        .findings
+        .iter()
+        .filter(|f| verdict_of(f) != "pass")
+        .collect();
     if !failing.is_empty() {
         s.push_str(lang.pick(
             "\nTo fix, by party (hard failures block the batch; soft ones are risks to list)\n",
@@ -643,15 +668,15 @@ pub fn sweep_in(r: &pb::SweepReport, lang: Lang, zone: &Zone) -> String {
             s.push_str(&format!("\n  {}:\n", party_word(p, lang)));
             let mut of: Vec<&&pb::SweepFinding> = failing.iter().filter(|f| f.party == p).collect();
             // Hard before soft, then as the run found them.
-            of.sort_by_key(|f| f.verdict != "hard");
+            of.sort_by_key(|f| verdict_of(f) != "hard");
             for f in of {
                 let (m, fix) = match lang {
                     Lang::En => (&f.message, &f.fix),
                     Lang::Zh => (&f.message_zh, &f.fix_zh),
                 };
                 let tag = match lang {
-                    Lang::En => f.verdict.to_uppercase(),
-                    Lang::Zh => verdict_word(&f.verdict, lang),
+                    Lang::En => verdict_of(f).to_uppercase(),
+                    Lang::Zh => verdict_word(verdict_of(f), lang),
                 };
                 s.push_str(&format!(
                     "    [{tag}] {} {}: {m}\n      → {fix}\n",
@@ -728,8 +753,8 @@ pub fn sweep_in(r: &pb::SweepReport, lang: Lang, zone: &Zone) -> String {
         t.row(vec![
             f.server.clone(),
             f.check.clone(),
-            verdict_word(&f.verdict, lang),
-            if f.verdict == "pass" {
+            verdict_word(verdict_of(f), lang),
+            if verdict_of(f) == "pass" {
                 String::new()
             } else {
                 party_word(&f.party, lang)
@@ -741,11 +766,35 @@ pub fn sweep_in(r: &pb::SweepReport, lang: Lang, zone: &Zone) -> String {
     term::clean(s)
 }
 
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+/// The report's style sheet (the page is self-contained: no external resources).
+const SWEEP_CSS: &str = "body{font-family:sans-serif;margin:2em;color:#222}table{border-collapse:collapse;width:100%}td,th{border:1px solid #ccc;padding:4px 8px;vertical-align:top;text-align:left}
+table.first{width:auto}table.first th{white-space:nowrap;background:#f4f4f4}li.hard b{color:#b00}li.soft b{color:#a60}li{margin-bottom:.6em}
+tr.hard td{background:#fdd}tr.soft td{background:#ffe9b3}tr.pass td{background:#e6f5e6}.zh{color:#555}
+.cell{display:inline-block;margin:4px;padding:8px 12px;border-radius:6px}.cell.pass{background:#9d9}.cell.soft{background:#fc6}.cell.hard{background:#f88}
+table.matrix{width:auto}table.matrix td.m{text-align:center;min-width:3em}td.m.pass{background:#9d9}td.m.soft{background:#fc6}td.m.hard{background:#f88}td.m.none{background:#eee;color:#999}
+.bar{position:relative;height:18px;background:#eee;width:360px;display:inline-block;vertical-align:middle}.bar .fill{position:absolute;left:0;top:0;bottom:0}.bar .fill.pass{background:#5b5}.bar .fill.soft{background:#e90}.bar .fill.hard{background:#d44}
+.bar .limit{position:absolute;top:-3px;bottom:-3px;width:2px;background:#000}";
+
+/// English, then the Chinese below it.
+fn bilingual(en: &str, zh: &str) -> Markup {
+    html! { (en) br; span.zh { (zh) } }
+}
+
+/// The parties of `failing`, each once, in order; and a party's findings, hard before soft,
+/// then as the run found them.
+fn by_party<'a>(failing: &[&'a pb::SweepFinding]) -> Vec<(&'a str, Vec<&'a pb::SweepFinding>)> {
+    let mut parties: Vec<&str> = failing.iter().map(|f| f.party.as_str()).collect();
+    parties.sort();
+    parties.dedup();
+    parties
+        .into_iter()
+        .map(|p| {
+            let mut of: Vec<&pb::SweepFinding> =
+                failing.iter().copied().filter(|f| f.party == p).collect();
+            of.sort_by_key(|f| verdict_of(f) != "hard");
+            (p, of)
+        })
+        .collect()
 }
 
 /// A sweep report as one self-contained HTML page (no external resources), bilingual, times
@@ -756,286 +805,270 @@ pub fn sweep_html(r: &pb::SweepReport) -> String {
 
 /// [`sweep_html`] with the zone given. The page opens with the same first screen as the text
 /// report, then the blockers by party with their fixes, the servers, the matrices and bars,
-/// and every check (pass rows name no party).
+/// and every check (pass rows name no party). maud escapes every value.
 pub fn sweep_html_in(r: &pb::SweepReport, zone: &Zone) -> String {
-    let mut rows = String::new();
-    for f in &r.findings {
-        let party = if f.verdict == "pass" {
-            String::new()
-        } else {
-            format!(
-                "{}<br><span class=zh>{}</span>",
-                esc(&f.party),
-                esc(&party_word(&f.party, Lang::Zh))
-            )
-        };
-        let fix = if f.verdict == "pass" {
-            String::new()
-        } else {
-            format!(
-                "{}<br><span class=zh>{}</span>",
-                esc(&f.fix),
-                esc(&f.fix_zh)
-            )
-        };
-        rows.push_str(&format!(
-            "<tr class=\"{v}\"><td>{}</td><td>{}</td><td>{v} {vz}</td><td>{}<br><span class=zh>{}</span></td><td>{party}</td><td>{fix}</td></tr>\n",
-            esc(&f.server), esc(&f.check), esc(&f.message), esc(&f.message_zh), v = esc(&f.verdict), vz = esc(&verdict_word(&f.verdict, Lang::Zh))
-        ));
-    }
     let en = first_screen(r, Lang::En, zone);
     let zh = first_screen(r, Lang::Zh, zone);
-    let mut head = String::from("<table class=first>");
-    for ((k, v), (kz, vz)) in en.iter().zip(zh.iter()) {
-        if v == vz {
-            head.push_str(&format!(
-                "<tr><th>{} {}</th><td>{}</td></tr>",
-                esc(k),
-                esc(kz),
-                esc(v)
-            ));
-        } else {
-            head.push_str(&format!(
-                "<tr><th>{} {}</th><td>{}<br><span class=zh>{}</span></td></tr>",
-                esc(k),
-                esc(kz),
-                esc(v),
-                esc(vz)
-            ));
-        }
-    }
-    head.push_str(&format!(
-        "</table>\n<p>{} passed 通过 · {} risks 风险 · {} blocking 阻塞</p>\n",
-        r.passed, r.soft, r.hard
-    ));
-    let mut blockers = String::new();
-    let failing: Vec<&pb::SweepFinding> =
-        r.findings.iter().filter(|f| f.verdict != "pass").collect();
-    if !failing.is_empty() {
-        let mut parties: Vec<&str> = failing.iter().map(|f| f.party.as_str()).collect();
-        parties.sort();
-        parties.dedup();
-        blockers.push_str("<h2>To fix, by party 待处理问题（按责任方）</h2>\n");
-        for p in parties {
-            blockers.push_str(&format!(
-                "<h3>{} {}</h3><ul>\n",
-                esc(p),
-                esc(&party_word(p, Lang::Zh))
-            ));
-            let mut of: Vec<&&pb::SweepFinding> = failing.iter().filter(|f| f.party == p).collect();
-            of.sort_by_key(|f| f.verdict != "hard");
-            for f in of {
-                blockers.push_str(&format!(
-                    "<li class=\"{v}\"><b>{V} {vz}</b> {} {}: {}<br><span class=zh>{}</span><br>→ {}<br><span class=zh>→ {}</span></li>\n",
-                    esc(&f.server),
-                    esc(&f.check),
-                    esc(&f.message),
-                    esc(&f.message_zh),
-                    esc(&f.fix),
-                    esc(&f.fix_zh),
-                    v = esc(&f.verdict),
-                    V = esc(&f.verdict.to_uppercase()),
-                    vz = esc(&verdict_word(&f.verdict, Lang::Zh)),
-                ));
+    let failing: Vec<&pb::SweepFinding> = r
+        .findings
+        .iter()
+        .filter(|f| verdict_of(f) != "pass")
+        .collect();
+    let page = html! {
+        (DOCTYPE)
+        html lang="en" {
+            meta charset="utf-8";
+            title { "preflight readiness report " (r.run_id) }
+            style { (PreEscaped(SWEEP_CSS)) }
+            h1 { "Readiness report 就绪检查报告 — batch 批次 " (r.batch) }
+            table.first {
+                @for ((k, v), (kz, vz)) in en.iter().zip(zh.iter()) {
+                    tr {
+                        th { (k) " " (kz) }
+                        td { @if v == vz { (v) } @else { (bilingual(v, vz)) } }
+                    }
+                }
             }
-            blockers.push_str("</ul>\n");
+            p { (r.passed) " passed 通过 · " (r.soft) " risks 风险 · " (r.hard) " blocking 阻塞" }
+            @if !failing.is_empty() {
+                h2 { "To fix, by party 待处理问题（按责任方）" }
+                @for (p, of) in by_party(&failing) {
+                    h3 { (p) " " (party_word(p, Lang::Zh)) }
+                    ul {
+                        @for f in of {
+                            li class=(verdict_of(f)) {
+                                b { (verdict_of(f).to_uppercase()) " " (verdict_word(verdict_of(f), Lang::Zh)) }
+                                " " (f.server) " " (f.check) ": " (bilingual(&f.message, &f.message_zh))
+                                br; "→ " (f.fix) br; span.zh { "→ " (f.fix_zh) }
+                            }
+                        }
+                    }
+                }
+            }
+            h2 { "Servers 服务器" }
+            (server_summary(r))
+            div { (server_cells(r)) }
+            (path_matrix(r))
+            (measure_bars(r))
+            h2 { "All checks 全部检查项" }
+            table {
+                tr {
+                    th { "Server 服务器" } th { "Check 检查项" } th { "Verdict 结论" }
+                    th { "Finding 发现" } th { "Party 责任方" } th { "Fix 处理办法" }
+                }
+                @for f in &r.findings {
+                    @let passed = verdict_of(f) == "pass";
+                    tr class=(verdict_of(f)) {
+                        td { (f.server) }
+                        td { (f.check) }
+                        td { (verdict_of(f)) " " (verdict_word(verdict_of(f), Lang::Zh)) }
+                        td { (bilingual(&f.message, &f.message_zh)) }
+                        td { @if !passed { (bilingual(&f.party, &party_word(&f.party, Lang::Zh))) } }
+                        td { @if !passed { (bilingual(&f.fix, &f.fix_zh)) } }
+                    }
+                }
+            }
         }
-    }
+    };
+    let mut out = page.into_string();
+    out.push('\n');
+    out
+}
+
+/// One cell per server, colored by its worst verdict.
+fn server_cells(r: &pb::SweepReport) -> Markup {
     let mut servers: Vec<&str> = r.findings.iter().map(|f| f.server.as_str()).collect();
     servers.sort();
     servers.dedup();
-    let mut matrix = String::new();
-    for sv in &servers {
-        let worst = r
-            .findings
-            .iter()
-            .filter(|f| f.server == *sv)
-            .map(|f| match f.verdict.as_str() {
-                "hard" => 2,
-                "soft" => 1,
-                _ => 0,
-            })
-            .max()
-            .unwrap_or(0);
-        let (class, word) = [
-            ("pass", "ready 就绪"),
-            ("soft", "risks 有风险"),
-            ("hard", "blocked 阻塞"),
-        ][worst];
-        matrix.push_str(&format!(
-            "<div class=\"cell {class}\"><b>{}</b><br>{word}</div>",
-            esc(sv)
-        ));
-    }
-    let mut summary = String::new();
-    if !r.servers.is_empty() {
-        summary.push_str("<table><tr><th>Server 服务器</th><th>Address 地址</th><th>Role 角色</th><th>OS 操作系统</th><th>CPU</th><th>Memory 内存</th><th>Disks 磁盘</th></tr>\n");
-        for v in &r.servers {
-            let answered = !v.agent.is_empty();
-            let disks = v
-                .disks
+    html! {
+        @for sv in servers {
+            @let worst = r
+                .findings
                 .iter()
-                .map(|d| {
-                    format!(
-                        "{} {} {}",
-                        d.name,
-                        bytes(d.size_bytes),
-                        if d.rotational { "hdd" } else { "ssd" }
-                    )
+                .filter(|f| f.server == sv)
+                .map(|f| match verdict_of(f) {
+                    "hard" => 2,
+                    "soft" => 1,
+                    _ => 0,
                 })
-                .collect::<Vec<_>>()
-                .join(", ");
-            if answered {
-                summary.push_str(&format!(
-                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}<br><span class=zh>{}</span></td><td>{} threads 线程<br><span class=zh>{}</span></td><td>{}</td><td>{}</td></tr>\n",
-                    esc(&v.server),
-                    esc(&v.address),
-                    esc(&v.role),
-                    esc(&v.os),
-                    esc(&v.kernel),
-                    v.cpu_threads,
-                    esc(&v.cpu_model),
-                    esc(&bytes(v.memory_bytes)),
-                    esc(&disks),
-                ));
-            } else {
-                summary.push_str(&format!(
-                    "<tr><td>{}</td><td>{}</td><td>{}</td><td colspan=4>agent did not answer 代理未响应</td></tr>\n",
-                    esc(&v.server),
-                    esc(&v.address),
-                    esc(&v.role),
-                ));
+                .max()
+                .unwrap_or(0);
+            @let (class, word) = [
+                ("pass", "ready 就绪"),
+                ("soft", "risks 有风险"),
+                ("hard", "blocked 阻塞"),
+            ][worst];
+            div class={ "cell " (class) } { b { (sv) } br; (word) }
+        }
+    }
+}
+
+/// What each planned server's inventory showed.
+fn server_summary(r: &pb::SweepReport) -> Markup {
+    if r.servers.is_empty() {
+        return html! {};
+    }
+    html! {
+        table {
+            tr {
+                th { "Server 服务器" } th { "Address 地址" } th { "Role 角色" } th { "OS 操作系统" }
+                th { "CPU" } th { "Memory 内存" } th { "Disks 磁盘" }
+            }
+            @for v in &r.servers {
+                tr {
+                    td { (v.server) } td { (v.address) } td { (v.role) }
+                    @if v.agent.is_empty() {
+                        td colspan="4" { "agent did not answer 代理未响应" }
+                    } @else {
+                        td { (bilingual(&v.os, &v.kernel)) }
+                        td { (v.cpu_threads) " threads 线程" br; span.zh { (v.cpu_model) } }
+                        td { (bytes(v.memory_bytes)) }
+                        td {
+                            (v.disks
+                                .iter()
+                                .map(|d| {
+                                    format!(
+                                        "{} {} {}",
+                                        d.name,
+                                        bytes(d.size_bytes),
+                                        if d.rotational { "hdd" } else { "ssd" }
+                                    )
+                                })
+                                .collect::<Vec<_>>()
+                                .join(", "))
+                        }
+                    }
+                }
             }
         }
-        summary.push_str("</table>\n");
     }
-    let paths = path_matrix(r);
-    let bars = measure_bars(r);
-    format!(
-        "<!doctype html><html lang=en><meta charset=utf-8><title>preflight readiness report {id}</title>
-<style>body{{font-family:sans-serif;margin:2em;color:#222}}table{{border-collapse:collapse;width:100%}}td,th{{border:1px solid #ccc;padding:4px 8px;vertical-align:top;text-align:left}}
-table.first{{width:auto}}table.first th{{white-space:nowrap;background:#f4f4f4}}li.hard b{{color:#b00}}li.soft b{{color:#a60}}li{{margin-bottom:.6em}}
-tr.hard td{{background:#fdd}}tr.soft td{{background:#ffe9b3}}tr.pass td{{background:#e6f5e6}}.zh{{color:#555}}
-.cell{{display:inline-block;margin:4px;padding:8px 12px;border-radius:6px}}.cell.pass{{background:#9d9}}.cell.soft{{background:#fc6}}.cell.hard{{background:#f88}}
-table.matrix{{width:auto}}table.matrix td.m{{text-align:center;min-width:3em}}td.m.pass{{background:#9d9}}td.m.soft{{background:#fc6}}td.m.hard{{background:#f88}}td.m.none{{background:#eee;color:#999}}
-.bar{{position:relative;height:18px;background:#eee;width:360px;display:inline-block;vertical-align:middle}}.bar .fill{{position:absolute;left:0;top:0;bottom:0}}.bar .fill.pass{{background:#5b5}}.bar .fill.soft{{background:#e90}}.bar .fill.hard{{background:#d44}}
-.bar .limit{{position:absolute;top:-3px;bottom:-3px;width:2px;background:#000}}</style>
-<h1>Readiness report 就绪检查报告 — batch 批次 {batch}</h1>
-{head}{blockers}<h2>Servers 服务器</h2>{summary}<div>{matrix}</div>
-{paths}{bars}<h2>All checks 全部检查项</h2>
-<table><tr><th>Server 服务器</th><th>Check 检查项</th><th>Verdict 结论</th><th>Finding 发现</th><th>Party 责任方</th><th>Fix 处理办法</th></tr>
-{rows}</table></html>\n",
-        id = r.run_id,
-        batch = esc(&r.batch),
-    )
 }
 
 /// The required paths as a matrix: sources down, destination:port across, each cell colored by
 /// the verdict (grey: not tested).
-fn path_matrix(r: &pb::SweepReport) -> String {
+fn path_matrix(r: &pb::SweepReport) -> Markup {
     let mut sources: Vec<&str> = Vec::new();
     let mut targets: Vec<(String, u32)> = Vec::new();
     let mut cells = std::collections::HashMap::new();
     for f in &r.findings {
-        let Some(rest) = f.check.strip_prefix("path:") else {
+        // Paths of one port (a refused request over a range of ports has no cell).
+        let Some((path, port)) = f.target.as_ref().and_then(|t| {
+            (t.kind == pb::TargetKind::Path as i32)
+                .then_some(t.port)
+                .flatten()
+                .map(|p| (t, p))
+        }) else {
             continue;
         };
-        let Some((dst, port)) = rest.rsplit_once(':') else {
-            continue;
-        };
-        let Ok(port) = port.parse::<u32>() else {
-            continue;
-        };
-        if !sources.contains(&f.server.as_str()) {
-            sources.push(&f.server);
+        if !sources.contains(&path.server.as_str()) {
+            sources.push(&path.server);
         }
-        let t = (dst.to_string(), port);
+        let t = (path.dest.clone(), port);
         if !targets.contains(&t) {
             targets.push(t.clone());
         }
-        cells.insert((f.server.as_str(), t), f);
+        cells.insert((path.server.as_str(), t), f);
     }
     if sources.is_empty() {
-        return String::new();
+        return html! {};
     }
     targets.sort();
-    let mut h = String::from(
-        "<h2>Required paths 网络通路</h2><table class=matrix><tr><th>from 源 \\ to 目标</th>",
-    );
-    for (d, p) in &targets {
-        h.push_str(&format!("<th>{}:{p}</th>", esc(d)));
-    }
-    h.push_str("</tr>\n");
-    for src in &sources {
-        h.push_str(&format!("<tr><th>{}</th>", esc(src)));
-        for t in &targets {
-            match cells.get(&(*src, t.clone())) {
-                Some(f) => {
-                    let word = match f.verdict.as_str() {
-                        "pass" => "open 通",
-                        "soft" => "risk 风险",
-                        _ => "blocked 不通",
-                    };
-                    h.push_str(&format!(
-                        "<td class=\"m {}\" title=\"{}\">{word}</td>",
-                        esc(&f.verdict),
-                        esc(&f.message)
-                    ));
+    html! {
+        h2 { "Required paths 网络通路" }
+        table.matrix {
+            tr {
+                th { "from 源 \\ to 目标" }
+                @for (d, p) in &targets { th { (d) ":" (p) } }
+            }
+            @for src in &sources {
+                tr {
+                    th { (src) }
+                    @for t in &targets {
+                        @match cells.get(&(*src, t.clone())) {
+                            Some(f) => {
+                                @let word = match verdict_of(f) {
+                                    "pass" => "open 通",
+                                    "soft" => "risk 风险",
+                                    _ => "blocked 不通",
+                                };
+                                td class={ "m " (verdict_of(f)) } title=(f.message) { (word) }
+                            }
+                            None => { td class="m none" { "—" } }
+                        }
+                    }
                 }
-                None => h.push_str("<td class=\"m none\">—</td>"),
             }
         }
-        h.push_str("</tr>\n");
     }
-    h.push_str("</table>\n");
-    h
 }
 
 /// Measured IOPS, fdatasync latency and bandwidth as bars against their thresholds (the black
 /// mark); the scale is twice the threshold or the measured value, whichever is larger.
-fn measure_bars(r: &pb::SweepReport) -> String {
-    let mut h = String::new();
-    for f in &r.findings {
-        let (Some(m), Some(t)) = (f.measured, f.threshold) else {
-            continue;
-        };
-        let scale = (t.saturating_mul(2)).max(m).max(1) as f64;
-        let unit = match f.unit.as_str() {
-            "iops" => "IOPS",
-            "us" => "µs",
-            "mbit_per_s" => "Mbit/s",
-            u => u,
-        };
-        let limit = if f.unit == "us" || f.unit == "ms" {
-            "max 最大"
-        } else {
-            "min 最低"
-        };
-        h.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td><span class=bar><span class=\"fill {}\" style=\"width:{:.1}%\"></span><span class=limit style=\"left:{:.1}%\"></span></span></td><td>{m} {unit} ({limit} {t})</td></tr>\n",
-            esc(&f.server),
-            esc(&f.check),
-            esc(&f.verdict),
-            m as f64 * 100.0 / scale,
-            t as f64 * 100.0 / scale,
-        ));
+fn measure_bars(r: &pb::SweepReport) -> Markup {
+    let measured: Vec<(&pb::SweepFinding, u64, u64)> = r
+        .findings
+        .iter()
+        .filter_map(|f| Some((f, f.measured?, f.threshold?)))
+        .collect();
+    if measured.is_empty() {
+        return html! {};
     }
-    if h.is_empty() {
-        return h;
+    html! {
+        h2 { "Measurements 测量值" }
+        table.matrix {
+            tr { th { "Server 服务器" } th { "Check 检查" } th { "against the threshold 对照阈值" } th { "Value 数值" } }
+            @for (f, m, t) in measured {
+                @let scale = (t.saturating_mul(2)).max(m).max(1) as f64;
+                @let unit = match f.unit.as_str() {
+                    "iops" => "IOPS",
+                    "us" => "µs",
+                    "mbit_per_s" => "Mbit/s",
+                    u => u,
+                };
+                @let limit = if f.unit == "us" || f.unit == "ms" { "max 最大" } else { "min 最低" };
+                tr {
+                    td { (f.server) }
+                    td { (f.check) }
+                    td {
+                        span.bar {
+                            span class={ "fill " (verdict_of(f)) } style=(format!("width:{:.1}%", m as f64 * 100.0 / scale)) {}
+                            span.limit style=(format!("left:{:.1}%", t as f64 * 100.0 / scale)) {}
+                        }
+                    }
+                    td { (m) " " (unit) " (" (limit) " " (t) ")" }
+                }
+            }
+        }
     }
-    format!("<h2>Measurements 测量值</h2><table class=matrix><tr><th>Server 服务器</th><th>Check 检查</th><th>against the threshold 对照阈值</th><th>Value 数值</th></tr>\n{h}</table>\n")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// A verdict by its word, as tests write it.
+    fn v(word: &str) -> i32 {
+        pb::Verdict::from_str_name(&format!("VERDICT_{}", word.to_uppercase()))
+            .expect("a verdict word") as i32
+    }
+
     #[test]
     fn sweep_html_draws_the_path_matrix_and_bars() {
         let f = |server: &str, check: &str, verdict: &str, m: Option<u64>| pb::SweepFinding {
             server: server.into(),
             check: check.into(),
-            verdict: verdict.into(),
+            verdict: v(verdict),
+            // The matrix reads the target, never the check id.
+            target: check.strip_prefix("path:").map(|rest| {
+                let (dest, port) = rest.split_once(':').unwrap();
+                pb::FindingTarget {
+                    kind: pb::TargetKind::Path as i32,
+                    server: server.into(),
+                    dest: dest.into(),
+                    port: Some(port.parse().unwrap()),
+                    proto: pb::Protocol::Tcp as i32,
+                }
+            }),
             measured: m,
             threshold: m.map(|_| 5000),
             unit: if m.is_some() {
@@ -1063,6 +1096,15 @@ mod tests {
             "{h}"
         );
         assert!(h.contains("width:25.0%") && h.contains("left:50.0%"), "{h}");
+        // A path finding without a target (or over a range of ports) has no cell.
+        let r = pb::SweepReport {
+            findings: vec![pb::SweepFinding {
+                target: None,
+                ..f("web-1", "path:soa-1:8080", "pass", None)
+            }],
+            ..Default::default()
+        };
+        assert!(!sweep_html(&r).contains("Required paths"));
         assert!(
             !h.contains("http://") && !h.contains("https://"),
             "self-contained: {h}"
@@ -1073,7 +1115,7 @@ mod tests {
         let f = |server: &str, check: &str, verdict: &str, party: &str| pb::SweepFinding {
             server: server.into(),
             check: check.into(),
-            verdict: verdict.into(),
+            verdict: v(verdict),
             party: party.into(),
             message: format!("{check} on {server}"),
             message_zh: format!("{server} 的{check}"),
@@ -1088,7 +1130,7 @@ mod tests {
             plan_digest: "3f1c2a9b".into(),
             started_at_ms: 1_796_348_755_000,
             finished_at_ms: 1_796_348_797_000,
-            state: "finished".into(),
+            state: pb::SweepState::Finished as i32,
             passed: 1,
             soft: 1,
             hard: 1,
@@ -1209,7 +1251,7 @@ To fix, by party (hard failures block the batch; soft ones are risks to list)"
         assert!(at("<h2>Servers") < at("All checks"));
         assert!(h.contains("<td>Rocky Linux 9.4<br>"), "{h}");
         // The pass row: verdict, finding, and empty party and fix cells.
-        assert!(h.contains("<td>pass 通过</td><td>identity on web-1<br><span class=zh>web-1 的identity</span></td><td></td><td></td></tr>"), "{h}");
+        assert!(h.contains("<td>pass 通过</td><td>identity on web-1<br><span class=\"zh\">web-1 的identity</span></td><td></td><td></td></tr>"), "{h}");
     }
 
     #[test]
@@ -1270,12 +1312,12 @@ To fix, by party (hard failures block the batch; soft ones are risks to list)"
         let r = pb::SweepReport {
             run_id: 1,
             batch: "B1".into(),
-            state: "finished".into(),
+            state: pb::SweepState::Finished as i32,
             hard: 1,
             findings: vec![pb::SweepFinding {
                 server: "web-01".into(),
                 check: "ports".into(),
-                verdict: "hard".into(),
+                verdict: v("hard"),
                 party: "customer".into(),
                 message: format!("port 80 is held by {EVIL}"),
                 message_zh: format!("端口 80 被 {EVIL} 占用"),
@@ -1289,5 +1331,27 @@ To fix, by party (hard failures block the batch; soft ones are risks to list)"
             no_raw_controls(&t);
             assert!(t.contains("\\x1b[2J"), "{t}");
         }
+    }
+
+    #[test]
+    fn the_html_report_escapes_what_agents_and_plans_say() {
+        let mut r = report();
+        r.batch = "B<1>".into();
+        r.findings[1].message = "<script>alert(1)</script> & \"quoted\"".into();
+        r.findings[1].server = "db<1>".into();
+        r.servers[0].os = "<b>os</b>".into();
+        let h = sweep_html_in(&r, &Zone::utc());
+        assert!(!h.contains("<script>") && !h.contains("<b>os</b>"), "{h}");
+        assert!(
+            h.contains("&lt;script&gt;alert(1)&lt;/script&gt; &amp; &quot;quoted&quot;"),
+            "{h}"
+        );
+        assert!(h.contains("batch 批次 B&lt;1&gt;</h1>"), "{h}");
+        assert!(h.contains("<b>db&lt;1&gt;</b>"), "{h}");
+        assert!(
+            h.starts_with("<!DOCTYPE html><html lang=\"en\"><meta charset=\"utf-8\">"),
+            "{h}"
+        );
+        assert!(h.ends_with("</table></html>\n"), "{h}");
     }
 }

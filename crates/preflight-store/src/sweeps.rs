@@ -27,6 +27,22 @@ pub struct FindingRecord {
     pub threshold: Option<u64>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub unit: String,
+    /// What a network check is about (absent in runs stored before targets were data, and
+    /// for a server's own checks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<TargetRecord>,
+}
+
+/// The target of a network finding: `kind` (`path`, `port`, `bandwidth`, `vip`), from
+/// `server` to `dest`, on `port` over `proto` (`tcp`, `udp`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetRecord {
+    pub kind: String,
+    pub server: String,
+    pub dest: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    pub proto: String,
 }
 
 /// A sweep run.
@@ -197,5 +213,25 @@ mod tests {
             r#"{"run_id":3,"batch":"b1","plan_digest":"d","started_at_ms":1,"state":"finished"}"#;
         let r: SweepRecord = serde_json::from_str(old).unwrap();
         assert_eq!(r.context, SweepContext::default());
+    }
+
+    #[test]
+    fn findings_stored_before_targets_still_read() {
+        let old = r#"{"server":"a","check":"path:b:80","verdict":"hard","party":"customer","reason":"network_ports","message":"m","message_zh":"m","fix":"f","fix_zh":"f"}"#;
+        let f: FindingRecord = serde_json::from_str(old).unwrap();
+        assert_eq!(f.target, None);
+        let with = FindingRecord {
+            target: Some(TargetRecord {
+                kind: "path".into(),
+                server: "a".into(),
+                dest: "b".into(),
+                port: Some(80),
+                proto: "tcp".into(),
+            }),
+            ..f
+        };
+        let back: FindingRecord =
+            serde_json::from_str(&serde_json::to_string(&with).unwrap()).unwrap();
+        assert_eq!(back, with);
     }
 }

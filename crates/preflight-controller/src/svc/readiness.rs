@@ -12,7 +12,7 @@ use preflight_core::readiness;
 use preflight_core::role::Role;
 use preflight_core::workflow::{Actor, Command, ReadinessSummary};
 use preflight_proto::v1 as pb;
-use preflight_store::sweeps::SweepRecord;
+use preflight_store::sweeps::{SweepRecord, TargetRecord};
 use preflight_store::{Store, StoreError};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -278,7 +278,7 @@ pub(crate) fn to_pb(r: &SweepRecord, with_findings: bool) -> pb::SweepReport {
         plan_digest: r.plan_digest.clone(),
         started_at_ms: r.started_at_ms,
         finished_at_ms: r.finished_at_ms,
-        state: r.state.clone(),
+        state: state_pb(&r.state) as i32,
         passed: count("pass"),
         soft: count("soft"),
         hard: count("hard"),
@@ -288,7 +288,7 @@ pub(crate) fn to_pb(r: &SweepRecord, with_findings: bool) -> pb::SweepReport {
                 .map(|f| pb::SweepFinding {
                     server: f.server.clone(),
                     check: f.check.clone(),
-                    verdict: f.verdict.clone(),
+                    verdict: verdict_pb(&f.verdict) as i32,
                     party: f.party.clone(),
                     reason: f.reason.clone(),
                     message: f.message.clone(),
@@ -298,6 +298,7 @@ pub(crate) fn to_pb(r: &SweepRecord, with_findings: bool) -> pb::SweepReport {
                     measured: f.measured,
                     threshold: f.threshold,
                     unit: f.unit.clone(),
+                    target: sweep::target_of(f).as_ref().map(target_pb),
                 })
                 .collect()
         } else {
@@ -339,6 +340,50 @@ pub(crate) fn to_pb(r: &SweepRecord, with_findings: bool) -> pb::SweepReport {
         } else {
             vec![]
         },
+    }
+}
+
+/// A stored verdict on the wire (a word this build does not know: unspecified).
+fn verdict_pb(v: &str) -> pb::Verdict {
+    match v {
+        "pass" => pb::Verdict::Pass,
+        "soft" => pb::Verdict::Soft,
+        "hard" => pb::Verdict::Hard,
+        _ => pb::Verdict::Unspecified,
+    }
+}
+
+/// A stored run state on the wire.
+fn state_pb(v: &str) -> pb::SweepState {
+    match v {
+        "running" => pb::SweepState::Running,
+        "finished" => pb::SweepState::Finished,
+        "interrupted" => pb::SweepState::Interrupted,
+        "cancelled" => pb::SweepState::Cancelled,
+        _ => pb::SweepState::Unspecified,
+    }
+}
+
+/// A stored finding's target on the wire (a word this build does not know: unspecified).
+fn target_pb(t: &TargetRecord) -> pb::FindingTarget {
+    let kind = match t.kind.as_str() {
+        "path" => pb::TargetKind::Path,
+        "port" => pb::TargetKind::Port,
+        "bandwidth" => pb::TargetKind::Bandwidth,
+        "vip" => pb::TargetKind::Vip,
+        _ => pb::TargetKind::Unspecified,
+    };
+    let proto = match t.proto.as_str() {
+        "tcp" => pb::Protocol::Tcp,
+        "udp" => pb::Protocol::Udp,
+        _ => pb::Protocol::Unspecified,
+    };
+    pb::FindingTarget {
+        kind: kind as i32,
+        server: t.server.clone(),
+        dest: t.dest.clone(),
+        port: t.port.map(u32::from),
+        proto: proto as i32,
     }
 }
 
@@ -558,5 +603,45 @@ mod tests {
             let s = Status::from(e);
             assert_eq!((s.code(), s.message()), (code, shown.as_str()));
         }
+    }
+
+    #[test]
+    fn a_stored_run_keeps_its_words_in_json() {
+        let f = |check: &str, verdict: &str| preflight_store::sweeps::FindingRecord {
+            server: "a".into(),
+            check: check.into(),
+            verdict: verdict.into(),
+            party: "customer".into(),
+            reason: "network_ports".into(),
+            message: String::new(),
+            message_zh: String::new(),
+            fix: String::new(),
+            fix_zh: String::new(),
+            measured: None,
+            threshold: None,
+            unit: String::new(),
+            target: None,
+        };
+        let rec = SweepRecord {
+            run_id: 2,
+            batch: "B1".into(),
+            plan_digest: "d".into(),
+            started_at_ms: 1,
+            finished_at_ms: 2,
+            state: "cancelled".into(),
+            findings: vec![f("path:b:80", "hard"), f("reachable", "pass")],
+            skipped: vec![],
+            not_recorded: String::new(),
+            context: Default::default(),
+        };
+        let pb = to_pb(&rec, true);
+        assert_eq!((pb.hard, pb.passed), (1, 1));
+        let j = serde_json::to_value(&pb).unwrap();
+        assert_eq!(j["state"], "cancelled");
+        assert_eq!(j["findings"][0]["verdict"], "hard");
+        assert_eq!(j["findings"][0]["target"]["kind"], "path");
+        assert_eq!(j["findings"][0]["target"]["port"], 80);
+        assert_eq!(j["findings"][1]["verdict"], "pass");
+        assert!(j["findings"][1]["target"].is_null());
     }
 }

@@ -36,6 +36,7 @@ use tonic::Status;
 use crate::agents::AgentPool;
 use crate::Clock;
 
+pub(crate) use record::target_of;
 use slots::{RunningSweep, SweepSlot};
 pub(crate) use slots::{SweepSlots, MAX_RUNNING_SWEEPS};
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use preflight_core::net::Proto;
 use preflight_core::plan::{Plan, Server};
-use preflight_core::readiness::{self, Finding};
+use preflight_core::readiness::{self, Finding, Target};
 use preflight_core::workflow::PauseReason;
 use preflight_proto::v1 as pb;
 use preflight_store::AgentRecord;
@@ -135,6 +135,11 @@ fn paths_unchecked(from: &Server, to: &Server, ports: &[u16], side: Side, error:
             to.hostname
         ),
     )
+    .about(Target::path(
+        &from.hostname,
+        &to.hostname,
+        (first == last).then_some(first),
+    ))
 }
 
 /// The paths `from` → `to` on `ports` that could not be probed because the agent of
@@ -149,6 +154,7 @@ fn paths_not_checked(from: &Server, to: &Server, ports: &[u16], unreachable: &st
                 PauseReason::NetworkPorts,
                 unreachable,
             )
+            .about(Target::path(&from.hostname, &to.hostname, Some(*p)))
         })
         .collect()
 }
@@ -257,12 +263,19 @@ pub(super) async fn net_task(
             let t = plan.thresholds_for(sv(*from));
             let (Some(fr), Some(tr)) = (agent(*from), agent(*to)) else {
                 let down = if agent(*from).is_none() { *from } else { *to };
-                out.push(readiness::not_checked(
-                    &sv(*from).hostname,
-                    format!("bandwidth:{}", sv(*to).hostname),
-                    PauseReason::NetworkPorts,
-                    &sv(down).hostname,
-                ));
+                out.push(
+                    readiness::not_checked(
+                        &sv(*from).hostname,
+                        format!("bandwidth:{}", sv(*to).hostname),
+                        PauseReason::NetworkPorts,
+                        &sv(down).hostname,
+                    )
+                    .about(Target::bandwidth(
+                        &sv(*from).hostname,
+                        &sv(*to).hostname,
+                        *port,
+                    )),
+                );
                 return out;
             };
             let res = bandwidth_between(
@@ -284,6 +297,7 @@ pub(super) async fn net_task(
             out.push(readiness::bandwidth(
                 sv(*from),
                 sv(*to),
+                *port,
                 t,
                 mbit.as_ref().map(|m| *m).map_err(String::as_str),
             ));
@@ -314,6 +328,7 @@ pub(super) async fn net_task(
                 .filter(|&i| in_net(i))
                 .find_map(|i| agent(i).map(|a| (i, a)));
             let label = v.name.clone().unwrap_or_else(|| v.address.to_string());
+            let target = Target::vip(&label, &v.address.to_string());
             let Some((pi, rec)) = prober else {
                 if (0..plan.servers.len()).any(|i| agent(i).is_some()) {
                     out.push(readiness::unchecked(
@@ -324,19 +339,22 @@ pub(super) async fn net_task(
                             "not probed: no server of the plan holding its planned address is in the network of {}",
                             v.address
                         ),
-                    ));
+                    ).about(target.clone()));
                 } else {
                     let who = if v.members.is_empty() {
                         "every server of the plan".to_string()
                     } else {
                         v.members.join(", ")
                     };
-                    out.push(readiness::not_checked(
-                        &label,
-                        format!("vip:{}", v.address),
-                        PauseReason::VipMissing,
-                        &who,
-                    ));
+                    out.push(
+                        readiness::not_checked(
+                            &label,
+                            format!("vip:{}", v.address),
+                            PauseReason::VipMissing,
+                            &who,
+                        )
+                        .about(target.clone()),
+                    );
                 }
                 return out;
             };
@@ -348,26 +366,32 @@ pub(super) async fn net_task(
                     Ok(a) => answers.extend(a),
                     Err(e) if lost(&e) => {
                         out.push(gone(pi, &e));
-                        out.push(readiness::not_checked(
-                            &label,
-                            format!("vip:{}", v.address),
-                            PauseReason::VipMissing,
-                            &sv(pi).hostname,
-                        ));
+                        out.push(
+                            readiness::not_checked(
+                                &label,
+                                format!("vip:{}", v.address),
+                                PauseReason::VipMissing,
+                                &sv(pi).hostname,
+                            )
+                            .about(target.clone()),
+                        );
                         return out;
                     }
                     Err(e) => {
-                        out.push(readiness::unchecked(
-                            &label,
-                            format!("vip:{}", v.address),
-                            PauseReason::VipMissing,
-                            &format!(
-                                "could not probe {} from {}: {}",
-                                v.address,
-                                sv(pi).hostname,
-                                e.message()
-                            ),
-                        ));
+                        out.push(
+                            readiness::unchecked(
+                                &label,
+                                format!("vip:{}", v.address),
+                                PauseReason::VipMissing,
+                                &format!(
+                                    "could not probe {} from {}: {}",
+                                    v.address,
+                                    sv(pi).hostname,
+                                    e.message()
+                                ),
+                            )
+                            .about(target.clone()),
+                        );
                         return out;
                     }
                 }

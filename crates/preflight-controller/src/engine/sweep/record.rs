@@ -5,7 +5,7 @@ use preflight_core::readiness::{self, Finding};
 use preflight_core::workflow::{
     CheckFailure, ReadinessSummary, Timestamp, MAX_LIST_LEN, MAX_TEXT_LEN,
 };
-use preflight_store::sweeps::{FindingRecord, SweepRecord};
+use preflight_store::sweeps::{FindingRecord, SweepRecord, TargetRecord};
 
 use super::BatchFacts;
 
@@ -123,6 +123,44 @@ pub(super) fn to_record(f: &Finding) -> FindingRecord {
         measured: f.measured,
         threshold: f.threshold,
         unit: f.unit.clone(),
+        target: f.target.as_ref().map(|t| TargetRecord {
+            kind: t.kind.as_str().into(),
+            server: t.server.clone(),
+            dest: t.dest.clone(),
+            port: t.port,
+            proto: t.proto.as_str().into(),
+        }),
+    }
+}
+
+/// A stored finding's target: as stored, or for a run stored before targets were data, read
+/// once from its check id (`path:DEST:PORT`, `port:PORT/PROTO`, `bandwidth:DEST`,
+/// `vip:ADDRESS`), so old reports keep their path matrix. The one place a check id is parsed.
+pub(crate) fn target_of(f: &FindingRecord) -> Option<TargetRecord> {
+    if f.target.is_some() {
+        return f.target.clone();
+    }
+    let rec = |kind: &str, dest: &str, port: Option<u16>, proto: &str| TargetRecord {
+        kind: kind.into(),
+        server: f.server.clone(),
+        dest: dest.into(),
+        port,
+        proto: proto.into(),
+    };
+    let (family, rest) = f.check.split_once(':')?;
+    match family {
+        "path" => {
+            let (dest, ports) = rest.rsplit_once(':')?;
+            Some(rec("path", dest, ports.parse().ok(), "tcp"))
+        }
+        "port" => {
+            let (port, proto) = rest.split_once('/')?;
+            let proto = ["tcp", "udp"].into_iter().find(|p| *p == proto)?;
+            Some(rec("port", &f.server, Some(port.parse().ok()?), proto))
+        }
+        "bandwidth" => Some(rec("bandwidth", rest, None, "tcp")),
+        "vip" => Some(rec("vip", rest, None, "tcp")),
+        _ => None,
     }
 }
 
@@ -226,6 +264,67 @@ mod tests {
                 ..Default::default()
             },
         }
+    }
+
+    #[test]
+    fn a_target_is_stored_as_data_and_read_from_old_check_ids() {
+        use preflight_core::net::Proto;
+        use preflight_core::plan::Plan;
+        let p = Plan::from_toml(
+            "plan.toml",
+            "[[servers]]\naddress = \"10.0.0.1\"\nhostname = \"a\"\nrole = \"x\"\n[[servers]]\naddress = \"10.0.0.2\"\nhostname = \"b\"\nrole = \"y\"\n",
+        )
+        .unwrap();
+        let (a, b) = (&p.servers[0], &p.servers[1]);
+        let new = [
+            readiness::path(a, b, 5432, "refused", "", None),
+            readiness::port_free(a, 53, Proto::Udp, "dns", None),
+            readiness::bandwidth(a, b, 5201, &Default::default(), Err("x")),
+            readiness::vip("web", "10.0.0.9", &[]),
+        ];
+        for f in &new {
+            let stored = to_record(f);
+            let t = stored
+                .target
+                .clone()
+                .expect("a network finding has a target");
+            let want = f.target.as_ref().unwrap();
+            assert_eq!(
+                (
+                    t.kind.as_str(),
+                    &t.server,
+                    &t.dest,
+                    t.port,
+                    t.proto.as_str()
+                ),
+                (
+                    want.kind.as_str(),
+                    &want.server,
+                    &want.dest,
+                    want.port,
+                    want.proto.as_str()
+                )
+            );
+            // An old record (no target) of the same check reads to the same target, except
+            // what its id never said (a bandwidth pair's port).
+            let old = FindingRecord {
+                target: None,
+                ..stored.clone()
+            };
+            let read = target_of(&old).unwrap();
+            assert_eq!((&read.kind, &read.dest), (&t.kind, &t.dest), "{}", f.check);
+            if t.kind != "bandwidth" {
+                assert_eq!(read, t, "{}", f.check);
+            }
+        }
+        // A server's own checks have none; a refused range has no port.
+        let own = to_record(&readiness::reachable(a, None));
+        assert_eq!(target_of(&own), None);
+        let range = FindingRecord {
+            check: "path:b:80-90".into(),
+            ..own
+        };
+        assert_eq!(target_of(&range).unwrap().port, None);
     }
 
     #[test]

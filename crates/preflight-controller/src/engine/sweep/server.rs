@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use preflight_core::net::Proto;
 use preflight_core::plan::{PackageKind, Plan, Server, Thresholds};
-use preflight_core::readiness::{self, Finding};
+use preflight_core::readiness::{self, Finding, Target};
 use preflight_core::workflow::PauseReason;
 use preflight_proto::json;
 use preflight_proto::v1 as pb;
@@ -214,7 +214,7 @@ async fn ports(
         out.push(readiness::port_free(
             server,
             p.port,
-            p.protocol.as_str(),
+            p.protocol,
             p.app,
             h.as_deref(),
         ));
@@ -480,14 +480,13 @@ impl ServerOutcome {
             None => self.findings.insert(0, f),
         }
         let judged: BTreeSet<String> = self.findings.iter().map(|f| f.check.clone()).collect();
-        for (check, reason) in server_checks(plan, server, opts) {
+        for (check, reason, target) in server_checks(plan, server, opts) {
             if !judged.contains(&check) {
-                self.findings.push(readiness::not_checked(
-                    &server.hostname,
-                    check,
-                    reason,
-                    &server.hostname,
-                ));
+                let f = readiness::not_checked(&server.hostname, check, reason, &server.hostname);
+                self.findings.push(match target {
+                    Some(t) => f.about(t),
+                    None => f,
+                });
             }
         }
         self.agent = None;
@@ -497,24 +496,29 @@ impl ServerOutcome {
 
 /// The checks the per-server phase owes for `server`, in the order it judges them (after
 /// `reachable`): identity, capacity, free disk, clock, package files, planned ports, disk
-/// benchmarks; those `opts` leaves out are not owed.
+/// benchmarks; those `opts` leaves out are not owed. Each with its pause reason, and its
+/// target when it has one (planned ports).
 pub(super) fn server_checks(
     plan: &Plan,
     server: &Server,
     opts: &Opts,
-) -> Vec<(String, PauseReason)> {
+) -> Vec<(String, PauseReason, Option<Target>)> {
+    let own = |check: String, reason| (check, reason, None);
     let mut out = vec![
-        ("identity".to_string(), PauseReason::Planning),
-        ("cores".to_string(), PauseReason::Planning),
-        ("memory".to_string(), PauseReason::Planning),
+        own("identity".into(), PauseReason::Planning),
+        own("cores".into(), PauseReason::Planning),
+        own("memory".into(), PauseReason::Planning),
     ];
     for dir in &server.data_dirs {
-        out.push((format!("disk_free:{dir}"), PauseReason::DiskPerformance));
+        out.push(own(
+            format!("disk_free:{dir}"),
+            PauseReason::DiskPerformance,
+        ));
     }
-    out.push(("clock".to_string(), PauseReason::Other));
+    out.push(own("clock".into(), PauseReason::Other));
     if opts.runs("packages") {
         for p in plan.packages_for(server) {
-            out.push((format!("package:{}", p.path), PauseReason::Package));
+            out.push(own(format!("package:{}", p.path), PauseReason::Package));
         }
     }
     if opts.runs("ports") {
@@ -522,13 +526,14 @@ pub(super) fn server_checks(
             out.push((
                 format!("port:{}/{}", p.port, p.protocol.as_str()),
                 PauseReason::NetworkPorts,
+                Some(Target::port(&server.hostname, p.port, p.protocol)),
             ));
         }
     }
     if opts.runs("disk") {
         for dir in &server.data_dirs {
             for m in ["disk_randread", "disk_randwrite", "disk_fdatasync"] {
-                out.push((format!("{m}:{dir}"), PauseReason::DiskPerformance));
+                out.push(own(format!("{m}:{dir}"), PauseReason::DiskPerformance));
             }
         }
     }
@@ -602,7 +607,7 @@ mod tests {
         assert_eq!(o.findings[1].verdict, readiness::Verdict::Pass);
         let owed = server_checks(&p, s, &opts);
         assert_eq!(o.findings.len(), owed.len() + 1, "{checks:?}");
-        for (c, _) in &owed {
+        for (c, _, _) in &owed {
             assert!(checks.contains(&c.as_str()), "{c} missing: {checks:?}");
         }
         for f in &o.findings[2..] {
@@ -610,5 +615,15 @@ mod tests {
             assert_eq!(f.verdict, readiness::Verdict::Hard);
         }
         assert!(checks.contains(&"port:443/tcp") && checks.contains(&"disk_fdatasync:/data"));
+        // A planned port not checked still carries its target.
+        let port = o
+            .findings
+            .iter()
+            .find(|f| f.check == "port:443/tcp")
+            .unwrap();
+        assert_eq!(
+            port.target,
+            Some(Target::port("a", 443, preflight_core::net::Proto::Tcp))
+        );
     }
 }
