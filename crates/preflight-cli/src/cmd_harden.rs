@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use preflight_core::evidence::{self, EvidenceBundle, EvidenceStatus};
+use preflight_proto::json;
 use preflight_proto::v1 as pb;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
@@ -363,7 +364,7 @@ fn results_text(r: &pb::HardenAgentsResponse, show_diffs: bool, lang: Lang) -> S
             };
             t.row(vec![
                 c.id.clone(),
-                status_word(&c.status, lang),
+                status_word(&json::name::<pb::CheckStatus>(c.status), lang),
                 cell(obs, 50),
                 cell(&c.expected, 50),
             ]);
@@ -424,14 +425,14 @@ fn results_text(r: &pb::HardenAgentsResponse, show_diffs: bool, lang: Lang) -> S
                 line!(
                     "防火墙变更 {}（{}）：{}",
                     fw.change_id,
-                    fw.backend,
+                    json::name::<pb::FirewallBackend>(fw.backend),
                     a.firewall
                 );
             } else {
                 line!(
                     "firewall change {} ({}): {}",
                     fw.change_id,
-                    fw.backend,
+                    json::name::<pb::FirewallBackend>(fw.backend),
                     a.firewall
                 );
             }
@@ -500,7 +501,7 @@ fn exit_if_non_compliant(r: &pb::HardenAgentsResponse) {
         .flat_map(|a| {
             a.checks
                 .iter()
-                .filter(|c| c.status == "non_compliant")
+                .filter(|c| c.status == pb::CheckStatus::NonCompliant as i32)
                 .map(move |c| format!("{} {}", a.agent_id, c.id))
         })
         .collect();
@@ -1267,9 +1268,9 @@ mod tests {
 
     #[test]
     fn harden_tables_in_chinese_align_by_display_width() {
-        let check = |id: &str, st: &str, obs: &str| pb::CheckOutcome {
+        let check = |id: &str, st: pb::CheckStatus, obs: &str| pb::CheckOutcome {
             id: id.into(),
-            status: st.into(),
+            status: st as i32,
             observed: obs.into(),
             expected: "no".into(),
             ..Default::default()
@@ -1282,8 +1283,12 @@ mod tests {
                 agent_id: "web-01".into(),
                 host: "web-01".into(),
                 checks: vec![
-                    check("ssh.permit_root_login", "non_compliant", "yes"),
-                    check("ssh.misc", "compliant", "无"),
+                    check(
+                        "ssh.permit_root_login",
+                        pb::CheckStatus::NonCompliant,
+                        "yes",
+                    ),
+                    check("ssh.misc", pb::CheckStatus::Compliant, "无"),
                 ],
                 evidence_appended: 2,
                 ..Default::default()
