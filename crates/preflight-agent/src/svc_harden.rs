@@ -401,6 +401,16 @@ fn files(f: &[catalog::FileHash]) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// A check's status on the wire.
+fn check_status(s: EvidenceStatus) -> pb::CheckStatus {
+    match s {
+        EvidenceStatus::Compliant => pb::CheckStatus::Compliant,
+        EvidenceStatus::NonCompliant => pb::CheckStatus::NonCompliant,
+        EvidenceStatus::NotApplicable => pb::CheckStatus::NotApplicable,
+        EvidenceStatus::Unknown => pb::CheckStatus::Unknown,
+    }
+}
+
 fn outcome_of_audit(a: &catalog::CheckResult) -> pb::CheckOutcome {
     pb::CheckOutcome {
         id: a.id.clone(),
@@ -408,7 +418,7 @@ fn outcome_of_audit(a: &catalog::CheckResult) -> pb::CheckOutcome {
         title_zh: a.title_zh.clone(),
         mlps: a.mlps.clone(),
         cis: a.cis.clone(),
-        status: a.status.as_str().into(),
+        status: check_status(a.status) as i32,
         observed: a.observed.clone(),
         expected: a.expected.clone(),
         reason: a.reason.clone().unwrap_or_default(),
@@ -470,7 +480,7 @@ fn record_pair(r: &catalog::EvidenceRecord) -> (pb::CheckOutcome, Raw) {
         title_zh,
         mlps: r.mlps.clone(),
         cis: r.cis.clone(),
-        status: r.status.as_str().into(),
+        status: check_status(r.status) as i32,
         observed: r.observed.clone(),
         observed_before: r.observed_before.clone().unwrap_or_default(),
         expected: r.expected.clone(),
@@ -866,15 +876,19 @@ fn deadline_ms(p: &PendingChange) -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-fn backend_name(b: Backend) -> String {
-    b.to_string()
+fn backend_pb(b: Backend) -> pb::FirewallBackend {
+    match b {
+        Backend::Nftables => pb::FirewallBackend::Nftables,
+        Backend::Iptables => pb::FirewallBackend::Iptables,
+        Backend::Firewalld => pb::FirewallBackend::Firewalld,
+    }
 }
 
 fn pending_pb(p: &PendingChange, plan: &FirewallPlan) -> pb::FirewallPending {
     pb::FirewallPending {
         change_id: p.id.clone(),
         deadline_unix_ms: deadline_ms(p),
-        backend: backend_name(p.backend),
+        backend: backend_pb(p.backend) as i32,
         rendered: plan.rendered.clone(),
         diff: plan.diff_vs_current.clone(),
         blocked_listeners: plan

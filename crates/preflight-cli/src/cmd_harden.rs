@@ -6,7 +6,9 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
+use maud::{html, Markup, PreEscaped, DOCTYPE};
 use preflight_core::evidence::{self, EvidenceBundle, EvidenceStatus};
+use preflight_proto::json;
 use preflight_proto::v1 as pb;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
@@ -364,7 +366,7 @@ fn results_text(r: &pb::HardenAgentsResponse, show_diffs: bool, lang: Lang) -> S
             };
             t.row(vec![
                 c.id.clone(),
-                status_word(&c.status, lang),
+                status_word(&json::name::<pb::CheckStatus>(c.status), lang),
                 cell(obs, 50),
                 cell(&c.expected, 50),
             ]);
@@ -425,14 +427,14 @@ fn results_text(r: &pb::HardenAgentsResponse, show_diffs: bool, lang: Lang) -> S
                 line!(
                     "防火墙变更 {}（{}）：{}",
                     fw.change_id,
-                    fw.backend,
+                    json::name::<pb::FirewallBackend>(fw.backend),
                     a.firewall
                 );
             } else {
                 line!(
                     "firewall change {} ({}): {}",
                     fw.change_id,
-                    fw.backend,
+                    json::name::<pb::FirewallBackend>(fw.backend),
                     a.firewall
                 );
             }
@@ -501,7 +503,7 @@ fn exit_if_non_compliant(r: &pb::HardenAgentsResponse) {
         .flat_map(|a| {
             a.checks
                 .iter()
-                .filter(|c| c.status == "non_compliant")
+                .filter(|c| c.status == pb::CheckStatus::NonCompliant as i32)
                 .map(move |c| format!("{} {}", a.agent_id, c.id))
         })
         .collect();
@@ -896,33 +898,30 @@ async fn harden(op: HardenOp, conn: &Conn, out: Output) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn esc(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '<' => o.push_str("&lt;"),
-            '>' => o.push_str("&gt;"),
-            '&' => o.push_str("&amp;"),
-            '"' => o.push_str("&quot;"),
-            '\'' => o.push_str("&#39;"),
-            c => o.push(c),
-        }
-    }
-    o
-}
+/// The page's style sheet.
+const EVIDENCE_CSS: &str = "body{font-family:sans-serif;margin:2em;color:#222}table{border-collapse:collapse;width:100%;margin-bottom:2em}th,td{border:1px solid #bbb;padding:4px 6px;vertical-align:top;font-size:13px}th{background:#eee}.ok{background:#e3f5e1}.bad{background:#fbe3e3}.na{background:#f0f0f0}.unk{background:#fff4d6}.t{white-space:nowrap}pre{white-space:pre-wrap;margin:0;font-size:12px}";
 
 /// Issue 20 finding 6: one banner saying whether the controller key was pinned at export.
-fn origin_banner(report: &evidence::BundleReport) -> String {
+fn origin_banner(report: &evidence::BundleReport) -> Markup {
+    let cmd = "preflight evidence verify BUNDLE --controller-key-sha256 KEY";
     if report.controller_key_pinned {
-        format!(
-            "<p class=\"ok\" id=\"origin\">来源已验证：控制器公钥与导出时给定的 --controller-key-sha256 一致。<br>Origin verified: the controller key matches the --controller-key-sha256 given at export ({}).</p>",
-            esc(&report.controller_key_sha256)
-        )
+        html! {
+            p.ok #origin {
+                "来源已验证：控制器公钥与导出时给定的 --controller-key-sha256 一致。" br;
+                "Origin verified: the controller key matches the --controller-key-sha256 given at export ("
+                (report.controller_key_sha256) ")."
+            }
+        }
     } else {
-        format!(
-            "<p class=\"bad\" id=\"origin\"><strong>来源未验证</strong>：导出时未给定可信的控制器公钥，本页不能证明由谁签发。请用 <code>preflight evidence verify BUNDLE --controller-key-sha256 KEY</code> 校验 JSON 证据包。<br><strong>Origin unverified</strong>: no trusted controller key was given at export, so this page does not show who signed the evidence. Verify the JSON bundle with <code>preflight evidence verify BUNDLE --controller-key-sha256 KEY</code> (key {} as the bundle claims it).</p>",
-            esc(&report.controller_key_sha256)
-        )
+        html! {
+            p.bad #origin {
+                strong { "来源未验证" }
+                "：导出时未给定可信的控制器公钥，本页不能证明由谁签发。请用 " code { (cmd) } " 校验 JSON 证据包。" br;
+                strong { "Origin unverified" }
+                ": no trusted controller key was given at export, so this page does not show who signed the evidence. Verify the JSON bundle with "
+                code { (cmd) } " (key " (report.controller_key_sha256) " as the bundle claims it)."
+            }
+        }
     }
 }
 
@@ -1012,7 +1011,8 @@ fn title_zh(check: &str) -> &'static str {
 /// A self-contained page for auditors, in Chinese and English: per host, a heading with its
 /// address and OS, the current compliance (each check's latest status, with its Chinese title
 /// and MLPS/CIS items), then the chronological log (time, check, operation, status, before and
-/// after). Times in the display zone. The JSON bundle stays the thing that is verified.
+/// after). Times in the display zone. The JSON bundle stays the thing that is verified. The
+/// markup is a maud template: every value is escaped by it.
 fn html(
     b: &EvidenceBundle,
     report: &evidence::BundleReport,
@@ -1020,8 +1020,14 @@ fn html(
     zone: &preflight_render::Zone,
 ) -> String {
     use std::collections::BTreeMap;
-    use std::fmt::Write as _;
-    let when = |ms: u64| esc(&zone.show(ms.min(i64::MAX as u64) as i64));
+    let when = |ms: u64| zone.show(ms.min(i64::MAX as u64) as i64);
+    let dash = |v: &str| {
+        if v.is_empty() {
+            "—".to_string()
+        } else {
+            v.to_string()
+        }
+    };
     let mut hosts: BTreeMap<(String, String), Vec<&evidence::SignedRecord>> = BTreeMap::new();
     for r in &b.records {
         hosts
@@ -1029,114 +1035,119 @@ fn html(
             .or_default()
             .push(r);
     }
-    let mut s = String::new();
-    s.push_str("<!DOCTYPE html><html lang=\"zh-CN\"><head><meta charset=\"utf-8\"><title>安全加固证据 Hardening evidence</title><style>body{font-family:sans-serif;margin:2em;color:#222}table{border-collapse:collapse;width:100%;margin-bottom:2em}th,td{border:1px solid #bbb;padding:4px 6px;vertical-align:top;font-size:13px}th{background:#eee}.ok{background:#e3f5e1}.bad{background:#fbe3e3}.na{background:#f0f0f0}.unk{background:#fff4d6}.t{white-space:nowrap}pre{white-space:pre-wrap;margin:0;font-size:12px}</style></head><body>");
-    let _ = write!(
-        s,
-        "<h1>安全加固证据报告<br><small>Hardening evidence report</small></h1>\
-<p>记录数 Records: {}　·　Merkle 根 root: <code>{}</code>　·　签发时间 Signed at: <span class=t>{}</span></p>\
-<p>控制器公钥指纹 Controller key SHA-256: <code>{}</code></p>\
-<p>本页为便于阅读的副本；具有证明力的是同批导出的 JSON 证据包，可用 <code>preflight evidence verify</code> 离线校验。<br>\
-This page is a readable copy; the JSON bundle exported with it is what proves the evidence, verifiable offline with <code>preflight evidence verify</code>.</p>",
-        report.records,
-        esc(&report.root_hash),
-        when(report.checkpoint_time_utc_ms),
-        esc(&report.controller_key_sha256),
-    );
-    s.push_str(&origin_banner(report)); // issue 20 finding 6: origin pinned or not (keep this line)
-    for ((host, agent), recs) in &hosts {
-        let f = facts.get(agent).cloned().unwrap_or_default();
-        let dash = |v: &str| {
-            if v.is_empty() {
-                "—".to_string()
-            } else {
-                esc(v)
+    let verify = "preflight evidence verify";
+    let page = maud::html! {
+        (DOCTYPE)
+        html lang="zh-CN" {
+            head {
+                meta charset="utf-8";
+                title { "安全加固证据 Hardening evidence" }
+                style { (PreEscaped(EVIDENCE_CSS)) }
             }
-        };
-        let _ = write!(
-            s,
-            "<h2>主机 Host: {} <small>(agent {})</small></h2>\
-<p>地址 Address: {}　·　操作系统 OS: {}</p>",
-            esc(host),
-            esc(agent),
-            dash(&f.address),
-            dash(&f.os),
-        );
-        // Current compliance: each check's latest record, in catalog order of first sight.
-        let mut latest: Vec<&evidence::EvidenceRecord> = Vec::new();
-        for r in recs.iter().map(|r| &r.record) {
-            match latest.iter_mut().find(|x| x.check_id == r.check_id) {
-                Some(x) if x.time_utc_ms <= r.time_utc_ms => *x = r,
-                Some(_) => {}
-                None => latest.push(r),
+            body {
+                h1 { "安全加固证据报告" br; small { "Hardening evidence report" } }
+                p {
+                    "记录数 Records: " (report.records)
+                    "　·　Merkle 根 root: " code { (report.root_hash) }
+                    "　·　签发时间 Signed at: " span.t { (when(report.checkpoint_time_utc_ms)) }
+                }
+                p { "控制器公钥指纹 Controller key SHA-256: " code { (report.controller_key_sha256) } }
+                p {
+                    "本页为便于阅读的副本；具有证明力的是同批导出的 JSON 证据包，可用 " code { (verify) } " 离线校验。" br;
+                    "This page is a readable copy; the JSON bundle exported with it is what proves the evidence, verifiable offline with " code { (verify) } "."
+                }
+                // issue 20 finding 6: origin pinned or not (keep this line)
+                (origin_banner(report))
+                @for ((host, agent), recs) in &hosts {
+                    (host_section(host, agent, recs, &facts.get(agent).cloned().unwrap_or_default(), &when, &dash))
+                }
             }
         }
-        let bad = latest
-            .iter()
-            .filter(|r| {
-                r.status != EvidenceStatus::Compliant && r.status != EvidenceStatus::NotApplicable
-            })
-            .count();
-        let _ = write!(
-            s,
-            "<h3>当前合规状态 Current compliance <small>({} 项检查，{} 项不符合或无法判定 · {} checks, {} not compliant or unknown)</small></h3>\
-<table><tr><th>检查项 Check</th><th>名称</th><th>状态 Status</th><th>等保条款 MLPS</th><th>CIS</th><th>最近记录 Latest</th></tr>",
-            latest.len(),
-            bad,
-            latest.len(),
-            bad
-        );
-        for r in &latest {
-            let (zh, en, class) = status_label(r.status);
-            let _ = write!(
-                s,
-                "<tr class=\"{class}\"><td>{}</td><td>{}</td><td>{zh}<br>{en}</td><td>{}</td><td>{}</td><td class=t>{}<br>{}</td></tr>",
-                esc(&r.check_id),
-                esc(title_zh(&r.check_id)),
-                esc(&r.mlps_refs.join(", ")),
-                esc(&r.cis_refs.join(", ")),
-                when(r.time_utc_ms),
-                op_label(r.operation),
-            );
-        }
-        s.push_str("</table>");
-        let _ = write!(
-            s,
-            "<h3>操作记录 Log <small>(按时间 chronological)</small></h3><table><tr><th>时间 Time</th><th>检查项 Check</th><th>等保条款 MLPS</th><th>CIS</th><th>操作 Operation</th><th>状态 Status</th><th>实际值（前/后） Observed (before/after)</th><th>期望值 Expected</th><th>变更 Change</th><th>操作人 Operator</th></tr>",
-        );
-        let mut log: Vec<&evidence::EvidenceRecord> = recs.iter().map(|r| &r.record).collect();
-        log.sort_by_key(|r| r.time_utc_ms);
-        for r in log {
-            let (zh, en, class) = status_label(r.status);
-            let change = r.diff_applied.as_deref().unwrap_or("");
-            let _ = write!(
-                s,
-                "<tr class=\"{class}\"><td class=t>{}</td><td>{}<br>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{zh}<br>{en}</td><td><pre>{}</pre>{}</td><td><pre>{}</pre></td><td>{}</td><td>{} ({})</td></tr>",
-                when(r.time_utc_ms),
-                esc(&r.check_id),
-                esc(title_zh(&r.check_id)),
-                esc(&r.mlps_refs.join(", ")),
-                esc(&r.cis_refs.join(", ")),
-                op_label(r.operation),
-                esc(&r.observed),
-                r.reason
-                    .as_deref()
-                    .map(|x| format!("<br><em>{}</em>", esc(x)))
-                    .unwrap_or_default(),
-                esc(&r.expected),
-                if change.is_empty() {
-                    String::new()
-                } else {
-                    format!("<details><summary>差异 diff</summary><pre>{}</pre></details>", esc(change))
-                },
-                esc(&r.operator.user),
-                esc(r.operator.role.as_str()),
-            );
-        }
-        s.push_str("</table>");
-    }
-    s.push_str("</body></html>\n");
+    };
+    let mut s = page.into_string();
+    s.push('\n');
     s
+}
+
+/// One host of the evidence page: heading, current compliance, chronological log.
+fn host_section(
+    host: &str,
+    agent: &str,
+    recs: &[&evidence::SignedRecord],
+    f: &HostFacts,
+    when: &dyn Fn(u64) -> String,
+    dash: &dyn Fn(&str) -> String,
+) -> Markup {
+    // Current compliance: each check's latest record, in catalog order of first sight.
+    let mut latest: Vec<&evidence::EvidenceRecord> = Vec::new();
+    for r in recs.iter().map(|r| &r.record) {
+        match latest.iter_mut().find(|x| x.check_id == r.check_id) {
+            Some(x) if x.time_utc_ms <= r.time_utc_ms => *x = r,
+            Some(_) => {}
+            None => latest.push(r),
+        }
+    }
+    let bad = latest
+        .iter()
+        .filter(|r| {
+            r.status != EvidenceStatus::Compliant && r.status != EvidenceStatus::NotApplicable
+        })
+        .count();
+    let mut log: Vec<&evidence::EvidenceRecord> = recs.iter().map(|r| &r.record).collect();
+    log.sort_by_key(|r| r.time_utc_ms);
+    html! {
+        h2 { "主机 Host: " (host) " " small { "(agent " (agent) ")" } }
+        p { "地址 Address: " (dash(&f.address)) "　·　操作系统 OS: " (dash(&f.os)) }
+        h3 {
+            "当前合规状态 Current compliance "
+            small { "(" (latest.len()) " 项检查，" (bad) " 项不符合或无法判定 · " (latest.len()) " checks, " (bad) " not compliant or unknown)" }
+        }
+        table {
+            tr {
+                th { "检查项 Check" } th { "名称" } th { "状态 Status" } th { "等保条款 MLPS" } th { "CIS" } th { "最近记录 Latest" }
+            }
+            @for r in &latest {
+                @let (zh, en, class) = status_label(r.status);
+                tr class=(class) {
+                    td { (r.check_id) }
+                    td { (title_zh(&r.check_id)) }
+                    td { (zh) br; (en) }
+                    td { (r.mlps_refs.join(", ")) }
+                    td { (r.cis_refs.join(", ")) }
+                    td.t { (when(r.time_utc_ms)) br; (op_label(r.operation)) }
+                }
+            }
+        }
+        h3 { "操作记录 Log " small { "(按时间 chronological)" } }
+        table {
+            tr {
+                th { "时间 Time" } th { "检查项 Check" } th { "等保条款 MLPS" } th { "CIS" } th { "操作 Operation" } th { "状态 Status" } th { "实际值（前/后） Observed (before/after)" } th { "期望值 Expected" } th { "变更 Change" } th { "操作人 Operator" }
+            }
+            @for r in log {
+                @let (zh, en, class) = status_label(r.status);
+                @let change = r.diff_applied.as_deref().unwrap_or("");
+                tr class=(class) {
+                    td.t { (when(r.time_utc_ms)) }
+                    td { (r.check_id) br; (title_zh(&r.check_id)) }
+                    td { (r.mlps_refs.join(", ")) }
+                    td { (r.cis_refs.join(", ")) }
+                    td { (op_label(r.operation)) }
+                    td { (zh) br; (en) }
+                    td {
+                        pre { (r.observed) }
+                        @if let Some(reason) = &r.reason { br; em { (reason) } }
+                    }
+                    td { pre { (r.expected) } }
+                    td {
+                        @if !change.is_empty() {
+                            details { summary { "差异 diff" } pre { (change) } }
+                        }
+                    }
+                    td { (r.operator.user) " (" (r.operator.role.as_str()) ")" }
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -1260,17 +1271,74 @@ mod tests {
         let third = log.find("09:46:55 +08:00").unwrap();
         assert!(first < second && second < third, "{log}");
         assert!(
-            log.contains("<td class=t>2026-12-04 09:45:55 +08:00 Asia/Shanghai</td>"),
+            log.contains("<td class=\"t\">2026-12-04 09:45:55 +08:00 Asia/Shanghai</td>"),
             "{log}"
         );
         assert!(h.contains(".t{white-space:nowrap}"));
     }
 
+    /// Every value on the evidence page is escaped by the template: a record's text cannot
+    /// add markup to the page an auditor opens.
+    #[test]
+    fn evidence_page_escapes_what_records_say() {
+        let mut r = rec(
+            "ssh.permit_root_login",
+            EvidenceOperation::Audit,
+            EvidenceStatus::Unknown,
+            1_796_348_755_000,
+        );
+        r.record.observed = "<script>alert(1)</script>".into();
+        r.record.reason = Some("a \"quoted\" & <b>bold</b> reason".into());
+        r.record.host = "<h1>x</h1>".into();
+        let b = EvidenceBundle {
+            format_version: 1,
+            records: vec![r],
+            agent_keys: Default::default(),
+            checkpoint: SignedCheckpoint {
+                checkpoint: Checkpoint {
+                    origin: "o".into(),
+                    tree_size: 1,
+                    root_hash: "<root>".into(),
+                    time_utc_ms: 0,
+                    ca_sha256: None,
+                },
+                signature: String::new(),
+            },
+            controller_spki_der: String::new(),
+            log_inclusion: None,
+            ca_certificate_der: None,
+        };
+        let report = evidence::BundleReport {
+            records: 1,
+            origin: "o".into(),
+            root_hash: "<root>".into(),
+            checkpoint_time_utc_ms: 0,
+            controller_key_sha256: "k".into(),
+            records_per_agent: Default::default(),
+            global_log: None,
+            ca_sha256: String::new(),
+            controller_key_pinned: false,
+        };
+        let zone = preflight_render::Zone::named("Asia/Shanghai").unwrap();
+        let h = html(&b, &report, &Default::default(), &zone);
+        assert!(
+            !h.contains("<script>") && !h.contains("<b>") && !h.contains("<h1>x"),
+            "{h}"
+        );
+        assert!(h.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "{h}");
+        assert!(
+            h.contains("a &quot;quoted&quot; &amp; &lt;b&gt;bold&lt;/b&gt; reason"),
+            "{h}"
+        );
+        assert!(h.contains("<code>&lt;root&gt;</code>"), "{h}");
+        assert!(h.contains("Origin unverified") && h.starts_with("<!DOCTYPE html>"));
+    }
+
     #[test]
     fn harden_tables_in_chinese_align_by_display_width() {
-        let check = |id: &str, st: &str, obs: &str| pb::CheckOutcome {
+        let check = |id: &str, st: pb::CheckStatus, obs: &str| pb::CheckOutcome {
             id: id.into(),
-            status: st.into(),
+            status: st as i32,
             observed: obs.into(),
             expected: "no".into(),
             ..Default::default()
@@ -1283,8 +1351,12 @@ mod tests {
                 agent_id: "web-01".into(),
                 host: "web-01".into(),
                 checks: vec![
-                    check("ssh.permit_root_login", "non_compliant", "yes"),
-                    check("ssh.misc", "compliant", "无"),
+                    check(
+                        "ssh.permit_root_login",
+                        pb::CheckStatus::NonCompliant,
+                        "yes",
+                    ),
+                    check("ssh.misc", pb::CheckStatus::Compliant, "无"),
                 ],
                 evidence_appended: 2,
                 ..Default::default()

@@ -20,11 +20,13 @@ use tonic::{Request, Response, Status};
 use crate::agents::{agent_status, dial_addr};
 use crate::auth::authorize;
 use crate::engine::evidence::{check_evidence, real_now_ms, EvidenceError, Expected};
-use crate::error::store_status;
+use crate::error::{enum_field, store_status, InvalidRequest};
 use crate::Shared;
 
 /// Most agents in one request.
 const MAX_AGENTS: usize = 256;
+/// Most check ids in one request.
+const MAX_CHECK_IDS: usize = 256;
 /// How long one agent may take for one hardening operation.
 const AGENT_TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -97,42 +99,187 @@ fn new_request_id() -> String {
     format!("hr-{}", hex::encode(b))
 }
 
-/// The agents of a request: named, or the servers of a batch's attached plan.
-async fn targets(sh: &Shared, ids: &[String], batch: &str) -> Result<Vec<String>, Status> {
-    if batch.is_empty() {
-        return agent_ids(ids);
-    }
-    if !ids.is_empty() {
-        return Err(Status::invalid_argument(
-            "give either agent_ids or batch, not both",
-        ));
-    }
-    crate::engine::hardening::batch_agents(sh, batch).await
+/// Whose hardening a request concerns: agents named, or the servers of a batch's plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Targets {
+    /// Agent ids, checked and without duplicates.
+    Agents(Vec<String>),
+    /// A batch id: its servers come from the attached plan.
+    Batch(String),
 }
 
-fn agent_ids(ids: &[String]) -> Result<Vec<String>, Status> {
+impl Targets {
+    /// From a request's `agent_ids` and `batch` (one of them).
+    fn of(agent_ids: Vec<String>, batch: String) -> Result<Self, InvalidRequest> {
+        if batch.is_empty() {
+            return agent_ids_of("agent_ids", agent_ids).map(Targets::Agents);
+        }
+        if !agent_ids.is_empty() {
+            return Err(InvalidRequest::new(
+                "batch",
+                "give either agent_ids or batch, not both",
+            ));
+        }
+        if batch.len() > 128 || batch.chars().any(char::is_control) {
+            return Err(InvalidRequest::new(
+                "batch",
+                "must be a batch id (1-128 characters); `preflight batch list` lists them",
+            ));
+        }
+        Ok(Targets::Batch(batch))
+    }
+
+    /// The agent ids: named, or those serving the batch's servers.
+    async fn resolve(&self, sh: &Shared) -> Result<Vec<String>, Status> {
+        match self {
+            Targets::Agents(ids) => Ok(ids.clone()),
+            Targets::Batch(b) => crate::engine::hardening::batch_agents(sh, b).await,
+        }
+    }
+}
+
+fn agent_ids_of(field: &str, ids: Vec<String>) -> Result<Vec<String>, InvalidRequest> {
     if ids.is_empty() {
-        return Err(Status::invalid_argument(
-            "agent_ids is empty: name at least one agent (`preflight agents` lists them)",
+        return Err(InvalidRequest::new(
+            field,
+            "is empty: name at least one agent (`preflight agents` lists them)",
         ));
     }
     if ids.len() > MAX_AGENTS {
-        return Err(Status::invalid_argument(format!(
-            "agent_ids has {} entries, more than {MAX_AGENTS}",
-            ids.len()
-        )));
+        return Err(InvalidRequest::new(
+            field,
+            format!("has {} entries, more than {MAX_AGENTS}", ids.len()),
+        ));
     }
     let mut seen = BTreeSet::new();
-    for id in ids {
-        preflight_pki::validate_agent_id(id)
-            .map_err(|e| Status::invalid_argument(format!("agent_ids: {e}")))?;
+    for id in &ids {
+        preflight_pki::validate_agent_id(id).map_err(|e| InvalidRequest::new(field, e))?;
         if !seen.insert(id) {
-            return Err(Status::invalid_argument(format!(
-                "agent_ids names {id} twice"
-            )));
+            return Err(InvalidRequest::new(field, format!("names {id} twice")));
         }
     }
-    Ok(ids.to_vec())
+    Ok(ids)
+}
+
+/// A Harden request, checked.
+#[derive(Debug, Clone)]
+pub(crate) struct HardenAgents {
+    operation: pb::HardenOperation,
+    targets: Targets,
+    check_ids: Vec<String>,
+    policy: Option<pb::HardenPolicy>,
+    backup_id: String,
+    firewall: Option<pb::FirewallChange>,
+}
+
+impl TryFrom<pb::HardenAgentsRequest> for HardenAgents {
+    type Error = InvalidRequest;
+
+    fn try_from(r: pb::HardenAgentsRequest) -> Result<Self, InvalidRequest> {
+        let operation: pb::HardenOperation = enum_field("operation", r.operation)?;
+        if operation == pb::HardenOperation::Unspecified {
+            return Err(InvalidRequest::new(
+                "operation",
+                "must be audit, plan, apply, verify or rollback",
+            ));
+        }
+        if r.check_ids.len() > MAX_CHECK_IDS {
+            return Err(InvalidRequest::new(
+                "check_ids",
+                format!("has more than {MAX_CHECK_IDS} entries"),
+            ));
+        }
+        if let Some(fw) = &r.firewall {
+            if operation != pb::HardenOperation::Apply {
+                return Err(InvalidRequest::new(
+                    "firewall",
+                    "is only accepted with operation apply",
+                ));
+            }
+            if !fw.allow_port && fw.mgmt_sources.is_empty() {
+                return Err(InvalidRequest::new(
+                    "firewall.mgmt_sources",
+                    "is empty: name the management networks SSH and the agent port stay open to",
+                ));
+            }
+        }
+        Ok(Self {
+            operation,
+            targets: Targets::of(r.agent_ids, r.batch)?,
+            check_ids: r.check_ids,
+            policy: r.policy,
+            backup_id: r.backup_id,
+            firewall: r.firewall,
+        })
+    }
+}
+
+/// A FirewallAllow request, checked.
+#[derive(Debug, Clone)]
+pub(crate) struct FirewallAllow {
+    agent_id: String,
+    port: pb::FirewallPort,
+    confirm_timeout_s: u32,
+}
+
+impl TryFrom<pb::FirewallAllowRequest> for FirewallAllow {
+    type Error = InvalidRequest;
+
+    fn try_from(r: pb::FirewallAllowRequest) -> Result<Self, InvalidRequest> {
+        let mut ids = agent_ids_of("agent_id", vec![r.agent_id])?;
+        let port = r
+            .port
+            .ok_or_else(|| InvalidRequest::new("port", "is missing"))?;
+        if port.port == 0 || port.port > 65535 {
+            return Err(InvalidRequest::new(
+                "port.port",
+                format!("{} is not 1-65535", port.port),
+            ));
+        }
+        if port.reason.trim().is_empty() || port.reason.len() > 512 {
+            return Err(InvalidRequest::new(
+                "port.reason",
+                "must be 1-512 bytes: say which application needs the port",
+            ));
+        }
+        Ok(Self {
+            agent_id: ids.remove(0),
+            port,
+            confirm_timeout_s: r.confirm_timeout_s,
+        })
+    }
+}
+
+/// An ExportEvidence request, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ExportEvidence {
+    targets: Targets,
+}
+
+impl TryFrom<pb::ExportEvidenceRequest> for ExportEvidence {
+    type Error = InvalidRequest;
+
+    fn try_from(r: pb::ExportEvidenceRequest) -> Result<Self, InvalidRequest> {
+        Ok(Self {
+            targets: Targets::of(r.agent_ids, r.batch)?,
+        })
+    }
+}
+
+/// A Status request, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct HardeningStatus {
+    targets: Targets,
+}
+
+impl TryFrom<pb::HardeningStatusRequest> for HardeningStatus {
+    type Error = InvalidRequest;
+
+    fn try_from(r: pb::HardeningStatusRequest) -> Result<Self, InvalidRequest> {
+        Ok(Self {
+            targets: Targets::of(r.agent_ids, r.batch)?,
+        })
+    }
 }
 
 fn agent_record(shared: &Shared, id: &str) -> Result<AgentRecord, Status> {
@@ -318,15 +465,6 @@ impl HardeningSvc {
     }
 }
 
-fn op_name(v: i32) -> Result<pb::HardenOperation, Status> {
-    match pb::HardenOperation::try_from(v) {
-        Ok(pb::HardenOperation::Unspecified) | Err(_) => Err(Status::invalid_argument(
-            "operation must be audit, plan, apply, verify or rollback",
-        )),
-        Ok(o) => Ok(o),
-    }
-}
-
 #[tonic::async_trait]
 impl pb::hardening_server::Hardening for HardeningSvc {
     async fn harden(
@@ -339,27 +477,10 @@ impl pb::hardening_server::Hardening for HardeningSvc {
             _ => "Harden",
         };
         let (user, role) = authorize(&self.0, &req, allowed(rpc))?;
-        let op = op_name(req.get_ref().operation)?;
-        let r = req.into_inner();
-        let ids = targets(&self.0, &r.agent_ids, &r.batch).await?;
+        let r = HardenAgents::try_from(req.into_inner())?;
+        let op = r.operation;
+        let ids = r.targets.resolve(&self.0).await?;
         known_agents(&self.0, &ids)?;
-        if r.check_ids.len() > 256 {
-            return Err(Status::invalid_argument(
-                "check_ids has more than 256 entries",
-            ));
-        }
-        if r.firewall.is_some() && op != pb::HardenOperation::Apply {
-            return Err(Status::invalid_argument(
-                "firewall is only accepted with operation apply",
-            ));
-        }
-        if let Some(fw) = &r.firewall {
-            if !fw.allow_port && fw.mgmt_sources.is_empty() {
-                return Err(Status::invalid_argument(
-                    "firewall.mgmt_sources is empty: name the management networks SSH and the agent port stay open to",
-                ));
-            }
-        }
         let request_id = new_request_id();
         let caller = pb::HardenCaller {
             user: user.name.clone(),
@@ -368,7 +489,7 @@ impl pb::hardening_server::Hardening for HardeningSvc {
         };
         tracing::info!(request = %request_id, user = %user.name, operation = ?op, agents = ids.len(), "harden");
         let agent_req = pb::HardenRequest {
-            operation: r.operation,
+            operation: op as i32,
             check_ids: r.check_ids,
             policy: r.policy,
             backup_id: r.backup_id,
@@ -396,23 +517,8 @@ impl pb::hardening_server::Hardening for HardeningSvc {
         req: Request<pb::FirewallAllowRequest>,
     ) -> Result<Response<pb::FirewallAllowResponse>, Status> {
         let (user, role) = authorize(&self.0, &req, allowed("FirewallAllow"))?;
-        let r = req.into_inner();
-        let ids = agent_ids(std::slice::from_ref(&r.agent_id))?;
-        known_agents(&self.0, &ids)?;
-        let port = r
-            .port
-            .ok_or_else(|| Status::invalid_argument("port is missing"))?;
-        if port.port == 0 || port.port > 65535 {
-            return Err(Status::invalid_argument(format!(
-                "port.port {} is not 1-65535",
-                port.port
-            )));
-        }
-        if port.reason.trim().is_empty() || port.reason.len() > 512 {
-            return Err(Status::invalid_argument(
-                "port.reason must be 1-512 bytes: say which application needs the port",
-            ));
-        }
+        let r = FirewallAllow::try_from(req.into_inner())?;
+        known_agents(&self.0, std::slice::from_ref(&r.agent_id))?;
         let request_id = new_request_id();
         let caller = pb::HardenCaller {
             user: user.name.clone(),
@@ -427,13 +533,13 @@ impl pb::hardening_server::Hardening for HardeningSvc {
             backup_id: String::new(),
             caller: None,
             firewall: Some(pb::FirewallChange {
-                ports: vec![port],
+                ports: vec![r.port],
                 confirm_timeout_s: r.confirm_timeout_s,
                 allow_port: true,
                 ..Default::default()
             }),
         };
-        let result = self.run_one(&ids[0], agent_req, &caller).await;
+        let result = self.run_one(&r.agent_id, agent_req, &caller).await;
         self.record_in_workflow(std::slice::from_ref(&result)).await;
         Ok(Response::new(pb::FirewallAllowResponse {
             result: Some(result),
@@ -448,12 +554,13 @@ impl pb::hardening_server::Hardening for HardeningSvc {
         authorize(&self.0, &req, allowed("ExportEvidence"))?;
         // A bundle is built whole in memory (up to MAX_BUNDLE_BYTES): a few at a time.
         let _permit = self.0.evidence_exports.try_acquire().map_err(|_| {
-            Status::resource_exhausted(
-                "2 evidence exports are being built already: retry in a moment",
-            )
+            Status::resource_exhausted(format!(
+                "{} evidence exports are being built already: retry in a moment",
+                crate::state::EVIDENCE_EXPORTS
+            ))
         })?;
-        let r = req.into_inner();
-        let ids = targets(&self.0, &r.agent_ids, &r.batch).await?;
+        let r = ExportEvidence::try_from(req.into_inner())?;
+        let ids = r.targets.resolve(&self.0).await?;
         let sh = self.0.clone();
         let now = sh.now_ms().max(0) as u64;
         let (bytes, n, key) = tokio::task::spawn_blocking(move || sh.evidence.export(&ids, now))
@@ -471,22 +578,14 @@ impl pb::hardening_server::Hardening for HardeningSvc {
         req: Request<pb::HardeningStatusRequest>,
     ) -> Result<Response<pb::HardeningStatusResponse>, Status> {
         authorize(&self.0, &req, allowed("Status"))?;
-        let r = req.get_ref();
+        let r = HardeningStatus::try_from(req.into_inner())?;
         // With a batch, the facts its gates see: each server's planned ports included.
-        let targets: Vec<(String, Option<crate::engine::hardening::PlannedPorts>)> =
-            if r.batch.is_empty() {
-                targets(&self.0, &r.agent_ids, "")
-                    .await?
-                    .into_iter()
-                    .map(|id| (id, None))
-                    .collect()
-            } else if r.agent_ids.is_empty() {
-                crate::engine::hardening::batch_agents_planned(&self.0, &r.batch).await?
-            } else {
-                return Err(Status::invalid_argument(
-                    "give either agent_ids or batch, not both",
-                ));
-            };
+        let targets: Vec<(String, Option<crate::engine::hardening::PlannedPorts>)> = match &r
+            .targets
+        {
+            Targets::Agents(ids) => ids.iter().map(|id| (id.clone(), None)).collect(),
+            Targets::Batch(b) => crate::engine::hardening::batch_agents_planned(&self.0, b).await?,
+        };
         let ids: Vec<String> = targets.iter().map(|(id, _)| id.clone()).collect();
         known_agents(&self.0, &ids)?;
         let mut hosts = Vec::new();
@@ -686,4 +785,112 @@ mod tests {
 
     use preflight_core::evidence::EvidenceStatus::{self, Compliant};
     use EvidenceOperation::{Apply, Audit, Verify};
+
+    /// Each refusal of a request names the field the caller must fix.
+    #[test]
+    fn bad_requests_are_refused_naming_the_field() {
+        let good = || pb::HardenAgentsRequest {
+            operation: pb::HardenOperation::Audit as i32,
+            agent_ids: vec!["web-01".into()],
+            ..Default::default()
+        };
+        assert!(HardenAgents::try_from(good()).is_ok());
+        let field = |f: &dyn Fn(&mut pb::HardenAgentsRequest)| {
+            let mut r = good();
+            f(&mut r);
+            HardenAgents::try_from(r).expect_err("refused").field
+        };
+        assert_eq!(field(&|r| r.operation = 99), "operation");
+        let e = HardenAgents::try_from(pb::HardenAgentsRequest {
+            operation: 99,
+            ..good()
+        })
+        .expect_err("unknown operation");
+        assert!(
+            Status::from(e).message().starts_with("operation: value 99"),
+            "an unknown value is refused by enum_field"
+        );
+        assert_eq!(
+            field(&|r| r.operation = pb::HardenOperation::Unspecified as i32),
+            "operation"
+        );
+        assert_eq!(field(&|r| r.agent_ids.clear()), "agent_ids");
+        assert_eq!(
+            field(&|r| r.agent_ids = vec!["a".into(), "a".into()]),
+            "agent_ids"
+        );
+        assert_eq!(field(&|r| r.agent_ids = vec!["../etc".into()]), "agent_ids");
+        assert_eq!(field(&|r| r.batch = "B1".into()), "batch");
+        assert_eq!(
+            field(&|r| r.check_ids = vec!["ssh.misc".into(); MAX_CHECK_IDS + 1]),
+            "check_ids"
+        );
+        assert_eq!(
+            field(&|r| r.firewall = Some(pb::FirewallChange::default())),
+            "firewall"
+        );
+        assert_eq!(
+            field(&|r| {
+                r.operation = pb::HardenOperation::Apply as i32;
+                r.firewall = Some(pb::FirewallChange::default());
+            }),
+            "firewall.mgmt_sources"
+        );
+        let batch = HardenAgents::try_from(pb::HardenAgentsRequest {
+            agent_ids: vec![],
+            batch: "B1".into(),
+            ..good()
+        })
+        .expect("a batch alone");
+        assert_eq!(batch.targets, Targets::Batch("B1".into()));
+
+        let allow = |port: Option<pb::FirewallPort>| {
+            FirewallAllow::try_from(pb::FirewallAllowRequest {
+                agent_id: "web-01".into(),
+                port,
+                confirm_timeout_s: 30,
+            })
+        };
+        let port = |p: u32, reason: &str| pb::FirewallPort {
+            port: p,
+            proto: "tcp".into(),
+            sources: vec![],
+            reason: reason.into(),
+        };
+        assert!(allow(Some(port(8080, "gateway"))).is_ok());
+        assert_eq!(allow(None).expect_err("no port").field, "port");
+        assert_eq!(
+            allow(Some(port(70000, "gateway"))).expect_err("port").field,
+            "port.port"
+        );
+        assert_eq!(
+            allow(Some(port(8080, "  "))).expect_err("reason").field,
+            "port.reason"
+        );
+        assert_eq!(
+            FirewallAllow::try_from(pb::FirewallAllowRequest {
+                agent_id: "a b".into(),
+                port: Some(port(8080, "gateway")),
+                confirm_timeout_s: 30,
+            })
+            .expect_err("agent id")
+            .field,
+            "agent_id"
+        );
+        assert_eq!(
+            ExportEvidence::try_from(pb::ExportEvidenceRequest::default())
+                .expect_err("nothing named")
+                .field,
+            "agent_ids"
+        );
+        assert_eq!(
+            HardeningStatus::try_from(pb::HardeningStatusRequest {
+                agent_ids: vec!["web-01".into()],
+                batch: "B1".into(),
+            })
+            .expect_err("both")
+            .field,
+            "batch"
+        );
+    }
 }
