@@ -373,7 +373,7 @@ pub async fn start(cfg: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Ru
     let local_addr = incoming.local_addr;
     let idle = incoming.idle_layer();
     let ca_pin = ca.pin();
-    let workflow = svc::workflow::Engine::load(&store)?;
+    let workflow = engine::workflow::Engine::load(&store)?;
     let (clock, dev_clock) = if cfg.dev_clock {
         let offset = workflow.dev_clock_offset()?;
         let dev = Arc::new(DevClock::new(clock, offset));

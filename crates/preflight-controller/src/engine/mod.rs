@@ -5,3 +5,4 @@
 
 pub(crate) mod hardening;
 pub(crate) mod net;
+pub(crate) mod workflow;
