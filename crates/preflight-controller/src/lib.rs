@@ -408,7 +408,7 @@ pub async fn start(cfg: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Ru
         sweeps: Default::default(),
     });
     // A controller that was down for weeks escalates before it serves anything.
-    shared.workflow.escalate(shared.now_ms()).await;
+    shared.workflow.escalate(&shared, shared.now_ms()).await;
     let timer = {
         let shared = shared.clone();
         tokio::spawn(async move {
@@ -416,7 +416,7 @@ pub async fn start(cfg: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Ru
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                shared.workflow.escalate(shared.now_ms()).await;
+                shared.workflow.escalate(&shared, shared.now_ms()).await;
             }
         })
     };

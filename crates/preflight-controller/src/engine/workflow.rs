@@ -11,12 +11,13 @@
 //! [`react`], from the events the core returned, so every path that produces such an event
 //! gets the reaction: commands go through [`execute`].
 
+use std::collections::BTreeMap;
 use std::future::Future;
 
 use preflight_core::plan::Plan;
 use preflight_core::workflow::{
-    Actor, Command, Event, EventKind, HardeningSummary, HostHardening, PerfSummary, PlanFacts,
-    ReadinessSummary, Refusal, Timestamp, WorkflowConfig, World,
+    Actor, BatchView, Command, Event, EventKind, HardeningSummary, HostHardening, PerfSummary,
+    PlanFacts, QueueEntry, ReadinessSummary, Refusal, Timestamp, WorkflowConfig, World,
 };
 use preflight_store::workflow::WorkflowStore;
 use preflight_store::{Store, StoreError};
@@ -30,6 +31,8 @@ pub(crate) enum EngineError {
     Store(#[from] StoreError),
     #[error("batch {0:?} not found: `preflight batch list` lists them")]
     NoBatch(String),
+    #[error("deployer {0:?} not found: `preflight deployer list` lists them")]
+    NoDeployer(String),
     #[error("batch {0} has no plan attached, and readiness is recorded against a plan: attach one first with `preflight plan attach {0} PLAN.toml`")]
     NoPlan(String),
     #[error("stored plan {digest}: {problem}")]
@@ -63,6 +66,26 @@ impl Engine {
     /// The persisted dev clock offset (0 when never set).
     pub fn dev_clock_offset(&self) -> Result<i64, StoreError> {
         Ok(self.store.dev_clock_offset()?.unwrap_or(0))
+    }
+
+    /// The view of one batch at `now`.
+    pub async fn batch_view(&self, id: &str, now: Timestamp) -> Result<BatchView, EngineError> {
+        self.read(|w| w.batch_view(id, now))
+            .await
+            .ok_or_else(|| EngineError::NoBatch(id.to_string()))
+    }
+
+    /// Every deployer's list (empty ones too), or one deployer's.
+    pub async fn queues(
+        &self,
+        deployer: Option<&str>,
+    ) -> Result<BTreeMap<String, Vec<QueueEntry>>, EngineError> {
+        self.read(|w| match deployer {
+            None => Ok(w.queues()),
+            Some(d) if w.deployers.contains(d) => Ok([(d.to_string(), w.queue(d))].into()),
+            Some(d) => Err(EngineError::NoDeployer(d.to_string())),
+        })
+        .await
     }
 
     /// Persists the dev clock offset, so a restart keeps a rehearsal's time.
@@ -105,13 +128,14 @@ impl Engine {
         Ok(events)
     }
 
-    /// Applies every escalation due at `now` as the controller; returns the escalated batches.
-    pub async fn escalate(&self, now: i64) -> Vec<String> {
+    /// Applies every escalation due at `now` as the controller, with the reactions to its
+    /// events; returns the escalated batches.
+    pub async fn escalate(&self, reactions: &impl Reactions, now: i64) -> Vec<String> {
         let due = self.world.lock().await.escalate_due(Timestamp(now));
         let mut done = Vec::new();
         for cmd in due {
             let batch = cmd.batch().unwrap_or_default().to_string();
-            match self.execute(now, &Actor::System, cmd).await {
+            match execute(self, reactions, now, &Actor::System, cmd, None).await {
                 Ok(_) => {
                     tracing::info!(%batch, "pause older than 15 days escalated to GD");
                     done.push(batch);
@@ -397,5 +421,10 @@ mod tests {
             e.dev_record(0, r).await,
             Err(EngineError::NoBatch(b)) if b == "NOPE"
         ));
+        assert!(matches!(
+            e.queues(Some("zed")).await,
+            Err(EngineError::NoDeployer(d)) if d == "zed"
+        ));
+        assert!(e.queues(None).await.expect("all").is_empty());
     }
 }

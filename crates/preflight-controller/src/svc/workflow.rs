@@ -50,7 +50,7 @@ impl From<EngineError> for Status {
         match e {
             EngineError::Refused(r) => refusal_status(&r),
             EngineError::Store(s) => store_status(s),
-            EngineError::NoBatch(_) => Status::not_found(msg),
+            EngineError::NoBatch(_) | EngineError::NoDeployer(_) => Status::not_found(msg),
             EngineError::NoPlan(_) => Status::failed_precondition(msg),
             EngineError::StoredPlan { .. } => Status::internal(msg),
         }
@@ -415,16 +415,7 @@ impl pb::workflow_server::Workflow for WorkflowSvc {
         authorize(&self.0, &req, allowed("GetBatch"))?;
         let id = req.into_inner().batch;
         let now = self.0.now_ms();
-        let view = self
-            .0
-            .workflow
-            .read(|w| w.batch_view(&id, Timestamp(now)))
-            .await
-            .ok_or_else(|| {
-                Status::not_found(format!(
-                    "batch {id:?} not found: `preflight batch list` lists them"
-                ))
-            })?;
+        let view = self.0.workflow.batch_view(&id, Timestamp(now)).await?;
         Ok(Response::new(pb::BatchViewReply {
             view: Some(view.encode()),
             now_ms: now,
@@ -459,23 +450,7 @@ impl pb::workflow_server::Workflow for WorkflowSvc {
         let queues = self
             .0
             .workflow
-            .read(|w| {
-                if deployer.is_empty() {
-                    let mut all = w.queues();
-                    for d in &w.deployers {
-                        all.entry(d.clone()).or_default();
-                    }
-                    Ok(all)
-                } else if w.deployers.contains(&deployer) {
-                    Ok([(deployer.clone(), w.queue(&deployer))]
-                        .into_iter()
-                        .collect())
-                } else {
-                    Err(Status::not_found(format!(
-                        "deployer {deployer:?} not found: `preflight deployer list` lists them"
-                    )))
-                }
-            })
+            .queues((!deployer.is_empty()).then_some(deployer.as_str()))
             .await?;
         Ok(Response::new(wire::queue_reply(&queues, now)))
     }
@@ -587,7 +562,7 @@ impl pb::workflow_server::Workflow for WorkflowSvc {
                 now_ms = crate::Clock::now_ms(&*dev),
                 "dev clock changed"
             );
-            escalated = self.0.workflow.escalate(self.0.now_ms()).await;
+            escalated = self.0.workflow.escalate(&self.0, self.0.now_ms()).await;
         }
         Ok(Response::new(pb::DevClockReply {
             now_ms: self.0.now_ms(),
