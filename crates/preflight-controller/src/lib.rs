@@ -373,7 +373,7 @@ pub async fn start(cfg: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Ru
     let local_addr = incoming.local_addr;
     let idle = incoming.idle_layer();
     let ca_pin = ca.pin();
-    let workflow = svc::workflow::Engine::load(&store)?;
+    let workflow = engine::workflow::Engine::load(&store)?;
     let (clock, dev_clock) = if cfg.dev_clock {
         let offset = workflow.dev_clock_offset()?;
         let dev = Arc::new(DevClock::new(clock, offset));
@@ -411,7 +411,7 @@ pub async fn start(cfg: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Ru
         sweeps: Default::default(),
     });
     // A controller that was down for weeks escalates before it serves anything.
-    shared.workflow.escalate(shared.now_ms()).await;
+    shared.workflow.escalate(&shared, shared.now_ms()).await;
     let timer = {
         let shared = shared.clone();
         tokio::spawn(async move {
@@ -419,7 +419,7 @@ pub async fn start(cfg: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Ru
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                shared.workflow.escalate(shared.now_ms()).await;
+                shared.workflow.escalate(&shared, shared.now_ms()).await;
             }
         })
     };

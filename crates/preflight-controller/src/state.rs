@@ -20,7 +20,7 @@ pub(crate) struct Shared {
     pub clock: Arc<dyn Clock>,
     pub agents: agents::AgentPool,
     /// The deployment workflow (its state is owned here; commands are serialised by its lock).
-    pub workflow: svc::workflow::Engine,
+    pub workflow: crate::engine::workflow::Engine,
     /// The settable clock, when serving with `--dev-clock` (then also `clock`).
     pub dev_clock: Option<Arc<DevClock>>,
     pub metrics: Arc<metrics::Metrics>,

@@ -357,6 +357,44 @@ pub enum BatchCmd {
     },
 }
 
+/// GD's decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Decision {
+    /// The pause reason is confirmed: back to problem_handling.
+    Reason,
+    /// Termination confirmed: final.
+    Termination,
+}
+
+impl Decision {
+    /// The decision as sent.
+    pub fn to_pb(self) -> pb::GdDecision {
+        match self {
+            Decision::Reason => pb::GdDecision::Reason,
+            Decision::Termination => pb::GdDecision::Termination,
+        }
+    }
+}
+
+/// What `dev record` records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RecordKind {
+    Readiness,
+    Hardening,
+    Perf,
+}
+
+impl RecordKind {
+    /// The kind as sent.
+    pub fn to_pb(self) -> pb::DevRecordKind {
+        match self {
+            RecordKind::Readiness => pb::DevRecordKind::Readiness,
+            RecordKind::Hardening => pb::DevRecordKind::Hardening,
+            RecordKind::Perf => pb::DevRecordKind::Perf,
+        }
+    }
+}
+
 #[derive(Debug, clap::Subcommand)]
 pub enum GdCmd {
     /// Confirm the pause reason (back to problem_handling) or the termination (final).
@@ -367,8 +405,8 @@ pub enum GdCmd {
         /// Batch id.
         batch: String,
         /// reason or termination.
-        #[arg(long, value_parser = ["reason", "termination"])]
-        decision: String,
+        #[arg(long, value_enum)]
+        decision: Decision,
         /// Note.
         #[arg(long, default_value = "")]
         note: String,
@@ -415,8 +453,8 @@ pub enum DevCmd {
     )]
     Record {
         /// readiness, hardening or perf.
-        #[arg(value_parser = ["readiness", "hardening", "perf"])]
-        kind: String,
+        #[arg(value_enum)]
+        kind: RecordKind,
         /// Batch id.
         batch: String,
         /// A hard failure (readiness) or shortfall (perf): CHECK:REASON[:PARTY], repeatable.

@@ -7,8 +7,8 @@ use anyhow::{bail, Context};
 use preflight_controller::wire::{self, WireEnum};
 use preflight_core::role::Role;
 use preflight_core::workflow::{
-    BatchSummary, BatchView, Event, GdDecision, Party, PauseReason, PauseStatsRow, ProjectsView,
-    QueueEntry, StatsKey, Timestamp,
+    BatchSummary, BatchView, Event, Party, PauseReason, PauseStatsRow, ProjectsView, QueueEntry,
+    StatsKey, Timestamp,
 };
 use preflight_proto::v1 as pb;
 use preflight_render::workflow as views;
@@ -333,11 +333,7 @@ pub async fn run(cmd: WorkflowCmd, conn: &Conn, out: Output) -> anyhow::Result<(
                 &mut c,
                 C::GdConfirm(pb::GdConfirmCmd {
                     batch,
-                    decision: match decision.as_str() {
-                        "termination" => GdDecision::ConfirmTermination,
-                        _ => GdDecision::ConfirmReason,
-                    }
-                    .to_i32(),
+                    decision: decision.to_pb().into(),
                     note,
                 }),
                 out,
@@ -476,12 +472,7 @@ pub async fn run(cmd: WorkflowCmd, conn: &Conn, out: Output) -> anyhow::Result<(
             let r = c
                 .dev_record(pb::DevRecordRequest {
                     batch,
-                    kind: match kind.as_str() {
-                        "readiness" => pb::DevRecordKind::Readiness,
-                        "hardening" => pb::DevRecordKind::Hardening,
-                        _ => pb::DevRecordKind::Perf,
-                    }
-                    .into(),
+                    kind: kind.to_pb().into(),
                     failures: fails
                         .iter()
                         .map(|s| failure_arg(s))

@@ -7,3 +7,4 @@ pub(crate) mod evidence;
 pub(crate) mod hardening;
 pub(crate) mod net;
 pub(crate) mod sweep;
+pub(crate) mod workflow;

@@ -165,7 +165,7 @@ pub(crate) fn to_pb(u: UserRecord) -> pb::WorkflowUser {
 }
 
 pub(crate) async fn add(
-    shared: &Shared,
+    shared: &std::sync::Arc<Shared>,
     by: &UserRecord,
     by_role: Role,
     r: AddUser,
@@ -196,9 +196,11 @@ pub(crate) async fn add(
         let cmd = Command::AddDeployer {
             name: r.name.clone(),
         };
-        match shared.workflow.execute(now, &actor, cmd).await {
+        match crate::engine::workflow::execute(&shared.workflow, shared, now, &actor, cmd, None)
+            .await
+        {
             Ok(_) => deployer_added = true,
-            Err(crate::svc::workflow::EngineError::Refused(Refusal::AlreadyExists { .. })) => {}
+            Err(crate::engine::workflow::EngineError::Refused(Refusal::AlreadyExists { .. })) => {}
             Err(e) => {
                 return Err(Status::from(e).map_message(|m| {
                     format!("user {} added, but not to the deployer list: {m}; add it with `preflight deployer add {}`", r.name, r.name)

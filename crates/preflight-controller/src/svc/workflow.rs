@@ -1,9 +1,7 @@
-//! The Workflow service: the deployment workflow of WORKFLOW.md, persisted in sled.
-//!
-//! [`Engine`] owns the in-memory [`World`] behind one lock, so commands are serialised: a
-//! command is checked by the core (`World::apply`), persisted in one sled transaction and
-//! flushed, and only then committed to memory and acknowledged. The escalation timer and the
-//! dev clock go through the same path as [`Actor::System`].
+//! The Workflow service: a thin tonic service over the workflow engine
+//! (`crate::engine::workflow`). Requests become domain requests with `TryFrom` (refusals name
+//! the field), the engine applies them and reacts to their events, and replies are the typed
+//! messages of `crate::wire`.
 //!
 //! Roles: every RPC authenticates the caller with [`authorize`] and the RPC's role list
 //! ([`allowed`]); commands are then checked against the core's own role rules
@@ -11,21 +9,20 @@
 
 use std::sync::Arc;
 
-use crate::error::{enum_field, InvalidRequest};
-use crate::wire::{self, Wire, WireEnum};
+use preflight_core::plan::{Plan, MAX_ATTACHED_PLAN_BYTES};
 use preflight_core::role::Role;
 use preflight_core::workflow::{
-    Actor, Approval, CheckFailure, Command, Event, GdDecision, HardeningSummary, HostHardening,
-    Party, PauseReason, PerfSummary, PlanFacts, ReadinessSummary, Refusal, RefusalKind, StatsKey,
-    Timestamp, WorkflowConfig, World, MAX_LIST_LEN,
+    Actor, Approval, CheckFailure, Command, GdDecision, Party, PauseReason, PlanFacts, Refusal,
+    RefusalKind, StatsKey, Timestamp, MAX_LIST_LEN,
 };
 use preflight_proto::v1 as pb;
-use preflight_store::workflow::WorkflowStore;
-use preflight_store::{Store, StoreError, UserRecord};
+use preflight_store::UserRecord;
 use tonic::{Request, Response, Status};
 
 use crate::auth::authorize;
-use crate::error::store_status;
+use crate::engine::workflow::{self as engine, DevRecord, DevRecordKind, EngineError, Reactions};
+use crate::error::{enum_field, store_status, InvalidRequest};
+use crate::wire::{self, Wire, WireEnum};
 use crate::Shared;
 
 /// Roles allowed to call each RPC of the Workflow service. Commands (`Execute`) are open to
@@ -47,123 +44,27 @@ pub(crate) fn refusal_status(r: &Refusal) -> Status {
     }
 }
 
-/// Why a command was not applied.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum EngineError {
-    #[error(transparent)]
-    Refused(#[from] Refusal),
-    #[error("cannot record the change: {0}")]
-    Store(#[from] StoreError),
-}
-
 impl From<EngineError> for Status {
     fn from(e: EngineError) -> Status {
+        let msg = e.to_string();
         match e {
             EngineError::Refused(r) => refusal_status(&r),
             EngineError::Store(s) => store_status(s),
+            EngineError::NoBatch(_) | EngineError::NoDeployer(_) => Status::not_found(msg),
+            EngineError::NoPlan(_) => Status::failed_precondition(msg),
+            EngineError::StoredPlan { .. } => Status::internal(msg),
         }
-    }
-}
-
-/// The workflow state and its store; the lock serialises commands.
-pub(crate) struct Engine {
-    world: tokio::sync::Mutex<World>,
-    store: WorkflowStore,
-}
-
-impl Engine {
-    /// Opens the workflow trees and rebuilds the state from the history, checking it against the
-    /// stored batches, projects and deployers.
-    pub fn load(store: &Store) -> Result<Engine, StoreError> {
-        let ws = WorkflowStore::open(store)?;
-        let world = ws.load(WorkflowConfig::default())?;
-        tracing::info!(
-            events = world.next_seq,
-            batches = world.batches.len(),
-            projects = world.projects.len(),
-            "workflow loaded from its history"
-        );
-        Ok(Engine {
-            world: tokio::sync::Mutex::new(world),
-            store: ws,
-        })
-    }
-
-    /// The persisted dev clock offset (0 when never set).
-    pub fn dev_clock_offset(&self) -> Result<i64, StoreError> {
-        Ok(self.store.dev_clock_offset()?.unwrap_or(0))
-    }
-
-    /// Checks, persists (one transaction, flushed) and commits one command.
-    pub async fn execute(
-        &self,
-        now: i64,
-        actor: &Actor,
-        cmd: Command,
-    ) -> Result<Vec<Event>, EngineError> {
-        self.execute_with_plan(now, actor, cmd, None).await
-    }
-
-    /// [`Self::execute`], storing `plan` (digest, canonical TOML) in the same transaction as
-    /// the command: nothing is stored when the command is refused.
-    pub async fn execute_with_plan(
-        &self,
-        now: i64,
-        actor: &Actor,
-        cmd: Command,
-        plan: Option<(&str, &str)>,
-    ) -> Result<Vec<Event>, EngineError> {
-        let mut world = self.world.lock().await;
-        let outcome = world.apply(Timestamp(now), actor, cmd)?;
-        let events = outcome.events.clone();
-        // sled's transaction and flush block for a few milliseconds; commands are serialised by
-        // the lock anyway, and block_in_place would panic on a current-thread runtime.
-        self.store.persist_with_plan(&outcome, plan)?;
-        if let Err(stale) = world.commit(outcome) {
-            // Impossible while the lock is held; say so loudly rather than diverge silently.
-            tracing::error!(%stale, "workflow commit after persist failed");
-        }
-        for ev in &events {
-            tracing::info!(seq = ev.seq, kind = ev.kind.name(), batch = ?ev.batch, by = %ev.by, "workflow event");
-        }
-        Ok(events)
-    }
-
-    /// Applies every escalation due at `now` as the controller; returns the escalated batches.
-    pub async fn escalate(&self, now: i64) -> Vec<String> {
-        let due = self.world.lock().await.escalate_due(Timestamp(now));
-        let mut done = Vec::new();
-        for cmd in due {
-            let batch = cmd.batch().unwrap_or_default().to_string();
-            match self.execute(now, &Actor::System, cmd).await {
-                Ok(_) => {
-                    tracing::info!(%batch, "pause older than 15 days escalated to GD");
-                    done.push(batch);
-                }
-                // Someone acted on the batch in between: nothing to escalate any more.
-                Err(EngineError::Refused(r)) => {
-                    tracing::debug!(%batch, refusal = %r, "escalation no longer due")
-                }
-                Err(e) => {
-                    tracing::warn!(%batch, error = %e, "escalation failed; retried on the next check")
-                }
-            }
-        }
-        done
-    }
-
-    /// The canonical TOML of the plan with this digest, if one was stored with an attachment.
-    pub fn plan_text(&self, digest: &str) -> Result<Option<String>, StoreError> {
-        self.store.plan_text(digest)
-    }
-
-    /// Reads the state under the lock.
-    pub async fn read<T>(&self, f: impl FnOnce(&World) -> T) -> T {
-        f(&*self.world.lock().await)
     }
 }
 
 pub(crate) struct WorkflowSvc(pub Arc<Shared>);
+
+/// The controller's reactions to workflow events, run by the engine after each command.
+impl Reactions for Arc<Shared> {
+    async fn plan_attached(&self, batch: &str) {
+        crate::engine::hardening::record_hardening(self, None, Some(batch)).await;
+    }
+}
 
 fn invalid(field: &str, problem: impl std::fmt::Display) -> Status {
     InvalidRequest::new(field, problem).into()
@@ -225,12 +126,19 @@ fn failures(
         .collect()
 }
 
-/// `Execute`, checked: the core command, and the plan's text sent with an attachment.
+/// A plan sent with an attachment: parsed and checked, and its text as sent, which the
+/// controller keeps.
+#[derive(Debug)]
+pub(crate) struct SentPlan {
+    pub plan: Plan,
+    pub text: String,
+}
+
+/// `Execute`, checked: the core command, and the plan sent with an attachment.
 #[derive(Debug)]
 pub(crate) struct ExecuteRequest {
     pub cmd: Command,
-    /// Empty unless an `attach_plan` sent the plan itself.
-    pub plan_toml: String,
+    pub plan: Option<SentPlan>,
 }
 
 impl TryFrom<pb::WorkflowCommand> for ExecuteRequest {
@@ -240,7 +148,7 @@ impl TryFrom<pb::WorkflowCommand> for ExecuteRequest {
         let Some(cmd) = c.cmd else {
             return Err(InvalidRequest::new("cmd", "no command given"));
         };
-        let mut plan_toml = String::new();
+        let mut plan = None;
         let cmd = match cmd {
             C::AddDeployer(x) => Command::AddDeployer { name: x.name },
             C::CreateProject(x) => Command::CreateProject {
@@ -261,7 +169,12 @@ impl TryFrom<pb::WorkflowCommand> for ExecuteRequest {
             },
             C::Advance(x) => Command::Advance { batch: x.batch },
             C::AttachPlan(x) => {
-                plan_toml = x.plan_toml;
+                if !x.plan_toml.is_empty() {
+                    plan = Some(SentPlan {
+                        plan: attached_plan_from_wire(&x.plan_toml, &x.digest)?,
+                        text: x.plan_toml,
+                    });
+                }
                 Command::AttachPlan {
                     batch: x.batch,
                     plan: PlanFacts {
@@ -329,7 +242,7 @@ impl TryFrom<pb::WorkflowCommand> for ExecuteRequest {
                 note: x.note,
             },
         };
-        Ok(ExecuteRequest { cmd, plan_toml })
+        Ok(ExecuteRequest { cmd, plan })
     }
 }
 
@@ -348,26 +261,6 @@ impl TryFrom<pb::PauseStatsRequest> for PauseStatsQuery {
             since: (r.since_ms != 0).then_some(Timestamp(r.since_ms)),
         })
     }
-}
-
-/// What `DevRecord` records.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum DevRecordKind {
-    Readiness {
-        failures: Vec<CheckFailure>,
-        soft_failures: Vec<CheckFailure>,
-    },
-    Hardening,
-    Perf {
-        shortfalls: Vec<CheckFailure>,
-    },
-}
-
-/// `DevRecord`, checked.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) struct DevRecord {
-    pub batch: String,
-    pub kind: DevRecordKind,
 }
 
 impl TryFrom<pb::DevRecordRequest> for DevRecord {
@@ -396,13 +289,11 @@ impl TryFrom<pb::DevRecordRequest> for DevRecord {
     }
 }
 
-use preflight_core::plan::MAX_ATTACHED_PLAN_BYTES;
-
 /// The plan sent with an attachment, validated again here (never trusted from the client):
 /// at most [`MAX_ATTACHED_PLAN_BYTES`], a valid plan, with the digest the client named (if any).
-fn attached_plan_from_wire(text: &str, digest: &str) -> Result<preflight_core::plan::Plan, Status> {
+fn attached_plan_from_wire(text: &str, digest: &str) -> Result<Plan, InvalidRequest> {
     if text.len() > MAX_ATTACHED_PLAN_BYTES {
-        return Err(invalid(
+        return Err(InvalidRequest::new(
             "attach_plan.plan_toml",
             format!(
                 "{} bytes; at most {MAX_ATTACHED_PLAN_BYTES} are accepted: split the batch into smaller ones",
@@ -410,15 +301,15 @@ fn attached_plan_from_wire(text: &str, digest: &str) -> Result<preflight_core::p
             ),
         ));
     }
-    let plan = preflight_core::plan::Plan::from_toml("plan_toml", text).map_err(|e| {
+    let plan = Plan::from_toml("plan_toml", text).map_err(|e| {
         let lines: Vec<String> = e.to_string().lines().take(20).map(String::from).collect();
-        invalid(
+        InvalidRequest::new(
             "attach_plan.plan_toml",
             format!("not a valid plan; nothing attached:\n{}", lines.join("\n")),
         )
     })?;
     if !digest.is_empty() && plan.digest() != digest {
-        return Err(invalid(
+        return Err(InvalidRequest::new(
             "attach_plan.digest",
             format!(
                 "{digest} is not the digest of plan_toml ({}); send the digest of the plan sent, or none",
@@ -434,9 +325,18 @@ fn actor(user: UserRecord, role: Role) -> Actor {
 }
 
 impl WorkflowSvc {
-    async fn run(&self, actor: &Actor, cmd: Command) -> Result<pb::WorkflowExecuteReply, Status> {
+    async fn run(
+        &self,
+        actor: &Actor,
+        cmd: Command,
+        plan: Option<&SentPlan>,
+    ) -> Result<pb::WorkflowExecuteReply, Status> {
         let now = self.0.now_ms();
-        let events = self.0.workflow.execute(now, actor, cmd).await?;
+        let digest = plan.map(|p| p.plan.digest());
+        let stored = plan
+            .zip(digest.as_deref())
+            .map(|(p, d)| (d, p.text.as_str()));
+        let events = engine::execute(&self.0.workflow, &self.0, now, actor, cmd, stored).await?;
         Ok(pb::WorkflowExecuteReply {
             events: wire::enc_all(&events),
             now_ms: now,
@@ -459,67 +359,13 @@ impl pb::workflow_server::Workflow for WorkflowSvc {
         req: Request<pb::WorkflowCommand>,
     ) -> Result<Response<pb::WorkflowExecuteReply>, Status> {
         let (user, role) = authorize(&self.0, &req, allowed("Execute"))?;
-        let ExecuteRequest { mut cmd, plan_toml } = req.into_inner().try_into()?;
-        let attached = match &cmd {
-            Command::AttachPlan { batch, .. } => Some(batch.clone()),
-            _ => None,
-        };
-        let stored = if plan_toml.is_empty() {
-            // Facts only (`batch plan --digest`): when the controller already keeps the plan
-            // with that digest, its servers are the batch's, whatever host list came along —
-            // a shorter list would shrink the set of servers the hardening gates ask about.
-            // Completeness is the controller's judgement of the stored plan; without one the
-            // plan cannot be complete. The client's `incomplete` is never read.
-            if let Command::AttachPlan { batch, plan } = &mut cmd {
-                let known = self
-                    .0
-                    .workflow
-                    .plan_text(&plan.digest)
-                    .map_err(|e| Status::unavailable(e.to_string()))?;
-                if let Some(text) = known {
-                    let p = preflight_core::plan::Plan::from_toml("stored plan", &text).map_err(
-                        |e| Status::internal(format!("stored plan {}: {e}", plan.digest)),
-                    )?;
-                    plan.hosts = p.servers.iter().map(|s| s.hostname.clone()).collect();
-                    plan.incomplete = p.incomplete();
-                    plan.incomplete_zh = p.incomplete_zh();
-                } else {
-                    plan.incomplete = vec![preflight_core::plan::facts_only_incomplete(batch)];
-                    plan.incomplete_zh =
-                        vec![preflight_core::plan::facts_only_incomplete_zh(batch)];
-                }
-            }
-            None
-        } else {
-            let Command::AttachPlan { plan, .. } = &mut cmd else {
-                unreachable!("plan_toml is taken from an AttachPlan command only")
-            };
-            let p = attached_plan_from_wire(&plan_toml, &plan.digest)?;
-            plan.digest = p.digest();
-            plan.hosts = p.servers.iter().map(|s| s.hostname.clone()).collect();
-            plan.incomplete = p.incomplete();
-            plan.incomplete_zh = p.incomplete_zh();
-            Some((plan.digest.clone(), plan_toml))
-        };
-        let now = self.0.now_ms();
-        let events = self
-            .0
-            .workflow
-            .execute_with_plan(
-                now,
-                &actor(user, role),
-                cmd,
-                stored.as_ref().map(|(d, t)| (d.as_str(), t.as_str())),
-            )
-            .await?;
-        let reply = pb::WorkflowExecuteReply {
-            events: wire::enc_all(&events),
-            now_ms: now,
-        };
-        if let Some(batch) = attached {
-            // Evidence gathered before the plan was attached counts for its gates.
-            crate::engine::hardening::record_hardening(&self.0, None, Some(&batch)).await;
+        let ExecuteRequest { mut cmd, plan } = req.into_inner().try_into()?;
+        if let Command::AttachPlan { batch, plan: facts } = &mut cmd {
+            self.0
+                .workflow
+                .judge_attachment(batch, facts, plan.as_ref().map(|p| &p.plan))?;
         }
+        let reply = self.run(&actor(user, role), cmd, plan.as_ref()).await?;
         Ok(Response::new(reply))
     }
 
@@ -530,16 +376,7 @@ impl pb::workflow_server::Workflow for WorkflowSvc {
         authorize(&self.0, &req, allowed("GetBatch"))?;
         let id = req.into_inner().batch;
         let now = self.0.now_ms();
-        let view = self
-            .0
-            .workflow
-            .read(|w| w.batch_view(&id, Timestamp(now)))
-            .await
-            .ok_or_else(|| {
-                Status::not_found(format!(
-                    "batch {id:?} not found: `preflight batch list` lists them"
-                ))
-            })?;
+        let view = self.0.workflow.batch_view(&id, Timestamp(now)).await?;
         Ok(Response::new(pb::BatchViewReply {
             view: Some(view.encode()),
             now_ms: now,
@@ -574,23 +411,7 @@ impl pb::workflow_server::Workflow for WorkflowSvc {
         let queues = self
             .0
             .workflow
-            .read(|w| {
-                if deployer.is_empty() {
-                    let mut all = w.queues();
-                    for d in &w.deployers {
-                        all.entry(d.clone()).or_default();
-                    }
-                    Ok(all)
-                } else if w.deployers.contains(&deployer) {
-                    Ok([(deployer.clone(), w.queue(&deployer))]
-                        .into_iter()
-                        .collect())
-                } else {
-                    Err(Status::not_found(format!(
-                        "deployer {deployer:?} not found: `preflight deployer list` lists them"
-                    )))
-                }
-            })
+            .queues((!deployer.is_empty()).then_some(deployer.as_str()))
             .await?;
         Ok(Response::new(wire::queue_reply(&queues, now)))
     }
@@ -692,15 +513,17 @@ impl pb::workflow_server::Workflow for WorkflowSvc {
         if let Some(off) = new_offset {
             // Persist first so a restart keeps the rehearsal's time, then move the clock and run
             // the escalation check right away at the new time.
-            let ws = &self.0.workflow.store;
-            ws.set_dev_clock_offset(off).map_err(store_status)?;
+            self.0
+                .workflow
+                .set_dev_clock_offset(off)
+                .map_err(store_status)?;
             dev.set_offset_ms(off);
             tracing::info!(
                 offset_ms = off,
                 now_ms = crate::Clock::now_ms(&*dev),
                 "dev clock changed"
             );
-            escalated = self.0.workflow.escalate(self.0.now_ms()).await;
+            escalated = self.0.workflow.escalate(&self.0, self.0.now_ms()).await;
         }
         Ok(Response::new(pb::DevClockReply {
             now_ms: self.0.now_ms(),
@@ -716,75 +539,8 @@ impl pb::workflow_server::Workflow for WorkflowSvc {
         authorize(&self.0, &req, allowed("DevRecord"))?;
         self.dev_clock()?;
         let r: DevRecord = req.into_inner().try_into()?;
-        let now = self.0.now_ms();
-        let plan = self
-            .0
-            .workflow
-            .read(|w| w.batch(&r.batch).map(|b| b.plan.clone()))
-            .await
-            .ok_or_else(|| {
-                Status::not_found(format!(
-                    "batch {:?} not found: `preflight batch list` lists them",
-                    r.batch
-                ))
-            })?;
-        let run_id = format!("dev-{now}");
-        let cmd = match r.kind {
-            DevRecordKind::Readiness {
-                failures,
-                soft_failures,
-            } => {
-                let Some(plan) = plan else {
-                    return Err(Status::failed_precondition(format!(
-                        "batch {} has no plan attached, and readiness is recorded against a plan: attach one first with `preflight plan attach {} PLAN.toml`",
-                        r.batch, r.batch
-                    )));
-                };
-                Command::RecordReadiness {
-                    batch: r.batch,
-                    summary: ReadinessSummary {
-                        run_id,
-                        finished_at: Timestamp(now),
-                        plan_digest: plan.digest,
-                        hard_failures: failures,
-                        soft_failures,
-                    },
-                }
-            }
-            DevRecordKind::Hardening => Command::RecordHardening {
-                batch: r.batch,
-                summary: HardeningSummary {
-                    recorded_at: Timestamp(now),
-                    hosts: plan
-                        .map(|p| p.hosts)
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|h| {
-                            (
-                                h,
-                                HostHardening {
-                                    baseline_applied: true,
-                                    all_compliant: true,
-                                    verified_after_last_change: true,
-                                    firewall_covers_planned_ports: true,
-                                    noncompliant: vec![],
-                                    firewall_missing_ports: vec![],
-                                },
-                            )
-                        })
-                        .collect(),
-                },
-            },
-            DevRecordKind::Perf { shortfalls } => Command::RecordPerf {
-                batch: r.batch,
-                summary: PerfSummary {
-                    run_id,
-                    finished_at: Timestamp(now),
-                    shortfalls,
-                },
-            },
-        };
-        Ok(Response::new(self.run(&Actor::System, cmd).await?))
+        let cmd = self.0.workflow.dev_record(self.0.now_ms(), r).await?;
+        Ok(Response::new(self.run(&Actor::System, cmd, None).await?))
     }
 
     async fn rotate_user_token(
