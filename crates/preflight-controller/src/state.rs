@@ -7,7 +7,7 @@ use std::sync::Arc;
 use preflight_pki::CertificateAuthority;
 use preflight_store::Store;
 
-use crate::{agents, engine, http, metrics, svc, Clock, DevClock, ServeConfig};
+use crate::{agents, engine, http, metrics, Clock, DevClock, ServeConfig};
 
 /// Evidence bundles built at the same time at most.
 pub(crate) const EVIDENCE_EXPORTS: usize = 2;
