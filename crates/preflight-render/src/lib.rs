@@ -388,6 +388,12 @@ pub fn agents(list: &[pb::AgentInfo], now_ms: i64) -> String {
     t.render()
 }
 
+/// A proto enum value as its word (`tcp`, `in_use`; empty when unset), as `--output json`
+/// shows it.
+fn word<E: TryFrom<i32> + std::fmt::Debug>(v: i32) -> String {
+    preflight_proto::json::name::<E>(v)
+}
+
 /// Listening sockets, like `ss -ltnup`: one row per socket.
 pub fn ports(sockets: &[pb::ListeningSocket]) -> String {
     let mut t = Table::new(&["PROTO", "FAMILY", "LOCAL", "PORT", "PID", "PROCESS", "USER"]);
@@ -400,8 +406,8 @@ pub fn ports(sockets: &[pb::ListeningSocket]) -> String {
     };
     for s in sockets {
         t.row(vec![
-            s.proto.clone(),
-            s.family.clone(),
+            word::<pb::Protocol>(s.proto),
+            word::<pb::AddressFamily>(s.family),
             s.address.clone(),
             s.port.to_string(),
             s.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
@@ -430,21 +436,21 @@ pub fn probe(r: &pb::ProbeResponse) -> String {
     for p in &r.ports {
         t.row(vec![
             p.port.to_string(),
-            p.outcome.clone(),
+            word::<pb::ProbeOutcome>(p.outcome),
             p.connect_us.map(micros).unwrap_or_else(|| "-".into()),
             p.note.clone(),
         ]);
     }
     out.push_str(&t.render());
-    let count = |o: &str| r.ports.iter().filter(|p| p.outcome == o).count();
+    let count = |o: pb::ProbeOutcome| r.ports.iter().filter(|p| p.outcome() == o).count();
     out.push_str(&format!(
         "{} ports: {} verified, {} open, {} refused, {} filtered, {} unreachable\n",
         r.ports.len(),
-        count("verified"),
-        count("open"),
-        count("refused"),
-        count("filtered"),
-        count("unreachable"),
+        count(pb::ProbeOutcome::Verified),
+        count(pb::ProbeOutcome::Open),
+        count(pb::ProbeOutcome::Refused),
+        count(pb::ProbeOutcome::Filtered),
+        count(pb::ProbeOutcome::Unreachable),
     ));
     if r.listeners_ttl_ms > 0 {
         out.push_str(&format!(
@@ -458,7 +464,11 @@ pub fn probe(r: &pb::ProbeResponse) -> String {
 /// A bandwidth test between two agents: per stream and in total.
 pub fn bandwidth(r: &pb::BandwidthResponse) -> String {
     let rep = r.report.clone().unwrap_or_default();
-    let mut out = bandwidth_head(r, rep.direction == "reverse", rep.expected_streams);
+    let mut out = bandwidth_head(
+        r,
+        rep.direction() == pb::BandwidthDirection::Reverse,
+        rep.expected_streams,
+    );
     // iperf3-like: one line per second of the test, all streams together.
     for (i, b) in rep.per_second_bytes.iter().enumerate() {
         out.push_str(&bandwidth_second(i as u32, *b));
@@ -1290,8 +1300,8 @@ To fix, by party (hard failures block the batch; soft ones are risks to list)"
     #[test]
     fn ports_escape_control_characters_in_process_names() {
         let t = ports(&[pb::ListeningSocket {
-            proto: "tcp".into(),
-            family: "ipv4".into(),
+            proto: pb::Protocol::Tcp as i32,
+            family: pb::AddressFamily::Ipv4 as i32,
             address: "127.0.0.1".into(),
             port: 8080,
             pid: Some(42),

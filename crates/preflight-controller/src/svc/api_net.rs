@@ -558,4 +558,41 @@ mod tests {
             "agent_id",
         );
     }
+
+    /// The network replies' enums keep the words `--output json` always showed.
+    #[test]
+    fn network_replies_keep_their_words_in_json() {
+        let port = pb::ProbePortResult {
+            port: 80,
+            outcome: pb::ProbeOutcome::Verified as i32,
+            listener: pb::ListenerStatus::InUse as i32,
+            ..Default::default()
+        };
+        let j = serde_json::to_value(&port).unwrap();
+        assert_eq!(
+            (&j["outcome"], &j["listener"]),
+            (&"verified".into(), &"in_use".into())
+        );
+        let sock = pb::ListeningSocket {
+            proto: pb::Protocol::Udp as i32,
+            family: pb::AddressFamily::Ipv6 as i32,
+            ..Default::default()
+        };
+        let j = serde_json::to_value(&sock).unwrap();
+        assert_eq!((&j["proto"], &j["family"]), (&"udp".into(), &"ipv6".into()));
+        let rep = pb::BandwidthReport {
+            direction: pb::BandwidthDirection::Reverse as i32,
+            ..Default::default()
+        };
+        assert_eq!(serde_json::to_value(&rep).unwrap()["direction"], "reverse");
+        let lst = pb::ProbeListenerPort {
+            status: pb::ListenerStatus::Forbidden as i32,
+            ..Default::default()
+        };
+        assert_eq!(serde_json::to_value(&lst).unwrap()["status"], "forbidden");
+        assert_eq!(
+            crate::engine::net::listener_note(&lst),
+            "the target agent's own port"
+        );
+    }
 }

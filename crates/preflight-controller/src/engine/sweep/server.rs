@@ -52,7 +52,11 @@ fn holder(
         .iter()
         .find(|s| {
             s.port == u32::from(port)
-                && s.proto == proto.as_str()
+                && s.proto()
+                    == match proto {
+                        Protocol::Tcp => pb::Protocol::Tcp,
+                        Protocol::Udp => pb::Protocol::Udp,
+                    }
                 && s.address
                     .parse::<IpAddr>()
                     .is_ok_and(|a| a == addr || a.is_unspecified())
