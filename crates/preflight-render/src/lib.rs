@@ -1025,13 +1025,13 @@ fn measure_bars(r: &pb::SweepReport) -> Markup {
             tr { th { "Server 服务器" } th { "Check 检查" } th { "against the threshold 对照阈值" } th { "Value 数值" } }
             @for (f, m, t) in measured {
                 @let scale = (t.saturating_mul(2)).max(m).max(1) as f64;
-                @let unit = match f.unit.as_str() {
-                    "iops" => "IOPS",
-                    "us" => "µs",
-                    "mbit_per_s" => "Mbit/s",
-                    u => u,
+                @let unit = match f.unit() {
+                    pb::MeasureUnit::Iops => "IOPS".to_string(),
+                    pb::MeasureUnit::Us => "µs".to_string(),
+                    pb::MeasureUnit::MbitPerS => "Mbit/s".to_string(),
+                    _ => word::<pb::MeasureUnit>(f.unit),
                 };
-                @let limit = if f.unit == "us" || f.unit == "ms" { "max 最大" } else { "min 最低" };
+                @let limit = if matches!(f.unit(), pb::MeasureUnit::Us | pb::MeasureUnit::Ms) { "max 最大" } else { "min 最低" };
                 tr {
                     td { (f.server) }
                     td { (f.check) }
@@ -1078,9 +1078,9 @@ mod tests {
             measured: m,
             threshold: m.map(|_| 5000),
             unit: if m.is_some() {
-                "iops".into()
+                pb::MeasureUnit::Iops as i32
             } else {
-                String::new()
+                0
             },
             ..Default::default()
         };
@@ -1102,6 +1102,7 @@ mod tests {
             "{h}"
         );
         assert!(h.contains("width:25.0%") && h.contains("left:50.0%"), "{h}");
+        assert!(h.contains("<td>2500 IOPS (min 最低 5000)</td>"), "{h}");
         // A path finding without a target (or over a range of ports) has no cell.
         let r = pb::SweepReport {
             findings: vec![pb::SweepFinding {
