@@ -87,11 +87,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Converts a listener to its wire form.
 pub fn socket_to_pb(l: &Listener) -> pb::ListeningSocket {
     pb::ListeningSocket {
-        proto: l.proto.as_str().into(),
+        proto: match l.proto {
+            ports::Proto::Tcp => pb::Protocol::Tcp,
+            ports::Proto::Udp => pb::Protocol::Udp,
+        } as i32,
         family: match l.family {
-            ports::Family::V4 => "ipv4".into(),
-            ports::Family::V6 => "ipv6".into(),
-        },
+            ports::Family::V4 => pb::AddressFamily::Ipv4,
+            ports::Family::V6 => pb::AddressFamily::Ipv6,
+        } as i32,
         address: l.address.to_string(),
         port: u32::from(l.port),
         pid: l.pid,
@@ -275,17 +278,17 @@ pub async fn open_probe_listeners(
                 ..Default::default()
             };
             match o.status {
-                PortStatus::Listening => p.status = "listening".into(),
+                PortStatus::Listening => p.status = pb::ListenerStatus::Listening as i32,
                 PortStatus::InUse { owner } => {
-                    p.status = "in_use".into();
+                    p.status = pb::ListenerStatus::InUse as i32;
                     if let Some(owner) = owner {
                         p.owner_pid = Some(owner.pid);
                         p.owner_process = owner.name;
                     }
                 }
-                PortStatus::Forbidden => p.status = "forbidden".into(),
+                PortStatus::Forbidden => p.status = pb::ListenerStatus::Forbidden as i32,
                 PortStatus::Failed { error } => {
-                    p.status = "failed".into();
+                    p.status = pb::ListenerStatus::Failed as i32;
                     p.error = error;
                 }
             }
@@ -354,7 +357,7 @@ pub async fn run_probes(
             .map(|p| pb::ProbeTargetResult {
                 ip: p.ip.to_string(),
                 port: u32::from(p.port),
-                outcome: outcome_str(p.outcome).into(),
+                outcome: outcome_pb(p.outcome) as i32,
                 connect_us: p.connect_us,
                 detail: p.detail.unwrap_or_default(),
             })
@@ -362,24 +365,24 @@ pub async fn run_probes(
     })
 }
 
-fn outcome_str(o: netprobe::ProbeOutcome) -> &'static str {
+fn outcome_pb(o: netprobe::ProbeOutcome) -> pb::ProbeOutcome {
     use netprobe::ProbeOutcome as O;
     match o {
-        O::Verified => "verified",
-        O::Open => "open",
-        O::Refused => "refused",
-        O::Filtered => "filtered",
-        O::Unreachable => "unreachable",
-        O::Error => "error",
+        O::Verified => pb::ProbeOutcome::Verified,
+        O::Open => pb::ProbeOutcome::Open,
+        O::Refused => pb::ProbeOutcome::Refused,
+        O::Filtered => pb::ProbeOutcome::Filtered,
+        O::Unreachable => pb::ProbeOutcome::Unreachable,
+        O::Error => pb::ProbeOutcome::Error,
     }
 }
 
 fn report_to_pb(r: &BandwidthReport) -> pb::BandwidthReport {
     pb::BandwidthReport {
         direction: match r.direction {
-            Direction::Forward => "forward".into(),
-            Direction::Reverse => "reverse".into(),
-        },
+            Direction::Forward => pb::BandwidthDirection::Forward,
+            Direction::Reverse => pb::BandwidthDirection::Reverse,
+        } as i32,
         expected_streams: r.expected_streams,
         streams: r
             .streams

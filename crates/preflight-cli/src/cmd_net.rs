@@ -238,7 +238,7 @@ pub async fn run(c: NetCmd, conn: &Conn, out: Output) -> anyhow::Result<()> {
                     "{}",
                     preflight_render::bandwidth_head(
                         &r,
-                        rep.direction == "reverse",
+                        rep.direction() == pb::BandwidthDirection::Reverse,
                         rep.expected_streams
                     )
                 );

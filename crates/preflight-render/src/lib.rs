@@ -392,6 +392,12 @@ pub fn agents(list: &[pb::AgentInfo], now_ms: i64) -> String {
     t.render()
 }
 
+/// A proto enum value as its word (`tcp`, `in_use`; empty when unset), as `--output json`
+/// shows it.
+fn word<E: TryFrom<i32> + std::fmt::Debug>(v: i32) -> String {
+    preflight_proto::json::name::<E>(v)
+}
+
 /// Listening sockets, like `ss -ltnup`: one row per socket.
 pub fn ports(sockets: &[pb::ListeningSocket]) -> String {
     let mut t = Table::new(&["PROTO", "FAMILY", "LOCAL", "PORT", "PID", "PROCESS", "USER"]);
@@ -404,8 +410,8 @@ pub fn ports(sockets: &[pb::ListeningSocket]) -> String {
     };
     for s in sockets {
         t.row(vec![
-            s.proto.clone(),
-            s.family.clone(),
+            word::<pb::Protocol>(s.proto),
+            word::<pb::AddressFamily>(s.family),
             s.address.clone(),
             s.port.to_string(),
             s.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
@@ -434,21 +440,21 @@ pub fn probe(r: &pb::ProbeResponse) -> String {
     for p in &r.ports {
         t.row(vec![
             p.port.to_string(),
-            p.outcome.clone(),
+            word::<pb::ProbeOutcome>(p.outcome),
             p.connect_us.map(micros).unwrap_or_else(|| "-".into()),
             p.note.clone(),
         ]);
     }
     out.push_str(&t.render());
-    let count = |o: &str| r.ports.iter().filter(|p| p.outcome == o).count();
+    let count = |o: pb::ProbeOutcome| r.ports.iter().filter(|p| p.outcome() == o).count();
     out.push_str(&format!(
         "{} ports: {} verified, {} open, {} refused, {} filtered, {} unreachable\n",
         r.ports.len(),
-        count("verified"),
-        count("open"),
-        count("refused"),
-        count("filtered"),
-        count("unreachable"),
+        count(pb::ProbeOutcome::Verified),
+        count(pb::ProbeOutcome::Open),
+        count(pb::ProbeOutcome::Refused),
+        count(pb::ProbeOutcome::Filtered),
+        count(pb::ProbeOutcome::Unreachable),
     ));
     if r.listeners_ttl_ms > 0 {
         out.push_str(&format!(
@@ -462,7 +468,11 @@ pub fn probe(r: &pb::ProbeResponse) -> String {
 /// A bandwidth test between two agents: per stream and in total.
 pub fn bandwidth(r: &pb::BandwidthResponse) -> String {
     let rep = r.report.clone().unwrap_or_default();
-    let mut out = bandwidth_head(r, rep.direction == "reverse", rep.expected_streams);
+    let mut out = bandwidth_head(
+        r,
+        rep.direction() == pb::BandwidthDirection::Reverse,
+        rep.expected_streams,
+    );
     // iperf3-like: one line per second of the test, all streams together.
     for (i, b) in rep.per_second_bytes.iter().enumerate() {
         out.push_str(&bandwidth_second(i as u32, *b));
@@ -1019,13 +1029,13 @@ fn measure_bars(r: &pb::SweepReport) -> Markup {
             tr { th { "Server 服务器" } th { "Check 检查" } th { "against the threshold 对照阈值" } th { "Value 数值" } }
             @for (f, m, t) in measured {
                 @let scale = (t.saturating_mul(2)).max(m).max(1) as f64;
-                @let unit = match f.unit.as_str() {
-                    "iops" => "IOPS",
-                    "us" => "µs",
-                    "mbit_per_s" => "Mbit/s",
-                    u => u,
+                @let unit = match f.unit() {
+                    pb::MeasureUnit::Iops => "IOPS".to_string(),
+                    pb::MeasureUnit::Us => "µs".to_string(),
+                    pb::MeasureUnit::MbitPerS => "Mbit/s".to_string(),
+                    _ => word::<pb::MeasureUnit>(f.unit),
                 };
-                @let limit = if f.unit == "us" || f.unit == "ms" { "max 最大" } else { "min 最低" };
+                @let limit = if matches!(f.unit(), pb::MeasureUnit::Us | pb::MeasureUnit::Ms) { "max 最大" } else { "min 最低" };
                 tr {
                     td { (f.server) }
                     td { (f.check) }
@@ -1072,9 +1082,9 @@ mod tests {
             measured: m,
             threshold: m.map(|_| 5000),
             unit: if m.is_some() {
-                "iops".into()
+                pb::MeasureUnit::Iops as i32
             } else {
-                String::new()
+                0
             },
             ..Default::default()
         };
@@ -1096,6 +1106,7 @@ mod tests {
             "{h}"
         );
         assert!(h.contains("width:25.0%") && h.contains("left:50.0%"), "{h}");
+        assert!(h.contains("<td>2500 IOPS (min 最低 5000)</td>"), "{h}");
         // A path finding without a target (or over a range of ports) has no cell.
         let r = pb::SweepReport {
             findings: vec![pb::SweepFinding {
@@ -1294,8 +1305,8 @@ To fix, by party (hard failures block the batch; soft ones are risks to list)"
     #[test]
     fn ports_escape_control_characters_in_process_names() {
         let t = ports(&[pb::ListeningSocket {
-            proto: "tcp".into(),
-            family: "ipv4".into(),
+            proto: pb::Protocol::Tcp as i32,
+            family: pb::AddressFamily::Ipv4 as i32,
             address: "127.0.0.1".into(),
             port: 8080,
             pid: Some(42),

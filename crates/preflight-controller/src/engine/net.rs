@@ -38,14 +38,14 @@ pub(crate) fn secret32() -> Result<[u8; 32], Status> {
 }
 
 pub(crate) fn listener_note(p: &pb::ProbeListenerPort) -> String {
-    match p.status.as_str() {
-        "in_use" => match p.owner_pid {
+    match p.status() {
+        pb::ListenerStatus::InUse => match p.owner_pid {
             Some(pid) => format!("in use by {} (pid {pid})", p.owner_process),
             None => "in use by another process".into(),
         },
-        "forbidden" => "the target agent's own port".into(),
-        "failed" => format!("listener failed: {}", p.error),
-        _ => String::new(),
+        pb::ListenerStatus::Forbidden => "the target agent's own port".into(),
+        pb::ListenerStatus::Failed => format!("listener failed: {}", p.error),
+        pb::ListenerStatus::Listening | pb::ListenerStatus::Unspecified => String::new(),
     }
 }
 
@@ -175,9 +175,9 @@ pub(crate) async fn probe_between(
             }
             pb::ProbePortResult {
                 port: u32::from(port),
-                outcome: res.map(|r| r.outcome.clone()).unwrap_or_default(),
+                outcome: res.map(|r| r.outcome).unwrap_or_default(),
                 connect_us: res.and_then(|r| r.connect_us),
-                listener: lst.map(|p| p.status.clone()).unwrap_or_default(),
+                listener: lst.map(|p| p.status).unwrap_or_default(),
                 note,
             }
         })

@@ -11,6 +11,7 @@ use tokio_stream::StreamExt;
 use tonic::{Request, Status};
 
 use crate::agents::agent_status;
+use crate::error::InvalidRequest;
 use crate::svc::ApiSvc;
 
 /// Benchmark events streamed through from the agent.
@@ -44,17 +45,50 @@ fn deadline(req: &pb::BenchmarkRequest) -> Duration {
     d.min(MAX_DEADLINE)
 }
 
+/// A checked `AgentBenchmarkRequest`: an agent and a benchmark of one kind (its fields are
+/// the agent's to check: it knows its host).
+pub(crate) struct BenchAsk {
+    agent_id: String,
+    bench: pb::BenchmarkRequest,
+}
+
+impl TryFrom<pb::AgentBenchmarkRequest> for BenchAsk {
+    type Error = InvalidRequest;
+    fn try_from(r: pb::AgentBenchmarkRequest) -> Result<Self, InvalidRequest> {
+        if r.agent_id.is_empty() {
+            return Err(InvalidRequest::new(
+                "agent_id",
+                "empty: `preflight agents` lists them",
+            ));
+        }
+        preflight_pki::validate_agent_id(&r.agent_id)
+            .map_err(|e| InvalidRequest::new("agent_id", e))?;
+        let bench = r.request.ok_or_else(|| {
+            InvalidRequest::new("request", "missing: name a disk, cpu or memory benchmark")
+        })?;
+        if bench.kind.is_none() {
+            return Err(InvalidRequest::new(
+                "request.kind",
+                "missing: name a disk, cpu or memory benchmark",
+            ));
+        }
+        Ok(BenchAsk {
+            agent_id: r.agent_id,
+            bench,
+        })
+    }
+}
+
 pub async fn run_agent_benchmark(
     svc: &ApiSvc,
     req: Request<pb::AgentBenchmarkRequest>,
     by: &str,
 ) -> Result<EventStream, Status> {
-    let r = req.into_inner();
-    let id = r.agent_id;
+    let BenchAsk {
+        agent_id: id,
+        bench,
+    } = req.into_inner().try_into()?;
     let rec = svc.agent_record(&id)?;
-    let bench = r.request.ok_or_else(|| {
-        Status::invalid_argument("request is missing: name a disk, cpu or memory benchmark")
-    })?;
     let mut client = svc.0.agents.client(&rec)?;
     let mut call = Request::new(bench);
     let timeout = deadline(call.get_ref());
@@ -89,5 +123,52 @@ mod tests {
         let big = deadline(&disk(600_000, 0, 64 << 30));
         assert!(big >= Duration::from_secs(600 + 3276), "{big:?}");
         assert_eq!(deadline(&disk(u64::MAX, u64::MAX, u64::MAX)), MAX_DEADLINE);
+    }
+
+    #[test]
+    fn a_benchmark_request_names_its_agent_and_one_kind() {
+        let cpu = || pb::BenchmarkRequest {
+            kind: Some(pb::benchmark_request::Kind::Cpu(Default::default())),
+        };
+        let ok = BenchAsk::try_from(pb::AgentBenchmarkRequest {
+            agent_id: "db-1".into(),
+            request: Some(cpu()),
+        })
+        .unwrap();
+        assert_eq!(ok.agent_id, "db-1");
+        for (r, field) in [
+            (
+                pb::AgentBenchmarkRequest {
+                    agent_id: String::new(),
+                    request: Some(cpu()),
+                },
+                "agent_id",
+            ),
+            (
+                pb::AgentBenchmarkRequest {
+                    agent_id: "a/b".into(),
+                    request: Some(cpu()),
+                },
+                "agent_id",
+            ),
+            (
+                pb::AgentBenchmarkRequest {
+                    agent_id: "db-1".into(),
+                    request: None,
+                },
+                "request",
+            ),
+            (
+                pb::AgentBenchmarkRequest {
+                    agent_id: "db-1".into(),
+                    request: Some(pb::BenchmarkRequest { kind: None }),
+                },
+                "request.kind",
+            ),
+        ] {
+            let e = BenchAsk::try_from(r).err().unwrap();
+            assert_eq!(e.field, field, "{e}");
+            assert!(Status::from(e).message().starts_with(&format!("{field}: ")));
+        }
     }
 }

@@ -297,7 +297,7 @@ pub(crate) fn to_pb(r: &SweepRecord, with_findings: bool) -> pb::SweepReport {
                     fix_zh: f.fix_zh.clone(),
                     measured: f.measured,
                     threshold: f.threshold,
-                    unit: f.unit.clone(),
+                    unit: unit_pb(&f.unit) as i32,
                     target: sweep::target_of(f).as_ref().map(target_pb),
                 })
                 .collect()
@@ -350,6 +350,20 @@ fn verdict_pb(v: &str) -> pb::Verdict {
         "soft" => pb::Verdict::Soft,
         "hard" => pb::Verdict::Hard,
         _ => pb::Verdict::Unspecified,
+    }
+}
+
+/// A stored unit on the wire (a word this build does not know: unspecified).
+fn unit_pb(v: &str) -> pb::MeasureUnit {
+    match v {
+        "iops" => pb::MeasureUnit::Iops,
+        "us" => pb::MeasureUnit::Us,
+        "mbit_per_s" => pb::MeasureUnit::MbitPerS,
+        "cores" => pb::MeasureUnit::Cores,
+        "mib" => pb::MeasureUnit::Mib,
+        "gib" => pb::MeasureUnit::Gib,
+        "ms" => pb::MeasureUnit::Ms,
+        _ => pb::MeasureUnit::Unspecified,
     }
 }
 
@@ -643,5 +657,12 @@ mod tests {
         assert_eq!(j["findings"][0]["target"]["port"], 80);
         assert_eq!(j["findings"][1]["verdict"], "pass");
         assert!(j["findings"][1]["target"].is_null());
+        // Every unit the readiness rules use keeps its word.
+        for u in ["iops", "us", "mbit_per_s", "cores", "mib", "gib", "ms"] {
+            assert_eq!(
+                preflight_proto::json::name::<pb::MeasureUnit>(unit_pb(u) as i32),
+                u
+            );
+        }
     }
 }

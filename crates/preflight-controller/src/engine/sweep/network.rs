@@ -226,16 +226,20 @@ pub(super) async fn net_task(
                     Ok(probed) => {
                         for r in &probed.ports {
                             let port = r.port as u16;
-                            let held = servers[*to]
-                                .held
-                                .get(&(port, Proto::Tcp))
-                                .cloned()
-                                .or_else(|| (r.listener == "in_use").then(|| r.note.clone()));
+                            let held =
+                                servers[*to]
+                                    .held
+                                    .get(&(port, Proto::Tcp))
+                                    .cloned()
+                                    .or_else(|| {
+                                        (r.listener() == pb::ListenerStatus::InUse)
+                                            .then(|| r.note.clone())
+                                    });
                             out.push(readiness::path(
                                 sv(*f),
                                 sv(*to),
                                 port,
-                                &r.outcome,
+                                &outcome_word(r.outcome),
                                 &r.note,
                                 held.as_deref(),
                             ));
@@ -433,8 +437,13 @@ async fn probe_vip(
     Ok(r.into_inner()
         .results
         .into_iter()
-        .map(|x| (x.port as u16, x.outcome))
+        .map(|x| (x.port as u16, outcome_word(x.outcome)))
         .collect())
+}
+
+/// A probe outcome as the readiness rules name it (`verified`, `open`, `refused`, …).
+fn outcome_word(o: i32) -> String {
+    preflight_proto::json::name::<pb::ProbeOutcome>(o)
 }
 
 /// One `reachable` finding per server: a server whose agent was lost in the network phase

@@ -54,7 +54,11 @@ fn holder(
         .iter()
         .find(|s| {
             s.port == u32::from(port)
-                && s.proto == proto.as_str()
+                && s.proto()
+                    == match proto {
+                        Proto::Tcp => pb::Protocol::Tcp,
+                        Proto::Udp => pb::Protocol::Udp,
+                    }
                 && s.address
                     .parse::<IpAddr>()
                     .is_ok_and(|a| a == addr || a.is_unspecified())
