@@ -1322,6 +1322,71 @@ mod tests {
         assert_eq!(dec_all::<PauseStatsRow>(enc_all(&rows)), Ok(rows));
     }
 
+    /// `batch list` and `project list` print the keys they printed when the service built
+    /// their JSON by hand.
+    #[test]
+    fn list_json_keeps_its_keys() {
+        fn keys(v: &serde_json::Value) -> Vec<String> {
+            let mut k: Vec<String> = v.as_object().expect("object").keys().cloned().collect();
+            k.sort();
+            k
+        }
+        let b = BatchSummary {
+            id: "B1".into(),
+            project: "P1".into(),
+            business_line: "gov".into(),
+            title: "t".into(),
+            stage: Stage::Plan,
+            stage_zh: Stage::Plan.zh().into(),
+            stage_since: Timestamp(5),
+            held_by: Holder::Person("amy".into()),
+            deployer: None,
+            pause_reason: Some(PauseReason::Package),
+        };
+        let v = json(&b);
+        assert_eq!(
+            keys(&v),
+            [
+                "business_line",
+                "deployer",
+                "held_by",
+                "id",
+                "pause_reason",
+                "project",
+                "stage",
+                "stage_since",
+                "stage_zh",
+                "title"
+            ]
+        );
+        assert_eq!(v["stage"], "plan");
+        assert_eq!(v["stage_since"], 5);
+        assert_eq!(v["held_by"]["value"], "amy");
+        assert_eq!(v["pause_reason"], "package");
+        let p = ProjectsView {
+            projects: vec![ProjectRow {
+                project: Project {
+                    id: "P1".into(),
+                    name: "n".into(),
+                    business_line: "gov".into(),
+                    approval: Approval::Pending,
+                    created_at: Timestamp(0),
+                },
+                restricted_by: None,
+            }],
+            deployers: vec![DeployerLoad {
+                name: "amy".into(),
+                load: 2,
+            }],
+        };
+        let v = json(&p);
+        assert_eq!(keys(&v), ["deployers", "projects"]);
+        assert_eq!(keys(&v["projects"][0]), ["project", "restricted_by"]);
+        assert_eq!(v["projects"][0]["project"]["approval"]["kind"], "pending");
+        assert_eq!(keys(&v["deployers"][0]), ["load", "name"]);
+        assert_eq!(v["deployers"][0]["load"], 2);
+    }
+
     #[test]
     fn a_reply_missing_a_required_part_names_it() {
         let e = dec_need::<BatchView>("view", None).unwrap_err();

@@ -246,6 +246,40 @@ impl TryFrom<pb::WorkflowCommand> for ExecuteRequest {
     }
 }
 
+/// Ten years either way is plenty for any rehearsal and keeps arithmetic far from overflow.
+const DEV_CLOCK_LIMIT_MS: i64 = 10 * 366 * preflight_core::workflow::DAY_MS;
+
+/// `DevClock`, checked as far as it can be without the clock.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum DevClockOp {
+    /// Set the clock to this Unix ms.
+    Set(i64),
+    /// Move it forward by this many ms (0 to ten years).
+    Advance(i64),
+    /// Only report the time.
+    Show,
+}
+
+impl TryFrom<pb::DevClockRequest> for DevClockOp {
+    type Error = InvalidRequest;
+    fn try_from(r: pb::DevClockRequest) -> Result<DevClockOp, InvalidRequest> {
+        use pb::dev_clock_request::Op;
+        Ok(match r.op {
+            Some(Op::SetMs(t)) => DevClockOp::Set(t),
+            Some(Op::AdvanceMs(d)) if (0..=DEV_CLOCK_LIMIT_MS).contains(&d) => {
+                DevClockOp::Advance(d)
+            }
+            Some(Op::AdvanceMs(_)) => {
+                return Err(InvalidRequest::new(
+                    "advance_ms",
+                    "advance by 0 to ten years; the clock never goes back by advancing",
+                ))
+            }
+            Some(Op::Show(_)) | None => DevClockOp::Show,
+        })
+    }
+}
+
 /// `PauseStats`, checked.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct PauseStatsQuery {
@@ -478,12 +512,10 @@ impl pb::workflow_server::Workflow for WorkflowSvc {
         };
         authorize(&self.0, &req, allowed(rpc))?;
         let dev = self.dev_clock()?.clone();
-        // Ten years either way is plenty for any rehearsal and keeps arithmetic far from overflow.
-        const LIMIT_MS: i64 = 10 * 366 * preflight_core::workflow::DAY_MS;
-        let new_offset = match op {
-            Some(Op::SetMs(t)) => {
+        let new_offset = match DevClockOp::try_from(req.into_inner())? {
+            DevClockOp::Set(t) => {
                 let off = t.saturating_sub(dev.base_ms());
-                if off.unsigned_abs() > LIMIT_MS.unsigned_abs() {
+                if off.unsigned_abs() > DEV_CLOCK_LIMIT_MS.unsigned_abs() {
                     return Err(invalid(
                         "set_ms",
                         "the time must be within ten years of the system clock",
@@ -491,15 +523,9 @@ impl pb::workflow_server::Workflow for WorkflowSvc {
                 }
                 Some(off)
             }
-            Some(Op::AdvanceMs(d)) => {
-                if !(0..=LIMIT_MS).contains(&d) {
-                    return Err(invalid(
-                        "advance_ms",
-                        "advance by 0 to ten years; the clock never goes back by advancing",
-                    ));
-                }
+            DevClockOp::Advance(d) => {
                 let off = dev.offset_ms().saturating_add(d);
-                if off.unsigned_abs() > LIMIT_MS.unsigned_abs() {
+                if off.unsigned_abs() > DEV_CLOCK_LIMIT_MS.unsigned_abs() {
                     return Err(invalid(
                         "advance_ms",
                         "the clock would be more than ten years from the system clock",
@@ -507,7 +533,7 @@ impl pb::workflow_server::Workflow for WorkflowSvc {
                 }
                 Some(off)
             }
-            Some(Op::Show(_)) | None => None,
+            DevClockOp::Show => None,
         };
         let mut escalated = Vec::new();
         if let Some(off) = new_offset {
@@ -740,5 +766,14 @@ mod tests {
             ttl_s: 0,
         }));
         assert_eq!(field, "name");
+        let clock = |op| DevClockOp::try_from(pb::DevClockRequest { op: Some(op) });
+        use pb::dev_clock_request::Op;
+        assert_eq!(clock(Op::AdvanceMs(1_000)), Ok(DevClockOp::Advance(1_000)));
+        assert_eq!(refusal(clock(Op::AdvanceMs(-1))).0, "advance_ms");
+        assert_eq!(refusal(clock(Op::AdvanceMs(i64::MAX))).0, "advance_ms");
+        assert_eq!(
+            DevClockOp::try_from(pb::DevClockRequest { op: None }),
+            Ok(DevClockOp::Show)
+        );
     }
 }
