@@ -20,6 +20,7 @@ use tonic::{Request, Response, Status};
 use crate::agents::{agent_status, dial_addr};
 use crate::auth::authorize;
 use crate::engine::evidence::{check_evidence, real_now_ms, EvidenceError, Expected};
+use crate::engine::hardening::{HardeningError, PlannedPorts};
 use crate::error::{enum_field, store_status, InvalidRequest};
 use crate::Shared;
 
@@ -37,6 +38,18 @@ impl From<EvidenceError> for Status {
             EvidenceError::TooLarge(_) => Status::resource_exhausted(e.to_string()),
             EvidenceError::Signing(_) => Status::internal(e.to_string()),
             EvidenceError::Store(e) => store_status(e),
+        }
+    }
+}
+
+impl From<HardeningError> for Status {
+    fn from(e: HardeningError) -> Status {
+        match e {
+            HardeningError::NoBatch(_) => Status::not_found(e.to_string()),
+            HardeningError::NoPlan(_)
+            | HardeningError::NoServers(_)
+            | HardeningError::Unmapped { .. } => Status::failed_precondition(e.to_string()),
+            HardeningError::Store(e) => store_status(e),
         }
     }
 }
@@ -133,7 +146,7 @@ impl Targets {
     async fn resolve(&self, sh: &Shared) -> Result<Vec<String>, Status> {
         match self {
             Targets::Agents(ids) => Ok(ids.clone()),
-            Targets::Batch(b) => crate::engine::hardening::batch_agents(sh, b).await,
+            Targets::Batch(b) => Ok(sh.hardening().batch_agents(b).await?),
         }
     }
 }
@@ -306,7 +319,10 @@ impl HardeningSvc {
             .map(|r| r.agent_id.clone())
             .collect();
         if !touched.is_empty() {
-            crate::engine::hardening::record_hardening(&self.0, Some(&touched), None).await;
+            self.0
+                .hardening()
+                .record_hardening(Some(&touched), None)
+                .await;
         }
     }
 
@@ -580,11 +596,9 @@ impl pb::hardening_server::Hardening for HardeningSvc {
         authorize(&self.0, &req, allowed("Status"))?;
         let r = HardeningStatus::try_from(req.into_inner())?;
         // With a batch, the facts its gates see: each server's planned ports included.
-        let targets: Vec<(String, Option<crate::engine::hardening::PlannedPorts>)> = match &r
-            .targets
-        {
+        let targets: Vec<(String, Option<PlannedPorts>)> = match &r.targets {
             Targets::Agents(ids) => ids.iter().map(|id| (id.clone(), None)).collect(),
-            Targets::Batch(b) => crate::engine::hardening::batch_agents_planned(&self.0, b).await?,
+            Targets::Batch(b) => self.0.hardening().batch_agents_planned(b).await?,
         };
         let ids: Vec<String> = targets.iter().map(|(id, _)| id.clone()).collect();
         known_agents(&self.0, &ids)?;
@@ -785,6 +799,37 @@ mod tests {
 
     use preflight_core::evidence::EvidenceStatus::{self, Compliant};
     use EvidenceOperation::{Apply, Audit, Verify};
+
+    /// The engine's errors keep their codes; a store error goes through `store_status`, so a
+    /// refusal keeps its own code rather than becoming UNAVAILABLE.
+    #[test]
+    fn hardening_errors_map_to_their_codes() {
+        use preflight_store::StoreRefusal;
+        use tonic::Code;
+        let code = |e: HardeningError| Status::from(e).code();
+        assert_eq!(code(HardeningError::NoBatch("B1".into())), Code::NotFound);
+        assert_eq!(
+            code(HardeningError::NoPlan("B1".into())),
+            Code::FailedPrecondition
+        );
+        assert_eq!(
+            code(HardeningError::Store(
+                StoreRefusal::NoAgent("a".into()).into()
+            )),
+            Code::NotFound
+        );
+        let s = Status::from(HardeningError::Unmapped {
+            batch: "B1".into(),
+            problems: vec!["app-01: no enrolled agent".into(), "db-01: x".into()],
+        });
+        assert_eq!(s.code(), Code::FailedPrecondition);
+        assert!(
+            s.message()
+                .starts_with("batch B1: app-01: no enrolled agent; db-01: x; enroll"),
+            "{}",
+            s.message()
+        );
+    }
 
     /// Each refusal of a request names the field the caller must fix.
     #[test]

@@ -62,7 +62,7 @@ pub(crate) struct WorkflowSvc(pub Arc<Shared>);
 /// The controller's reactions to workflow events, run by the engine after each command.
 impl Reactions for Arc<Shared> {
     async fn plan_attached(&self, batch: &str) {
-        crate::engine::hardening::record_hardening(self, None, Some(batch)).await;
+        self.hardening().record_hardening(None, Some(batch)).await;
     }
 }
 
