@@ -788,7 +788,7 @@ fn workflow_cases(c: &mut Corpus) {
                 } else {
                     name
                 },
-                role: pb::UserRole::Auditor as i32,
+                role: pb::Role::Auditor as i32,
                 ttl_s: 0,
             },
         );
@@ -845,7 +845,7 @@ fn workflow_cases(c: &mut Corpus) {
             &["ttl_s"],
             pb::AddUserRequest {
                 name: "corpus-user".into(),
-                role: pb::UserRole::Auditor as i32,
+                role: pb::Role::Auditor as i32,
                 ttl_s: ttl,
             },
         );

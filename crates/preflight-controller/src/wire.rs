@@ -94,7 +94,7 @@ same_variants! {
     Party <=> WorkflowParty {
         Project, Integrator, Deployer, Dispatcher, PerfChecker, Customer, Other,
     }
-    Role <=> UserRole {
+    Role <=> Role {
         Admin, Dispatcher, Project, Integrator, Deployer, PerfChecker, Reviewer, DeliveryLead,
         Gd, Auditor,
     }
@@ -1015,7 +1015,7 @@ mod tests {
         }
         for r in Role::ALL {
             assert_eq!(
-                preflight_proto::json::name::<pb::UserRole>(r.to_i32()),
+                preflight_proto::json::name::<pb::Role>(r.to_i32()),
                 r.as_str()
             );
         }

@@ -58,7 +58,7 @@ pub(crate) struct AddUser {
 impl TryFrom<pb::AddUserRequest> for AddUser {
     type Error = InvalidRequest;
     fn try_from(r: pb::AddUserRequest) -> Result<AddUser, InvalidRequest> {
-        let role = Role::from_pb(enum_field::<pb::UserRole>("role", r.role)?).ok_or_else(|| {
+        let role = Role::from_pb(enum_field::<pb::Role>("role", r.role)?).ok_or_else(|| {
             InvalidRequest::new(
                 "role",
                 format!(

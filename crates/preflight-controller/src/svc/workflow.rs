@@ -759,7 +759,7 @@ mod tests {
             refusal(crate::svc::users::AddUser::try_from(user(55))).0,
             "role"
         );
-        let ok = crate::svc::users::AddUser::try_from(user(pb::UserRole::Gd as i32)).expect("ok");
+        let ok = crate::svc::users::AddUser::try_from(user(pb::Role::Gd as i32)).expect("ok");
         assert_eq!(ok.role, Role::Gd);
         let (field, _) = refusal(crate::svc::users::UserName::try_from(pb::UserNameRequest {
             name: "a b".into(),
