@@ -221,13 +221,10 @@ pub(crate) fn planned_port(p: &pb::FirewallPort) -> Result<PlannedPort, Status> 
             Status::invalid_argument(format!("firewall.ports.port {} is not 1-65535", p.port))
         })?;
     let proto = match p.proto.as_str() {
-        "tcp" | "" => Proto::Tcp,
-        "udp" => Proto::Udp,
-        other => {
-            return Err(Status::invalid_argument(format!(
-                "firewall.ports.proto {other:?} must be tcp or udp"
-            )))
-        }
+        "" => Proto::Tcp,
+        word => word
+            .parse()
+            .map_err(|e| Status::invalid_argument(format!("firewall.ports: {e}")))?,
     };
     Ok(PlannedPort {
         port,

@@ -76,7 +76,7 @@ fn plan_hosts_of(sh: &Shared, digest: &str, hosts: &[String]) -> Vec<PlanHost> {
                 planned: server.map(|s| {
                     s.planned_ports()
                         .iter()
-                        .map(|p| preflight_core::evidence::facts::single_port(p.protocol, p.port))
+                        .map(|p| preflight_core::net::PortSpec::single(p.protocol, p.port))
                         .collect()
                 }),
             }
@@ -560,7 +560,7 @@ mod tests {
     }
 
     fn planned() -> PlannedPorts {
-        use preflight_core::evidence::facts::single_port;
+        let single_port = preflight_core::net::PortSpec::single;
         use preflight_core::net::Proto as P;
         [
             single_port(P::Tcp, 8080),
