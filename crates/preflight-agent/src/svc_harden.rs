@@ -975,7 +975,7 @@ mod tests {
         );
         let facts = raw.firewall.expect("facts");
         let allowed: Vec<String> = facts.allowed.iter().map(ToString::to_string).collect();
-        assert_eq!(allowed, ["tcp/22", "tcp/7444", "tcp/8080"]);
+        assert_eq!(allowed, ["22/tcp", "7444/tcp", "8080/tcp"]);
         assert_eq!(facts.backend, evidence::FirewallBackend::Nftables);
         assert_eq!(facts.listeners, None);
         // Without a confirmed allow-list there is nothing to state.

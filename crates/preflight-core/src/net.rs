@@ -89,7 +89,8 @@ impl FromStr for Proto {
     }
 }
 
-/// Ports of one protocol: `tcp/22`, `udp/8000-8010`.
+/// Ports of one protocol: `22/tcp`, `8000-8010/udp` (as users type them, as the workflow stores
+/// missing ports and as the sweep names its port checks).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct PortSpec {
     /// The protocol.
@@ -113,7 +114,7 @@ impl PortSpec {
 
 impl fmt::Display for PortSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.proto, self.ports)
+        write!(f, "{}/{}", self.ports, self.proto)
     }
 }
 
@@ -131,8 +132,8 @@ mod tests {
                 last: 8010,
             },
         };
-        assert_eq!(one.to_string(), "tcp/22");
-        assert_eq!(many.to_string(), "udp/8000-8010");
+        assert_eq!(one.to_string(), "22/tcp");
+        assert_eq!(many.to_string(), "8000-8010/udp");
         assert_eq!(many.ports.len(), 11);
         assert_eq!(serde_json::to_string(&one.proto).unwrap(), "\"tcp\"");
     }

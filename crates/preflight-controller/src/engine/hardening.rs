@@ -32,7 +32,7 @@ use tonic::Status;
 use crate::agents::agent_for_host;
 use crate::Shared;
 
-/// The ports a server's plan needs, one port per entry (`tcp/8080`).
+/// The ports a server's plan needs, one port per entry (`8080/tcp`).
 pub(crate) type PlannedPorts = BTreeSet<PortSpec>;
 
 /// Hardening facts per plan host.
@@ -281,7 +281,7 @@ pub(crate) const NEVER_AUDITED: &str = "never audited";
 
 /// A planned port as the workflow names a missing one (`8080/tcp`).
 fn port_name(p: &PortSpec) -> String {
-    format!("{}/{}", p.ports, p.proto)
+    p.to_string()
 }
 
 /// [`facts_of`], and the firewall fact shown by `harden status` (see [`FW_CONFIRMED`]).

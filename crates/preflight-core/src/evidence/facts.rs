@@ -173,7 +173,7 @@ mod tests {
             .iter()
             .map(ToString::to_string)
             .collect();
-        assert_eq!(allowed, ["tcp/22", "tcp/8080", "udp/514"]);
+        assert_eq!(allowed, ["22/tcp", "8080/tcp", "514/udp"]);
         assert!(facts().allows(Proto::Udp, 514) && !facts().allows(Proto::Tcp, 514));
         // Without facts a record of the current format shows no allow-list at all.
         assert_eq!(record(None).allowed_ports(), None);

@@ -117,7 +117,7 @@ mod tests {
         );
         assert_eq!(
             names(v1_allowed_ports(&r)),
-            Some(vec!["tcp/22".into(), "tcp/8080".into(), "udp/514".into()])
+            Some(vec!["22/tcp".into(), "8080/tcp".into(), "514/udp".into()])
         );
         let none = fw(
             EvidenceOperation::Audit,
@@ -138,7 +138,7 @@ mod tests {
         );
         assert_eq!(
             names(v1_allowed_ports(&r)),
-            Some(vec!["tcp/22".into(), "tcp/7444".into(), "tcp/8080".into()])
+            Some(vec!["22/tcp".into(), "7444/tcp".into(), "8080/tcp".into()])
         );
         // Not compliant, or not a verify: the expected text is no allow-list.
         let mut r2 = r.clone();
