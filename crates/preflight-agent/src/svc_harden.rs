@@ -221,13 +221,10 @@ pub(crate) fn planned_port(p: &pb::FirewallPort) -> Result<PlannedPort, Status> 
             Status::invalid_argument(format!("firewall.ports.port {} is not 1-65535", p.port))
         })?;
     let proto = match p.proto.as_str() {
-        "tcp" | "" => Proto::Tcp,
-        "udp" => Proto::Udp,
-        other => {
-            return Err(Status::invalid_argument(format!(
-                "firewall.ports.proto {other:?} must be tcp or udp"
-            )))
-        }
+        "" => Proto::Tcp,
+        word => word
+            .parse()
+            .map_err(|e| Status::invalid_argument(format!("firewall.ports: {e}")))?,
     };
     Ok(PlannedPort {
         port,
@@ -978,7 +975,7 @@ mod tests {
         );
         let facts = raw.firewall.expect("facts");
         let allowed: Vec<String> = facts.allowed.iter().map(ToString::to_string).collect();
-        assert_eq!(allowed, ["tcp/22", "tcp/7444", "tcp/8080"]);
+        assert_eq!(allowed, ["22/tcp", "7444/tcp", "8080/tcp"]);
         assert_eq!(facts.backend, evidence::FirewallBackend::Nftables);
         assert_eq!(facts.listeners, None);
         // Without a confirmed allow-list there is nothing to state.

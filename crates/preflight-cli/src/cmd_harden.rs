@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 use preflight_core::evidence::{self, EvidenceBundle, EvidenceStatus};
+use preflight_core::net::Proto;
 use preflight_proto::json;
 use preflight_proto::v1 as pb;
 use tonic::service::interceptor::InterceptedService;
@@ -285,12 +286,12 @@ fn parse_port(s: &str) -> anyhow::Result<pb::FirewallPort> {
         .ok()
         .filter(|p| *p != 0)
         .with_context(|| format!("port {s:?}: expected PORT/PROTO like 8080/tcp"))?;
-    if proto != "tcp" && proto != "udp" {
-        bail!("port {s:?}: protocol must be tcp or udp");
-    }
+    let proto: Proto = proto
+        .parse()
+        .map_err(|e| anyhow::anyhow!("port {s:?}: {e}"))?;
     Ok(pb::FirewallPort {
         port: port.into(),
-        proto: proto.into(),
+        proto: proto.to_string(),
         ..Default::default()
     })
 }

@@ -32,7 +32,7 @@ use crate::agents::agent_for_host;
 use crate::engine::workflow::Engine;
 use crate::Clock;
 
-/// The ports a server's plan needs, one port per entry (`tcp/8080`).
+/// The ports a server's plan needs, one port per entry (`8080/tcp`).
 pub(crate) type PlannedPorts = BTreeSet<PortSpec>;
 
 /// Hardening facts per plan host.
@@ -107,9 +107,7 @@ impl Hardening<'_> {
                     planned: server.map(|s| {
                         s.planned_ports()
                             .iter()
-                            .map(|p| {
-                                preflight_core::evidence::facts::single_port(p.protocol, p.port)
-                            })
+                            .map(|p| preflight_core::net::PortSpec::single(p.protocol, p.port))
                             .collect()
                     }),
                 }
@@ -302,7 +300,7 @@ pub(crate) const NEVER_AUDITED: &str = "never audited";
 
 /// A planned port as the workflow names a missing one (`8080/tcp`).
 fn port_name(p: &PortSpec) -> String {
-    format!("{}/{}", p.ports, p.proto)
+    p.to_string()
 }
 
 /// [`facts_of`], and the firewall fact shown by `harden status` (see [`FW_CONFIRMED`]).
@@ -581,7 +579,7 @@ mod tests {
     }
 
     fn planned() -> PlannedPorts {
-        use preflight_core::evidence::facts::single_port;
+        let single_port = preflight_core::net::PortSpec::single;
         use preflight_core::net::Proto as P;
         [
             single_port(P::Tcp, 8080),

@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use futures_util::stream::{BoxStream, StreamExt};
+use preflight_core::net::Proto;
 use preflight_core::plan::{Plan, MAX_PLAN_BYTES};
 use preflight_core::readiness;
 use preflight_core::role::Role;
@@ -387,10 +388,10 @@ fn target_pb(t: &TargetRecord) -> pb::FindingTarget {
         "vip" => pb::TargetKind::Vip,
         _ => pb::TargetKind::Unspecified,
     };
-    let proto = match t.proto.as_str() {
-        "tcp" => pb::Protocol::Tcp,
-        "udp" => pb::Protocol::Udp,
-        _ => pb::Protocol::Unspecified,
+    let proto = match t.proto.parse() {
+        Ok(Proto::Tcp) => pb::Protocol::Tcp,
+        Ok(Proto::Udp) => pb::Protocol::Udp,
+        Err(_) => pb::Protocol::Unspecified,
     };
     pb::FindingTarget {
         kind: kind as i32,
