@@ -251,7 +251,7 @@ impl Expected {
         }
         if !self.operations.contains(&r.operation) {
             return Some(format!(
-                "evidence record {i} documents operation {:?}, which this request did not ask for",
+                "evidence record {i} documents operation {}, which this request did not ask for",
                 r.operation
             ));
         }

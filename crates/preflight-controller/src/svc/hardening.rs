@@ -149,7 +149,7 @@ impl Targets {
         if !agent_ids.is_empty() {
             return Err(InvalidRequest::new(
                 "batch",
-                "give either agent_ids or batch, not both",
+                "give either --agent or --batch, not both",
             ));
         }
         if batch.len() > 128 || batch.chars().any(char::is_control) {
@@ -787,9 +787,8 @@ mod tests {
             .contains("operator"));
         let mut r = good();
         r.operation = Apply;
-        assert!(check(r, &expected)
-            .expect_err("apply on an audit request")
-            .contains("operation"));
+        let e = check(r, &expected).expect_err("apply on an audit request");
+        assert!(e.contains("documents operation apply,"), "{e}");
         let mut r = good();
         r.check_id = "auth.lockout".into();
         assert!(check(r, &expected)
@@ -996,5 +995,11 @@ mod tests {
             .field,
             "batch"
         );
+        let both = HardeningStatus::try_from(pb::HardeningStatusRequest {
+            agent_ids: vec!["web-01".into()],
+            batch: "B1".into(),
+        })
+        .expect_err("both");
+        assert_eq!(both.problem, "give either --agent or --batch, not both");
     }
 }
