@@ -669,52 +669,10 @@ impl pb::hardening_server::Hardening for HardeningSvc {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
 
     use crate::engine::evidence::EVIDENCE_CLOCK_SKEW_MS;
-    use preflight_core::evidence::{self, SignedRecord};
-
-    fn rec(
-        idx: u64,
-        check: &str,
-        op: EvidenceOperation,
-        st: EvidenceStatus,
-        diff: bool,
-    ) -> (u64, SignedRecord) {
-        let record = evidence::EvidenceRecord {
-            format_version: evidence::RECORD_FORMAT_VERSION,
-            agent_id: "web-01".into(),
-            agent_cert_sha256: "00".repeat(32),
-            host: "web-01".into(),
-            check_id: check.into(),
-            catalog_version: "1".into(),
-            mlps_refs: vec![],
-            cis_refs: vec![],
-            operation: op,
-            observed: String::new(),
-            files_read: BTreeMap::new(),
-            expected: String::new(),
-            status: st,
-            reason: None,
-            diff_applied: diff.then(|| "-a\n+b\n".to_string()),
-            backup_ref: None,
-            operator: evidence::Operator {
-                user: "amy".into(),
-                role: Role::Deployer,
-            },
-            time_utc_ms: idx,
-            agent_version: "0".into(),
-            controller_request_id: format!("hr-{idx}"),
-            firewall: None,
-        };
-        (
-            idx,
-            SignedRecord {
-                record,
-                signature: String::new(),
-            },
-        )
-    }
+    use crate::engine::hardening::tests::rec;
+    use preflight_core::evidence;
 
     /// Issue 20 finding 10: the agent signs operator, operation, check id and time; the
     /// controller keeps a record only when they are what it asked for.
@@ -834,7 +792,7 @@ mod tests {
         assert!(check(r, &conf).is_err());
     }
 
-    use preflight_core::evidence::EvidenceStatus::{self, Compliant};
+    use preflight_core::evidence::EvidenceStatus::Compliant;
     use EvidenceOperation::{Apply, Audit, Verify};
 
     /// The engine's errors keep their codes; a store error goes through `store_status`, so a
