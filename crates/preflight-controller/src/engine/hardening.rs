@@ -399,7 +399,7 @@ pub(crate) fn facts_and_firewall(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn agent(id: &str, host: &str, listen: &str, addrs: &[&str]) -> AgentRecord {
@@ -489,7 +489,8 @@ mod tests {
     use EvidenceOperation::{Apply, Audit, Verify};
     use EvidenceStatus::{Compliant, NonCompliant, NotApplicable, Unknown};
 
-    fn rec(
+    /// A record of web-01 (by amy, deployer) at index and time `idx`, unsigned.
+    pub(crate) fn rec(
         idx: u64,
         check: &str,
         op: EvidenceOperation,

@@ -22,6 +22,7 @@ use crate::auth::authorize;
 use crate::engine::evidence::{check_evidence, real_now_ms, EvidenceError, Expected};
 use crate::engine::hardening::{HardeningError, PlannedPorts};
 use crate::error::{enum_field, store_status, InvalidRequest};
+use crate::wire::WireEnum;
 use crate::Shared;
 
 /// Most agents in one request.
@@ -54,10 +55,28 @@ impl From<HardeningError> for Status {
     }
 }
 
+/// Who asked, for the evidence: the authorised user, their role, the request's id.
+#[derive(Debug, Clone)]
+pub(crate) struct Caller {
+    user: String,
+    role: Role,
+    request_id: String,
+}
+
+impl Caller {
+    fn wire(&self) -> pb::HardenCaller {
+        pb::HardenCaller {
+            user: self.user.clone(),
+            role: self.role.to_i32(),
+            request_id: self.request_id.clone(),
+        }
+    }
+}
+
 // What the controller asks of an agent, from the request (the wire types stop here).
 impl Expected {
     /// For a Harden request (`check_ids` as sent; a firewall change adds its record).
-    fn harden(req: &pb::HardenRequest, op: pb::HardenOperation, caller: &pb::HardenCaller) -> Self {
+    fn harden(req: &pb::HardenRequest, op: pb::HardenOperation, caller: &Caller) -> Self {
         let operations = match op {
             pb::HardenOperation::Audit => vec![EvidenceOperation::Audit],
             pb::HardenOperation::Apply => vec![EvidenceOperation::Apply],
@@ -77,7 +96,7 @@ impl Expected {
         Self {
             request_id: caller.request_id.clone(),
             user: caller.user.clone(),
-            role: caller.role.clone(),
+            role: caller.role,
             operations,
             check_ids,
             sent_ms: real_now_ms(),
@@ -85,11 +104,11 @@ impl Expected {
     }
 
     /// For the confirmation of a firewall change: one verify of `fw.allowlist_ports`.
-    fn confirm(caller: &pb::HardenCaller) -> Self {
+    fn confirm(caller: &Caller) -> Self {
         Self {
             request_id: caller.request_id.clone(),
             user: caller.user.clone(),
-            role: caller.role.clone(),
+            role: caller.role,
             operations: vec![EvidenceOperation::Verify],
             check_ids: Some(["fw.allowlist_ports".to_string()].into()),
             sent_ms: real_now_ms(),
@@ -130,7 +149,7 @@ impl Targets {
         if !agent_ids.is_empty() {
             return Err(InvalidRequest::new(
                 "batch",
-                "give either agent_ids or batch, not both",
+                "give either --agent or --batch, not both",
             ));
         }
         if batch.len() > 128 || batch.chars().any(char::is_control) {
@@ -209,6 +228,9 @@ impl TryFrom<pb::HardenAgentsRequest> for HardenAgents {
                     "is only accepted with operation apply",
                 ));
             }
+            for p in &fw.ports {
+                enum_field::<pb::Protocol>("firewall.ports.proto", p.proto)?;
+            }
             if !fw.allow_port && fw.mgmt_sources.is_empty() {
                 return Err(InvalidRequest::new(
                     "firewall.mgmt_sources",
@@ -249,6 +271,7 @@ impl TryFrom<pb::FirewallAllowRequest> for FirewallAllow {
                 format!("{} is not 1-65535", port.port),
             ));
         }
+        enum_field::<pb::Protocol>("port.proto", port.proto)?;
         if port.reason.trim().is_empty() || port.reason.len() > 512 {
             return Err(InvalidRequest::new(
                 "port.reason",
@@ -332,7 +355,7 @@ impl HardeningSvc {
         &self,
         id: &str,
         mut req: pb::HardenRequest,
-        caller: &pb::HardenCaller,
+        caller: &Caller,
     ) -> pb::AgentHardenResult {
         let mut out = pb::AgentHardenResult {
             agent_id: id.to_string(),
@@ -352,13 +375,13 @@ impl HardeningSvc {
         &self,
         id: &str,
         req: &mut pb::HardenRequest,
-        caller: &pb::HardenCaller,
+        caller: &Caller,
         out: &mut pb::AgentHardenResult,
     ) -> Result<(), Status> {
         let sh = &self.0;
         let rec = agent_record(sh, id)?;
         let mut client = sh.agents.client(&rec)?;
-        req.caller = Some(caller.clone());
+        req.caller = Some(caller.wire());
         let op = pb::HardenOperation::try_from(req.operation)
             .unwrap_or(pb::HardenOperation::Unspecified);
         let expected = Expected::harden(req, op, caller);
@@ -378,7 +401,9 @@ impl HardeningSvc {
             .await?;
         out.evidence_appended = appended;
         if let Some(fw) = resp.firewall {
-            out.firewall = self.confirm(&rec, &fw, caller).await;
+            let (outcome, detail) = self.confirm(&rec, &fw, caller).await;
+            out.firewall = outcome as i32;
+            out.firewall_detail = detail;
         }
         Ok(())
     }
@@ -410,21 +435,23 @@ impl HardeningSvc {
         Ok(n)
     }
 
-    /// Confirms a pending firewall change over a fresh mTLS connection; returns "confirmed" or
-    /// why not (then the agent rolls back at the deadline by itself).
+    /// Confirms a pending firewall change over a fresh mTLS connection; returns the outcome
+    /// and, unless confirmed, why not in words (then the agent rolls back at the deadline by
+    /// itself).
     async fn confirm(
         &self,
         rec: &AgentRecord,
         fw: &pb::FirewallPending,
-        caller: &pb::HardenCaller,
-    ) -> String {
+        caller: &Caller,
+    ) -> (pb::FirewallOutcome, String) {
         let sh = &self.0;
+        let not = |why: String| (pb::FirewallOutcome::NotConfirmed, why);
         let Some(addr) = dial_addr(rec) else {
-            return "not confirmed: the agent's address is unknown".into();
+            return not("the agent's address is unknown".into());
         };
         let name = match preflight_pki::agent_server_name(&rec.id) {
             Ok(n) => n,
-            Err(e) => return format!("not confirmed: {e}"),
+            Err(e) => return not(e.to_string()),
         };
         let mut last = String::new();
         for attempt in 0..3 {
@@ -453,7 +480,7 @@ impl HardeningSvc {
             let expected = Expected::confirm(caller);
             let mut r = Request::new(pb::ConfirmFirewallRequest {
                 change_id: fw.change_id.clone(),
-                caller: Some(caller.clone()),
+                caller: Some(caller.wire()),
             });
             r.set_timeout(Duration::from_secs(10));
             match client.confirm_firewall(r).await {
@@ -463,9 +490,20 @@ impl HardeningSvc {
                         .accept(rec, &resp.agent_cert_der, &resp.evidence, &expected)
                         .await
                     {
-                        return format!("confirmed, but its evidence was refused: {}", s.message());
+                        return (
+                            pb::FirewallOutcome::EvidenceRefused,
+                            s.message().to_string(),
+                        );
                     }
-                    return resp.outcome;
+                    return match pb::FirewallOutcome::try_from(resp.outcome) {
+                        Ok(pb::FirewallOutcome::Confirmed) => {
+                            (pb::FirewallOutcome::Confirmed, String::new())
+                        }
+                        _ => not(format!(
+                            "the agent answered the confirmation with outcome {}",
+                            preflight_proto::json::name::<pb::FirewallOutcome>(resp.outcome)
+                        )),
+                    };
                 }
                 Err(s) => {
                     last = format!("confirmation refused: {}", s.message());
@@ -475,9 +513,9 @@ impl HardeningSvc {
                 }
             }
         }
-        format!(
-            "not confirmed ({last}); the agent restores its previous rules by itself at the deadline"
-        )
+        not(format!(
+            "{last}; the agent restores its previous rules by itself at the deadline"
+        ))
     }
 }
 
@@ -498,9 +536,9 @@ impl pb::hardening_server::Hardening for HardeningSvc {
         let ids = r.targets.resolve(&self.0).await?;
         known_agents(&self.0, &ids)?;
         let request_id = new_request_id();
-        let caller = pb::HardenCaller {
+        let caller = Caller {
             user: user.name.clone(),
-            role: role.to_string(),
+            role,
             request_id: request_id.clone(),
         };
         tracing::info!(request = %request_id, user = %user.name, operation = ?op, agents = ids.len(), "harden");
@@ -536,9 +574,9 @@ impl pb::hardening_server::Hardening for HardeningSvc {
         let r = FirewallAllow::try_from(req.into_inner())?;
         known_agents(&self.0, std::slice::from_ref(&r.agent_id))?;
         let request_id = new_request_id();
-        let caller = pb::HardenCaller {
+        let caller = Caller {
             user: user.name.clone(),
-            role: role.to_string(),
+            role,
             request_id: request_id.clone(),
         };
         let agent_req = pb::HardenRequest {
@@ -631,52 +669,10 @@ impl pb::hardening_server::Hardening for HardeningSvc {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
 
     use crate::engine::evidence::EVIDENCE_CLOCK_SKEW_MS;
-    use preflight_core::evidence::{self, SignedRecord};
-
-    fn rec(
-        idx: u64,
-        check: &str,
-        op: EvidenceOperation,
-        st: EvidenceStatus,
-        diff: bool,
-    ) -> (u64, SignedRecord) {
-        let record = evidence::EvidenceRecord {
-            format_version: evidence::RECORD_FORMAT_VERSION,
-            agent_id: "web-01".into(),
-            agent_cert_sha256: "00".repeat(32),
-            host: "web-01".into(),
-            check_id: check.into(),
-            catalog_version: "1".into(),
-            mlps_refs: vec![],
-            cis_refs: vec![],
-            operation: op,
-            observed: String::new(),
-            files_read: BTreeMap::new(),
-            expected: String::new(),
-            status: st,
-            reason: None,
-            diff_applied: diff.then(|| "-a\n+b\n".to_string()),
-            backup_ref: None,
-            operator: evidence::Operator {
-                user: "amy".into(),
-                role: Role::Deployer,
-            },
-            time_utc_ms: idx,
-            agent_version: "0".into(),
-            controller_request_id: format!("hr-{idx}"),
-            firewall: None,
-        };
-        (
-            idx,
-            SignedRecord {
-                record,
-                signature: String::new(),
-            },
-        )
-    }
+    use crate::engine::hardening::tests::rec;
+    use preflight_core::evidence;
 
     /// Issue 20 finding 10: the agent signs operator, operation, check id and time; the
     /// controller keeps a record only when they are what it asked for.
@@ -710,9 +706,9 @@ mod tests {
             revoked: false,
             ..Default::default()
         };
-        let caller = pb::HardenCaller {
+        let caller = Caller {
             user: "amy".into(),
-            role: "deployer".into(),
+            role: Role::Deployer,
             request_id: "hr-1".into(),
         };
         let req = pb::HardenRequest {
@@ -749,9 +745,8 @@ mod tests {
             .contains("operator"));
         let mut r = good();
         r.operation = Apply;
-        assert!(check(r, &expected)
-            .expect_err("apply on an audit request")
-            .contains("operation"));
+        let e = check(r, &expected).expect_err("apply on an audit request");
+        assert!(e.contains("documents operation apply,"), "{e}");
         let mut r = good();
         r.check_id = "auth.lockout".into();
         assert!(check(r, &expected)
@@ -797,7 +792,7 @@ mod tests {
         assert!(check(r, &conf).is_err());
     }
 
-    use preflight_core::evidence::EvidenceStatus::{self, Compliant};
+    use preflight_core::evidence::EvidenceStatus::Compliant;
     use EvidenceOperation::{Apply, Audit, Verify};
 
     /// The engine's errors keep their codes; a store error goes through `store_status`, so a
@@ -898,7 +893,7 @@ mod tests {
         };
         let port = |p: u32, reason: &str| pb::FirewallPort {
             port: p,
-            proto: "tcp".into(),
+            proto: pb::Protocol::Tcp as i32,
             sources: vec![],
             reason: reason.into(),
         };
@@ -911,6 +906,27 @@ mod tests {
         assert_eq!(
             allow(Some(port(8080, "  "))).expect_err("reason").field,
             "port.reason"
+        );
+        let udp = pb::FirewallPort {
+            proto: pb::Protocol::Udp as i32,
+            ..port(514, "syslog")
+        };
+        assert!(allow(Some(udp.clone())).is_ok());
+        let unknown = pb::FirewallPort { proto: 7, ..udp };
+        assert_eq!(
+            allow(Some(unknown.clone())).expect_err("proto").field,
+            "port.proto"
+        );
+        assert_eq!(
+            field(&|r| {
+                r.operation = pb::HardenOperation::Apply as i32;
+                r.firewall = Some(pb::FirewallChange {
+                    ports: vec![unknown.clone()],
+                    mgmt_sources: vec!["10.0.0.0/8".into()],
+                    ..Default::default()
+                });
+            }),
+            "firewall.ports.proto"
         );
         assert_eq!(
             FirewallAllow::try_from(pb::FirewallAllowRequest {
@@ -937,5 +953,11 @@ mod tests {
             .field,
             "batch"
         );
+        let both = HardeningStatus::try_from(pb::HardeningStatusRequest {
+            agent_ids: vec!["web-01".into()],
+            batch: "B1".into(),
+        })
+        .expect_err("both");
+        assert_eq!(both.problem, "give either --agent or --batch, not both");
     }
 }
