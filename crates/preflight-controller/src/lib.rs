@@ -11,7 +11,6 @@
 mod agents;
 mod auth;
 mod engine;
-#[allow(dead_code)] // adopted service by service (issue 21)
 mod error;
 mod http;
 mod metrics;

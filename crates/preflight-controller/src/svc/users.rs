@@ -8,8 +8,8 @@ use preflight_proto::v1 as pb;
 use preflight_store::{UserAuditRecord, UserRecord};
 use tonic::Status;
 
-use crate::error::{enum_field, store_status, InvalidRequest};
-use crate::wire::WireEnum;
+use crate::error::{store_status, InvalidRequest};
+use crate::wire::{self, WireEnum};
 use crate::{hash_token, new_secret, Shared};
 
 /// Longest token lifetime accepted (`user add --ttl`, `user token rotate --ttl`, `serve
@@ -58,15 +58,8 @@ pub(crate) struct AddUser {
 impl TryFrom<pb::AddUserRequest> for AddUser {
     type Error = InvalidRequest;
     fn try_from(r: pb::AddUserRequest) -> Result<AddUser, InvalidRequest> {
-        let role = Role::from_pb(enum_field::<pb::Role>("role", r.role)?).ok_or_else(|| {
-            InvalidRequest::new(
-                "role",
-                format!(
-                    "not given: use one of {}",
-                    Role::ALL.map(|r| r.as_str()).join(", ")
-                ),
-            )
-        })?;
+        let role = wire::enum_of::<Role>("role", r.role)?;
+
         Ok(AddUser {
             name: check_name(r.name)?,
             role,

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use preflight_core::plan::{Plan, MAX_ATTACHED_PLAN_BYTES};
 use preflight_core::role::Role;
 use preflight_core::workflow::{
-    Actor, Approval, CheckFailure, Command, GdDecision, Party, PauseReason, PlanFacts, Refusal,
-    RefusalKind, StatsKey, Timestamp, MAX_LIST_LEN,
+    Actor, Approval, CheckFailure, Command, Party, PlanFacts, Refusal, RefusalKind, StatsKey,
+    Timestamp, MAX_LIST_LEN,
 };
 use preflight_proto::v1 as pb;
 use preflight_store::UserRecord;
@@ -22,7 +22,7 @@ use tonic::{Request, Response, Status};
 use crate::auth::authorize;
 use crate::engine::workflow::{self as engine, DevRecord, DevRecordKind, EngineError, Reactions};
 use crate::error::{enum_field, store_status, InvalidRequest};
-use crate::wire::{self, Wire, WireEnum};
+use crate::wire::{self, enum_of, Wire, WireEnum};
 use crate::Shared;
 
 /// Roles allowed to call each RPC of the Workflow service. Commands (`Execute`) are open to
@@ -74,19 +74,6 @@ fn opt(s: String) -> Option<String> {
     (!s.is_empty()).then_some(s)
 }
 
-/// A required enum field: unknown values and the unset zero value are refused, naming the
-/// field and the values it takes.
-fn required<E: WireEnum + std::fmt::Display>(
-    field: &str,
-    v: i32,
-    all: &[E],
-) -> Result<E, InvalidRequest> {
-    E::from_pb(enum_field::<E::Pb>(field, v)?).ok_or_else(|| {
-        let words: Vec<String> = all.iter().map(E::to_string).collect();
-        InvalidRequest::new(field, format!("not given: use one of {}", words.join(", ")))
-    })
-}
-
 /// An enum field whose unset zero value means `default`.
 fn or_default<E: WireEnum>(field: &str, v: i32, default: E) -> Result<E, InvalidRequest> {
     Ok(E::from_pb(enum_field::<E::Pb>(field, v)?).unwrap_or(default))
@@ -117,7 +104,7 @@ fn failures(
     list.into_iter()
         .map(|f| {
             Ok(CheckFailure {
-                reason: required(&format!("{field}.reason"), f.reason, &PauseReason::ALL)?,
+                reason: enum_of(&format!("{field}.reason"), f.reason)?,
                 party: or_default(&format!("{field}.party"), f.party, Party::Project)?,
                 check: f.check,
                 detail: f.detail,
@@ -219,7 +206,7 @@ impl TryFrom<pb::WorkflowCommand> for ExecuteRequest {
             },
             C::Pause(x) => Command::Pause {
                 batch: x.batch,
-                reason: required("reason", x.reason, &PauseReason::ALL)?,
+                reason: enum_of("reason", x.reason)?,
                 text: x.text,
                 party: Party::from_pb(enum_field::<pb::WorkflowParty>("party", x.party)?),
             },
@@ -233,12 +220,7 @@ impl TryFrom<pb::WorkflowCommand> for ExecuteRequest {
             },
             C::GdConfirm(x) => Command::GdConfirm {
                 batch: x.batch,
-                decision: GdDecision::from_pb(enum_field::<pb::GdDecision>(
-                    "decision", x.decision,
-                )?)
-                .ok_or_else(|| {
-                    InvalidRequest::new("decision", "not given: use reason or termination")
-                })?,
+                decision: enum_of("decision", x.decision)?,
                 note: x.note,
             },
         };
@@ -606,6 +588,7 @@ impl pb::workflow_server::Workflow for WorkflowSvc {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use preflight_core::workflow::PauseReason;
 
     #[test]
     fn refusals_map_to_their_codes_with_their_message() {
