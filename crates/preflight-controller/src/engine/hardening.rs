@@ -156,7 +156,7 @@ pub(crate) async fn batch_agents(sh: &Shared, batch: &str) -> Result<Vec<String>
 /// `touched` (all such batches when `None`), or only of batch `only`. Failures are logged:
 /// the evidence is in the log either way, and the next recording catches up.
 pub(crate) async fn record_hardening(
-    sh: &std::sync::Arc<Shared>,
+    sh: &Shared,
     touched: Option<&BTreeSet<String>>,
     only: Option<&str>,
 ) {
@@ -204,12 +204,11 @@ pub(crate) async fn record_hardening(
         {
             continue;
         }
-        let sh2 = sh.clone();
+        let store = sh.evidence.store().clone();
         let facts = tokio::task::spawn_blocking(move || {
             let mut out = BTreeMap::new();
             for (h, id) in mapped {
-                let store = sh2.evidence.store();
-                if let Some(f) = hardening_facts_if_any(store, &id, h.planned.as_ref())? {
+                if let Some(f) = hardening_facts_if_any(&store, &id, h.planned.as_ref())? {
                     out.insert(h.name, f);
                 }
             }
@@ -237,7 +236,16 @@ pub(crate) async fn record_hardening(
                 hosts,
             },
         };
-        match sh.workflow.execute(sh.now_ms(), &Actor::System, cmd).await {
+        match crate::engine::workflow::execute(
+            &sh.workflow,
+            sh,
+            sh.now_ms(),
+            &Actor::System,
+            cmd,
+            None,
+        )
+        .await
+        {
             Ok(_) => tracing::info!(%batch, "hardening facts recorded in the workflow"),
             Err(e) => {
                 tracing::warn!(%batch, error = %e, "hardening facts not recorded in the workflow")

@@ -20,7 +20,7 @@ use preflight_store::UserRecord;
 use tonic::{Request, Response, Status};
 
 use crate::auth::authorize;
-use crate::engine::workflow::{self as engine, DevRecord, DevRecordKind, EngineError, Reactions};
+use crate::engine::workflow::{self as engine, DevRecord, DevRecordKind, EngineError};
 use crate::error::{enum_field, store_status, InvalidRequest};
 use crate::wire::{self, enum_of, Wire, WireEnum};
 use crate::Shared;
@@ -58,13 +58,6 @@ impl From<EngineError> for Status {
 }
 
 pub(crate) struct WorkflowSvc(pub Arc<Shared>);
-
-/// The controller's reactions to workflow events, run by the engine after each command.
-impl Reactions for Arc<Shared> {
-    async fn plan_attached(&self, batch: &str) {
-        crate::engine::hardening::record_hardening(self, None, Some(batch)).await;
-    }
-}
 
 fn invalid(field: &str, problem: impl std::fmt::Display) -> Status {
     InvalidRequest::new(field, problem).into()
