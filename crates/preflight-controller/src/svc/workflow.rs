@@ -728,19 +728,21 @@ mod tests {
             role,
             ttl_s: 0,
         };
-        let (field, problem) = refusal(crate::svc::users::AddUser::try_from(user(0)));
+        let (field, problem) = refusal(crate::engine::users::AddUser::try_from(user(0)));
         assert_eq!(field, "role");
         assert!(problem.contains("delivery_lead"), "{problem}");
         assert_eq!(
-            refusal(crate::svc::users::AddUser::try_from(user(55))).0,
+            refusal(crate::engine::users::AddUser::try_from(user(55))).0,
             "role"
         );
-        let ok = crate::svc::users::AddUser::try_from(user(pb::Role::Gd as i32)).expect("ok");
+        let ok = crate::engine::users::AddUser::try_from(user(pb::Role::Gd as i32)).expect("ok");
         assert_eq!(ok.role, Role::Gd);
-        let (field, _) = refusal(crate::svc::users::UserName::try_from(pb::UserNameRequest {
-            name: "a b".into(),
-            ttl_s: 0,
-        }));
+        let (field, _) = refusal(crate::engine::users::UserName::try_from(
+            pb::UserNameRequest {
+                name: "a b".into(),
+                ttl_s: 0,
+            },
+        ));
         assert_eq!(field, "name");
         let clock = |op| DevClockOp::try_from(pb::DevClockRequest { op: Some(op) });
         use pb::dev_clock_request::Op;
