@@ -55,6 +55,7 @@ impl Shared {
             workflow: &self.workflow,
             clock: &*self.clock,
             recording: &self.hardening_recording,
+            reactions: self,
         }
     }
 }

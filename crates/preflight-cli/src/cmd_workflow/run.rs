@@ -52,7 +52,7 @@ pub(crate) async fn attach_plan(
 }
 
 /// A value of the controller's reply, in this build's terms.
-fn reply<T>(r: Result<T, wire::WireError>) -> anyhow::Result<T> {
+fn reply<T>(r: Result<T, wire::InvalidRequest>) -> anyhow::Result<T> {
     r.context("the controller's reply")
 }
 

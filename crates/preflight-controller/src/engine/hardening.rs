@@ -47,6 +47,9 @@ pub(crate) struct Hardening<'a> {
     pub clock: &'a dyn Clock,
     /// Held for a whole recording (compute + execute), so the last one executed is the newest.
     pub recording: &'a tokio::sync::Mutex<()>,
+    /// What the controller does after a workflow command (a recording goes through the one
+    /// reacting `engine::workflow::execute`, like every other command).
+    pub reactions: &'a dyn crate::engine::workflow::Reactions,
 }
 
 /// Why the servers of a batch cannot be named as agents.
@@ -251,10 +254,15 @@ impl Hardening<'_> {
                     hosts,
                 },
             };
-            match self
-                .workflow
-                .execute(self.clock.now_ms(), &Actor::System, cmd)
-                .await
+            match crate::engine::workflow::execute(
+                self.workflow,
+                self.reactions,
+                self.clock.now_ms(),
+                &Actor::System,
+                cmd,
+                None,
+            )
+            .await
             {
                 Ok(_) => tracing::info!(%batch, "hardening facts recorded in the workflow"),
                 Err(e) => {

@@ -92,8 +92,7 @@ impl SweepEnv for Shared {
             batch: batch.to_string(),
             summary,
         };
-        self.workflow
-            .execute(now_ms, &Actor::System, cmd)
+        crate::engine::workflow::execute(&self.workflow, self, now_ms, &Actor::System, cmd, None)
             .await
             .map(|_| ())
             .map_err(|e| e.to_string())
