@@ -127,6 +127,11 @@ fn verdict_of(f: &pb::SweepFinding) -> &'static str {
     }
 }
 
+/// A finding's party as its word (`customer`; empty when unset).
+fn party_of(f: &pb::SweepFinding) -> String {
+    word::<pb::WorkflowParty>(f.party)
+}
+
 /// A run's state as its word (`running`, `finished`, `interrupted`, `cancelled`).
 pub fn state_of(r: &pb::SweepReport) -> &'static str {
     match r.state() {
@@ -671,12 +676,13 @@ pub fn sweep_in(r: &pb::SweepReport, lang: Lang, zone: &Zone) -> String {
             "\nTo fix, by party (hard failures block the batch; soft ones are risks to list)\n",
             "\n待处理问题（按责任方；阻塞项必须解决，风险项需登记为风险）\n",
         ));
-        let mut parties: Vec<&str> = failing.iter().map(|f| f.party.as_str()).collect();
+        let mut parties: Vec<String> = failing.iter().map(|f| party_of(f)).collect();
         parties.sort();
         parties.dedup();
         for p in parties {
-            s.push_str(&format!("\n  {}:\n", party_word(p, lang)));
-            let mut of: Vec<&&pb::SweepFinding> = failing.iter().filter(|f| f.party == p).collect();
+            s.push_str(&format!("\n  {}:\n", party_word(&p, lang)));
+            let mut of: Vec<&&pb::SweepFinding> =
+                failing.iter().filter(|f| party_of(f) == p).collect();
             // Hard before soft, then as the run found them.
             of.sort_by_key(|f| verdict_of(f) != "hard");
             for f in of {
@@ -752,7 +758,7 @@ pub fn sweep_in(r: &pb::SweepReport, lang: Lang, zone: &Zone) -> String {
             if verdict_of(f) == "pass" {
                 String::new()
             } else {
-                party_word(&f.party, lang)
+                party_word(&party_of(f), lang)
             },
             lang.pick(&f.message, &f.message_zh).to_string(),
         ]);
@@ -777,15 +783,18 @@ fn bilingual(en: &str, zh: &str) -> Markup {
 
 /// The parties of `failing`, each once, in order; and a party's findings, hard before soft,
 /// then as the run found them.
-fn by_party<'a>(failing: &[&'a pb::SweepFinding]) -> Vec<(&'a str, Vec<&'a pb::SweepFinding>)> {
-    let mut parties: Vec<&str> = failing.iter().map(|f| f.party.as_str()).collect();
+fn by_party<'a>(failing: &[&'a pb::SweepFinding]) -> Vec<(String, Vec<&'a pb::SweepFinding>)> {
+    let mut parties: Vec<String> = failing.iter().map(|f| party_of(f)).collect();
     parties.sort();
     parties.dedup();
     parties
         .into_iter()
         .map(|p| {
-            let mut of: Vec<&pb::SweepFinding> =
-                failing.iter().copied().filter(|f| f.party == p).collect();
+            let mut of: Vec<&pb::SweepFinding> = failing
+                .iter()
+                .copied()
+                .filter(|f| party_of(f) == p)
+                .collect();
             of.sort_by_key(|f| verdict_of(f) != "hard");
             (p, of)
         })
@@ -828,7 +837,7 @@ pub fn sweep_html_in(r: &pb::SweepReport, zone: &Zone) -> String {
             @if !failing.is_empty() {
                 h2 { "To fix, by party 待处理问题（按责任方）" }
                 @for (p, of) in by_party(&failing) {
-                    h3 { (p) " " (party_word(p, Lang::Zh)) }
+                    h3 { (p) " " (party_word(&p, Lang::Zh)) }
                     ul {
                         @for f in of {
                             li class=(verdict_of(f)) {
@@ -858,7 +867,8 @@ pub fn sweep_html_in(r: &pb::SweepReport, zone: &Zone) -> String {
                         td { (f.check) }
                         td { (verdict_of(f)) " " (verdict_word(verdict_of(f), Lang::Zh)) }
                         td { (bilingual(&f.message, &f.message_zh)) }
-                        td { @if !passed { (bilingual(&f.party, &party_word(&f.party, Lang::Zh))) } }
+                        @let party = party_of(f);
+                        td { @if !passed { (bilingual(&party, &party_word(&party, Lang::Zh))) } }
                         td { @if !passed { (bilingual(&f.fix, &f.fix_zh)) } }
                     }
                 }
@@ -1112,7 +1122,11 @@ mod tests {
             server: server.into(),
             check: check.into(),
             verdict: v(verdict),
-            party: party.into(),
+            party: pb::WorkflowParty::from_str_name(&format!(
+                "WORKFLOW_PARTY_{}",
+                party.to_uppercase()
+            ))
+            .expect("a party word") as i32,
             message: format!("{check} on {server}"),
             message_zh: format!("{server} 的{check}"),
             fix: format!("fix {check}"),
@@ -1314,7 +1328,7 @@ To fix, by party (hard failures block the batch; soft ones are risks to list)"
                 server: "web-01".into(),
                 check: "ports".into(),
                 verdict: v("hard"),
-                party: "customer".into(),
+                party: pb::WorkflowParty::Customer as i32,
                 message: format!("port 80 is held by {EVIL}"),
                 message_zh: format!("端口 80 被 {EVIL} 占用"),
                 fix: "stop it".into(),

@@ -4,6 +4,7 @@
 //! engine's.
 
 use std::collections::BTreeSet;
+use std::str::FromStr;
 use std::sync::Arc;
 
 use futures_util::stream::{BoxStream, StreamExt};
@@ -11,7 +12,7 @@ use preflight_core::net::Proto;
 use preflight_core::plan::{Plan, MAX_PLAN_BYTES};
 use preflight_core::readiness;
 use preflight_core::role::Role;
-use preflight_core::workflow::{Actor, Command, ReadinessSummary};
+use preflight_core::workflow::{Actor, Command, Party, PauseReason, ReadinessSummary};
 use preflight_proto::v1 as pb;
 use preflight_store::sweeps::{SweepRecord, TargetRecord};
 use preflight_store::{Store, StoreError};
@@ -26,6 +27,7 @@ use crate::engine::sweep::{
     MIN_MEASURE_MS,
 };
 use crate::error::{store_status, InvalidRequest};
+use crate::wire::WireEnum;
 use crate::{Clock, Shared};
 
 pub(crate) struct ReadinessSvc(pub Arc<Shared>);
@@ -289,8 +291,8 @@ pub(crate) fn to_pb(r: &SweepRecord, with_findings: bool) -> pb::SweepReport {
                     server: f.server.clone(),
                     check: f.check.clone(),
                     verdict: verdict_pb(&f.verdict) as i32,
-                    party: f.party.clone(),
-                    reason: f.reason.clone(),
+                    party: word_pb::<Party>(&f.party),
+                    reason: word_pb::<PauseReason>(&f.reason),
                     message: f.message.clone(),
                     message_zh: f.message_zh.clone(),
                     fix: f.fix.clone(),
@@ -351,6 +353,12 @@ fn verdict_pb(v: &str) -> pb::Verdict {
         "hard" => pb::Verdict::Hard,
         _ => pb::Verdict::Unspecified,
     }
+}
+
+/// A stored word of one of the workflow's closed sets (party, pause reason) on the wire (a
+/// word this build does not know: unspecified).
+fn word_pb<E: FromStr + WireEnum>(v: &str) -> i32 {
+    v.parse::<E>().map_or(0, WireEnum::to_i32)
 }
 
 /// A stored unit on the wire (a word this build does not know: unspecified).
@@ -655,8 +663,22 @@ mod tests {
         assert_eq!(j["findings"][0]["verdict"], "hard");
         assert_eq!(j["findings"][0]["target"]["kind"], "path");
         assert_eq!(j["findings"][0]["target"]["port"], 80);
+        assert_eq!(j["findings"][0]["party"], "customer");
+        assert_eq!(j["findings"][0]["reason"], "network_ports");
         assert_eq!(j["findings"][1]["verdict"], "pass");
         assert!(j["findings"][1]["target"].is_null());
+        // Every party and pause reason a finding can store keeps its word.
+        for p in Party::ALL {
+            let w = preflight_proto::json::name::<pb::WorkflowParty>(word_pb::<Party>(p.id()));
+            assert_eq!(w, p.id());
+        }
+        for r in PauseReason::ALL {
+            let w = preflight_proto::json::name::<pb::WorkflowPauseReason>(word_pb::<PauseReason>(
+                r.id(),
+            ));
+            assert_eq!(w, r.id());
+        }
+        assert_eq!(word_pb::<Party>("somebody"), 0);
         // Every unit the readiness rules use keeps its word.
         for u in ["iops", "us", "mbit_per_s", "cores", "mib", "gib", "ms"] {
             assert_eq!(
