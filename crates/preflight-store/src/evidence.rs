@@ -239,7 +239,7 @@ mod tests {
             assert!(e.append(1, &recs[2..], &[], &cp(3)).is_err());
             e.append(2, &recs[2..], &[], &cp(3)).unwrap();
         }
-        let s = Store::open(dir.path()).unwrap();
+        let s = crate::reopen(dir.path());
         let e = EvidenceStore::open(&s).unwrap();
         assert_eq!(e.len(), 3);
         let a = e.records_of("a").unwrap();

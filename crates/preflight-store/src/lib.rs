@@ -502,5 +502,23 @@ impl Store {
 
 #[cfg(test)]
 mod disk_format;
+/// Opens the store again in the same process after the last handle was dropped. sled's
+/// background flusher lets go of the directory's lock a moment after the drop, so an immediate
+/// reopen can meet `Locked`; this waits for it, at most 10 s.
+#[cfg(test)]
+pub(crate) fn reopen(dir: &Path) -> Store {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match Store::open(dir) {
+            Err(StoreError::Fault(StoreFault::Locked { .. }))
+                if std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            r => return r.expect("the store reopens"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -197,7 +197,7 @@ mod tests {
             })
             .unwrap();
         }
-        let s = Store::open(dir.path()).unwrap();
+        let s = crate::reopen(dir.path());
         assert!(s.next_sweep_id().unwrap() > id);
         assert_eq!(s.interrupt_running_sweeps(5).unwrap(), vec![id]);
         let r = s.sweep(id).unwrap().unwrap();

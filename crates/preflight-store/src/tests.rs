@@ -115,7 +115,7 @@ fn reopen_keeps_data_and_second_open_is_refused() {
             second.err()
         );
     }
-    let s = Store::open(dir.path()).unwrap();
+    let s = crate::reopen(dir.path());
     assert_eq!(s.meta("k").unwrap().as_deref(), Some("v"));
 }
 
@@ -223,7 +223,7 @@ fn the_database_is_private_to_the_owner() {
     let s = Store::open(&db).unwrap();
     s.set_meta("k", "v").unwrap();
     drop(s);
-    let s = Store::open(&db).unwrap();
+    let s = crate::reopen(&db);
     drop(s);
     fn walk(p: &std::path::Path) {
         let m = std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
