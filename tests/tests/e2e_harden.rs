@@ -406,12 +406,12 @@ fn harden_apply_verify_rollback_and_evidence_through_the_cli() -> Result<()> {
     let gcp = glog.checkpoint(evidence::GLOBAL_LOG_ORIGIN, 1, |c| {
         evidence::sign_checkpoint(c, &evidence_key)
     })?;
-    let d = EvidenceBundle::build_with_ca(
+    let d = EvidenceBundle::build(
         forged,
         keys,
         &b.checkpoint.checkpoint.origin,
         1,
-        &ca_der,
+        Some(&ca_der),
         &evidence_key,
     )?
     .with_log_inclusion(&glog, &idx, gcp)?;
@@ -428,6 +428,7 @@ fn harden_apply_verify_rollback_and_evidence_through_the_cli() -> Result<()> {
         b.agent_keys.clone(),
         &b.checkpoint.checkpoint.origin,
         b.checkpoint.checkpoint.time_utc_ms,
+        None,
         &other,
     )?
     .to_bytes();

@@ -188,12 +188,12 @@ impl Fixture {
                 evidence::sign_checkpoint(c, controller_pkcs8)
             })
             .expect("sign");
-        EvidenceBundle::build_with_ca(
+        EvidenceBundle::build(
             records,
             self.keys(),
             ORIGIN,
             self.t0 + 10,
-            &self.ca_der(),
+            Some(&self.ca_der()),
             controller_pkcs8,
         )
         .expect("build bundle")
@@ -617,12 +617,12 @@ fn a_global_log_proof_forged_from_the_bundles_own_checkpoint_is_refused() {
             evidence::sign_checkpoint(c, &f.controller.pkcs8)
         })
         .expect("sign");
-    let b = EvidenceBundle::build_with_ca(
+    let b = EvidenceBundle::build(
         f.records.clone(),
         f.keys(),
         GLOBAL_LOG_ORIGIN,
         5,
-        &f.ca_der(),
+        Some(&f.ca_der()),
         &f.controller.pkcs8,
     )
     .expect("build")
@@ -637,12 +637,12 @@ fn a_global_log_proof_forged_from_the_bundles_own_checkpoint_is_refused() {
     ));
 
     // A bundle origin that does not name an agent of its records.
-    let b = EvidenceBundle::build_with_ca(
+    let b = EvidenceBundle::build(
         f.records.clone(),
         f.keys(),
         "preflight/agents/agent-a",
         5,
-        &f.ca_der(),
+        Some(&f.ca_der()),
         &f.controller.pkcs8,
     )
     .expect("build");
@@ -673,11 +673,17 @@ fn a_global_log_proof_forged_from_the_bundles_own_checkpoint_is_refused() {
             evidence::sign_checkpoint(c, &f.controller.pkcs8)
         })
         .expect("sign");
-    let b =
-        EvidenceBundle::build_with_ca(records, keys, ORIGIN, 5, &f.ca_der(), &f.controller.pkcs8)
-            .expect("build")
-            .with_log_inclusion(&log, &idx, global)
-            .expect("proofs");
+    let b = EvidenceBundle::build(
+        records,
+        keys,
+        ORIGIN,
+        5,
+        Some(&f.ca_der()),
+        &f.controller.pkcs8,
+    )
+    .expect("build")
+    .with_log_inclusion(&log, &idx, global)
+    .expect("proofs");
     let report = f.pinned(&b.to_bytes()).expect("valid");
     assert_eq!(report.records_per_agent.get("agent-b"), Some(&0));
 }
@@ -753,12 +759,12 @@ fn agent_certificates_must_be_issued_by_the_ca_to_that_agent() {
                 evidence::sign_checkpoint(c, &f.controller.pkcs8)
             })
             .expect("sign");
-        let b = EvidenceBundle::build_with_ca(
+        let b = EvidenceBundle::build(
             records,
             keys,
             "preflight/agents/agent-a",
             5,
-            &f.ca_der(),
+            Some(&f.ca_der()),
             &f.controller.pkcs8,
         )
         .expect("build")
@@ -805,11 +811,18 @@ fn the_ca_is_bound_and_older_bundles_verify_with_the_ca_given() {
             evidence::sign_checkpoint(c, &f.controller.pkcs8)
         })
         .expect("sign");
-    let old = EvidenceBundle::build(f.records.clone(), f.keys(), ORIGIN, 5, &f.controller.pkcs8)
-        .expect("build")
-        .with_log_inclusion(&log, &idx, global)
-        .expect("proofs")
-        .to_bytes();
+    let old = EvidenceBundle::build(
+        f.records.clone(),
+        f.keys(),
+        ORIGIN,
+        5,
+        None,
+        &f.controller.pkcs8,
+    )
+    .expect("build")
+    .with_log_inclusion(&log, &idx, global)
+    .expect("proofs")
+    .to_bytes();
     let text = String::from_utf8(old.clone()).expect("utf-8");
     assert!(!text.contains("ca_certificate_der") && !text.contains("ca_sha256"));
     assert_eq!(f.pinned(&old), Err(BundleError::NoCa));
@@ -875,11 +888,17 @@ fn high_s_checkpoints_verify_only_in_bundles_from_before_the_ca() {
             evidence::sign_checkpoint(c, &f.controller.pkcs8)
         })
         .expect("sign");
-    let mut old =
-        EvidenceBundle::build(f.records.clone(), f.keys(), ORIGIN, 5, &f.controller.pkcs8)
-            .expect("build")
-            .with_log_inclusion(&log, &idx, global)
-            .expect("proofs");
+    let mut old = EvidenceBundle::build(
+        f.records.clone(),
+        f.keys(),
+        ORIGIN,
+        5,
+        None,
+        &f.controller.pkcs8,
+    )
+    .expect("build")
+    .with_log_inclusion(&log, &idx, global)
+    .expect("proofs");
     old.checkpoint.signature =
         evidence::ecdsa_other_encoding(&old.checkpoint.signature).expect("DER signature");
     let inc = old.log_inclusion.as_mut().expect("inclusion");

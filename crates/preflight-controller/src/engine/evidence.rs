@@ -183,12 +183,12 @@ impl EvidenceState {
         let records: Vec<SignedRecord> = all.into_iter().map(|(_, r)| r).collect();
         let n = records.len() as u64;
         let origin = format!("{}{}", evidence::AGENTS_ORIGIN_PREFIX, ids.join(","));
-        let bundle = EvidenceBundle::build_with_ca(
+        let bundle = EvidenceBundle::build(
             records,
             keys,
             &origin,
             now_ms,
-            &ev.ca_der,
+            Some(&ev.ca_der),
             &ev.key_pkcs8,
         )
         .map_err(|e| EvidenceError::Signing(format!("the bundle: {e}")))?;

@@ -269,46 +269,11 @@ pub struct TrustedKeys<'a> {
 
 impl EvidenceBundle {
     /// Builds a bundle of `records` (in this order) with a checkpoint signed by the controller.
-    /// `agent_certs` holds the DER certificate and SPKI of every agent key used. The bundle
-    /// carries no CA certificate: see [`EvidenceBundle::build_with_ca`].
+    /// `agent_keys` holds the DER certificate and SPKI of every agent key used. With
+    /// `ca_certificate_der` (the CA that issued the agent certificates) the bundle carries it,
+    /// its SHA-256 signed in the checkpoint; without, it has the shape older controllers
+    /// exported (no CA), which verifiers must still read.
     pub fn build(
-        records: Vec<SignedRecord>,
-        agent_keys: BTreeMap<String, AgentKey>,
-        origin: &str,
-        time_utc_ms: u64,
-        controller_pkcs8: &[u8],
-    ) -> Result<Self, SignError> {
-        Self::build_inner(
-            records,
-            agent_keys,
-            origin,
-            time_utc_ms,
-            None,
-            controller_pkcs8,
-        )
-    }
-
-    /// [`EvidenceBundle::build`], carrying the CA certificate (DER) that issued the agent
-    /// certificates, its SHA-256 signed in the checkpoint.
-    pub fn build_with_ca(
-        records: Vec<SignedRecord>,
-        agent_keys: BTreeMap<String, AgentKey>,
-        origin: &str,
-        time_utc_ms: u64,
-        ca_certificate_der: &[u8],
-        controller_pkcs8: &[u8],
-    ) -> Result<Self, SignError> {
-        Self::build_inner(
-            records,
-            agent_keys,
-            origin,
-            time_utc_ms,
-            Some(ca_certificate_der),
-            controller_pkcs8,
-        )
-    }
-
-    fn build_inner(
         records: Vec<SignedRecord>,
         agent_keys: BTreeMap<String, AgentKey>,
         origin: &str,
