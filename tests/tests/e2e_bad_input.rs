@@ -656,7 +656,7 @@ fn workflow_cases(c: &mut Corpus) {
     c.ctl(
         "Workflow/Execute",
         "no command",
-        &["cmd"],
+        &["command"],
         pb::WorkflowCommand { cmd: None },
     );
     let mut ids = bad_ids();
@@ -977,13 +977,13 @@ fn workflow_cases(c: &mut Corpus) {
     for (name, needle, digest, text) in [
         (
             "attach_plan plan_toml: 1 MiB + 1",
-            "plan_toml",
+            "plan file",
             String::new(),
             format!("{valid}#{}", "x".repeat(1024 * 1024 - valid.len())),
         ),
         (
             "attach_plan plan_toml: invalid plan",
-            "plan_toml",
+            "plan file",
             String::new(),
             "[[servers]]\naddress = 1\n".to_string(),
         ),

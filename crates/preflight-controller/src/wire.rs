@@ -708,7 +708,15 @@ impl Wire for Event {
         use pb::WorkflowEventKind as K;
         let kind = K::try_from(p.kind)
             .map_err(|_| InvalidRequest::new("event.kind", format!("value {} unknown", p.kind)))?;
-        let mismatch = || InvalidRequest::new("event.data", format!("does not fit kind {kind:?}"));
+        let mismatch = || {
+            InvalidRequest::new(
+                "event.data",
+                format!(
+                    "does not fit an event of kind {}",
+                    preflight_proto::json::name::<K>(kind.into())
+                ),
+            )
+        };
         let kind = match (kind, p.data) {
             (K::DeployerAdded, Some(D::DeployerName(name))) => EventKind::DeployerAdded { name },
             (K::ProjectCreated, Some(D::CreatedProject(x))) => EventKind::ProjectCreated {

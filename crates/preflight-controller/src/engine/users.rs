@@ -286,3 +286,100 @@ pub fn rotate_offline(
         .with_context(|| format!("cannot rotate the token of user {name:?}"))?;
     Ok((token, expires))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::workflow::Reaction;
+
+    struct NoReactions;
+
+    impl Reactions for NoReactions {
+        fn plan_attached<'a>(&'a self, _batch: &'a str) -> Reaction<'a> {
+            Box::pin(std::future::ready(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn the_last_admin_who_can_sign_in_stays_and_every_change_is_audited() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        let wf = workflow::Engine::load(&store).unwrap();
+        let users = Users {
+            store: &store,
+            now_ms: 1_000,
+            default_ttl_ms: 60_000,
+        };
+        let add = |name: &str, role| AddUser {
+            name: name.into(),
+            role,
+            ttl_s: 0,
+        };
+        let by = ("root", Role::Admin);
+        let a = users
+            .add(&wf, &NoReactions, by, add("adm", Role::Admin))
+            .await
+            .unwrap();
+        assert_eq!(a.expires_at_ms, 61_000, "the default lifetime");
+        assert!(!a.deployer_added);
+        let gone = |name: &str| UserName {
+            name: name.into(),
+            ttl_s: 0,
+        };
+        assert!(matches!(
+            users.remove("root", gone("adm")),
+            Err(UserError::LastAdmin(n)) if n == "adm"
+        ));
+        let d = users
+            .add(&wf, &NoReactions, by, add("dee", Role::Deployer))
+            .await
+            .unwrap();
+        assert!(d.deployer_added, "a deployer joins the deployer list");
+        assert!(wf.read(|w| w.deployers.contains("dee")).await);
+        users
+            .add(&wf, &NoReactions, by, add("adm2", Role::Admin))
+            .await
+            .unwrap();
+        let off = SetDisabled {
+            name: "adm".into(),
+            disabled: true,
+        };
+        assert!(users.set_disabled("root", off).unwrap().disabled);
+        assert!(matches!(
+            users.remove("root", gone("adm2")),
+            Err(UserError::LastAdmin(_))
+        ));
+        let r = users
+            .rotate(
+                "root",
+                UserName {
+                    name: "adm2".into(),
+                    ttl_s: 10,
+                },
+            )
+            .unwrap();
+        assert_eq!((r.role, r.expires_at_ms), (Some(Role::Admin), 11_000));
+        assert!(matches!(
+            users.remove("root", gone("nobody")),
+            Err(UserError::Store(_))
+        ));
+        users.remove("root", gone("dee")).unwrap();
+        let actions: Vec<String> = users
+            .history()
+            .unwrap()
+            .into_iter()
+            .map(|a| format!("{} {}", a.action, a.user))
+            .collect();
+        assert_eq!(
+            actions,
+            [
+                "add adm",
+                "add dee",
+                "add adm2",
+                "disable adm",
+                "rotate adm2",
+                "remove dee"
+            ]
+        );
+    }
+}

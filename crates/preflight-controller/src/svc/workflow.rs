@@ -12,8 +12,8 @@ use std::sync::Arc;
 use preflight_core::plan::{Plan, MAX_ATTACHED_PLAN_BYTES};
 use preflight_core::role::Role;
 use preflight_core::workflow::{
-    Actor, Approval, CheckFailure, Command, Party, PlanFacts, Refusal, RefusalKind, StatsKey,
-    Timestamp, MAX_LIST_LEN,
+    check_id, Actor, Approval, CheckFailure, Command, Party, PlanFacts, Refusal, RefusalKind,
+    StatsKey, Timestamp, MAX_LIST_LEN,
 };
 use preflight_proto::v1 as pb;
 use preflight_store::UserRecord;
@@ -126,7 +126,10 @@ impl TryFrom<pb::WorkflowCommand> for ExecuteRequest {
     fn try_from(c: pb::WorkflowCommand) -> Result<ExecuteRequest, InvalidRequest> {
         use pb::workflow_command::Cmd as C;
         let Some(cmd) = c.cmd else {
-            return Err(InvalidRequest::new("cmd", "no command given"));
+            return Err(InvalidRequest::new(
+                "command",
+                "none given: the request names no workflow command (a CLI older than the controller? upgrade it)",
+            ));
         };
         let mut plan = None;
         let cmd = match cmd {
@@ -303,7 +306,7 @@ impl TryFrom<pb::DevRecordRequest> for DevRecord {
 fn attached_plan_from_wire(text: &str, digest: &str) -> Result<Plan, InvalidRequest> {
     if text.len() > MAX_ATTACHED_PLAN_BYTES {
         return Err(InvalidRequest::new(
-            "attach_plan.plan_toml",
+            "the plan file",
             format!(
                 "{} bytes; at most {MAX_ATTACHED_PLAN_BYTES} are accepted: split the batch into smaller ones",
                 text.len()
@@ -313,20 +316,75 @@ fn attached_plan_from_wire(text: &str, digest: &str) -> Result<Plan, InvalidRequ
     let plan = Plan::from_toml("plan_toml", text).map_err(|e| {
         let lines: Vec<String> = e.to_string().lines().take(20).map(String::from).collect();
         InvalidRequest::new(
-            "attach_plan.plan_toml",
+            "the plan file",
             format!("not a valid plan; nothing attached:\n{}", lines.join("\n")),
         )
     })?;
     if !digest.is_empty() && plan.digest() != digest {
         return Err(InvalidRequest::new(
-            "attach_plan.digest",
+            "the plan's digest",
             format!(
-                "{digest} is not the digest of plan_toml ({}); send the digest of the plan sent, or none",
+                "{digest} was sent with a plan file whose digest is {}: send the plan file's own digest, or none",
                 plan.digest()
             ),
         ));
     }
     Ok(plan)
+}
+
+/// An identifier field (batch, project, deployer), refused as the core refuses it.
+fn id(field: &'static str, v: String) -> Result<String, InvalidRequest> {
+    match check_id(field, &v) {
+        Ok(()) => Ok(v),
+        Err(Refusal::Invalid { field, problem }) => Err(InvalidRequest::new(field, problem)),
+        Err(other) => Err(InvalidRequest::new(field, other)),
+    }
+}
+
+/// An optional identifier field: empty means "not given".
+fn opt_id(field: &'static str, v: String) -> Result<Option<String>, InvalidRequest> {
+    opt(v).map(|v| id(field, v)).transpose()
+}
+
+/// `GetBatch`, checked: the batch.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct GetBatch(pub String);
+
+impl TryFrom<pb::GetBatchRequest> for GetBatch {
+    type Error = InvalidRequest;
+    fn try_from(r: pb::GetBatchRequest) -> Result<GetBatch, InvalidRequest> {
+        Ok(GetBatch(id("batch", r.batch)?))
+    }
+}
+
+/// `ListBatches`, checked: every batch, or one project's.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct ListBatches {
+    pub project: Option<String>,
+}
+
+impl TryFrom<pb::ListBatchesRequest> for ListBatches {
+    type Error = InvalidRequest;
+    fn try_from(r: pb::ListBatchesRequest) -> Result<ListBatches, InvalidRequest> {
+        Ok(ListBatches {
+            project: opt_id("project", r.project)?,
+        })
+    }
+}
+
+/// `GetQueue`, checked: every deployer's list, or one deployer's.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct GetQueue {
+    pub deployer: Option<String>,
+}
+
+impl TryFrom<pb::GetQueueRequest> for GetQueue {
+    type Error = InvalidRequest;
+    fn try_from(r: pb::GetQueueRequest) -> Result<GetQueue, InvalidRequest> {
+        Ok(GetQueue {
+            deployer: opt_id("deployer", r.deployer)?,
+        })
+    }
 }
 
 fn actor(user: UserRecord, role: Role) -> Actor {
@@ -383,7 +441,7 @@ impl pb::workflow_server::Workflow for WorkflowSvc {
         req: Request<pb::GetBatchRequest>,
     ) -> Result<Response<pb::BatchViewReply>, Status> {
         authorize(&self.0, &req, allowed("GetBatch"))?;
-        let id = req.into_inner().batch;
+        let GetBatch(id) = req.into_inner().try_into()?;
         let now = self.0.now_ms();
         let view = self.0.workflow.batch_view(&id, Timestamp(now)).await?;
         Ok(Response::new(pb::BatchViewReply {
@@ -397,12 +455,12 @@ impl pb::workflow_server::Workflow for WorkflowSvc {
         req: Request<pb::ListBatchesRequest>,
     ) -> Result<Response<pb::BatchListReply>, Status> {
         authorize(&self.0, &req, allowed("ListBatches"))?;
-        let project = req.into_inner().project;
+        let ListBatches { project } = req.into_inner().try_into()?;
         let now = self.0.now_ms();
         let batches = self
             .0
             .workflow
-            .read(|w| w.batch_summaries((!project.is_empty()).then_some(project.as_str())))
+            .read(|w| w.batch_summaries(project.as_deref()))
             .await;
         Ok(Response::new(pb::BatchListReply {
             batches: wire::enc_all(&batches),
@@ -415,13 +473,9 @@ impl pb::workflow_server::Workflow for WorkflowSvc {
         req: Request<pb::GetQueueRequest>,
     ) -> Result<Response<pb::QueueReply>, Status> {
         authorize(&self.0, &req, allowed("GetQueue"))?;
-        let deployer = req.into_inner().deployer;
+        let GetQueue { deployer } = req.into_inner().try_into()?;
         let now = self.0.now_ms();
-        let queues = self
-            .0
-            .workflow
-            .queues((!deployer.is_empty()).then_some(deployer.as_str()))
-            .await?;
+        let queues = self.0.workflow.queues(deployer.as_deref()).await?;
         Ok(Response::new(wire::queue_reply(&queues, now)))
     }
 
@@ -642,7 +696,7 @@ mod tests {
         let (field, _) = refusal(ExecuteRequest::try_from(pause(package, -3)));
         assert_eq!(field, "party");
         let (field, _) = refusal(ExecuteRequest::try_from(pb::WorkflowCommand { cmd: None }));
-        assert_eq!(field, "cmd");
+        assert_eq!(field, "command");
         let gd = |decision| pb::WorkflowCommand {
             cmd: Some(pb::workflow_command::Cmd::GdConfirm(pb::GdConfirmCmd {
                 batch: "B".into(),
@@ -692,6 +746,49 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn reads_refuse_malformed_ids_naming_the_field() {
+        let (field, problem) = refusal(GetBatch::try_from(pb::GetBatchRequest {
+            batch: "../etc".into(),
+        }));
+        assert_eq!(field, "batch");
+        assert!(problem.contains("not an id"), "{problem}");
+        assert_eq!(
+            refusal(GetBatch::try_from(pb::GetBatchRequest::default())).0,
+            "batch"
+        );
+        assert_eq!(
+            GetBatch::try_from(pb::GetBatchRequest { batch: "B7".into() }).expect("ok"),
+            GetBatch("B7".into())
+        );
+        let list = |project: &str| {
+            ListBatches::try_from(pb::ListBatchesRequest {
+                project: project.into(),
+            })
+        };
+        assert_eq!(list("").expect("all").project, None);
+        assert_eq!(list("P1").expect("one").project.as_deref(), Some("P1"));
+        assert_eq!(refusal(list("a b")).0, "project");
+        let queue = |deployer: &str| {
+            GetQueue::try_from(pb::GetQueueRequest {
+                deployer: deployer.into(),
+            })
+        };
+        assert_eq!(queue("").expect("all").deployer, None);
+        assert_eq!(refusal(queue(&"x".repeat(65))).0, "deployer");
+    }
+
+    #[test]
+    fn a_plan_sent_with_another_digest_is_refused_in_the_users_words() {
+        let valid = "[[servers]]\naddress = \"10.0.0.1\"\nhostname = \"h1\"\nrole = \"db\"\n";
+        let e = attached_plan_from_wire(valid, &"0".repeat(64)).unwrap_err();
+        assert_eq!(e.field, "the plan's digest");
+        assert!(e.problem.contains("plan file"), "{}", e.problem);
+        assert!(!e.to_string().contains("plan_toml"), "{e}");
+        let e = attached_plan_from_wire("[[servers]]\naddress = 1\n", "").unwrap_err();
+        assert_eq!(e.field, "the plan file");
     }
 
     #[test]

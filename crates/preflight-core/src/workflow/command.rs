@@ -467,7 +467,9 @@ impl Command {
     }
 }
 
-fn check_id(field: &'static str, v: &str) -> Result<(), Refusal> {
+/// An identifier (batch, project, deployer) as every command takes it: 1 to [`MAX_ID_LEN`]
+/// characters of A-Z a-z 0-9 . _ -; refused as [`Refusal::Invalid`] naming `field`.
+pub fn check_id(field: &'static str, v: &str) -> Result<(), Refusal> {
     let ok = !v.is_empty()
         && v.len() <= MAX_ID_LEN
         && v.bytes()

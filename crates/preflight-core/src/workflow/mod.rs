@@ -49,7 +49,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 pub use apply::{Outcome, StaleOutcome};
-pub use command::{Command, GdDecision};
+pub use command::{check_id, Command, GdDecision};
 pub use fold::{
     finding_ids, BatchSummary, BatchView, DeployerLoad, ProjectRow, ProjectsView, ReplayError,
 };
