@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "preflight/v1/bench.proto",
         "preflight/v1/harden.proto",
         "preflight/v1/network.proto",
+        "preflight/v1/role.proto",
         "preflight/v1/sweep.proto",
         "preflight/v1/controller.proto",
         "preflight/v1/workflow.proto",

@@ -788,7 +788,7 @@ fn workflow_cases(c: &mut Corpus) {
                 } else {
                     name
                 },
-                role: pb::UserRole::Auditor as i32,
+                role: pb::Role::Auditor as i32,
                 ttl_s: 0,
             },
         );
@@ -845,7 +845,7 @@ fn workflow_cases(c: &mut Corpus) {
             &["ttl_s"],
             pb::AddUserRequest {
                 name: "corpus-user".into(),
-                role: pb::UserRole::Auditor as i32,
+                role: pb::Role::Auditor as i32,
                 ttl_s: ttl,
             },
         );
@@ -1047,7 +1047,7 @@ fn approval(kind: i32) -> pb::ProjectApproval {
 fn fw_port(port: u32) -> pb::FirewallPort {
     pb::FirewallPort {
         port,
-        proto: "tcp".into(),
+        proto: pb::Protocol::Tcp as i32,
         sources: vec!["10.0.0.0/8".into()],
         reason: "corpus".into(),
     }
@@ -1583,10 +1583,9 @@ fn agent_cases(c: &mut Corpus) {
         ("caller.user", &|c: &mut pb::HardenCaller| {
             c.user = "u".repeat(300)
         }),
-        ("caller.role", &|c: &mut pb::HardenCaller| {
-            c.role = "root".into()
-        }),
-        ("caller.role", &|c: &mut pb::HardenCaller| c.role.clear()),
+        ("caller.role", &|c: &mut pb::HardenCaller| c.role = 99),
+        ("caller.role", &|c: &mut pb::HardenCaller| c.role = -1),
+        ("caller.role", &|c: &mut pb::HardenCaller| c.role = 0),
         ("caller.request_id", &|c: &mut pb::HardenCaller| {
             c.request_id.clear()
         }),
@@ -1648,6 +1647,26 @@ fn agent_cases(c: &mut Corpus) {
             }),
         );
     }
+    for proto in [3, 99, -1] {
+        c.agent(
+            "Agent/Harden",
+            format!("firewall.ports.proto {proto}"),
+            &["firewall.ports.proto"],
+            harden(&|r| {
+                r.operation = pb::HardenOperation::Apply as i32;
+                r.check_ids = vec!["fw.allowlist_ports".into()];
+                r.firewall = Some(pb::FirewallChange {
+                    ports: vec![pb::FirewallPort {
+                        proto,
+                        ..fw_port(8080)
+                    }],
+                    allow_port: true,
+                    confirm_timeout_s: 30,
+                    ..Default::default()
+                });
+            }),
+        );
+    }
     for h in ["md5", "bogus", "\0", &"h".repeat(300)] {
         c.agent(
             "Agent/Harden",
@@ -1666,7 +1685,7 @@ fn agent_cases(c: &mut Corpus) {
 fn caller() -> pb::HardenCaller {
     pb::HardenCaller {
         user: "admin".into(),
-        role: "admin".into(),
+        role: pb::Role::Admin as i32,
         request_id: "hr-corpus".into(),
     }
 }

@@ -134,7 +134,7 @@ fn every_controller_rpc_against_every_role_and_bad_tokens() {
         let add = |name: String, role: &str, ttl_s: u32| {
             let ch = ch.clone();
             let admin = admin.clone();
-            let role = pb::UserRole::from_str_name(&format!("USER_ROLE_{}", role.to_uppercase()))
+            let role = pb::Role::from_str_name(&format!("ROLE_{}", role.to_uppercase()))
                 .expect("a role of the wire contract") as i32;
             async move {
                 let mut c = pb::workflow_client::WorkflowClient::new(ch);

@@ -11,7 +11,8 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use preflight_harden::catalog::{self, ApplyOptions, Policy, Root, Status, DEFAULT_BACKUP_DIR};
+use preflight_core::evidence::EvidenceStatus;
+use preflight_harden::catalog::{self, ApplyOptions, Policy, Root, DEFAULT_BACKUP_DIR};
 
 /// Arguments of `preflight-agent harden`.
 #[derive(Debug, clap::Args)]
@@ -155,13 +156,13 @@ fn table_row(
     t: &mut Table,
     lang: Lang,
     id: &str,
-    st: Status,
+    st: EvidenceStatus,
     observed: &str,
     expected: &str,
     reason: Option<&str>,
 ) {
     let obs = match (st, reason) {
-        (Status::Unknown, Some(r)) if observed.is_empty() => r.to_string(),
+        (EvidenceStatus::Unknown, Some(r)) if observed.is_empty() => r.to_string(),
         _ => observed.to_string(),
     };
     t.row(vec![
@@ -179,32 +180,32 @@ fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn summary(statuses: impl Iterator<Item = Status>) -> String {
+fn summary(statuses: impl Iterator<Item = EvidenceStatus>) -> String {
     let (mut c, mut n, mut na, mut u) = (0, 0, 0, 0);
     for s in statuses {
         match s {
-            Status::Compliant => c += 1,
-            Status::NonCompliant => n += 1,
-            Status::NotApplicable => na += 1,
-            Status::Unknown => u += 1,
+            EvidenceStatus::Compliant => c += 1,
+            EvidenceStatus::NonCompliant => n += 1,
+            EvidenceStatus::NotApplicable => na += 1,
+            EvidenceStatus::Unknown => u += 1,
         }
     }
     format!("{c} compliant, {n} non_compliant, {na} not_applicable, {u} unknown")
 }
 
 /// [`summary`] in `lang`.
-fn summary_in(statuses: impl Iterator<Item = Status>, lang: Lang) -> String {
-    let s: Vec<Status> = statuses.collect();
+fn summary_in(statuses: impl Iterator<Item = EvidenceStatus>, lang: Lang) -> String {
+    let s: Vec<EvidenceStatus> = statuses.collect();
     if lang == Lang::En {
         return summary(s.into_iter());
     }
-    let n = |x: Status| s.iter().filter(|y| **y == x).count();
+    let n = |x: EvidenceStatus| s.iter().filter(|y| **y == x).count();
     format!(
         "{} 项符合，{} 项不符合，{} 项不适用，{} 项无法判定",
-        n(Status::Compliant),
-        n(Status::NonCompliant),
-        n(Status::NotApplicable),
-        n(Status::Unknown)
+        n(EvidenceStatus::Compliant),
+        n(EvidenceStatus::NonCompliant),
+        n(EvidenceStatus::NotApplicable),
+        n(EvidenceStatus::Unknown)
     )
 }
 

@@ -137,10 +137,12 @@ fn caller(c: Option<pb::HardenCaller>) -> Result<Caller, Status> {
     if c.user.is_empty() || c.user.len() > 128 {
         return Err(Status::invalid_argument("caller.user must be 1-128 bytes"));
     }
-    let role: Role = c
-        .role
-        .parse()
-        .map_err(|e| Status::invalid_argument(format!("caller.role: {e}")))?;
+    let role = role_of(c.role).ok_or_else(|| match c.role {
+        0 => Status::invalid_argument("caller.role is missing"),
+        v => Status::invalid_argument(format!(
+            "caller.role: value {v} is not a role this agent knows: upgrade the agent"
+        )),
+    })?;
     if c.request_id.is_empty() || c.request_id.len() > 128 {
         return Err(Status::invalid_argument(
             "caller.request_id must be 1-128 bytes",
@@ -149,6 +151,24 @@ fn caller(c: Option<pb::HardenCaller>) -> Result<Caller, Status> {
     Ok(Caller {
         operator: Operator { user: c.user, role },
         request_id: c.request_id,
+    })
+}
+
+/// The role of a caller on the wire; `None` for the unset value and values this build does not
+/// know.
+fn role_of(v: i32) -> Option<Role> {
+    Some(match pb::Role::try_from(v).ok()? {
+        pb::Role::Unspecified => return None,
+        pb::Role::Admin => Role::Admin,
+        pb::Role::Dispatcher => Role::Dispatcher,
+        pb::Role::Project => Role::Project,
+        pb::Role::Integrator => Role::Integrator,
+        pb::Role::Deployer => Role::Deployer,
+        pb::Role::PerfChecker => Role::PerfChecker,
+        pb::Role::Reviewer => Role::Reviewer,
+        pb::Role::DeliveryLead => Role::DeliveryLead,
+        pb::Role::Gd => Role::Gd,
+        pb::Role::Auditor => Role::Auditor,
     })
 }
 
@@ -220,12 +240,13 @@ pub(crate) fn planned_port(p: &pb::FirewallPort) -> Result<PlannedPort, Status> 
         .ok_or_else(|| {
             Status::invalid_argument(format!("firewall.ports.port {} is not 1-65535", p.port))
         })?;
-    let proto = match p.proto.as_str() {
-        "tcp" | "" => Proto::Tcp,
-        "udp" => Proto::Udp,
-        other => {
+    let proto = match pb::Protocol::try_from(p.proto) {
+        Ok(pb::Protocol::Tcp | pb::Protocol::Unspecified) => Proto::Tcp,
+        Ok(pb::Protocol::Udp) => Proto::Udp,
+        Err(_) => {
             return Err(Status::invalid_argument(format!(
-                "firewall.ports.proto {other:?} must be tcp or udp"
+                "firewall.ports.proto: value {} is not one this agent knows: use tcp or udp",
+                p.proto
             )))
         }
     };
@@ -941,7 +962,7 @@ pub async fn confirm_firewall(
     let raw = confirmation_raw(&r.change_id, persisted, backend, list.as_ref());
     let ev = signer.sign(raw, &caller)?;
     Ok(pb::ConfirmFirewallResponse {
-        outcome: "confirmed".into(),
+        outcome: pb::FirewallOutcome::Confirmed as i32,
         evidence: vec![ev],
         agent_cert_der: signer.cert_der,
     })
@@ -978,7 +999,7 @@ mod tests {
         );
         let facts = raw.firewall.expect("facts");
         let allowed: Vec<String> = facts.allowed.iter().map(ToString::to_string).collect();
-        assert_eq!(allowed, ["tcp/22", "tcp/7444", "tcp/8080"]);
+        assert_eq!(allowed, ["22/tcp", "7444/tcp", "8080/tcp"]);
         assert_eq!(facts.backend, evidence::FirewallBackend::Nftables);
         assert_eq!(facts.listeners, None);
         // Without a confirmed allow-list there is nothing to state.

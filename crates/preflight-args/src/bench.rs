@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Subcommand;
+use preflight_core::units;
 use preflight_proto::v1 as pb;
 
 const DISK_LONG: &str = "\
@@ -155,57 +156,14 @@ pub struct MemoryArgs {
     pub warmup: Duration,
 }
 
-/// Parses a size as fio and sysbench write them: a number with an optional binary suffix
-/// `k`, `m`, `g`, `t` (also `kb`, `kib`, ... in any case), e.g. `4k`, `1m`, `2300`, `64MiB`.
+/// Parses a size as fio and sysbench write them (see [`preflight_core::units::parse_size`]).
 pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let digits_end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, suffix) = t.split_at(digits_end);
-    if num.is_empty() {
-        return Err(format!(
-            "{s:?}: expected a number with an optional k/m/g/t suffix, e.g. 4k or 1g"
-        ));
-    }
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?}: number too large"))?;
-    let shift = match suffix.to_ascii_lowercase().as_str() {
-        "" | "b" => 0,
-        "k" | "kb" | "kib" => 10,
-        "m" | "mb" | "mib" => 20,
-        "g" | "gb" | "gib" => 30,
-        "t" | "tb" | "tib" => 40,
-        _ => {
-            return Err(format!(
-                "{s:?}: unknown suffix: use k, m, g or t (powers of 1024)"
-            ))
-        }
-    };
-    n.checked_mul(1u64 << shift)
-        .ok_or_else(|| format!("{s:?}: size overflows 64 bits"))
+    units::parse_size(s).map_err(|reason| format!("{s:?}: {reason}"))
 }
 
-/// Parses a duration as fio writes it: seconds, or a number with suffix `s`, `m` (minutes) or
-/// `ms`, e.g. `5`, `30s`, `2m`, `500ms`.
+/// Parses a duration as fio writes it (see [`preflight_core::units::parse_duration`]).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    let digits_end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, suffix) = t.split_at(digits_end);
-    if num.is_empty() {
-        return Err(format!("{s:?}: expected seconds, e.g. 5, 30s, 2m or 500ms"));
-    }
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?}: number too large"))?;
-    match suffix.to_ascii_lowercase().as_str() {
-        "" | "s" => Ok(Duration::from_secs(n)),
-        "ms" => Ok(Duration::from_millis(n)),
-        "m" | "min" => n
-            .checked_mul(60)
-            .map(Duration::from_secs)
-            .ok_or_else(|| format!("{s:?}: too long")),
-        _ => Err(format!("{s:?}: unknown suffix: use s, m or ms")),
-    }
+    units::parse_duration(s).map_err(|reason| format!("{s:?}: {reason}"))
 }
 
 fn size_arg(s: &str) -> Result<u64, String> {

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 use preflight_core::evidence::{self, EvidenceBundle, EvidenceStatus};
+use preflight_core::net::Proto;
 use preflight_proto::json;
 use preflight_proto::v1 as pb;
 use tonic::service::interceptor::InterceptedService;
@@ -285,14 +286,34 @@ fn parse_port(s: &str) -> anyhow::Result<pb::FirewallPort> {
         .ok()
         .filter(|p| *p != 0)
         .with_context(|| format!("port {s:?}: expected PORT/PROTO like 8080/tcp"))?;
-    if proto != "tcp" && proto != "udp" {
-        bail!("port {s:?}: protocol must be tcp or udp");
-    }
+    let proto = match proto
+        .parse::<Proto>()
+        .map_err(|e| anyhow::anyhow!("port {s:?}: {e}"))?
+    {
+        Proto::Tcp => pb::Protocol::Tcp,
+        Proto::Udp => pb::Protocol::Udp,
+    };
     Ok(pb::FirewallPort {
         port: port.into(),
-        proto: proto.into(),
+        proto: proto as i32,
         ..Default::default()
     })
+}
+
+/// What became of an agent's firewall change, in words: `confirmed`, or why not.
+fn firewall_words(a: &pb::AgentHardenResult) -> String {
+    match pb::FirewallOutcome::try_from(a.firewall) {
+        Ok(pb::FirewallOutcome::Confirmed) => "confirmed".into(),
+        Ok(pb::FirewallOutcome::NotConfirmed) => format!("not confirmed: {}", a.firewall_detail),
+        Ok(pb::FirewallOutcome::EvidenceRefused) => {
+            format!(
+                "confirmed, but its evidence was refused: {}",
+                a.firewall_detail
+            )
+        }
+        Ok(pb::FirewallOutcome::Unspecified) => "not confirmed".into(),
+        Err(_) => format!("outcome {} (unknown to this CLI)", a.firewall),
+    }
 }
 
 fn request(op: pb::HardenOperation, c: &Checks) -> anyhow::Result<pb::HardenAgentsRequest> {
@@ -428,14 +449,14 @@ fn results_text(r: &pb::HardenAgentsResponse, show_diffs: bool, lang: Lang) -> S
                     "防火墙变更 {}（{}）：{}",
                     fw.change_id,
                     json::name::<pb::FirewallBackend>(fw.backend),
-                    a.firewall
+                    firewall_words(a)
                 );
             } else {
                 line!(
                     "firewall change {} ({}): {}",
                     fw.change_id,
                     json::name::<pb::FirewallBackend>(fw.backend),
-                    a.firewall
+                    firewall_words(a)
                 );
             }
             for b in &fw.blocked_listeners {
@@ -554,14 +575,16 @@ pub async fn run(c: HardenCmd, conn: &Conn, out: Output) -> anyhow::Result<()> {
             } else if res.error.is_empty() {
                 println!(
                     "{port} on {}: {} (request {})",
-                    res.agent_id, res.firewall, r.request_id
+                    res.agent_id,
+                    firewall_words(&res),
+                    r.request_id
                 );
             }
             if !res.error.is_empty() {
                 bail!("{}: {}", res.agent_id, res.error);
             }
-            if res.firewall != "confirmed" {
-                bail!("{}: {}", res.agent_id, res.firewall);
+            if res.firewall != pb::FirewallOutcome::Confirmed as i32 {
+                bail!("{}: {}", res.agent_id, firewall_words(&res));
             }
             Ok(())
         }
@@ -877,8 +900,10 @@ async fn harden(op: HardenOp, conn: &Conn, out: Output) -> anyhow::Result<()> {
             }
             finish(&applied)?;
             for a in &applied.results {
-                if a.firewall_change.is_some() && a.firewall != "confirmed" {
-                    bail!("{}: firewall {}", a.agent_id, a.firewall);
+                if a.firewall_change.is_some()
+                    && a.firewall != pb::FirewallOutcome::Confirmed as i32
+                {
+                    bail!("{}: firewall {}", a.agent_id, firewall_words(a));
                 }
             }
             return finish(&verified);
@@ -1156,6 +1181,37 @@ mod tests {
     use preflight_core::evidence::{
         Checkpoint, EvidenceOperation, EvidenceRecord, Operator, SignedCheckpoint, SignedRecord,
     };
+
+    /// `--output json` keeps the words of the fields that were strings: `"firewall":
+    /// "confirmed"`, a port's `"proto": "udp"`; the text shows why a change was not confirmed.
+    #[test]
+    fn firewall_outcome_and_protocol_keep_their_words() {
+        let mut res = pb::AgentHardenResult {
+            agent_id: "web-01".into(),
+            firewall: pb::FirewallOutcome::Confirmed as i32,
+            ..Default::default()
+        };
+        let v = serde_json::to_value(&res).expect("json");
+        assert_eq!(v["firewall"], "confirmed");
+        assert_eq!(firewall_words(&res), "confirmed");
+        res.firewall = pb::FirewallOutcome::NotConfirmed as i32;
+        res.firewall_detail = "cannot open a new connection".into();
+        assert_eq!(
+            serde_json::to_value(&res).expect("json")["firewall"],
+            "not_confirmed"
+        );
+        assert_eq!(
+            firewall_words(&res),
+            "not confirmed: cannot open a new connection"
+        );
+        let p = parse_port("514/udp").expect("port");
+        assert_eq!(serde_json::to_value(&p).expect("json")["proto"], "udp");
+        assert_eq!(
+            parse_port("8080").expect("port").proto,
+            pb::Protocol::Tcp as i32
+        );
+        assert!(parse_port("8080/sctp").is_err());
+    }
 
     fn rec(check: &str, op: EvidenceOperation, st: EvidenceStatus, t: u64) -> SignedRecord {
         SignedRecord {

@@ -53,7 +53,7 @@ type Wf = pb::workflow_client::WorkflowClient<crate::client::Authed>;
 impl Office {
     async fn new(admin: &Conn) -> anyhow::Result<Office> {
         let mut c = wf(admin).await?;
-        let mut add = async |name: &str, role: pb::UserRole| -> anyhow::Result<Conn> {
+        let mut add = async |name: &str, role: pb::Role| -> anyhow::Result<Conn> {
             let token = c
                 .add_user(pb::AddUserRequest {
                     name: name.into(),
@@ -69,8 +69,8 @@ impl Office {
                 ..admin.clone()
             })
         };
-        let project = add("pat", pb::UserRole::Project).await?;
-        let integrator = add("ian", pb::UserRole::Integrator).await?;
+        let project = add("pat", pb::Role::Project).await?;
+        let integrator = add("ian", pb::Role::Integrator).await?;
         Ok(Office {
             admin: admin.clone(),
             project,

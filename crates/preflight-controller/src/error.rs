@@ -9,17 +9,25 @@ use tonic::Status;
 /// A request field that cannot be accepted: which field, what is wrong, how to fix it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {problem}")]
-pub(crate) struct InvalidRequest {
+pub struct InvalidRequest {
+    /// The field, as the user knows it.
     pub field: String,
+    /// What is wrong, and how to fix it.
     pub problem: String,
 }
 
 impl InvalidRequest {
-    pub(crate) fn new(field: impl Into<String>, problem: impl std::fmt::Display) -> Self {
+    /// `field` refused for `problem`.
+    pub fn new(field: impl Into<String>, problem: impl std::fmt::Display) -> Self {
         Self {
             field: field.into(),
             problem: problem.to_string(),
         }
+    }
+
+    /// A required part that is not there.
+    pub fn missing(field: impl Into<String>) -> Self {
+        Self::new(field, "missing")
     }
 }
 
@@ -29,13 +37,14 @@ impl From<InvalidRequest> for Status {
     }
 }
 
-/// A proto enum field's value, refusing a value this build does not know (a newer client) and,
-/// for a required field, the unset zero value.
-pub(crate) fn enum_field<E: TryFrom<i32>>(field: &str, value: i32) -> Result<E, InvalidRequest> {
+/// A proto enum field's value, refusing a value this build does not know (sent by a newer
+/// client or controller). The one decoder of enum fields: `crate::wire::enum_of` builds on it
+/// for a required field in the core's terms.
+pub fn enum_field<E: TryFrom<i32>>(field: &str, value: i32) -> Result<E, InvalidRequest> {
     E::try_from(value).map_err(|_| {
         InvalidRequest::new(
             field,
-            format!("value {value} is not one this controller knows: upgrade the controller or use a listed value"),
+            format!("value {value} is not one this build of preflight knows: use a listed value, or upgrade whichever of the CLI and the controller is older"),
         )
     })
 }

@@ -11,7 +11,6 @@
 mod agents;
 mod auth;
 mod engine;
-#[allow(dead_code)] // adopted service by service (issue 21)
 mod error;
 mod http;
 mod metrics;
@@ -32,7 +31,7 @@ use preflight_store::{Store, UserRecord};
 pub(crate) use state::Shared;
 
 pub use auth::{hash_token, new_secret};
-pub use svc::users::{rotate_offline, DEFAULT_TOKEN_TTL_S, MAX_USER_TTL_S};
+pub use engine::users::{rotate_offline, DEFAULT_TOKEN_TTL_S, MAX_USER_TTL_S};
 
 /// The controller's version, reported to people and agents.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -144,7 +143,7 @@ impl ServeConfig {
                 .ok()
                 .and_then(|p| p.parent().map(Path::to_path_buf))
                 .unwrap_or_else(|| PathBuf::from(".")),
-            user_token_ttl: Duration::from_secs(u64::from(svc::users::DEFAULT_TOKEN_TTL_S)),
+            user_token_ttl: Duration::from_secs(u64::from(engine::users::DEFAULT_TOKEN_TTL_S)),
         }
     }
 }

@@ -46,4 +46,16 @@ impl Shared {
     pub fn now_ms(&self) -> i64 {
         self.clock.now_ms()
     }
+
+    /// The hardening engine over the parts of this state it needs.
+    pub fn hardening(&self) -> engine::hardening::Hardening<'_> {
+        engine::hardening::Hardening {
+            store: &self.store,
+            evidence: self.evidence.store(),
+            workflow: &self.workflow,
+            clock: &*self.clock,
+            recording: &self.hardening_recording,
+            reactions: self,
+        }
+    }
 }

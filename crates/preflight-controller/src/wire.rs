@@ -16,33 +16,14 @@ use preflight_core::workflow::{
 };
 use preflight_proto::v1 as pb;
 
-/// A reply part this build cannot take: which field, and what is wrong with it.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {problem}")]
-pub struct WireError {
-    /// The proto field.
-    pub field: String,
-    /// What is wrong.
-    pub problem: String,
-}
-
-impl WireError {
-    fn new(field: &str, problem: impl std::fmt::Display) -> WireError {
-        WireError {
-            field: field.to_string(),
-            problem: problem.to_string(),
-        }
-    }
-
-    fn missing(field: &str) -> WireError {
-        WireError::new(field, "missing")
-    }
-}
+pub use crate::error::{enum_field, InvalidRequest};
 
 /// A closed set of the core and its proto enum.
-pub trait WireEnum: Sized + Copy {
+pub trait WireEnum: Sized + Copy + 'static {
     /// The proto enum.
-    type Pb: TryFrom<i32> + Into<i32> + Copy;
+    type Pb: TryFrom<i32> + Into<i32> + Copy + std::fmt::Debug;
+    /// Every value.
+    const ALL: &'static [Self];
     /// The proto value.
     fn to_pb(self) -> Self::Pb;
     /// The core value; `None` for the unset zero value.
@@ -53,21 +34,23 @@ pub trait WireEnum: Sized + Copy {
     }
 }
 
-/// An enum field's value: refused when unknown to this build or unset.
-pub fn enum_of<E: WireEnum>(field: &str, v: i32) -> Result<E, WireError> {
-    let p = E::Pb::try_from(v).map_err(|_| {
-        WireError::new(
-            field,
-            format!("value {v} is not one this build knows: upgrade preflight"),
-        )
-    })?;
-    E::from_pb(p).ok_or_else(|| WireError::new(field, "not given"))
+/// A required enum field in the core's terms: a value unknown to this build is refused
+/// ([`enum_field`]), and so is the unset zero value, naming the values the field takes.
+pub fn enum_of<E: WireEnum>(field: &str, v: i32) -> Result<E, InvalidRequest> {
+    E::from_pb(enum_field::<E::Pb>(field, v)?).ok_or_else(|| {
+        let words: Vec<String> = E::ALL
+            .iter()
+            .map(|e| preflight_proto::json::name::<E::Pb>(e.to_i32()))
+            .collect();
+        InvalidRequest::new(field, format!("not given: use one of {}", words.join(", ")))
+    })
 }
 
 macro_rules! same_variants {
     ($($core:ident <=> $pb:ident { $($v:ident),* $(,)? })*) => {$(
         impl WireEnum for $core {
             type Pb = pb::$pb;
+            const ALL: &'static [Self] = &[$($core::$v),*];
             fn to_pb(self) -> pb::$pb {
                 match self { $($core::$v => pb::$pb::$v,)* }
             }
@@ -94,7 +77,7 @@ same_variants! {
     Party <=> WorkflowParty {
         Project, Integrator, Deployer, Dispatcher, PerfChecker, Customer, Other,
     }
-    Role <=> UserRole {
+    Role <=> Role {
         Admin, Dispatcher, Project, Integrator, Deployer, PerfChecker, Reviewer, DeliveryLead,
         Gd, Auditor,
     }
@@ -111,6 +94,7 @@ same_variants! {
 
 impl WireEnum for GdDecision {
     type Pb = pb::GdDecision;
+    const ALL: &'static [Self] = &[GdDecision::ConfirmReason, GdDecision::ConfirmTermination];
     fn to_pb(self) -> pb::GdDecision {
         match self {
             GdDecision::ConfirmReason => pb::GdDecision::Reason,
@@ -133,7 +117,7 @@ pub trait Wire: Sized {
     /// The message of this value.
     fn encode(&self) -> Self::Pb;
     /// The value of a message.
-    fn decode(p: Self::Pb) -> Result<Self, WireError>;
+    fn decode(p: Self::Pb) -> Result<Self, InvalidRequest>;
 }
 
 /// A list of core values as sent.
@@ -142,17 +126,17 @@ pub fn enc_all<T: Wire>(v: &[T]) -> Vec<T::Pb> {
 }
 
 /// A list of core values as received.
-pub fn dec_all<T: Wire>(v: Vec<T::Pb>) -> Result<Vec<T>, WireError> {
+pub fn dec_all<T: Wire>(v: Vec<T::Pb>) -> Result<Vec<T>, InvalidRequest> {
     v.into_iter().map(T::decode).collect()
 }
 
-fn dec_opt<T: Wire>(v: Option<T::Pb>) -> Result<Option<T>, WireError> {
+fn dec_opt<T: Wire>(v: Option<T::Pb>) -> Result<Option<T>, InvalidRequest> {
     v.map(T::decode).transpose()
 }
 
 /// A required message as received.
-pub fn dec_need<T: Wire>(field: &str, v: Option<T::Pb>) -> Result<T, WireError> {
-    T::decode(v.ok_or_else(|| WireError::missing(field))?)
+pub fn dec_need<T: Wire>(field: &str, v: Option<T::Pb>) -> Result<T, InvalidRequest> {
+    T::decode(v.ok_or_else(|| InvalidRequest::missing(field))?)
 }
 
 fn ts(t: Timestamp) -> i64 {
@@ -174,14 +158,14 @@ impl Wire for Actor {
             },
         }
     }
-    fn decode(p: pb::WorkflowActor) -> Result<Actor, WireError> {
+    fn decode(p: pb::WorkflowActor) -> Result<Actor, InvalidRequest> {
         match pb::ActorKind::try_from(p.kind) {
             Ok(pb::ActorKind::User) => Ok(Actor::User {
                 name: p.name,
                 role: enum_of("by.role", p.role)?,
             }),
             Ok(pb::ActorKind::System) => Ok(Actor::System),
-            _ => Err(WireError::new(
+            _ => Err(InvalidRequest::new(
                 "by.kind",
                 format!("value {} unknown", p.kind),
             )),
@@ -213,7 +197,7 @@ impl Wire for Approval {
             },
         }
     }
-    fn decode(p: pb::ProjectApproval) -> Result<Approval, WireError> {
+    fn decode(p: pb::ProjectApproval) -> Result<Approval, InvalidRequest> {
         match pb::ApprovalKind::try_from(p.kind) {
             Ok(pb::ApprovalKind::Unspecified | pb::ApprovalKind::Pending) => Ok(Approval::Pending),
             Ok(pb::ApprovalKind::Approved) => Ok(Approval::Approved { budget: p.budget }),
@@ -221,7 +205,7 @@ impl Wire for Approval {
                 approver: p.approver,
                 reference: p.reference,
             }),
-            Err(_) => Err(WireError::new(
+            Err(_) => Err(InvalidRequest::new(
                 "approval.kind",
                 format!("value {} unknown", p.kind),
             )),
@@ -240,7 +224,7 @@ impl Wire for Project {
             created_at_ms: ts(self.created_at),
         }
     }
-    fn decode(p: pb::WorkflowProject) -> Result<Project, WireError> {
+    fn decode(p: pb::WorkflowProject) -> Result<Project, InvalidRequest> {
         Ok(Project {
             id: p.id,
             name: p.name,
@@ -261,7 +245,7 @@ impl Wire for CheckFailure {
             party: self.party.to_i32(),
         }
     }
-    fn decode(p: pb::WorkflowCheckFailure) -> Result<CheckFailure, WireError> {
+    fn decode(p: pb::WorkflowCheckFailure) -> Result<CheckFailure, InvalidRequest> {
         Ok(CheckFailure {
             reason: enum_of("reason", p.reason)?,
             party: enum_of("party", p.party)?,
@@ -281,7 +265,7 @@ impl Wire for PlanFacts {
             incomplete_zh: self.incomplete_zh.clone(),
         }
     }
-    fn decode(p: pb::WorkflowPlanFacts) -> Result<PlanFacts, WireError> {
+    fn decode(p: pb::WorkflowPlanFacts) -> Result<PlanFacts, InvalidRequest> {
         Ok(PlanFacts {
             digest: p.digest,
             hosts: p.hosts,
@@ -302,7 +286,7 @@ impl Wire for ReadinessSummary {
             soft_failures: enc_all(&self.soft_failures),
         }
     }
-    fn decode(p: pb::WorkflowReadiness) -> Result<ReadinessSummary, WireError> {
+    fn decode(p: pb::WorkflowReadiness) -> Result<ReadinessSummary, InvalidRequest> {
         Ok(ReadinessSummary {
             run_id: p.run_id,
             finished_at: Timestamp(p.finished_at_ms),
@@ -325,7 +309,7 @@ impl Wire for HostHardening {
             firewall_missing_ports: self.firewall_missing_ports.clone(),
         }
     }
-    fn decode(p: pb::WorkflowHostHardening) -> Result<HostHardening, WireError> {
+    fn decode(p: pb::WorkflowHostHardening) -> Result<HostHardening, InvalidRequest> {
         Ok(HostHardening {
             baseline_applied: p.baseline_applied,
             all_compliant: p.all_compliant,
@@ -349,14 +333,14 @@ impl Wire for HardeningSummary {
                 .collect(),
         }
     }
-    fn decode(p: pb::WorkflowHardening) -> Result<HardeningSummary, WireError> {
+    fn decode(p: pb::WorkflowHardening) -> Result<HardeningSummary, InvalidRequest> {
         Ok(HardeningSummary {
             recorded_at: Timestamp(p.recorded_at_ms),
             hosts: p
                 .hosts
                 .into_iter()
                 .map(|(h, v)| Ok((h, HostHardening::decode(v)?)))
-                .collect::<Result<BTreeMap<_, _>, WireError>>()?,
+                .collect::<Result<BTreeMap<_, _>, InvalidRequest>>()?,
         })
     }
 }
@@ -370,7 +354,7 @@ impl Wire for PerfSummary {
             shortfalls: enc_all(&self.shortfalls),
         }
     }
-    fn decode(p: pb::WorkflowPerf) -> Result<PerfSummary, WireError> {
+    fn decode(p: pb::WorkflowPerf) -> Result<PerfSummary, InvalidRequest> {
         Ok(PerfSummary {
             run_id: p.run_id,
             finished_at: Timestamp(p.finished_at_ms),
@@ -390,7 +374,7 @@ impl Wire for Risk {
             at_ms: ts(self.at),
         }
     }
-    fn decode(p: pb::WorkflowRisk) -> Result<Risk, WireError> {
+    fn decode(p: pb::WorkflowRisk) -> Result<Risk, InvalidRequest> {
         Ok(Risk {
             id: p.id,
             text: p.text,
@@ -413,7 +397,7 @@ impl Wire for RiskFiling {
             review_note: self.review_note.clone(),
         }
     }
-    fn decode(p: pb::WorkflowRiskFiling) -> Result<RiskFiling, WireError> {
+    fn decode(p: pb::WorkflowRiskFiling) -> Result<RiskFiling, InvalidRequest> {
         Ok(RiskFiling {
             status: enum_of("filing.status", p.status)?,
             risks: p.risks,
@@ -435,10 +419,10 @@ impl Wire for Acceptance {
             at_ms: ts(self.at),
         }
     }
-    fn decode(p: pb::WorkflowAcceptance) -> Result<Acceptance, WireError> {
+    fn decode(p: pb::WorkflowAcceptance) -> Result<Acceptance, InvalidRequest> {
         Ok(Acceptance {
             rating: u8::try_from(p.rating)
-                .map_err(|_| WireError::new("acceptance.rating", "out of range"))?,
+                .map_err(|_| InvalidRequest::new("acceptance.rating", "out of range"))?,
             comment: p.comment,
             by: p.by,
             at: Timestamp(p.at_ms),
@@ -456,7 +440,7 @@ impl Wire for QueueJump {
             at_ms: ts(self.at),
         }
     }
-    fn decode(p: pb::WorkflowQueueJump) -> Result<QueueJump, WireError> {
+    fn decode(p: pb::WorkflowQueueJump) -> Result<QueueJump, InvalidRequest> {
         Ok(QueueJump {
             position: p.position,
             approver: p.approver,
@@ -483,7 +467,7 @@ impl Wire for PauseRecord {
             gd_confirmed_at_ms: self.gd_confirmed_at.map(ts),
         }
     }
-    fn decode(p: pb::WorkflowPause) -> Result<PauseRecord, WireError> {
+    fn decode(p: pb::WorkflowPause) -> Result<PauseRecord, InvalidRequest> {
         Ok(PauseRecord {
             stage: enum_of("pause.stage", p.stage)?,
             by: dec_need("pause.by", p.by)?,
@@ -527,7 +511,7 @@ impl Wire for Batch {
             acceptance: self.acceptance.as_ref().map(Wire::encode),
         }
     }
-    fn decode(p: pb::WorkflowBatch) -> Result<Batch, WireError> {
+    fn decode(p: pb::WorkflowBatch) -> Result<Batch, InvalidRequest> {
         Ok(Batch {
             stage: enum_of("batch.stage", p.stage)?,
             id: p.id,
@@ -574,7 +558,7 @@ impl Wire for Holder {
             },
         }
     }
-    fn decode(p: pb::WorkflowHolder) -> Result<Holder, WireError> {
+    fn decode(p: pb::WorkflowHolder) -> Result<Holder, InvalidRequest> {
         match pb::HolderKind::try_from(p.kind) {
             Ok(pb::HolderKind::Person) => Ok(Holder::Person(p.person)),
             Ok(pb::HolderKind::Roles) => Ok(Holder::Roles(
@@ -584,7 +568,7 @@ impl Wire for Holder {
                     .collect::<Result<_, _>>()?,
             )),
             Ok(pb::HolderKind::Nobody) => Ok(Holder::Nobody),
-            _ => Err(WireError::new(
+            _ => Err(InvalidRequest::new(
                 "held_by.kind",
                 format!("value {} unknown", p.kind),
             )),
@@ -604,7 +588,7 @@ impl Wire for GateStatus {
             missing_zh: self.missing_zh.clone(),
         }
     }
-    fn decode(p: pb::WorkflowGateStatus) -> Result<GateStatus, WireError> {
+    fn decode(p: pb::WorkflowGateStatus) -> Result<GateStatus, InvalidRequest> {
         Ok(GateStatus {
             gate: enum_of("gates.gate", p.gate)?,
             met: p.met,
@@ -627,7 +611,7 @@ impl Wire for QueueEntry {
             jump: self.jump.as_ref().map(Wire::encode),
         }
     }
-    fn decode(p: pb::WorkflowQueueEntry) -> Result<QueueEntry, WireError> {
+    fn decode(p: pb::WorkflowQueueEntry) -> Result<QueueEntry, InvalidRequest> {
         Ok(QueueEntry {
             position: p.position,
             class: enum_of("queue.class", p.class)?,
@@ -719,12 +703,12 @@ impl Wire for Event {
             data,
         }
     }
-    fn decode(p: pb::WorkflowEvent) -> Result<Event, WireError> {
+    fn decode(p: pb::WorkflowEvent) -> Result<Event, InvalidRequest> {
         use pb::workflow_event::Data as D;
         use pb::WorkflowEventKind as K;
         let kind = K::try_from(p.kind)
-            .map_err(|_| WireError::new("event.kind", format!("value {} unknown", p.kind)))?;
-        let mismatch = || WireError::new("event.data", format!("does not fit kind {kind:?}"));
+            .map_err(|_| InvalidRequest::new("event.kind", format!("value {} unknown", p.kind)))?;
+        let mismatch = || InvalidRequest::new("event.data", format!("does not fit kind {kind:?}"));
         let kind = match (kind, p.data) {
             (K::DeployerAdded, Some(D::DeployerName(name))) => EventKind::DeployerAdded { name },
             (K::ProjectCreated, Some(D::CreatedProject(x))) => EventKind::ProjectCreated {
@@ -782,7 +766,7 @@ impl Wire for Event {
             (K::Escalated, _) => EventKind::Escalated,
             (K::GdConfirmedReason, _) => EventKind::GdConfirmedReason,
             (K::Terminated, _) => EventKind::Terminated,
-            (K::Unspecified, _) => return Err(WireError::new("event.kind", "not given")),
+            (K::Unspecified, _) => return Err(InvalidRequest::new("event.kind", "not given")),
             _ => return Err(mismatch()),
         };
         Ok(Event {
@@ -813,7 +797,7 @@ impl Wire for BatchView {
             history: enc_all(&self.history),
         }
     }
-    fn decode(p: pb::WorkflowBatchView) -> Result<BatchView, WireError> {
+    fn decode(p: pb::WorkflowBatchView) -> Result<BatchView, InvalidRequest> {
         Ok(BatchView {
             batch: dec_need("view.batch", p.batch)?,
             stage_zh: p.stage_zh,
@@ -843,7 +827,7 @@ impl Wire for BatchSummary {
             pause_reason: self.pause_reason.map(PauseReason::to_i32),
         }
     }
-    fn decode(p: pb::WorkflowBatchSummary) -> Result<BatchSummary, WireError> {
+    fn decode(p: pb::WorkflowBatchSummary) -> Result<BatchSummary, InvalidRequest> {
         Ok(BatchSummary {
             stage: enum_of("batches.stage", p.stage)?,
             id: p.id,
@@ -870,7 +854,7 @@ impl Wire for ProjectRow {
             restricted_by: self.restricted_by.clone(),
         }
     }
-    fn decode(p: pb::WorkflowProjectRow) -> Result<ProjectRow, WireError> {
+    fn decode(p: pb::WorkflowProjectRow) -> Result<ProjectRow, InvalidRequest> {
         Ok(ProjectRow {
             project: dec_need("projects.project", p.project)?,
             restricted_by: p.restricted_by,
@@ -886,11 +870,11 @@ impl Wire for DeployerLoad {
             load: self.load as u64,
         }
     }
-    fn decode(p: pb::DeployerLoad) -> Result<DeployerLoad, WireError> {
+    fn decode(p: pb::DeployerLoad) -> Result<DeployerLoad, InvalidRequest> {
         Ok(DeployerLoad {
             name: p.name,
             load: usize::try_from(p.load)
-                .map_err(|_| WireError::new("deployers.load", "out of range"))?,
+                .map_err(|_| InvalidRequest::new("deployers.load", "out of range"))?,
         })
     }
 }
@@ -905,7 +889,7 @@ impl Wire for PauseStatsRow {
             median_days: self.median_days,
         }
     }
-    fn decode(p: pb::PauseStatsRow) -> Result<PauseStatsRow, WireError> {
+    fn decode(p: pb::PauseStatsRow) -> Result<PauseStatsRow, InvalidRequest> {
         Ok(PauseStatsRow {
             key: p.key,
             count: p.count,
@@ -925,7 +909,7 @@ pub fn projects_reply(v: &ProjectsView, now_ms: i64) -> pb::ProjectsReply {
 }
 
 /// `ListProjects`: the view as received.
-pub fn projects_view(r: pb::ProjectsReply) -> Result<ProjectsView, WireError> {
+pub fn projects_view(r: pb::ProjectsReply) -> Result<ProjectsView, InvalidRequest> {
     Ok(ProjectsView {
         projects: dec_all(r.projects)?,
         deployers: dec_all(r.deployers)?,
@@ -947,7 +931,7 @@ pub fn queue_reply(q: &BTreeMap<String, Vec<QueueEntry>>, now_ms: i64) -> pb::Qu
 }
 
 /// `GetQueue`: deployer lists as received, by deployer name.
-pub fn queues(r: pb::QueueReply) -> Result<BTreeMap<String, Vec<QueueEntry>>, WireError> {
+pub fn queues(r: pb::QueueReply) -> Result<BTreeMap<String, Vec<QueueEntry>>, InvalidRequest> {
     r.queues
         .into_iter()
         .map(|q| Ok((q.deployer, dec_all(q.entries)?)))
@@ -971,7 +955,9 @@ mod tests {
                 assert_eq!(enum_of::<E>("f", e.to_i32()).as_ref(), Ok(e));
                 assert_ne!(e.to_i32(), 0, "{e:?} must not be the unset value");
             }
-            assert_eq!(enum_of::<E>("f", 0).unwrap_err().problem, "not given");
+            let unset = enum_of::<E>("f", 0).unwrap_err().problem;
+            assert!(unset.starts_with("not given: use one of "), "{unset}");
+            assert_eq!(unset.matches(", ").count() + 1, E::ALL.len(), "{unset}");
             let e = enum_of::<E>("the_field", 1_000).unwrap_err();
             assert_eq!(e.field, "the_field");
             assert!(e.problem.contains("1000"), "{}", e.problem);
@@ -1015,7 +1001,7 @@ mod tests {
         }
         for r in Role::ALL {
             assert_eq!(
-                preflight_proto::json::name::<pb::UserRole>(r.to_i32()),
+                preflight_proto::json::name::<pb::Role>(r.to_i32()),
                 r.as_str()
             );
         }

@@ -7,6 +7,7 @@ pub mod plan;
 pub mod readiness;
 pub mod role;
 pub mod timefmt;
+pub mod units;
 pub mod workflow;
 
 /// An error and its causes on one line.

@@ -2,6 +2,7 @@
 //! specification (protocol plus range), as plans, firewall facts, listeners and probes name them.
 
 use std::fmt;
+use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
@@ -70,7 +71,26 @@ impl fmt::Display for Proto {
     }
 }
 
-/// Ports of one protocol: `tcp/22`, `udp/8000-8010`.
+/// A protocol word that is neither `tcp` nor `udp`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("protocol {0:?} must be tcp or udp")]
+pub struct UnknownProto(pub String);
+
+impl FromStr for Proto {
+    type Err = UnknownProto;
+
+    /// `tcp` or `udp`, as [`Proto::as_str`] writes them (lowercase only).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "tcp" => Ok(Proto::Tcp),
+            "udp" => Ok(Proto::Udp),
+            other => Err(UnknownProto(other.to_owned())),
+        }
+    }
+}
+
+/// Ports of one protocol: `22/tcp`, `8000-8010/udp` (as users type them, as the workflow stores
+/// missing ports and as the sweep names its port checks).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct PortSpec {
     /// The protocol.
@@ -79,9 +99,22 @@ pub struct PortSpec {
     pub ports: PortRange,
 }
 
+impl PortSpec {
+    /// One port of a protocol.
+    pub fn single(proto: Proto, port: u16) -> Self {
+        PortSpec {
+            proto,
+            ports: PortRange {
+                first: port,
+                last: port,
+            },
+        }
+    }
+}
+
 impl fmt::Display for PortSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.proto, self.ports)
+        write!(f, "{}/{}", self.ports, self.proto)
     }
 }
 
@@ -91,13 +124,7 @@ mod tests {
 
     #[test]
     fn port_specs_show_protocol_and_range() {
-        let one = PortSpec {
-            proto: Proto::Tcp,
-            ports: PortRange {
-                first: 22,
-                last: 22,
-            },
-        };
+        let one = PortSpec::single(Proto::Tcp, 22);
         let many = PortSpec {
             proto: Proto::Udp,
             ports: PortRange {
@@ -105,9 +132,23 @@ mod tests {
                 last: 8010,
             },
         };
-        assert_eq!(one.to_string(), "tcp/22");
-        assert_eq!(many.to_string(), "udp/8000-8010");
+        assert_eq!(one.to_string(), "22/tcp");
+        assert_eq!(many.to_string(), "8000-8010/udp");
         assert_eq!(many.ports.len(), 11);
         assert_eq!(serde_json::to_string(&one.proto).unwrap(), "\"tcp\"");
+    }
+
+    #[test]
+    fn protocols_read_back_the_words_they_write() {
+        for p in [Proto::Tcp, Proto::Udp] {
+            assert_eq!(p.to_string().parse::<Proto>(), Ok(p));
+        }
+        for bad in ["", "TCP", "sctp", "tcp "] {
+            let e = bad.parse::<Proto>().unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!("protocol {bad:?} must be tcp or udp")
+            );
+        }
     }
 }

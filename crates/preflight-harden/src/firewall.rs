@@ -24,7 +24,7 @@ use std::fmt;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use preflight_core::net::{PortRange, PortSpec, Proto};
+use preflight_core::net::{PortSpec, Proto};
 use serde::{Deserialize, Serialize};
 
 pub mod audit;
@@ -90,18 +90,7 @@ pub struct PlannedPort {
 impl PlannedPort {
     /// The port with its protocol.
     pub fn spec(&self) -> PortSpec {
-        port_spec(self.proto, self.port)
-    }
-}
-
-/// One port of a protocol as a [`PortSpec`].
-pub fn port_spec(proto: Proto, port: u16) -> PortSpec {
-    PortSpec {
-        proto,
-        ports: PortRange {
-            first: port,
-            last: port,
-        },
+        PortSpec::single(self.proto, self.port)
     }
 }
 

@@ -14,7 +14,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use preflight_harden::catalog::{self, ApplyOptions, NoFirewall, Policy, Root, Status};
+use preflight_core::evidence::EvidenceStatus;
+use preflight_harden::catalog::{self, ApplyOptions, NoFirewall, Policy, Root};
 
 struct Fixture {
     _tmp: tempfile::TempDir,
@@ -44,7 +45,7 @@ fn snapshot(dir: &Path) -> Result<BTreeMap<String, String>> {
     tree::snapshot(dir, catalog::sha256_hex)
 }
 
-fn status_map(root: &Root) -> BTreeMap<String, (Status, String)> {
+fn status_map(root: &Root) -> BTreeMap<String, (EvidenceStatus, String)> {
     catalog::audit(root, &Policy::default(), &NoFirewall, &[])
         .into_iter()
         .map(|r| {
@@ -62,7 +63,7 @@ fn read(f: &Fixture, p: &str) -> Result<String> {
 fn cycle(
     name: &str,
     seeded: &[&str],
-    after_exceptions: &[(&str, Status)],
+    after_exceptions: &[(&str, EvidenceStatus)],
     after_apply: impl FnOnce(&Fixture) -> Result<()>,
 ) -> Result<()> {
     let f = fixture(name)?;
@@ -77,7 +78,7 @@ fn cycle(
     let audit = status_map(&f.root);
     for id in seeded {
         let (st, obs) = &audit[*id];
-        if *st != Status::NonCompliant {
+        if *st != EvidenceStatus::NonCompliant {
             bail!("{name}: {id} should be non_compliant before apply, is {st:?}: {obs}");
         }
     }
@@ -136,9 +137,9 @@ fn cycle(
             .find(|(id, _)| *id == r.check_id)
             .map(|(_, s)| *s)
             .unwrap_or(if r.check_id.starts_with("fw.") {
-                Status::Unknown
+                EvidenceStatus::Unknown
             } else {
-                Status::Compliant
+                EvidenceStatus::Compliant
             });
         if r.status != want {
             bail!(
@@ -149,8 +150,10 @@ fn cycle(
                 r.reason
             );
         }
-        if !matches!(r.status, Status::Unknown | Status::NotApplicable)
-            && r.files.is_empty()
+        if !matches!(
+            r.status,
+            EvidenceStatus::Unknown | EvidenceStatus::NotApplicable
+        ) && r.files.is_empty()
             && !r.check_id.starts_with("fw.")
         {
             bail!("{name}: {} verify record names no file hashes", r.check_id);
@@ -203,12 +206,12 @@ fn unsafe_not_root() -> bool {
     !nix::unistd::geteuid().is_root()
 }
 
-const LIVE: &[(&str, Status)] = &[
-    ("ssh.protocol2", Status::NotApplicable),
-    ("audit.auditd", Status::NotApplicable),
+const LIVE: &[(&str, EvidenceStatus)] = &[
+    ("ssh.protocol2", EvidenceStatus::NotApplicable),
+    ("audit.auditd", EvidenceStatus::NotApplicable),
 ];
 
-fn with(extra: &[(&'static str, Status)]) -> Vec<(&'static str, Status)> {
+fn with(extra: &[(&'static str, EvidenceStatus)]) -> Vec<(&'static str, EvidenceStatus)> {
     let mut v = LIVE.to_vec();
     v.extend_from_slice(extra);
     v
@@ -244,7 +247,7 @@ fn centos7_tally2() -> Result<()> {
             "log.rsyslog",
             "mac.status",
         ],
-        &with(&[("mac.status", Status::NonCompliant)]),
+        &with(&[("mac.status", EvidenceStatus::NonCompliant)]),
         |f| {
             let sa = read(f, "etc/pam.d/system-auth-ac")?;
             // pam_faillock is absent on this host: pam_tally2 stays, with compliant arguments.
@@ -325,8 +328,8 @@ fn centos7_faillock() -> Result<()> {
             "audit.rules",
         ],
         &with(&[
-            ("auth.uid0_only_root", Status::NonCompliant),
-            ("auth.unique_ids", Status::NonCompliant),
+            ("auth.uid0_only_root", EvidenceStatus::NonCompliant),
+            ("auth.unique_ids", EvidenceStatus::NonCompliant),
         ]),
         |f| {
             for p in ["etc/pam.d/system-auth-ac", "etc/pam.d/password-auth-ac"] {
@@ -508,7 +511,7 @@ fn openeuler2203() -> Result<()> {
             "audit.retention",
             "log.rsyslog",
         ],
-        &with(&[("ssh.protocol2", Status::NotApplicable)]),
+        &with(&[("ssh.protocol2", EvidenceStatus::NotApplicable)]),
         |f| {
             let sa = read(f, "etc/pam.d/system-auth")?;
             assert!(
@@ -590,7 +593,7 @@ fn debian12() -> Result<()> {
             "audit.rules",
             "audit.retention",
         ],
-        &with(&[("mac.status", Status::NotApplicable)]),
+        &with(&[("mac.status", EvidenceStatus::NotApplicable)]),
         |f| {
             let auth = read(f, "etc/pam.d/common-auth")?;
             let pre = auth.find("pam_faillock.so preauth").context("preauth")?;
@@ -649,7 +652,13 @@ fn unparseable_file_is_unknown_and_untouched() -> Result<()> {
             "perm.umask",
         ],
     ) {
-        assert_eq!(r.status, Status::Unknown, "{}: {:?}", r.id, r.observed);
+        assert_eq!(
+            r.status,
+            EvidenceStatus::Unknown,
+            "{}: {:?}",
+            r.id,
+            r.observed
+        );
         assert!(
             r.reason
                 .as_deref()
@@ -702,7 +711,7 @@ fn symlink_outside_prefix_is_refused() -> Result<()> {
         &NoFirewall,
         &["auth.no_empty_pw"],
     )[0];
-    assert_eq!(r.status, Status::Unknown);
+    assert_eq!(r.status, EvidenceStatus::Unknown);
     assert!(
         r.reason
             .as_deref()
@@ -765,7 +774,7 @@ fn sshd_earlier_conflicting_directive_is_disabled() -> Result<()> {
         &NoFirewall,
         &["ssh.max_auth_tries"],
     )[0];
-    assert_eq!(r.status, Status::Compliant, "{}", r.observed);
+    assert_eq!(r.status, EvidenceStatus::Compliant, "{}", r.observed);
     Ok(())
 }
 
@@ -783,7 +792,7 @@ fn evidence_records_carry_hashes_diff_and_backup() -> Result<()> {
         &opts,
     )?;
     let r = &rep.records[0];
-    assert_eq!(r.status, Status::Compliant);
+    assert_eq!(r.status, EvidenceStatus::Compliant);
     assert!(r
         .observed_before
         .as_deref()
@@ -831,7 +840,7 @@ fn report_only_checks_never_change_anything() -> Result<()> {
         &opts,
     )?;
     assert!(rep.backup.is_none());
-    assert_eq!(rep.records[0].status, Status::NonCompliant);
+    assert_eq!(rep.records[0].status, EvidenceStatus::NonCompliant);
     assert!(rep.records[0].observed.contains("toor"));
     assert_eq!(snapshot(&f.dir)?, before);
     Ok(())
@@ -842,7 +851,7 @@ fn policy_thresholds_are_configurable() -> Result<()> {
     let f = fixture("openeuler2203")?;
     let strict: Policy = serde_json::from_str(r#"{"pass_max_days": 60}"#)?;
     let r = &catalog::audit(&f.root, &strict, &NoFirewall, &["acct.pass_max_days"])[0];
-    assert_eq!(r.status, Status::NonCompliant, "{}", r.observed);
+    assert_eq!(r.status, EvidenceStatus::NonCompliant, "{}", r.observed);
     assert_eq!(r.expected, "<= 60");
     let r = &catalog::audit(
         &f.root,
@@ -850,7 +859,7 @@ fn policy_thresholds_are_configurable() -> Result<()> {
         &NoFirewall,
         &["acct.pass_max_days"],
     )[0];
-    assert_eq!(r.status, Status::Compliant, "{}", r.observed);
+    assert_eq!(r.status, EvidenceStatus::Compliant, "{}", r.observed);
     assert!(serde_json::from_str::<Policy>(r#"{"no_such": 1}"#).is_err());
     let p: Policy = serde_json::from_str(r#"{"umask": "077"}"#)?;
     assert_eq!(p.umask, 0o077);
@@ -936,7 +945,7 @@ fn ssh_checks_are_not_applicable_without_sshd() -> Result<()> {
         &NoFirewall,
         &["ssh.misc", "ssh.permit_root_login"],
     ) {
-        assert_eq!(r.status, Status::NotApplicable, "{}", r.id);
+        assert_eq!(r.status, EvidenceStatus::NotApplicable, "{}", r.id);
     }
     let opts = ApplyOptions {
         backup_dir: f.backups.clone(),
@@ -1072,7 +1081,7 @@ fn concurrent_apply_is_refused_and_notes_are_recorded() -> Result<()> {
 /// each answer for their own call, and with `NoFirewall` the checks are `unknown`, saying so.
 #[test]
 fn firewall_checks_are_audited_by_the_hook_passed_in() -> Result<()> {
-    struct Fixed(Status);
+    struct Fixed(EvidenceStatus);
     impl catalog::FirewallHook for Fixed {
         fn audit(&self, _: &Root, id: &str) -> catalog::FirewallAudit {
             (
@@ -1087,7 +1096,7 @@ fn firewall_checks_are_audited_by_the_hook_passed_in() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let root = Root::new(dir.path())?;
     let ids = ["fw.single_backend", "fw.mgmt_source"];
-    for want in [Status::Compliant, Status::NonCompliant] {
+    for want in [EvidenceStatus::Compliant, EvidenceStatus::NonCompliant] {
         let got = catalog::audit(&root, &Policy::default(), &Fixed(want), &ids);
         assert_eq!(got.len(), 2);
         for r in got {
@@ -1096,7 +1105,7 @@ fn firewall_checks_are_audited_by_the_hook_passed_in() -> Result<()> {
         }
     }
     for r in catalog::audit(&root, &Policy::default(), &NoFirewall, &ids) {
-        assert_eq!(r.status, Status::Unknown, "{r:?}");
+        assert_eq!(r.status, EvidenceStatus::Unknown, "{r:?}");
         assert_eq!(r.reason.as_deref(), Some("firewall backend not wired"));
     }
     Ok(())

@@ -867,7 +867,8 @@ fn iptables_killed_agent_rolls_back_at_start() -> Result<()> {
 /// they are not applicable.
 #[test]
 fn nft_live_hook_audits_the_ruleset_only_with_root_slash() -> Result<()> {
-    use preflight_harden::catalog::{self, Policy, Root, Status};
+    use preflight_core::evidence::EvidenceStatus;
+    use preflight_harden::catalog::{self, Policy, Root};
     use preflight_harden::firewall::LiveFirewall;
     skip_unless_ready!(Backend::Nftables);
     let p = NetPair::new()?;
@@ -884,7 +885,7 @@ fn nft_live_hook_audits_the_ruleset_only_with_root_slash() -> Result<()> {
         state.path(),
         Box::new(|| Ok([SSH, AGENT, PLANNED].map(listener).to_vec())),
     );
-    let audit = |root: &Root| -> Vec<(String, Status, String)> {
+    let audit = |root: &Root| -> Vec<(String, EvidenceStatus, String)> {
         catalog::audit(root, &Policy::default(), &hook, &fw_ids)
             .into_iter()
             .map(|r| (r.id, r.status, r.reason.unwrap_or_default()))
@@ -894,13 +895,13 @@ fn nft_live_hook_audits_the_ruleset_only_with_root_slash() -> Result<()> {
     let before = audit(&Root::host());
     assert_eq!(before.len(), 4);
     for (id, st, why) in &before {
-        assert_eq!(*st, Status::NonCompliant, "{id}: {why}");
+        assert_eq!(*st, EvidenceStatus::NonCompliant, "{id}: {why}");
     }
     assert!(before[2].2.contains("no firewall allow-list"), "{before:?}");
     // A fixture tree is not this namespace: not applicable, whatever the ruleset.
     let tree = tempfile::tempdir()?;
     for (id, st, why) in audit(&Root::new(tree.path())?) {
-        assert_eq!(st, Status::NotApplicable, "{id}");
+        assert_eq!(st, EvidenceStatus::NotApplicable, "{id}");
         assert!(why.contains("only with the root prefix /"), "{why}");
     }
     // After a confirmed allow-list: all four compliant.
@@ -908,7 +909,7 @@ fn nft_live_hook_audits_the_ruleset_only_with_root_slash() -> Result<()> {
     let change = fw.apply_with_confirm(&fw.plan(&good_list(&p))?, Duration::from_secs(20))?;
     fw.confirm(&change.id)?;
     for (id, st, why) in audit(&Root::host()) {
-        assert_eq!(st, Status::Compliant, "{id}: {why}");
+        assert_eq!(st, EvidenceStatus::Compliant, "{id}: {why}");
     }
     // A ruleset that opens SSH to everyone is caught.
     in_ns(
@@ -927,7 +928,7 @@ fn nft_live_hook_audits_the_ruleset_only_with_root_slash() -> Result<()> {
         ],
     )?;
     let after = audit(&Root::host());
-    assert_eq!(after[3].1, Status::NonCompliant, "{after:?}");
+    assert_eq!(after[3].1, EvidenceStatus::NonCompliant, "{after:?}");
     assert!(
         after[3].2.contains("22/tcp is allowed from anywhere"),
         "{after:?}"

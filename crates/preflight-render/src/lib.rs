@@ -737,22 +737,7 @@ pub fn sweep_in(r: &pb::SweepReport, lang: Lang, zone: &Zone) -> String {
                 } else {
                     dash()
                 },
-                if answered {
-                    v.disks
-                        .iter()
-                        .map(|d| {
-                            format!(
-                                "{} {} {}",
-                                d.name,
-                                bytes(d.size_bytes),
-                                if d.rotational { "hdd" } else { "ssd" }
-                            )
-                        })
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                } else {
-                    dash()
-                },
+                if answered { disks(&v.disks) } else { dash() },
             ]);
         }
         s.push_str(&t.render());
@@ -923,6 +908,17 @@ fn server_cells(r: &pb::SweepReport) -> Markup {
     }
 }
 
+/// A server's disks as both reports show them: `sda 1.8 TiB hdd, nvme0n1 894.3 GiB ssd`.
+fn disks(d: &[pb::SweepDisk]) -> String {
+    d.iter()
+        .map(|d| {
+            let kind = if d.rotational { "hdd" } else { "ssd" };
+            format!("{} {} {kind}", d.name, bytes(d.size_bytes))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// What each planned server's inventory showed.
 fn server_summary(r: &pb::SweepReport) -> Markup {
     if r.servers.is_empty() {
@@ -944,18 +940,7 @@ fn server_summary(r: &pb::SweepReport) -> Markup {
                         td { (v.cpu_threads) " threads 线程" br; span.zh { (v.cpu_model) } }
                         td { (bytes(v.memory_bytes)) }
                         td {
-                            (v.disks
-                                .iter()
-                                .map(|d| {
-                                    format!(
-                                        "{} {} {}",
-                                        d.name,
-                                        bytes(d.size_bytes),
-                                        if d.rotational { "hdd" } else { "ssd" }
-                                    )
-                                })
-                                .collect::<Vec<_>>()
-                                .join(", "))
+                            (disks(&v.disks))
                         }
                     }
                 }

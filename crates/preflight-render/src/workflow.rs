@@ -541,7 +541,7 @@ pub fn pause_stats(rows: &[PauseStatsRow], by: StatsKey, lang: Lang) -> String {
 
 /// A role as the controller sent it, in its word.
 pub fn role(v: i32) -> String {
-    preflight_proto::json::name::<pb::UserRole>(v)
+    preflight_proto::json::name::<pb::Role>(v)
 }
 
 /// `user list`: the table, then a warning per active user whose token expires soon, has
@@ -668,7 +668,7 @@ mod tests {
 
     #[test]
     fn roles_and_audit_actions_show_their_words() {
-        assert_eq!(role(pb::UserRole::DeliveryLead as i32), "delivery_lead");
+        assert_eq!(role(pb::Role::DeliveryLead as i32), "delivery_lead");
         let h = user_history(&[pb::UserAuditEntry {
             at_ms: 0,
             by: "adm".into(),

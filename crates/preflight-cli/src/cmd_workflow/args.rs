@@ -510,12 +510,6 @@ pub fn parse_time_arg(what: &str, s: &str) -> anyhow::Result<i64> {
     }
 }
 
-/// [`parse_time_arg`] for an unnamed argument.
-#[allow(dead_code)] // kept for callers without a flag name
-pub fn parse_time(s: &str) -> anyhow::Result<i64> {
-    parse_time_arg("time", s)
-}
-
 /// A word of a closed set given on the command line; refused like the controller refuses.
 pub(super) fn word<T: std::str::FromStr>(s: &str) -> anyhow::Result<T>
 where
@@ -558,6 +552,10 @@ impl From<Lang> for preflight_render::Lang {
 mod tests {
     use super::*;
     use preflight_core::workflow::Timestamp;
+
+    fn parse_time(s: &str) -> anyhow::Result<i64> {
+        parse_time_arg("time", s)
+    }
 
     #[test]
     fn times_parse_as_rfc3339_or_dates() {

@@ -52,7 +52,7 @@ pub(crate) async fn attach_plan(
 }
 
 /// A value of the controller's reply, in this build's terms.
-fn reply<T>(r: Result<T, wire::WireError>) -> anyhow::Result<T> {
+fn reply<T>(r: Result<T, wire::InvalidRequest>) -> anyhow::Result<T> {
     r.context("the controller's reply")
 }
 
@@ -166,6 +166,12 @@ async fn all_soft_risks(c: &mut Client, batch: String, out: Output) -> anyhow::R
     Ok(())
 }
 
+/// A `--ttl` in seconds on the wire: 0 (the controller's default) when not given, else clamped
+/// to 1 s ..= `u32::MAX` s.
+fn ttl_s(ttl: Option<u64>) -> u32 {
+    ttl.map_or(0, |t| u32::try_from(t).unwrap_or(u32::MAX).max(1))
+}
+
 fn batch_ref(batch: String) -> pb::BatchRefCmd {
     pb::BatchRefCmd { batch }
 }
@@ -176,10 +182,13 @@ pub async fn run(cmd: WorkflowCmd, conn: &Conn, out: Output) -> anyhow::Result<(
     let mut c = client(conn).await?;
     match cmd {
         WorkflowCmd::User(UserCmd::Add { name, role, ttl }) => {
-            let ttl_s = ttl.map_or(0, |t| t.clamp(1, u64::from(u32::MAX)) as u32);
             let role = word::<Role>(&role)?.to_i32();
             let r = c
-                .add_user(pb::AddUserRequest { name, role, ttl_s })
+                .add_user(pb::AddUserRequest {
+                    name,
+                    role,
+                    ttl_s: ttl_s(ttl),
+                })
                 .await
                 .map_err(status)?
                 .into_inner();
@@ -199,9 +208,11 @@ pub async fn run(cmd: WorkflowCmd, conn: &Conn, out: Output) -> anyhow::Result<(
             Ok(())
         }
         WorkflowCmd::User(UserCmd::Token(UserTokenCmd::Rotate { name, ttl })) => {
-            let ttl_s = ttl.map_or(0, |t| t.clamp(1, u64::from(u32::MAX)) as u32);
             let r = c
-                .rotate_user_token(pb::UserNameRequest { name, ttl_s })
+                .rotate_user_token(pb::UserNameRequest {
+                    name,
+                    ttl_s: ttl_s(ttl),
+                })
                 .await
                 .map_err(status)?
                 .into_inner();
@@ -686,5 +697,17 @@ async fn batch(c: &mut Client, cmd: BatchCmd, out: Output) -> anyhow::Result<()>
             )
             .await
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_ttl_is_the_default_or_clamped_to_what_the_wire_holds() {
+        use super::ttl_s;
+        assert_eq!(ttl_s(None), 0);
+        assert_eq!(ttl_s(Some(0)), 1);
+        assert_eq!(ttl_s(Some(900)), 900);
+        assert_eq!(ttl_s(Some(u64::MAX)), u32::MAX);
     }
 }

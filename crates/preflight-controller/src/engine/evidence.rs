@@ -217,7 +217,7 @@ pub(crate) struct Expected {
     pub request_id: String,
     /// The user and role that asked.
     pub user: String,
-    pub role: String,
+    pub role: preflight_core::role::Role,
     /// Operations the records may document.
     pub operations: Vec<EvidenceOperation>,
     /// Check ids the records may name; None: any check of the catalog.
@@ -243,7 +243,7 @@ impl Expected {
         r: &evidence::EvidenceRecord,
         now_ms: u64,
     ) -> Option<String> {
-        if r.operator.user != self.user || r.operator.role.as_str() != self.role {
+        if r.operator.user != self.user || r.operator.role != self.role {
             return Some(format!(
                 "evidence record {i} names operator {} ({}), but the request was made by {} ({})",
                 r.operator.user, r.operator.role, self.user, self.role
@@ -251,7 +251,7 @@ impl Expected {
         }
         if !self.operations.contains(&r.operation) {
             return Some(format!(
-                "evidence record {i} documents operation {:?}, which this request did not ask for",
+                "evidence record {i} documents operation {}, which this request did not ask for",
                 r.operation
             ));
         }

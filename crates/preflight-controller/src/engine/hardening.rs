@@ -26,17 +26,50 @@ use preflight_core::evidence::{EvidenceOperation, EvidenceStatus, SignedRecord};
 use preflight_core::net::PortSpec;
 use preflight_core::workflow::{Actor, Command, HardeningSummary, HostHardening, Timestamp};
 use preflight_store::evidence::EvidenceStore;
-use preflight_store::AgentRecord;
-use tonic::Status;
+use preflight_store::{AgentRecord, Store, StoreError};
 
 use crate::agents::agent_for_host;
-use crate::Shared;
+use crate::engine::workflow::Engine;
+use crate::Clock;
 
-/// The ports a server's plan needs, one port per entry (`tcp/8080`).
+/// The ports a server's plan needs, one port per entry (`8080/tcp`).
 pub(crate) type PlannedPorts = BTreeSet<PortSpec>;
 
 /// Hardening facts per plan host.
 type HostFacts = BTreeMap<String, HostHardening>;
+
+/// What hardening needs of the controller: the registry (agents), the evidence log's records,
+/// the workflow, the clock, and the lock that serialises recordings.
+pub(crate) struct Hardening<'a> {
+    pub store: &'a Store,
+    pub evidence: &'a EvidenceStore,
+    pub workflow: &'a Engine,
+    pub clock: &'a dyn Clock,
+    /// Held for a whole recording (compute + execute), so the last one executed is the newest.
+    pub recording: &'a tokio::sync::Mutex<()>,
+    /// What the controller does after a workflow command (a recording goes through the one
+    /// reacting `engine::workflow::execute`, like every other command).
+    pub reactions: &'a dyn crate::engine::workflow::Reactions,
+}
+
+/// Why the servers of a batch cannot be named as agents.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum HardeningError {
+    #[error("no batch {0:?}: `preflight batch list` lists them")]
+    NoBatch(String),
+    #[error("batch {0}: no plan attached, so its servers are unknown; attach one with `preflight plan attach {0} PLAN_FILE`, or name agents with --agent")]
+    NoPlan(String),
+    #[error("batch {0}: the attached plan lists no servers")]
+    NoServers(String),
+    /// Plan hosts that map to no agent (each problem names its host).
+    #[error("batch {batch}: {}; enroll an agent on each such server (`preflight token create`, then `preflight-agent enroll --name HOST ...` there), or fix the plan", problems.join("; "))]
+    Unmapped {
+        batch: String,
+        problems: Vec<String>,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
 
 /// The id of the agent serving plan host `host` (see [`agent_for_host`]), or why there is none.
 pub(crate) fn resolve_host(
@@ -55,192 +88,186 @@ struct PlanHost {
     planned: Option<PlannedPorts>,
 }
 
-/// The hosts of a batch's plan facts, completed from the stored plan with that digest (if the
-/// attachment carried it).
-fn plan_hosts_of(sh: &Shared, digest: &str, hosts: &[String]) -> Vec<PlanHost> {
-    let plan = match sh.workflow.plan_text(digest) {
-        Ok(Some(t)) => preflight_core::plan::Plan::from_toml("stored plan", &t).ok(),
-        Ok(None) => None,
-        Err(e) => {
-            tracing::warn!(%digest, error = %e, "stored plan unreadable; hosts matched by name only");
-            None
-        }
-    };
-    hosts
-        .iter()
-        .map(|h| {
-            let server = plan.as_ref().and_then(|p| p.server(h));
-            PlanHost {
-                name: h.clone(),
-                address: server.map(|s| s.address),
-                planned: server.map(|s| {
-                    s.planned_ports()
-                        .iter()
-                        .map(|p| preflight_core::evidence::facts::single_port(p.protocol, p.port))
-                        .collect()
-                }),
+impl Hardening<'_> {
+    /// The hosts of a batch's plan facts, completed from the stored plan with that digest (if the
+    /// attachment carried it).
+    fn plan_hosts_of(&self, digest: &str, hosts: &[String]) -> Vec<PlanHost> {
+        let plan = match self.workflow.plan_text(digest) {
+            Ok(Some(t)) => preflight_core::plan::Plan::from_toml("stored plan", &t).ok(),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(%digest, error = %e, "stored plan unreadable; hosts matched by name only");
+                None
             }
-        })
-        .collect()
-}
-
-/// The plan hosts of `batch`, or a status naming the problem.
-async fn plan_hosts(sh: &Shared, batch: &str) -> Result<Vec<PlanHost>, Status> {
-    if batch.is_empty() || batch.len() > 128 || batch.chars().any(char::is_control) {
-        return Err(Status::invalid_argument(
-            "batch must be a batch id (1-128 characters); `preflight batch list` lists them",
-        ));
+        };
+        hosts
+            .iter()
+            .map(|h| {
+                let server = plan.as_ref().and_then(|p| p.server(h));
+                PlanHost {
+                    name: h.clone(),
+                    address: server.map(|s| s.address),
+                    planned: server.map(|s| {
+                        s.planned_ports()
+                            .iter()
+                            .map(|p| preflight_core::net::PortSpec::single(p.protocol, p.port))
+                            .collect()
+                    }),
+                }
+            })
+            .collect()
     }
-    let plan = sh
-        .workflow
-        .read(|w| w.batch(batch).map(|b| b.plan.clone()))
-        .await
-        .ok_or_else(|| {
-            Status::not_found(format!(
-                "no batch {batch:?}: `preflight batch list` lists them"
-            ))
-        })?;
-    let plan = plan.ok_or_else(|| {
-        Status::failed_precondition(format!(
-            "batch {batch}: no plan attached, so its servers are unknown; attach one with `preflight plan attach {batch} PLAN_FILE`, or name agents with --agent"
-        ))
-    })?;
-    if plan.hosts.is_empty() {
-        return Err(Status::failed_precondition(format!(
-            "batch {batch}: the attached plan lists no servers"
-        )));
-    }
-    Ok(plan_hosts_of(sh, &plan.digest, &plan.hosts))
-}
 
-/// The agents serving every server of `batch` (deduplicated, in plan order), each with its
-/// server's planned ports when the plan is stored; a host that maps to no agent is an error
-/// naming it and the fix.
-pub(crate) async fn batch_agents_planned(
-    sh: &Shared,
-    batch: &str,
-) -> Result<Vec<(String, Option<PlannedPorts>)>, Status> {
-    let hosts = plan_hosts(sh, batch).await?;
-    let agents = sh
-        .store
-        .agents()
-        .map_err(|e| Status::unavailable(e.to_string()))?;
-    let mut out: Vec<(String, Option<PlannedPorts>)> = Vec::new();
-    let mut problems = Vec::new();
-    for h in hosts {
-        match resolve_host(&h.name, h.address, &agents) {
-            Ok(id) if !out.iter().any(|(i, _)| *i == id) => out.push((id, h.planned)),
-            Ok(_) => {}
-            Err(e) => problems.push(e),
+    /// The plan hosts of batch `batch` (an id the service checked), or why there are none.
+    async fn plan_hosts(&self, batch: &str) -> Result<Vec<PlanHost>, HardeningError> {
+        let plan = self
+            .workflow
+            .read(|w| w.batch(batch).map(|b| b.plan.clone()))
+            .await
+            .ok_or_else(|| HardeningError::NoBatch(batch.to_string()))?;
+        let plan = plan.ok_or_else(|| HardeningError::NoPlan(batch.to_string()))?;
+        if plan.hosts.is_empty() {
+            return Err(HardeningError::NoServers(batch.to_string()));
         }
+        Ok(self.plan_hosts_of(&plan.digest, &plan.hosts))
     }
-    if !problems.is_empty() {
-        return Err(Status::failed_precondition(format!(
-            "batch {batch}: {}; enroll an agent on each such server (`preflight token create`, then `preflight-agent enroll --name HOST ...` there), or fix the plan",
-            problems.join("; ")
-        )));
-    }
-    Ok(out)
-}
 
-/// [`batch_agents_planned`] without the ports.
-pub(crate) async fn batch_agents(sh: &Shared, batch: &str) -> Result<Vec<String>, Status> {
-    Ok(batch_agents_planned(sh, batch)
-        .await?
-        .into_iter()
-        .map(|(id, _)| id)
-        .collect())
-}
-
-/// Records the hardening facts of every unfinished batch with a plan that covers one of
-/// `touched` (all such batches when `None`), or only of batch `only`. Failures are logged:
-/// the evidence is in the log either way, and the next recording catches up.
-pub(crate) async fn record_hardening(
-    sh: &std::sync::Arc<Shared>,
-    touched: Option<&BTreeSet<String>>,
-    only: Option<&str>,
-) {
-    let _serial = sh.hardening_recording.lock().await;
-    let batches: Vec<(String, String, Vec<String>, Option<HostFacts>)> = sh
-        .workflow
-        .read(|w| {
-            w.batches
-                .values()
-                .filter(|b| !b.stage.is_final())
-                .filter(|b| only.is_none_or(|o| o == b.id))
-                .filter_map(|b| {
-                    let p = b.plan.as_ref()?;
-                    Some((
-                        b.id.clone(),
-                        p.digest.clone(),
-                        p.hosts.clone(),
-                        b.hardening.as_ref().map(|h| h.hosts.clone()),
-                    ))
-                })
-                .collect()
-        })
-        .await;
-    if batches.is_empty() {
-        return;
+    /// The agents serving every server of `batch` (deduplicated, in plan order), each with its
+    /// server's planned ports when the plan is stored; a host that maps to no agent is an error
+    /// naming it and the fix.
+    pub(crate) async fn batch_agents_planned(
+        &self,
+        batch: &str,
+    ) -> Result<Vec<(String, Option<PlannedPorts>)>, HardeningError> {
+        let hosts = self.plan_hosts(batch).await?;
+        let agents = self.store.agents()?;
+        let mut out: Vec<(String, Option<PlannedPorts>)> = Vec::new();
+        let mut problems = Vec::new();
+        for h in hosts {
+            match resolve_host(&h.name, h.address, &agents) {
+                Ok(id) if !out.iter().any(|(i, _)| *i == id) => out.push((id, h.planned)),
+                Ok(_) => {}
+                Err(e) => problems.push(e),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(HardeningError::Unmapped {
+                batch: batch.to_string(),
+                problems,
+            });
+        }
+        Ok(out)
     }
-    let agents = match sh.store.agents() {
-        Ok(a) => a,
-        Err(e) => {
-            tracing::warn!(error = %e, "hardening not recorded in the workflow: agents unreadable");
+
+    /// [`batch_agents_planned`] without the ports.
+    pub(crate) async fn batch_agents(&self, batch: &str) -> Result<Vec<String>, HardeningError> {
+        Ok(self
+            .batch_agents_planned(batch)
+            .await?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect())
+    }
+
+    /// Records the hardening facts of every unfinished batch with a plan that covers one of
+    /// `touched` (all such batches when `None`), or only of batch `only`. Failures are logged:
+    /// the evidence is in the log either way, and the next recording catches up.
+    pub(crate) async fn record_hardening(
+        &self,
+        touched: Option<&BTreeSet<String>>,
+        only: Option<&str>,
+    ) {
+        let _serial = self.recording.lock().await;
+        let batches: Vec<(String, String, Vec<String>, Option<HostFacts>)> = self
+            .workflow
+            .read(|w| {
+                w.batches
+                    .values()
+                    .filter(|b| !b.stage.is_final())
+                    .filter(|b| only.is_none_or(|o| o == b.id))
+                    .filter_map(|b| {
+                        let p = b.plan.as_ref()?;
+                        Some((
+                            b.id.clone(),
+                            p.digest.clone(),
+                            p.hosts.clone(),
+                            b.hardening.as_ref().map(|h| h.hosts.clone()),
+                        ))
+                    })
+                    .collect()
+            })
+            .await;
+        if batches.is_empty() {
             return;
         }
-    };
-    for (batch, digest, hosts, current) in batches {
-        let mapped: Vec<(PlanHost, String)> = plan_hosts_of(sh, &digest, &hosts)
-            .into_iter()
-            .filter_map(|h| {
-                resolve_host(&h.name, h.address, &agents)
-                    .ok()
-                    .map(|id| (h, id))
-            })
-            .collect();
-        if mapped.is_empty()
-            || touched.is_some_and(|t| !mapped.iter().any(|(_, id)| t.contains(id)))
-        {
-            continue;
-        }
-        let sh2 = sh.clone();
-        let facts = tokio::task::spawn_blocking(move || {
-            let mut out = BTreeMap::new();
-            for (h, id) in mapped {
-                let store = sh2.evidence.store();
-                if let Some(f) = hardening_facts_if_any(store, &id, h.planned.as_ref())? {
-                    out.insert(h.name, f);
+        let agents = match self.store.agents() {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "hardening not recorded in the workflow: agents unreadable");
+                return;
+            }
+        };
+        for (batch, digest, hosts, current) in batches {
+            let mapped: Vec<(PlanHost, String)> = self
+                .plan_hosts_of(&digest, &hosts)
+                .into_iter()
+                .filter_map(|h| {
+                    resolve_host(&h.name, h.address, &agents)
+                        .ok()
+                        .map(|id| (h, id))
+                })
+                .collect();
+            if mapped.is_empty()
+                || touched.is_some_and(|t| !mapped.iter().any(|(_, id)| t.contains(id)))
+            {
+                continue;
+            }
+            let evidence = self.evidence.clone();
+            let facts = tokio::task::spawn_blocking(move || {
+                let mut out = BTreeMap::new();
+                for (h, id) in mapped {
+                    if let Some(f) = hardening_facts_if_any(&evidence, &id, h.planned.as_ref())? {
+                        out.insert(h.name, f);
+                    }
                 }
-            }
-            Ok::<_, preflight_store::StoreError>(out)
-        })
-        .await;
-        let hosts = match facts {
-            Ok(Ok(h)) => h,
-            Ok(Err(e)) => {
-                tracing::warn!(%batch, error = %e, "hardening not recorded in the workflow: evidence unreadable");
+                Ok::<_, StoreError>(out)
+            })
+            .await;
+            let hosts = match facts {
+                Ok(Ok(h)) => h,
+                Ok(Err(e)) => {
+                    tracing::warn!(%batch, error = %e, "hardening not recorded in the workflow: evidence unreadable");
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(%batch, error = %e, "hardening facts task failed");
+                    continue;
+                }
+            };
+            if current.as_ref() == Some(&hosts) || (current.is_none() && hosts.is_empty()) {
                 continue;
             }
-            Err(e) => {
-                tracing::warn!(%batch, error = %e, "hardening facts task failed");
-                continue;
-            }
-        };
-        if current.as_ref() == Some(&hosts) || (current.is_none() && hosts.is_empty()) {
-            continue;
-        }
-        let cmd = Command::RecordHardening {
-            batch: batch.clone(),
-            summary: HardeningSummary {
-                recorded_at: Timestamp(sh.now_ms()),
-                hosts,
-            },
-        };
-        match sh.workflow.execute(sh.now_ms(), &Actor::System, cmd).await {
-            Ok(_) => tracing::info!(%batch, "hardening facts recorded in the workflow"),
-            Err(e) => {
-                tracing::warn!(%batch, error = %e, "hardening facts not recorded in the workflow")
+            let cmd = Command::RecordHardening {
+                batch: batch.clone(),
+                summary: HardeningSummary {
+                    recorded_at: Timestamp(self.clock.now_ms()),
+                    hosts,
+                },
+            };
+            match crate::engine::workflow::execute(
+                self.workflow,
+                self.reactions,
+                self.clock.now_ms(),
+                &Actor::System,
+                cmd,
+                None,
+            )
+            .await
+            {
+                Ok(_) => tracing::info!(%batch, "hardening facts recorded in the workflow"),
+                Err(e) => {
+                    tracing::warn!(%batch, error = %e, "hardening facts not recorded in the workflow")
+                }
             }
         }
     }
@@ -253,7 +280,7 @@ pub(crate) fn hardening_facts_if_any(
     ev: &EvidenceStore,
     agent: &str,
     planned: Option<&PlannedPorts>,
-) -> Result<Option<HostHardening>, preflight_store::StoreError> {
+) -> Result<Option<HostHardening>, StoreError> {
     let recs = ev.records_of(agent)?;
     Ok((!recs.is_empty()).then(|| facts_of(&recs, planned)))
 }
@@ -281,7 +308,7 @@ pub(crate) const NEVER_AUDITED: &str = "never audited";
 
 /// A planned port as the workflow names a missing one (`8080/tcp`).
 fn port_name(p: &PortSpec) -> String {
-    format!("{}/{}", p.ports, p.proto)
+    p.to_string()
 }
 
 /// [`facts_of`], and the firewall fact shown by `harden status` (see [`FW_CONFIRMED`]).
@@ -380,7 +407,7 @@ pub(crate) fn facts_and_firewall(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn agent(id: &str, host: &str, listen: &str, addrs: &[&str]) -> AgentRecord {
@@ -470,7 +497,8 @@ mod tests {
     use EvidenceOperation::{Apply, Audit, Verify};
     use EvidenceStatus::{Compliant, NonCompliant, NotApplicable, Unknown};
 
-    fn rec(
+    /// A record of web-01 (by amy, deployer) at index and time `idx`, unsigned.
+    pub(crate) fn rec(
         idx: u64,
         check: &str,
         op: EvidenceOperation,
@@ -560,7 +588,7 @@ mod tests {
     }
 
     fn planned() -> PlannedPorts {
-        use preflight_core::evidence::facts::single_port;
+        let single_port = preflight_core::net::PortSpec::single;
         use preflight_core::net::Proto as P;
         [
             single_port(P::Tcp, 8080),

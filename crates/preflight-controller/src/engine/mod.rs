@@ -7,4 +7,5 @@ pub(crate) mod evidence;
 pub(crate) mod hardening;
 pub(crate) mod net;
 pub(crate) mod sweep;
+pub(crate) mod users;
 pub(crate) mod workflow;

@@ -93,19 +93,11 @@ impl Engine {
         self.store.set_dev_clock_offset(offset_ms)
     }
 
-    /// Checks, persists (one transaction, flushed) and commits one command.
-    pub async fn execute(
-        &self,
-        now: i64,
-        actor: &Actor,
-        cmd: Command,
-    ) -> Result<Vec<Event>, EngineError> {
-        self.execute_with_plan(now, actor, cmd, None).await
-    }
-
-    /// [`Self::execute`], storing `plan` (digest, canonical TOML) in the same transaction as
-    /// the command: nothing is stored when the command is refused.
-    pub async fn execute_with_plan(
+    /// Checks, persists (one transaction, flushed) and commits one command, storing `plan`
+    /// (digest, canonical TOML) in the same transaction: nothing is stored when the command is
+    /// refused. Private: from outside the engine commands go through [`execute`], which runs
+    /// the reactions to their events.
+    async fn execute_with_plan(
         &self,
         now: i64,
         actor: &Actor,
@@ -290,14 +282,34 @@ pub(crate) struct DevRecord {
     pub kind: DevRecordKind,
 }
 
+/// The work of one reaction.
+pub(crate) type Reaction<'a> = std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
 /// What the controller does in reaction to workflow events.
 pub(crate) trait Reactions: Send + Sync {
-    /// A plan was attached to `batch`: evidence gathered before counts for its gates.
-    fn plan_attached(&self, batch: &str) -> impl Future<Output = ()> + Send;
+    /// A plan was attached to `batch`: evidence gathered before counts for its gates. Boxed:
+    /// the controller's reaction executes a command itself, and a boxed future breaks that
+    /// cycle of types.
+    fn plan_attached<'a>(&'a self, batch: &'a str) -> Reaction<'a>;
+}
+
+/// The controller's reactions: a plan attached records the hardening facts of the batch's
+/// servers from the evidence already gathered.
+impl Reactions for crate::Shared {
+    fn plan_attached<'a>(&'a self, batch: &'a str) -> Reaction<'a> {
+        Box::pin(async move { self.hardening().record_hardening(None, Some(batch)).await })
+    }
+}
+
+/// The reactions of what an `Arc` holds.
+impl<R: Reactions> Reactions for std::sync::Arc<R> {
+    fn plan_attached<'a>(&'a self, batch: &'a str) -> Reaction<'a> {
+        (**self).plan_attached(batch)
+    }
 }
 
 /// The reactions to `events`, in their order.
-pub(crate) async fn react(r: &impl Reactions, events: &[Event]) {
+pub(crate) async fn react(r: &(impl Reactions + ?Sized), events: &[Event]) {
     for ev in events {
         // Today one event has a reaction; a new one is another arm here.
         if let (EventKind::PlanAttached { .. }, Some(batch)) = (&ev.kind, &ev.batch) {
@@ -310,7 +322,7 @@ pub(crate) async fn react(r: &impl Reactions, events: &[Event]) {
 /// same transaction), then runs the reactions to its events.
 pub(crate) async fn execute(
     engine: &Engine,
-    reactions: &impl Reactions,
+    reactions: &(impl Reactions + ?Sized),
     now: i64,
     actor: &Actor,
     cmd: Command,
@@ -331,8 +343,9 @@ mod tests {
     struct Seen(Mutex<Vec<String>>);
 
     impl Reactions for Seen {
-        async fn plan_attached(&self, batch: &str) {
+        fn plan_attached<'a>(&'a self, batch: &'a str) -> Reaction<'a> {
             self.0.lock().unwrap().push(batch.to_string());
+            Box::pin(std::future::ready(()))
         }
     }
 

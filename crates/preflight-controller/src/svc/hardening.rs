@@ -20,7 +20,9 @@ use tonic::{Request, Response, Status};
 use crate::agents::{agent_status, dial_addr};
 use crate::auth::authorize;
 use crate::engine::evidence::{check_evidence, real_now_ms, EvidenceError, Expected};
+use crate::engine::hardening::{HardeningError, PlannedPorts};
 use crate::error::{enum_field, store_status, InvalidRequest};
+use crate::wire::WireEnum;
 use crate::Shared;
 
 /// Most agents in one request.
@@ -41,10 +43,40 @@ impl From<EvidenceError> for Status {
     }
 }
 
+impl From<HardeningError> for Status {
+    fn from(e: HardeningError) -> Status {
+        match e {
+            HardeningError::NoBatch(_) => Status::not_found(e.to_string()),
+            HardeningError::NoPlan(_)
+            | HardeningError::NoServers(_)
+            | HardeningError::Unmapped { .. } => Status::failed_precondition(e.to_string()),
+            HardeningError::Store(e) => store_status(e),
+        }
+    }
+}
+
+/// Who asked, for the evidence: the authorised user, their role, the request's id.
+#[derive(Debug, Clone)]
+pub(crate) struct Caller {
+    user: String,
+    role: Role,
+    request_id: String,
+}
+
+impl Caller {
+    fn wire(&self) -> pb::HardenCaller {
+        pb::HardenCaller {
+            user: self.user.clone(),
+            role: self.role.to_i32(),
+            request_id: self.request_id.clone(),
+        }
+    }
+}
+
 // What the controller asks of an agent, from the request (the wire types stop here).
 impl Expected {
     /// For a Harden request (`check_ids` as sent; a firewall change adds its record).
-    fn harden(req: &pb::HardenRequest, op: pb::HardenOperation, caller: &pb::HardenCaller) -> Self {
+    fn harden(req: &pb::HardenRequest, op: pb::HardenOperation, caller: &Caller) -> Self {
         let operations = match op {
             pb::HardenOperation::Audit => vec![EvidenceOperation::Audit],
             pb::HardenOperation::Apply => vec![EvidenceOperation::Apply],
@@ -64,7 +96,7 @@ impl Expected {
         Self {
             request_id: caller.request_id.clone(),
             user: caller.user.clone(),
-            role: caller.role.clone(),
+            role: caller.role,
             operations,
             check_ids,
             sent_ms: real_now_ms(),
@@ -72,11 +104,11 @@ impl Expected {
     }
 
     /// For the confirmation of a firewall change: one verify of `fw.allowlist_ports`.
-    fn confirm(caller: &pb::HardenCaller) -> Self {
+    fn confirm(caller: &Caller) -> Self {
         Self {
             request_id: caller.request_id.clone(),
             user: caller.user.clone(),
-            role: caller.role.clone(),
+            role: caller.role,
             operations: vec![EvidenceOperation::Verify],
             check_ids: Some(["fw.allowlist_ports".to_string()].into()),
             sent_ms: real_now_ms(),
@@ -117,7 +149,7 @@ impl Targets {
         if !agent_ids.is_empty() {
             return Err(InvalidRequest::new(
                 "batch",
-                "give either agent_ids or batch, not both",
+                "give either --agent or --batch, not both",
             ));
         }
         if batch.len() > 128 || batch.chars().any(char::is_control) {
@@ -133,7 +165,7 @@ impl Targets {
     async fn resolve(&self, sh: &Shared) -> Result<Vec<String>, Status> {
         match self {
             Targets::Agents(ids) => Ok(ids.clone()),
-            Targets::Batch(b) => crate::engine::hardening::batch_agents(sh, b).await,
+            Targets::Batch(b) => Ok(sh.hardening().batch_agents(b).await?),
         }
     }
 }
@@ -196,6 +228,9 @@ impl TryFrom<pb::HardenAgentsRequest> for HardenAgents {
                     "is only accepted with operation apply",
                 ));
             }
+            for p in &fw.ports {
+                enum_field::<pb::Protocol>("firewall.ports.proto", p.proto)?;
+            }
             if !fw.allow_port && fw.mgmt_sources.is_empty() {
                 return Err(InvalidRequest::new(
                     "firewall.mgmt_sources",
@@ -236,6 +271,7 @@ impl TryFrom<pb::FirewallAllowRequest> for FirewallAllow {
                 format!("{} is not 1-65535", port.port),
             ));
         }
+        enum_field::<pb::Protocol>("port.proto", port.proto)?;
         if port.reason.trim().is_empty() || port.reason.len() > 512 {
             return Err(InvalidRequest::new(
                 "port.reason",
@@ -306,7 +342,10 @@ impl HardeningSvc {
             .map(|r| r.agent_id.clone())
             .collect();
         if !touched.is_empty() {
-            crate::engine::hardening::record_hardening(&self.0, Some(&touched), None).await;
+            self.0
+                .hardening()
+                .record_hardening(Some(&touched), None)
+                .await;
         }
     }
 
@@ -316,7 +355,7 @@ impl HardeningSvc {
         &self,
         id: &str,
         mut req: pb::HardenRequest,
-        caller: &pb::HardenCaller,
+        caller: &Caller,
     ) -> pb::AgentHardenResult {
         let mut out = pb::AgentHardenResult {
             agent_id: id.to_string(),
@@ -336,13 +375,13 @@ impl HardeningSvc {
         &self,
         id: &str,
         req: &mut pb::HardenRequest,
-        caller: &pb::HardenCaller,
+        caller: &Caller,
         out: &mut pb::AgentHardenResult,
     ) -> Result<(), Status> {
         let sh = &self.0;
         let rec = agent_record(sh, id)?;
         let mut client = sh.agents.client(&rec)?;
-        req.caller = Some(caller.clone());
+        req.caller = Some(caller.wire());
         let op = pb::HardenOperation::try_from(req.operation)
             .unwrap_or(pb::HardenOperation::Unspecified);
         let expected = Expected::harden(req, op, caller);
@@ -362,7 +401,9 @@ impl HardeningSvc {
             .await?;
         out.evidence_appended = appended;
         if let Some(fw) = resp.firewall {
-            out.firewall = self.confirm(&rec, &fw, caller).await;
+            let (outcome, detail) = self.confirm(&rec, &fw, caller).await;
+            out.firewall = outcome as i32;
+            out.firewall_detail = detail;
         }
         Ok(())
     }
@@ -394,21 +435,23 @@ impl HardeningSvc {
         Ok(n)
     }
 
-    /// Confirms a pending firewall change over a fresh mTLS connection; returns "confirmed" or
-    /// why not (then the agent rolls back at the deadline by itself).
+    /// Confirms a pending firewall change over a fresh mTLS connection; returns the outcome
+    /// and, unless confirmed, why not in words (then the agent rolls back at the deadline by
+    /// itself).
     async fn confirm(
         &self,
         rec: &AgentRecord,
         fw: &pb::FirewallPending,
-        caller: &pb::HardenCaller,
-    ) -> String {
+        caller: &Caller,
+    ) -> (pb::FirewallOutcome, String) {
         let sh = &self.0;
+        let not = |why: String| (pb::FirewallOutcome::NotConfirmed, why);
         let Some(addr) = dial_addr(rec) else {
-            return "not confirmed: the agent's address is unknown".into();
+            return not("the agent's address is unknown".into());
         };
         let name = match preflight_pki::agent_server_name(&rec.id) {
             Ok(n) => n,
-            Err(e) => return format!("not confirmed: {e}"),
+            Err(e) => return not(e.to_string()),
         };
         let mut last = String::new();
         for attempt in 0..3 {
@@ -437,7 +480,7 @@ impl HardeningSvc {
             let expected = Expected::confirm(caller);
             let mut r = Request::new(pb::ConfirmFirewallRequest {
                 change_id: fw.change_id.clone(),
-                caller: Some(caller.clone()),
+                caller: Some(caller.wire()),
             });
             r.set_timeout(Duration::from_secs(10));
             match client.confirm_firewall(r).await {
@@ -447,9 +490,20 @@ impl HardeningSvc {
                         .accept(rec, &resp.agent_cert_der, &resp.evidence, &expected)
                         .await
                     {
-                        return format!("confirmed, but its evidence was refused: {}", s.message());
+                        return (
+                            pb::FirewallOutcome::EvidenceRefused,
+                            s.message().to_string(),
+                        );
                     }
-                    return resp.outcome;
+                    return match pb::FirewallOutcome::try_from(resp.outcome) {
+                        Ok(pb::FirewallOutcome::Confirmed) => {
+                            (pb::FirewallOutcome::Confirmed, String::new())
+                        }
+                        _ => not(format!(
+                            "the agent answered the confirmation with outcome {}",
+                            preflight_proto::json::name::<pb::FirewallOutcome>(resp.outcome)
+                        )),
+                    };
                 }
                 Err(s) => {
                     last = format!("confirmation refused: {}", s.message());
@@ -459,9 +513,9 @@ impl HardeningSvc {
                 }
             }
         }
-        format!(
-            "not confirmed ({last}); the agent restores its previous rules by itself at the deadline"
-        )
+        not(format!(
+            "{last}; the agent restores its previous rules by itself at the deadline"
+        ))
     }
 }
 
@@ -482,9 +536,9 @@ impl pb::hardening_server::Hardening for HardeningSvc {
         let ids = r.targets.resolve(&self.0).await?;
         known_agents(&self.0, &ids)?;
         let request_id = new_request_id();
-        let caller = pb::HardenCaller {
+        let caller = Caller {
             user: user.name.clone(),
-            role: role.to_string(),
+            role,
             request_id: request_id.clone(),
         };
         tracing::info!(request = %request_id, user = %user.name, operation = ?op, agents = ids.len(), "harden");
@@ -520,9 +574,9 @@ impl pb::hardening_server::Hardening for HardeningSvc {
         let r = FirewallAllow::try_from(req.into_inner())?;
         known_agents(&self.0, std::slice::from_ref(&r.agent_id))?;
         let request_id = new_request_id();
-        let caller = pb::HardenCaller {
+        let caller = Caller {
             user: user.name.clone(),
-            role: role.to_string(),
+            role,
             request_id: request_id.clone(),
         };
         let agent_req = pb::HardenRequest {
@@ -580,11 +634,9 @@ impl pb::hardening_server::Hardening for HardeningSvc {
         authorize(&self.0, &req, allowed("Status"))?;
         let r = HardeningStatus::try_from(req.into_inner())?;
         // With a batch, the facts its gates see: each server's planned ports included.
-        let targets: Vec<(String, Option<crate::engine::hardening::PlannedPorts>)> = match &r
-            .targets
-        {
+        let targets: Vec<(String, Option<PlannedPorts>)> = match &r.targets {
             Targets::Agents(ids) => ids.iter().map(|id| (id.clone(), None)).collect(),
-            Targets::Batch(b) => crate::engine::hardening::batch_agents_planned(&self.0, b).await?,
+            Targets::Batch(b) => self.0.hardening().batch_agents_planned(b).await?,
         };
         let ids: Vec<String> = targets.iter().map(|(id, _)| id.clone()).collect();
         known_agents(&self.0, &ids)?;
@@ -617,52 +669,10 @@ impl pb::hardening_server::Hardening for HardeningSvc {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
 
     use crate::engine::evidence::EVIDENCE_CLOCK_SKEW_MS;
-    use preflight_core::evidence::{self, SignedRecord};
-
-    fn rec(
-        idx: u64,
-        check: &str,
-        op: EvidenceOperation,
-        st: EvidenceStatus,
-        diff: bool,
-    ) -> (u64, SignedRecord) {
-        let record = evidence::EvidenceRecord {
-            format_version: evidence::RECORD_FORMAT_VERSION,
-            agent_id: "web-01".into(),
-            agent_cert_sha256: "00".repeat(32),
-            host: "web-01".into(),
-            check_id: check.into(),
-            catalog_version: "1".into(),
-            mlps_refs: vec![],
-            cis_refs: vec![],
-            operation: op,
-            observed: String::new(),
-            files_read: BTreeMap::new(),
-            expected: String::new(),
-            status: st,
-            reason: None,
-            diff_applied: diff.then(|| "-a\n+b\n".to_string()),
-            backup_ref: None,
-            operator: evidence::Operator {
-                user: "amy".into(),
-                role: Role::Deployer,
-            },
-            time_utc_ms: idx,
-            agent_version: "0".into(),
-            controller_request_id: format!("hr-{idx}"),
-            firewall: None,
-        };
-        (
-            idx,
-            SignedRecord {
-                record,
-                signature: String::new(),
-            },
-        )
-    }
+    use crate::engine::hardening::tests::rec;
+    use preflight_core::evidence;
 
     /// Issue 20 finding 10: the agent signs operator, operation, check id and time; the
     /// controller keeps a record only when they are what it asked for.
@@ -696,9 +706,9 @@ mod tests {
             revoked: false,
             ..Default::default()
         };
-        let caller = pb::HardenCaller {
+        let caller = Caller {
             user: "amy".into(),
-            role: "deployer".into(),
+            role: Role::Deployer,
             request_id: "hr-1".into(),
         };
         let req = pb::HardenRequest {
@@ -735,9 +745,8 @@ mod tests {
             .contains("operator"));
         let mut r = good();
         r.operation = Apply;
-        assert!(check(r, &expected)
-            .expect_err("apply on an audit request")
-            .contains("operation"));
+        let e = check(r, &expected).expect_err("apply on an audit request");
+        assert!(e.contains("documents operation apply,"), "{e}");
         let mut r = good();
         r.check_id = "auth.lockout".into();
         assert!(check(r, &expected)
@@ -783,8 +792,39 @@ mod tests {
         assert!(check(r, &conf).is_err());
     }
 
-    use preflight_core::evidence::EvidenceStatus::{self, Compliant};
+    use preflight_core::evidence::EvidenceStatus::Compliant;
     use EvidenceOperation::{Apply, Audit, Verify};
+
+    /// The engine's errors keep their codes; a store error goes through `store_status`, so a
+    /// refusal keeps its own code rather than becoming UNAVAILABLE.
+    #[test]
+    fn hardening_errors_map_to_their_codes() {
+        use preflight_store::StoreRefusal;
+        use tonic::Code;
+        let code = |e: HardeningError| Status::from(e).code();
+        assert_eq!(code(HardeningError::NoBatch("B1".into())), Code::NotFound);
+        assert_eq!(
+            code(HardeningError::NoPlan("B1".into())),
+            Code::FailedPrecondition
+        );
+        assert_eq!(
+            code(HardeningError::Store(
+                StoreRefusal::NoAgent("a".into()).into()
+            )),
+            Code::NotFound
+        );
+        let s = Status::from(HardeningError::Unmapped {
+            batch: "B1".into(),
+            problems: vec!["app-01: no enrolled agent".into(), "db-01: x".into()],
+        });
+        assert_eq!(s.code(), Code::FailedPrecondition);
+        assert!(
+            s.message()
+                .starts_with("batch B1: app-01: no enrolled agent; db-01: x; enroll"),
+            "{}",
+            s.message()
+        );
+    }
 
     /// Each refusal of a request names the field the caller must fix.
     #[test]
@@ -853,7 +893,7 @@ mod tests {
         };
         let port = |p: u32, reason: &str| pb::FirewallPort {
             port: p,
-            proto: "tcp".into(),
+            proto: pb::Protocol::Tcp as i32,
             sources: vec![],
             reason: reason.into(),
         };
@@ -866,6 +906,27 @@ mod tests {
         assert_eq!(
             allow(Some(port(8080, "  "))).expect_err("reason").field,
             "port.reason"
+        );
+        let udp = pb::FirewallPort {
+            proto: pb::Protocol::Udp as i32,
+            ..port(514, "syslog")
+        };
+        assert!(allow(Some(udp.clone())).is_ok());
+        let unknown = pb::FirewallPort { proto: 7, ..udp };
+        assert_eq!(
+            allow(Some(unknown.clone())).expect_err("proto").field,
+            "port.proto"
+        );
+        assert_eq!(
+            field(&|r| {
+                r.operation = pb::HardenOperation::Apply as i32;
+                r.firewall = Some(pb::FirewallChange {
+                    ports: vec![unknown.clone()],
+                    mgmt_sources: vec!["10.0.0.0/8".into()],
+                    ..Default::default()
+                });
+            }),
+            "firewall.ports.proto"
         );
         assert_eq!(
             FirewallAllow::try_from(pb::FirewallAllowRequest {
@@ -892,5 +953,11 @@ mod tests {
             .field,
             "batch"
         );
+        let both = HardeningStatus::try_from(pb::HardeningStatusRequest {
+            agent_ids: vec!["web-01".into()],
+            batch: "B1".into(),
+        })
+        .expect_err("both");
+        assert_eq!(both.problem, "give either --agent or --batch, not both");
     }
 }

@@ -8,6 +8,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use futures_util::stream::{BoxStream, StreamExt};
+use preflight_core::net::Proto;
 use preflight_core::plan::{Plan, MAX_PLAN_BYTES};
 use preflight_core::readiness;
 use preflight_core::role::Role;
@@ -93,8 +94,7 @@ impl SweepEnv for Shared {
             batch: batch.to_string(),
             summary,
         };
-        self.workflow
-            .execute(now_ms, &Actor::System, cmd)
+        crate::engine::workflow::execute(&self.workflow, self, now_ms, &Actor::System, cmd, None)
             .await
             .map(|_| ())
             .map_err(|e| e.to_string())
@@ -395,10 +395,10 @@ fn target_pb(t: &TargetRecord) -> pb::FindingTarget {
         "vip" => pb::TargetKind::Vip,
         _ => pb::TargetKind::Unspecified,
     };
-    let proto = match t.proto.as_str() {
-        "tcp" => pb::Protocol::Tcp,
-        "udp" => pb::Protocol::Udp,
-        _ => pb::Protocol::Unspecified,
+    let proto = match t.proto.parse() {
+        Ok(Proto::Tcp) => pb::Protocol::Tcp,
+        Ok(Proto::Udp) => pb::Protocol::Udp,
+        Err(_) => pb::Protocol::Unspecified,
     };
     pb::FindingTarget {
         kind: kind as i32,

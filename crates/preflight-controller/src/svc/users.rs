@@ -1,22 +1,18 @@
-//! People's accounts (the Workflow service's user RPCs): add, list, rotate a token, disable,
-//! enable, remove, and the audit log of who did each. Every token expires: a request without
-//! a lifetime gets the controller's `--token-ttl` (90 days by default).
+//! People's accounts (the Workflow service's user RPCs), a thin layer over
+//! `crate::engine::users`: requests become domain requests with `TryFrom` (refusals name the
+//! field), the engine makes the change, and the reply is mapped here.
 
 use preflight_core::role::Role;
-use preflight_core::workflow::{Actor, Command, Refusal};
 use preflight_proto::v1 as pb;
-use preflight_store::{UserAuditRecord, UserRecord};
+use preflight_store::UserRecord;
 use tonic::Status;
 
-use crate::error::{enum_field, store_status, InvalidRequest};
-use crate::wire::WireEnum;
-use crate::{hash_token, new_secret, Shared};
-
-/// Longest token lifetime accepted (`user add --ttl`, `user token rotate --ttl`, `serve
-/// --token-ttl`).
-pub const MAX_USER_TTL_S: u32 = 400 * 24 * 3600;
-/// Default lifetime of people's tokens (`serve --token-ttl`).
-pub const DEFAULT_TOKEN_TTL_S: u32 = 90 * 24 * 3600;
+use crate::engine::users::{
+    AddUser, Issued, SetDisabled, UserError, UserName, Users, MAX_USER_TTL_S,
+};
+use crate::error::{store_status, InvalidRequest};
+use crate::wire::{self, WireEnum};
+use crate::Shared;
 
 fn check_name(name: String) -> Result<String, InvalidRequest> {
     let valid = !name.is_empty()
@@ -46,41 +42,17 @@ fn check_ttl(ttl_s: u32) -> Result<u32, InvalidRequest> {
     Ok(ttl_s)
 }
 
-/// `AddUser`, checked.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) struct AddUser {
-    pub name: String,
-    pub role: Role,
-    /// 0: the controller's `--token-ttl`.
-    pub ttl_s: u32,
-}
-
 impl TryFrom<pb::AddUserRequest> for AddUser {
     type Error = InvalidRequest;
     fn try_from(r: pb::AddUserRequest) -> Result<AddUser, InvalidRequest> {
-        let role = Role::from_pb(enum_field::<pb::UserRole>("role", r.role)?).ok_or_else(|| {
-            InvalidRequest::new(
-                "role",
-                format!(
-                    "not given: use one of {}",
-                    Role::ALL.map(|r| r.as_str()).join(", ")
-                ),
-            )
-        })?;
+        let role = wire::enum_of::<Role>("role", r.role)?;
+
         Ok(AddUser {
             name: check_name(r.name)?,
             role,
             ttl_s: check_ttl(r.ttl_s)?,
         })
     }
-}
-
-/// `RotateUserToken` and `RemoveUser`, checked.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) struct UserName {
-    pub name: String,
-    /// Rotation: the new token's lifetime; 0: the controller's `--token-ttl`.
-    pub ttl_s: u32,
 }
 
 impl TryFrom<pb::UserNameRequest> for UserName {
@@ -93,13 +65,6 @@ impl TryFrom<pb::UserNameRequest> for UserName {
     }
 }
 
-/// `SetUserDisabled`, checked.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) struct SetDisabled {
-    pub name: String,
-    pub disabled: bool,
-}
-
 impl TryFrom<pb::SetUserDisabledRequest> for SetDisabled {
     type Error = InvalidRequest;
     fn try_from(r: pb::SetUserDisabledRequest) -> Result<SetDisabled, InvalidRequest> {
@@ -110,14 +75,29 @@ impl TryFrom<pb::SetUserDisabledRequest> for SetDisabled {
     }
 }
 
-/// The expiry of a token issued at `now` for `ttl_s` (0: the controller's default).
-fn expiry(shared: &Shared, now: i64, ttl_s: u32) -> i64 {
-    let ttl_ms = if ttl_s == 0 {
-        shared.cfg.user_token_ttl.as_millis() as i64
-    } else {
-        i64::from(ttl_s) * 1000
-    };
-    now.saturating_add(ttl_ms)
+impl From<UserError> for Status {
+    fn from(e: UserError) -> Status {
+        match e {
+            UserError::Store(s) => store_status(s),
+            UserError::LastAdmin(_) => Status::failed_precondition(e.to_string()),
+            UserError::NotInDeployerList { ref name, source } => {
+                let s = Status::from(*source);
+                Status::new(
+                    s.code(),
+                    format!("user {name} added, but not to the deployer list: {}; add it with `preflight deployer add {name}`", s.message()),
+                )
+            }
+        }
+    }
+}
+
+/// The accounts engine, now.
+fn users(shared: &Shared) -> Users<'_> {
+    Users {
+        store: &shared.store,
+        now_ms: shared.now_ms(),
+        default_ttl_ms: shared.cfg.user_token_ttl.as_millis() as i64,
+    }
 }
 
 /// A stored role as sent (unset when the store holds a word this build does not know).
@@ -139,20 +119,6 @@ fn action_pb(stored: &str) -> i32 {
     .into()
 }
 
-fn audit(now: i64, by: &str, action: &str, user: &str, detail: String) -> UserAuditRecord {
-    UserAuditRecord {
-        at_ms: now,
-        by: by.to_string(),
-        action: action.to_string(),
-        user: user.to_string(),
-        detail,
-    }
-}
-
-fn utc(ms: i64) -> String {
-    preflight_core::timefmt::utc(ms / 1000)
-}
-
 pub(crate) fn to_pb(u: UserRecord) -> pb::WorkflowUser {
     pb::WorkflowUser {
         name: u.name,
@@ -164,102 +130,34 @@ pub(crate) fn to_pb(u: UserRecord) -> pb::WorkflowUser {
     }
 }
 
+fn issued_pb(i: Issued) -> pb::AddUserReply {
+    pb::AddUserReply {
+        name: i.name,
+        role: i.role.map_or(0, Role::to_i32),
+        token: i.token,
+        expires_at_ms: i.expires_at_ms,
+        deployer_added: i.deployer_added,
+    }
+}
+
 pub(crate) async fn add(
     shared: &std::sync::Arc<Shared>,
     by: &UserRecord,
     by_role: Role,
     r: AddUser,
 ) -> Result<pb::AddUserReply, Status> {
-    let role = r.role;
-    let now = shared.now_ms();
-    let expires = expiry(shared, now, r.ttl_s);
-    let token = new_secret("pfu");
-    let rec = UserRecord {
-        name: r.name.clone(),
-        role: role.to_string(),
-        token_sha256: hash_token(&token),
-        created_at_ms: now,
-        expires_at_ms: Some(expires),
-        disabled: false,
-        token_issued_at_ms: now,
-    };
-    let detail = format!("role {role}, token expires {}", utc(expires));
-    shared
-        .store
-        .add_user(&rec, &audit(now, &by.name, "add", &r.name, detail))
-        .map_err(store_status)?;
-    tracing::info!(user = %r.name, %role, by = %by.name, "user added");
-    // A deployer is also a name in the deployer list: add it there, unless it is already.
-    let mut deployer_added = false;
-    if role == Role::Deployer {
-        let actor = Actor::user(by.name.clone(), by_role);
-        let cmd = Command::AddDeployer {
-            name: r.name.clone(),
-        };
-        match crate::engine::workflow::execute(&shared.workflow, shared, now, &actor, cmd, None)
-            .await
-        {
-            Ok(_) => deployer_added = true,
-            Err(crate::engine::workflow::EngineError::Refused(Refusal::AlreadyExists { .. })) => {}
-            Err(e) => {
-                return Err(Status::from(e).map_message(|m| {
-                    format!("user {} added, but not to the deployer list: {m}; add it with `preflight deployer add {}`", r.name, r.name)
-                }))
-            }
-        }
-    }
-    Ok(pb::AddUserReply {
-        name: r.name,
-        role: role.to_i32(),
-        token,
-        expires_at_ms: expires,
-        deployer_added,
-    })
-}
-
-trait MapMessage {
-    fn map_message(self, f: impl FnOnce(&str) -> String) -> Status;
-}
-
-impl MapMessage for Status {
-    fn map_message(self, f: impl FnOnce(&str) -> String) -> Status {
-        Status::new(self.code(), f(self.message()))
-    }
+    let issued = users(shared)
+        .add(&shared.workflow, shared, (&by.name, by_role), r)
+        .await?;
+    Ok(issued_pb(issued))
 }
 
 pub(crate) fn list(shared: &Shared) -> Result<pb::ListUsersReply, Status> {
-    let users = shared
-        .store
-        .users()
-        .map_err(store_status)?
-        .into_iter()
-        .map(to_pb)
-        .collect();
+    let u = users(shared);
     Ok(pb::ListUsersReply {
-        users,
-        now_ms: shared.now_ms(),
+        users: u.list()?.into_iter().map(to_pb).collect(),
+        now_ms: u.now_ms,
     })
-}
-
-/// Refuses a change that would leave no admin able to sign in (disabled, removed or expired
-/// tokens do not count).
-fn keep_an_admin(shared: &Shared, name: &str, now: i64) -> Result<(), Status> {
-    let users = shared.store.users().map_err(store_status)?;
-    let target_is_admin = users
-        .iter()
-        .any(|u| u.name == name && u.role == Role::Admin.as_str());
-    let others = users.iter().any(|u| {
-        u.name != name
-            && u.role == Role::Admin.as_str()
-            && !u.disabled
-            && u.expires_at_ms.is_none_or(|e| e > now)
-    });
-    if target_is_admin && !others {
-        return Err(Status::failed_precondition(format!(
-            "{name} is the last admin who can sign in: add another admin first (`preflight user add NAME --role admin`)"
-        )));
-    }
-    Ok(())
 }
 
 pub(crate) fn rotate(
@@ -267,39 +165,7 @@ pub(crate) fn rotate(
     by: &UserRecord,
     r: UserName,
 ) -> Result<pb::AddUserReply, Status> {
-    let now = shared.now_ms();
-    let expires = expiry(shared, now, r.ttl_s);
-    let token = new_secret("pfu");
-    let hash = hash_token(&token);
-    let rec = shared
-        .store
-        .update_user(
-            &r.name,
-            &audit(
-                now,
-                &by.name,
-                "rotate",
-                &r.name,
-                format!(
-                    "new token, expires {}; the old one is refused",
-                    utc(expires)
-                ),
-            ),
-            |u| {
-                u.token_sha256 = hash.clone();
-                u.expires_at_ms = Some(expires);
-                u.token_issued_at_ms = now;
-            },
-        )
-        .map_err(store_status)?;
-    tracing::warn!(user = %r.name, by = %by.name, "user token rotated; the old token is refused");
-    Ok(pb::AddUserReply {
-        role: role_pb(&rec.role),
-        name: rec.name,
-        token,
-        expires_at_ms: expires,
-        deployer_added: false,
-    })
+    Ok(issued_pb(users(shared).rotate(&by.name, r)?))
 }
 
 pub(crate) fn set_disabled(
@@ -307,21 +173,7 @@ pub(crate) fn set_disabled(
     by: &UserRecord,
     r: SetDisabled,
 ) -> Result<pb::WorkflowUser, Status> {
-    let now = shared.now_ms();
-    if r.disabled {
-        keep_an_admin(shared, &r.name, now)?;
-    }
-    let action = if r.disabled { "disable" } else { "enable" };
-    let rec = shared
-        .store
-        .update_user(
-            &r.name,
-            &audit(now, &by.name, action, &r.name, String::new()),
-            |u| u.disabled = r.disabled,
-        )
-        .map_err(store_status)?;
-    tracing::warn!(user = %r.name, by = %by.name, action, "user {action}d");
-    Ok(to_pb(rec))
+    Ok(to_pb(users(shared).set_disabled(&by.name, r)?))
 }
 
 pub(crate) fn remove(
@@ -329,37 +181,13 @@ pub(crate) fn remove(
     by: &UserRecord,
     r: UserName,
 ) -> Result<pb::WorkflowEmpty, Status> {
-    let now = shared.now_ms();
-    keep_an_admin(shared, &r.name, now)?;
-    let old = shared
-        .store
-        .user(&r.name)
-        .map_err(store_status)?
-        .ok_or_else(|| {
-            store_status(preflight_store::StoreRefusal::NoUser(r.name.clone()).into())
-        })?;
-    shared
-        .store
-        .remove_user(
-            &r.name,
-            &audit(
-                now,
-                &by.name,
-                "remove",
-                &r.name,
-                format!("role {}", old.role),
-            ),
-        )
-        .map_err(store_status)?;
-    tracing::warn!(user = %r.name, by = %by.name, "user removed");
+    users(shared).remove(&by.name, r)?;
     Ok(pb::WorkflowEmpty {})
 }
 
 pub(crate) fn history(shared: &Shared) -> Result<pb::UserHistoryReply, Status> {
-    let entries = shared
-        .store
-        .user_audit()
-        .map_err(store_status)?
+    let entries = users(shared)
+        .history()?
         .into_iter()
         .map(|a| pb::UserAuditEntry {
             at_ms: a.at_ms,
@@ -370,45 +198,4 @@ pub(crate) fn history(shared: &Shared) -> Result<pb::UserHistoryReply, Status> {
         })
         .collect();
     Ok(pb::UserHistoryReply { entries })
-}
-
-/// `preflight serve --rotate-token NAME`: a new token for a user, made by the operator at the
-/// data directory while the controller is stopped (the way back in when the last admin token
-/// expired or was lost). Returns the token and its expiry (Unix ms).
-pub fn rotate_offline(
-    data_dir: &std::path::Path,
-    name: &str,
-    ttl: std::time::Duration,
-) -> anyhow::Result<(String, i64)> {
-    use anyhow::Context;
-    if !crate::is_initialized(data_dir) {
-        return Err(crate::InitError::NotInitialized(data_dir.display().to_string()).into());
-    }
-    let store = preflight_store::Store::open(&data_dir.join("db"))?;
-    let now = crate::Clock::now_ms(&crate::SystemClock);
-    let expires = now.saturating_add(ttl.as_millis() as i64);
-    let token = new_secret(if name == "admin" { "pfa" } else { "pfu" });
-    let hash = hash_token(&token);
-    store
-        .update_user(
-            name,
-            &audit(
-                now,
-                "serve --rotate-token",
-                "rotate",
-                name,
-                format!(
-                    "new token, expires {}; the old one is refused",
-                    utc(expires)
-                ),
-            ),
-            |u| {
-                u.token_sha256 = hash.clone();
-                u.expires_at_ms = Some(expires);
-                u.token_issued_at_ms = now;
-                u.disabled = false;
-            },
-        )
-        .with_context(|| format!("cannot rotate the token of user {name:?}"))?;
-    Ok((token, expires))
 }

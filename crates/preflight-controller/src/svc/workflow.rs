@@ -12,17 +12,17 @@ use std::sync::Arc;
 use preflight_core::plan::{Plan, MAX_ATTACHED_PLAN_BYTES};
 use preflight_core::role::Role;
 use preflight_core::workflow::{
-    Actor, Approval, CheckFailure, Command, GdDecision, Party, PauseReason, PlanFacts, Refusal,
-    RefusalKind, StatsKey, Timestamp, MAX_LIST_LEN,
+    Actor, Approval, CheckFailure, Command, Party, PlanFacts, Refusal, RefusalKind, StatsKey,
+    Timestamp, MAX_LIST_LEN,
 };
 use preflight_proto::v1 as pb;
 use preflight_store::UserRecord;
 use tonic::{Request, Response, Status};
 
 use crate::auth::authorize;
-use crate::engine::workflow::{self as engine, DevRecord, DevRecordKind, EngineError, Reactions};
+use crate::engine::workflow::{self as engine, DevRecord, DevRecordKind, EngineError};
 use crate::error::{enum_field, store_status, InvalidRequest};
-use crate::wire::{self, Wire, WireEnum};
+use crate::wire::{self, enum_of, Wire, WireEnum};
 use crate::Shared;
 
 /// Roles allowed to call each RPC of the Workflow service. Commands (`Execute`) are open to
@@ -59,32 +59,12 @@ impl From<EngineError> for Status {
 
 pub(crate) struct WorkflowSvc(pub Arc<Shared>);
 
-/// The controller's reactions to workflow events, run by the engine after each command.
-impl Reactions for Arc<Shared> {
-    async fn plan_attached(&self, batch: &str) {
-        crate::engine::hardening::record_hardening(self, None, Some(batch)).await;
-    }
-}
-
 fn invalid(field: &str, problem: impl std::fmt::Display) -> Status {
     InvalidRequest::new(field, problem).into()
 }
 
 fn opt(s: String) -> Option<String> {
     (!s.is_empty()).then_some(s)
-}
-
-/// A required enum field: unknown values and the unset zero value are refused, naming the
-/// field and the values it takes.
-fn required<E: WireEnum + std::fmt::Display>(
-    field: &str,
-    v: i32,
-    all: &[E],
-) -> Result<E, InvalidRequest> {
-    E::from_pb(enum_field::<E::Pb>(field, v)?).ok_or_else(|| {
-        let words: Vec<String> = all.iter().map(E::to_string).collect();
-        InvalidRequest::new(field, format!("not given: use one of {}", words.join(", ")))
-    })
 }
 
 /// An enum field whose unset zero value means `default`.
@@ -117,7 +97,7 @@ fn failures(
     list.into_iter()
         .map(|f| {
             Ok(CheckFailure {
-                reason: required(&format!("{field}.reason"), f.reason, &PauseReason::ALL)?,
+                reason: enum_of(&format!("{field}.reason"), f.reason)?,
                 party: or_default(&format!("{field}.party"), f.party, Party::Project)?,
                 check: f.check,
                 detail: f.detail,
@@ -219,7 +199,7 @@ impl TryFrom<pb::WorkflowCommand> for ExecuteRequest {
             },
             C::Pause(x) => Command::Pause {
                 batch: x.batch,
-                reason: required("reason", x.reason, &PauseReason::ALL)?,
+                reason: enum_of("reason", x.reason)?,
                 text: x.text,
                 party: Party::from_pb(enum_field::<pb::WorkflowParty>("party", x.party)?),
             },
@@ -233,12 +213,7 @@ impl TryFrom<pb::WorkflowCommand> for ExecuteRequest {
             },
             C::GdConfirm(x) => Command::GdConfirm {
                 batch: x.batch,
-                decision: GdDecision::from_pb(enum_field::<pb::GdDecision>(
-                    "decision", x.decision,
-                )?)
-                .ok_or_else(|| {
-                    InvalidRequest::new("decision", "not given: use reason or termination")
-                })?,
+                decision: enum_of("decision", x.decision)?,
                 note: x.note,
             },
         };
@@ -606,6 +581,7 @@ impl pb::workflow_server::Workflow for WorkflowSvc {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use preflight_core::workflow::PauseReason;
 
     #[test]
     fn refusals_map_to_their_codes_with_their_message() {
@@ -752,19 +728,21 @@ mod tests {
             role,
             ttl_s: 0,
         };
-        let (field, problem) = refusal(crate::svc::users::AddUser::try_from(user(0)));
+        let (field, problem) = refusal(crate::engine::users::AddUser::try_from(user(0)));
         assert_eq!(field, "role");
         assert!(problem.contains("delivery_lead"), "{problem}");
         assert_eq!(
-            refusal(crate::svc::users::AddUser::try_from(user(55))).0,
+            refusal(crate::engine::users::AddUser::try_from(user(55))).0,
             "role"
         );
-        let ok = crate::svc::users::AddUser::try_from(user(pb::UserRole::Gd as i32)).expect("ok");
+        let ok = crate::engine::users::AddUser::try_from(user(pb::Role::Gd as i32)).expect("ok");
         assert_eq!(ok.role, Role::Gd);
-        let (field, _) = refusal(crate::svc::users::UserName::try_from(pb::UserNameRequest {
-            name: "a b".into(),
-            ttl_s: 0,
-        }));
+        let (field, _) = refusal(crate::engine::users::UserName::try_from(
+            pb::UserNameRequest {
+                name: "a b".into(),
+                ttl_s: 0,
+            },
+        ));
         assert_eq!(field, "name");
         let clock = |op| DevClockOp::try_from(pb::DevClockRequest { op: Some(op) });
         use pb::dev_clock_request::Op;

@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::net::{PortRange, PortSpec, Proto};
+use crate::net::{PortSpec, Proto};
 
 /// Most port specifications one list of [`FirewallFacts`] may hold.
 pub const MAX_PORT_SPECS: usize = 4096;
@@ -45,17 +45,6 @@ pub struct FirewallFacts {
     /// The host's non-loopback listening sockets as the check read them (sorted, without
     /// duplicates); `None` when none were read (a confirmed change states its allow-list only).
     pub listeners: Option<Vec<PortSpec>>,
-}
-
-/// The single-port specification `port/proto`.
-pub fn single_port(proto: Proto, port: u16) -> PortSpec {
-    PortSpec {
-        proto,
-        ports: PortRange {
-            first: port,
-            last: port,
-        },
-    }
 }
 
 /// `specs` sorted and without duplicates, as [`FirewallFacts`] holds them.
@@ -122,12 +111,12 @@ mod tests {
             backend: FirewallBackend::Nftables,
             default_policy: Some(DefaultPolicy::Deny),
             allowed: normalised(vec![
-                single_port(Proto::Tcp, 8080),
-                single_port(Proto::Tcp, 22),
-                single_port(Proto::Udp, 514),
-                single_port(Proto::Tcp, 22),
+                PortSpec::single(Proto::Tcp, 8080),
+                PortSpec::single(Proto::Tcp, 22),
+                PortSpec::single(Proto::Udp, 514),
+                PortSpec::single(Proto::Tcp, 22),
             ]),
-            listeners: Some(vec![single_port(Proto::Tcp, 22)]),
+            listeners: Some(vec![PortSpec::single(Proto::Tcp, 22)]),
         }
     }
 
@@ -184,7 +173,7 @@ mod tests {
             .iter()
             .map(ToString::to_string)
             .collect();
-        assert_eq!(allowed, ["tcp/22", "tcp/8080", "udp/514"]);
+        assert_eq!(allowed, ["22/tcp", "8080/tcp", "514/udp"]);
         assert!(facts().allows(Proto::Udp, 514) && !facts().allows(Proto::Tcp, 514));
         // Without facts a record of the current format shows no allow-list at all.
         assert_eq!(record(None).allowed_ports(), None);
@@ -210,7 +199,7 @@ mod tests {
             verify_signature(&t, &spki)
         };
         assert_eq!(
-            tamper(&|f| f.allowed.push(single_port(Proto::Udp, 9999))),
+            tamper(&|f| f.allowed.push(PortSpec::single(Proto::Udp, 9999))),
             Err(SignatureError::Mismatch)
         );
         assert_eq!(
@@ -249,7 +238,7 @@ mod tests {
             Err(InvalidRecord::Facts(_))
         ));
         let mut zero = facts();
-        zero.allowed = vec![single_port(Proto::Tcp, 0)];
+        zero.allowed = vec![PortSpec::single(Proto::Tcp, 0)];
         assert!(matches!(
             record(Some(zero)).validate(),
             Err(InvalidRecord::Facts(_))

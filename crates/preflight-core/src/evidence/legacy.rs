@@ -8,7 +8,7 @@ use super::record::{EvidenceOperation, EvidenceRecord, EvidenceStatus};
 use super::sign::{verify_message, SignatureError};
 use crate::net::{PortSpec, Proto};
 
-use super::facts::{normalised, single_port};
+use super::facts::normalised;
 
 /// The ports a version-1 firewall record (`fw.allowlist_ports`) shows allowed, read from its
 /// text the way the v1 agent wrote it: the ruleset an audit or verify read (`observed`:
@@ -34,13 +34,11 @@ pub fn v1_allowed_ports(r: &EvidenceRecord) -> Option<Vec<PortSpec>> {
             let Some((port, proto)) = tok.split_once('/') else {
                 continue;
             };
-            let proto = match proto {
-                "tcp" => Proto::Tcp,
-                "udp" => Proto::Udp,
-                _ => continue,
+            let Ok(proto) = proto.parse::<Proto>() else {
+                continue;
             };
             if let Ok(port) = port.parse::<u16>() {
-                out.push(single_port(proto, port));
+                out.push(PortSpec::single(proto, port));
             }
         }
     }
@@ -119,7 +117,7 @@ mod tests {
         );
         assert_eq!(
             names(v1_allowed_ports(&r)),
-            Some(vec!["tcp/22".into(), "tcp/8080".into(), "udp/514".into()])
+            Some(vec!["22/tcp".into(), "8080/tcp".into(), "514/udp".into()])
         );
         let none = fw(
             EvidenceOperation::Audit,
@@ -140,7 +138,7 @@ mod tests {
         );
         assert_eq!(
             names(v1_allowed_ports(&r)),
-            Some(vec!["tcp/22".into(), "tcp/7444".into(), "tcp/8080".into()])
+            Some(vec!["22/tcp".into(), "7444/tcp".into(), "8080/tcp".into()])
         );
         // Not compliant, or not a verify: the expected text is no allow-list.
         let mut r2 = r.clone();

@@ -40,6 +40,24 @@ pub enum EvidenceOperation {
     Rollback,
 }
 
+impl EvidenceOperation {
+    /// The snake_case name (as in the encoding).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EvidenceOperation::Audit => "audit",
+            EvidenceOperation::Apply => "apply",
+            EvidenceOperation::Verify => "verify",
+            EvidenceOperation::Rollback => "rollback",
+        }
+    }
+}
+
+impl std::fmt::Display for EvidenceOperation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Outcome of a check, as in CHECKS.md.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

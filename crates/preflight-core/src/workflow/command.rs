@@ -192,16 +192,33 @@ pub enum Command {
     },
 }
 
-const PARTICIPANTS: &[Role] = &[
-    Role::Dispatcher,
-    Role::Project,
-    Role::Integrator,
-    Role::Deployer,
-    Role::PerfChecker,
-    Role::Reviewer,
-    Role::DeliveryLead,
-    Role::Gd,
-];
+/// Everyone who takes part in a batch: every role but the admin and the auditor.
+const PARTICIPANTS: [Role; 8] = roles_but(&[Role::Admin, Role::Auditor]);
+
+/// Who may add a risk: the participants but the GD.
+const RISK_ADDERS: [Role; 7] = roles_but(&[Role::Admin, Role::Auditor, Role::Gd]);
+
+/// [`Role::ALL`] in its order without `left_out`; `N` (the number kept) is checked when the
+/// constant is compiled.
+const fn roles_but<const N: usize>(left_out: &[Role]) -> [Role; N] {
+    let mut out = [Role::Admin; N];
+    let mut kept = 0;
+    let mut i = 0;
+    while i < Role::ALL.len() {
+        let role = Role::ALL[i];
+        let mut j = 0;
+        while j < left_out.len() && left_out[j] as u8 != role as u8 {
+            j += 1;
+        }
+        if j == left_out.len() {
+            out[kept] = role;
+            kept += 1;
+        }
+        i += 1;
+    }
+    assert!(kept == N, "N is not the number of roles kept");
+    out
+}
 
 impl Command {
     /// The batch the command concerns, if any.
@@ -278,22 +295,14 @@ impl Command {
             | Command::RecordHardening { .. }
             | Command::RecordPerf { .. }
             | Command::Escalate { .. } => &[],
-            Command::AddRisk { .. } => &[
-                Role::Dispatcher,
-                Role::Project,
-                Role::Integrator,
-                Role::Deployer,
-                Role::PerfChecker,
-                Role::Reviewer,
-                Role::DeliveryLead,
-            ],
+            Command::AddRisk { .. } => &RISK_ADDERS,
             Command::FileRisks { .. } => &[Role::Project],
             Command::ReviewFiling { .. } => &[Role::Reviewer],
             Command::RecordAcceptance { .. } => &[Role::Project],
             Command::Assign { .. } => &[Role::Dispatcher],
             Command::StartDeploy { .. } => &[Role::Dispatcher, Role::Deployer],
             Command::JumpQueue { .. } => &[Role::DeliveryLead],
-            Command::Pause { .. } => PARTICIPANTS,
+            Command::Pause { .. } => &PARTICIPANTS,
             Command::Resolve { .. } | Command::Terminate { .. } => &[Role::Project],
             Command::GdConfirm { .. } => &[Role::Gd],
         }
@@ -530,5 +539,29 @@ fn check_approval(a: &Approval) -> Result<(), Refusal> {
             check_text("approval.approver", approver, true)?;
             check_text("approval.reference", reference, true)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derived_role_lists_are_the_batch_participants() {
+        use Role::*;
+        assert_eq!(
+            PARTICIPANTS,
+            [
+                Dispatcher,
+                Project,
+                Integrator,
+                Deployer,
+                PerfChecker,
+                Reviewer,
+                DeliveryLead,
+                Gd
+            ]
+        );
+        assert_eq!(RISK_ADDERS[..], PARTICIPANTS[..7]);
     }
 }

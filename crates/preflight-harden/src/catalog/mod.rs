@@ -24,7 +24,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use preflight_core::evidence::FirewallFacts;
+use preflight_core::evidence::{EvidenceStatus, FirewallFacts};
 
 pub use backup::{BackupError, BackupRef, DEFAULT_BACKUP_DIR};
 pub use host::{Family, Host, PamLayout};
@@ -54,9 +54,6 @@ pub struct CheckInfo {
     pub firewall: bool,
 }
 
-/// Result status of a check: the evidence status of core, one vocabulary from check to record.
-pub use preflight_core::evidence::EvidenceStatus as Status;
-
 /// A file read by a check and its SHA-256 (`None` when the file did not exist).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FileHash {
@@ -82,7 +79,7 @@ pub struct CheckResult {
     /// Report-only check.
     pub report_only: bool,
     /// Status.
-    pub status: Status,
+    pub status: EvidenceStatus,
     /// Why the status is unknown or not applicable (or a remark).
     pub reason: Option<String>,
     /// Observed raw value.
@@ -153,7 +150,7 @@ pub struct EvidenceRecord {
     /// Expected value.
     pub expected: String,
     /// Status (after the operation).
-    pub status: Status,
+    pub status: EvidenceStatus,
     /// Reason for unknown / not applicable / a refused change.
     pub reason: Option<String>,
     /// Files read, with hashes (after the operation).
@@ -479,7 +476,7 @@ pub trait FirewallHook: Send + Sync {
 
 /// What a [`FirewallHook`] audit found: status, observed, expected, reason, typed facts.
 pub type FirewallAudit = (
-    Status,
+    EvidenceStatus,
     String,
     String,
     Option<String>,
@@ -543,7 +540,7 @@ impl From<RootError> for Unk {
 /// What an audit found.
 #[derive(Debug, Clone)]
 pub(crate) struct Outcome {
-    pub status: Status,
+    pub status: EvidenceStatus,
     pub observed: String,
     pub expected: String,
     pub reason: Option<String>,
@@ -553,9 +550,9 @@ impl Outcome {
     pub fn new(ok: bool, observed: impl Into<String>, expected: impl Into<String>) -> Outcome {
         Outcome {
             status: if ok {
-                Status::Compliant
+                EvidenceStatus::Compliant
             } else {
-                Status::NonCompliant
+                EvidenceStatus::NonCompliant
             },
             observed: observed.into(),
             expected: expected.into(),
@@ -564,7 +561,7 @@ impl Outcome {
     }
     pub fn unknown(reason: impl Into<String>, expected: impl Into<String>) -> Outcome {
         Outcome {
-            status: Status::Unknown,
+            status: EvidenceStatus::Unknown,
             observed: String::new(),
             expected: expected.into(),
             reason: Some(reason.into()),
@@ -579,7 +576,7 @@ impl Outcome {
         expected: impl Into<String>,
     ) -> Outcome {
         Outcome {
-            status: Status::NotApplicable,
+            status: EvidenceStatus::NotApplicable,
             observed: observed.into(),
             expected: expected.into(),
             reason: Some(reason.into()),
@@ -723,7 +720,7 @@ fn run_audit(
         }
     } else if let Some(missing) = c.requires.iter().find(|p| !root.exists(p)) {
         Outcome {
-            status: Status::NotApplicable,
+            status: EvidenceStatus::NotApplicable,
             observed: format!("{missing} missing"),
             expected: (c.expected)(policy),
             reason: Some(format!(
@@ -774,7 +771,7 @@ pub fn audit(
                 mlps: String::new(),
                 cis: String::new(),
                 report_only: true,
-                status: Status::Unknown,
+                status: EvidenceStatus::Unknown,
                 reason: Some(format!("unknown check id {id:?}")),
                 observed: String::new(),
                 expected: String::new(),
@@ -872,9 +869,9 @@ pub fn plan(
             entry
                 .notes
                 .push("changed by the firewall module with commit-confirm".into());
-        } else if entry.audit.status == Status::Unknown {
+        } else if entry.audit.status == EvidenceStatus::Unknown {
             entry.blocked = entry.audit.reason.clone();
-        } else if entry.audit.status != Status::NonCompliant {
+        } else if entry.audit.status != EvidenceStatus::NonCompliant {
             // Compliant or not applicable: nothing to change.
         } else {
             match compute_fix(&ctx, c).and_then(|f| {
@@ -1101,11 +1098,11 @@ pub fn apply(
     for c in checks {
         let before = run_audit(root, policy, firewall, c);
         let mut rec;
-        if before.status != Status::NonCompliant || c.info.report_only || c.info.firewall {
+        if before.status != EvidenceStatus::NonCompliant || c.info.report_only || c.info.firewall {
             rec = record(Operation::Apply, &c.info, &before, Some(&before));
             // A live-state check that cannot be read here is no error; a file that cannot be
             // parsed or reached is: the operator must look at it.
-            if before.status == Status::Unknown
+            if before.status == EvidenceStatus::Unknown
                 && c.fix.is_some()
                 && !c.info.live_state
                 && !c.info.report_only

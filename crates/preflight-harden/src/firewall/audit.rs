@@ -4,16 +4,14 @@
 use std::collections::BTreeSet;
 
 use ipnet::IpNet;
-use preflight_core::evidence::facts::{normalised, single_port};
+use preflight_core::evidence::facts::normalised;
 use preflight_core::evidence::{DefaultPolicy, EvidenceStatus, FirewallBackend, FirewallFacts};
 use preflight_core::net::{PortSpec, Proto};
 use serde::Serialize;
 
 use super::exec::{CommandRunner, Tool};
 use super::render::ipt_sections;
-use super::{
-    port_spec, AllowList, Backend, FirewallError, Listener, FORBIDDEN_PORTS, IPT_CHAIN, NFT_TABLE,
-};
+use super::{AllowList, Backend, FirewallError, Listener, FORBIDDEN_PORTS, IPT_CHAIN, NFT_TABLE};
 
 /// What was found about one backend on the host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -69,7 +67,7 @@ pub struct AllowRule {
 impl AllowRule {
     /// The port with its protocol.
     pub fn spec(&self) -> PortSpec {
-        port_spec(self.proto, self.port)
+        PortSpec::single(self.proto, self.port)
     }
 }
 
@@ -302,14 +300,6 @@ fn parse_net(s: &str) -> Option<IpNet> {
         .or_else(|| s.parse::<std::net::IpAddr>().ok().map(IpNet::from))
 }
 
-fn parse_proto(s: &str) -> Option<Proto> {
-    match s {
-        "tcp" => Some(Proto::Tcp),
-        "udp" => Some(Proto::Udp),
-        _ => None,
-    }
-}
-
 /// Accept rules of `table inet preflight` from `nft list table inet preflight` output.
 pub fn parse_nft_allow_rules(text: &str) -> Vec<AllowRule> {
     let mut out = Vec::new();
@@ -322,7 +312,7 @@ pub fn parse_nft_allow_rules(text: &str) -> Vec<AllowRule> {
             let Some(d) = tokens.iter().position(|t| *t == "dport") else {
                 continue;
             };
-            let Some(proto) = d.checked_sub(1).and_then(|p| parse_proto(tokens[p])) else {
+            let Some(proto) = d.checked_sub(1).and_then(|p| tokens[p].parse().ok()) else {
                 continue;
             };
             let sources: Vec<IpNet> = tokens
@@ -369,7 +359,7 @@ pub fn parse_ipt_allow_rules(save: &str) -> Vec<AllowRule> {
                 continue;
             }
             let (Some(proto), Some(Ok(port))) = (
-                arg("-p").and_then(parse_proto),
+                arg("-p").and_then(|p| p.parse::<Proto>().ok()),
                 arg("--dport").map(str::parse::<u16>),
             ) else {
                 continue;
@@ -585,10 +575,6 @@ pub fn backend_fact(b: Backend) -> FirewallBackend {
     }
 }
 
-fn port_fact(proto: Proto, port: u16) -> PortSpec {
-    single_port(proto, port)
-}
-
 /// The facts of a ruleset read on the host: what `fw.allowlist_ports` signs beside its text.
 /// `policy` when the input policy could be read; the non-loopback `listeners` read.
 pub fn ruleset_facts(
@@ -606,12 +592,12 @@ pub fn ruleset_facts(
                 DefaultPolicy::Accept
             }
         }),
-        allowed: normalised(rules.iter().map(|r| port_fact(r.proto, r.port)).collect()),
+        allowed: normalised(rules.iter().map(AllowRule::spec).collect()),
         listeners: Some(normalised(
             listeners
                 .iter()
                 .filter(|l| !l.addr.is_loopback())
-                .map(|l| port_fact(l.proto, l.port))
+                .map(|l| PortSpec::single(l.proto, l.port))
                 .collect(),
         )),
     }
@@ -626,7 +612,7 @@ pub fn allow_list_facts(backend: Backend, list: &AllowList) -> FirewallFacts {
         allowed: normalised(
             super::render::rules(list)
                 .into_iter()
-                .map(|(proto, port, _)| port_fact(proto, port))
+                .map(|(proto, port, _)| PortSpec::single(proto, port))
                 .collect(),
         ),
         listeners: None,
@@ -662,14 +648,14 @@ pub fn check_allowlist_ports(
             problems.push(format!(
                 "listener {name} is not in the plan: plan it or stop it"
             ));
-        } else if !allowed.contains(&port_spec(l.proto, l.port)) {
+        } else if !allowed.contains(&PortSpec::single(l.proto, l.port)) {
             problems.push(format!(
                 "planned listener {name} is not allowed by the ruleset: apply the plan"
             ));
         }
     }
     for port in [list.ssh_port, list.agent_port] {
-        if !allowed.contains(&port_spec(Proto::Tcp, port)) {
+        if !allowed.contains(&PortSpec::single(Proto::Tcp, port)) {
             problems.push(format!(
                 "{port}/tcp (SSH or agent) is not allowed by the ruleset"
             ));

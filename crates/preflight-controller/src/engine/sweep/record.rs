@@ -155,7 +155,7 @@ pub(crate) fn target_of(f: &FindingRecord) -> Option<TargetRecord> {
         }
         "port" => {
             let (port, proto) = rest.split_once('/')?;
-            let proto = ["tcp", "udp"].into_iter().find(|p| *p == proto)?;
+            let proto = proto.parse::<preflight_core::net::Proto>().ok()?.as_str();
             Some(rec("port", &f.server, Some(port.parse().ok()?), proto))
         }
         "bandwidth" => Some(rec("bandwidth", rest, None, "tcp")),
