@@ -98,7 +98,11 @@ impl Bar {
         });
         pb.set_position((p.fraction * 1000.0) as u64);
         if p.phase == Phase::Run {
-            pb.set_message(format!("{:.1} {}", p.current, bench::unit_label(p.unit)));
+            pb.set_message(format!(
+                "{:.1} {}",
+                p.current,
+                bench::unit_label(svc_bench::unit_pb(p.unit))
+            ));
         } else {
             pb.set_message(String::new());
         }

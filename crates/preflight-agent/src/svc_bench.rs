@@ -15,12 +15,12 @@ use std::time::Duration;
 
 use preflight_probe::bench::cpu::{run_cpu, CpuParams, CpuReport, CpuSpec};
 use preflight_probe::bench::disk::{
-    run_disk, DiskLimits, DiskParams, DiskReport, DiskSpec, DiskTarget, IoStats, RwMode,
+    run_disk, DiskLimits, DiskParams, DiskReport, DiskSpec, DiskTarget, Engine, IoStats, RwMode,
 };
 use preflight_probe::bench::memory::{
     run_memory, MemoryOper, MemoryParams, MemoryReport, MemorySpec,
 };
-use preflight_probe::bench::{BenchError, LatencySummary, Phase, Progress, MAX_DURATION};
+use preflight_probe::bench::{BenchError, LatencySummary, Phase, Progress, Unit, MAX_DURATION};
 use preflight_proto::v1 as pb;
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
@@ -239,14 +239,22 @@ pub fn bench_status(e: BenchError) -> Status {
 pub fn progress_event(p: Progress) -> pb::BenchmarkProgress {
     pb::BenchmarkProgress {
         phase: match p.phase {
-            Phase::Layout => "layout",
-            Phase::Warmup => "warmup",
-            Phase::Run => "run",
-        }
-        .to_string(),
+            Phase::Layout => pb::BenchPhase::Layout,
+            Phase::Warmup => pb::BenchPhase::Warmup,
+            Phase::Run => pb::BenchPhase::Run,
+        } as i32,
         fraction: p.fraction,
         current: p.current,
-        unit: p.unit.to_string(),
+        unit: unit_pb(p.unit) as i32,
+    }
+}
+
+/// A benchmark's unit on the wire.
+pub fn unit_pb(u: Unit) -> pb::BenchUnit {
+    match u {
+        Unit::Iops => pb::BenchUnit::Iops,
+        Unit::MibPerS => pb::BenchUnit::MibPerS,
+        Unit::EventsPerS => pb::BenchUnit::EventsPerS,
     }
 }
 
@@ -276,6 +284,23 @@ fn path_str(p: &Path) -> String {
     p.to_string_lossy().into_owned()
 }
 
+/// How the I/O reached the disk, on the wire.
+fn io_mode_pb(buffered: bool) -> pb::DiskIoMode {
+    if buffered {
+        pb::DiskIoMode::Buffered
+    } else {
+        pb::DiskIoMode::Direct
+    }
+}
+
+/// A disk run's engine on the wire.
+fn engine_pb(e: Engine) -> pb::DiskEngine {
+    match e {
+        Engine::Psync => pb::DiskEngine::Psync,
+        Engine::IoUring => pb::DiskEngine::IoUring,
+    }
+}
+
 fn disk_result(r: DiskReport) -> pb::DiskResult {
     let p = &r.params;
     let (directory, filename) = match &p.target {
@@ -297,9 +322,9 @@ fn disk_result(r: DiskReport) -> pb::DiskResult {
             fdatasync: p.fdatasync,
             rwmixread: u32::from(p.rwmixread),
         }),
-        io_mode: if r.buffered { "buffered" } else { "direct" }.to_string(),
+        io_mode: io_mode_pb(r.buffered) as i32,
         buffered: r.buffered,
-        engine: r.engine.to_string(),
+        engine: engine_pb(r.engine) as i32,
         filesystem: r.filesystem.clone(),
         file: path_str(&r.file),
         elapsed_s: r.elapsed_s,
@@ -455,6 +480,48 @@ mod tests {
     fn refused(req: pb::BenchmarkRequest) -> Status {
         let e = validate(req, Caller::Remote, &DiskLimits::default()).unwrap_err();
         bench_status(e)
+    }
+
+    /// `--output json` of progress and of a disk result keeps the words the string fields had.
+    #[test]
+    fn result_enums_keep_their_words_in_json() {
+        for (phase, word) in [
+            (Phase::Layout, "layout"),
+            (Phase::Warmup, "warmup"),
+            (Phase::Run, "run"),
+        ] {
+            for (unit, u) in [
+                (Unit::Iops, "iops"),
+                (Unit::MibPerS, "mib_per_s"),
+                (Unit::EventsPerS, "events_per_s"),
+            ] {
+                let p = progress_event(Progress {
+                    phase,
+                    fraction: 0.5,
+                    current: 1.0,
+                    unit,
+                });
+                let j = serde_json::to_value(p).unwrap();
+                assert_eq!(
+                    (j["phase"].as_str(), j["unit"].as_str()),
+                    (Some(word), Some(u))
+                );
+            }
+        }
+        for (buffered, word) in [(false, "direct"), (true, "buffered")] {
+            let r = pb::DiskResult {
+                io_mode: io_mode_pb(buffered) as i32,
+                ..Default::default()
+            };
+            assert_eq!(serde_json::to_value(&r).unwrap()["io_mode"], word);
+        }
+        for (e, word) in [(Engine::Psync, "psync"), (Engine::IoUring, "io_uring")] {
+            let r = pb::DiskResult {
+                engine: engine_pb(e) as i32,
+                ..Default::default()
+            };
+            assert_eq!(serde_json::to_value(&r).unwrap()["engine"], word);
+        }
     }
 
     #[test]

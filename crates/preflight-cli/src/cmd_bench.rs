@@ -58,14 +58,15 @@ impl Bar {
 
     fn update(&self, p: &pb::BenchmarkProgress) {
         let Some(bar) = &self.0 else { return };
-        bar.set_prefix(if p.phase == "warmup" {
-            "warm-up".to_string()
-        } else {
-            p.phase.clone()
+        bar.set_prefix(match p.phase() {
+            pb::BenchPhase::Layout => "layout",
+            pb::BenchPhase::Warmup => "warm-up",
+            pb::BenchPhase::Run => "run",
+            pb::BenchPhase::Unspecified => "",
         });
         bar.set_position((p.fraction.clamp(0.0, 1.0) * 1000.0) as u64);
-        if p.phase == "run" {
-            bar.set_message(format!("{:.1} {}", p.current, bench::unit_label(&p.unit)));
+        if p.phase() == pb::BenchPhase::Run {
+            bar.set_message(format!("{:.1} {}", p.current, bench::unit_label(p.unit())));
         } else {
             bar.set_message(String::new());
         }

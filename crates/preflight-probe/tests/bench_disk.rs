@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use preflight_probe::bench::disk::{
-    run_disk, space_margin, DiskLimits, DiskLock, DiskReport, DiskSpec, DiskTarget, RwMode,
+    run_disk, space_margin, DiskLimits, DiskLock, DiskReport, DiskSpec, DiskTarget, Engine, RwMode,
 };
 use preflight_probe::bench::{BenchError, Phase, Progress};
 
@@ -70,7 +70,7 @@ fn small_random_read_run_measures_and_leaves_no_file() {
     assert!(read.latency.p50_us > 0.0 && read.latency.p99_us >= read.latency.p50_us);
     assert!(read.latency.max_us >= read.latency.p99_us);
     assert!(report.write.is_none());
-    assert_eq!(report.engine, "psync");
+    assert_eq!(report.engine, Engine::Psync);
     assert!(!report.buffered);
     assert_eq!(report.params.size_bytes, 64 << 20);
     assert!(
@@ -94,6 +94,7 @@ fn small_random_read_run_measures_and_leaves_no_file() {
     assert!(json["read"]["latency"]["p99_us"].is_number());
     assert_eq!(json["params"]["rw"], "randread");
     assert_eq!(json["params"]["bs_bytes"], 4096);
+    assert_eq!(json["engine"], "psync");
 }
 
 #[test]
@@ -101,7 +102,7 @@ fn queue_depth_32_mixed_run_uses_io_uring_and_counts_both_directions() {
     let dir = tempdir();
     let report =
         run(&small(dir.path(), RwMode::RandRw, 32), &limits(dir.path())).expect("disk run");
-    assert_eq!(report.engine, "io_uring");
+    assert_eq!(report.engine, Engine::IoUring);
     let (r, w) = (report.read.unwrap(), report.write.unwrap());
     assert!(r.iops > 0.0 && w.iops > 0.0);
     assert!((report.iops - (r.iops + w.iops)).abs() < 1.0);
@@ -119,7 +120,7 @@ fn deep_queues_record_every_completion_exactly_once() {
             ..small(dir.path(), rw, iodepth)
         };
         let report = run(&spec, &limits(dir.path())).expect("disk run");
-        assert_eq!(report.engine, "io_uring");
+        assert_eq!(report.engine, Engine::IoUring);
         let s = if rw == RwMode::RandWrite {
             report.write.as_ref().unwrap()
         } else {

@@ -4,13 +4,13 @@
 
 use preflight_proto::v1 as pb;
 
-/// A unit as people read it: `iops` is `IOPS`, `mib_per_s` is `MiB/s`.
-pub fn unit_label(unit: &str) -> &str {
+/// A unit as people read it: `iops` is `IOPS`, `mib_per_s` is `MiB/s` (empty when unset).
+pub fn unit_label(unit: pb::BenchUnit) -> &'static str {
     match unit {
-        "iops" => "IOPS",
-        "mib_per_s" => "MiB/s",
-        "events_per_s" => "events/s",
-        other => other,
+        pb::BenchUnit::Iops => "IOPS",
+        pb::BenchUnit::MibPerS => "MiB/s",
+        pb::BenchUnit::EventsPerS => "events/s",
+        pb::BenchUnit::Unspecified => "",
     }
 }
 
@@ -58,7 +58,7 @@ pub fn disk(r: &pb::DiskResult) -> String {
         p.time_s,
         warmup(p.warmup_s),
         r.filesystem,
-        r.engine,
+        preflight_proto::json::name::<pb::DiskEngine>(r.engine),
         if r.buffered {
             "BUFFERED through the page cache"
         } else {
@@ -148,5 +148,26 @@ mod tests {
         let s = result(&r);
         assert!(s.contains("threads=2 cpu-max-prime=20000"), "{s}");
         assert!(s.contains("events per second: 1234.50"), "{s}");
+    }
+
+    #[test]
+    fn a_disk_result_names_its_engine_and_units_read_as_people_write_them() {
+        let d = pb::DiskResult {
+            params: Some(pb::DiskParamsUsed {
+                rw: "randread".into(),
+                bs_bytes: 4096,
+                iodepth: 32,
+                ..Default::default()
+            }),
+            filesystem: "ext4".into(),
+            engine: pb::DiskEngine::IoUring as i32,
+            io_mode: pb::DiskIoMode::Direct as i32,
+            ..Default::default()
+        };
+        let s = disk(&d);
+        assert!(s.contains("on ext4 (io_uring, O_DIRECT)"), "{s}");
+        assert_eq!(unit_label(pb::BenchUnit::MibPerS), "MiB/s");
+        assert_eq!(unit_label(pb::BenchUnit::Iops), "IOPS");
+        assert_eq!(unit_label(pb::BenchUnit::EventsPerS), "events/s");
     }
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::pool::{run_pool, PoolPlan};
-use super::{available_cpus, check_duration, BenchError, LatencySummary, Progress};
+use super::{available_cpus, check_duration, BenchError, LatencySummary, Progress, Unit};
 
 /// Largest `cpu_max_prime` accepted: one event at 10^7 already takes seconds.
 pub const MAX_PRIME_CAP: u32 = 10_000_000;
@@ -194,7 +194,7 @@ pub fn run_cpu(
         time: params.time,
         max_events: u64::MAX,
         figure_per_event: 1.0,
-        unit: "events_per_s",
+        unit: Unit::EventsPerS,
     };
     let max = u64::from(params.cpu_max_prime);
     tracing::debug!(

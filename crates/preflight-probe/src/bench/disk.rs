@@ -31,7 +31,7 @@ use nix::fcntl::{Flock, FlockArg};
 use serde::Serialize;
 
 use super::{
-    check_duration, BenchError, FastRng, LatencyHistogram, LatencySummary, Phase, Progress,
+    check_duration, BenchError, FastRng, LatencyHistogram, LatencySummary, Phase, Progress, Unit,
     PROGRESS_INTERVAL,
 };
 
@@ -360,13 +360,23 @@ pub struct IoStats {
     pub latency: LatencySummary,
 }
 
+/// The I/O engine of a disk run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Engine {
+    /// pread/pwrite, one request at a time (queue depth 1).
+    Psync,
+    /// io_uring with registered buffers (deeper queues).
+    IoUring,
+}
+
 /// What a disk run measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct DiskReport {
     /// The parameters used (`size_bytes` resolved to the exact region).
     pub params: DiskParams,
     /// `psync` at queue depth 1, `io_uring` deeper.
-    pub engine: &'static str,
+    pub engine: Engine,
     /// True when the page cache was in the way (`direct = false`).
     pub buffered: bool,
     /// Filesystem type of the target, e.g. `ext4`.
@@ -674,7 +684,7 @@ fn layout_file(
                 phase: Phase::Layout,
                 fraction: off as f64 / size as f64,
                 current: 0.0,
-                unit: "mib_per_s",
+                unit: Unit::MibPerS,
             });
         }
     }
@@ -811,7 +821,7 @@ struct Recorder<'a> {
     issued_bytes: u64,
     budget: u64,
     next_report: Instant,
-    unit: &'static str,
+    unit: Unit,
     bs: u64,
     progress: &'a dyn Fn(Progress),
     cancel: &'a AtomicBool,
@@ -840,9 +850,9 @@ impl<'a> Recorder<'a> {
             budget: if params.time_based { u64::MAX } else { size },
             next_report: t0,
             unit: if params.rw.random() {
-                "iops"
+                Unit::Iops
             } else {
-                "mib_per_s"
+                Unit::MibPerS
             },
             bs: params.bs_bytes,
             progress,
@@ -906,7 +916,7 @@ impl<'a> Recorder<'a> {
         Progress {
             phase: Phase::Run,
             fraction: fraction.min(1.0),
-            current: if self.unit == "iops" {
+            current: if self.unit == Unit::Iops {
                 rate
             } else {
                 rate * self.bs as f64 / MIB
@@ -1281,7 +1291,7 @@ pub fn run_disk(
     let mut rec = Recorder::new(params, prepared.size, progress, cancel);
     let (engine, end) = if params.iodepth == 1 {
         (
-            "psync",
+            Engine::Psync,
             run_psync(
                 &prepared.file,
                 &prepared.path,
@@ -1292,7 +1302,7 @@ pub fn run_disk(
         )
     } else {
         (
-            "io_uring",
+            Engine::IoUring,
             run_uring(
                 &prepared.file,
                 &prepared.path,

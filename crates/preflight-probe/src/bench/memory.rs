@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::pool::{run_pool, PoolPlan};
-use super::{available_cpus, check_duration, BenchError, LatencySummary, Progress};
+use super::{available_cpus, check_duration, BenchError, LatencySummary, Progress, Unit};
 
 /// Smallest block accepted (sysbench's default is 1 KiB; such blocks only measure L1 cache).
 pub const MIN_BLOCK: u64 = 1024;
@@ -247,7 +247,7 @@ pub fn run_memory(
         time: params.time,
         max_events: params.total_size_bytes / params.block_size_bytes,
         figure_per_event: params.block_size_bytes as f64 / MIB,
-        unit: "mib_per_s",
+        unit: Unit::MibPerS,
     };
     tracing::debug!(threads = params.threads, block = params.block_size_bytes, %oper,
         "memory benchmark starting");

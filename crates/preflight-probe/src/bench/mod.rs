@@ -52,6 +52,18 @@ pub enum Phase {
     Run,
 }
 
+/// Unit of a benchmark's headline figure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Unit {
+    /// Requests per second (random disk I/O).
+    Iops,
+    /// MiB (2^20 bytes) per second (sequential disk I/O, memory).
+    MibPerS,
+    /// Events per second (CPU).
+    EventsPerS,
+}
+
 /// One progress report.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Progress {
@@ -61,8 +73,8 @@ pub struct Progress {
     pub fraction: f64,
     /// The benchmark's headline figure so far (IOPS, MiB/s or events/s), 0 during layout.
     pub current: f64,
-    /// Unit of `current`: `"iops"`, `"mib_per_s"` or `"events_per_s"`.
-    pub unit: &'static str,
+    /// Unit of `current`.
+    pub unit: Unit,
 }
 
 /// Why a benchmark was refused or failed.

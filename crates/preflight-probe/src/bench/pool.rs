@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
-use super::{BenchError, LatencyHistogram, Phase, Progress, PROGRESS_INTERVAL};
+use super::{BenchError, LatencyHistogram, Phase, Progress, Unit, PROGRESS_INTERVAL};
 
 /// How often the coordinating thread wakes to report progress and notice a cancel (the
 /// workers see the cancel flag after their current event).
@@ -33,7 +33,7 @@ pub(crate) struct PoolPlan {
     pub max_events: u64,
     /// Multiplies events per second into the progress figure (e.g. MiB per event).
     pub figure_per_event: f64,
-    pub unit: &'static str,
+    pub unit: Unit,
 }
 
 #[repr(align(64))]
