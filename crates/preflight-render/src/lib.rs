@@ -621,11 +621,11 @@ fn first_screen(r: &pb::SweepReport, lang: Lang, zone: &Zone) -> Vec<(String, St
             "run by",
             "执行人",
             match lang {
-                Lang::En => format!("{} ({})", r.started_by, r.started_by_role),
+                Lang::En => format!("{} ({})", r.started_by, word::<pb::Role>(r.started_by_role)),
                 Lang::Zh => format!(
                     "{}（{}）",
                     r.started_by,
-                    role_word(&r.started_by_role, lang)
+                    role_word(&word::<pb::Role>(r.started_by_role), lang)
                 ),
             },
         );
@@ -1145,7 +1145,7 @@ mod tests {
             soft: 1,
             hard: 1,
             started_by: "ian".into(),
-            started_by_role: "integrator".into(),
+            started_by_role: pb::Role::Integrator as i32,
             recorded: true,
             findings: vec![
                 f("web-1", "identity", "pass", "integrator"),

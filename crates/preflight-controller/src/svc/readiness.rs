@@ -310,7 +310,7 @@ pub(crate) fn to_pb(r: &SweepRecord, with_findings: bool) -> pb::SweepReport {
         not_recorded: r.not_recorded.clone(),
         project: r.context.project.clone(),
         started_by: r.context.started_by.clone(),
-        started_by_role: r.context.started_by_role.clone(),
+        started_by_role: word_pb::<Role>(&r.context.started_by_role),
         recorded: r.context.recorded,
         not_recorded_zh: r.context.not_recorded_zh.clone(),
         servers: if with_findings {
@@ -355,7 +355,7 @@ fn verdict_pb(v: &str) -> pb::Verdict {
     }
 }
 
-/// A stored word of one of the workflow's closed sets (party, pause reason) on the wire (a
+/// A stored word of one of the core's closed sets (party, pause reason, role) on the wire (a
 /// word this build does not know: unspecified).
 fn word_pb<E: FromStr + WireEnum>(v: &str) -> i32 {
     v.parse::<E>().map_or(0, WireEnum::to_i32)
@@ -679,6 +679,18 @@ mod tests {
             assert_eq!(w, r.id());
         }
         assert_eq!(word_pb::<Party>("somebody"), 0);
+        // Who ran it keeps the role's word.
+        for r in Role::ALL {
+            let rec = SweepRecord {
+                context: preflight_store::sweeps::SweepContext {
+                    started_by_role: r.as_str().into(),
+                    ..Default::default()
+                },
+                ..rec.clone()
+            };
+            let j = serde_json::to_value(to_pb(&rec, false)).unwrap();
+            assert_eq!(j["started_by_role"], r.as_str());
+        }
         // Every unit the readiness rules use keeps its word.
         for u in ["iops", "us", "mbit_per_s", "cores", "mib", "gib", "ms"] {
             assert_eq!(
