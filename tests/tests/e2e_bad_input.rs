@@ -1088,7 +1088,7 @@ fn bad_benchmarks() -> Vec<(pb::BenchmarkRequest, &'static str)> {
     let disk = |f: &dyn Fn(&mut pb::DiskBenchmark)| {
         let mut d = pb::DiskBenchmark {
             directory: "/tmp".into(),
-            rw: "randread".into(),
+            rw: pb::DiskRw::Randread as i32,
             bs_bytes: 4096,
             iodepth: 1,
             size_bytes: 1 << 20,
@@ -1125,8 +1125,9 @@ fn bad_benchmarks() -> Vec<(pb::BenchmarkRequest, &'static str)> {
     ] {
         v.push((disk(&|d| d.filename = name.to_string()), "filename"));
     }
-    for rw in ["sideways", "READ", "read\0", &"r".repeat(300)] {
-        v.push((disk(&|d| d.rw = rw.to_string()), "rw"));
+    // Unset, unknown to this build, negative.
+    for rw in [0, 99, i32::MAX, -1] {
+        v.push((disk(&|d| d.rw = rw), "rw"));
     }
     for s in [65u64 << 30, u64::MAX] {
         v.push((disk(&|d| d.size_bytes = s), "size"));
@@ -1167,7 +1168,7 @@ fn bad_benchmarks() -> Vec<(pb::BenchmarkRequest, &'static str)> {
             threads: 1,
             block_size_bytes: 1 << 20,
             total_size_bytes: 1 << 24,
-            oper: "read".into(),
+            oper: pb::MemoryOper::Read as i32,
             time_ms: 100,
             warmup_ms: 0,
         };
@@ -1176,8 +1177,8 @@ fn bad_benchmarks() -> Vec<(pb::BenchmarkRequest, &'static str)> {
             kind: Some(Kind::Memory(m)),
         }
     };
-    for o in ["scribble", "READ", "\0", &"o".repeat(300)] {
-        v.push((mem(&|m| m.oper = o.to_string()), "oper"));
+    for o in [0, 99, i32::MAX, -1] {
+        v.push((mem(&|m| m.oper = o), "oper"));
     }
     for t in [100_000u32, u32::MAX] {
         v.push((mem(&|m| m.threads = t), "threads"));

@@ -160,7 +160,7 @@ pub fn validate(
             let time = duration_field("time", d.time_ms)?;
             let warmup = duration_field("warmup", d.warmup_ms)?;
             let spec = DiskSpec {
-                rw: d.rw.parse::<RwMode>()?,
+                rw: rw_mode(d.rw)?,
                 bs: d.bs_bytes,
                 iodepth: d.iodepth,
                 size: d.size_bytes,
@@ -188,7 +188,7 @@ pub fn validate(
                 threads: m.threads,
                 block_size: m.block_size_bytes,
                 total_size: m.total_size_bytes,
-                oper: m.oper.parse::<MemoryOper>()?,
+                oper: memory_oper(m.oper)?,
                 time: duration_field("time", m.time_ms)?,
                 warmup: duration_field("warmup", m.warmup_ms)?,
             }
@@ -293,6 +293,54 @@ fn io_mode_pb(buffered: bool) -> pb::DiskIoMode {
     }
 }
 
+/// The I/O pattern asked for; unset or a value this agent does not know is refused.
+fn rw_mode(v: i32) -> Result<RwMode, BenchError> {
+    match pb::DiskRw::try_from(v) {
+        Ok(pb::DiskRw::Randread) => Ok(RwMode::RandRead),
+        Ok(pb::DiskRw::Randwrite) => Ok(RwMode::RandWrite),
+        Ok(pb::DiskRw::Randrw) => Ok(RwMode::RandRw),
+        Ok(pb::DiskRw::Read) => Ok(RwMode::Read),
+        Ok(pb::DiskRw::Write) => Ok(RwMode::Write),
+        Ok(pb::DiskRw::Unspecified) | Err(_) => Err(invalid(
+            "rw",
+            v,
+            "is not an I/O pattern this agent knows: use randread, randwrite, randrw, read or write",
+        )),
+    }
+}
+
+fn rw_pb(m: RwMode) -> pb::DiskRw {
+    match m {
+        RwMode::RandRead => pb::DiskRw::Randread,
+        RwMode::RandWrite => pb::DiskRw::Randwrite,
+        RwMode::RandRw => pb::DiskRw::Randrw,
+        RwMode::Read => pb::DiskRw::Read,
+        RwMode::Write => pb::DiskRw::Write,
+    }
+}
+
+/// The memory operation asked for; unset or unknown is refused.
+fn memory_oper(v: i32) -> Result<MemoryOper, BenchError> {
+    match pb::MemoryOper::try_from(v) {
+        Ok(pb::MemoryOper::Read) => Ok(MemoryOper::Read),
+        Ok(pb::MemoryOper::Write) => Ok(MemoryOper::Write),
+        Ok(pb::MemoryOper::Copy) => Ok(MemoryOper::Copy),
+        Ok(pb::MemoryOper::Unspecified) | Err(_) => Err(invalid(
+            "memory-oper",
+            v,
+            "is not an operation this agent knows: use read, write or copy",
+        )),
+    }
+}
+
+fn memory_oper_pb(o: MemoryOper) -> pb::MemoryOper {
+    match o {
+        MemoryOper::Read => pb::MemoryOper::Read,
+        MemoryOper::Write => pb::MemoryOper::Write,
+        MemoryOper::Copy => pb::MemoryOper::Copy,
+    }
+}
+
 /// A disk run's engine on the wire.
 fn engine_pb(e: Engine) -> pb::DiskEngine {
     match e {
@@ -311,7 +359,7 @@ fn disk_result(r: DiskReport) -> pb::DiskResult {
         params: Some(pb::DiskParamsUsed {
             directory,
             filename,
-            rw: p.rw.to_string(),
+            rw: rw_pb(p.rw) as i32,
             bs_bytes: p.bs_bytes,
             iodepth: p.iodepth,
             size_bytes: p.size_bytes,
@@ -359,7 +407,7 @@ fn memory_result(r: MemoryReport) -> pb::MemoryResult {
             threads: r.params.threads,
             block_size_bytes: r.params.block_size_bytes,
             total_size_bytes: r.params.total_size_bytes,
-            oper: r.params.oper.to_string(),
+            oper: memory_oper_pb(r.params.oper) as i32,
             time_s: r.params.time_s,
             warmup_s: r.params.warmup_s,
         }),
@@ -461,7 +509,7 @@ mod tests {
     fn disk(f: impl FnOnce(&mut pb::DiskBenchmark)) -> pb::BenchmarkRequest {
         let mut d = pb::DiskBenchmark {
             directory: "/var/tmp".into(),
-            rw: "randread".into(),
+            rw: pb::DiskRw::Randread as i32,
             bs_bytes: 4096,
             iodepth: 1,
             size_bytes: 64 << 20,
@@ -532,7 +580,8 @@ mod tests {
             (disk(|d| d.size_bytes = 65 << 30), "size"),
             (disk(|d| d.time_ms = 601_000), "time"),
             (disk(|d| d.warmup_ms = 601_000), "warmup"),
-            (disk(|d| d.rw = "sideways".into()), "rw"),
+            (disk(|d| d.rw = 99), "rw"),
+            (disk(|d| d.rw = pb::DiskRw::Unspecified as i32), "rw"),
             (disk(|d| d.iodepth = 0), "iodepth"),
             (disk(|d| d.iodepth = 100_000), "iodepth"),
             (disk(|d| d.bs_bytes = 1 << 40), "bs"),
@@ -555,7 +604,7 @@ mod tests {
                         threads: 1,
                         block_size_bytes: 1 << 20,
                         total_size_bytes: 1 << 30,
-                        oper: "scribble".into(),
+                        oper: 99,
                         time_ms: 1000,
                         warmup_ms: 0,
                     })),

@@ -241,8 +241,8 @@ pub(crate) fn planned_port(p: &pb::FirewallPort) -> Result<PlannedPort, Status> 
             Status::invalid_argument(format!("firewall.ports.port {} is not 1-65535", p.port))
         })?;
     let proto = match pb::Protocol::try_from(p.proto) {
-        Ok(pb::Protocol::Tcp | pb::Protocol::Unspecified) => Proto::Tcp,
-        Ok(pb::Protocol::Udp) => Proto::Udp,
+        // Unspecified: TCP, the default of a firewall port.
+        Ok(p) => Proto::try_from(p).unwrap_or_default(),
         Err(_) => {
             return Err(Status::invalid_argument(format!(
                 "firewall.ports.proto: value {} is not one this agent knows: use tcp or udp",

@@ -87,10 +87,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Converts a listener to its wire form.
 pub fn socket_to_pb(l: &Listener) -> pb::ListeningSocket {
     pb::ListeningSocket {
-        proto: match l.proto {
-            ports::Proto::Tcp => pb::Protocol::Tcp,
-            ports::Proto::Udp => pb::Protocol::Udp,
-        } as i32,
+        proto: pb::Protocol::from(l.proto) as i32,
         family: match l.family {
             ports::Family::V4 => pb::AddressFamily::Ipv4,
             ports::Family::V6 => pb::AddressFamily::Ipv6,

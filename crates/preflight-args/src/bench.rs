@@ -8,6 +8,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::builder::TypedValueParser;
 use clap::Subcommand;
 use preflight_core::units;
 use preflight_proto::v1 as pb;
@@ -85,8 +86,8 @@ pub struct DiskArgs {
     #[arg(long)]
     pub filename: Option<PathBuf>,
     /// I/O pattern: randread, randwrite, randrw, read or write.
-    #[arg(long, default_value = "randread")]
-    pub rw: String,
+    #[arg(long, default_value = "randread", value_parser = rw_arg())]
+    pub rw: pb::DiskRw,
     /// Bytes per request, e.g. 4k, 1m, 2300.
     #[arg(long, default_value = "4k", value_parser = size_arg)]
     pub bs: u64,
@@ -146,8 +147,8 @@ pub struct MemoryArgs {
     #[arg(long, default_value = "100g", value_parser = size_arg)]
     pub memory_total_size: u64,
     /// Operation: read, write or copy.
-    #[arg(long, default_value = "write")]
-    pub memory_oper: String,
+    #[arg(long, default_value = "write", value_parser = memory_oper_arg())]
+    pub memory_oper: pb::MemoryOper,
     /// Measured duration: seconds, or 30s, 2m.
     #[arg(long, default_value = "10", value_parser = duration_arg)]
     pub time: Duration,
@@ -184,6 +185,23 @@ fn path_string(p: &Option<PathBuf>) -> String {
         .unwrap_or_default()
 }
 
+/// `--rw`: fio's words, listed in `--help` and completions.
+fn rw_arg() -> impl TypedValueParser<Value = pb::DiskRw> {
+    clap::builder::PossibleValuesParser::new(["randread", "randwrite", "randrw", "read", "write"])
+        .map(|w| {
+            pb::DiskRw::from_str_name(&format!("DISK_RW_{}", w.to_ascii_uppercase()))
+                .expect("every possible value is a DiskRw")
+        })
+}
+
+/// `--memory-oper`: sysbench's words.
+fn memory_oper_arg() -> impl TypedValueParser<Value = pb::MemoryOper> {
+    clap::builder::PossibleValuesParser::new(["read", "write", "copy"]).map(|w| {
+        pb::MemoryOper::from_str_name(&format!("MEMORY_OPER_{}", w.to_ascii_uppercase()))
+            .expect("every possible value is a MemoryOper")
+    })
+}
+
 impl BenchKind {
     /// The wire request for these options, unchecked: the agent validates every field.
     pub fn request(&self) -> pb::BenchmarkRequest {
@@ -192,7 +210,7 @@ impl BenchKind {
             BenchKind::Disk(a) => Kind::Disk(pb::DiskBenchmark {
                 directory: path_string(&a.dir),
                 filename: path_string(&a.filename),
-                rw: a.rw.clone(),
+                rw: a.rw as i32,
                 bs_bytes: a.bs,
                 iodepth: a.iodepth,
                 size_bytes: a.size,
@@ -213,7 +231,7 @@ impl BenchKind {
                 threads: a.threads,
                 block_size_bytes: a.memory_block_size,
                 total_size_bytes: a.memory_total_size,
-                oper: a.memory_oper.clone(),
+                oper: a.memory_oper as i32,
                 time_ms: ms(a.time),
                 warmup_ms: ms(a.warmup),
             }),
@@ -257,7 +275,7 @@ mod tests {
             panic!("disk request expected");
         };
         assert_eq!(d.directory, "/data");
-        assert_eq!(d.rw, "randwrite");
+        assert_eq!(d.rw, pb::DiskRw::Randwrite as i32);
         assert_eq!((d.bs_bytes, d.iodepth, d.size_bytes), (4096, 32, 64 << 20));
         assert_eq!(d.time_ms, 2000);
         assert!(!d.direct && d.time_based);

@@ -286,13 +286,11 @@ fn parse_port(s: &str) -> anyhow::Result<pb::FirewallPort> {
         .ok()
         .filter(|p| *p != 0)
         .with_context(|| format!("port {s:?}: expected PORT/PROTO like 8080/tcp"))?;
-    let proto = match proto
-        .parse::<Proto>()
-        .map_err(|e| anyhow::anyhow!("port {s:?}: {e}"))?
-    {
-        Proto::Tcp => pb::Protocol::Tcp,
-        Proto::Udp => pb::Protocol::Udp,
-    };
+    let proto = pb::Protocol::from(
+        proto
+            .parse::<Proto>()
+            .map_err(|e| anyhow::anyhow!("port {s:?}: {e}"))?,
+    );
     Ok(pb::FirewallPort {
         port: port.into(),
         proto: proto as i32,

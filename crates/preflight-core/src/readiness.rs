@@ -345,11 +345,7 @@ pub fn capacity(server: &Server, t: &Thresholds, cores: u64, memory_bytes: u64) 
 
 /// Free space on a data directory; `free_bytes` is `None` when no mount holds it.
 pub fn disk_free(server: &Server, t: &Thresholds, dir: &str, free_bytes: Option<u64>) -> Finding {
-    let f = Finding::new(
-        server,
-        format!("disk_free:{dir}"),
-        PauseReason::DiskPerformance,
-    );
+    let f = Finding::new(server, check::disk_free(dir), PauseReason::DiskPerformance);
     match free_bytes {
         None => f
             .limit(t.min_free_disk_gib, "gib")
@@ -396,7 +392,7 @@ pub fn package_file(
     status: &str,
     detail: &str,
 ) -> Finding {
-    let f = Finding::new(server, format!("package:{path}"), PauseReason::Package);
+    let f = Finding::new(server, check::package(path), PauseReason::Package);
     let what = if is_backup {
         "database backup"
     } else {
@@ -517,6 +513,73 @@ pub fn clock(server: &Server, t: &Thresholds, offset_ms: i64, synchronized: bool
     }
 }
 
+/// The stable ids of the sweep's checks, built in one place: the judges here and the
+/// controller's list of checks it owes (to report the ones it could not run) must agree on
+/// every byte, and stored runs and waivers name checks by these ids.
+pub mod check {
+    use crate::net::Proto;
+
+    use super::DiskMeasure;
+
+    /// `port:8080/tcp`: a planned port on the server itself.
+    pub fn port(port: u16, proto: Proto) -> String {
+        format!("port:{port}/{proto}")
+    }
+
+    /// `path:db-01:5432`, or `path:db-01:80-90` for a range of ports probed in one request.
+    pub fn path(to: &str, first: u16, last: u16) -> String {
+        if first == last {
+            format!("path:{to}:{first}")
+        } else {
+            format!("path:{to}:{first}-{last}")
+        }
+    }
+
+    /// `bandwidth:db-01`.
+    pub fn bandwidth(to: &str) -> String {
+        format!("bandwidth:{to}")
+    }
+
+    /// `vip:10.0.0.100`.
+    pub fn vip(address: impl std::fmt::Display) -> String {
+        format!("vip:{address}")
+    }
+
+    /// `package:/opt/pkg/app.tar.gz`.
+    pub fn package(path: &str) -> String {
+        format!("package:{path}")
+    }
+
+    /// `disk_free:/data`.
+    pub fn disk_free(dir: &str) -> String {
+        format!("disk_free:{dir}")
+    }
+
+    /// `disk_randread:/data` and its siblings.
+    pub fn disk(what: DiskMeasure, dir: &str) -> String {
+        format!("{}:{dir}", what.name())
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn ids_keep_the_spelling_stored_runs_and_waivers_use() {
+            assert_eq!(port(8080, Proto::Tcp), "port:8080/tcp");
+            assert_eq!(path("db-01", 5432, 5432), "path:db-01:5432");
+            assert_eq!(path("b", 80, 90), "path:b:80-90");
+            assert_eq!(bandwidth("db-01"), "bandwidth:db-01");
+            assert_eq!(vip("10.0.0.100"), "vip:10.0.0.100");
+            assert_eq!(package("/opt/a.tgz"), "package:/opt/a.tgz");
+            assert_eq!(disk_free("/data"), "disk_free:/data");
+            assert_eq!(disk(DiskMeasure::RandRead, "/d"), "disk_randread:/d");
+            assert_eq!(disk(DiskMeasure::RandWrite, "/d"), "disk_randwrite:/d");
+            assert_eq!(disk(DiskMeasure::FdatasyncP99, "/d"), "disk_fdatasync:/d");
+        }
+    }
+}
+
 /// Names of the checks a sweep may leave out (`preflight sweep --skip NAME`).
 pub const SKIPPABLE: [&str; 6] = ["packages", "ports", "paths", "bandwidth", "disk", "vips"];
 
@@ -530,12 +593,8 @@ pub fn port_free(
     app: &str,
     holder: Option<&str>,
 ) -> Finding {
-    let f = Finding::new(
-        server,
-        format!("port:{port}/{proto}"),
-        PauseReason::NetworkPorts,
-    )
-    .about(Target::port(&server.hostname, port, proto));
+    let f = Finding::new(server, check::port(port, proto), PauseReason::NetworkPorts)
+        .about(Target::port(&server.hostname, port, proto));
     let addr = server.address;
     match holder {
         None => f.says(
@@ -571,7 +630,7 @@ pub fn path(
 ) -> Finding {
     let f = Finding::new(
         from,
-        format!("path:{}:{port}", to.hostname),
+        check::path(&to.hostname, port, port),
         PauseReason::NetworkPorts,
     )
     .about(Target::path(&from.hostname, &to.hostname, Some(port)));
@@ -637,7 +696,7 @@ pub fn bandwidth(
 ) -> Finding {
     let f = Finding::new(
         from,
-        format!("bandwidth:{}", to.hostname),
+        check::bandwidth(&to.hostname),
         PauseReason::NetworkPorts,
     )
     .about(Target::bandwidth(&from.hostname, &to.hostname, port));
@@ -688,6 +747,24 @@ pub enum DiskMeasure {
     FdatasyncP99,
 }
 
+impl DiskMeasure {
+    /// Every measure, in the order a sweep runs them.
+    pub const ALL: [DiskMeasure; 3] = [
+        DiskMeasure::RandRead,
+        DiskMeasure::RandWrite,
+        DiskMeasure::FdatasyncP99,
+    ];
+
+    /// The check's name: `disk_randread`, `disk_randwrite`, `disk_fdatasync`.
+    pub fn name(self) -> &'static str {
+        match self {
+            DiskMeasure::RandRead => "disk_randread",
+            DiskMeasure::RandWrite => "disk_randwrite",
+            DiskMeasure::FdatasyncP99 => "disk_fdatasync",
+        }
+    }
+}
+
 /// A short disk benchmark on a data directory; `value` is `Err` when it could not run.
 pub fn disk_bench(
     server: &Server,
@@ -696,34 +773,27 @@ pub fn disk_bench(
     what: DiskMeasure,
     value: Result<f64, &str>,
 ) -> Finding {
-    let (name, en, zh, unit, limit) = match what {
+    let (en, zh, unit, limit) = match what {
         DiskMeasure::RandRead => (
-            "disk_randread",
             "4 KiB random read",
             "4 KiB 随机读",
             "iops",
             t.min_randread_iops,
         ),
         DiskMeasure::RandWrite => (
-            "disk_randwrite",
             "4 KiB random write",
             "4 KiB 随机写",
             "iops",
             t.min_randwrite_iops,
         ),
         DiskMeasure::FdatasyncP99 => (
-            "disk_fdatasync",
             "write + fdatasync p99",
             "写入 + fdatasync p99",
             "us",
             t.max_fdatasync_p99_us,
         ),
     };
-    let f = Finding::new(
-        server,
-        format!("{name}:{dir}"),
-        PauseReason::DiskPerformance,
-    );
+    let f = Finding::new(server, check::disk(what, dir), PauseReason::DiskPerformance);
     let v = match value {
         Err(e) => {
             return f
@@ -773,7 +843,7 @@ pub fn disk_bench(
 /// `answers` lists `(port, outcome)`. `open` = something serves there (hard); `refused` = some
 /// host holds the address (a risk); no answer = free.
 pub fn vip(label: &str, address: &str, answers: &[(u16, String)]) -> Finding {
-    let f = Finding::labelled(label, format!("vip:{address}"), PauseReason::VipMissing)
+    let f = Finding::labelled(label, check::vip(address), PauseReason::VipMissing)
         .about(Target::vip(label, address));
     let open: Vec<String> = answers
         .iter()

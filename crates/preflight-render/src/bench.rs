@@ -51,7 +51,7 @@ pub fn disk(r: &pb::DiskResult) -> String {
     let p = r.params.clone().unwrap_or_default();
     let mut s = format!(
         "disk {} bs={} iodepth={} size={} time={}s{} on {} ({}, {})\n",
-        p.rw,
+        preflight_proto::json::name::<pb::DiskRw>(p.rw),
         option_size(p.bs_bytes),
         p.iodepth,
         option_size(p.size_bytes),
@@ -99,10 +99,10 @@ pub fn cpu(r: &pb::CpuResult) -> String {
 
 /// A memory result for people.
 pub fn memory(r: &pb::MemoryResult) -> String {
-    let p = r.params.clone().unwrap_or_default();
+    let p = r.params.unwrap_or_default();
     format!(
         "memory {} threads={} block={} time={}s{}\n  {:.1} MiB/s  ({} MiB in {:.2} s)\n  per block {}\n",
-        p.oper,
+        preflight_proto::json::name::<pb::MemoryOper>(p.oper),
         p.threads,
         option_size(p.block_size_bytes),
         p.time_s,
@@ -154,7 +154,7 @@ mod tests {
     fn a_disk_result_names_its_engine_and_units_read_as_people_write_them() {
         let d = pb::DiskResult {
             params: Some(pb::DiskParamsUsed {
-                rw: "randread".into(),
+                rw: pb::DiskRw::Randread as i32,
                 bs_bytes: 4096,
                 iodepth: 32,
                 ..Default::default()

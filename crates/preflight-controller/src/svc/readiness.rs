@@ -395,11 +395,10 @@ fn target_pb(t: &TargetRecord) -> pb::FindingTarget {
         "vip" => pb::TargetKind::Vip,
         _ => pb::TargetKind::Unspecified,
     };
-    let proto = match t.proto.parse() {
-        Ok(Proto::Tcp) => pb::Protocol::Tcp,
-        Ok(Proto::Udp) => pb::Protocol::Udp,
-        Err(_) => pb::Protocol::Unspecified,
-    };
+    let proto = t
+        .proto
+        .parse::<Proto>()
+        .map_or(pb::Protocol::Unspecified, pb::Protocol::from);
     pb::FindingTarget {
         kind: kind as i32,
         server: t.server.clone(),

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use preflight_core::net::Proto;
 use preflight_core::plan::{Plan, Server};
-use preflight_core::readiness::{self, Finding, Target};
+use preflight_core::readiness::{self, check, Finding, Target};
 use preflight_core::workflow::PauseReason;
 use preflight_proto::v1 as pb;
 use preflight_store::AgentRecord;
@@ -116,11 +116,7 @@ fn paths_unchecked(from: &Server, to: &Server, ports: &[u16], side: Side, error:
         ports.iter().min().copied().unwrap_or_default(),
         ports.iter().max().copied().unwrap_or_default(),
     );
-    let check = if first == last {
-        format!("path:{}:{first}", to.hostname)
-    } else {
-        format!("path:{}:{first}-{last}", to.hostname)
-    };
+    let check = check::path(&to.hostname, first, last);
     let who = match side {
         Side::From => &from.hostname,
         Side::To => &to.hostname,
@@ -150,7 +146,7 @@ fn paths_not_checked(from: &Server, to: &Server, ports: &[u16], unreachable: &st
         .map(|p| {
             readiness::not_checked(
                 &from.hostname,
-                format!("path:{}:{p}", to.hostname),
+                check::path(&to.hostname, *p, *p),
                 PauseReason::NetworkPorts,
                 unreachable,
             )
@@ -270,7 +266,7 @@ pub(super) async fn net_task(
                 out.push(
                     readiness::not_checked(
                         &sv(*from).hostname,
-                        format!("bandwidth:{}", sv(*to).hostname),
+                        check::bandwidth(&sv(*to).hostname),
                         PauseReason::NetworkPorts,
                         &sv(down).hostname,
                     )
@@ -337,7 +333,7 @@ pub(super) async fn net_task(
                 if (0..plan.servers.len()).any(|i| agent(i).is_some()) {
                     out.push(readiness::unchecked(
                         &label,
-                        format!("vip:{}", v.address),
+                        check::vip(v.address),
                         PauseReason::VipMissing,
                         &format!(
                             "not probed: no server of the plan holding its planned address is in the network of {}",
@@ -353,7 +349,7 @@ pub(super) async fn net_task(
                     out.push(
                         readiness::not_checked(
                             &label,
-                            format!("vip:{}", v.address),
+                            check::vip(v.address),
                             PauseReason::VipMissing,
                             &who,
                         )
@@ -373,7 +369,7 @@ pub(super) async fn net_task(
                         out.push(
                             readiness::not_checked(
                                 &label,
-                                format!("vip:{}", v.address),
+                                check::vip(v.address),
                                 PauseReason::VipMissing,
                                 &sv(pi).hostname,
                             )
@@ -385,7 +381,7 @@ pub(super) async fn net_task(
                         out.push(
                             readiness::unchecked(
                                 &label,
-                                format!("vip:{}", v.address),
+                                check::vip(v.address),
                                 PauseReason::VipMissing,
                                 &format!(
                                     "could not probe {} from {}: {}",

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use preflight_core::net::Proto;
 use preflight_core::plan::{PackageKind, Plan, Server, Thresholds};
-use preflight_core::readiness::{self, Finding, Target};
+use preflight_core::readiness::{self, check, DiskMeasure, Finding, Target};
 use preflight_core::workflow::PauseReason;
 use preflight_proto::json;
 use preflight_proto::v1 as pb;
@@ -54,11 +54,7 @@ fn holder(
         .iter()
         .find(|s| {
             s.port == u32::from(port)
-                && s.proto()
-                    == match proto {
-                        Proto::Tcp => pb::Protocol::Tcp,
-                        Proto::Udp => pb::Protocol::Udp,
-                    }
+                && s.proto() == pb::Protocol::from(proto)
                 && s.address
                     .parse::<IpAddr>()
                     .is_ok_and(|a| a == addr || a.is_unspecified())
@@ -315,10 +311,10 @@ async fn disk(
     client: &mut Client,
     opts: &Opts,
 ) -> Result<Vec<Finding>, String> {
-    use readiness::DiskMeasure as M;
+    use DiskMeasure as M;
     let base = pb::DiskBenchmark {
         directory: dir.to_string(),
-        rw: "randread".into(),
+        rw: pb::DiskRw::Randread as i32,
         bs_bytes: 4096,
         iodepth: 16,
         size_bytes: DISK_BENCH_BYTES,
@@ -344,7 +340,7 @@ async fn disk(
     let write = bench(
         client,
         pb::DiskBenchmark {
-            rw: "randwrite".into(),
+            rw: pb::DiskRw::Randwrite as i32,
             ..base.clone()
         },
     )
@@ -362,7 +358,7 @@ async fn disk(
     let sync = bench(
         client,
         pb::DiskBenchmark {
-            rw: "write".into(),
+            rw: pb::DiskRw::Write as i32,
             iodepth: 1,
             fdatasync: 1,
             size_bytes: 8 << 20,
@@ -514,21 +510,18 @@ pub(super) fn server_checks(
         own("memory".into(), PauseReason::Planning),
     ];
     for dir in &server.data_dirs {
-        out.push(own(
-            format!("disk_free:{dir}"),
-            PauseReason::DiskPerformance,
-        ));
+        out.push(own(check::disk_free(dir), PauseReason::DiskPerformance));
     }
     out.push(own("clock".into(), PauseReason::Other));
     if opts.runs("packages") {
         for p in plan.packages_for(server) {
-            out.push(own(format!("package:{}", p.path), PauseReason::Package));
+            out.push(own(check::package(&p.path), PauseReason::Package));
         }
     }
     if opts.runs("ports") {
         for p in server.planned_ports() {
             out.push((
-                format!("port:{}/{}", p.port, p.protocol.as_str()),
+                check::port(p.port, p.protocol),
                 PauseReason::NetworkPorts,
                 Some(Target::port(&server.hostname, p.port, p.protocol)),
             ));
@@ -536,8 +529,8 @@ pub(super) fn server_checks(
     }
     if opts.runs("disk") {
         for dir in &server.data_dirs {
-            for m in ["disk_randread", "disk_randwrite", "disk_fdatasync"] {
-                out.push(own(format!("{m}:{dir}"), PauseReason::DiskPerformance));
+            for m in DiskMeasure::ALL {
+                out.push(own(check::disk(m, dir), PauseReason::DiskPerformance));
             }
         }
     }
