@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use futures_util::StreamExt;
 use preflight_core::plan::MAX_PLAN_BYTES;
+use preflight_core::readiness::{CheckGroup, SKIPPABLE};
 use preflight_proto::v1 as pb;
 
 use crate::client::{status, Conn};
@@ -66,8 +67,8 @@ attach to it or cancel it.",
         #[arg(long)]
         batch: Option<String>,
         /// Leave out a check (repeatable): the slow ones are disk and bandwidth.
-        #[arg(long = "skip", value_name = "CHECK", value_parser = clap::builder::PossibleValuesParser::new(preflight_core::readiness::SKIPPABLE))]
-        skip: Vec<String>,
+        #[arg(long = "skip", value_name = "CHECK", value_parser = skip_arg())]
+        skip: Vec<CheckGroup>,
         /// Length of each disk benchmark and bandwidth test, in milliseconds (200-30000).
         #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(200..=30000))]
         measure_ms: u32,
@@ -187,7 +188,10 @@ pub async fn run(c: SweepCmd, conn: &Conn, out: Output) -> anyhow::Result<()> {
                     plan_name,
                     plan_toml: text,
                     concurrency,
-                    skip,
+                    skip: skip
+                        .iter()
+                        .map(|&g| pb::CheckGroup::from(g) as i32)
+                        .collect(),
                     measure_ms,
                 })
                 .await
@@ -315,6 +319,13 @@ async fn follow(
 
 /// SIGINT (Ctrl-C), caught from now on: registered before the sweep starts, so no Ctrl-C
 /// kills the CLI silently.
+/// `--skip`: the groups' words, listed in `--help` and completions.
+fn skip_arg() -> impl clap::builder::TypedValueParser<Value = CheckGroup> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(SKIPPABLE)
+        .map(|w| CheckGroup::from_word(&w).expect("every possible value is a group"))
+}
+
 fn interrupts() -> anyhow::Result<tokio::signal::unix::Signal> {
     tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
         .context("cannot catch Ctrl-C")

@@ -2,6 +2,8 @@
 //! a risk, hard failure = the batch cannot go on), with who must fix it and how, in English and
 //! Chinese. Pure: the controller gathers the measurements, this module judges them.
 
+use std::fmt;
+
 use serde::{Deserialize, Serialize};
 
 use crate::net::Proto;
@@ -580,8 +582,74 @@ pub mod check {
     }
 }
 
-/// Names of the checks a sweep may leave out (`preflight sweep --skip NAME`).
+/// A group of checks a sweep may leave out (`preflight sweep --skip NAME`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum CheckGroup {
+    /// `package:*`: the planned package files.
+    Packages,
+    /// `port:*`: the planned ports on each server.
+    Ports,
+    /// `path:*`: the required paths between servers.
+    Paths,
+    /// `bandwidth:*`: the planned bandwidth tests.
+    Bandwidth,
+    /// `disk_*`: the disk benchmarks on the data directories.
+    Disk,
+    /// `vip:*`: the cluster virtual addresses.
+    Vips,
+}
+
+impl CheckGroup {
+    /// Every group, in the order `--help` lists them.
+    pub const ALL: [CheckGroup; 6] = [
+        CheckGroup::Packages,
+        CheckGroup::Ports,
+        CheckGroup::Paths,
+        CheckGroup::Bandwidth,
+        CheckGroup::Disk,
+        CheckGroup::Vips,
+    ];
+
+    /// The word people type and stored runs keep: `packages`, `ports`, ...
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckGroup::Packages => "packages",
+            CheckGroup::Ports => "ports",
+            CheckGroup::Paths => "paths",
+            CheckGroup::Bandwidth => "bandwidth",
+            CheckGroup::Disk => "disk",
+            CheckGroup::Vips => "vips",
+        }
+    }
+
+    /// The group of that word, if it names one.
+    pub fn from_word(w: &str) -> Option<CheckGroup> {
+        CheckGroup::ALL.into_iter().find(|g| g.as_str() == w)
+    }
+}
+
+impl fmt::Display for CheckGroup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Names of the checks a sweep may leave out, as people type them.
 pub const SKIPPABLE: [&str; 6] = ["packages", "ports", "paths", "bandwidth", "disk", "vips"];
+
+#[cfg(test)]
+mod check_group_tests {
+    use super::*;
+
+    #[test]
+    fn every_group_has_its_word_and_skippable_lists_them_all() {
+        assert_eq!(CheckGroup::ALL.map(CheckGroup::as_str), SKIPPABLE);
+        for g in CheckGroup::ALL {
+            assert_eq!(CheckGroup::from_word(g.as_str()), Some(g));
+        }
+        assert_eq!(CheckGroup::from_word("disks"), None);
+    }
+}
 
 /// A planned port on a server as its agent found it: `holder` is `None` when nothing listens
 /// on it (at the server's address or a wildcard), else who does (`"nginx (pid 812) on

@@ -2,6 +2,7 @@
 //! the controller, the agent and the CLI all speak, written once here instead of in each.
 
 use preflight_core::net::Proto;
+use preflight_core::readiness::CheckGroup;
 
 use crate::v1 as pb;
 
@@ -30,6 +31,38 @@ impl TryFrom<pb::Protocol> for Proto {
     }
 }
 
+impl From<CheckGroup> for pb::CheckGroup {
+    fn from(g: CheckGroup) -> Self {
+        match g {
+            CheckGroup::Packages => pb::CheckGroup::Packages,
+            CheckGroup::Ports => pb::CheckGroup::Ports,
+            CheckGroup::Paths => pb::CheckGroup::Paths,
+            CheckGroup::Bandwidth => pb::CheckGroup::Bandwidth,
+            CheckGroup::Disk => pb::CheckGroup::Disk,
+            CheckGroup::Vips => pb::CheckGroup::Vips,
+        }
+    }
+}
+
+/// `CHECK_GROUP_UNSPECIFIED` on the wire: no group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnspecifiedCheckGroup;
+
+impl TryFrom<pb::CheckGroup> for CheckGroup {
+    type Error = UnspecifiedCheckGroup;
+    fn try_from(g: pb::CheckGroup) -> Result<Self, Self::Error> {
+        match g {
+            pb::CheckGroup::Packages => Ok(CheckGroup::Packages),
+            pb::CheckGroup::Ports => Ok(CheckGroup::Ports),
+            pb::CheckGroup::Paths => Ok(CheckGroup::Paths),
+            pb::CheckGroup::Bandwidth => Ok(CheckGroup::Bandwidth),
+            pb::CheckGroup::Disk => Ok(CheckGroup::Disk),
+            pb::CheckGroup::Vips => Ok(CheckGroup::Vips),
+            pb::CheckGroup::Unspecified => Err(UnspecifiedCheckGroup),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -42,6 +75,19 @@ mod tests {
         assert_eq!(
             Proto::try_from(pb::Protocol::Unspecified),
             Err(UnspecifiedProtocol)
+        );
+    }
+
+    #[test]
+    fn every_check_group_round_trips_with_its_json_word() {
+        for g in CheckGroup::ALL {
+            let w = pb::CheckGroup::from(g);
+            assert_eq!(CheckGroup::try_from(w), Ok(g));
+            assert_eq!(crate::json::name::<pb::CheckGroup>(w as i32), g.as_str());
+        }
+        assert_eq!(
+            CheckGroup::try_from(pb::CheckGroup::Unspecified),
+            Err(UnspecifiedCheckGroup)
         );
     }
 }

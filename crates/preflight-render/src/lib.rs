@@ -646,7 +646,12 @@ fn first_screen(r: &pb::SweepReport, lang: Lang, zone: &Zone) -> Vec<(String, St
         },
     );
     if !r.skipped.is_empty() {
-        add("left out", "未检查", r.skipped.join(lang.pick(", ", "、")));
+        let words: Vec<String> = r
+            .skipped
+            .iter()
+            .map(|&g| preflight_proto::json::name::<pb::CheckGroup>(g))
+            .collect();
+        add("left out", "未检查", words.join(lang.pick(", ", "、")));
     }
     kv
 }
@@ -1223,7 +1228,10 @@ To fix, by party (hard failures block the batch; soft ones are risks to list)"
         r.recorded = false;
         r.not_recorded = "checks were skipped: disk".into();
         r.not_recorded_zh = "跳过了检查项 disk，不计入批次的就绪结论".into();
-        r.skipped = vec!["disk".into(), "bandwidth".into()];
+        r.skipped = vec![
+            pb::CheckGroup::Disk as i32,
+            pb::CheckGroup::Bandwidth as i32,
+        ];
         let out = sweep_in(&r, Lang::Zh, &Zone::utc());
         let first: String = out.lines().take(10).collect::<Vec<_>>().join("\n");
         assert_eq!(

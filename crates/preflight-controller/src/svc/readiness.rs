@@ -10,7 +10,7 @@ use std::sync::Arc;
 use futures_util::stream::{BoxStream, StreamExt};
 use preflight_core::net::Proto;
 use preflight_core::plan::{Plan, MAX_PLAN_BYTES};
-use preflight_core::readiness;
+use preflight_core::readiness::{self, CheckGroup};
 use preflight_core::role::Role;
 use preflight_core::workflow::{Actor, Command, Party, PauseReason, ReadinessSummary};
 use preflight_proto::v1 as pb;
@@ -147,17 +147,20 @@ impl TryFrom<pb::RunSweepRequest> for SweepRequest {
             ));
         }
         let mut skip = BTreeSet::new();
-        for k in &r.skip {
-            if !readiness::SKIPPABLE.contains(&k.as_str()) {
-                return Err(InvalidRequest::new(
-                    "skip",
-                    format!(
-                        "{k:?} is not a check that can be left out: use one of {}",
-                        readiness::SKIPPABLE.join(", ")
-                    ),
-                ));
-            }
-            skip.insert(k.clone());
+        for &k in &r.skip {
+            let group = pb::CheckGroup::try_from(k)
+                .ok()
+                .and_then(|g| CheckGroup::try_from(g).ok())
+                .ok_or_else(|| {
+                    InvalidRequest::new(
+                        "skip",
+                        format!(
+                            "value {k} is not a check this controller can leave out: use one of {}",
+                            readiness::SKIPPABLE.join(", ")
+                        ),
+                    )
+                })?;
+            skip.insert(group);
         }
         let measure_ms = match r.measure_ms {
             0 => DEFAULT_MEASURE_MS,
@@ -306,7 +309,15 @@ pub(crate) fn to_pb(r: &SweepRecord, with_findings: bool) -> pb::SweepReport {
         } else {
             vec![]
         },
-        skipped: r.skipped.clone(),
+        // A stored word this build does not know: unspecified.
+        skipped: r
+            .skipped
+            .iter()
+            .map(|w| {
+                CheckGroup::from_word(w).map_or(pb::CheckGroup::Unspecified, pb::CheckGroup::from)
+                    as i32
+            })
+            .collect(),
         not_recorded: r.not_recorded.clone(),
         project: r.context.project.clone(),
         started_by: r.context.started_by.clone(),
@@ -515,7 +526,11 @@ mod tests {
             ("batch", req(|r| r.batch = String::new())),
             ("batch", req(|r| r.batch = "x".repeat(65))),
             ("concurrency", req(|r| r.concurrency = MAX_CONCURRENCY + 1)),
-            ("skip", req(|r| r.skip = vec!["disks".into()])),
+            ("skip", req(|r| r.skip = vec![99])),
+            (
+                "skip",
+                req(|r| r.skip = vec![pb::CheckGroup::Unspecified as i32]),
+            ),
             ("measure_ms", req(|r| r.measure_ms = MIN_MEASURE_MS - 1)),
             ("measure_ms", req(|r| r.measure_ms = MAX_MEASURE_MS + 1)),
             (
@@ -539,7 +554,7 @@ mod tests {
             );
         }
         // The refusal of --skip lists what can be left out.
-        let e = SweepRequest::try_from(req(|r| r.skip = vec!["x".into()])).unwrap_err();
+        let e = SweepRequest::try_from(req(|r| r.skip = vec![-1])).unwrap_err();
         for k in readiness::SKIPPABLE {
             assert!(e.problem.contains(k), "{e}");
         }

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use preflight_core::plan::Plan;
-use preflight_core::readiness::Finding;
+use preflight_core::readiness::{CheckGroup, Finding};
 use preflight_core::role::Role;
 use preflight_core::workflow::ReadinessSummary;
 use preflight_store::sweeps::{ServerRecord, SweepContext, SweepRecord};
@@ -83,8 +83,8 @@ pub(crate) struct BatchFacts {
 /// What a sweep runs besides the plan's servers.
 #[derive(Debug, Clone)]
 pub(crate) struct Opts {
-    /// Checks left out (`readiness::SKIPPABLE`).
-    pub skip: BTreeSet<String>,
+    /// Checks left out.
+    pub skip: BTreeSet<CheckGroup>,
     /// Length of each disk benchmark and bandwidth test.
     pub measure_ms: u32,
 }
@@ -99,8 +99,8 @@ impl Default for Opts {
 }
 
 impl Opts {
-    fn runs(&self, check: &str) -> bool {
-        !self.skip.contains(check)
+    fn runs(&self, group: CheckGroup) -> bool {
+        !self.skip.contains(&group)
     }
 }
 
@@ -262,7 +262,12 @@ pub(crate) async fn start<E: SweepEnv>(
         finished_at_ms: 0,
         state: "running".into(),
         findings: vec![],
-        skipped: req.opts.skip.iter().cloned().collect(),
+        skipped: req
+            .opts
+            .skip
+            .iter()
+            .map(|g| g.as_str().to_string())
+            .collect(),
         not_recorded: String::new(),
         context: SweepContext {
             project: facts

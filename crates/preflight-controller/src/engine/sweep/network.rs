@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use preflight_core::net::Proto;
 use preflight_core::plan::{Plan, Server};
-use preflight_core::readiness::{self, check, Finding, Target};
+use preflight_core::readiness::{self, check, CheckGroup, Finding, Target};
 use preflight_core::workflow::PauseReason;
 use preflight_proto::v1 as pb;
 use preflight_store::AgentRecord;
@@ -63,7 +63,7 @@ pub(super) fn net_tasks(plan: &Plan, opts: &Opts) -> (Vec<NetTask>, Vec<NetTask>
             .unwrap_or_default()
     };
     let mut paths = Vec::new();
-    if opts.runs("paths") {
+    if opts.runs(CheckGroup::Paths) {
         let mut by_to: BTreeMap<usize, BTreeMap<usize, Vec<u16>>> = BTreeMap::new();
         for p in plan.expanded_paths() {
             if p.protocol == Proto::Tcp {
@@ -93,7 +93,7 @@ pub(super) fn net_tasks(plan: &Plan, opts: &Opts) -> (Vec<NetTask>, Vec<NetTask>
         }
     }
     let mut serial = Vec::new();
-    if opts.runs("bandwidth") {
+    if opts.runs(CheckGroup::Bandwidth) {
         for b in &plan.bandwidth {
             if let (Some(f), Some(t)) = (plan.server(&b.from), plan.server(&b.to)) {
                 serial.push(NetTask::Bandwidth {
@@ -104,7 +104,7 @@ pub(super) fn net_tasks(plan: &Plan, opts: &Opts) -> (Vec<NetTask>, Vec<NetTask>
             }
         }
     }
-    if opts.runs("vips") {
+    if opts.runs(CheckGroup::Vips) {
         serial.extend((0..plan.vips.len()).map(NetTask::Vip));
     }
     (paths, serial)

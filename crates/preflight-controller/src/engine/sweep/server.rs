@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use preflight_core::net::Proto;
 use preflight_core::plan::{PackageKind, Plan, Server, Thresholds};
-use preflight_core::readiness::{self, check, DiskMeasure, Finding, Target};
+use preflight_core::readiness::{self, check, CheckGroup, DiskMeasure, Finding, Target};
 use preflight_core::workflow::PauseReason;
 use preflight_proto::json;
 use preflight_proto::v1 as pb;
@@ -154,20 +154,20 @@ pub(super) async fn sweep_server(
     let clock = inv.clock.clone().unwrap_or_default();
     let offset = inv.collected_at_unix_ms - (t0 + t1) / 2;
     out.push(readiness::clock(server, t, offset, clock.synchronized));
-    if opts.runs("packages") {
+    if opts.runs(CheckGroup::Packages) {
         match packages(plan, server, &mut client).await {
             Ok(f) => out.extend(f),
             Err(e) => return gone(out, seen, &e),
         }
     }
     let mut held = HashMap::new();
-    if opts.runs("ports") {
+    if opts.runs(CheckGroup::Ports) {
         match ports(server, &mut client, &mut held).await {
             Ok(f) => out.extend(f),
             Err(e) => return gone(out, seen, &e),
         }
     }
-    if opts.runs("disk") {
+    if opts.runs(CheckGroup::Disk) {
         for dir in &server.data_dirs {
             match disk(server, t, dir, &mut client, opts).await {
                 Ok(f) => out.extend(f),
@@ -513,12 +513,12 @@ pub(super) fn server_checks(
         out.push(own(check::disk_free(dir), PauseReason::DiskPerformance));
     }
     out.push(own("clock".into(), PauseReason::Other));
-    if opts.runs("packages") {
+    if opts.runs(CheckGroup::Packages) {
         for p in plan.packages_for(server) {
             out.push(own(check::package(&p.path), PauseReason::Package));
         }
     }
-    if opts.runs("ports") {
+    if opts.runs(CheckGroup::Ports) {
         for p in server.planned_ports() {
             out.push((
                 check::port(p.port, p.protocol),
@@ -527,7 +527,7 @@ pub(super) fn server_checks(
             ));
         }
     }
-    if opts.runs("disk") {
+    if opts.runs(CheckGroup::Disk) {
         for dir in &server.data_dirs {
             for m in DiskMeasure::ALL {
                 out.push(own(check::disk(m, dir), PauseReason::DiskPerformance));
