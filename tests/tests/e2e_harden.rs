@@ -873,12 +873,12 @@ fn harden_status_shows_na_firewall_on_fixtures_and_never_audited_hosts() -> Resu
     let (a, b) = (host("fx-01"), host("fx-02"));
     assert_eq!(
         (&a["firewall"], &a["audited"]),
-        (&"n/a".into(), &true.into()),
+        (&"not_applicable".into(), &true.into()),
         "{a}"
     );
     assert_eq!(
         (&b["firewall"], &b["audited"]),
-        (&"never audited".into(), &false.into()),
+        (&"never_audited".into(), &false.into()),
         "{b}"
     );
 

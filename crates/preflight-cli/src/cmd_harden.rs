@@ -775,7 +775,7 @@ async fn harden(op: HardenOp, conn: &Conn, out: Output) -> anyhow::Result<()> {
             ]);
             let mut notes = Vec::new();
             for f in &r.hosts {
-                if !f.audited && !f.firewall.is_empty() {
+                if !f.audited && f.firewall != pb::HostFirewall::Unspecified as i32 {
                     // No evidence at all: not `false` facts, none.
                     let dash = || "-".to_string();
                     table.row(vec![
@@ -788,14 +788,19 @@ async fn harden(op: HardenOp, conn: &Conn, out: Output) -> anyhow::Result<()> {
                     ]);
                     continue;
                 }
-                let firewall = match (f.firewall.as_str(), lang) {
+                let firewall = match pb::HostFirewall::try_from(f.firewall) {
                     // An older controller: only the boolean.
-                    ("", _) => yes(f.firewall_confirmed),
-                    ("confirmed", Lang::Zh) => "已确认".into(),
-                    ("n/a", Lang::Zh) => "不适用".into(),
-                    ("not confirmed", Lang::Zh) => "未确认".into(),
-                    ("never audited", Lang::Zh) => "从未审计".into(),
-                    (other, _) => other.to_string(),
+                    Ok(pb::HostFirewall::Unspecified) => yes(f.firewall_confirmed),
+                    Ok(pb::HostFirewall::Confirmed) => lang.pick("confirmed", "已确认").into(),
+                    Ok(pb::HostFirewall::NotApplicable) => lang.pick("n/a", "不适用").into(),
+                    Ok(pb::HostFirewall::NotConfirmed) => {
+                        lang.pick("not confirmed", "未确认").into()
+                    }
+                    Ok(pb::HostFirewall::NeverAudited) => {
+                        lang.pick("never audited", "从未审计").into()
+                    }
+                    // A newer controller's fact: its number, and the boolean.
+                    Err(_) => format!("{} ({})", yes(f.firewall_confirmed), f.firewall),
                 };
                 table.row(vec![
                     f.agent_id.clone(),

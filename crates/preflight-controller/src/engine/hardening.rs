@@ -297,25 +297,30 @@ fn facts_of(recs: &[(u64, SignedRecord)], planned: Option<&PlannedPorts>) -> Hos
     facts_and_firewall(recs, planned).0
 }
 
-/// The firewall fact as people read it: `confirmed` (the allow-list holds the planned ports,
-/// or its latest check is compliant), `n/a` (no live firewall was judged: the catalog ran on a
-/// root prefix other than `/`, as for fixture trees; the gate lets it pass), `not confirmed`,
-/// or `never audited` (no evidence of the host at all).
-pub(crate) const FW_CONFIRMED: &str = "confirmed";
-pub(crate) const FW_NOT_APPLICABLE: &str = "n/a";
-pub(crate) const FW_NOT_CONFIRMED: &str = "not confirmed";
-pub(crate) const NEVER_AUDITED: &str = "never audited";
+/// The firewall fact of a host as `harden status` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FirewallFact {
+    /// The allow-list holds the planned ports, or its latest check is compliant.
+    Confirmed,
+    /// No live firewall was judged: the catalog ran on a root prefix other than `/`, as for
+    /// fixture trees; the gate lets it pass.
+    NotApplicable,
+    /// Neither.
+    NotConfirmed,
+    /// No evidence of the host at all.
+    NeverAudited,
+}
 
 /// A planned port as the workflow names a missing one (`8080/tcp`).
 fn port_name(p: &PortSpec) -> String {
     p.to_string()
 }
 
-/// [`facts_of`], and the firewall fact shown by `harden status` (see [`FW_CONFIRMED`]).
+/// [`facts_of`], and the firewall fact shown by `harden status`.
 pub(crate) fn facts_and_firewall(
     recs: &[(u64, SignedRecord)],
     planned: Option<&PlannedPorts>,
-) -> (HostHardening, &'static str) {
+) -> (HostHardening, FirewallFact) {
     let mut last_change: Option<u64> = None;
     let mut last_apply_or_rollback: Option<EvidenceOperation> = None;
     let mut last_verify: Option<u64> = None;
@@ -366,18 +371,20 @@ pub(crate) fn facts_and_firewall(
                 .into_iter()
                 .collect();
             let shown = if missing.is_empty() {
-                FW_CONFIRMED
+                FirewallFact::Confirmed
             } else {
-                FW_NOT_CONFIRMED
+                FirewallFact::NotConfirmed
             };
             (missing.is_empty(), missing, shown)
         }
-        (_, _, Some(EvidenceStatus::NotApplicable)) => (true, Vec::new(), FW_NOT_APPLICABLE),
-        (None, _, Some(EvidenceStatus::Compliant)) => (true, Vec::new(), FW_CONFIRMED),
-        _ => (false, Vec::new(), FW_NOT_CONFIRMED),
+        (_, _, Some(EvidenceStatus::NotApplicable)) => {
+            (true, Vec::new(), FirewallFact::NotApplicable)
+        }
+        (None, _, Some(EvidenceStatus::Compliant)) => (true, Vec::new(), FirewallFact::Confirmed),
+        _ => (false, Vec::new(), FirewallFact::NotConfirmed),
     };
     let shown = if recs.is_empty() {
-        NEVER_AUDITED
+        FirewallFact::NeverAudited
     } else {
         shown
     };

@@ -20,7 +20,7 @@ use tonic::{Request, Response, Status};
 use crate::agents::{agent_status, dial_addr};
 use crate::auth::authorize;
 use crate::engine::evidence::{check_evidence, real_now_ms, EvidenceError, Expected};
-use crate::engine::hardening::{HardeningError, PlannedPorts};
+use crate::engine::hardening::{FirewallFact, HardeningError, PlannedPorts};
 use crate::error::{enum_field, store_status, InvalidRequest};
 use crate::wire::WireEnum;
 use crate::Shared;
@@ -651,7 +651,7 @@ impl pb::hardening_server::Hardening for HardeningSvc {
             let (f, firewall) =
                 crate::engine::hardening::facts_and_firewall(&recs, planned.as_ref());
             hosts.push(pb::HostHardeningFacts {
-                firewall: firewall.to_string(),
+                firewall: host_firewall_pb(firewall) as i32,
                 audited: !recs.is_empty(),
                 agent_id: id,
                 baseline_applied: f.baseline_applied,
@@ -663,6 +663,16 @@ impl pb::hardening_server::Hardening for HardeningSvc {
             });
         }
         Ok(Response::new(pb::HardeningStatusResponse { hosts }))
+    }
+}
+
+/// A host's firewall fact on the wire.
+fn host_firewall_pb(f: FirewallFact) -> pb::HostFirewall {
+    match f {
+        FirewallFact::Confirmed => pb::HostFirewall::Confirmed,
+        FirewallFact::NotApplicable => pb::HostFirewall::NotApplicable,
+        FirewallFact::NotConfirmed => pb::HostFirewall::NotConfirmed,
+        FirewallFact::NeverAudited => pb::HostFirewall::NeverAudited,
     }
 }
 
