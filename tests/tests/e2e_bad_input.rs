@@ -477,7 +477,7 @@ fn controller_cases(c: &mut Corpus, known: &str) {
         c.ctl(
             "Readiness/RunSweep",
             format!("plan_toml {what}"),
-            &["plan_toml", "plan"],
+            &["the plan file"],
             sweep(&|r| r.plan_toml = plan.clone()),
         );
     }

@@ -705,7 +705,7 @@ fn attached_plan_is_kept_and_swept_by_batch() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(
-        err.contains("plan_toml")
+        err.contains("the plan is")
             && err.contains("at most 1048576")
             && err.contains("nothing was attached"),
         "{err}"

@@ -129,7 +129,7 @@ pub async fn run(args: Args, conn: &crate::client::Conn) -> anyhow::Result<()> {
             const MAX: usize = preflight_core::plan::MAX_ATTACHED_PLAN_BYTES;
             if text.len() > MAX {
                 eprintln!(
-                    "error: {name}: plan_toml: the plan is {} bytes as canonical TOML; at most {MAX} can be attached: split the batch into smaller ones; nothing was attached",
+                    "error: {name}: the plan is {} bytes as canonical TOML; at most {MAX} can be attached: split the batch into smaller ones; nothing was attached",
                     text.len()
                 );
                 std::process::exit(2);

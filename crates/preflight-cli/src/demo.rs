@@ -173,7 +173,7 @@ impl Office {
             .await
             .map_err(status)?
             .into_inner();
-        Ok(preflight_controller::wire::dec_need("view", r.view)?)
+        crate::cmd_workflow::reply(preflight_controller::wire::dec_need("view", r.view))
     }
 
     async fn stage(&self) -> anyhow::Result<String> {

@@ -8,5 +8,5 @@ mod args;
 mod run;
 
 pub use args::*;
-pub(crate) use run::attach_plan;
 pub use run::run;
+pub(crate) use run::{attach_plan, reply};

@@ -51,9 +51,16 @@ pub(crate) async fn attach_plan(
     .await
 }
 
-/// A value of the controller's reply, in this build's terms.
-fn reply<T>(r: Result<T, wire::InvalidRequest>) -> anyhow::Result<T> {
-    r.context("the controller's reply")
+/// A value of the controller's reply, in this build's terms. A reply this build cannot read
+/// comes from a newer controller (or a broken one): say so and what to do, with the detail
+/// after it for a bug report.
+pub(crate) fn reply<T>(r: Result<T, wire::InvalidRequest>) -> anyhow::Result<T> {
+    r.map_err(|e| {
+        anyhow::anyhow!(
+            "this preflight cannot read the controller's reply, which is probably from a newer \
+             version: install the command line of the controller's version (detail: {e})"
+        )
+    })
 }
 
 fn print_events(r: pb::WorkflowExecuteReply, out: Output) -> anyhow::Result<()> {

@@ -130,7 +130,7 @@ impl TryFrom<pb::RunSweepRequest> for SweepRequest {
         batch_label(&r.batch, false)?;
         if r.plan_toml.len() > MAX_PLAN_BYTES {
             return Err(InvalidRequest::new(
-                "plan_toml",
+                "the plan file",
                 format!(
                     "{} bytes; at most {MAX_PLAN_BYTES} are accepted",
                     r.plan_toml.len()
@@ -184,7 +184,7 @@ impl TryFrom<pb::RunSweepRequest> for SweepRequest {
             };
             let p = Plan::from_toml(name, &r.plan_toml).map_err(|e| {
                 let lines: Vec<String> = e.to_string().lines().take(20).map(String::from).collect();
-                InvalidRequest::new("plan_toml", format!("invalid:\n{}", lines.join("\n")))
+                InvalidRequest::new("the plan file", format!("invalid:\n{}", lines.join("\n")))
             })?;
             Some(p)
         };
@@ -534,11 +534,11 @@ mod tests {
             ("measure_ms", req(|r| r.measure_ms = MIN_MEASURE_MS - 1)),
             ("measure_ms", req(|r| r.measure_ms = MAX_MEASURE_MS + 1)),
             (
-                "plan_toml",
+                "the plan file",
                 req(|r| r.plan_toml = "[[servers]]\nnope".into()),
             ),
             (
-                "plan_toml",
+                "the plan file",
                 req(|r| r.plan_toml = "#".repeat(MAX_PLAN_BYTES + 1)),
             ),
         ];

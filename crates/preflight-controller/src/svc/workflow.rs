@@ -313,7 +313,7 @@ fn attached_plan_from_wire(text: &str, digest: &str) -> Result<Plan, InvalidRequ
             ),
         ));
     }
-    let plan = Plan::from_toml("plan_toml", text).map_err(|e| {
+    let plan = Plan::from_toml("plan.toml", text).map_err(|e| {
         let lines: Vec<String> = e.to_string().lines().take(20).map(String::from).collect();
         InvalidRequest::new(
             "the plan file",

@@ -3,8 +3,7 @@
 use ring::digest::{digest, SHA256};
 use ring::rand::SystemRandom;
 use ring::signature::{
-    EcdsaKeyPair, KeyPair, UnparsedPublicKey, ECDSA_P256_SHA256_ASN1,
-    ECDSA_P256_SHA256_ASN1_SIGNING,
+    EcdsaKeyPair, UnparsedPublicKey, ECDSA_P256_SHA256_ASN1, ECDSA_P256_SHA256_ASN1_SIGNING,
 };
 
 use super::merkle::{Checkpoint, SignedCheckpoint};
@@ -14,13 +13,6 @@ use super::record::{EvidenceRecord, InvalidRecord, SignedRecord};
 const P256_ORDER: [u8; 32] = [
     0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
     0xbc, 0xe6, 0xfa, 0xad, 0xa7, 0x17, 0x9e, 0x84, 0xf3, 0xb9, 0xca, 0xc2, 0xfc, 0x63, 0x25, 0x51,
-];
-
-/// DER prefix of a SubjectPublicKeyInfo for an uncompressed P-256 point (id-ecPublicKey,
-/// prime256v1, BIT STRING of 66 bytes with 0 unused bits); the 65-byte point follows.
-const P256_SPKI_PREFIX: [u8; 26] = [
-    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a,
-    0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
 ];
 
 /// Signing failed.
@@ -65,21 +57,34 @@ pub fn sha256_hex(data: &[u8]) -> String {
 /// The P-256 SubjectPublicKeyInfo (DER) of a PKCS#8 P-256 private key, as it appears in the
 /// certificate issued for that key.
 pub fn p256_spki_from_pkcs8(pkcs8: &[u8]) -> Result<Vec<u8>, SignError> {
-    let rng = SystemRandom::new();
-    let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8, &rng)
-        .map_err(|_| SignError::BadKey)?;
-    let mut spki = P256_SPKI_PREFIX.to_vec();
-    spki.extend_from_slice(pair.public_key().as_ref());
-    Ok(spki)
+    use rcgen::PublicKeyData;
+    let key = rcgen::KeyPair::try_from(pkcs8).map_err(|_| SignError::BadKey)?;
+    if key.algorithm() != &rcgen::PKCS_ECDSA_P256_SHA256 {
+        return Err(SignError::BadKey);
+    }
+    Ok(key.subject_public_key_info())
 }
 
+/// The uncompressed point (65 bytes, `0x04` first) of an ECDSA P-256 SubjectPublicKeyInfo:
+/// what a signature is verified with. Parsed by x509-parser (through rcgen), and accepted only
+/// in its one DER encoding: x509-parser alone overlooks some tag bytes, and a key with two
+/// spellings would have two fingerprints.
 pub(super) fn p256_point(spki_der: &[u8]) -> Result<&[u8], SignatureError> {
-    match spki_der.strip_prefix(&P256_SPKI_PREFIX[..]) {
-        Some(point) if point.len() == 65 && point[0] == 0x04 => Ok(point),
-        _ => Err(SignatureError::BadPublicKey {
-            len: spki_der.len(),
-        }),
+    use rcgen::PublicKeyData;
+    let bad = || SignatureError::BadPublicKey {
+        len: spki_der.len(),
+    };
+    let spki = rcgen::SubjectPublicKeyInfo::from_der(spki_der).map_err(|_| bad())?;
+    let point = spki.der_bytes();
+    if spki.algorithm() != &rcgen::PKCS_ECDSA_P256_SHA256
+        || point.len() != 65
+        || point[0] != 0x04
+        || spki.subject_public_key_info() != spki_der
+    {
+        return Err(bad());
     }
+    // Canonical, so the BIT STRING's 65 bytes end the input.
+    Ok(&spki_der[spki_der.len() - 65..])
 }
 
 fn sign_message(message: &[u8], pkcs8: &[u8]) -> Result<String, SignError> {
@@ -257,6 +262,44 @@ mod tests {
         (0..n)
             .map(|i| leaf_hash(&(i as u64).to_be_bytes()))
             .collect()
+    }
+
+    #[test]
+    fn the_spki_of_a_key_carries_its_point_and_anything_else_is_refused() {
+        use ring::signature::KeyPair;
+        let rng = SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng)
+            .expect("key")
+            .as_ref()
+            .to_vec();
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &pkcs8, &rng).unwrap();
+        let spki = p256_spki_from_pkcs8(&pkcs8).expect("spki");
+        // A P-256 SPKI is 91 bytes: the algorithm, then the 65-byte point of the key.
+        assert_eq!(spki.len(), 91);
+        assert_eq!(p256_point(&spki), Ok(pair.public_key().as_ref()));
+        let mut long = spki.clone();
+        long.push(0);
+        // Every bit of the header (x509-parser alone overlooks some tag bytes).
+        for pos in 0..26 {
+            for bit in 0..8 {
+                let mut c = spki.clone();
+                c[pos] ^= 1 << bit;
+                assert!(p256_point(&c).is_err(), "byte {pos} bit {bit}");
+            }
+        }
+        let p384 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap();
+        let p384_spki = rcgen::PublicKeyData::subject_public_key_info(&p384);
+        for bad in [&spki[..90], &long[..], &[][..], &p384_spki[..]] {
+            assert_eq!(
+                p256_point(bad),
+                Err(SignatureError::BadPublicKey { len: bad.len() })
+            );
+        }
+        assert_eq!(
+            p256_spki_from_pkcs8(&p384.serialize_der()),
+            Err(SignError::BadKey)
+        );
+        assert_eq!(p256_spki_from_pkcs8(b"not a key"), Err(SignError::BadKey));
     }
 
     #[test]
