@@ -258,7 +258,7 @@ fn current_agents(agents: Vec<pb::AgentInfo>, all: bool) -> (Vec<pb::AgentInfo>,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    preflight_core::timefmt::parse_duration(s).map(Duration::from_secs)
+    preflight_core::units::parse_duration(s).map_err(|why| format!("invalid duration {s:?}: {why}"))
 }
 
 use preflight_core::error_chain;

@@ -37,36 +37,3 @@ mod tests {
         assert_eq!(ago(3 * 86_400), "3d");
     }
 }
-
-/// Parses a duration written as people write it: `90`, `90s`, `15m`, `1h`, `7d` (one unit).
-/// Returns seconds, or a message naming the value and the accepted forms.
-pub fn parse_duration(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let (num, mult) = match t.char_indices().last() {
-        Some((i, 's')) => (&t[..i], 1),
-        Some((i, 'm')) => (&t[..i], 60),
-        Some((i, 'h')) => (&t[..i], 3600),
-        Some((i, 'd')) => (&t[..i], 86_400),
-        _ => (t, 1),
-    };
-    num.parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(mult))
-        .ok_or_else(|| format!("invalid duration {s:?}: use a whole number with s, m, h or d, e.g. 90s, 15m, 1h, 7d"))
-}
-
-#[cfg(test)]
-mod duration_tests {
-    use super::parse_duration;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("90"), Ok(90));
-        assert_eq!(parse_duration("15m"), Ok(900));
-        assert_eq!(parse_duration("1h"), Ok(3600));
-        assert_eq!(parse_duration(" 7d "), Ok(604_800));
-        for bad in ["", "h", "1.5h", "-1s", "1w", "99999999999999999999d"] {
-            assert!(parse_duration(bad).is_err(), "{bad}");
-        }
-    }
-}

@@ -1,5 +1,6 @@
-//! Sizes and durations as fio and sysbench write them, for the benchmark options of the CLI
-//! and the agent (one grammar; each caller words the refusal for its own error type).
+//! Sizes and durations as people write them on a command line: one grammar for every option
+//! of the CLI and the agent (benchmarks as fio and sysbench write them, token lifetimes, the
+//! demo clock); each caller words the refusal for its own error type.
 
 use std::time::Duration;
 
@@ -20,17 +21,36 @@ pub fn parse_size(s: &str) -> Result<u64, &'static str> {
     n.checked_mul(1u64 << shift).ok_or("size overflows 64 bits")
 }
 
-/// Parses a duration: seconds, or a number with suffix `s`, `m` (minutes) or `ms`, e.g. `5`,
-/// `30s`, `2m`, `500ms`. The error is what is accepted.
+/// Parses a duration: seconds, or a whole number with one unit `ms`, `s`, `m` (also `min`),
+/// `h` or `d`, e.g. `5`, `500ms`, `30s`, `2m`, `1h`, `7d`. The error is what is accepted.
 pub fn parse_duration(s: &str) -> Result<Duration, &'static str> {
-    let (n, suffix) = number(s).ok_or("expected seconds, e.g. 5, 30s, 2m or 500ms")?;
+    let (n, suffix) = number(s)
+        .ok_or("expected seconds, or a whole number with a unit: 500ms, 30s, 15m, 1h, 7d")?;
     let n = n?;
+    let secs = |mult: u64| {
+        n.checked_mul(mult)
+            .map(Duration::from_secs)
+            .ok_or("too long")
+    };
     match suffix.to_ascii_lowercase().as_str() {
-        "" | "s" => Ok(Duration::from_secs(n)),
         "ms" => Ok(Duration::from_millis(n)),
-        "m" | "min" => n.checked_mul(60).map(Duration::from_secs).ok_or("too long"),
-        _ => Err("unknown suffix: use s, m or ms"),
+        "" | "s" => Ok(Duration::from_secs(n)),
+        "m" | "min" => secs(60),
+        "h" => secs(3600),
+        "d" => secs(86_400),
+        _ => Err("unknown unit: use ms, s, m, h or d, e.g. 30s, 15m, 1h, 7d"),
     }
+}
+
+/// [`parse_duration`] in whole seconds (token lifetimes and the like): `1500ms` is refused.
+pub fn parse_seconds(s: &str) -> Result<u64, String> {
+    let d = parse_duration(s).map_err(|why| format!("invalid duration {s:?}: {why}"))?;
+    if d.subsec_nanos() != 0 {
+        return Err(format!(
+            "invalid duration {s:?}: use whole seconds, e.g. 90s, 15m, 1h, 7d"
+        ));
+    }
+    Ok(d.as_secs())
 }
 
 /// The leading digits of `s` (trimmed) as a number, and the rest; `None` without digits.
@@ -79,16 +99,33 @@ mod tests {
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("3min"), Ok(Duration::from_secs(180)));
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration(" 7d "), Ok(Duration::from_secs(604_800)));
         for (bad, why) in [
             ("", "expected seconds"),
             ("s", "expected seconds"),
-            ("5h", "unknown suffix"),
-            ("1.5", "unknown suffix"),
+            ("h", "expected seconds"),
+            ("-1s", "expected seconds"),
+            ("5w", "unknown unit"),
+            ("1.5", "unknown unit"),
+            ("1.5h", "unknown unit"),
             ("99999999999999999999s", "number too large"),
             ("18446744073709551615m", "too long"),
+            ("99999999999999999d", "too long"),
         ] {
             let e = parse_duration(bad).unwrap_err();
             assert!(e.starts_with(why), "{bad:?}: {e}");
         }
+    }
+
+    #[test]
+    fn whole_seconds_for_lifetimes() {
+        assert_eq!(parse_seconds("90"), Ok(90));
+        assert_eq!(parse_seconds("15m"), Ok(900));
+        assert_eq!(parse_seconds("2000ms"), Ok(2));
+        let e = parse_seconds("1500ms").unwrap_err();
+        assert!(e.contains("whole seconds") && e.contains("1500ms"), "{e}");
+        let e = parse_seconds("1w").unwrap_err();
+        assert!(e.contains("\"1w\"") && e.contains("7d"), "{e}");
     }
 }

@@ -99,7 +99,7 @@ pub enum UserCmd {
         role: String,
         /// The token expires after this long (e.g. 8h, 30d; at most 400d); default: the
         /// controller's `serve --token-ttl` (90 days unless set).
-        #[arg(long, value_parser = preflight_core::timefmt::parse_duration)]
+        #[arg(long, value_parser = preflight_core::units::parse_seconds)]
         ttl: Option<u64>,
     },
     /// List users, roles, status and token expiry (warns about tokens expiring within 7 days).
@@ -125,7 +125,7 @@ pub enum UserTokenCmd {
         name: String,
         /// The new token expires after this long (at most 400d); default: the controller's
         /// `serve --token-ttl`.
-        #[arg(long, value_parser = preflight_core::timefmt::parse_duration)]
+        #[arg(long, value_parser = preflight_core::units::parse_seconds)]
         ttl: Option<u64>,
     },
 }

@@ -1,8 +1,6 @@
 //! The workflow subcommands' calls of the controller's Workflow service; what they print is
 //! rendered by `preflight_render::workflow`.
 
-use std::time::Duration;
-
 use anyhow::{bail, Context};
 use preflight_controller::wire::{self, WireEnum};
 use preflight_core::role::Role;
@@ -451,9 +449,8 @@ pub async fn run(cmd: WorkflowCmd, conn: &Conn, out: Output) -> anyhow::Result<(
             let op = match cc {
                 ClockCmd::Set { time } => Op::SetMs(parse_time_arg("dev clock set TIME", &time)?),
                 ClockCmd::Advance { duration } => {
-                    let secs = preflight_core::timefmt::parse_duration(&duration)
-                        .map_err(anyhow::Error::msg)?;
-                    let d = Duration::from_secs(secs);
+                    let d = preflight_core::units::parse_duration(&duration)
+                        .map_err(|why| anyhow::anyhow!("invalid duration {duration:?}: {why}"))?;
                     Op::AdvanceMs(i64::try_from(d.as_millis()).context("duration too long")?)
                 }
                 ClockCmd::Show => Op::Show(true),

@@ -290,8 +290,8 @@ mod tests {
         );
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert_eq!(
-            parse_duration("5h").unwrap_err().to_string(),
-            "invalid time \"5h\": unknown suffix: use s, m or ms"
+            parse_duration("5w").unwrap_err().to_string(),
+            "invalid time \"5w\": unknown unit: use ms, s, m, h or d, e.g. 30s, 15m, 1h, 7d"
         );
     }
 
